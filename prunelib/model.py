@@ -1,0 +1,159 @@
+"""The challenge's ReLU MLP: building, training (seeded, deterministic on CPU) and caching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from prunelib.config import TrainConfig  # noqa: E402
+from prunelib.data import Dataset  # noqa: E402
+from prunelib.paths import cache_dir  # noqa: E402
+
+LOGITS = "logits"
+"""Name of the output layer; :func:`prunelib.pruning.split_logits` keeps it unpruned."""
+
+
+def build_mlp(
+    hidden_sizes: Sequence[int] = (1000, 1000, 500, 200),
+    num_classes: int = 10,
+    input_shape: tuple[int, ...] = (28, 28),
+    use_bias: bool = False,
+    seed: int = 0,
+    precision: str = "float32",
+) -> keras.Model:
+    """Build a ReLU MLP whose last Dense layer, named ``logits``, is linear.
+
+    Without biases (the default) a zeroed kernel column is a dead unit: it outputs exactly 0.
+    ``precision="mixed_bfloat16"`` runs the hidden layers' matmuls in bf16 with float32 weights;
+    the logits are always float32 so the loss is computed at full precision.
+    """
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    for i, units in enumerate(hidden_sizes):
+        x = keras.layers.Dense(units, activation="relu", use_bias=use_bias,
+                               kernel_initializer=init(seed=seed + i), dtype=precision,
+                               name=f"hidden_{i}")(x)
+    outputs = keras.layers.Dense(num_classes, use_bias=use_bias,
+                                 kernel_initializer=init(seed=seed + len(hidden_sizes)), dtype="float32",
+                                 name=LOGITS)(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    """The model's Dense layers in order; the last must be the logit layer."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not layers or layers[-1].name != LOGITS:
+        raise ValueError(f"expected the last Dense layer to be named {LOGITS!r}")
+    return layers
+
+
+def get_kernels(model: keras.Model) -> list[np.ndarray]:
+    """Copies of the model's kernels in layer order, each (inputs, units)."""
+    return [np.array(layer.kernel.numpy()) for layer in dense_layers(model)]
+
+
+def get_biases(model: keras.Model) -> list[np.ndarray | None]:
+    """Copies of the biases in layer order (``None`` for a layer without one)."""
+    return [None if layer.bias is None else np.array(layer.bias.numpy()) for layer in dense_layers(model)]
+
+
+def with_weights(model: keras.Model, kernels: Sequence[np.ndarray],
+                 biases: Sequence[np.ndarray | None] | None = None) -> keras.Model:
+    """Return a new model of the same architecture holding ``kernels`` (and ``biases``)."""
+    clone = keras.models.clone_model(model)
+    for i, layer in enumerate(dense_layers(clone)):
+        layer.kernel.assign(kernels[i])
+        if layer.bias is not None:
+            source = biases[i] if biases is not None else dense_layers(model)[i].bias.numpy()
+            layer.bias.assign(source)
+    return clone
+
+
+def compile_model(model: keras.Model, config: TrainConfig, steps: int) -> keras.Model:
+    """Compile for training from logits with Adam over ``steps`` optimizer steps."""
+    lr = config.learning_rate
+    if config.lr_schedule == "cosine" and steps > 0:
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps)
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=config.jit_compile,
+        steps_per_execution=20,  # fewer Python round trips per epoch
+    )
+    return model
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow.
+
+    TF's op-determinism switch is left off on purpose: Keras turns XLA off under it, and on CPU
+    the seeded run is reproducible bit for bit without it (``tests/test_model.py`` checks).
+    """
+    keras.utils.set_random_seed(seed)
+
+
+def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
+    """A tf.data pipeline reshuffled every epoch with a fixed seed."""
+    return (
+        tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def training_subset(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The training images and labels, cut to ``config.train_subset`` if set."""
+    n = config.train_subset or len(data.x_train)
+    return data.x_train[:n], data.y_train[:n]
+
+
+def train(data: Dataset, config: TrainConfig, verbose: int = 0,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.Model:
+    """Build and train a fresh model on ``data`` as ``config`` says (no caching)."""
+    seed_everything(config.seed)
+    model = build_mlp(config.hidden_sizes, config.num_classes, data.x_train.shape[1:],
+                      config.use_bias, config.seed, config.precision)
+    x, y = training_subset(data, config)
+    compile_model(model, config, steps=config.epochs * -(-len(x) // config.batch_size))
+    model.fit(train_dataset(x, y, config.batch_size, config.seed), epochs=config.epochs,
+              verbose=verbose, callbacks=list(callbacks))
+    return model
+
+
+def cache_key(dataset: str, config: TrainConfig) -> str:
+    """A short stable hash of everything that determines the trained weights."""
+    blob = json.dumps({"dataset": dataset, **asdict(config), "keras": keras.__version__},
+                      sort_keys=True, default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
+                  verbose: int = 0, cache: str | os.PathLike | None = None) -> keras.Model:
+    """Return the trained model for ``(data.name, config)``, from the cache when it is there.
+
+    Args:
+        retrain: train even if a cached model exists (and overwrite it).
+        cache: directory of cached models (default :func:`prunelib.paths.cache_dir`).
+    """
+    path = Path(cache or cache_dir()) / f"{data.name}-{cache_key(data.name, config)}.keras"
+    if path.is_file() and not retrain:
+        return keras.models.load_model(path, compile=False)
+    model = train(data, config, verbose=verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written model in the cache
+    return model

@@ -1,0 +1,180 @@
+"""Magnitude pruning as pure functions on lists of Keras kernels.
+
+A kernel has Keras' shape ``(inputs, units)``: column ``j`` holds every weight feeding unit ``j``.
+Kernels come in layer order and the last one feeds the logits; that layer is never pruned, and
+:func:`split_logits` is the one place that says so.
+
+Computing masks (``*_masks``) and applying them (:func:`apply_masks`) are separate steps, so a
+mask can be kept fixed while training (fine-tuning) or reused for compaction and sparse kernels.
+Nothing here mutates its inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from numbers import Real
+
+import numpy as np
+
+Masks = list[np.ndarray]
+MaskFn = Callable[[Sequence[np.ndarray], float], Masks]
+
+
+def validate_k(k: object) -> float:
+    """Check a pruning percentage and return it as a float.
+
+    Raises:
+        ValueError: ``k`` is not a real number in [0, 100] (NaN, bools and strings included).
+    """
+    if isinstance(k, bool) or not isinstance(k, Real) or math.isnan(k) or not 0 <= k <= 100:
+        raise ValueError(f"k must be a percentage in [0, 100], got {k!r}")
+    return float(k)
+
+
+def count_to_prune(n: int, k: float) -> int:
+    """Number of items out of ``n`` to prune at ``k`` percent: ``round(k / 100 * n)``."""
+    return round(validate_k(k) / 100 * n)
+
+
+def split_logits(kernels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Split kernels into the prunable hidden layers and the logit layer (the last one)."""
+    if len(kernels) < 1:
+        raise ValueError("need at least the logit layer's kernel")
+    return list(kernels[:-1]), kernels[-1]
+
+
+def _smallest(scores: np.ndarray, n: int) -> np.ndarray:
+    """Boolean mask of the ``n`` smallest entries of a 1-D array; ties go to the earlier position.
+
+    Linear time (a partition, not a sort): the sweep calls this for every layer and k.
+    """
+    chosen = np.zeros(scores.size, dtype=bool)
+    if n <= 0:
+        return chosen
+    if n >= scores.size:
+        chosen[:] = True
+        return chosen
+    threshold = np.partition(scores, n - 1)[n - 1]
+    chosen |= scores < threshold
+    ties = np.flatnonzero(scores == threshold)
+    chosen[ties[: n - int(chosen.sum())]] = True
+    return chosen
+
+
+def _keep_all(kernel: np.ndarray) -> np.ndarray:
+    return np.ones(kernel.shape, dtype=bool)
+
+
+def weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
+    """Per layer, mask out the ``round(k/100 * size)`` weights of smallest magnitude.
+
+    Returns:
+        Boolean masks shaped like the kernels; ``True`` keeps a weight. The logit mask keeps all.
+    """
+    k = validate_k(k)
+    hidden, logits = split_logits(kernels)
+    masks = []
+    for kernel in hidden:
+        pruned = _smallest(np.abs(kernel).ravel(), count_to_prune(kernel.size, k))
+        masks.append(~pruned.reshape(kernel.shape))
+    return masks + [_keep_all(logits)]
+
+
+def unit_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
+    """Per layer, mask out the ``round(k/100 * units)`` columns (units) of smallest L2 norm.
+
+    Returns:
+        Boolean masks shaped like the kernels, constant down each column.
+    """
+    k = validate_k(k)
+    hidden, logits = split_logits(kernels)
+    masks = []
+    for kernel in hidden:
+        norms = np.linalg.norm(kernel.astype(np.float64), axis=0)
+        keep = ~_smallest(norms, count_to_prune(kernel.shape[1], k))
+        masks.append(np.broadcast_to(keep, kernel.shape).copy())
+    return masks + [_keep_all(logits)]
+
+
+def global_weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
+    """Mask out the ``round(k/100 * N)`` smallest-magnitude weights pooled over all hidden layers.
+
+    ``N`` is the number of prunable weights; layers lose different fractions. A baseline for the
+    layer-wise rule of the challenge.
+    """
+    k = validate_k(k)
+    hidden, logits = split_logits(kernels)
+    sizes = [w.size for w in hidden]
+    pooled = np.concatenate([np.abs(w).ravel() for w in hidden]) if hidden else np.zeros(0)
+    keep = ~_smallest(pooled, count_to_prune(pooled.size, k))
+    pieces = np.split(keep, np.cumsum(sizes)[:-1]) if hidden else []
+    return [p.reshape(w.shape) for p, w in zip(pieces, hidden)] + [_keep_all(logits)]
+
+
+METHODS: dict[str, MaskFn] = {
+    "weight": weight_masks,
+    "unit": unit_masks,
+    "global-weight": global_weight_masks,
+}
+
+
+def compute_masks(kernels: Sequence[np.ndarray], k: float, method: str) -> Masks:
+    """Masks of pruning method ``method`` (a key of :data:`METHODS`) at ``k`` percent."""
+    try:
+        fn = METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown pruning method {method!r}; choose one of {sorted(METHODS)}") from None
+    return fn(kernels, k)
+
+
+def apply_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Return new kernels with masked-out weights set to zero (inputs untouched)."""
+    if len(kernels) != len(masks):
+        raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks")
+    out = []
+    for kernel, mask in zip(kernels, masks):
+        if kernel.shape != mask.shape:
+            raise ValueError(f"mask shape {mask.shape} does not match kernel shape {kernel.shape}")
+        out.append(np.where(mask, kernel, np.zeros((), dtype=kernel.dtype)))
+    return out
+
+
+def prune(kernels: Sequence[np.ndarray], k: float, method: str) -> list[np.ndarray]:
+    """Prune ``kernels`` by ``method`` at ``k`` percent; the logit kernel comes back bit-identical."""
+    # apply_masks selects values (np.where) rather than multiplying, so kept weights, the logit
+    # kernel included, come back bit-identical (no -0.0 or NaN surprises).
+    return apply_masks(kernels, compute_masks(kernels, k, method))
+
+
+def weight_prune(kernels: Sequence[np.ndarray], k: float) -> list[np.ndarray]:
+    """Zero the ``round(k/100 * size)`` smallest-|w| weights of each hidden kernel.
+
+    Args:
+        kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
+        k: percent in [0, 100].
+
+    Returns:
+        New kernels; the logit kernel is returned bit-identical.
+    """
+    return prune(kernels, k, "weight")
+
+
+def unit_prune(kernels: Sequence[np.ndarray], k: float) -> list[np.ndarray]:
+    """Zero the ``round(k/100 * units)`` columns of smallest L2 norm of each hidden kernel.
+
+    Args:
+        kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
+        k: percent in [0, 100].
+
+    Returns:
+        New kernels; the logit kernel is returned bit-identical.
+    """
+    return prune(kernels, k, "unit")
+
+
+def sparsity(arrays: Sequence[np.ndarray]) -> float:
+    """Measured percent of zero entries over all ``arrays`` together."""
+    total = sum(a.size for a in arrays)
+    zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
+    return 100.0 * zeros / total if total else 0.0

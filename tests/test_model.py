@@ -1,0 +1,90 @@
+import numpy as np
+import pytest
+
+from prunelib import model as mlp
+from prunelib.config import ExperimentConfig, TrainConfig
+from prunelib.data import Dataset
+from prunelib.evaluate import evaluate_kernels
+
+
+def tiny_data(n=256, seed=0) -> Dataset:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.uint8)
+    x = rng.random((n, 28, 28), dtype=np.float32) * 0.5
+    x[y == 1, :14] += 0.5  # class 1 has a bright top half
+    return Dataset("tiny", x, y, x[:64], y[:64])
+
+
+TINY = TrainConfig(hidden_sizes=(16, 8), num_classes=2, epochs=3, batch_size=32, learning_rate=1e-2)
+
+
+def test_default_mlp_has_2386000_kernel_weights_and_named_logits():
+    model = mlp.build_mlp()
+    kernels = mlp.get_kernels(model)
+    assert [w.shape for w in kernels] == [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
+    assert sum(w.size for w in kernels) == 2_386_000
+    assert model.count_params() == 2_386_000  # no biases by default
+    assert mlp.dense_layers(model)[-1].name == mlp.LOGITS
+    assert model.output_shape == (None, 10)
+
+
+def test_bias_option_adds_biases():
+    model = mlp.build_mlp((4,), 3, use_bias=True)
+    assert [b.shape for b in mlp.get_biases(model)] == [(4,), (3,)]
+
+
+def test_training_is_deterministic_and_learns():
+    data = tiny_data()
+    a = mlp.get_kernels(mlp.train(data, TINY))
+    b = mlp.get_kernels(mlp.train(data, TINY))
+    for wa, wb in zip(a, b):
+        assert wa.tobytes() == wb.tobytes()
+    c = mlp.get_kernels(mlp.train(data, TrainConfig(**{**TINY.__dict__, "seed": 1})))
+    assert a[0].tobytes() != c[0].tobytes()
+    accuracy, _ = evaluate_kernels(a, data.x_test, data.y_test)
+    assert accuracy > 70
+
+
+def test_model_predictions_match_numpy_evaluation():
+    data = tiny_data()
+    model = mlp.train(data, TINY)
+    logits = np.asarray(model.predict(data.x_test, verbose=0))
+    # bf16 training, float32 evaluation of the same float32 weights: compare in float32
+    f32 = mlp.with_weights(mlp.build_mlp(TINY.hidden_sizes, 2, precision="float32"), mlp.get_kernels(model))
+    accuracy, _ = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)
+    f32_logits = np.asarray(f32.predict(data.x_test, verbose=0))
+    assert 100 * np.mean(f32_logits.argmax(1) == data.y_test) == pytest.approx(accuracy)
+    assert np.mean(logits.argmax(1) == f32_logits.argmax(1)) > 0.95
+
+
+def test_with_weights_returns_new_model_and_leaves_original():
+    model = mlp.build_mlp((4,), 3)
+    before = mlp.get_kernels(model)
+    zeros = [np.zeros_like(w) for w in before]
+    clone = mlp.with_weights(model, zeros)
+    assert all(np.count_nonzero(w) == 0 for w in mlp.get_kernels(clone))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, mlp.get_kernels(model)))
+
+
+def test_train_or_load_caches_by_config(tmp_path):
+    data = tiny_data()
+    first = mlp.train_or_load(data, TINY, cache=tmp_path)
+    files = list(tmp_path.glob("*.keras"))
+    assert len(files) == 1 and files[0].name.startswith("tiny-")
+    again = mlp.train_or_load(data, TINY, cache=tmp_path)
+    for a, b in zip(mlp.get_kernels(first), mlp.get_kernels(again)):
+        assert a.tobytes() == b.tobytes()
+    mlp.train_or_load(data, TrainConfig(**{**TINY.__dict__, "epochs": 1}), cache=tmp_path)
+    assert len(list(tmp_path.glob("*.keras"))) == 2
+    assert mlp.cache_key("tiny", TINY) != mlp.cache_key("other", TINY)
+
+
+def test_configs_are_frozen_and_validated():
+    cfg = ExperimentConfig()
+    with pytest.raises(AttributeError):
+        cfg.ks = (1,)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="120"):
+        ExperimentConfig(ks=(0, 120))
+    with pytest.raises(ValueError):
+        TrainConfig(epochs=-1)
+    assert ExperimentConfig.quick().train.train_subset == 2000

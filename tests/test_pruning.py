@@ -1,0 +1,149 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from prunelib import pruning
+from prunelib.config import DEFAULT_KS
+
+METHODS = ["weight", "unit"]
+ALL_METHODS = list(pruning.METHODS)
+
+
+def tiny_kernels(seed: int = 0, sizes=(12, 9, 7, 5, 3)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def prune_fn(method):
+    return {"weight": pruning.weight_prune, "unit": pruning.unit_prune}[method]
+
+
+@pytest.mark.parametrize("k", DEFAULT_KS)
+def test_weight_prune_zeroes_exactly_round_k_per_layer(k):
+    kernels = tiny_kernels()
+    pruned = pruning.weight_prune(kernels, k)
+    for before, after in zip(kernels[:-1], pruned[:-1]):
+        assert np.count_nonzero(after == 0) == round(k / 100 * before.size)
+        # survivors keep their values, and every survivor is at least as large as every victim
+        kept = after != 0
+        np.testing.assert_array_equal(after[kept], before[kept])
+        if kept.any() and (~kept).any():
+            assert np.abs(before[~kept]).max() <= np.abs(before[kept]).min()
+
+
+@pytest.mark.parametrize("k", DEFAULT_KS)
+def test_unit_prune_zeroes_whole_columns_of_smallest_norm(k):
+    kernels = tiny_kernels()
+    pruned = pruning.unit_prune(kernels, k)
+    for before, after in zip(kernels[:-1], pruned[:-1]):
+        dead = np.all(after == 0, axis=0)
+        assert dead.sum() == round(k / 100 * before.shape[1])
+        # a column is either entirely zero or entirely the original
+        np.testing.assert_array_equal(after[:, ~dead], before[:, ~dead])
+        norms = np.linalg.norm(before, axis=0)
+        if dead.any() and (~dead).any():
+            assert norms[dead].max() <= norms[~dead].min()
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("k", DEFAULT_KS)
+def test_logits_bit_identical_and_inputs_untouched(method, k):
+    kernels = tiny_kernels()
+    kernels[-1][0, 0] = -0.0  # a signed zero must survive too
+    copies = [w.copy() for w in kernels]
+    pruned = pruning.prune(kernels, k, method)
+    assert pruned[-1].tobytes() == copies[-1].tobytes()
+    assert pruned[-1] is not kernels[-1]
+    for original, copy in zip(kernels, copies):
+        assert original.tobytes() == copy.tobytes()
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_k_zero_is_identity(method):
+    kernels = tiny_kernels()
+    for before, after in zip(kernels, pruning.prune(kernels, 0, method)):
+        assert before.tobytes() == after.tobytes()
+        assert after.dtype == before.dtype
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_k_hundred_empties_every_hidden_layer(method):
+    pruned = pruning.prune(tiny_kernels(), 100, method)
+    assert all(np.count_nonzero(w) == 0 for w in pruned[:-1])
+    assert np.count_nonzero(pruned[-1]) == pruned[-1].size
+
+
+@pytest.mark.parametrize("bad", [-1, -0.001, 100.0001, 150, math.nan, math.inf, "50", None, True, [50]])
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_bad_k_raises_value_error_naming_it(bad, method):
+    with pytest.raises(ValueError, match=repr(bad).replace("[", r"\[").replace("]", r"\]")):
+        pruning.prune(tiny_kernels(), bad, method)
+
+
+def test_unknown_method_raises():
+    with pytest.raises(ValueError, match="unknown pruning method 'bogus'"):
+        pruning.compute_masks(tiny_kernels(), 50, "bogus")
+
+
+def test_ties_break_by_position():
+    kernel = np.ones((2, 4), dtype=np.float32)
+    pruned = pruning.weight_prune([kernel, np.ones((4, 1), np.float32)], 50)[0]
+    np.testing.assert_array_equal(pruned.ravel(), [0, 0, 0, 0, 1, 1, 1, 1])
+    units = pruning.unit_prune([kernel, np.ones((4, 1), np.float32)], 50)[0]
+    np.testing.assert_array_equal(units[0], [0, 0, 1, 1])
+
+
+def test_round_convention_uses_python_round():
+    # 2.5 rounds to 2 (banker's rounding), as round() does; one convention everywhere.
+    assert pruning.count_to_prune(10, 25) == round(2.5) == 2
+    assert pruning.count_to_prune(7, 50) == round(3.5) == 4
+
+
+def test_masks_and_apply_are_separate_steps():
+    kernels = tiny_kernels()
+    masks = pruning.weight_masks(kernels, 60)
+    assert all(m.dtype == bool and m.shape == w.shape for m, w in zip(masks, kernels))
+    assert masks[-1].all()
+    np.testing.assert_array_equal(pruning.apply_masks(kernels, masks)[0], np.where(masks[0], kernels[0], 0))
+    with pytest.raises(ValueError):
+        pruning.apply_masks(kernels, masks[:-1])
+
+
+def test_global_weight_prunes_round_k_of_all_hidden_weights():
+    kernels = tiny_kernels()
+    n = sum(w.size for w in kernels[:-1])
+    pruned = pruning.prune(kernels, 70, "global-weight")
+    assert sum(np.count_nonzero(w == 0) for w in pruned[:-1]) == round(0.7 * n)
+
+
+def test_sparsity_counts_all_arrays():
+    assert pruning.sparsity([np.zeros(3), np.ones(1)]) == 75.0
+
+
+shapes = st.lists(st.integers(1, 9), min_size=2, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=shapes, k=st.floats(0, 100), method=st.sampled_from(ALL_METHODS), data=st.data())
+def test_properties_on_random_kernels(sizes, k, method, data):
+    kernels = [data.draw(hnp.arrays(np.float32, (a, b), elements=st.floats(-4, 4, width=32)))
+               for a, b in zip(sizes[:-1], sizes[1:])]
+    copies = [w.copy() for w in kernels]
+    masks = pruning.compute_masks(kernels, k, method)
+    pruned = pruning.apply_masks(kernels, masks)
+    pruned_count = sum(int((~m).sum()) for m in masks)
+    if method == "weight":
+        assert pruned_count == sum(round(k / 100 * w.size) for w in kernels[:-1])
+    elif method == "unit":
+        assert pruned_count == sum(round(k / 100 * w.shape[1]) * w.shape[0] for w in kernels[:-1])
+        assert all((m == m[:1]).all() for m in masks)
+    else:
+        assert pruned_count == round(k / 100 * sum(w.size for w in kernels[:-1]))
+    assert pruned[-1].tobytes() == kernels[-1].tobytes()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(kernels, copies))
+    # at least the nominal count of weights is zero (some may have been zero already)
+    assert sum(np.count_nonzero(w == 0) for w in pruned) >= pruned_count
