@@ -226,7 +226,10 @@ def _from_debian(spec: DatasetSpec, root: Path, wanted: list[str]) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        if not _run(["apt-get", "download", DEBIAN_PACKAGE], tmp_path):
+        # a new machine has no package lists yet: update them once and retry
+        if not (_run(["apt-get", "download", DEBIAN_PACKAGE], tmp_path)
+                or (_run(["apt-get", "update", "-qq"], tmp_path)
+                    and _run(["apt-get", "download", DEBIAN_PACKAGE], tmp_path))):
             return
         for deb in tmp_path.glob("*.deb"):
             if _run(["dpkg", "-x", str(deb), str(tmp_path / "x")], tmp_path):

@@ -53,18 +53,6 @@ def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
     return 100.0 * correct / len(x), loss / len(x)
 
 
-def prune_biases(biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray],
-                 method: str) -> list[np.ndarray | None]:
-    """Zero the biases of units that unit pruning removed, so a pruned unit outputs exactly 0.
-
-    Weight pruning leaves biases alone: a column it happens to empty is not a removed unit.
-    """
-    if method != "unit":
-        return list(biases)
-    return [None if b is None else np.where(m.any(axis=0), b, np.zeros((), b.dtype))
-            for b, m in zip(biases, masks)]
-
-
 def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
           dataset: str, methods: Iterable[str] = ("weight", "unit"),
           ks: Iterable[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99),
@@ -83,7 +71,7 @@ def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
     for method, k in tqdm(grid, desc=f"sweep {dataset} seed {seed}", disable=not progress, leave=False):
         masks = pruning.compute_masks(kernels, k, method)
         pruned = pruning.apply_masks(kernels, masks)
-        accuracy, loss = evaluate_kernels(pruned, x, y, prune_biases(biases, masks, method))
+        accuracy, loss = evaluate_kernels(pruned, x, y, pruning.prune_biases(biases, masks, method))
         rows.append({
             "dataset": dataset, "method": method, "k": k, "seed": seed,
             "sparsity": pruning.sparsity(pruned),

@@ -42,7 +42,7 @@ def run_sweeps(config: ExperimentConfig, retrain: bool = False,
             cache[dataset] = load_dataset(dataset, data_dir)
         data = cache[dataset]
         t1 = time.perf_counter()
-        model = mlp.train_or_load(data, config.train_config(seed), retrain=retrain)
+        model = mlp.train_or_load(data, config.train_config(seed), retrain=retrain, progress=progress)
         t2 = time.perf_counter()
         frames.append(sweep(mlp.get_kernels(model), data.x_test, data.y_test, dataset=dataset,
                             methods=config.methods, ks=config.ks, seed=seed,

@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from prunelib import pruning  # noqa: E402
 from prunelib.config import TrainConfig  # noqa: E402
 from prunelib.data import Dataset  # noqa: E402
 from prunelib.paths import cache_dir  # noqa: E402
@@ -80,6 +81,17 @@ def with_weights(model: keras.Model, kernels: Sequence[np.ndarray],
     return clone
 
 
+def prune_model(model: keras.Model, k: float, method: str = "weight") -> keras.Model:
+    """Return a new model pruned by ``method`` at ``k`` percent; ``model`` is left untouched.
+
+    Unit pruning also zeroes the biases of removed units (if the model has biases).
+    """
+    kernels = get_kernels(model)
+    masks = pruning.compute_masks(kernels, k, method)
+    biases = pruning.prune_biases(get_biases(model), masks, method)
+    return with_weights(model, pruning.apply_masks(kernels, masks), biases)
+
+
 def compile_model(model: keras.Model, config: TrainConfig, steps: int) -> keras.Model:
     """Compile for training from logits with Adam over ``steps`` optimizer steps."""
     lr = config.learning_rate
@@ -121,15 +133,26 @@ def training_subset(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.
 
 
 def train(data: Dataset, config: TrainConfig, verbose: int = 0,
-          callbacks: Sequence[keras.callbacks.Callback] = ()) -> keras.Model:
-    """Build and train a fresh model on ``data`` as ``config`` says (no caching)."""
+          callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False) -> keras.Model:
+    """Build and train a fresh model on ``data`` as ``config`` says (no caching).
+
+    Args:
+        verbose: Keras' own per-epoch output level.
+        callbacks: extra Keras callbacks.
+        progress: show a tqdm bar over epochs.
+    """
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        callbacks = [*callbacks, TqdmCallback(verbose=0, desc=f"train {data.name} seed {config.seed}")]
     seed_everything(config.seed)
     model = build_mlp(config.hidden_sizes, config.num_classes, data.x_train.shape[1:],
                       config.use_bias, config.seed, config.precision)
     x, y = training_subset(data, config)
     compile_model(model, config, steps=config.epochs * -(-len(x) // config.batch_size))
+    # shuffle=False: the tf.data pipeline already reshuffles every epoch with the config's seed
     model.fit(train_dataset(x, y, config.batch_size, config.seed), epochs=config.epochs,
-              verbose=verbose, callbacks=list(callbacks))
+              shuffle=False, verbose=verbose, callbacks=list(callbacks))
     return model
 
 
@@ -141,17 +164,18 @@ def cache_key(dataset: str, config: TrainConfig) -> str:
 
 
 def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
-                  verbose: int = 0, cache: str | os.PathLike | None = None) -> keras.Model:
+                  cache: str | os.PathLike | None = None, progress: bool = False) -> keras.Model:
     """Return the trained model for ``(data.name, config)``, from the cache when it is there.
 
     Args:
         retrain: train even if a cached model exists (and overwrite it).
         cache: directory of cached models (default :func:`prunelib.paths.cache_dir`).
+        progress: show a tqdm bar over training epochs.
     """
     path = Path(cache or cache_dir()) / f"{data.name}-{cache_key(data.name, config)}.keras"
     if path.is_file() and not retrain:
         return keras.models.load_model(path, compile=False)
-    model = train(data, config, verbose=verbose)
+    model = train(data, config, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.keras")
     model.save(tmp)

@@ -173,6 +173,18 @@ def unit_prune(kernels: Sequence[np.ndarray], k: float) -> list[np.ndarray]:
     return prune(kernels, k, "unit")
 
 
+def prune_biases(biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray],
+                 method: str) -> list[np.ndarray | None]:
+    """Zero the biases of units that unit pruning removed, so a pruned unit outputs exactly 0.
+
+    Weight pruning leaves biases alone: a column it happens to empty is not a removed unit.
+    """
+    if method != "unit":
+        return list(biases)
+    return [None if b is None else np.where(m.any(axis=0), b, np.zeros((), b.dtype))
+            for b, m in zip(biases, masks)]
+
+
 def sparsity(arrays: Sequence[np.ndarray]) -> float:
     """Measured percent of zero entries over all ``arrays`` together."""
     total = sum(a.size for a in arrays)

@@ -1,0 +1,29 @@
+# Two entry points, both idempotent: `make results` and `make test` (see README).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: env data results test bench
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+env: $(STAMP)
+
+data: env
+	$(BIN)/python -m prunelib.data fetch all
+
+results: data
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=7200 pruning_challenge.ipynb
+
+test: data
+	$(BIN)/python -m pytest -q
+
+bench: data
+	$(BIN)/python benchmarks/pipeline.py

@@ -1,0 +1,97 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prunelib import model as mlp
+from prunelib import pruning
+from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
+from prunelib.experiment import save_sweep, summary_table
+from prunelib.plotting import plot_sparsity_vs_accuracy
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    kernels = [rng.normal(size=s).astype(np.float32) for s in [(20, 16), (16, 12), (12, 3)]]
+    x = rng.random((50, 4, 5), dtype=np.float32)
+    y = rng.integers(0, 3, 50)
+    return kernels, x, y
+
+
+def test_evaluate_matches_numpy_forward(tiny):
+    kernels, x, y = tiny
+    h = x.reshape(len(x), -1)
+    for w in kernels[:-1]:
+        h = np.maximum(h @ w, 0)
+    logits = h @ kernels[-1]
+    accuracy, loss = evaluate_kernels(kernels, x, y, batch_size=16)
+    assert accuracy == pytest.approx(100 * np.mean(logits.argmax(1) == y))
+    shifted = logits - logits.max(1, keepdims=True)
+    ce = -(shifted[np.arange(len(y)), y] - np.log(np.exp(shifted).sum(1)))
+    assert loss == pytest.approx(ce.mean(), rel=1e-4)
+
+
+def test_sweep_is_tidy_and_measures_sparsity(tiny):
+    kernels, x, y = tiny
+    ks = [0, 50, 90, 100]
+    df = sweep(kernels, x, y, dataset="tiny", ks=ks, seed=3, progress=False)
+    assert list(df.columns) == SWEEP_COLUMNS
+    assert len(df) == 2 * len(ks) and set(df["seed"]) == {3}
+    total = sum(w.size for w in kernels)
+    hidden = total - kernels[-1].size
+    for _, row in df.iterrows():
+        pruned = pruning.prune(kernels, row.k, row.method)
+        zeros = sum(np.count_nonzero(w == 0) for w in pruned)
+        assert row.sparsity == pytest.approx(100 * zeros / total)
+        assert row.prunable_sparsity == pytest.approx(100 * (zeros) / hidden)
+    dense = df[df.k == 0].accuracy.unique()
+    assert len(dense) == 1  # k = 0 is the same dense model for both methods
+    # at k = 100 the hidden layers are empty: every input gives the same logits (all zero)
+    assert (df[df.k == 100].prunable_sparsity == 100).all()
+
+
+def test_sparsity_at_99_is_98_92_for_the_challenge_network():
+    shapes = [(784, 1000), (1000, 1000), (1000, 500), (500, 200), (200, 10)]
+    kernels = [np.ones(s, np.float32) for s in shapes]
+    pruned = pruning.weight_prune(kernels, 99)
+    assert pruning.sparsity(pruned) == pytest.approx(98.917, abs=1e-3)
+    assert pruning.sparsity(pruning.unit_prune(kernels, 99)) == pytest.approx(98.917, abs=1e-3)
+
+
+def test_prune_model_returns_new_model_and_zeroes_unit_biases():
+    model = mlp.build_mlp((6, 5), 3, input_shape=(4,), use_bias=True)
+    for layer in mlp.dense_layers(model):
+        layer.bias.assign(np.ones(layer.bias.shape))
+    before = mlp.get_kernels(model)
+    pruned = mlp.prune_model(model, 50, "unit")
+    kernels, biases = mlp.get_kernels(pruned), mlp.get_biases(pruned)
+    dead = np.all(kernels[0] == 0, axis=0)
+    assert dead.sum() == 3
+    np.testing.assert_array_equal(biases[0][dead], 0)
+    np.testing.assert_array_equal(biases[-1], 1)
+    assert kernels[-1].tobytes() == before[-1].tobytes()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(before, mlp.get_kernels(model)))
+    # a dead unit outputs exactly zero
+    acts = np.maximum(np.random.default_rng(0).random((5, 4)) @ kernels[0] + biases[0], 0)
+    assert (acts[:, dead] == 0).all()
+    weight = mlp.prune_model(model, 50, "weight")
+    np.testing.assert_array_equal(mlp.get_biases(weight)[0], 1)
+
+
+def test_plot_returns_axes_with_one_curve_per_method(tiny, tmp_path):
+    kernels, x, y = tiny
+    df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90], seed=s, progress=False)
+                    for s in (0, 1)])
+    ax = plot_sparsity_vs_accuracy(df)
+    assert isinstance(ax, matplotlib.axes.Axes)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "weight" in labels and "unit" in labels and any(lbl.startswith("dense") for lbl in labels)
+    written = save_sweep(df, tmp_path)
+    assert {p.name for p in written} == {"sweep.csv", "sparsity_vs_accuracy.png"}
+    assert len(pd.read_csv(tmp_path / "tiny" / "sweep.csv")) == len(df)
+    summary = summary_table(df)
+    assert (summary.seeds == 2).all() and len(summary) == 6

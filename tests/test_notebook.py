@@ -1,0 +1,49 @@
+"""Execute the notebook top to bottom in quick mode and check what it produced."""
+
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbclient import NotebookClient
+
+from prunelib.data import DataError, fetch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    try:
+        for name in ("mnist", "fashion-mnist"):
+            fetch(name)
+    except DataError as err:
+        pytest.skip(f"real datasets unavailable: {err}")
+    out = tmp_path_factory.mktemp("nb")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PRUNELIB_QUICK", "1")
+    mp.setenv("PRUNELIB_RESULTS", str(out / "results"))
+    mp.setenv("PRUNELIB_CACHE", str(out / "cache"))
+    nb = nbformat.read(ROOT / "pruning_challenge.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    mp.undo()
+    return nb, out / "results"
+
+
+def test_notebook_writes_tables_figures_and_report(executed):
+    _, results = executed
+    for dataset in ("mnist", "fashion-mnist"):
+        df = pd.read_csv(results / dataset / "sweep.csv")
+        assert len(df) == 20 and set(df["method"]) == {"weight", "unit"}
+        assert df.loc[df.k == 99, "sparsity"].round(2).eq(98.92).all()
+        assert (results / dataset / "sparsity_vs_accuracy.png").stat().st_size > 10_000
+    report = (results / "REPORT.md").read_text()
+    assert "## Discussion" in report and "mnist/sparsity_vs_accuracy.png" in report
+
+
+def test_notebook_cells_ran_without_errors_and_show_a_plot(executed):
+    nb, _ = executed
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
