@@ -1,0 +1,129 @@
+"""Sparse inference for weight-pruned MLPs: CSR kernels and a cache-tiled numba SpMM.
+
+Activations are kept feature-major, ``(features, batch)``, so one stored weight multiplies a
+contiguous run of samples: the inner loop is a SIMD multiply-add over a batch tile that stays in
+L2 while every row of the layer reuses it. Each layer is run sparse or dense (BLAS) by its density,
+as measured by ``benchmarks/inference.py`` rather than guessed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+DENSE_ABOVE = 0.30
+"""Layers whose fraction of nonzeros exceeds this run as dense BLAS matmuls (see the benchmark)."""
+
+TILE = 64
+"""Samples per tile: 1000 features x 64 samples x 4 bytes = 256 KB, two buffers fit in L2."""
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def _spmm_fm(indptr, indices, data, a, relu, tile):  # pragma: no cover - compiled
+    """``out = W_T @ a`` for W_T in CSR (units x inputs) and feature-major ``a`` (inputs x n)."""
+    n_rows = indptr.shape[0] - 1
+    n = a.shape[1]
+    out = np.empty((n_rows, n), dtype=np.float32)
+    n_tiles = (n + tile - 1) // tile
+    for t in numba.prange(n_tiles):
+        start = t * tile
+        stop = min(start + tile, n)
+        acc = np.empty(stop - start, dtype=np.float32)
+        for r in range(n_rows):
+            acc[:] = 0.0
+            for p in range(indptr[r], indptr[r + 1]):
+                v = data[p]
+                c = indices[p]
+                for j in range(stop - start):
+                    acc[j] += v * a[c, start + j]
+            if relu:
+                for j in range(stop - start):
+                    out[r, start + j] = acc[j] if acc[j] > 0.0 else 0.0
+            else:
+                out[r, start:stop] = acc
+    return out
+
+
+@dataclass(frozen=True)
+class SparseLayer:
+    """One layer's kernel, stored transposed (units x inputs) as CSR or as a dense array."""
+
+    weight_t: sp.csr_matrix | np.ndarray
+    shape: tuple[int, int]  # the Keras kernel's (inputs, units)
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.weight_t)
+
+    @property
+    def nnz(self) -> int:
+        return int(self.weight_t.nnz if self.is_sparse else np.count_nonzero(self.weight_t))
+
+    def __call__(self, a: np.ndarray, relu: bool) -> np.ndarray:
+        if self.is_sparse:
+            w = self.weight_t
+            return _spmm_fm(w.indptr, w.indices, w.data, a, relu, TILE)
+        out = self.weight_t @ a
+        return np.maximum(out, 0, out=out) if relu else out
+
+
+class SparseMLP:
+    """A bias-free ReLU MLP for inference, each layer sparse (CSR) or dense by its density.
+
+    Args:
+        kernels: (inputs, units) kernels in layer order; ReLU between, linear logits.
+        dense_above: layers with a larger fraction of nonzeros run dense.
+    """
+
+    def __init__(self, kernels: Sequence[np.ndarray], dense_above: float = DENSE_ABOVE):
+        self.layers = []
+        for w in kernels:
+            w_t = np.ascontiguousarray(np.asarray(w, dtype=np.float32).T)
+            density = np.count_nonzero(w_t) / w_t.size
+            stored = w_t if density > dense_above else sp.csr_matrix(w_t)
+            if sp.issparse(stored):
+                stored.sort_indices()
+                stored.indices = stored.indices.astype(np.int32)
+                stored.indptr = stored.indptr.astype(np.int64)
+            self.layers.append(SparseLayer(stored, tuple(w.shape)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits (n, classes) for images (n, ...)."""
+        a = np.ascontiguousarray(x.reshape(len(x), -1).T, dtype=np.float32)
+        for i, layer in enumerate(self.layers):
+            a = layer(a, relu=i < len(self.layers) - 1)
+        return np.ascontiguousarray(a.T)
+
+    def kernels(self) -> list[np.ndarray]:
+        """The kernels back as dense (inputs, units) arrays."""
+        return [np.ascontiguousarray((l.weight_t.toarray() if l.is_sparse else l.weight_t).T)
+                for l in self.layers]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save as a compressed ``.npz``: CSR arrays for sparse layers, raw arrays for dense ones."""
+        arrays = {}
+        for i, layer in enumerate(self.layers):
+            csr = layer.weight_t if layer.is_sparse else sp.csr_matrix(layer.weight_t)
+            arrays[f"{i}_data"], arrays[f"{i}_indices"] = csr.data, csr.indices.astype(np.int32)
+            arrays[f"{i}_indptr"] = csr.indptr.astype(np.int32)
+            arrays[f"{i}_shape"] = np.array(layer.shape)
+        path = Path(path)
+        np.savez_compressed(path, n_layers=len(self.layers), **arrays)
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, dense_above: float = DENSE_ABOVE) -> "SparseMLP":
+        """Load a model written by :meth:`save`."""
+        with np.load(path) as f:
+            kernels = []
+            for i in range(int(f["n_layers"])):
+                rows, cols = (int(v) for v in f[f"{i}_shape"])
+                csr = sp.csr_matrix((f[f"{i}_data"], f[f"{i}_indices"], f[f"{i}_indptr"]), shape=(cols, rows))
+                kernels.append(csr.toarray().T)
+        return cls(kernels, dense_above)
