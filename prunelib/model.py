@@ -92,6 +92,30 @@ def prune_model(model: keras.Model, k: float, method: str = "weight") -> keras.M
     return with_weights(model, pruning.apply_masks(kernels, masks), biases)
 
 
+def from_kernels(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None,
+                 input_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
+    """A float32 MLP whose layer sizes are read off ``kernels`` and which holds them."""
+    use_bias = biases is not None and any(b is not None for b in biases)
+    model = build_mlp([w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], input_shape, use_bias)
+    for i, layer in enumerate(dense_layers(model)):
+        layer.kernel.assign(kernels[i])
+        if use_bias:
+            layer.bias.assign(biases[i] if biases[i] is not None else np.zeros(kernels[i].shape[1]))
+    return model
+
+
+def compact_model(model: keras.Model) -> keras.Model:
+    """A physically smaller model without the dead units of a (unit-)pruned ``model``.
+
+    Same predictions up to float rounding; the input and the logits keep their sizes.
+    """
+    from prunelib.compact import compact_kernels
+
+    kernels, biases = compact_kernels(get_kernels(model), get_biases(model))
+    return from_kernels(kernels, biases if any(b is not None for b in biases) else None,
+                        model.input_shape[1:])
+
+
 def compile_model(model: keras.Model, config: TrainConfig, steps: int) -> keras.Model:
     """Compile for training from logits with Adam over ``steps`` optimizer steps."""
     lr = config.learning_rate

@@ -1,8 +1,9 @@
 """Sparse inference for weight-pruned MLPs: CSR kernels and a cache-tiled numba SpMM.
 
-Activations are kept feature-major, ``(features, batch)``, so one stored weight multiplies a
-contiguous run of samples: the inner loop is a SIMD multiply-add over a batch tile that stays in
-L2 while every row of the layer reuses it. Each layer is run sparse or dense (BLAS) by its density,
+Activations are kept in tiles of TILE samples, feature-major inside a tile ``(tiles, features,
+TILE)``, so one stored weight multiplies a contiguous run of samples: the inner loop is a SIMD
+multiply-add over a tile that stays in L2 while every row of the layer reuses it, and the tiles
+are spread over the cores. Each layer is run sparse or dense (BLAS) by its density,
 as measured by ``benchmarks/inference.py`` rather than guessed.
 """
 
@@ -21,33 +22,45 @@ DENSE_ABOVE = 0.30
 """Layers whose fraction of nonzeros exceeds this run as dense BLAS matmuls (see the benchmark)."""
 
 TILE = 64
-"""Samples per tile: 1000 features x 64 samples x 4 bytes = 256 KB, two buffers fit in L2."""
+"""Samples per tile: a 1000-feature tile is 256 KB, so input and output tiles sit in L2 together."""
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
-def _spmm_fm(indptr, indices, data, a, relu, tile):  # pragma: no cover - compiled
-    """``out = W_T @ a`` for W_T in CSR (units x inputs) and feature-major ``a`` (inputs x n)."""
+@numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _spmm_tiles(indptr, indices, data, a, relu):  # pragma: no cover - compiled
+    """``out[t] = W_T @ a[t]`` per tile, W_T in CSR (units x inputs), ``a`` of shape (tiles, inputs, TILE)."""
     n_rows = indptr.shape[0] - 1
-    n = a.shape[1]
-    out = np.empty((n_rows, n), dtype=np.float32)
-    n_tiles = (n + tile - 1) // tile
+    n_tiles = a.shape[0]
+    out = np.empty((n_tiles, n_rows, TILE), dtype=np.float32)
     for t in numba.prange(n_tiles):
-        start = t * tile
-        stop = min(start + tile, n)
-        acc = np.empty(stop - start, dtype=np.float32)
+        # one sequential read of the tile lets the prefetcher stream it in; the CSR walk below
+        # then hits rows in random order, which straight from memory costs a miss per row
+        src = a[t].copy()
+        acc = np.empty(TILE, dtype=np.float32)
         for r in range(n_rows):
-            acc[:] = 0.0
+            for j in range(TILE):
+                acc[j] = 0.0
             for p in range(indptr[r], indptr[r + 1]):
                 v = data[p]
                 c = indices[p]
-                for j in range(stop - start):
-                    acc[j] += v * a[c, start + j]
-            if relu:
-                for j in range(stop - start):
-                    out[r, start + j] = acc[j] if acc[j] > 0.0 else 0.0
-            else:
-                out[r, start:stop] = acc
+                for j in range(TILE):
+                    acc[j] += v * src[c, j]
+            for j in range(TILE):
+                out[t, r, j] = max(acc[j], 0.0) if relu else acc[j]
     return out
+
+
+def to_tiles(x: np.ndarray) -> np.ndarray:
+    """(n, features) -> (tiles, features, TILE), zero-padding the last tile."""
+    n, f = x.shape
+    n_tiles = -(-n // TILE)
+    padded = np.zeros((n_tiles * TILE, f), dtype=np.float32)
+    padded[:n] = x
+    return np.ascontiguousarray(padded.reshape(n_tiles, TILE, f).transpose(0, 2, 1))
+
+
+def from_tiles(a: np.ndarray, n: int) -> np.ndarray:
+    """(tiles, features, TILE) -> (n, features)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 1).reshape(-1, a.shape[1])[:n])
 
 
 @dataclass(frozen=True)
@@ -66,10 +79,11 @@ class SparseLayer:
         return int(self.weight_t.nnz if self.is_sparse else np.count_nonzero(self.weight_t))
 
     def __call__(self, a: np.ndarray, relu: bool) -> np.ndarray:
+        """Apply the layer to tiled activations (tiles, inputs, TILE)."""
         if self.is_sparse:
             w = self.weight_t
-            return _spmm_fm(w.indptr, w.indices, w.data, a, relu, TILE)
-        out = self.weight_t @ a
+            return _spmm_tiles(w.indptr, w.indices, w.data, a, relu)
+        out = np.matmul(self.weight_t, a)  # batched BLAS over tiles
         return np.maximum(out, 0, out=out) if relu else out
 
 
@@ -89,16 +103,16 @@ class SparseMLP:
             stored = w_t if density > dense_above else sp.csr_matrix(w_t)
             if sp.issparse(stored):
                 stored.sort_indices()
-                stored.indices = stored.indices.astype(np.int32)
+                stored.indices = stored.indices.astype(np.int64)
                 stored.indptr = stored.indptr.astype(np.int64)
             self.layers.append(SparseLayer(stored, tuple(w.shape)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits (n, classes) for images (n, ...)."""
-        a = np.ascontiguousarray(x.reshape(len(x), -1).T, dtype=np.float32)
+        a = to_tiles(x.reshape(len(x), -1))
         for i, layer in enumerate(self.layers):
             a = layer(a, relu=i < len(self.layers) - 1)
-        return np.ascontiguousarray(a.T)
+        return from_tiles(a, len(x))
 
     def kernels(self) -> list[np.ndarray]:
         """The kernels back as dense (inputs, units) arrays."""

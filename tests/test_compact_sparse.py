@@ -88,3 +88,20 @@ def test_sparse_save_load_roundtrip(tmp_path):
     loaded = SparseMLP.load(path)
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     assert pruning.sparsity(loaded.kernels()) == pruning.sparsity(pruned)
+
+
+def test_compact_keras_model_roundtrips_with_same_predictions(tmp_path):
+    import keras
+
+    from prunelib import model as mlp
+
+    dense = mlp.from_kernels(kernels(), input_shape=(30,))
+    pruned = mlp.prune_model(dense, 50, "unit")
+    small = mlp.compact_model(pruned)
+    assert [w.shape[1] for w in mlp.get_kernels(small)] == [12, 8, 6, 4]
+    want = np.asarray(pruned.predict(X, verbose=0))
+    np.testing.assert_allclose(np.asarray(small.predict(X, verbose=0)), want, rtol=1e-5, atol=1e-5)
+    small.save(tmp_path / "small.keras")
+    loaded = keras.models.load_model(tmp_path / "small.keras", compile=False)
+    np.testing.assert_allclose(np.asarray(loaded.predict(X, verbose=0)), want, rtol=1e-5, atol=1e-5)
+    assert (tmp_path / "small.keras").stat().st_size < 1e6
