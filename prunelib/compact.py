@@ -109,3 +109,23 @@ def account(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] |
         macs_per_sample=effective,  # one MAC per surviving weight, with zeros skipped
         dense_macs_per_sample=total,
     )
+
+
+def accounting_table(kernels: Sequence[np.ndarray], methods: Sequence[str] = ("weight", "unit"),
+                     ks: Sequence[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)):
+    """Tidy table of :func:`account` for every (method, k): what pruning really removes.
+
+    Columns: method, k, sparsity, zero_weights, effective_weights, macs_per_sample, mac_ratio.
+    """
+    import pandas as pd
+
+    from prunelib import pruning
+
+    rows = []
+    for method in methods:
+        for k in ks:
+            a = account(pruning.prune(kernels, k, method))
+            rows.append({"method": method, "k": float(k), "sparsity": a.sparsity,
+                         "zero_weights": a.zero_weights, "effective_weights": a.effective_weights,
+                         "macs_per_sample": a.macs_per_sample, "mac_ratio": a.mac_ratio})
+    return pd.DataFrame(rows)

@@ -105,3 +105,14 @@ def test_compact_keras_model_roundtrips_with_same_predictions(tmp_path):
     loaded = keras.models.load_model(tmp_path / "small.keras", compile=False)
     np.testing.assert_allclose(np.asarray(loaded.predict(X, verbose=0)), want, rtol=1e-5, atol=1e-5)
     assert (tmp_path / "small.keras").stat().st_size < 1e6
+
+
+def test_accounting_table_is_tidy():
+    df = compact.accounting_table(kernels(), ks=[0, 50, 90])
+    assert len(df) == 6 and set(df.method) == {"weight", "unit"}
+    dense = df[df.k == 0]
+    assert (dense.mac_ratio == 1).all()
+    unit = df[df.method == "unit"].set_index("k")
+    total = sum(w.size for w in kernels())
+    assert (unit.effective_weights <= total - unit.zero_weights).all()
+    assert unit.loc[90, "mac_ratio"] > unit.loc[50, "mac_ratio"] > 1
