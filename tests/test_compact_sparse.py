@@ -116,3 +116,16 @@ def test_accounting_table_is_tidy():
     total = sum(w.size for w in kernels())
     assert (unit.effective_weights <= total - unit.zero_weights).all()
     assert unit.loc[90, "mac_ratio"] > unit.loc[50, "mac_ratio"] > 1
+
+
+def test_pruned_keras_model_save_load_keeps_predictions_and_sparsity(tmp_path):
+    import keras
+
+    from prunelib import model as mlp
+
+    pruned = mlp.prune_model(mlp.from_kernels(kernels(), input_shape=(30,)), 90, "weight")
+    pruned.save(tmp_path / "p.keras")
+    loaded = keras.models.load_model(tmp_path / "p.keras", compile=False)
+    assert pruning.sparsity(mlp.get_kernels(loaded)) == pruning.sparsity(mlp.get_kernels(pruned))
+    np.testing.assert_array_equal(np.asarray(loaded.predict(X, verbose=0)),
+                                  np.asarray(pruned.predict(X, verbose=0)))
