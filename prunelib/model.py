@@ -73,12 +73,18 @@ def with_weights(model: keras.Model, kernels: Sequence[np.ndarray],
                  biases: Sequence[np.ndarray | None] | None = None) -> keras.Model:
     """Return a new model of the same architecture holding ``kernels`` (and ``biases``)."""
     clone = keras.models.clone_model(model)
-    for i, layer in enumerate(dense_layers(clone)):
+    _assign(clone, kernels, get_biases(model) if biases is None else biases)
+    return clone
+
+
+def _assign(model: keras.Model, kernels: Sequence[np.ndarray],
+            biases: Sequence[np.ndarray | None] | None) -> None:
+    """Load kernels (and, for layers that have one, biases; missing ones become zeros) in place."""
+    for i, layer in enumerate(dense_layers(model)):
         layer.kernel.assign(kernels[i])
         if layer.bias is not None:
-            source = biases[i] if biases is not None else dense_layers(model)[i].bias.numpy()
-            layer.bias.assign(source)
-    return clone
+            bias = biases[i] if biases is not None else None
+            layer.bias.assign(bias if bias is not None else np.zeros(kernels[i].shape[1]))
 
 
 def prune_model(model: keras.Model, k: float, method: str = "weight") -> keras.Model:
@@ -97,10 +103,7 @@ def from_kernels(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | No
     """A float32 MLP whose layer sizes are read off ``kernels`` and which holds them."""
     use_bias = biases is not None and any(b is not None for b in biases)
     model = build_mlp([w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], input_shape, use_bias)
-    for i, layer in enumerate(dense_layers(model)):
-        layer.kernel.assign(kernels[i])
-        if use_bias:
-            layer.bias.assign(biases[i] if biases[i] is not None else np.zeros(kernels[i].shape[1]))
+    _assign(model, kernels, biases)
     return model
 
 
@@ -112,8 +115,7 @@ def compact_model(model: keras.Model) -> keras.Model:
     from prunelib.compact import compact_kernels
 
     kernels, biases = compact_kernels(get_kernels(model), get_biases(model))
-    return from_kernels(kernels, biases if any(b is not None for b in biases) else None,
-                        model.input_shape[1:])
+    return from_kernels(kernels, biases, model.input_shape[1:])
 
 
 def compile_model(model: keras.Model, config: TrainConfig, steps: int) -> keras.Model:
