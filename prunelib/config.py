@@ -25,12 +25,26 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False  # XLA measured no faster on CPU here, and slower with bf16
     train_subset: int | None = None  # first n training images; None = all
+    # Pruning-aware training (Gomez et al. 2019 targeted dropout; L1 on hidden kernels); off by default.
+    targeted_dropout: float = 0.0  # alpha: drop probability of a targeted weight/unit
+    targeted_gamma: float = 0.0  # fraction of each hidden layer targeted
+    targeted_variant: str = "weight"  # "weight" or "unit"
+    l1: float = 0.0  # L1 penalty on hidden kernels
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError(f"invalid training config: {self}")
+        if not (0 <= self.targeted_dropout <= 1 and 0 <= self.targeted_gamma <= 1 and self.l1 >= 0):
+            raise ValueError(f"invalid pruning-aware training settings: {self}")
+        if self.targeted_variant not in ("weight", "unit"):
+            raise ValueError(f"targeted_variant must be 'weight' or 'unit', got {self.targeted_variant!r}")
+
+    @property
+    def pruning_aware(self) -> bool:
+        """Whether training uses targeted dropout or an L1 penalty."""
+        return (self.targeted_dropout > 0 and self.targeted_gamma > 0) or self.l1 > 0
 
 
 @dataclass(frozen=True)

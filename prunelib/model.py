@@ -118,15 +118,20 @@ def compact_model(model: keras.Model) -> keras.Model:
     return from_kernels(kernels, biases, model.input_shape[1:])
 
 
-def compile_model(model: keras.Model, config: TrainConfig, steps: int) -> keras.Model:
-    """Compile for training from logits with Adam over ``steps`` optimizer steps."""
+def compile_model(model: keras.Model, config: TrainConfig, steps: int,
+                  loss: keras.losses.Loss | None = None) -> keras.Model:
+    """Compile for training from logits with Adam over ``steps`` optimizer steps.
+
+    Args:
+        loss: the training loss (default: cross-entropy from integer labels, with an accuracy metric).
+    """
     lr = config.learning_rate
     if config.lr_schedule == "cosine" and steps > 0:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps)
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=None if loss else ["accuracy"],
         jit_compile=config.jit_compile,
         steps_per_execution=20,  # fewer Python round trips per epoch
     )
@@ -143,9 +148,12 @@ def seed_everything(seed: int) -> None:
 
 
 def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> tf.data.Dataset:
-    """A tf.data pipeline reshuffled every epoch with a fixed seed."""
+    """A tf.data pipeline reshuffled every epoch with a fixed seed.
+
+    ``y`` is integer labels (n,) or any per-example target array (n, ...) the loss understands.
+    """
     return (
-        tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+        tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32) if y.ndim == 1 else y))
         .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
@@ -158,28 +166,64 @@ def training_subset(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.
     return data.x_train[:n], data.y_train[:n]
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over ``n`` examples."""
+    return -(-n // batch_size)
+
+
+def fit(model: keras.Model, data: Dataset, config: TrainConfig, verbose: int = 0,
+        callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
+        desc: str = "train", targets: np.ndarray | None = None,
+        loss: keras.losses.Loss | None = None) -> keras.Model:
+    """Compile ``model`` with ``config``'s optimizer and train it in place for ``config.epochs``.
+
+    Args:
+        verbose: Keras' own per-epoch output level.
+        callbacks: extra Keras callbacks (mask schedules, targeted dropout, ...).
+        progress: show a tqdm bar over epochs.
+        desc: the progress bar's label.
+        targets: per-example training targets for ``loss`` in place of the labels (same order).
+        loss: the training loss (default: cross-entropy from the labels).
+    """
+    if progress:
+        from tqdm.keras import TqdmCallback
+
+        callbacks = [*callbacks, TqdmCallback(verbose=0, desc=desc)]
+    x, y = training_subset(data, config)
+    if targets is not None:
+        y = targets[:len(x)]
+    compile_model(model, config, steps=config.epochs * steps_per_epoch(len(x), config.batch_size), loss=loss)
+    # shuffle=False: the tf.data pipeline already reshuffles every epoch with the config's seed
+    model.fit(train_dataset(x, y, config.batch_size, config.seed), epochs=config.epochs,
+              shuffle=False, verbose=verbose, callbacks=list(callbacks))
+    return model
+
+
 def train(data: Dataset, config: TrainConfig, verbose: int = 0,
           callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False) -> keras.Model:
     """Build and train a fresh model on ``data`` as ``config`` says (no caching).
+
+    With pruning-aware settings (targeted dropout, L1) the model trains with
+    :class:`prunelib.masked.MaskedDense` hidden layers and comes back as a plain MLP.
 
     Args:
         verbose: Keras' own per-epoch output level.
         callbacks: extra Keras callbacks.
         progress: show a tqdm bar over epochs.
     """
-    if progress:
-        from tqdm.keras import TqdmCallback
-
-        callbacks = [*callbacks, TqdmCallback(verbose=0, desc=f"train {data.name} seed {config.seed}")]
     seed_everything(config.seed)
     model = build_mlp(config.hidden_sizes, config.num_classes, data.x_train.shape[1:],
                       config.use_bias, config.seed, config.precision)
-    x, y = training_subset(data, config)
-    compile_model(model, config, steps=config.epochs * -(-len(x) // config.batch_size))
-    # shuffle=False: the tf.data pipeline already reshuffles every epoch with the config's seed
-    model.fit(train_dataset(x, y, config.batch_size, config.seed), epochs=config.epochs,
-              shuffle=False, verbose=verbose, callbacks=list(callbacks))
-    return model
+    if not config.pruning_aware:
+        return fit(model, data, config, verbose, callbacks, progress, f"train {data.name} seed {config.seed}")
+    from prunelib import masked
+
+    aware = masked.masked_mlp(model, dropout_rate=config.targeted_dropout,
+                              dropout_variant=config.targeted_variant, l1=config.l1)
+    if config.targeted_dropout > 0:
+        callbacks = [*callbacks, masked.TargetedDropout(config.targeted_gamma)]
+    fit(aware, data, config, verbose, callbacks, progress, f"train {data.name} (pruning-aware)")
+    return masked.strip(aware)
 
 
 def cache_key(dataset: str, config: TrainConfig) -> str:

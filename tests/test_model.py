@@ -3,19 +3,8 @@ import pytest
 
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig, TrainConfig
-from prunelib.data import Dataset
 from prunelib.evaluate import evaluate_kernels
-
-
-def tiny_data(n=256, seed=0) -> Dataset:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n).astype(np.uint8)
-    x = rng.random((n, 28, 28), dtype=np.float32) * 0.5
-    x[y == 1, :14] += 0.5  # class 1 has a bright top half
-    return Dataset("tiny", x, y, x[:64], y[:64])
-
-
-TINY = TrainConfig(hidden_sizes=(16, 8), num_classes=2, epochs=3, batch_size=32, learning_rate=1e-2)
+from tiny import TINY, tiny_data
 
 
 def test_default_mlp_has_2386000_kernel_weights_and_named_logits():

@@ -1,0 +1,322 @@
+"""Training with pruning masks: a masked Dense layer and the callbacks that move its masks.
+
+One mechanism serves every recovery strategy of :mod:`prunelib.recovery`:
+
+* fine-tuning keeps a fixed mask;
+* gradual pruning tightens the mask on a schedule (:class:`GradualPruning`);
+* targeted dropout (Gomez et al. 2019) randomly drops the weights or units that *would* be pruned,
+  so the network learns not to rely on them (:class:`TargetedDropout`).
+
+A pruned weight stays exactly zero: the forward pass multiplies the kernel by its mask, so its
+gradient is zero, and whenever a mask tightens, :func:`set_masks` also zeroes the kernel entries and
+the optimizer's slot variables (Adam's moments) at the newly pruned positions, so nothing can
+resurrect them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+from prunelib import pruning
+
+
+@keras.saving.register_keras_serializable(package="prunelib")
+class MaskedDense(keras.layers.Dense):
+    """A Dense layer whose kernel is multiplied by a 0/1 mask, with optional targeted dropout.
+
+    Args:
+        units: output size.
+        dropout_rate: targeted dropout's alpha, the probability of dropping a targeted weight or unit
+            during training (0 disables it).
+        dropout_variant: ``"weight"`` (target single weights of small magnitude) or ``"unit"``
+            (target whole columns of small L2 norm).
+        **kwargs: passed to :class:`keras.layers.Dense`.
+
+    The mask and the targeting threshold are non-trainable variables saved with the model; a unit
+    whose kernel column is fully masked also loses its bias.
+    """
+
+    def __init__(self, units: int, dropout_rate: float = 0.0, dropout_variant: str = "weight",
+                 **kwargs) -> None:
+        super().__init__(units, **kwargs)
+        if not 0.0 <= dropout_rate <= 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1], got {dropout_rate!r}")
+        if dropout_variant not in ("weight", "unit"):
+            raise ValueError(f"dropout_variant must be 'weight' or 'unit', got {dropout_variant!r}")
+        self.dropout_rate = float(dropout_rate)
+        self.dropout_variant = dropout_variant
+        self.seed_generator = keras.random.SeedGenerator(0)
+
+    def build(self, input_shape) -> None:
+        super().build(input_shape)
+        self.mask = self.add_weight(shape=self.kernel.shape, initializer="ones", trainable=False,
+                                    name="mask", dtype="float32")
+        # Weights (or units) scoring below this are targeted by dropout; set by TargetedDropout.
+        self.threshold = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                         name="threshold", dtype="float32")
+
+    def masked_kernel(self):
+        """The kernel with pruned entries zeroed (float32)."""
+        return self.kernel * self.mask
+
+    def call(self, inputs, training=None):
+        kernel = self.masked_kernel()
+        if training and self.dropout_rate > 0:
+            kernel = self._targeted_dropout(kernel)
+        x = ops.matmul(inputs, ops.cast(kernel, self.compute_dtype))
+        if self.bias is not None:
+            alive = ops.cast(ops.max(self.mask, axis=0) > 0, self.compute_dtype)
+            x = ops.add(x, ops.cast(self.bias, self.compute_dtype) * alive)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def _targeted_dropout(self, kernel):
+        if self.dropout_variant == "weight":
+            targeted = ops.abs(kernel) < self.threshold
+            shape = ops.shape(kernel)
+        else:
+            targeted = ops.sqrt(ops.sum(kernel * kernel, axis=0)) < self.threshold
+            shape = ops.shape(targeted)
+        drop = ops.logical_and(targeted, keras.random.uniform(shape, seed=self.seed_generator)
+                               < self.dropout_rate)
+        return ops.where(drop, ops.zeros_like(kernel), kernel)
+
+    # Dense saves only its kernel and bias; the generic Layer routine saves every variable (mask too).
+    def save_own_variables(self, store) -> None:
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store) -> None:
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dropout_rate": self.dropout_rate,
+                "dropout_variant": self.dropout_variant}
+
+
+def masked_layers(model: keras.Model) -> list[MaskedDense]:
+    """The model's :class:`MaskedDense` layers (the prunable hidden layers) in order."""
+    return [layer for layer in model.layers if isinstance(layer, MaskedDense)]
+
+
+def get_masks(model: keras.Model) -> list[np.ndarray]:
+    """Copies of the boolean keep-masks of the masked layers."""
+    return [layer.mask.numpy() > 0 for layer in masked_layers(model)]
+
+
+def effective_kernels(model: keras.Model) -> list[np.ndarray]:
+    """All kernels in layer order as the model computes with them (masked ones multiplied out)."""
+    return [ops.convert_to_numpy(layer.masked_kernel() if isinstance(layer, MaskedDense) else layer.kernel)
+            for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+
+
+def _slots(optimizer: keras.optimizers.Optimizer | None, variable) -> list:
+    """The optimizer's per-variable state (e.g. Adam's moments) that shadows ``variable``."""
+    if optimizer is None or not optimizer.built:
+        return []
+    prefix = variable.path.replace("/", "_") + "_"
+    return [v for v in optimizer.variables if v.name.startswith(prefix) and v.shape == variable.shape]
+
+
+def set_masks(model: keras.Model, masks: Sequence[np.ndarray]) -> None:
+    """Install keep-masks on the masked layers, zeroing the newly pruned weights everywhere.
+
+    The kernel entries and the optimizer's slot variables at pruned positions become exactly zero,
+    so a later gradient step cannot move them (Adam's update is 0 / (0 + eps) there).
+    """
+    layers = masked_layers(model)
+    if len(masks) != len(layers):
+        raise ValueError(f"got {len(masks)} masks for {len(layers)} masked layers")
+    optimizer = getattr(model, "optimizer", None)
+    for layer, mask in zip(layers, masks):
+        keep = np.asarray(mask, dtype="float32")
+        if keep.shape != tuple(layer.kernel.shape):
+            raise ValueError(f"mask shape {keep.shape} does not match kernel {tuple(layer.kernel.shape)}")
+        layer.mask.assign(keep)
+        layer.kernel.assign(layer.kernel * keep)
+        for slot in _slots(optimizer, layer.kernel):
+            slot.assign(slot * keep)
+
+
+def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
+               dropout_rate: float = 0.0, dropout_variant: str = "weight",
+               l1: float = 0.0, precision: str | None = None,
+               train_logits: bool = True) -> keras.Model:
+    """A copy of a trained MLP whose hidden layers are :class:`MaskedDense`.
+
+    Args:
+        model: an MLP from :func:`prunelib.model.build_mlp` (left untouched).
+        masks: keep-masks for the hidden kernels (default: keep everything).
+        dropout_rate, dropout_variant: targeted dropout settings of the hidden layers.
+        l1: L1 penalty on the hidden kernels (0 for none).
+        precision: dtype policy of the hidden layers (default: as in ``model``).
+        train_logits: whether training may update the logit layer; ``False`` freezes it, so a pruned
+            and fine-tuned model keeps the original logit weights bit for bit.
+
+    The logit layer stays a plain Dense layer: it is never masked.
+    """
+    from prunelib.model import dense_layers, get_biases, get_kernels
+
+    dense = dense_layers(model)
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    x = keras.layers.Flatten(name="flatten")(inputs)
+    for layer in dense[:-1]:
+        x = MaskedDense(layer.units, dropout_rate, dropout_variant, activation="relu",
+                        use_bias=layer.use_bias, dtype=precision or layer.dtype_policy, name=layer.name,
+                        kernel_regularizer=keras.regularizers.L1(l1) if l1 > 0 else None)(x)
+    logits = dense[-1]
+    outputs = keras.layers.Dense(logits.units, use_bias=logits.use_bias, dtype=logits.dtype_policy,
+                                 name=logits.name, trainable=train_logits)(x)
+    clone = keras.Model(inputs, outputs, name=f"{model.name}_masked")
+    kernels, biases = get_kernels(model), get_biases(model)
+    for layer, w, b in zip([layer for layer in clone.layers if isinstance(layer, keras.layers.Dense)],
+                           kernels, biases):
+        layer.kernel.assign(w)
+        if b is not None:
+            layer.bias.assign(b)
+    if masks is not None:
+        set_masks(clone, masks)
+    return clone
+
+
+def strip(model: keras.Model) -> keras.Model:
+    """A plain MLP (as :func:`prunelib.model.build_mlp` makes) holding the masked weights."""
+    from prunelib.model import from_kernels
+
+    biases = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dense):
+            bias = None if layer.bias is None else np.array(layer.bias)
+            if bias is not None and isinstance(layer, MaskedDense):
+                bias = bias * (layer.mask.numpy().max(axis=0) > 0)
+            biases.append(bias)
+    return from_kernels(effective_kernels(model), biases if any(b is not None for b in biases) else None,
+                        model.input_shape[1:])
+
+
+def cubic_schedule(step: int, start: int, end: int, k_initial: float, k_final: float) -> float:
+    """Zhu & Gupta (2017): k ramps from ``k_initial`` to ``k_final`` as 1 - (1 - t)^3 over [start, end]."""
+    if end <= start:
+        return k_final if step >= start else k_initial
+    t = min(max((step - start) / (end - start), 0.0), 1.0)
+    return k_final + (k_initial - k_final) * (1.0 - t) ** 3
+
+
+def tighten(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: float,
+            method: str) -> list[np.ndarray]:
+    """Hidden-layer keep-masks at ``k`` percent that keep every already-pruned weight pruned.
+
+    Args:
+        kernels: all kernels, logit layer last (as the model computes with them).
+        masks: current keep-masks of the hidden kernels.
+
+    Pruned entries score 0 and live ones at least the smallest positive float, so a growing ``k``
+    only ever adds to what is pruned, whatever exact zeros the surviving weights hold.
+    """
+    tiny = np.finfo(np.float32).tiny
+    scored = [np.where(m, np.maximum(np.abs(w), tiny), 0.0).astype(np.float32)
+              for w, m in zip(kernels, masks)]
+    new = pruning.compute_masks([*scored, kernels[-1]], k, method)[:-1]
+    return [n & m for n, m in zip(new, masks)]
+
+
+class _EveryNSteps(keras.callbacks.Callback):
+    """Run :meth:`update` every ``every`` optimizer steps (checked after each executed batch group)."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = max(int(every), 1)
+        self._last = -self.every
+
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None) -> None:
+        self._last = -self.every
+        self._maybe_update()
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self._maybe_update()
+
+    def on_train_end(self, logs=None) -> None:
+        self.update(self._step(), final=True)
+
+    def _maybe_update(self) -> None:
+        step = self._step()
+        if step - self._last >= self.every:
+            self._last = step
+            self.update(step, final=False)
+
+    def update(self, step: int, final: bool) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class GradualPruning(_EveryNSteps):
+    """Tighten the masks along :func:`cubic_schedule` from the start of training to ``end_step``.
+
+    Args:
+        k: target percent (per layer, as :func:`prunelib.pruning.compute_masks` counts it).
+        method: ``"weight"`` or ``"unit"``.
+        end_step: optimizer step at which the target is reached; training goes on at ``k`` after it.
+        every: steps between mask updates (Zhu & Gupta's delta t).
+        k_initial: sparsity at step 0.
+    """
+
+    def __init__(self, k: float, method: str, end_step: int, every: int = 20,
+                 k_initial: float = 0.0) -> None:
+        super().__init__(every)
+        self.k, self.method, self.end_step, self.k_initial = pruning.validate_k(k), method, end_step, k_initial
+        self.history: list[tuple[int, float]] = []
+
+    def update(self, step: int, final: bool) -> None:
+        k = self.k if final else cubic_schedule(step, 0, self.end_step, self.k_initial, self.k)
+        if self.history and k <= self.history[-1][1]:
+            return
+        set_masks(self.model, tighten(effective_kernels(self.model), get_masks(self.model), k, self.method))
+        self.history.append((step, k))
+
+
+class TargetedDropout(_EveryNSteps):
+    """Keep each masked layer's targeting threshold at the ``gamma`` quantile of its scores.
+
+    Weight variant: the score is |w|; unit variant: the column L2 norm. The threshold is refreshed
+    every ``every`` steps (a per-step exact quantile would cost as much as the matmuls); between
+    refreshes the weights move little.
+
+    Args:
+        gamma: targeted fraction in [0, 1] (match it to the pruning k you intend, as a fraction).
+        every: steps between refreshes.
+        ramp_steps: if > 0, gamma ramps linearly from 0 to ``gamma`` over this many steps.
+    """
+
+    def __init__(self, gamma: float, every: int = 20, ramp_steps: int = 0) -> None:
+        super().__init__(every)
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        self.gamma, self.ramp_steps = float(gamma), int(ramp_steps)
+
+    def update(self, step: int, final: bool) -> None:
+        gamma = self.gamma if self.ramp_steps <= 0 else self.gamma * min(step / self.ramp_steps, 1.0)
+        for layer in masked_layers(self.model):
+            threshold = targeting_threshold(ops.convert_to_numpy(layer.masked_kernel()), gamma, layer.dropout_variant)
+            layer.threshold.assign(threshold)
+
+
+def targeting_threshold(kernel: np.ndarray, gamma: float, variant: str) -> float:
+    """The score below which the ``round(gamma * n)`` smallest weights (or units) fall.
+
+    Returns the smallest score *outside* the targeted set, so ``score < threshold`` selects it
+    (ties at the boundary included).
+    """
+    scores = np.abs(kernel).ravel() if variant == "weight" else np.linalg.norm(kernel, axis=0)
+    n = round(gamma * scores.size)
+    if n <= 0:
+        return 0.0
+    if n >= scores.size:
+        return float(np.inf)
+    return float(np.partition(scores, n)[n])
+

@@ -1,0 +1,235 @@
+"""Recovering accuracy after pruning: fine-tuning, gradual pruning and iterative magnitude pruning.
+
+Every strategy starts from a trained dense model, leaves it untouched, and returns a new plain MLP
+whose pruned weights are exactly zero. :func:`recovery_table` runs them into one tidy table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+
+import keras
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from prunelib import masked, pruning
+from prunelib import model as mlp
+from prunelib.config import TrainConfig
+from prunelib.data import Dataset
+from prunelib.evaluate import evaluate_kernels
+
+STRATEGIES = ("one-shot", "finetune", "gradual", "imp")
+RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
+                    "prunable_sparsity", "accuracy", "loss", "seconds"]
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """The budget and recipe of recovery training after (or while) pruning.
+
+    Attributes:
+        epochs: epochs of fine-tuning or gradual pruning (per round for ``imp``).
+        learning_rate: Adam's peak rate; it decays to 0 along a cosine over the budget.
+        batch_size: training batch.
+        ramp_fraction: share of the budget over which gradual pruning ramps to the target; the rest
+            trains at the target sparsity.
+        every: optimizer steps between mask updates of gradual pruning (Zhu & Gupta's delta t).
+        imp_rounds: rounds of iterative magnitude pruning; round r prunes to
+            ``100 * (1 - (1 - k/100) ** (r / rounds))`` percent.
+        imp_rewind: ``"lr"`` keeps the trained weights and restarts the learning rate each round
+            (Renda et al. 2020); ``"init"`` rewinds surviving weights to their initialization
+            (Frankle & Carbin 2019).
+        train_logits: let recovery training update the logit layer. Off by default: the challenge
+            never touches the weights into the logits, so recovery only retrains hidden layers.
+        distill: weight of knowledge distillation from the dense model (0 = labels only, 1 = teacher
+            only); the dense model's logits are the teacher (Hinton et al. 2015).
+        temperature: distillation temperature.
+        precision: as :attr:`prunelib.config.TrainConfig.precision`.
+        train_subset: first n training images (None = all).
+    """
+
+    epochs: int = 2
+    learning_rate: float = 1e-3
+    batch_size: int = 512
+    ramp_fraction: float = 0.5
+    every: int = 20
+    imp_rounds: int = 3
+    imp_rewind: str = "lr"
+    train_logits: bool = False
+    distill: float = 0.0
+    temperature: float = 4.0
+    precision: str = "mixed_bfloat16"
+    train_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not 0 < self.ramp_fraction <= 1 or self.imp_rounds < 1:
+            raise ValueError(f"invalid recovery config: {self}")
+        if not 0 <= self.distill <= 1 or self.temperature <= 0:
+            raise ValueError(f"invalid distillation settings: {self}")
+        if self.imp_rewind not in ("lr", "init"):
+            raise ValueError(f"imp_rewind must be 'lr' or 'init', got {self.imp_rewind!r}")
+
+    def train_config(self, seed: int, epochs: int | None = None) -> TrainConfig:
+        """The optimizer recipe as a :class:`~prunelib.config.TrainConfig`."""
+        return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
+                           learning_rate=self.learning_rate, precision=self.precision, seed=seed,
+                           train_subset=self.train_subset)
+
+
+@keras.saving.register_keras_serializable(package="prunelib")
+class DistillationLoss(keras.losses.Loss):
+    """Cross-entropy to the labels blended with a softened match to a teacher's logits.
+
+    ``y_true`` packs the integer label and the teacher's logits as (batch, 1 + classes).
+
+    Args:
+        weight: share of the teacher term (0 = plain cross-entropy).
+        temperature: softening of both distributions; the teacher term is scaled by its square so
+            its gradients keep their size (Hinton et al. 2015).
+    """
+
+    def __init__(self, weight: float = 0.5, temperature: float = 4.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.weight, self.temperature = float(weight), float(temperature)
+
+    def call(self, y_true, y_pred):
+        from keras import ops
+
+        y_pred = ops.cast(y_pred, "float32")
+        labels = ops.cast(y_true[:, 0], "int32")
+        hard = keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        t = self.temperature
+        soft = -ops.sum(ops.softmax(y_true[:, 1:] / t) * ops.log_softmax(y_pred / t), axis=-1) * t * t
+        return (1.0 - self.weight) * hard + self.weight * soft
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
+
+
+def _fit(net: keras.Model, teacher: keras.Model, data: Dataset, config: RecoveryConfig, seed: int,
+         callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
+         desc: str = "recover") -> None:
+    """Train ``net`` with the recovery recipe, distilling from ``teacher`` if configured."""
+    tc = config.train_config(seed)
+    targets = loss = None
+    if config.distill > 0:
+        x, y = mlp.training_subset(data, tc)
+        logits = teacher.predict(x, batch_size=10_000, verbose=0).astype(np.float32)
+        targets = np.concatenate([y[:, None].astype(np.float32), logits], axis=1)
+        loss = DistillationLoss(config.distill, config.temperature)
+    mlp.seed_everything(seed)
+    mlp.fit(net, data, tc, callbacks=callbacks, progress=progress, desc=desc, targets=targets, loss=loss)
+
+
+def finetune(model: keras.Model, data: Dataset, k: float, method: str,
+             config: RecoveryConfig = RecoveryConfig(), seed: int = 0, progress: bool = False) -> keras.Model:
+    """Prune ``model`` once at ``k`` percent, then train the survivors with the mask fixed.
+
+    Returns:
+        A plain MLP; pruned weights are exactly zero. ``model`` is not modified.
+    """
+    masks = pruning.compute_masks(mlp.get_kernels(model), k, method)[:-1]
+    net = masked.masked_mlp(model, masks, precision=config.precision,
+                             train_logits=config.train_logits)
+    _fit(net, model, data, config, seed, progress=progress, desc=f"finetune {method} {k:g}")
+    return masked.strip(net)
+
+
+def gradual(model: keras.Model, data: Dataset, k: float, method: str,
+            config: RecoveryConfig = RecoveryConfig(), seed: int = 0, progress: bool = False) -> keras.Model:
+    """Prune from dense to ``k`` percent along Zhu & Gupta's cubic schedule while training.
+
+    The target is reached after ``ramp_fraction`` of the budget; training goes on at ``k`` after.
+    """
+    net = masked.masked_mlp(model, precision=config.precision, train_logits=config.train_logits)
+    tc = config.train_config(seed)
+    steps = tc.epochs * mlp.steps_per_epoch(len(mlp.training_subset(data, tc)[0]), tc.batch_size)
+    schedule = masked.GradualPruning(k, method, end_step=round(config.ramp_fraction * steps),
+                                     every=config.every)
+    _fit(net, model, data, config, seed, [schedule], progress, f"gradual {method} {k:g}")
+    return masked.strip(net)
+
+
+def imp(model: keras.Model, data: Dataset, k: float, method: str,
+        config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
+        init_kernels: Sequence[np.ndarray] | None = None, progress: bool = False) -> keras.Model:
+    """Iterative magnitude pruning: ``imp_rounds`` rounds of prune, rewind, retrain.
+
+    Args:
+        init_kernels: the dense model's initial kernels, needed when ``config.imp_rewind == "init"``
+            (default: rebuilt from ``seed`` as :func:`prunelib.model.build_mlp` draws them).
+    """
+    if config.imp_rewind == "init" and init_kernels is None:
+        init_kernels = mlp.get_kernels(mlp.build_mlp(
+            [w.shape[1] for w in mlp.get_kernels(model)[:-1]], seed=seed,
+            input_shape=model.input_shape[1:]))
+    current = model
+    for r in range(1, config.imp_rounds + 1):
+        k_r = 100.0 * (1.0 - (1.0 - k / 100.0) ** (r / config.imp_rounds)) if r < config.imp_rounds else k
+        kernels = mlp.get_kernels(current)
+        masks = pruning.compute_masks(kernels, k_r, method)[:-1]
+        if r > 1:  # never un-prune: the previous round's zeros stay zero
+            masks = masked.tighten(kernels, [w != 0 for w in kernels[:-1]], k_r, method)
+        # Rewinding restores the hidden kernels only: the logit layer keeps its trained weights.
+        start = current if config.imp_rewind == "lr" else mlp.with_weights(
+            current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
+        net = masked.masked_mlp(start, masks, precision=config.precision,
+                                 train_logits=config.train_logits)
+        _fit(net, model, data, config, seed + r, progress=progress,
+             desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}")
+        current = masked.strip(net)
+    return current
+
+
+def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, method: str,
+                 config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
+                 progress: bool = False) -> tuple[keras.Model, int]:
+    """Apply one strategy of :data:`STRATEGIES`; returns the pruned model and its training epochs."""
+    k = pruning.validate_k(k)
+    if strategy == "one-shot":
+        return mlp.prune_model(model, k, method), 0
+    if strategy == "finetune":
+        return finetune(model, data, k, method, config, seed, progress), config.epochs
+    if strategy == "gradual":
+        return gradual(model, data, k, method, config, seed, progress), config.epochs
+    if strategy == "imp":
+        return imp(model, data, k, method, config, seed, progress=progress), config.epochs * config.imp_rounds
+    raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+
+
+def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] = ("weight", "unit"),
+                   ks: Iterable[float] = (90, 95, 99), strategies: Iterable[str] = STRATEGIES,
+                   config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
+                   label: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run every (strategy, method, k) from ``model`` and evaluate on the test set.
+
+    Args:
+        label: the ``strategy`` name to record instead of the strategy's own (e.g. to mark one-shot
+            pruning of a pruning-aware model).
+
+    Returns:
+        One row per (method, k, strategy) with columns :data:`RECOVERY_COLUMNS`; ``seconds`` is the
+        wall-clock time of pruning plus training.
+    """
+    grid = [(s, m, pruning.validate_k(k)) for s in strategies for m in methods for k in ks]
+    rows = []
+    for strategy, method, k in tqdm(grid, desc=f"recovery {data.name}", disable=not progress):
+        t0 = time.perf_counter()
+        pruned, epochs = run_strategy(strategy, model, data, k, method, config, seed)
+        seconds = time.perf_counter() - t0
+        kernels = mlp.get_kernels(pruned)
+        accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(pruned))
+        rows.append({"dataset": data.name, "method": method, "k": k, "strategy": label or strategy,
+                     "seed": seed, "epochs": epochs, "sparsity": pruning.sparsity(kernels),
+                     "prunable_sparsity": pruning.sparsity(kernels[:-1]),
+                     "accuracy": accuracy, "loss": loss, "seconds": seconds})
+    return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
+
+
+def aware_config(base: TrainConfig, method: str, k: float, rate: float = 0.75) -> TrainConfig:
+    """The training recipe with targeted dropout aimed at pruning ``method`` at ``k`` percent."""
+    return replace(base, targeted_dropout=rate, targeted_gamma=pruning.validate_k(k) / 100.0,
+                   targeted_variant="unit" if method == "unit" else "weight")

@@ -1,0 +1,233 @@
+from dataclasses import replace
+
+import keras
+import numpy as np
+import pytest
+
+from prunelib import masked, pruning, recovery
+from prunelib import model as mlp
+from prunelib.config import TrainConfig
+from tiny import TINY, tiny_data
+
+FAST = recovery.RecoveryConfig(epochs=2, batch_size=32, learning_rate=1e-2, every=2, imp_rounds=2,
+                               precision="float32")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return mlp.train(tiny_data(), TINY)
+
+
+def hidden_zeros(model):
+    return [w == 0 for w in mlp.get_kernels(model)[:-1]]
+
+
+class ZeroWatch(keras.callbacks.Callback):
+    """After every executed batch, record whether pruned kernel entries and their Adam moments are 0."""
+
+    def __init__(self, masks):
+        super().__init__()
+        self.masks, self.checks = masks, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        for layer, keep in zip(masked.masked_layers(self.model), self.masks):
+            slots = masked._slots(self.model.optimizer, layer.kernel)
+            assert len(slots) == 2  # Adam's two moments
+            values = [np.asarray(layer.kernel)] + [np.asarray(s) for s in slots]
+            self.checks.append(all(np.all(v[~keep] == 0) for v in values))
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+def test_fixed_mask_finetuning_keeps_pruned_weights_and_moments_at_zero(trained, method):
+    data = tiny_data()
+    masks = pruning.compute_masks(mlp.get_kernels(trained), 60, method)[:-1]
+    net = masked.masked_mlp(trained, masks)
+    watch = ZeroWatch(masks)
+    mlp.fit(net, data, replace(TINY, epochs=2), callbacks=[watch])
+    assert watch.checks and all(watch.checks)
+    kernels = mlp.get_kernels(masked.strip(net))
+    for w, keep in zip(kernels, masks):
+        assert np.all(w[~keep] == 0)
+        assert np.any(w[keep] != 0)
+
+
+def test_tightening_mid_training_zeroes_existing_moments(trained):
+    data = tiny_data()
+    net = masked.masked_mlp(trained)
+    mlp.fit(net, data, replace(TINY, epochs=1))  # moments now nonzero everywhere
+    layer = masked.masked_layers(net)[0]
+    assert np.count_nonzero(np.asarray(masked._slots(net.optimizer, layer.kernel)[0])) > 0
+    masks = masked.tighten(masked.effective_kernels(net), masked.get_masks(net), 80, "weight")
+    masked.set_masks(net, masks)
+    for layer, keep in zip(masked.masked_layers(net), masks):
+        for slot in masked._slots(net.optimizer, layer.kernel):
+            assert np.all(np.asarray(slot)[~keep] == 0)
+    # Continue training with the same optimizer state: nothing comes back.
+    net.fit(tiny_data().x_train, tiny_data().y_train.astype("int32"), epochs=1, batch_size=32, verbose=0)
+    for w, keep in zip(masked.effective_kernels(net), masks):
+        assert np.all(w[~keep] == 0)
+    for layer, keep in zip(masked.masked_layers(net), masks):
+        assert np.all(np.asarray(layer.kernel)[~keep] == 0)  # the raw variable too, not only the product
+
+
+@pytest.mark.parametrize("strategy", recovery.STRATEGIES)
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("k", [0, 50, 90])
+def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(trained, strategy, method, k):
+    before = mlp.get_kernels(trained)
+    pruned, epochs = recovery.run_strategy(strategy, trained, tiny_data(), k, method, FAST)
+    kernels = mlp.get_kernels(pruned)
+    for w in kernels[:-1]:
+        if method == "weight":
+            assert np.count_nonzero(w == 0) == pruning.count_to_prune(w.size, k)
+        else:
+            dead = np.all(w == 0, axis=0)
+            assert dead.sum() == pruning.count_to_prune(w.shape[1], k)
+            assert np.all(w[:, ~dead] != 0)  # whole columns: a live unit keeps all its weights
+    np.testing.assert_array_equal(kernels[-1], before[-1])  # logits bit-identical
+    for a, b in zip(mlp.get_kernels(trained), before):
+        np.testing.assert_array_equal(a, b)  # the dense model is not modified
+    assert epochs == {"one-shot": 0, "imp": FAST.epochs * FAST.imp_rounds}.get(strategy, FAST.epochs)
+
+
+def test_training_logits_is_opt_in(trained):
+    config = replace(FAST, train_logits=True)
+    pruned = recovery.finetune(trained, tiny_data(), 50, "weight", config)
+    assert not np.array_equal(mlp.get_kernels(pruned)[-1], mlp.get_kernels(trained)[-1])
+
+
+def test_finetuning_recovers_accuracy_lost_by_pruning():
+    data = tiny_data(512)
+    dense = mlp.train(data, replace(TINY, hidden_sizes=(256, 64)))
+    table = recovery.recovery_table(dense, data, methods=["weight"], ks=[90],
+                                    strategies=["one-shot", "finetune"], config=FAST, progress=False)
+    acc = table.set_index("strategy")["accuracy"]
+    assert acc["finetune"] > acc["one-shot"]
+    assert acc["finetune"] >= 90
+
+
+def test_recovery_table_is_tidy(trained):
+    table = recovery.recovery_table(trained, tiny_data(), methods=["weight", "unit"], ks=[50, 90],
+                                    strategies=["one-shot", "gradual"], config=FAST, progress=False)
+    assert list(table.columns) == recovery.RECOVERY_COLUMNS
+    assert len(table) == 8
+    assert not table.duplicated(["dataset", "method", "k", "strategy", "seed"]).any()
+    assert (table["seconds"] > 0).all()
+    np.testing.assert_allclose(table["prunable_sparsity"], table["k"], atol=3)  # per-layer rounding
+
+
+def test_gradual_schedule_is_cubic_and_masks_only_grow(trained):
+    assert masked.cubic_schedule(0, 0, 100, 0, 90) == 0
+    assert masked.cubic_schedule(100, 0, 100, 0, 90) == 90
+    assert masked.cubic_schedule(500, 0, 100, 0, 90) == 90
+    assert masked.cubic_schedule(50, 0, 100, 0, 90) == pytest.approx(90 * (1 - 0.5 ** 3))
+    ks = [masked.cubic_schedule(s, 0, 100, 0, 90) for s in range(0, 101, 5)]
+    assert ks == sorted(ks)
+
+    net = masked.masked_mlp(trained)
+    history = []
+
+    class Snap(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            history.append(masked.get_masks(self.model))
+
+    schedule = masked.GradualPruning(90, "weight", end_step=10, every=2)
+    mlp.fit(net, tiny_data(), replace(TINY, epochs=2), callbacks=[schedule, Snap()])
+    assert [k for _, k in schedule.history] == sorted(k for _, k in schedule.history)
+    assert schedule.history[-1][1] == 90
+    for earlier, later in zip(history, history[1:]):
+        for a, b in zip(earlier, later):
+            assert not np.any(b & ~a)  # nothing pruned ever comes back
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+def test_tighten_keeps_pruned_entries_even_among_exact_zeros(method):
+    rng = np.random.default_rng(0)
+    kernels = [rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)]
+    kernels[0][0, :] = 0.0  # live weights that are exactly zero
+    masks = pruning.compute_masks(kernels, 40, method)[:-1]
+    kernels_masked = [kernels[0] * masks[0], kernels[1]]
+    new = masked.tighten(kernels_masked, masks, 60, method)
+    assert not np.any(new[0] & ~masks[0])
+    n = kernels[0].size if method == "weight" else kernels[0].shape[1]
+    pruned = (~new[0]).sum() if method == "weight" else (~new[0].any(axis=0)).sum()
+    assert pruned == pruning.count_to_prune(n, 60)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 0.5, 1.0])
+@pytest.mark.parametrize("variant", ["weight", "unit"])
+def test_targeting_threshold_selects_round_gamma_n(gamma, variant):
+    kernel = np.random.default_rng(1).normal(size=(7, 10)).astype(np.float32)
+    threshold = masked.targeting_threshold(kernel, gamma, variant)
+    scores = np.abs(kernel).ravel() if variant == "weight" else np.linalg.norm(kernel, axis=0)
+    assert np.count_nonzero(scores < threshold) == round(gamma * scores.size)
+
+
+@pytest.mark.parametrize("variant", ["weight", "unit"])
+def test_targeted_dropout_drops_only_targeted_entries_and_only_in_training(variant):
+    layer = masked.MaskedDense(6, dropout_rate=1.0, dropout_variant=variant)
+    x = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    layer.build((None, 5))
+    kernel = np.asarray(layer.kernel)
+    threshold = masked.targeting_threshold(kernel, 0.5, variant)
+    layer.threshold.assign(threshold)
+    scores = np.abs(kernel) if variant == "weight" else np.linalg.norm(kernel, axis=0)[None, :]
+    expected = x @ np.where(scores < threshold, 0.0, kernel)
+    np.testing.assert_allclose(np.asarray(layer(x, training=True)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer(x, training=False)), x @ kernel, rtol=1e-5, atol=1e-6)
+
+
+def test_pruning_aware_training_returns_a_plain_mlp_and_l1_shrinks_weights():
+    data = tiny_data(512)
+    base = replace(TINY, hidden_sizes=(64, 32), epochs=4)
+    plain = mlp.train(data, base)
+    aware = mlp.train(data, recovery.aware_config(base, "weight", 90, rate=1.0))
+    assert all(type(layer) is not masked.MaskedDense for layer in aware.layers)
+    assert mlp.dense_layers(aware)[-1].name == mlp.LOGITS
+    l1 = mlp.train(data, replace(base, l1=1e-3))
+    assert np.abs(mlp.get_kernels(l1)[0]).mean() < np.abs(mlp.get_kernels(plain)[0]).mean()
+
+
+def test_masked_model_round_trips_through_keras_file(tmp_path, trained):
+    masks = pruning.compute_masks(mlp.get_kernels(trained), 50, "unit")[:-1]
+    net = masked.masked_mlp(trained, masks, dropout_rate=0.5, dropout_variant="unit")
+    net.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    for a, b in zip(masked.get_masks(loaded), masks):
+        np.testing.assert_array_equal(a, b)
+    assert masked.masked_layers(loaded)[0].dropout_variant == "unit"
+    x = tiny_data().x_test
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_distillation_loss_reduces_to_cross_entropy_at_weight_zero():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 1])
+    packed = np.concatenate([labels[:, None], rng.normal(size=(4, 3))], axis=1).astype(np.float32)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(labels, logits)
+    np.testing.assert_allclose(recovery.DistillationLoss(0.0)(packed, logits), ce, rtol=1e-6)
+    # Pure distillation from a teacher equal to the student: the loss is the entropy, gradient-free minimum
+    same = np.concatenate([labels[:, None], logits], axis=1).astype(np.float32)
+    other = np.concatenate([labels[:, None], -logits], axis=1).astype(np.float32)
+    assert float(recovery.DistillationLoss(1.0, 2.0)(same, logits)) < float(
+        recovery.DistillationLoss(1.0, 2.0)(other, logits))
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=0), dict(ramp_fraction=0), dict(imp_rewind="x"),
+                                 dict(distill=2), dict(temperature=0)])
+def test_recovery_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        recovery.RecoveryConfig(**bad)
+
+
+def test_unknown_strategy_is_named(trained):
+    with pytest.raises(ValueError, match="'magic'"):
+        recovery.run_strategy("magic", trained, tiny_data(), 50, "weight", FAST)
+
+
+def test_imp_with_init_rewind_prunes_to_target(trained):
+    config = replace(FAST, imp_rewind="init")
+    pruned = recovery.imp(trained, tiny_data(), 75, "weight", config)
+    for w in mlp.get_kernels(pruned)[:-1]:
+        assert np.count_nonzero(w == 0) == pruning.count_to_prune(w.size, 75)

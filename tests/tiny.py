@@ -1,0 +1,18 @@
+"""Tiny synthetic inputs for fast tests (never used outside tests)."""
+
+import numpy as np
+
+from prunelib.config import TrainConfig
+from prunelib.data import Dataset
+
+
+def tiny_data(n: int = 256, seed: int = 0) -> Dataset:
+    """Two linearly separable classes of 28x28 images: class 1 has a bright top half."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n).astype(np.uint8)
+    x = rng.random((n, 28, 28), dtype=np.float32) * 0.5
+    x[y == 1, :14] += 0.5
+    return Dataset("tiny", x, y, x[:64], y[:64])
+
+
+TINY = TrainConfig(hidden_sizes=(16, 8), num_classes=2, epochs=3, batch_size=32, learning_rate=1e-2)
