@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env data results test bench
+.PHONY: env data results test bench bench-tfmot-env bench-tfmot
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,10 @@ test: data
 
 bench: data
 	$(BIN)/python benchmarks/pipeline.py
+
+# The tfmot peer for benchmarks/compare_tfmot.py, kept out of prunelib's environment.
+bench-tfmot-env: env
+	$(BIN)/python -m pip install -q --no-deps --target .venv-tfmot -r benchmarks/requirements.txt
+
+bench-tfmot: data bench-tfmot-env
+	$(BIN)/python benchmarks/compare_tfmot.py

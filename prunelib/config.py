@@ -48,23 +48,92 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class RecoveryConfig:
+    """The budget and recipe of recovery training after (or while) pruning.
+
+    Attributes:
+        epochs: epochs of fine-tuning or gradual pruning (per round for ``imp``).
+        learning_rate: Adam's peak rate; it decays to 0 along a cosine over the budget.
+        batch_size: training batch.
+        ramp_fraction: share of the budget over which gradual pruning ramps to the target; the rest
+            trains at the target sparsity.
+        every: optimizer steps between mask updates of gradual pruning (Zhu & Gupta's delta t).
+        imp_rounds: rounds of iterative magnitude pruning; round r prunes to
+            ``100 * (1 - (1 - k/100) ** (r / rounds))`` percent.
+        imp_rewind: ``"lr"`` keeps the trained weights and restarts the learning rate each round
+            (Renda et al. 2020); ``"init"`` rewinds surviving weights to their initialization
+            (Frankle & Carbin 2019).
+        train_logits: let recovery training update the logit layer. Off by default: the challenge
+            never touches the weights into the logits, so recovery only retrains hidden layers.
+        distill: weight of knowledge distillation from the dense model (0 = labels only, 1 = teacher
+            only); the dense model's logits are the teacher (Hinton et al. 2015).
+        temperature: distillation temperature.
+        precision: as :attr:`prunelib.config.TrainConfig.precision`.
+        train_subset: first n training images (None = all).
+    """
+
+    epochs: int = 2
+    learning_rate: float = 1e-3
+    batch_size: int = 512
+    ramp_fraction: float = 0.5
+    every: int = 20
+    imp_rounds: int = 3
+    imp_rewind: str = "lr"
+    train_logits: bool = False
+    distill: float = 0.0
+    temperature: float = 4.0
+    precision: str = "mixed_bfloat16"
+    train_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or not 0 < self.ramp_fraction <= 1 or self.imp_rounds < 1:
+            raise ValueError(f"invalid recovery config: {self}")
+        if not 0 <= self.distill <= 1 or self.temperature <= 0:
+            raise ValueError(f"invalid distillation settings: {self}")
+        if self.imp_rewind not in ("lr", "init"):
+            raise ValueError(f"imp_rewind must be 'lr' or 'init', got {self.imp_rewind!r}")
+
+    def train_config(self, seed: int, epochs: int | None = None) -> TrainConfig:
+        """The optimizer recipe as a :class:`~prunelib.config.TrainConfig`."""
+        return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
+                           learning_rate=self.learning_rate, precision=self.precision, seed=seed,
+                           train_subset=self.train_subset)
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A pruning sweep: datasets x methods x k x seeds on top of a training recipe."""
 
     datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
     methods: tuple[str, ...] = ("weight", "unit")
     ks: tuple[float, ...] = DEFAULT_KS
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Baselines beside the challenge's two methods: global magnitude pruning and small dense
+    # networks trained from scratch with the unit counts unit pruning leaves.
+    baselines: bool = True
+    sensitivity: bool = True  # prune one layer at a time
+    # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+    recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")
+    recovery_ks: tuple[float, ...] = (90, 95, 99)
+    recovery_seeds: tuple[int, ...] = (0,)
+    # (method, k) targets of targeted-dropout training, each evaluated one-shot at its k.
+    aware_targets: tuple[tuple[str, float], ...] = (("weight", 95), ("weight", 97), ("unit", 80), ("unit", 90))
+    aware_rate: float = 0.75
 
     def __post_init__(self) -> None:
-        for k in self.ks:
+        for k in (*self.ks, *self.recovery_ks, *(k for _, k in self.aware_targets)):
             validate_k(k)
+        if not self.seeds:
+            raise ValueError("need at least one seed")
 
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":
-        """A config for smoke runs: 1 epoch on 2,000 images."""
-        base = cls(train=TrainConfig(epochs=1, train_subset=2000))
+        """A config for smoke runs: 1 epoch on 2,000 images, 4 values of k, every part exercised."""
+        base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(epochs=1, train_subset=2000),
+                   recovery=RecoveryConfig(epochs=1, imp_rounds=2, train_subset=2000),
+                   recovery_ks=(90,), aware_targets=(("weight", 90), ("unit", 80)))
         return replace(base, **overrides)
 
     @classmethod

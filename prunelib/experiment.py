@@ -1,9 +1,20 @@
-"""The challenge end to end: load, train (or reuse the cache), sweep, and write tidy results."""
+"""The whole study end to end: train (or reuse the cache), prune, evaluate, write tidy results.
+
+:func:`run_experiment` is what both the notebook and ``python -m prunelib run`` call. Per dataset
+it writes to ``<results>/<dataset>/``:
+
+* ``sweep.csv`` - one row per (method, k, seed): weight, unit, and (with baselines) global-weight
+  pruning and ``retrain-small``, dense networks trained from scratch at unit pruning's sizes;
+* ``sensitivity.csv`` - one hidden layer pruned at a time;
+* ``recovery.csv`` - fine-tuning, gradual pruning, IMP and targeted-dropout training;
+* the figures drawn from those tables (:func:`save_figures`).
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,65 +22,163 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
+from prunelib import analysis, recovery
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
 from prunelib.evaluate import sweep
-from prunelib.plotting import plot_sparsity_vs_accuracy
+from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
+                               plot_sparsity_vs_accuracy)
+
+TABLES = ("sweep", "sensitivity", "recovery")
 
 
 @dataclass
-class RunResult:
-    """What :func:`run_sweeps` produced: the tidy table and where time went."""
+class Results:
+    """Tidy tables of a run (all datasets together) and the seconds each phase took."""
 
-    table: pd.DataFrame
+    sweep: pd.DataFrame
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recovery: pd.DataFrame = field(default_factory=pd.DataFrame)
+    distributions: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def run_sweeps(config: ExperimentConfig, retrain: bool = False,
-               data_dir: str | os.PathLike | None = None, progress: bool = True) -> RunResult:
-    """Train (or load) one model per (dataset, seed) and sweep every method and k on it.
+class _Clock:
+    """Accumulate wall-clock seconds per phase."""
 
-    Returns:
-        The tidy sweep table over all datasets and seeds, and seconds spent per phase.
-    """
-    frames, seconds = [], {"load": 0.0, "train": 0.0, "sweep": 0.0}
-    jobs = [(d, s) for d in config.datasets for s in config.seeds]
-    cache: dict[str, object] = {}
-    for dataset, seed in tqdm(jobs, desc="datasets x seeds", disable=not progress):
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, phase: str, fn: Callable):
         t0 = time.perf_counter()
-        if dataset not in cache:
-            cache[dataset] = load_dataset(dataset, data_dir)
-        data = cache[dataset]
-        t1 = time.perf_counter()
-        model = mlp.train_or_load(data, config.train_config(seed), retrain=retrain, progress=progress)
-        t2 = time.perf_counter()
-        frames.append(sweep(mlp.get_kernels(model), data.x_test, data.y_test, dataset=dataset,
-                            methods=config.methods, ks=config.ks, seed=seed,
-                            biases=mlp.get_biases(model), progress=progress))
-        t3 = time.perf_counter()
-        for phase, dt in zip(seconds, (t1 - t0, t2 - t1, t3 - t2)):
-            seconds[phase] += dt
-    return RunResult(pd.concat(frames, ignore_index=True), seconds)
+        out = fn()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+        return out
 
 
-def save_sweep(table: pd.DataFrame, results_dir: str | os.PathLike = "results") -> list[Path]:
-    """Write ``<results>/<dataset>/sweep.csv`` and ``sparsity_vs_accuracy.png`` per dataset."""
+def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
+                   data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
+                   progress: bool = True) -> Results:
+    """Run everything ``config`` asks for on every dataset and seed.
+
+    Trained and recovered models are cached (keyed by everything that determines them), so a
+    second run only evaluates. ``retrain=True`` recomputes them.
+    """
+    clock = _Clock()
+    sweeps, sens, recs, dists = [], [], [], {}
+    methods = (*config.methods, *(("global-weight",) if config.baselines else ()))
+    for dataset in config.datasets:
+        data = clock("load", lambda: load_dataset(dataset, data_dir))
+        for seed in tqdm(config.seeds, desc=f"{dataset} seeds", disable=not progress):
+            tc = config.train_config(seed)
+            model = clock("train", lambda: mlp.train_or_load(data, tc, retrain, cache, progress))
+            kernels = mlp.get_kernels(model)
+            sweeps.append(clock("sweep", lambda: sweep(
+                kernels, data.x_test, data.y_test, dataset=dataset, methods=methods, ks=config.ks,
+                seed=seed, biases=mlp.get_biases(model), progress=progress)))
+            if config.baselines:
+                sweeps.append(clock("retrain-small", lambda: analysis.retrain_baseline(
+                    data, tc, config.ks, cache=cache, retrain=retrain, progress=progress)))
+            if config.sensitivity:
+                sens.append(clock("sensitivity", lambda: analysis.layer_sensitivity(
+                    kernels, data.x_test, data.y_test, dataset=dataset, methods=config.methods,
+                    ks=config.ks, seed=seed, progress=progress)))
+            if seed == config.seeds[0]:
+                dists[dataset] = analysis.weight_distributions(kernels)
+            if seed in config.recovery_seeds:
+                if config.recovery_strategies:
+                    recs.append(clock("recovery", lambda: recovery.recovery_table(
+                        model, data, methods=config.methods, ks=config.recovery_ks,
+                        strategies=("one-shot", *config.recovery_strategies), config=config.recovery,
+                        seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)))
+                if config.aware_targets:
+                    recs.append(clock("pruning-aware", lambda: recovery.aware_table(
+                        data, tc, config.aware_targets, rate=config.aware_rate, cache=cache,
+                        retrain=retrain, progress=progress)))
+    concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    return Results(concat(sweeps), concat(sens), concat(recs), dists, clock.seconds)
+
+
+def save_results(results: Results, results_dir: str | os.PathLike = "results") -> list[Path]:
+    """Write each table as ``<results>/<dataset>/<table>.csv`` and draw the figures."""
     written = []
-    for dataset, df in table.groupby("dataset", sort=False):
+    for name in TABLES:
+        table = getattr(results, name)
+        if table.empty:
+            continue
+        for dataset, df in table.groupby("dataset", sort=False):
+            out = Path(results_dir) / str(dataset)
+            out.mkdir(parents=True, exist_ok=True)
+            df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
+            written.append(out / f"{name}.csv")
+    written += save_figures(results, results_dir)
+    return written
+
+
+def load_results(results_dir: str | os.PathLike = "results") -> Results:
+    """Read back the tables :func:`save_results` wrote (missing ones come back empty)."""
+    from prunelib.data import DATASETS
+
+    order = {name: i for i, name in enumerate(DATASETS)}  # mnist first, as run_experiment writes
+    tables = {}
+    for name in TABLES:
+        paths = sorted(Path(results_dir).glob(f"*/{name}.csv"), key=lambda p: (order.get(p.parent.name, 99), p))
+        frames = [pd.read_csv(p) for p in paths]
+        tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if tables["sweep"].empty:
+        raise FileNotFoundError(f"no */sweep.csv under {results_dir}; run `python -m prunelib run` first")
+    return Results(**tables)
+
+
+def _save(ax_or_fig, path: Path) -> Path:
+    fig = getattr(ax_or_fig, "figure", ax_or_fig)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_figures(results: Results, results_dir: str | os.PathLike = "results") -> list[Path]:
+    """Draw every figure the report embeds, per dataset, from the tables in ``results``."""
+    written = []
+    for dataset, df in results.sweep.groupby("dataset", sort=False):
         out = Path(results_dir) / str(dataset)
         out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out / "sweep.csv", index=False, float_format="%.4f")
-        ax = plot_sparsity_vs_accuracy(df, title=f"{dataset}: one-shot magnitude pruning")
-        ax.figure.savefig(out / "sparsity_vs_accuracy.png", dpi=120, bbox_inches="tight")
-        plt.close(ax.figure)
-        written += [out / "sweep.csv", out / "sparsity_vs_accuracy.png"]
+        main = df[df["method"].isin(["weight", "unit"])]
+        written.append(_save(plot_sparsity_vs_accuracy(
+            main, title=f"{dataset}: one-shot pruning, mean and 95 % CI over "
+                        f"{df['seed'].nunique()} seeds"), out / "sparsity_vs_accuracy.png"))
+        if df["method"].nunique() > main["method"].nunique():
+            fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+            plot_sparsity_vs_accuracy(df[df["method"].isin(["weight", "global-weight"])], axes[0],
+                                      title="layer-wise vs global weight pruning")
+            plot_sparsity_vs_accuracy(df[df["method"].isin(["unit", "retrain-small"])], axes[1],
+                                      x="effective_params",
+                                      title="unit pruning vs the same sizes trained from scratch")
+            fig.suptitle(dataset)
+            written.append(_save(fig, out / "baselines.png"))
+    if not results.sensitivity.empty:
+        for dataset, df in results.sensitivity.groupby("dataset", sort=False):
+            fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+            for ax, method in zip(axes, ["weight", "unit"]):
+                plot_sensitivity(df, ax, method=method)
+            fig.suptitle(f"{dataset}: layer sensitivity")
+            written.append(_save(fig, Path(results_dir) / str(dataset) / "sensitivity.png"))
+    for dataset, df in results.distributions.items():
+        axes = plot_distributions(df, title=f"{dataset}: trained weights before pruning (seed 0)")
+        written.append(_save(axes[0].figure, Path(results_dir) / str(dataset) / "distributions.png"))
+    if not results.recovery.empty:
+        for dataset, df in results.recovery.groupby("dataset", sort=False):
+            ax = plot_recovery(df, title=f"{dataset}: recovering accuracy at high sparsity")
+            written.append(_save(ax, Path(results_dir) / str(dataset) / "recovery.png"))
     return written
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy per (dataset, method, k), with measured sparsity, one row per k."""
+    """Mean accuracy per (dataset, method, k) with its 95 % confidence half-width over seeds."""
+    from prunelib.stats import ci95
+
     grouped = table.groupby(["dataset", "method", "k"], sort=False)
     out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),
-                      accuracy=("accuracy", "mean"), seeds=("seed", "nunique"))
+                      accuracy=("accuracy", "mean"), ci95=("accuracy", ci95), seeds=("seed", "nunique"))
     return out.reset_index()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -233,6 +234,30 @@ def cache_key(dataset: str, config: TrainConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def cached(name: str, build: Callable[[], keras.Model], *, cache: str | os.PathLike | None = None,
+           retrain: bool = False) -> tuple[keras.Model, float]:
+    """Load model ``name`` from the cache, or build it with ``build()`` and save it there.
+
+    Returns:
+        The model and the seconds ``build`` took when it ran (kept in a JSON file beside the
+        model, so a cached load still reports the original cost; NaN if unknown).
+    """
+    path = Path(cache or cache_dir()) / f"{name}.keras"
+    meta = path.with_suffix(".json")
+    if path.is_file() and not retrain:
+        seconds = json.loads(meta.read_text())["seconds"] if meta.is_file() else float("nan")
+        return keras.models.load_model(path, compile=False), seconds
+    t0 = time.perf_counter()
+    model = build()
+    seconds = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.keras")
+    model.save(tmp)
+    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written model in the cache
+    meta.write_text(json.dumps({"seconds": seconds}))
+    return model, seconds
+
+
 def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
                   cache: str | os.PathLike | None = None, progress: bool = False) -> keras.Model:
     """Return the trained model for ``(data.name, config)``, from the cache when it is there.
@@ -242,12 +267,5 @@ def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
         cache: directory of cached models (default :func:`prunelib.paths.cache_dir`).
         progress: show a tqdm bar over training epochs.
     """
-    path = Path(cache or cache_dir()) / f"{data.name}-{cache_key(data.name, config)}.keras"
-    if path.is_file() and not retrain:
-        return keras.models.load_model(path, compile=False)
-    model = train(data, config, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written model in the cache
-    return model
+    return cached(f"{data.name}-{cache_key(data.name, config)}",
+                  lambda: train(data, config, progress=progress), cache=cache, retrain=retrain)[0]

@@ -6,28 +6,94 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from prunelib.stats import ci95_interval
+
+XLABELS = {
+    "sparsity": "measured sparsity (% of all weights that are zero)",
+    "effective_params": "effective parameters (nonzero weights between live units, log scale)",
+    "k": "k (% pruned in the one layer)",
+}
+
 
 def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
-                              x: str = "sparsity", hue: str = "method",
+                              x: str = "sparsity", hue: str = "method", style: str | None = None,
                               title: str | None = None) -> plt.Axes:
     """Accuracy (%) against measured sparsity (%), one curve per ``hue`` value.
 
-    With several seeds per point the curve is the mean and the band its 95 % confidence
+    With several seeds per point the curve is the mean and the band its 95 % t confidence
     interval. The dense accuracy (mean at k = 0) is drawn as a dashed reference line.
+    ``x="effective_params"`` plots against the weights that can still matter, on a log axis
+    that runs from dense (left) to tiny (right).
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=df, x=x, y="accuracy", hue=hue, marker="o", errorbar=("ci", 95),
-                 ax=ax)
+    sns.lineplot(data=df, x=x, y="accuracy", hue=hue, style=style, marker="o",
+                 errorbar=ci95_interval, ax=ax)
     dense = df.loc[df["k"] == 0, "accuracy"]
     if len(dense):
         ax.axhline(dense.mean(), color="grey", linestyle="--", linewidth=1,
                    label=f"dense ({dense.mean():.2f} %)")
-    ax.set_xlabel("measured sparsity (% of all weights that are zero)" if x == "sparsity" else x)
+    if x == "effective_params":
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+    ax.set_xlabel(XLABELS.get(x, x))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_sensitivity(df: pd.DataFrame, ax: plt.Axes | None = None, *, method: str = "weight",
+                     title: str | None = None) -> plt.Axes:
+    """Accuracy when only one hidden layer is pruned at k, one curve per layer (mean, 95 % CI)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=df[df["method"] == method], x="k", y="accuracy", hue="layer", marker="o",
+                 errorbar=ci95_interval, ax=ax)
+    ax.set_xlabel(XLABELS["k"])
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.set_title(title or f"{method} pruning of one layer at a time")
+    return ax
+
+
+def plot_distributions(df: pd.DataFrame, axes=None, *, title: str | None = None):
+    """Histograms of weight magnitudes and of unit norms, one colour per layer.
+
+    Args:
+        df: long table with columns ``layer, quantity, value`` (see
+            :func:`prunelib.analysis.weight_distributions`).
+        axes: two Axes to draw on (default: a new 1x2 figure).
+
+    Returns:
+        The two Axes (|weight|, unit norm).
+    """
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, quantity in zip(axes, ["|weight|", "unit L2 norm"]):
+        part = df[df["quantity"] == quantity]
+        sns.histplot(data=part, x="value", hue="layer", element="step", fill=False, stat="density",
+                     common_norm=False, bins=60, ax=ax)
+        ax.set_xlabel(quantity)
+        ax.set_title(f"{quantity} per hidden layer")
+    if title:
+        axes[0].figure.suptitle(title)
+    return axes
+
+
+def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, title: str | None = None) -> plt.Axes:
+    """Accuracy against measured sparsity, colour = recovery strategy, line style = method."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=df, x="sparsity", y="accuracy", hue="strategy", style="method", marker="o",
+                 errorbar=ci95_interval, ax=ax)
+    ax.set_xlabel(XLABELS["sparsity"])
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
     return ax

@@ -6,9 +6,12 @@ whose pruned weights are exactly zero. :func:`recovery_table` runs them into one
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, replace
 
 import keras
 import numpy as np
@@ -17,66 +20,13 @@ from tqdm.auto import tqdm
 
 from prunelib import masked, pruning
 from prunelib import model as mlp
-from prunelib.config import TrainConfig
+from prunelib.config import RecoveryConfig, TrainConfig
 from prunelib.data import Dataset
 from prunelib.evaluate import evaluate_kernels
 
 STRATEGIES = ("one-shot", "finetune", "gradual", "imp")
 RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
-                    "prunable_sparsity", "accuracy", "loss", "seconds"]
-
-
-@dataclass(frozen=True)
-class RecoveryConfig:
-    """The budget and recipe of recovery training after (or while) pruning.
-
-    Attributes:
-        epochs: epochs of fine-tuning or gradual pruning (per round for ``imp``).
-        learning_rate: Adam's peak rate; it decays to 0 along a cosine over the budget.
-        batch_size: training batch.
-        ramp_fraction: share of the budget over which gradual pruning ramps to the target; the rest
-            trains at the target sparsity.
-        every: optimizer steps between mask updates of gradual pruning (Zhu & Gupta's delta t).
-        imp_rounds: rounds of iterative magnitude pruning; round r prunes to
-            ``100 * (1 - (1 - k/100) ** (r / rounds))`` percent.
-        imp_rewind: ``"lr"`` keeps the trained weights and restarts the learning rate each round
-            (Renda et al. 2020); ``"init"`` rewinds surviving weights to their initialization
-            (Frankle & Carbin 2019).
-        train_logits: let recovery training update the logit layer. Off by default: the challenge
-            never touches the weights into the logits, so recovery only retrains hidden layers.
-        distill: weight of knowledge distillation from the dense model (0 = labels only, 1 = teacher
-            only); the dense model's logits are the teacher (Hinton et al. 2015).
-        temperature: distillation temperature.
-        precision: as :attr:`prunelib.config.TrainConfig.precision`.
-        train_subset: first n training images (None = all).
-    """
-
-    epochs: int = 2
-    learning_rate: float = 1e-3
-    batch_size: int = 512
-    ramp_fraction: float = 0.5
-    every: int = 20
-    imp_rounds: int = 3
-    imp_rewind: str = "lr"
-    train_logits: bool = False
-    distill: float = 0.0
-    temperature: float = 4.0
-    precision: str = "mixed_bfloat16"
-    train_subset: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or not 0 < self.ramp_fraction <= 1 or self.imp_rounds < 1:
-            raise ValueError(f"invalid recovery config: {self}")
-        if not 0 <= self.distill <= 1 or self.temperature <= 0:
-            raise ValueError(f"invalid distillation settings: {self}")
-        if self.imp_rewind not in ("lr", "init"):
-            raise ValueError(f"imp_rewind must be 'lr' or 'init', got {self.imp_rewind!r}")
-
-    def train_config(self, seed: int, epochs: int | None = None) -> TrainConfig:
-        """The optimizer recipe as a :class:`~prunelib.config.TrainConfig`."""
-        return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
-                           learning_rate=self.learning_rate, precision=self.precision, seed=seed,
-                           train_subset=self.train_subset)
+                    "prunable_sparsity", "accuracy", "loss", "seconds", "dense_accuracy"]
 
 
 @keras.saving.register_keras_serializable(package="prunelib")
@@ -200,32 +150,56 @@ def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, met
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
 
 
+def _row(data: Dataset, pruned: keras.Model, *, method: str, k: float, strategy: str, seed: int,
+         epochs: int, seconds: float, dense_accuracy: float) -> dict:
+    kernels = mlp.get_kernels(pruned)
+    accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(pruned))
+    return {"dataset": data.name, "method": method, "k": k, "strategy": strategy, "seed": seed,
+            "epochs": epochs, "sparsity": pruning.sparsity(kernels),
+            "prunable_sparsity": pruning.sparsity(kernels[:-1]), "accuracy": accuracy, "loss": loss,
+            "seconds": seconds, "dense_accuracy": dense_accuracy}
+
+
 def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] = ("weight", "unit"),
                    ks: Iterable[float] = (90, 95, 99), strategies: Iterable[str] = STRATEGIES,
                    config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
-                   label: str | None = None, progress: bool = True) -> pd.DataFrame:
+                   base: TrainConfig | None = None, cache: str | os.PathLike | None = None,
+                   retrain: bool = False, progress: bool = True) -> pd.DataFrame:
     """Run every (strategy, method, k) from ``model`` and evaluate on the test set.
 
     Args:
-        label: the ``strategy`` name to record instead of the strategy's own (e.g. to mark one-shot
-            pruning of a pruning-aware model).
+        base: the recipe that trained ``model``; when given, each recovered model is cached under
+            a key of everything that determines it, so a re-run only evaluates.
+        cache: cache directory (default :func:`prunelib.paths.cache_dir`).
+        retrain: recompute even what is cached.
 
     Returns:
         One row per (method, k, strategy) with columns :data:`RECOVERY_COLUMNS`; ``seconds`` is the
-        wall-clock time of pruning plus training.
+        wall-clock time of pruning plus training (as first measured, for cached results), and
+        ``dense_accuracy`` the accuracy of ``model`` before pruning.
     """
     grid = [(s, m, pruning.validate_k(k)) for s in strategies for m in methods for k in ks]
+    dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test,
+                                      mlp.get_biases(model))[0]
     rows = []
-    for strategy, method, k in tqdm(grid, desc=f"recovery {data.name}", disable=not progress):
-        t0 = time.perf_counter()
-        pruned, epochs = run_strategy(strategy, model, data, k, method, config, seed)
-        seconds = time.perf_counter() - t0
-        kernels = mlp.get_kernels(pruned)
-        accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(pruned))
-        rows.append({"dataset": data.name, "method": method, "k": k, "strategy": label or strategy,
-                     "seed": seed, "epochs": epochs, "sparsity": pruning.sparsity(kernels),
-                     "prunable_sparsity": pruning.sparsity(kernels[:-1]),
-                     "accuracy": accuracy, "loss": loss, "seconds": seconds})
+    for strategy, method, k in tqdm(grid, desc=f"recovery {data.name} seed {seed}", disable=not progress):
+        epochs = {"one-shot": 0, "imp": config.epochs * config.imp_rounds}.get(strategy, config.epochs)
+
+        def build(strategy=strategy, method=method, k=k):
+            return run_strategy(strategy, model, data, k, method, config, seed)[0]
+
+        if base is None or strategy == "one-shot":
+            t0 = time.perf_counter()
+            pruned = build()
+            seconds = time.perf_counter() - t0
+        else:
+            blob = json.dumps({"base": mlp.cache_key(data.name, base), "strategy": strategy,
+                               "method": method, "k": k, "seed": seed, **asdict(config)},
+                              sort_keys=True, default=list)
+            name = f"{data.name}-recovery-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+            pruned, seconds = mlp.cached(name, build, cache=cache, retrain=retrain)
+        rows.append(_row(data, pruned, method=method, k=k, strategy=strategy, seed=seed, epochs=epochs,
+                         seconds=seconds, dense_accuracy=dense_accuracy))
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
 
 
@@ -233,3 +207,24 @@ def aware_config(base: TrainConfig, method: str, k: float, rate: float = 0.75) -
     """The training recipe with targeted dropout aimed at pruning ``method`` at ``k`` percent."""
     return replace(base, targeted_dropout=rate, targeted_gamma=pruning.validate_k(k) / 100.0,
                    targeted_variant="unit" if method == "unit" else "weight")
+
+
+def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[tuple[str, float]], *,
+                rate: float = 0.75, cache: str | os.PathLike | None = None, retrain: bool = False,
+                progress: bool = True) -> pd.DataFrame:
+    """Train with targeted dropout aimed at each (method, k), then prune one-shot at that k.
+
+    Rows have strategy ``targeted-dropout``; ``epochs`` and ``seconds`` are those of the
+    pruning-aware training from scratch, ``dense_accuracy`` the unpruned pruning-aware model's.
+    """
+    rows = []
+    for method, k in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
+                          disable=not progress):
+        config = aware_config(base, method, k, rate)
+        model, seconds = mlp.cached(f"{data.name}-{mlp.cache_key(data.name, config)}",
+                                    lambda config=config: mlp.train(data, config), cache=cache, retrain=retrain)
+        dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]
+        rows.append(_row(data, mlp.prune_model(model, k, method), method=method, k=float(k),
+                         strategy="targeted-dropout", seed=base.seed, epochs=base.epochs,
+                         seconds=seconds, dense_accuracy=dense_accuracy))
+    return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)

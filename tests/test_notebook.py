@@ -35,11 +35,17 @@ def test_notebook_writes_tables_figures_and_report(executed):
     _, results = executed
     for dataset in ("mnist", "fashion-mnist"):
         df = pd.read_csv(results / dataset / "sweep.csv")
-        assert len(df) == 20 and set(df["method"]) == {"weight", "unit"}
-        assert df.loc[df.k == 99, "sparsity"].round(2).eq(98.92).all()
-        assert (results / dataset / "sparsity_vs_accuracy.png").stat().st_size > 10_000
+        assert set(df["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
+        assert len(df) == 4 * 4  # quick mode: 4 values of k, one seed
+        assert df.loc[(df.k == 99) & (df.method == "weight"), "sparsity"].round(2).eq(98.92).all()
+        rec = pd.read_csv(results / dataset / "recovery.csv")
+        assert {"one-shot", "finetune", "gradual", "imp", "targeted-dropout"} <= set(rec["strategy"])
+        assert len(pd.read_csv(results / dataset / "sensitivity.csv")) == 2 * 4 * 4
+        for figure in ("sparsity_vs_accuracy", "baselines", "sensitivity", "distributions", "recovery"):
+            assert (results / dataset / f"{figure}.png").stat().st_size > 10_000
     report = (results / "REPORT.md").read_text()
     assert "## Discussion" in report and "mnist/sparsity_vs_accuracy.png" in report
+    assert (results / "report.docx").stat().st_size > 50_000
 
 
 def test_notebook_cells_ran_without_errors_and_show_a_plot(executed):

@@ -1,0 +1,110 @@
+"""Evidence beside the main sweep: layer sensitivity, weight distributions, retrain-from-scratch.
+
+Each function returns a tidy DataFrame; plotting lives in :mod:`prunelib.plotting`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from prunelib import pruning
+from prunelib.compact import account
+from prunelib.config import TrainConfig
+from prunelib.data import Dataset
+from prunelib.evaluate import evaluate_kernels
+
+SENSITIVITY_COLUMNS = ["dataset", "method", "layer", "k", "seed", "sparsity", "accuracy", "loss"]
+
+
+def layer_sensitivity(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *, dataset: str,
+                      methods: Iterable[str] = ("weight", "unit"),
+                      ks: Iterable[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99),
+                      seed: int = 0, progress: bool = False) -> pd.DataFrame:
+    """Prune one hidden layer at a time at each k, leaving the others dense, and evaluate.
+
+    Returns:
+        Columns :data:`SENSITIVITY_COLUMNS`; ``layer`` is ``hidden_i`` for kernel i, ``sparsity``
+        the measured percent of zeros over all kernels.
+    """
+    hidden, logits = pruning.split_logits(kernels)
+    grid = [(m, i, pruning.validate_k(k)) for m in methods for i in range(len(hidden)) for k in ks]
+    rows = []
+    for method, i, k in tqdm(grid, desc=f"sensitivity {dataset} seed {seed}", disable=not progress,
+                             leave=False):
+        mask = pruning.compute_masks([hidden[i], logits], k, method)[0]
+        pruned = list(kernels)
+        pruned[i] = pruning.apply_masks([hidden[i]], [mask])[0]
+        accuracy, loss = evaluate_kernels(pruned, x, y)
+        rows.append({"dataset": dataset, "method": method, "layer": f"hidden_{i}", "k": k,
+                     "seed": seed, "sparsity": pruning.sparsity(pruned), "accuracy": accuracy,
+                     "loss": loss})
+    return pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
+
+
+def weight_distributions(kernels: Sequence[np.ndarray], max_per_layer: int = 20_000,
+                         seed: int = 0) -> pd.DataFrame:
+    """Per hidden layer, weight magnitudes (a uniform sample of at most ``max_per_layer``) and all
+    unit (column) L2 norms, as a long table: ``layer, quantity, value``.
+
+    The sample keeps the table small enough to plot; unit norms are never sampled.
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    for i, w in enumerate(pruning.split_logits(kernels)[0]):
+        mags = np.abs(w).ravel()
+        if mags.size > max_per_layer:
+            mags = rng.choice(mags, max_per_layer, replace=False)
+        norms = np.linalg.norm(w, axis=0)
+        frames += [pd.DataFrame({"layer": f"hidden_{i}", "quantity": "|weight|", "value": mags}),
+                   pd.DataFrame({"layer": f"hidden_{i}", "quantity": "unit L2 norm", "value": norms})]
+    return pd.concat(frames, ignore_index=True)
+
+
+def units_left(hidden_sizes: Sequence[int], k: float) -> tuple[int, ...]:
+    """Hidden layer sizes after unit pruning removes ``round(k/100 * n)`` units of each."""
+    return tuple(n - pruning.count_to_prune(n, k) for n in hidden_sizes)
+
+
+def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
+                     cache: str | os.PathLike | None = None, retrain: bool = False,
+                     progress: bool = False) -> pd.DataFrame:
+    """Train, from scratch, dense networks with the unit counts unit pruning leaves at each k.
+
+    Rows have method ``retrain-small`` and the sweep's columns. ``sparsity`` is measured with the
+    small network written into the full architecture (missing weights are zeros), and
+    ``effective_params`` counts its weights, so both axes compare with unit pruning at the same k.
+    """
+    from prunelib import model as mlp
+    from prunelib.evaluate import SWEEP_COLUMNS
+
+    full = sum(a * b for a, b in zip((int(np.prod(data.x_train.shape[1:])), *config.hidden_sizes),
+                                      (*config.hidden_sizes, config.num_classes)))
+    rows = []
+    for k in tqdm([pruning.validate_k(k) for k in ks], desc=f"retrain-small {data.name} seed {config.seed}",
+                  disable=not progress, leave=False):
+        sizes = units_left(config.hidden_sizes, k)
+        if min(sizes) < 1:
+            continue  # k = 100 leaves no network to train
+        model = mlp.train_or_load(data, replace(config, hidden_sizes=sizes), retrain=retrain, cache=cache)
+        kernels = mlp.get_kernels(model)
+        accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(model))
+        params = sum(w.size for w in kernels)
+        hidden_params = params - kernels[-1].size
+        full_hidden = full - config.hidden_sizes[-1] * config.num_classes
+        rows.append({"dataset": data.name, "method": "retrain-small", "k": k, "seed": config.seed,
+                     "sparsity": 100.0 * (1 - params / full),
+                     "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
+                     "accuracy": accuracy, "loss": loss, "effective_params": params,
+                     "norm_kept": float("nan")})
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def effective_params(kernels: Sequence[np.ndarray]) -> int:
+    """Nonzero weights between live units: those that can still change the output."""
+    return account(kernels).effective_weights

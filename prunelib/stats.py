@@ -1,0 +1,25 @@
+"""Confidence intervals over seeds: Student's t, because five seeds are too few to bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+
+def ci95(values) -> float:
+    """Half-width of the two-sided 95 % t confidence interval of the mean (NaN for one value)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
+
+
+def ci95_interval(values) -> tuple[float, float]:
+    """The 95 % t interval (low, high) around the mean; a point for a single value.
+
+    Shaped for seaborn's ``errorbar=`` argument, so plots and tables use one definition.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    mean = float(x.mean())
+    half = ci95(x)
+    return (mean, mean) if np.isnan(half) else (mean - half, mean + half)

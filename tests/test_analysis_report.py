@@ -1,0 +1,125 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from prunelib import analysis, pruning, report, stats
+from prunelib import model as mlp
+from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
+from prunelib.experiment import Results
+from tiny import TINY, tiny_data
+
+
+def kernels(seed=0, sizes=(12, 9, 7, 3)):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes, sizes[1:])]
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0], [97.1, 97.5, 96.9, 97.3, 97.0], np.arange(10.0)])
+def test_ci95_matches_the_t_interval(values):
+    x = np.asarray(values)
+    lo, hi = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
+    assert stats.ci95(x) == pytest.approx((hi - lo) / 2)
+    assert stats.ci95_interval(x) == pytest.approx((lo, hi))
+
+
+def test_ci95_of_one_value_is_nan_and_interval_a_point():
+    assert np.isnan(stats.ci95([3.0]))
+    assert stats.ci95_interval([3.0]) == (3.0, 3.0)
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+def test_sensitivity_prunes_exactly_one_layer(method):
+    ks_ = kernels()
+    x = np.random.default_rng(1).normal(size=(20, 12)).astype(np.float32)
+    y = np.zeros(20, dtype=np.int32)
+    table = analysis.layer_sensitivity(ks_, x, y, dataset="t", methods=[method], ks=[0, 50], seed=3)
+    assert list(table.columns) == analysis.SENSITIVITY_COLUMNS
+    assert len(table) == 2 * 2  # two hidden layers x two k
+    total = sum(w.size for w in ks_)
+    for _, row in table.iterrows():
+        i = int(row["layer"].split("_")[1])
+        w = ks_[i]
+        n = pruning.count_to_prune(w.size if method == "weight" else w.shape[1], row["k"])
+        zeros = n if method == "weight" else n * w.shape[0]
+        assert row["sparsity"] == pytest.approx(100 * zeros / total)
+        expected = list(ks_)
+        expected[i] = pruning.prune([w, ks_[-1]], row["k"], method)[0]
+        assert row["accuracy"] == pytest.approx(evaluate_kernels(expected, x, y)[0])
+
+
+def test_weight_distributions_cover_every_hidden_layer_and_unit():
+    table = analysis.weight_distributions(kernels(), max_per_layer=50)
+    norms = table[table["quantity"] == "unit L2 norm"]
+    assert norms.groupby("layer").size().to_dict() == {"hidden_0": 9, "hidden_1": 7}
+    mags = table[table["quantity"] == "|weight|"]
+    assert mags.groupby("layer").size().to_dict() == {"hidden_0": 50, "hidden_1": 50}
+    assert (mags["value"] >= 0).all()
+
+
+@pytest.mark.parametrize("k", [0, 25, 50, 90, 99])
+def test_units_left_matches_unit_pruning(k):
+    ks_ = kernels(sizes=(30, 1000, 500, 200, 10))
+    left = analysis.units_left((1000, 500, 200), k)
+    pruned = pruning.prune(ks_, k, "unit")
+    assert left == tuple(int(np.any(w != 0, axis=0).sum()) for w in pruned[:-1])
+
+
+def test_retrain_baseline_trains_the_sizes_unit_pruning_leaves(tmp_path):
+    data = tiny_data()
+    table = analysis.retrain_baseline(data, TINY, [0, 50], cache=tmp_path)
+    assert list(table.columns) == SWEEP_COLUMNS
+    assert list(table["method"]) == ["retrain-small"] * 2
+    full = 784 * 16 + 16 * 8 + 8 * 2
+    small = 784 * 8 + 8 * 4 + 4 * 2
+    assert table["effective_params"].tolist() == [full, small]
+    assert table["sparsity"].tolist() == pytest.approx([0.0, 100 * (1 - small / full)])
+    # Same effective parameters as unit pruning at that k: the axes line up.
+    dense = mlp.train_or_load(data, TINY, cache=tmp_path)
+    swept = sweep(mlp.get_kernels(dense), data.x_test, data.y_test, dataset="tiny", methods=["unit"],
+                  ks=[50], progress=False)
+    assert swept["effective_params"].iloc[0] <= small
+
+
+def fake_sweep(acc_weight_90=91.0, seeds=(0, 1, 2)):
+    rows = []
+    for dataset in ("mnist", "fashion-mnist"):
+        for seed in seeds:
+            for method in ("weight", "unit", "global-weight", "retrain-small"):
+                for k in (0, 50, 80, 90, 95, 99):
+                    acc = 98.0 - (k / 100) ** 3 * (20 if method == "weight" else 60) + seed * 0.1
+                    if method == "weight" and k == 90:
+                        acc = acc_weight_90 + seed * 0.1
+                    rows.append({"dataset": dataset, "method": method, "k": k, "seed": seed,
+                                 "sparsity": k * 0.99, "prunable_sparsity": k, "accuracy": acc,
+                                 "loss": 0.1, "effective_params": 1000 * (100 - k),
+                                 "norm_kept": 100 - k / 2})
+    return pd.DataFrame(rows)
+
+
+def test_discussion_numbers_come_from_the_table():
+    a, b = report.discussion(fake_sweep(91.0)), report.discussion(fake_sweep(93.5))
+    assert "91.10 ± 0.25 %" in a and "93.60 ± 0.25 %" in b
+    assert 150 <= len(a.split()) <= 330  # about 200 words of prose
+    assert "from scratch" in a  # the retrain-from-scratch baseline is discussed when present
+
+
+def test_sweep_summary_has_mean_and_ci_per_method():
+    summary = report.sweep_summary(fake_sweep()[lambda d: d["dataset"] == "mnist"])
+    assert list(summary["k (%)"]) == ["0", "50", "80", "90", "95", "99"]
+    assert summary.loc[3, "weight acc. (%)"] == "91.10 ± 0.25"
+    assert "retrain-small acc. (%)" in summary.columns
+
+
+def test_write_report_makes_markdown_and_docx(tmp_path):
+    import docx
+
+    (tmp_path / "mnist").mkdir()
+    results = Results(sweep=fake_sweep())
+    paths = report.write_report(results, tmp_path)
+    assert [p.name for p in paths] == ["REPORT.md", "report.docx"]
+    md = paths[0].read_text()
+    assert "## Discussion" in md and "| 90 |" in md
+    text = "\n".join(p.text for p in docx.Document(paths[1]).paragraphs)
+    assert "Do the curves differ?" in text and "91.10 ± 0.25 %" in text
+    assert len(docx.Document(paths[1]).tables) == 2  # one sweep table per dataset
