@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -94,8 +94,8 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                         seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)))
                 if config.aware_targets:
                     recs.append(clock("pruning-aware", lambda: recovery.aware_table(
-                        data, tc, config.aware_targets, rate=config.aware_rate, cache=cache,
-                        retrain=retrain, progress=progress)))
+                        data, replace(tc, batch_size=config.aware_batch_size), config.aware_targets,
+                        cache=cache, retrain=retrain, progress=progress)))
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     return Results(concat(sweeps), concat(sens), concat(recs), dists, clock.seconds)
 

@@ -203,24 +203,25 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
 
 
-def aware_config(base: TrainConfig, method: str, k: float, rate: float = 0.75) -> TrainConfig:
-    """The training recipe with targeted dropout aimed at pruning ``method`` at ``k`` percent."""
-    return replace(base, targeted_dropout=rate, targeted_gamma=pruning.validate_k(k) / 100.0,
+def aware_config(base: TrainConfig, method: str, gamma: float, rate: float = 0.75) -> TrainConfig:
+    """The training recipe with targeted dropout of ``method``'s variant (fraction ``gamma``, drop
+    probability ``rate``)."""
+    return replace(base, targeted_dropout=rate, targeted_gamma=gamma,
                    targeted_variant="unit" if method == "unit" else "weight")
 
 
-def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[tuple[str, float]], *,
-                rate: float = 0.75, cache: str | os.PathLike | None = None, retrain: bool = False,
+def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[tuple[str, float, float, float]], *,
+                cache: str | os.PathLike | None = None, retrain: bool = False,
                 progress: bool = True) -> pd.DataFrame:
-    """Train with targeted dropout aimed at each (method, k), then prune one-shot at that k.
+    """Train with targeted dropout for each ``(method, k, gamma, rate)``, then prune one-shot at k.
 
     Rows have strategy ``targeted-dropout``; ``epochs`` and ``seconds`` are those of the
     pruning-aware training from scratch, ``dense_accuracy`` the unpruned pruning-aware model's.
     """
     rows = []
-    for method, k in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
-                          disable=not progress):
-        config = aware_config(base, method, k, rate)
+    for method, k, gamma, rate in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
+                                       disable=not progress):
+        config = aware_config(base, method, gamma, rate)
         model, seconds = mlp.cached(f"{data.name}-{mlp.cache_key(data.name, config)}",
                                     lambda config=config: mlp.train(data, config), cache=cache, retrain=retrain)
         dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]

@@ -9,7 +9,7 @@ import pytest
 from prunelib import model as mlp
 from prunelib import pruning
 from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
-from prunelib.experiment import save_sweep, summary_table
+from prunelib.experiment import Results, load_results, save_results, summary_table
 from prunelib.plotting import plot_sparsity_vs_accuracy
 
 
@@ -90,8 +90,23 @@ def test_plot_returns_axes_with_one_curve_per_method(tiny, tmp_path):
     assert isinstance(ax, matplotlib.axes.Axes)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "weight" in labels and "unit" in labels and any(lbl.startswith("dense") for lbl in labels)
-    written = save_sweep(df, tmp_path)
+    written = save_results(Results(sweep=df), tmp_path)
     assert {p.name for p in written} == {"sweep.csv", "sparsity_vs_accuracy.png"}
-    assert len(pd.read_csv(tmp_path / "tiny" / "sweep.csv")) == len(df)
+    pd.testing.assert_frame_equal(load_results(tmp_path).sweep, df.reset_index(drop=True), atol=1e-4)
     summary = summary_table(df)
     assert (summary.seeds == 2).all() and len(summary) == 6
+    assert summary["ci95"].notna().all()
+
+
+def test_confidence_band_is_the_t_interval_over_seeds(tiny):
+    from prunelib.stats import ci95_interval
+
+    kernels, x, y = tiny
+    df = pd.concat([sweep(kernels, x, y, dataset="tiny", methods=["weight"], ks=[0, 50], seed=s,
+                          progress=False).assign(accuracy=lambda d, s=s: d["accuracy"] + 2 * s)
+                    for s in (0, 1, 2)])
+    ax = plot_sparsity_vs_accuracy(df)
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    lo, hi = ci95_interval(df.loc[df.k == 50, "accuracy"])
+    assert band.min() == pytest.approx(min(lo, ci95_interval(df.loc[df.k == 0, "accuracy"])[0]))
+    assert band.max() == pytest.approx(max(hi, ci95_interval(df.loc[df.k == 0, "accuracy"])[1]))

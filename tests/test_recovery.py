@@ -181,7 +181,7 @@ def test_pruning_aware_training_returns_a_plain_mlp_and_l1_shrinks_weights():
     data = tiny_data(512)
     base = replace(TINY, hidden_sizes=(64, 32), epochs=4)
     plain = mlp.train(data, base)
-    aware = mlp.train(data, recovery.aware_config(base, "weight", 90, rate=1.0))
+    aware = mlp.train(data, recovery.aware_config(base, "weight", 0.9, rate=1.0))
     assert all(type(layer) is not masked.MaskedDense for layer in aware.layers)
     assert mlp.dense_layers(aware)[-1].name == mlp.LOGITS
     l1 = mlp.train(data, replace(base, l1=1e-3))
