@@ -20,4 +20,4 @@ from prunelib.pruning import (
 
 __all__ = ["apply_masks", "compute_masks", "prune", "sparsity", "unit_masks", "unit_prune",
            "validate_k", "weight_masks", "weight_prune"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,10 +12,13 @@ it writes to ``<results>/<dataset>/``:
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -26,6 +29,7 @@ from prunelib import analysis, recovery
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
+from prunelib.paths import cache_dir
 from prunelib.evaluate import sweep
 from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
                                plot_sparsity_vs_accuracy)
@@ -57,13 +61,29 @@ class _Clock:
         return out
 
 
+def _table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:
+    """``fn()``'s table, cached as CSV under a hash of ``key`` (and the prunelib version)."""
+    from prunelib import __version__
+
+    blob = json.dumps({"phase": phase, "prunelib": __version__, **key}, sort_keys=True, default=list)
+    path = Path(cache or cache_dir()) / "tables" / f"{phase}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.csv"
+    if path.is_file() and not retrain:
+        return pd.read_csv(path)
+    table = fn()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return table
+
+
 def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                    data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
                    progress: bool = True) -> Results:
     """Run everything ``config`` asks for on every dataset and seed.
 
-    Trained and recovered models are cached (keyed by everything that determines them), so a
-    second run only evaluates. ``retrain=True`` recomputes them.
+    Trained and recovered models, and the tables computed from them, are cached under hashes of
+    everything that determines them, so a second run only reads. ``retrain=True`` recomputes all.
     """
     clock = _Clock()
     sweeps, sens, recs, dists = [], [], [], {}
@@ -72,30 +92,41 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
         data = clock("load", lambda: load_dataset(dataset, data_dir))
         for seed in tqdm(config.seeds, desc=f"{dataset} seeds", disable=not progress):
             tc = config.train_config(seed)
-            model = clock("train", lambda: mlp.train_or_load(data, tc, retrain, cache, progress))
-            kernels = mlp.get_kernels(model)
-            sweeps.append(clock("sweep", lambda: sweep(
-                kernels, data.x_test, data.y_test, dataset=dataset, methods=methods, ks=config.ks,
-                seed=seed, biases=mlp.get_biases(model), progress=progress)))
+            model = functools.cache(lambda tc=tc: clock("train", lambda: mlp.train_or_load(
+                data, tc, retrain, cache, progress)))
+            base = {"dataset": dataset, "model": mlp.cache_key(dataset, tc), "ks": config.ks}
+
+            def table(phase, key, fn):
+                return clock(phase, lambda: _table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
+
+            sweeps.append(table("sweep", {"methods": methods}, lambda: sweep(
+                mlp.get_kernels(model()), data.x_test, data.y_test, dataset=dataset, methods=methods,
+                ks=config.ks, seed=seed, biases=mlp.get_biases(model()), progress=progress)))
             if config.baselines:
-                sweeps.append(clock("retrain-small", lambda: analysis.retrain_baseline(
+                sweeps.append(table("retrain-small", {}, lambda: analysis.retrain_baseline(
                     data, tc, config.ks, cache=cache, retrain=retrain, progress=progress)))
             if config.sensitivity:
-                sens.append(clock("sensitivity", lambda: analysis.layer_sensitivity(
-                    kernels, data.x_test, data.y_test, dataset=dataset, methods=config.methods,
-                    ks=config.ks, seed=seed, progress=progress)))
+                sens.append(table("sensitivity", {"methods": config.methods}, lambda: analysis.layer_sensitivity(
+                    mlp.get_kernels(model()), data.x_test, data.y_test, dataset=dataset,
+                    methods=config.methods, ks=config.ks, seed=seed, progress=progress)))
             if seed == config.seeds[0]:
-                dists[dataset] = analysis.weight_distributions(kernels)
+                dists[dataset] = analysis.weight_distributions(mlp.get_kernels(model()))
             if seed in config.recovery_seeds:
                 if config.recovery_strategies:
-                    recs.append(clock("recovery", lambda: recovery.recovery_table(
-                        model, data, methods=config.methods, ks=config.recovery_ks,
-                        strategies=("one-shot", *config.recovery_strategies), config=config.recovery,
+                    strategies = ("one-shot", *config.recovery_strategies)
+                    recs.append(table("recovery", {"recovery": asdict(config.recovery), "methods": config.methods,
+                                                   "strategies": strategies, "rks": config.recovery_ks},
+                                      lambda: recovery.recovery_table(
+                        model(), data, methods=config.methods, ks=config.recovery_ks,
+                        strategies=strategies, config=config.recovery,
                         seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)))
                 if config.aware_targets:
-                    recs.append(clock("pruning-aware", lambda: recovery.aware_table(
-                        data, replace(tc, batch_size=config.aware_batch_size), config.aware_targets,
-                        cache=cache, retrain=retrain, progress=progress)))
+                    aware = replace(tc, batch_size=config.aware_batch_size)
+                    recs.append(table("pruning-aware", {"targets": config.aware_targets,
+                                                        "aware": mlp.cache_key(dataset, aware)},
+                                      lambda: recovery.aware_table(
+                        data, aware, config.aware_targets, cache=cache, retrain=retrain,
+                        progress=progress)))
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     return Results(concat(sweeps), concat(sens), concat(recs), dists, clock.seconds)
 

@@ -128,7 +128,7 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
             current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
         net = masked.masked_mlp(start, masks, precision=config.precision,
                                  train_logits=config.train_logits)
-        _fit(net, model, data, config, seed + r, progress=progress,
+        _fit(net, model, data, replace(config, epochs=config.imp_epochs), seed + r, progress=progress,
              desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}")
         current = masked.strip(net)
     return current
@@ -146,7 +146,7 @@ def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, met
     if strategy == "gradual":
         return gradual(model, data, k, method, config, seed, progress), config.epochs
     if strategy == "imp":
-        return imp(model, data, k, method, config, seed, progress=progress), config.epochs * config.imp_rounds
+        return imp(model, data, k, method, config, seed, progress=progress), config.imp_epochs * config.imp_rounds
     raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
 
 
@@ -183,7 +183,7 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
                                       mlp.get_biases(model))[0]
     rows = []
     for strategy, method, k in tqdm(grid, desc=f"recovery {data.name} seed {seed}", disable=not progress):
-        epochs = {"one-shot": 0, "imp": config.epochs * config.imp_rounds}.get(strategy, config.epochs)
+        epochs = {"one-shot": 0, "imp": config.imp_epochs * config.imp_rounds}.get(strategy, config.epochs)
 
         def build(strategy=strategy, method=method, k=k):
             return run_strategy(strategy, model, data, k, method, config, seed)[0]

@@ -246,11 +246,16 @@ def write_report(results, results_dir: str | os.PathLike = "results") -> list[Pa
 
 def save_run_times(seconds: dict[str, float], total: float, command: str,
                    results_dir: str | os.PathLike = "results") -> Path:
-    """Write ``<results>/run_times.csv``: wall-clock seconds per phase of the last run."""
-    table = pd.DataFrame([{"phase": k, "seconds": round(v, 1)} for k, v in seconds.items()]
-                         + [{"phase": "total", "seconds": round(total, 1)}])
-    table["command"] = command
+    """Append the last run's wall-clock seconds per phase to ``<results>/run_times.csv``.
+
+    One row per run (a fresh run and a cached re-run both stay on record).
+    """
+    import datetime
+
+    row = {"finished": datetime.datetime.now().isoformat(timespec="seconds"), "command": command,
+           "total_s": round(total, 1), **{f"{k}_s": round(v, 1) for k, v in seconds.items()}}
     path = Path(results_dir) / "run_times.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
+    old = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+    pd.concat([old, pd.DataFrame([row])], ignore_index=True).to_csv(path, index=False)
     return path

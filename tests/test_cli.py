@@ -47,7 +47,10 @@ def test_quick_run_then_report(tmp_path):
     assert sorted(sweep["seed"].unique()) == [0, 1]
     assert set(sweep["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
     times = pd.read_csv(results / "run_times.csv")
-    assert "total" in set(times["phase"]) and times["command"].iloc[0].startswith("python -m prunelib run")
+    assert len(times) == 1 and times["total_s"].iloc[0] > 0
+    assert times["command"].iloc[0].startswith("python -m prunelib run")
+    assert cli.main(argv) == 0  # a cached re-run appends its own row
+    assert len(pd.read_csv(results / "run_times.csv")) == 2
     (results / "REPORT.md").unlink()
     assert cli.main(["report", "--results", str(results)]) == 0
     assert "## Discussion" in (results / "REPORT.md").read_text()

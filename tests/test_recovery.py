@@ -87,7 +87,7 @@ def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(tr
     np.testing.assert_array_equal(kernels[-1], before[-1])  # logits bit-identical
     for a, b in zip(mlp.get_kernels(trained), before):
         np.testing.assert_array_equal(a, b)  # the dense model is not modified
-    assert epochs == {"one-shot": 0, "imp": FAST.epochs * FAST.imp_rounds}.get(strategy, FAST.epochs)
+    assert epochs == {"one-shot": 0, "imp": FAST.imp_epochs * FAST.imp_rounds}.get(strategy, FAST.epochs)
 
 
 def test_training_logits_is_opt_in(trained):
