@@ -2,8 +2,11 @@
 
 Modules, one job each: :mod:`~prunelib.data` (IDX files, fetching), :mod:`~prunelib.model`
 (the MLP, training, caching), :mod:`~prunelib.pruning` (pure mask functions),
-:mod:`~prunelib.evaluate` (sweeps into tidy tables), :mod:`~prunelib.plotting`,
-:mod:`~prunelib.experiment` (the challenge end to end).
+:mod:`~prunelib.evaluate` (sweeps into tidy tables), :mod:`~prunelib.masked` and
+:mod:`~prunelib.recovery` (training with masks: fine-tuning, gradual pruning, IMP, targeted
+dropout), :mod:`~prunelib.analysis` (sensitivity, distributions, retrain baseline),
+:mod:`~prunelib.stats`, :mod:`~prunelib.plotting`, :mod:`~prunelib.experiment` (the study end to
+end), :mod:`~prunelib.report` and :mod:`~prunelib.cli` (``python -m prunelib``).
 """
 
 from prunelib.pruning import (

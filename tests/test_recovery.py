@@ -6,7 +6,6 @@ import pytest
 
 from prunelib import masked, pruning, recovery
 from prunelib import model as mlp
-from prunelib.config import TrainConfig
 from tiny import TINY, tiny_data
 
 FAST = recovery.RecoveryConfig(epochs=2, batch_size=32, learning_rate=1e-2, every=2, imp_rounds=2,
