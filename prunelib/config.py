@@ -129,8 +129,11 @@ class ExperimentConfig:
     aware_batch_size: int = 128  # more, smaller steps: the random drops need many updates
 
     def __post_init__(self) -> None:
-        for k in (*self.ks, *self.recovery_ks, *(t[1] for t in self.aware_targets)):
+        for k in (t[1] for t in self.aware_targets):
             validate_k(k)
+        # One spelling of k (float percent), so 90 and 90.0 give the same cache keys.
+        object.__setattr__(self, "ks", tuple(validate_k(k) for k in self.ks))
+        object.__setattr__(self, "recovery_ks", tuple(validate_k(k) for k in self.recovery_ks))
         if not self.seeds:
             raise ValueError("need at least one seed")
 

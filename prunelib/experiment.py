@@ -49,16 +49,26 @@ class Results:
 
 
 class _Clock:
-    """Accumulate wall-clock seconds per phase."""
+    """Accumulate wall-clock seconds per phase, exclusive of phases nested inside it.
+
+    A sweep that first has to train its model books the training under ``train`` only.
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self._nested: list[float] = []
 
     def __call__(self, phase: str, fn: Callable):
+        self._nested.append(0.0)
         t0 = time.perf_counter()
-        out = fn()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
-        return out
+        try:
+            return fn()
+        finally:
+            elapsed = time.perf_counter() - t0
+            inner = self._nested.pop()
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + elapsed - inner
+            if self._nested:
+                self._nested[-1] += elapsed
 
 
 def _table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:

@@ -73,6 +73,12 @@ def _recovered(recovery: pd.DataFrame | None, dataset: str, method: str, k: floa
     return float(sel["accuracy"].mean()) if len(sel) else float("nan")
 
 
+def _unit_safe(m: dict) -> str:
+    if m["unit_safe"] > 0:
+        return f"stays within a point only up to {m['unit_safe']:.0f} %"
+    return "loses more than a point already at k = 25,"
+
+
 def discussion(table: pd.DataFrame, recovery: pd.DataFrame | None = None) -> str:
     """The ~200-word discussion, in markdown, with every number taken from the tables.
 
@@ -87,8 +93,8 @@ def discussion(table: pd.DataFrame, recovery: pd.DataFrame | None = None) -> str
     text = f"""\
 **Do the curves differ?** Yes, sharply ({seeds}). On MNIST the dense network scores
 {_pm(m, 'dense')}. Weight pruning stays within one point of that up to {m['weight_safe']:.0f} %
-measured sparsity and gives {_pm(m, 'weight_90')} at k = 90; unit pruning stays within a point
-only up to {m['unit_safe']:.0f} % and falls to {_pm(m, 'unit_90')} at k = 90. Fashion-MNIST
+measured sparsity and gives {_pm(m, 'weight_90')} at k = 90; unit pruning {_unit_safe(m)} and
+falls to {_pm(m, 'unit_90')} at k = 90. Fashion-MNIST
 (dense {_pm(f, 'dense')}) shows the same order: {_pm(f, 'weight_90')} (weights) against
 {_pm(f, 'unit_90')} (units) at k = 90.
 
@@ -141,18 +147,24 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+STRATEGY_ORDER = ("one-shot", "finetune", "gradual", "imp", "targeted-dropout")
+
+
 def recovery_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per (method, k) for each strategy, with its epochs; unpruned start in brackets."""
     rows = []
+    order = {s: i for i, s in enumerate(STRATEGY_ORDER)}
     for (method, k), part in df.groupby(["method", "k"], sort=True):
         row = {"method": method, "k (%)": f"{k:g}"}
-        for strategy, s in part.groupby("strategy", sort=False):
+        for strategy, s in sorted(part.groupby("strategy"), key=lambda g: order.get(g[0], 99)):
             label = f"{strategy} ({int(s['epochs'].iloc[0])} ep.)"
             row[label] = f"{s['accuracy'].mean():.2f}"
             if strategy == "targeted-dropout":
                 row[label] += f" [{s['dense_accuracy'].mean():.2f}]"
         rows.append(row)
-    return pd.DataFrame(rows).fillna("")
+    table = pd.DataFrame(rows).fillna("")
+    strategies = sorted(table.columns[2:], key=lambda c: order.get(c.split(" (")[0], 99))
+    return table[["method", "k (%)", *strategies]]
 
 
 def markdown_table(df: pd.DataFrame) -> str:

@@ -59,3 +59,14 @@ def test_quick_run_then_report(tmp_path):
 def test_report_without_results_says_what_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m prunelib run"):
         cli.main(["report", "--results", str(tmp_path)])
+
+
+def test_clock_books_nested_phases_once():
+    import time
+
+    from prunelib.experiment import _Clock
+
+    clock = _Clock()
+    clock("outer", lambda: (time.sleep(0.05), clock("inner", lambda: time.sleep(0.1))))
+    assert clock.seconds["inner"] >= 0.1
+    assert 0.05 <= clock.seconds["outer"] < 0.1
