@@ -17,16 +17,10 @@ import tensorflow_model_optimization as tfmot
 
 keras = tf.keras  # tf_keras under TF_USE_LEGACY_KERAS=1
 
+from _timing import epoch_timer_class  # noqa: E402
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._t)
+EpochTimer = epoch_timer_class(keras.callbacks.Callback)
 
 
 def build(kernels: list[np.ndarray]) -> keras.Model:

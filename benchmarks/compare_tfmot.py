@@ -35,18 +35,13 @@ from prunelib.config import TrainConfig
 from prunelib.data import load_dataset
 from prunelib.evaluate import evaluate_kernels
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import epoch_timer_class  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._t)
+EpochTimer = epoch_timer_class(keras.callbacks.Callback)
 
 
 def run_tfmot(model, data, config: recovery.RecoveryConfig, targets, seed: int, site: Path) -> list[dict]:
