@@ -110,20 +110,20 @@ layers' squared norm, the kept units only {m['unit_90_norm']:.0f} %."""
 40 per training image."""
     if not np.isnan(m.get("weight_90_norm", np.nan)):
         share, uniform = m["weight_90_norm"], 100 * (1 - 0.9 ** 3)
-        signal = ("a blunt signal here" if share < 50 else "a sharp signal here")
-        text += f""" Magnitude is {signal}: the top 10 % of weights hold {share:.0f} % of the norm
-(uniformly random weights: {uniform:.0f} %), and one-shot weight pruning holds up only to
-{m['weight_safe']:.0f} %. Yet the task needs far fewer weights than the network has."""
+        signal = "blunt" if share < 50 else "sharp"
+        text += f""" Magnitude is a {signal} signal here ({share:.0f} % of the norm in the top
+10 %; uniformly random weights: {uniform:.0f} %), and one-shot weight pruning holds only to
+{m['weight_safe']:.0f} %; yet the task needs far fewer weights."""
     ft90 = _recovered(recovery, "mnist", "weight", 90, "finetune")
     if not np.isnan(ft90):
-        text += f""" Two epochs of fine-tuning with the mask fixed bring the surviving 10 % back to
-{ft90:.2f} % on MNIST, and gradual pruning keeps {_recovered(recovery, 'mnist', 'weight', 99, 'gradual'):.2f} %
+        text += f""" Two epochs of fine-tuning with the mask fixed bring the surviving 10 % to
+{ft90:.2f} % on MNIST; gradual pruning keeps {_recovered(recovery, 'mnist', 'weight', 99, 'gradual'):.2f} %
 at k = 99."""
     if "retrain-small_90" in m:
         small, unit = m["retrain-small_90"], m["unit_90"]
-        verdict = ("so unit pruning's collapse comes from the one-shot cut, not from too few units"
+        verdict = ("so unit pruning fails by the one-shot cut, not for lack of units"
                    if small > unit + 1 else "so at that size the units themselves are too few")
-        text += f""" Trained from scratch, networks of the sizes unit pruning leaves at k = 90 reach
+        text += f""" Networks of unit pruning's k = 90 sizes, trained from scratch, reach
 {_pm(m, 'retrain-small_90')}, {verdict}."""
     return text + "\n"
 
