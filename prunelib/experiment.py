@@ -13,8 +13,6 @@ it writes to ``<results>/<dataset>/``:
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -29,7 +27,7 @@ from prunelib import analysis, recovery
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
-from prunelib.paths import cache_dir
+from prunelib.paths import atomic_write, cache_dir, digest
 from prunelib.evaluate import sweep
 from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
                                plot_sparsity_vs_accuracy)
@@ -75,15 +73,12 @@ def _table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retr
     """``fn()``'s table, cached as CSV under a hash of ``key`` (and the prunelib version)."""
     from prunelib import __version__
 
-    blob = json.dumps({"phase": phase, "prunelib": __version__, **key}, sort_keys=True, default=list)
-    path = Path(cache or cache_dir()) / "tables" / f"{phase}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.csv"
+    name = f"{phase}-{digest({'phase': phase, 'prunelib': __version__, **key})}.csv"
+    path = Path(cache or cache_dir()) / "tables" / name
     if path.is_file() and not retrain:
         return pd.read_csv(path)
     table = fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -19,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 from prunelib import pruning  # noqa: E402
 from prunelib.config import TrainConfig  # noqa: E402
 from prunelib.data import Dataset  # noqa: E402
-from prunelib.paths import cache_dir  # noqa: E402
+from prunelib.paths import atomic_write, cache_dir, digest  # noqa: E402
 
 LOGITS = "logits"
 """Name of the output layer; :func:`prunelib.pruning.split_logits` keeps it unpruned."""
@@ -229,9 +228,7 @@ def train(data: Dataset, config: TrainConfig, verbose: int = 0,
 
 def cache_key(dataset: str, config: TrainConfig) -> str:
     """A short stable hash of everything that determines the trained weights."""
-    blob = json.dumps({"dataset": dataset, **asdict(config), "keras": keras.__version__},
-                      sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return digest({"dataset": dataset, **asdict(config), "keras": keras.__version__})
 
 
 def cached(name: str, build: Callable[[], keras.Model], *, cache: str | os.PathLike | None = None,
@@ -250,10 +247,7 @@ def cached(name: str, build: Callable[[], keras.Model], *, cache: str | os.PathL
     t0 = time.perf_counter()
     model = build()
     seconds = time.perf_counter() - t0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written model in the cache
+    atomic_write(path, model.save)
     meta.write_text(json.dumps({"seconds": seconds}))
     return model, seconds
 

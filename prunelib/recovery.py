@@ -6,8 +6,6 @@ whose pruned weights are exactly zero. :func:`recovery_table` runs them into one
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -23,6 +21,7 @@ from prunelib import model as mlp
 from prunelib.config import RecoveryConfig, TrainConfig
 from prunelib.data import Dataset
 from prunelib.evaluate import evaluate_kernels
+from prunelib.paths import digest
 
 STRATEGIES = ("one-shot", "finetune", "gradual", "imp")
 RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
@@ -193,10 +192,9 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
             pruned = build()
             seconds = time.perf_counter() - t0
         else:
-            blob = json.dumps({"base": mlp.cache_key(data.name, base), "strategy": strategy,
-                               "method": method, "k": k, "seed": seed, **asdict(config)},
-                              sort_keys=True, default=list)
-            name = f"{data.name}-recovery-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+            key = digest({"base": mlp.cache_key(data.name, base), "strategy": strategy,
+                          "method": method, "k": k, "seed": seed, **asdict(config)})
+            name = f"{data.name}-recovery-{key}"
             pruned, seconds = mlp.cached(name, build, cache=cache, retrain=retrain)
         rows.append(_row(data, pruned, method=method, k=k, strategy=strategy, seed=seed, epochs=epochs,
                          seconds=seconds, dense_accuracy=dense_accuracy))
