@@ -159,7 +159,7 @@ def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
 
     The logit layer stays a plain Dense layer: it is never masked.
     """
-    from prunelib.model import dense_layers, get_biases, get_kernels
+    from prunelib.model import assign_weights, dense_layers, get_biases, get_kernels
 
     dense = dense_layers(model)
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
@@ -172,12 +172,7 @@ def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
     outputs = keras.layers.Dense(logits.units, use_bias=logits.use_bias, dtype=logits.dtype_policy,
                                  name=logits.name, trainable=train_logits)(x)
     clone = keras.Model(inputs, outputs, name=f"{model.name}_masked")
-    kernels, biases = get_kernels(model), get_biases(model)
-    for layer, w, b in zip([layer for layer in clone.layers if isinstance(layer, keras.layers.Dense)],
-                           kernels, biases):
-        layer.kernel.assign(w)
-        if b is not None:
-            layer.bias.assign(b)
+    assign_weights(clone, get_kernels(model), get_biases(model))
     if masks is not None:
         set_masks(clone, masks)
     return clone

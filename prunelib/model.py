@@ -73,12 +73,12 @@ def with_weights(model: keras.Model, kernels: Sequence[np.ndarray],
                  biases: Sequence[np.ndarray | None] | None = None) -> keras.Model:
     """Return a new model of the same architecture holding ``kernels`` (and ``biases``)."""
     clone = keras.models.clone_model(model)
-    _assign(clone, kernels, get_biases(model) if biases is None else biases)
+    assign_weights(clone, kernels, get_biases(model) if biases is None else biases)
     return clone
 
 
-def _assign(model: keras.Model, kernels: Sequence[np.ndarray],
-            biases: Sequence[np.ndarray | None] | None) -> None:
+def assign_weights(model: keras.Model, kernels: Sequence[np.ndarray],
+                   biases: Sequence[np.ndarray | None] | None) -> None:
     """Load kernels (and, for layers that have one, biases; missing ones become zeros) in place."""
     for i, layer in enumerate(dense_layers(model)):
         layer.kernel.assign(kernels[i])
@@ -103,7 +103,7 @@ def from_kernels(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | No
     """A float32 MLP whose layer sizes are read off ``kernels`` and which holds them."""
     use_bias = biases is not None and any(b is not None for b in biases)
     model = build_mlp([w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], input_shape, use_bias)
-    _assign(model, kernels, biases)
+    assign_weights(model, kernels, biases)
     return model
 
 
