@@ -14,7 +14,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib import pruning
-from prunelib.compact import account
 from prunelib.config import TrainConfig
 from prunelib.data import Dataset
 from prunelib.evaluate import evaluate_kernels
@@ -85,6 +84,7 @@ def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
 
     full = sum(a * b for a, b in zip((int(np.prod(data.x_train.shape[1:])), *config.hidden_sizes),
                                       (*config.hidden_sizes, config.num_classes)))
+    full_hidden = full - config.hidden_sizes[-1] * config.num_classes
     rows = []
     for k in tqdm([pruning.validate_k(k) for k in ks], desc=f"retrain-small {data.name} seed {config.seed}",
                   disable=not progress, leave=False):
@@ -96,7 +96,6 @@ def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
         accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(model))
         params = sum(w.size for w in kernels)
         hidden_params = params - kernels[-1].size
-        full_hidden = full - config.hidden_sizes[-1] * config.num_classes
         rows.append({"dataset": data.name, "method": "retrain-small", "k": k, "seed": config.seed,
                      "sparsity": 100.0 * (1 - params / full),
                      "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
@@ -104,7 +103,3 @@ def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
                      "norm_kept": float("nan")})
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
-
-def effective_params(kernels: Sequence[np.ndarray]) -> int:
-    """Nonzero weights between live units: those that can still change the output."""
-    return account(kernels).effective_weights

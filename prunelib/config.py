@@ -95,9 +95,9 @@ class RecoveryConfig:
         if self.imp_rewind not in ("lr", "init"):
             raise ValueError(f"imp_rewind must be 'lr' or 'init', got {self.imp_rewind!r}")
 
-    def train_config(self, seed: int, epochs: int | None = None) -> TrainConfig:
+    def train_config(self, seed: int) -> TrainConfig:
         """The optimizer recipe as a :class:`~prunelib.config.TrainConfig`."""
-        return TrainConfig(epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
                            learning_rate=self.learning_rate, precision=self.precision, seed=seed,
                            train_subset=self.train_subset)
 

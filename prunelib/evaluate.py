@@ -75,13 +75,14 @@ def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
     for method, k in tqdm(grid, desc=f"sweep {dataset} seed {seed}", disable=not progress, leave=False):
         masks = pruning.compute_masks(kernels, k, method)
         pruned = pruning.apply_masks(kernels, masks)
-        accuracy, loss = evaluate_kernels(pruned, x, y, pruning.prune_biases(biases, masks, method))
+        pruned_biases = pruning.prune_biases(biases, masks, method)
+        accuracy, loss = evaluate_kernels(pruned, x, y, pruned_biases)
         rows.append({
             "dataset": dataset, "method": method, "k": k, "seed": seed,
             "sparsity": pruning.sparsity(pruned),
             "prunable_sparsity": pruning.sparsity(pruning.split_logits(pruned)[0]),
             "accuracy": accuracy, "loss": loss,
-            "effective_params": account(pruned, pruning.prune_biases(biases, masks, method)).effective_weights,
+            "effective_params": account(pruned, pruned_biases).effective_weights,
             "norm_kept": 100.0 * sum(float(np.sum(np.square(w, dtype=np.float64)))
                                      for w in pruned[:-1]) / hidden_norm,
         })

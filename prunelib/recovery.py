@@ -119,8 +119,9 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
     for r in range(1, config.imp_rounds + 1):
         k_r = 100.0 * (1.0 - (1.0 - k / 100.0) ** (r / config.imp_rounds)) if r < config.imp_rounds else k
         kernels = mlp.get_kernels(current)
-        masks = pruning.compute_masks(kernels, k_r, method)[:-1]
-        if r > 1:  # never un-prune: the previous round's zeros stay zero
+        if r == 1:
+            masks = pruning.compute_masks(kernels, k_r, method)[:-1]
+        else:  # never un-prune: the previous round's zeros stay zero
             masks = masked.tighten(kernels, [w != 0 for w in kernels[:-1]], k_r, method)
         # Rewinding restores the hidden kernels only: the logit layer keeps its trained weights.
         start = current if config.imp_rewind == "lr" else mlp.with_weights(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prunelib.experiment import summary_table
 from prunelib.stats import ci95
 
 Block = tuple  # ("h", level, text) | ("p", markdown) | ("table", DataFrame) | ("img", path, caption)
@@ -31,7 +32,7 @@ def largest_safe_sparsity(df: pd.DataFrame, method: str, tolerance: float = 1.0)
 
     Only the prefix of k values is considered: once a k falls out, larger ones don't count.
     """
-    part = df[df["method"] == method].groupby("k")[["sparsity", "accuracy"]].mean().sort_index()
+    part = summary_table(df[df["method"] == method]).sort_values("k")
     dense = _acc(df, method, 0)
     safe = 0.0
     for _, row in part.iterrows():
@@ -134,15 +135,16 @@ def _fmt(mean: float, ci: float) -> str:
 
 def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per k: measured sparsity of weight and unit pruning and accuracy (mean ± 95 % CI) per method."""
+    summary = summary_table(df).set_index(["method", "k"])
     rows = []
     methods = [m for m in ("weight", "unit", "global-weight", "retrain-small") if m in set(df["method"])]
     for k in sorted(df["k"].unique()):
         row = {"k (%)": f"{k:g}"}
         for method in methods:
-            part = df[(df["method"] == method) & (df["k"] == k)]
+            s = summary.loc[(method, k)] if (method, k) in summary.index else None
             if method in ("weight", "unit"):
-                row[f"{method} sparsity (%)"] = f"{part['sparsity'].mean():.2f}"
-            row[f"{method} acc. (%)"] = _fmt(part["accuracy"].mean(), ci95(part["accuracy"])) if len(part) else ""
+                row[f"{method} sparsity (%)"] = f"{s['sparsity'] if s is not None else np.nan:.2f}"
+            row[f"{method} acc. (%)"] = _fmt(s["accuracy"], s["ci95"]) if s is not None else ""
         rows.append(row)
     return pd.DataFrame(rows)
 
