@@ -50,6 +50,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", type=Path, default=None, help="model cache directory")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    rec = sub.add_parser("recipes", help="the recipe study: one-shot curves per training recipe",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                         description="Train one model per named recipe (cached), sweep one-shot weight "
+                                     "and unit pruning, measure drift from initialization and norm "
+                                     "concentration; write recipes.csv, recipe_layers.csv, recipes.png.")
+    rec.add_argument("--dataset", nargs="+", choices=DATASETS, default=list(DATASETS), help="datasets")
+    rec.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
+                     help="recipes to run on every dataset (default: the study's list per dataset)")
+    rec.add_argument("--seed", type=int, default=0, help="training seed")
+    rec.add_argument("--retrain", action="store_true", help="ignore cached models and tables")
+    rec.add_argument("--results", type=Path, default=Path("results"), help="output directory")
+    rec.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
+    rec.add_argument("--cache", type=Path, default=None, help="model cache directory")
+    rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     report = sub.add_parser("report", help="rebuild REPORT.md and report.docx from the result tables",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     report.add_argument("--results", type=Path, default=Path("results"), help="results directory")
@@ -75,6 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     from prunelib import report
     from prunelib.experiment import load_results, run_experiment, save_results
 
+    if args.command == "recipes":
+        from prunelib import recipes
+        from prunelib.experiment import run_recipes, save_recipes
+
+        names = {d: tuple(args.recipes) if args.recipes else recipes.STUDY[d] for d in args.dataset}
+        for chosen in names.values():
+            for name in chosen:
+                recipes.recipe_config(name)  # unknown names fail before any training
+        curves, layers = run_recipes(names, seed=args.seed, retrain=args.retrain, data_dir=args.data_dir,
+                                     cache=args.cache, progress=not args.no_progress)
+        for path in save_recipes(curves, layers, args.results):
+            print(f"wrote {path}")
+        print(recipes.summarize(curves).to_string(index=False, float_format="%.2f"))
+        return 0
     if args.command == "run":
         config = config_from_args(args)
         t0 = time.perf_counter()

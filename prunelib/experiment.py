@@ -28,6 +28,7 @@ from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
 from prunelib.paths import atomic_write, cache_dir, digest
+from prunelib.provenance import RECIPE_CODE, ANALYSIS_CODE, RECOVERY_CODE, SWEEP_CODE, cached_artifact, fingerprint
 from prunelib.evaluate import sweep
 from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
                                plot_sparsity_vs_accuracy)
@@ -69,17 +70,20 @@ class _Clock:
                 self._nested[-1] += elapsed
 
 
-def _table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:
-    """``fn()``'s table, cached as CSV under a hash of ``key`` (and the prunelib version)."""
-    from prunelib import __version__
+TABLE_CODE = {"recipes": RECIPE_CODE, "sweep": SWEEP_CODE, "retrain-small": ANALYSIS_CODE, "sensitivity": ANALYSIS_CODE,
+              "recovery": RECOVERY_CODE, "pruning-aware": RECOVERY_CODE}
 
-    name = f"{phase}-{digest({'phase': phase, 'prunelib': __version__, **key})}.csv"
-    path = Path(cache or cache_dir()) / "tables" / name
-    if path.is_file() and not retrain:
-        return pd.read_csv(path)
-    table = fn()
-    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
-    return table
+
+def _read_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+def _table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:
+    """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it."""
+    key = {"phase": phase, **key, "code": fingerprint(TABLE_CODE[phase])}
+    path = Path(cache or cache_dir()) / "tables" / f"{phase}-{digest(key)}.csv"
+    return cached_artifact(path, key, fn, lambda table, tmp: table.to_csv(tmp, index=False),
+                           _read_table, recompute=retrain)[0]
 
 
 def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
@@ -99,7 +103,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
             tc = config.train_config(seed)
             model = functools.cache(lambda tc=tc: clock("train", lambda: mlp.train_or_load(
                 data, tc, retrain, cache, progress)))
-            base = {"dataset": dataset, "model": mlp.cache_key(dataset, tc), "ks": config.ks}
+            base = {"dataset": dataset, "model": mlp.cache_key(data, tc), "ks": config.ks}
 
             def table(phase, key, fn):
                 return clock(phase, lambda: _table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
@@ -128,7 +132,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                 if config.aware_targets:
                     aware = replace(tc, batch_size=config.aware_batch_size)
                     recs.append(table("pruning-aware", {"targets": config.aware_targets,
-                                                        "aware": mlp.cache_key(dataset, aware)},
+                                                        "aware": mlp.cache_key(data, aware)},
                                       lambda: recovery.aware_table(
                         data, aware, config.aware_targets, cache=cache, retrain=retrain,
                         progress=progress)))
@@ -218,3 +222,55 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),
                       accuracy=("accuracy", "mean"), ci95=("accuracy", ci95), seeds=("seed", "nunique"))
     return out.reset_index()
+
+
+def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain: bool = False,
+                data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
+                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run the recipe study: per dataset, the named recipes of :data:`prunelib.recipes.RECIPES`.
+
+    Both tables are cached (under the models' keys and the study's code), so a re-run only reads.
+
+    Returns:
+        ``(curves, layers)`` for all datasets, as :func:`prunelib.recipes.recipe_tables` returns.
+    """
+    from prunelib import recipes
+
+    curves, layers = [], []
+    for dataset, names in datasets.items():
+        chosen = {name: recipes.recipe_config(name) for name in names}
+        data = load_dataset(dataset, data_dir)
+        models = {n: mlp.cache_key(data, replace(c, seed=seed)) for n, c in chosen.items()}
+        tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+        def part(i: int) -> pd.DataFrame:
+            if "both" not in tables:  # one computation serves both tables
+                tables["both"] = recipes.recipe_tables(data, chosen, seed=seed, cache=cache,
+                                                       retrain=retrain, progress=progress)
+            return tables["both"][i]
+
+        key = {"dataset": dataset, "seed": seed, "models": models}
+        curves.append(_table("recipes", key, lambda: part(0), cache=cache, retrain=retrain))
+        layers.append(_table("recipes", {**key, "part": "layers"}, lambda: part(1), cache=cache,
+                             retrain=retrain))
+    return pd.concat(curves, ignore_index=True), pd.concat(layers, ignore_index=True)
+
+
+def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
+                 results_dir: str | os.PathLike = "results") -> list[Path]:
+    """Write ``recipes.csv``, ``recipe_layers.csv`` and ``recipes.png`` per dataset."""
+    from prunelib.plotting import plot_recipes
+
+    written = []
+    for dataset, df in curves.groupby("dataset", sort=False):
+        out = Path(results_dir) / str(dataset)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in (("recipes", df), ("recipe_layers", layers[layers["dataset"] == dataset])):
+            atomic_write(out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False, float_format="%.4f"))
+            written.append(out / f"{name}.csv")
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+        for ax, method in zip(axes, ["weight", "unit"]):
+            plot_recipes(df, ax, method=method)
+        fig.suptitle(f"{dataset}: one-shot pruning by training recipe (seed {int(df['seed'].iloc[0])})")
+        written.append(_save(fig, out / "recipes.png"))
+    return written

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -18,7 +17,8 @@ import tensorflow as tf  # noqa: E402
 from prunelib import pruning  # noqa: E402
 from prunelib.config import TrainConfig  # noqa: E402
 from prunelib.data import Dataset  # noqa: E402
-from prunelib.paths import atomic_write, cache_dir, digest  # noqa: E402
+from prunelib.paths import cache_dir, digest  # noqa: E402
+from prunelib.provenance import MODEL_CODE, cached_artifact, fingerprint, versions  # noqa: E402
 
 LOGITS = "logits"
 """Name of the output layer; :func:`prunelib.pruning.split_logits` keeps it unpruned."""
@@ -128,8 +128,10 @@ def compile_model(model: keras.Model, config: TrainConfig, steps: int,
     lr = config.learning_rate
     if config.lr_schedule == "cosine" and steps > 0:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps)
+    optimizer = (keras.optimizers.AdamW(lr, weight_decay=config.weight_decay) if config.weight_decay > 0
+                 else keras.optimizers.Adam(lr))
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=optimizer,
         loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=None if loss else ["accuracy"],
         jit_compile=config.jit_compile,
@@ -226,40 +228,77 @@ def train(data: Dataset, config: TrainConfig, verbose: int = 0,
     return masked.strip(aware)
 
 
-def cache_key(dataset: str, config: TrainConfig) -> str:
-    """A short stable hash of everything that determines the trained weights."""
-    return digest({"dataset": dataset, **asdict(config), "keras": keras.__version__})
+_DATA_DIGESTS: dict[int, tuple[Dataset, str]] = {}
 
 
-def cached(name: str, build: Callable[[], keras.Model], *, cache: str | os.PathLike | None = None,
-           retrain: bool = False) -> tuple[keras.Model, float]:
+def data_digest(data: Dataset) -> str:
+    """A hash of the training arrays (what determines a model, whatever code loaded them)."""
+    hit = _DATA_DIGESTS.get(id(data))
+    if hit is None or hit[0] is not data:
+        h = hashlib.sha256()
+        for array in (data.x_train, data.y_train):
+            h.update(f"{array.dtype}{array.shape}".encode())
+            h.update(np.ascontiguousarray(array).data)
+        hit = _DATA_DIGESTS[id(data)] = (data, h.hexdigest()[:16])
+    return hit[1]
+
+
+def cache_description(data: Dataset, config: TrainConfig) -> dict:
+    """Everything that determines the trained weights: the training data, the config, the source
+    of the code that trains (``masked`` only for pruning-aware training), library versions."""
+    code = MODEL_CODE if config.pruning_aware else ("prunelib.model",)
+    return {"dataset": data.name, "data": data_digest(data), **asdict(config),
+            "code": fingerprint(code), "versions": versions()}
+
+
+def cache_key(data: Dataset, config: TrainConfig) -> str:
+    """A short stable hash of :func:`cache_description`."""
+    return digest(cache_description(data, config))
+
+
+def _load(path: Path) -> keras.Model:
+    return keras.models.load_model(path, compile=False)
+
+
+def cached(name: str, build: Callable[[], keras.Model], *, key: dict | None = None,
+           cache: str | os.PathLike | None = None, retrain: bool = False) -> tuple[keras.Model, float]:
     """Load model ``name`` from the cache, or build it with ``build()`` and save it there.
 
+    The model is stored with a key file (``key``, a checksum, the build time); a damaged entry is
+    recomputed with a warning (:func:`prunelib.provenance.cached_artifact`).
+
     Returns:
-        The model and the seconds ``build`` took when it ran (kept in a JSON file beside the
-        model, so a cached load still reports the original cost; NaN if unknown).
+        The model and the seconds ``build`` took when it ran (as first measured, for a cached one).
     """
     path = Path(cache or cache_dir()) / f"{name}.keras"
-    meta = path.with_suffix(".json")
-    if path.is_file() and not retrain:
-        seconds = json.loads(meta.read_text())["seconds"] if meta.is_file() else float("nan")
-        return keras.models.load_model(path, compile=False), seconds
-    t0 = time.perf_counter()
-    model = build()
-    seconds = time.perf_counter() - t0
-    atomic_write(path, model.save)
-    meta.write_text(json.dumps({"seconds": seconds}))
-    return model, seconds
+    return cached_artifact(path, key if key is not None else {"name": name}, build,
+                           lambda model, tmp: model.save(tmp), _load, recompute=retrain)
+
+
+def train_cached(data: Dataset, config: TrainConfig, *, retrain: bool = False,
+                 cache: str | os.PathLike | None = None, progress: bool = False) -> tuple[keras.Model, float]:
+    """The trained model for ``(data, config)`` from the cache, or trained and cached now.
+
+    Returns:
+        The model and the seconds its training took (as first measured, for a cached one).
+
+    Raises:
+        ValueError: ``config.epochs`` is 0 (an untrained model is never cached as a trained one).
+    """
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1 to train a model, got {config.epochs}")
+    key = cache_description(data, config)
+    return cached(f"{data.name}-{digest(key)}", lambda: train(data, config, progress=progress), key=key,
+                  cache=cache, retrain=retrain)
 
 
 def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
                   cache: str | os.PathLike | None = None, progress: bool = False) -> keras.Model:
-    """Return the trained model for ``(data.name, config)``, from the cache when it is there.
+    """Return the trained model for ``(data, config)``, from the cache when it is there.
 
     Args:
         retrain: train even if a cached model exists (and overwrite it).
         cache: directory of cached models (default :func:`prunelib.paths.cache_dir`).
         progress: show a tqdm bar over training epochs.
     """
-    return cached(f"{data.name}-{cache_key(data.name, config)}",
-                  lambda: train(data, config, progress=progress), cache=cache, retrain=retrain)[0]
+    return train_cached(data, config, retrain=retrain, cache=cache, progress=progress)[0]

@@ -13,19 +13,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _env_path(name: str) -> Path | None:
+    """An environment variable as a path with ``~`` expanded; unset or empty means not set."""
+    value = os.environ.get(name, "").strip()
+    return Path(value).expanduser() if value else None
+
+
 def home() -> Path:
     """Root of prunelib's on-disk state."""
-    return Path(os.environ.get("PRUNELIB_HOME", Path.home() / ".cache" / "prunelib"))
+    return _env_path("PRUNELIB_HOME") or Path.home() / ".cache" / "prunelib"
 
 
 def data_dir() -> Path:
     """Parent directory of the per-dataset IDX folders."""
-    return Path(os.environ.get("PRUNELIB_DATA", home() / "data"))
+    return _env_path("PRUNELIB_DATA") or home() / "data"
 
 
 def cache_dir() -> Path:
     """Directory of trained models, keyed by their config."""
-    return Path(os.environ.get("PRUNELIB_CACHE", home() / "models"))
+    return _env_path("PRUNELIB_CACHE") or home() / "models"
 
 
 def digest(obj: object) -> str:
@@ -41,6 +47,11 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     ``path``'s suffix, for writers (like Keras) that choose the format by it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # temporary files may be created 0600; results are for everyone to read
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -97,3 +97,19 @@ def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, title: str | 
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_recipes(df: pd.DataFrame, ax: plt.Axes | None = None, *, method: str = "weight",
+                 title: str | None = None) -> plt.Axes:
+    """One-shot accuracy against k for each training recipe (a recipe-study table, one method)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    part = df[df["method"] == method]
+    sns.lineplot(data=part, x="k", y="accuracy", hue="recipe", marker="o", errorbar=None, ax=ax)
+    ax.set_xlabel(f"k (% pruned per layer, {method} pruning)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7)
+    ax.set_title(title or f"{method} pruning by training recipe")
+    return ax

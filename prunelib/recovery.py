@@ -22,6 +22,7 @@ from prunelib.config import RecoveryConfig, TrainConfig
 from prunelib.data import Dataset
 from prunelib.evaluate import evaluate_kernels
 from prunelib.paths import digest
+from prunelib.provenance import RECOVERY_CODE, fingerprint
 
 STRATEGIES = ("one-shot", "finetune", "gradual", "imp")
 RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
@@ -193,10 +194,10 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
             pruned = build()
             seconds = time.perf_counter() - t0
         else:
-            key = digest({"base": mlp.cache_key(data.name, base), "strategy": strategy,
-                          "method": method, "k": k, "seed": seed, **asdict(config)})
-            name = f"{data.name}-recovery-{key}"
-            pruned, seconds = mlp.cached(name, build, cache=cache, retrain=retrain)
+            key = {"base": mlp.cache_key(data, base), "strategy": strategy, "method": method,
+                   "k": k, "seed": seed, **asdict(config), "code": fingerprint(RECOVERY_CODE)}
+            name = f"{data.name}-recovery-{digest(key)}"
+            pruned, seconds = mlp.cached(name, build, key=key, cache=cache, retrain=retrain)
         rows.append(_row(data, pruned, method=method, k=k, strategy=strategy, seed=seed, epochs=epochs,
                          seconds=seconds, dense_accuracy=dense_accuracy))
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
@@ -221,8 +222,7 @@ def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[tuple[str, f
     for method, k, gamma, rate in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
                                        disable=not progress):
         config = aware_config(base, method, gamma, rate)
-        model, seconds = mlp.cached(f"{data.name}-{mlp.cache_key(data.name, config)}",
-                                    lambda config=config: mlp.train(data, config), cache=cache, retrain=retrain)
+        model, seconds = mlp.train_cached(data, config, cache=cache, retrain=retrain)
         dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]
         rows.append(_row(data, mlp.prune_model(model, k, method), method=method, k=float(k),
                          strategy="targeted-dropout", seed=base.seed, epochs=base.epochs,

@@ -1,0 +1,197 @@
+"""Where every artifact comes from: code fingerprints, verified cache entries, the results manifest.
+
+A cached artifact (a trained model, a computed table) is stored beside a readable key file
+``<name>.key.json`` holding the description that determines it, the fingerprint of the source
+modules that computed it, and a SHA-256 of the artifact. An entry whose key file is missing,
+unreadable or whose checksum does not match is recomputed with a warning naming the file, so a
+killed run or a damaged disk never feeds a wrong artifact into a result.
+
+``results/manifest.json`` records the commit, the fingerprint of every prunelib module, library
+versions, the run's config and a SHA-256 of every file under ``results/``;
+:func:`check_manifest` says whether ``results/`` is current for the checked-out code.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import warnings
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import TypeVar
+
+from prunelib.paths import atomic_write, digest
+
+T = TypeVar("T")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+# Which source modules determine which artifacts. A change to one of these files invalidates
+# exactly the cached artifacts listed against it (configs enter keys by value, not by source).
+MODEL_CODE = ("prunelib.model", "prunelib.masked")  # data enters by the hash of its arrays
+SWEEP_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.compact", "prunelib.reconstruct")
+ANALYSIS_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.analysis")
+RECOVERY_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.recovery", "prunelib.masked")
+RECIPE_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.recipes")
+LIBRARIES = ("tensorflow", "keras", "numpy", "scipy", "pandas")
+
+
+def module_path(module: str) -> Path:
+    """The source file of a prunelib module, without importing it."""
+    if not module.startswith("prunelib."):
+        raise ValueError(f"only prunelib modules are fingerprinted, got {module!r}")
+    path = PACKAGE_DIR / (module.split(".", 1)[1].replace(".", "/") + ".py")
+    if not path.is_file():
+        raise ValueError(f"no source file for {module!r} at {path}")
+    return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint(modules: Iterable[str]) -> str:
+    """A short hash of the source text of ``modules`` (order-independent)."""
+    return digest({m: sha256_file(module_path(m)) for m in sorted(set(modules))})
+
+
+def versions(libraries: Iterable[str] = LIBRARIES) -> dict[str, str]:
+    """Installed versions of the libraries whose numerics a result depends on."""
+    out = {}
+    for lib in libraries:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            out[lib] = "absent"
+    return out
+
+
+def key_path(path: Path) -> Path:
+    """The key file beside a cached artifact."""
+    return path.with_name(path.name + ".key.json")
+
+
+def _write_json(path: Path, obj: object) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str)))
+
+
+def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callable[[T, Path], object],
+                    load: Callable[[Path], T], *, recompute: bool = False) -> tuple[T, float]:
+    """Load the artifact at ``path`` if its key file matches ``key`` and its checksum holds,
+    else build it, save it atomically, and write the key file.
+
+    Returns:
+        The artifact and the seconds ``build`` took when it ran (as first measured for a cached
+        one; NaN if unknown).
+    """
+    kpath = key_path(path)
+    if path.exists() and not recompute:
+        problem = None
+        try:
+            meta = json.loads(kpath.read_text())
+            if meta.get("sha256") != sha256_file(path):
+                problem = "its checksum does not match (damaged or replaced)"
+            elif meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
+                problem = "its key file describes a different artifact"
+        except (OSError, ValueError) as err:
+            problem = f"its key file {kpath.name} is missing or unreadable ({type(err).__name__})"
+        if problem is None:
+            try:
+                return load(path), float(meta.get("seconds", float("nan")))
+            except Exception as err:  # noqa: BLE001 - any failure to read means recompute
+                problem = f"it cannot be read ({type(err).__name__}: {err})"
+        warnings.warn(f"cache entry {path} is not trusted: {problem}; recomputing it", stacklevel=2)
+    import time
+
+    t0 = time.perf_counter()
+    artifact = build()
+    seconds = time.perf_counter() - t0
+    atomic_write(path, lambda tmp: save(artifact, tmp))
+    _write_json(kpath, {"key": key, "sha256": sha256_file(path), "seconds": seconds,
+                        "written": datetime.datetime.now().isoformat(timespec="seconds")})
+    return artifact, seconds
+
+
+def package_modules() -> list[str]:
+    """Every prunelib module, by name."""
+    return sorted(f"prunelib.{p.stem}" for p in PACKAGE_DIR.glob("*.py") if p.stem != "__main__")
+
+
+def git_commit(cwd: Path = PACKAGE_DIR) -> tuple[str | None, bool]:
+    """The checked-out commit and whether the package source differs from it (None if no git)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                check=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(PACKAGE_DIR)], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        return commit, bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+MANIFEST = "manifest.json"
+
+
+def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
+    """Record what produced ``results_dir``: code, libraries, config and every file's hash."""
+    results_dir = Path(results_dir)
+    commit, dirty = git_commit()
+    files = {p.relative_to(results_dir).as_posix(): sha256_file(p)
+             for p in sorted(results_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
+                "code": {m: sha256_file(module_path(m)) for m in package_modules()},
+                "versions": versions(), "config": config, "files": files}
+    path = results_dir / MANIFEST
+    _write_json(path, manifest)
+    return path
+
+
+def check_manifest(results_dir: str | os.PathLike) -> list[str]:
+    """Problems that make ``results_dir`` not current for the checked-out code (empty = current).
+
+    Checks that every prunelib module is byte-identical to the one that produced the results
+    and that every recorded file is present with its recorded hash, and no unrecorded one exists.
+    """
+    results_dir = Path(results_dir)
+    path = results_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return [f"{path} is missing; run `python -m prunelib run`"]
+    except (OSError, ValueError) as err:
+        return [f"{path} is unreadable ({err}); run `python -m prunelib run`"]
+    problems = []
+    recorded = manifest.get("code", {})
+    for module in sorted(set(package_modules()) | set(recorded)):
+        try:
+            now = sha256_file(module_path(module))
+        except ValueError:
+            now = None
+        if recorded.get(module) != now:
+            problems.append(f"{module} changed since the results were produced")
+    files = manifest.get("files", {})
+    for name, sha in sorted(files.items()):
+        p = results_dir / name
+        if not p.is_file():
+            problems.append(f"{p} is recorded in the manifest but missing")
+        elif sha256_file(p) != sha:
+            problems.append(f"{p} differs from the file the run wrote")
+    for p in sorted(results_dir.rglob("*")):
+        if p.is_file() and p.name != MANIFEST and p.relative_to(results_dir).as_posix() not in files:
+            problems.append(f"{p} was not written by the recorded run")
+    return problems
+
+
+def import_all() -> None:
+    """Import every module (used by tests to prove the fingerprint list names real modules)."""
+    for module in package_modules():
+        importlib.import_module(module)
