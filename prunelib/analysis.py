@@ -36,7 +36,9 @@ def layer_sensitivity(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarra
     rows = []
     for method, i, k in tqdm(grid, desc=f"sensitivity {dataset} seed {seed}", disable=not progress,
                              leave=False):
-        mask = pruning.compute_masks([hidden[i], logits], k, method)[0]
+        # A stand-in logit kernel that chains with layer i: only layer i's mask is used.
+        mask = pruning.compute_masks([hidden[i], np.zeros((hidden[i].shape[1], 1), hidden[i].dtype)],
+                                     k, method)[0]
         pruned = list(kernels)
         pruned[i] = pruning.apply_masks([hidden[i]], [mask])[0]
         accuracy, loss = evaluate_kernels(pruned, x, y)
@@ -96,7 +98,8 @@ def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
         accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(model))
         params = sum(w.size for w in kernels)
         hidden_params = params - kernels[-1].size
-        rows.append({"dataset": data.name, "method": "retrain-small", "k": k, "seed": config.seed,
+        rows.append({"dataset": data.name, "method": "retrain-small", "correction": "none", "k": k,
+                     "seed": config.seed, "seconds": float("nan"),
                      "sparsity": 100.0 * (1 - params / full),
                      "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
                      "accuracy": accuracy, "loss": loss, "effective_params": params,

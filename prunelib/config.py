@@ -112,6 +112,10 @@ class ExperimentConfig:
     ks: tuple[float, ...] = DEFAULT_KS
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # One-shot corrections of the challenge's methods: "none" and closed-form "lstsq" reconstruction
+    # on calibration_size training images.
+    corrections: tuple[str, ...] = ("none", "lstsq")
+    calibration_size: int = 4096
     # Baselines beside the challenge's two methods: global magnitude pruning and small dense
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
@@ -137,6 +141,10 @@ class ExperimentConfig:
         object.__setattr__(self, "recovery_ks", tuple(validate_k(k) for k in self.recovery_ks))
         if not self.seeds:
             raise ValueError("need at least one seed")
+        if "none" not in self.corrections or not set(self.corrections) <= {"none", "lstsq"}:
+            raise ValueError(f"corrections must include 'none' and be among 'none', 'lstsq'; got {self.corrections!r}")
+        if self.calibration_size < 1:
+            raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
 
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":

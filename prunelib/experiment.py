@@ -30,6 +30,7 @@ from prunelib.data import load_dataset
 from prunelib.paths import atomic_write, cache_dir, digest
 from prunelib.provenance import RECIPE_CODE, ANALYSIS_CODE, RECOVERY_CODE, SWEEP_CODE, cached_artifact, fingerprint
 from prunelib.evaluate import sweep
+from prunelib.reconstruct import calibration_set
 from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
                                plot_sparsity_vs_accuracy)
 
@@ -108,9 +109,18 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
             def table(phase, key, fn):
                 return clock(phase, lambda: _table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
 
-            sweeps.append(table("sweep", {"methods": methods}, lambda: sweep(
-                mlp.get_kernels(model()), data.x_test, data.y_test, dataset=dataset, methods=methods,
-                ks=config.ks, seed=seed, biases=mlp.get_biases(model()), progress=progress)))
+            def one_shot():
+                kernels, biases = mlp.get_kernels(model()), mlp.get_biases(model())
+                common = dict(dataset=dataset, ks=config.ks, seed=seed, biases=biases, progress=progress)
+                parts = [sweep(kernels, data.x_test, data.y_test, methods=config.methods,
+                               corrections=config.corrections, calibration=calibration_set(
+                                   data.x_train, config.calibration_size, seed), **common)]
+                if config.baselines:
+                    parts.append(sweep(kernels, data.x_test, data.y_test, methods=("global-weight",), **common))
+                return pd.concat(parts, ignore_index=True)
+
+            sweeps.append(table("sweep", {"methods": methods, "corrections": config.corrections,
+                                          "calibration": config.calibration_size}, one_shot))
             if config.baselines:
                 sweeps.append(table("retrain-small", {}, lambda: analysis.retrain_baseline(
                     data, tc, config.ks, cache=cache, retrain=retrain, progress=progress)))
@@ -185,11 +195,13 @@ def save_figures(results: Results, results_dir: str | os.PathLike = "results") -
         out = Path(results_dir) / str(dataset)
         out.mkdir(parents=True, exist_ok=True)
         main = df[df["method"].isin(["weight", "unit"])]
+        corrected = "correction" in main and main["correction"].nunique() > 1
         written.append(_save(plot_sparsity_vs_accuracy(
-            main, title=f"{dataset}: one-shot pruning, mean and 95 % CI over "
+            main, style="correction" if corrected else None, title=f"{dataset}: one-shot pruning, mean and 95 % CI over "
                         f"{df['seed'].nunique()} seeds"), out / "sparsity_vs_accuracy.png"))
         if df["method"].nunique() > main["method"].nunique():
             fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+            df = df[df["correction"] == "none"] if "correction" in df else df
             plot_sparsity_vs_accuracy(df[df["method"].isin(["weight", "global-weight"])], axes[0],
                                       title="layer-wise vs global weight pruning")
             plot_sparsity_vs_accuracy(df[df["method"].isin(["unit", "retrain-small"])], axes[1],
@@ -218,7 +230,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     """Mean accuracy per (dataset, method, k) with its 95 % confidence half-width over seeds."""
     from prunelib.stats import ci95
 
-    grouped = table.groupby(["dataset", "method", "k"], sort=False)
+    keys = ["dataset", "method", *(["correction"] if "correction" in table else []), "k"]
+    grouped = table.groupby(keys, sort=False)
     out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),
                       accuracy=("accuracy", "mean"), ci95=("accuracy", ci95), seeds=("seed", "nunique"))
     return out.reset_index()

@@ -37,6 +37,43 @@ def count_to_prune(n: int, k: float) -> int:
     return round(validate_k(k) / 100 * n)
 
 
+def validate_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Check kernels at an entry point and return them as a list of arrays (not copied).
+
+    Each must be a 2-D array of real numbers (floating, or integer: scores are then computed in
+    float64, so no ``abs`` overflow), finite, and consecutive shapes must chain
+    (``kernels[i].shape[1] == kernels[i + 1].shape[0]``).
+
+    Raises:
+        ValueError: naming the layer and what is wrong with it.
+    """
+    if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
+        raise ValueError("kernels must be a list of 2-D arrays in layer order, one per Dense layer; "
+                         f"got {type(kernels).__name__}")
+    if len(kernels) < 1:
+        raise ValueError("need at least the logit layer's kernel")
+    out = []
+    for i, kernel in enumerate(kernels):
+        w = np.asarray(kernel)
+        if w.ndim != 2:
+            raise ValueError(f"kernel {i} must be 2-D (inputs, units), got shape {w.shape}")
+        if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
+            raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
+        if np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
+            raise ValueError(f"kernel {i} contains {int(np.sum(~np.isfinite(w)))} NaN or infinite "
+                             "values; magnitude pruning cannot rank them (check the training run)")
+        if out and out[-1].shape[1] != w.shape[0]:
+            raise ValueError(f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
+                             f"{out[-1].shape[1]} units; kernels must be in layer order")
+        out.append(w)
+    return out
+
+
+def _magnitude(kernel: np.ndarray) -> np.ndarray:
+    """|w| as float64 (exact for every integer dtype, so int8's -128 ranks as the largest)."""
+    return np.abs(kernel.astype(np.float64))
+
+
 def split_logits(kernels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
     """Split kernels into the prunable hidden layers and the logit layer (the last one)."""
     if len(kernels) < 1:
@@ -73,10 +110,10 @@ def weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
         Boolean masks shaped like the kernels; ``True`` keeps a weight. The logit mask keeps all.
     """
     k = validate_k(k)
-    hidden, logits = split_logits(kernels)
+    hidden, logits = split_logits(validate_kernels(kernels))
     masks = []
     for kernel in hidden:
-        pruned = _smallest(np.abs(kernel).ravel(), count_to_prune(kernel.size, k))
+        pruned = _smallest(_magnitude(kernel).ravel(), count_to_prune(kernel.size, k))
         masks.append(~pruned.reshape(kernel.shape))
     return masks + [_keep_all(logits)]
 
@@ -88,7 +125,7 @@ def unit_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
         Boolean masks shaped like the kernels, constant down each column.
     """
     k = validate_k(k)
-    hidden, logits = split_logits(kernels)
+    hidden, logits = split_logits(validate_kernels(kernels))
     masks = []
     for kernel in hidden:
         norms = np.linalg.norm(kernel.astype(np.float64), axis=0)
@@ -104,9 +141,9 @@ def global_weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     layer-wise rule of the challenge.
     """
     k = validate_k(k)
-    hidden, logits = split_logits(kernels)
+    hidden, logits = split_logits(validate_kernels(kernels))
     sizes = [w.size for w in hidden]
-    pooled = np.concatenate([np.abs(w).ravel() for w in hidden]) if hidden else np.zeros(0)
+    pooled = np.concatenate([_magnitude(w).ravel() for w in hidden]) if hidden else np.zeros(0)
     keep = ~_smallest(pooled, count_to_prune(pooled.size, k))
     pieces = np.split(keep, np.cumsum(sizes)[:-1]) if hidden else []
     return [p.reshape(w.shape) for p, w in zip(pieces, hidden)] + [_keep_all(logits)]
@@ -130,6 +167,7 @@ def compute_masks(kernels: Sequence[np.ndarray], k: float, method: str) -> Masks
 
 def apply_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Return new kernels with masked-out weights set to zero (inputs untouched)."""
+    kernels = validate_kernels(kernels)
     if len(kernels) != len(masks):
         raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks")
     out = []

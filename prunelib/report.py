@@ -19,6 +19,16 @@ from prunelib.stats import ci95
 Block = tuple  # ("h", level, text) | ("p", markdown) | ("table", DataFrame) | ("img", path, caption)
 
 
+def challenge_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the challenge's own one-shot pruning (no correction of the survivors)."""
+    return df[df["correction"] == "none"] if "correction" in df else df
+
+
+def lstsq_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose survivors were re-fitted by least squares (empty if there are none)."""
+    return df[df["correction"] == "lstsq"] if "correction" in df else df.iloc[:0]
+
+
 def _acc(df: pd.DataFrame, method: str, k: float, column: str = "accuracy") -> float:
     return float(df.loc[(df["method"] == method) & (df["k"] == k), column].mean())
 
@@ -45,7 +55,8 @@ def largest_safe_sparsity(df: pd.DataFrame, method: str, tolerance: float = 1.0)
 def facts(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Numbers the discussion quotes, per dataset (means over seeds, 95 % CI half-widths)."""
     out = {}
-    for dataset, df in table.groupby("dataset", sort=False):
+    for dataset, full in table.groupby("dataset", sort=False):
+        df, fixed = challenge_rows(full), lstsq_rows(full)
         f = {"dense": _acc(df, "weight", 0), "dense_ci": _ci(df, "weight", 0),
              "seeds": int(df["seed"].nunique())}
         for method in ("weight", "unit", "global-weight", "retrain-small"):
@@ -57,6 +68,10 @@ def facts(table: pd.DataFrame) -> dict[str, dict[str, float]]:
                 f[f"{method}_{k}_ci"] = _ci(df, method, k)
                 f[f"{method}_{k}_sparsity"] = _acc(df, method, k, "sparsity")
                 f[f"{method}_{k}_norm"] = _acc(df, method, k, "norm_kept") if "norm_kept" in df else np.nan
+                if method in set(fixed["method"]):
+                    f[f"lstsq_{method}_{k}"] = _acc(fixed, method, k)
+                    f[f"lstsq_{method}_{k}_ci"] = _ci(fixed, method, k)
+                    f[f"lstsq_{method}_{k}_seconds"] = _acc(fixed, method, k, "seconds")
         out[str(dataset)] = f
     return out
 
@@ -135,6 +150,8 @@ def _fmt(mean: float, ci: float) -> str:
 
 def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per k: measured sparsity of weight and unit pruning and accuracy (mean ± 95 % CI) per method."""
+    fixed = summary_table(lstsq_rows(df)).set_index(["method", "k"]) if len(lstsq_rows(df)) else None
+    df = challenge_rows(df)
     summary = summary_table(df).set_index(["method", "k"])
     rows = []
     methods = [m for m in ("weight", "unit", "global-weight", "retrain-small") if m in set(df["method"])]
@@ -145,6 +162,9 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
             if method in ("weight", "unit"):
                 row[f"{method} sparsity (%)"] = f"{s['sparsity'] if s is not None else np.nan:.2f}"
             row[f"{method} acc. (%)"] = _fmt(s["accuracy"], s["ci95"]) if s is not None else ""
+            if fixed is not None and (method, k) in fixed.index:
+                r = fixed.loc[(method, k)]
+                row[f"{method} + lstsq (%)"] = _fmt(r["accuracy"], r["ci95"])
         rows.append(row)
     return pd.DataFrame(rows)
 

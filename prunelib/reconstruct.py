@@ -1,0 +1,225 @@
+"""One-shot reconstruction: correct the surviving weights in closed form, no gradient training.
+
+After a mask is chosen, each hidden layer's kept weights are re-fitted, layer by layer, so that the
+pruned network's pre-activations match the dense network's on a calibration batch. For unit ``j``
+with kept inputs ``S`` (its column of the mask) the problem is ridge-regularized least squares
+toward the dense weights ``w0``::
+
+    min_w ||X_S w - y_j||^2 + lam * ||w - w0_S||^2   =>   (G_SS + lam I) w = X_S^T y_j + lam * w0_S
+
+where ``X`` holds the layer's inputs as the already-corrected pruned network computes them and
+``y_j`` the dense network's pre-activations (sequential, as in OBC / SparseGPT). Pulling toward
+``w0`` rather than zero keeps a kept weight whose inputs are never active (e.g. a border pixel)
+at its trained value, so no kept weight turns into an accidental zero.
+
+The masks never change: pruned weights stay exactly zero and the logit kernel comes back
+bit-identical, so the last hidden layer's removed units cannot be compensated in the logits.
+With ``logit_targets=True`` the last hidden layer's kept units are instead fitted to the
+activations that best reproduce the dense logits through the fixed logit kernel (minimum-norm
+change from the dense activations), which lets them absorb some of the removed units' share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from prunelib.pruning import split_logits, validate_kernels
+
+_CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def _check_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    if len(masks) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks; pass one mask per kernel")
+    out = []
+    for i, (w, m) in enumerate(zip(kernels, masks)):
+        m = np.asarray(m)
+        if m.shape != w.shape:
+            raise ValueError(f"mask {i} has shape {m.shape}, kernel {i} has {w.shape}; they must match")
+        if m.dtype != bool:
+            raise ValueError(f"mask {i} must be boolean (True keeps a weight), got dtype {m.dtype}")
+        out.append(m)
+    return out
+
+
+def _batched_solve(matrix: np.ndarray, sets: np.ndarray, counts: np.ndarray,
+                   rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Solve ``matrix[S_c, S_c] z_c = rhs_c`` for a batch of index sets at once.
+
+    Args:
+        matrix: (d, d) symmetric positive definite.
+        sets: (c, s) row indices per problem, the first ``counts[c]`` of each valid.
+        counts: (c,) sizes of the sets.
+        rhs: (c, s) right-hand sides (entries past ``counts[c]`` are ignored).
+
+    Returns:
+        ``(z, valid)``, both (c, s); padded slots of ``z`` are 0.
+    """
+    s = sets.shape[1]
+    valid = np.arange(s)[None, :] < counts[:, None]
+    a = matrix[sets[:, :, None], sets[:, None, :]]
+    a *= valid[:, :, None] & valid[:, None, :]
+    diag = np.arange(s)
+    a[:, diag, diag] += ~valid  # padded slots: identity rows with zero targets
+    z = np.linalg.solve(a, (rhs * valid)[..., None])[..., 0]
+    return z, valid
+
+
+def _chunks(order: np.ndarray, sizes: np.ndarray):
+    """Consecutive pieces of ``order`` (sorted by ``sizes``) whose stacked s x s systems fit in memory."""
+    start = 0
+    while start < order.size:
+        s = int(sizes[order[min(start + 7, order.size - 1)]])
+        chunk = max(1, min(64, _CHUNK_BYTES // (8 * max(s, 1) ** 2)))  # small: little padding
+        yield order[start:start + chunk]
+        start += chunk
+
+
+def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.ndarray,
+                   lam: float) -> np.ndarray:
+    """Solve every column's ridge problem on its own support; pruned entries come back 0.
+
+    A column keeping fewer weights than it loses is solved on its support directly. One keeping
+    more is solved unconstrained and then projected onto ``w_P = 0`` (P its pruned rows), the
+    optimal-brain-surgeon correction ``w = w* - H^-1[:, P] (H^-1[P, P])^-1 w*_P``, which costs
+    |P|^3 instead of |S|^3. Both give the same minimizer.
+    """
+    d = mask.shape[0]
+    # float32 systems: damping keeps them well conditioned, and LU runs twice as fast
+    hessian = (gram + lam * np.eye(d)).astype(np.float32)
+    rhs = (cross + lam * w0).astype(np.float32)
+    out = np.zeros(w0.shape, dtype=np.float64)
+    kept = mask.sum(axis=0)
+    pruned = d - kept
+    direct = np.flatnonzero((kept > 0) & (kept <= pruned))
+    for cols in _chunks(direct[np.argsort(kept[direct], kind="stable")], kept):
+        s = int(kept[cols].max())
+        rows = np.argsort(~mask[:, cols], axis=0, kind="stable")[:s].T  # kept rows first
+        z, valid = _batched_solve(hessian, rows, kept[cols], rhs[rows, cols[:, None]])
+        out[rows[valid], np.repeat(cols, valid.sum(axis=1))] = z[valid]
+    projected = np.flatnonzero(kept > pruned)
+    if projected.size:
+        inverse = np.linalg.inv(hessian.astype(np.float64)).astype(np.float32)
+        free = inverse @ rhs[:, projected]  # unconstrained minimizers
+        out[:, projected] = free
+        partial = projected[pruned[projected] > 0]
+        position = {c: i for i, c in enumerate(projected)}
+        for cols in _chunks(partial[np.argsort(pruned[partial], kind="stable")], pruned):
+            p = int(pruned[cols].max())
+            rows = np.argsort(mask[:, cols], axis=0, kind="stable")[:p].T  # pruned rows first
+            at = np.array([position[c] for c in cols])
+            z, _ = _batched_solve(inverse, rows, pruned[cols], free[rows, at[:, None]])
+            # w = w* - H^-1[:, P] z, one column at a time through a batched matmul
+            out[:, cols] -= np.einsum("dcp,cp->dc", inverse[:, rows], z)
+    return out * mask
+
+
+def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray) -> np.ndarray:
+    """Activations of the last hidden layer that reproduce the dense logits through the fixed
+    logit kernel using only the kept units: the dense activations plus the minimum-norm change."""
+    w = logits_kernel.astype(np.float32)
+    residual = h_dense[:, ~keep] @ w[~keep]  # what the removed units contributed to the logits
+    delta = residual @ np.linalg.pinv(w[keep])
+    target = h_dense.copy()
+    target[:, keep] += delta
+    target[:, ~keep] = 0.0
+    return target
+
+
+def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: np.ndarray, *,
+                damping: float = 0.01, biases: Sequence[np.ndarray | None] | None = None,
+                logit_targets: bool = True) -> list[np.ndarray]:
+    """Re-fit the kept weights of each hidden layer to the dense network's pre-activations.
+
+    Args:
+        kernels: the dense kernels in layer order, each (inputs, units); the last feeds the logits.
+        masks: boolean keep-masks shaped like the kernels (as :func:`prunelib.pruning.compute_masks`
+            returns them).
+        x: calibration images (n, ...) flattened to (n, inputs); n must be at least the largest
+            fan-in of a hidden layer, so every problem is determined by data rather than damping.
+        damping: ridge strength relative to the mean diagonal of each layer's input Gram matrix.
+        biases: per-layer biases (kept as they are) or ``None``.
+        logit_targets: fit the last hidden layer to the activations that best reproduce the dense
+            logits (see the module docstring) instead of its own dense pre-activations.
+
+    Returns:
+        New kernels: zero exactly where the masks are False, the logit kernel bit-identical. A
+        layer whose mask keeps everything and whose inputs are unchanged is returned as it was,
+        so at k = 0 this is the identity.
+
+    Raises:
+        ValueError: shapes do not chain, masks do not fit, ``x`` does not fit the first layer, too
+            few calibration samples, or a bad ``damping``.
+    """
+    kernels = validate_kernels(kernels)
+    masks = _check_masks(kernels, masks)
+    hidden, logits = split_logits(kernels)
+    if not (np.isfinite(damping) and damping > 0):
+        raise ValueError(f"damping must be a positive number, got {damping!r}")
+    x = np.asarray(x)
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
+    x = x.reshape(len(x), -1).astype(np.float32)
+    if x.shape[1] != kernels[0].shape[0]:
+        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes "
+                         f"{kernels[0].shape[0]}")
+    if not np.isfinite(x).all():
+        raise ValueError("calibration inputs contain NaN or infinity")
+    need = max((w.shape[0] for w in hidden), default=0)
+    if len(x) < need:
+        raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs, "
+                         f"so pass at least {need} samples")
+    biases = list(biases) if biases is not None else [None] * len(kernels)
+    if len(biases) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases")
+
+    out: list[np.ndarray] = []
+    h_dense = h_pruned = x
+    changed = False
+    for i, (w, m) in enumerate(zip(hidden, masks)):
+        b = np.zeros(w.shape[1], np.float32) if biases[i] is None else np.asarray(biases[i], np.float32)
+        w32 = w.astype(np.float32)
+        pre_dense = h_dense @ w32 + b
+        if not changed and m.all():
+            out.append(np.array(w, copy=True))
+            h_dense = h_pruned = _relu(pre_dense)
+            continue
+        target = pre_dense - b
+        last = i == len(hidden) - 1
+        if logit_targets and last:
+            keep = m.any(axis=0)
+            if keep.any() and not keep.all():
+                wanted = _logit_targets(_relu(pre_dense), keep, logits)
+                # Where the wanted activation is positive, hit it; where it is not, any
+                # pre-activation at or below zero will do, so keep the dense one if it is lower.
+                target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted)) - b
+        gram = (h_pruned.T @ h_pruned).astype(np.float64)
+        mean_diag = float(np.mean(np.diag(gram)))
+        lam = damping * (mean_diag if mean_diag > 0 else 1.0)
+        fitted = _solve_columns(gram, (h_pruned.T @ target).astype(np.float64), w.astype(np.float64) * m, m, lam)
+        new = np.where(m, fitted, 0.0).astype(w.dtype)
+        # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
+        collapsed = m & (new == 0) & (w != 0)
+        new[collapsed] = w[collapsed]
+        out.append(new)
+        changed = True
+        h_dense = _relu(pre_dense)
+        h_pruned = _relu(h_pruned @ new.astype(np.float32) + b)
+    return out + [np.array(logits, copy=True)]
+
+
+def calibration_set(images: np.ndarray, n: int = 4096, seed: int = 0) -> np.ndarray:
+    """``n`` training images drawn without replacement by a seeded permutation.
+
+    Raises:
+        ValueError: ``n`` is not a positive integer no larger than the number of images.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= len(images):
+        raise ValueError(f"calibration size must be an integer in [1, {len(images)}], got {n!r}")
+    return images[np.random.default_rng(seed).permutation(len(images))[:n]]
