@@ -79,7 +79,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:
+def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:
     """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it."""
     key = {"phase": phase, **key, "code": fingerprint(TABLE_CODE[phase])}
     path = Path(cache or cache_dir()) / "tables" / f"{phase}-{digest(key)}.csv"
@@ -107,7 +107,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
             base = {"dataset": dataset, "model": mlp.cache_key(data, tc), "ks": config.ks}
 
             def table(phase, key, fn):
-                return clock(phase, lambda: _table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
+                return clock(phase, lambda: cached_table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
 
             def one_shot():
                 kernels, biases = mlp.get_kernels(model()), mlp.get_biases(model())
@@ -263,8 +263,8 @@ def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain:
             return tables["both"][i]
 
         key = {"dataset": dataset, "seed": seed, "models": models}
-        curves.append(_table("recipes", key, lambda: part(0), cache=cache, retrain=retrain))
-        layers.append(_table("recipes", {**key, "part": "layers"}, lambda: part(1), cache=cache,
+        curves.append(cached_table("recipes", key, lambda: part(0), cache=cache, retrain=retrain))
+        layers.append(cached_table("recipes", {**key, "part": "layers"}, lambda: part(1), cache=cache,
                              retrain=retrain))
     return pd.concat(curves, ignore_index=True), pd.concat(layers, ignore_index=True)
 

@@ -147,3 +147,36 @@ def test_properties_on_random_kernels(sizes, k, method, data):
     assert all(a.tobytes() == b.tobytes() for a, b in zip(kernels, copies))
     # at least the nominal count of weights is zero (some may have been zero already)
     assert sum(np.count_nonzero(w == 0) for w in pruned) >= pruned_count
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_rejected_naming_the_layer(method, bad):
+    kernels = tiny_kernels()
+    kernels[1] = kernels[1].copy()
+    kernels[1][2, 3] = bad
+    with pytest.raises(ValueError, match="kernel 1 contains 1 NaN or infinite"):
+        pruning.compute_masks(kernels, 50, method)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_kernels_of_wrong_rank_or_unchained_shapes_are_rejected(method):
+    kernels = tiny_kernels()
+    for broken, match in [([kernels[0].ravel(), *kernels[1:]], "2-D"),
+                          ([kernels[0][..., None], *kernels[1:]], "2-D"),
+                          ([kernels[0], kernels[2], *kernels[3:]], "takes"),
+                          ([k.astype(bool) for k in kernels], "real numbers"),
+                          ([k.astype(np.complex64) for k in kernels], "real numbers")]:
+        with pytest.raises(ValueError, match=match):
+            pruning.compute_masks(broken, 50, method)
+    with pytest.raises(ValueError, match="list of 2-D arrays"):
+        pruning.compute_masks(np.zeros((3, 3)), 50, method)
+
+
+def test_int8_minimum_ranks_as_the_largest_magnitude():
+    w = np.array([[1, -128], [3, 2]], dtype=np.int8)
+    logits = np.ones((2, 1), np.int8)
+    masks = pruning.weight_masks([w, logits], 75)
+    assert masks[0].tolist() == [[False, True], [False, False]]  # -128 survives, not pruned first
+    pruned = pruning.weight_prune([w, logits], 75)
+    assert pruned[0].dtype == np.int8 and pruned[0][0, 1] == -128

@@ -1,0 +1,162 @@
+"""Least-squares reconstruction: masks kept exactly, logits untouched, exact where it can be."""
+
+import numpy as np
+import pytest
+
+from prunelib import pruning
+from prunelib.evaluate import evaluate_kernels
+from prunelib.reconstruct import calibration_set, reconstruct
+
+SIZES = (12, 10, 8, 6, 3)
+
+
+def kernels(seed=0, sizes=SIZES):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def calib(n=64, d=SIZES[0], seed=1):
+    return np.random.default_rng(seed).random((n, d)).astype(np.float32)
+
+
+def forward(ws, x):
+    h = x.reshape(len(x), -1).astype(np.float64)
+    for i, w in enumerate(ws):
+        h = h @ w
+        if i < len(ws) - 1:
+            h = np.maximum(h, 0)
+    return h
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("k", [0, 25, 50, 70, 90, 99])
+@pytest.mark.parametrize("logit_targets", [False, True])
+def test_masks_are_preserved_exactly_and_logits_are_bit_identical(method, k, logit_targets):
+    ws = kernels()
+    before = [w.copy() for w in ws]
+    masks = pruning.compute_masks(ws, k, method)
+    out = reconstruct(ws, masks, calib(), logit_targets=logit_targets)
+    for w, b in zip(ws, before):  # inputs untouched
+        assert w.tobytes() == b.tobytes()
+    assert out[-1].tobytes() == ws[-1].tobytes()
+    for w, m, o in zip(ws[:-1], masks[:-1], out[:-1]):
+        assert o.dtype == w.dtype and o.shape == w.shape
+        assert np.all(o[~m] == 0)  # pruned stay zero
+        assert np.all(o[m] != 0)  # kept stay kept, so the measured sparsity is the mask's
+        assert np.count_nonzero(~m) == (pruning.count_to_prune(w.size, k) if method == "weight"
+                                        else pruning.count_to_prune(w.shape[1], k) * w.shape[0])
+    assert pruning.sparsity(out) == pytest.approx(pruning.sparsity(pruning.apply_masks(ws, masks)))
+
+
+def test_identity_at_k0():
+    ws = kernels()
+    out = reconstruct(ws, pruning.compute_masks(ws, 0, "weight"), calib())
+    for w, o in zip(ws, out):
+        assert o.tobytes() == w.tobytes()
+
+
+def test_exact_when_dense_weights_live_on_the_kept_support():
+    """A layer whose dense weights are already zero off the mask is reproduced (to solver accuracy),
+    and so is the whole network's output."""
+    ws = kernels(seed=3)
+    masks = pruning.compute_masks(ws, 60, "weight")
+    ws = pruning.apply_masks(ws, masks)  # dense network representable by the kept support
+    ws = [w.astype(np.float64) for w in ws]
+    out = reconstruct(ws, masks, calib(n=200), damping=1e-6, logit_targets=False)
+    for w, o in zip(ws, out):
+        np.testing.assert_allclose(o, w, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(forward(out, calib()), forward(ws, calib()), rtol=1e-3, atol=1e-3)
+
+
+def test_reduces_the_output_error_of_plain_pruning():
+    ws = kernels(seed=5, sizes=(20, 30, 30, 4))
+    x = calib(n=400, d=20)
+    for method, k in [("weight", 70), ("unit", 50)]:
+        masks = pruning.compute_masks(ws, k, method)
+        plain = pruning.apply_masks(ws, masks)
+        fixed = reconstruct(ws, masks, x)
+        dense_out = forward(ws, x)
+        assert (np.linalg.norm(forward(fixed, x) - dense_out)
+                < 0.8 * np.linalg.norm(forward(plain, x) - dense_out))
+
+
+def test_both_solver_paths_agree_with_a_direct_solve():
+    """Columns keeping few weights are solved on their support, columns keeping many by projection;
+    both must equal the textbook ridge solution on the support."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(10, 6))
+    mask = rng.random((10, 6)) < np.linspace(0.1, 0.95, 6)  # few to many kept per column
+    mask[0] = True
+    x = rng.random((50, 10))
+    y = x @ rng.normal(size=(10, 6))
+    out = reconstruct([w, np.ones((6, 2))], [mask, np.ones((6, 2), bool)], x, damping=0.01,
+                      logit_targets=False)[0]
+    gram = x.T @ x
+    lam = 0.01 * np.mean(np.diag(gram))
+    target = x @ w
+    for j in range(6):
+        s = mask[:, j]
+        a = gram[np.ix_(s, s)] + lam * np.eye(s.sum())
+        expected = np.linalg.solve(a, x[:, s].T @ target[:, j] + lam * w[s, j])
+        np.testing.assert_allclose(out[s, j], expected, rtol=2e-3, atol=2e-4)
+    del y
+
+
+def test_logit_targets_help_unit_pruning_of_the_last_hidden_layer():
+    ws = kernels(seed=2, sizes=(16, 24, 24, 5))
+    x = calib(n=300, d=16)
+    masks = pruning.compute_masks(ws, 50, "unit")
+    dense_out = forward(ws, x)
+    err = {t: np.linalg.norm(forward(reconstruct(ws, masks, x, logit_targets=t), x) - dense_out)
+           for t in (False, True)}
+    assert err[True] < err[False]
+
+
+def test_accuracy_on_evaluate_kernels_path_runs():
+    ws = kernels()
+    x = calib(n=64)
+    y = np.argmax(forward(ws, x), axis=1).astype(np.int32)
+    out = reconstruct(ws, pruning.compute_masks(ws, 50, "unit"), x)
+    acc, _ = evaluate_kernels(out, x, y)
+    assert 0 <= acc <= 100
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(x=np.zeros((5, 12), np.float32)), "too few"),
+    (dict(x=np.zeros((64, 11), np.float32)), "features"),
+    (dict(x=np.full((64, 12), np.nan, np.float32)), "NaN"),
+    (dict(damping=0.0), "damping"),
+    (dict(damping=float("nan")), "damping"),
+    (dict(masks="wrong-count"), "masks"),
+    (dict(masks="wrong-shape"), "shape"),
+    (dict(masks="not-bool"), "boolean"),
+])
+def test_bad_input_raises_a_clear_error(bad, match):
+    ws = kernels()
+    masks = pruning.compute_masks(ws, 50, "weight")
+    if bad.get("masks") == "wrong-count":
+        masks = masks[:-1]
+    elif bad.get("masks") == "wrong-shape":
+        masks = [m.T for m in masks]
+    elif bad.get("masks") == "not-bool":
+        masks = [m.astype(np.float32) for m in masks]
+    kwargs = {k: v for k, v in bad.items() if k not in ("x", "masks")}
+    with pytest.raises(ValueError, match=match):
+        reconstruct(ws, masks, bad.get("x", calib()), **kwargs)
+
+
+def test_kernels_that_do_not_chain_are_rejected():
+    ws = kernels()
+    ws[1] = ws[1][:-1]
+    with pytest.raises(ValueError, match="kernel 1 takes"):
+        reconstruct(ws, [np.ones(w.shape, bool) for w in ws], calib())
+
+
+def test_calibration_set_is_seeded_and_validated():
+    images = np.arange(100 * 4, dtype=np.float32).reshape(100, 2, 2)
+    a, b = calibration_set(images, 10, seed=1), calibration_set(images, 10, seed=1)
+    assert a.shape == (10, 2, 2) and np.array_equal(a, b)
+    assert not np.array_equal(a, calibration_set(images, 10, seed=2))
+    for n in (0, 101, 2.5, True):
+        with pytest.raises(ValueError, match="calibration size"):
+            calibration_set(images, n)
