@@ -1,51 +1,97 @@
-"""``python -m prunelib``: reproduce the results and rebuild the report without the notebook."""
+"""``python -m prunelib``: reproduce the results and rebuild the report without the notebook.
+
+Every expected error (a bad option, missing data, a damaged table) ends in one line on stderr
+and exit status 2, before any work starts where it can be checked up front.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prunelib.config import DEFAULT_KS, ExperimentConfig, RecoveryConfig, TrainConfig
-from prunelib.data import DATASETS
+from prunelib.data import DATASETS, DataError
+from prunelib.paths import home
+
+RECOVERY_CHOICES = ["finetune", "gradual", "imp"]
+
+
+class UsageError(ValueError):
+    """A command-line mistake; reported in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _positive(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+    return parse
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be a percentage in [0, 100], got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"k must be a percentage in [0, 100], got {text}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m prunelib", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m prunelib", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="train, prune, evaluate; write results/ and the report",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                         description="Train (or load cached) models, run every sweep, baseline and "
-                                     "recovery strategy, write tidy tables and figures under "
-                                     "--results, then rebuild the report.")
-    run.add_argument("--dataset", nargs="+", choices=DATASETS, default=list(DATASETS),
+                         description="Train (or load cached) models, run the recipe study, every "
+                                     "sweep, baseline and recovery strategy, write tidy tables and "
+                                     "figures under --results, then rebuild the report and manifest.")
+    run.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS),
                      help="datasets to run")
-    run.add_argument("--seeds", type=int, default=5, help="number of seeds (0 .. N-1) for every sweep")
-    run.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="training epochs per model")
+    run.add_argument("--seeds", type=_positive("--seeds"), default=None,
+                     help="number of seeds (0 .. N-1) for every sweep (default 5; --quick: 1)")
+    run.add_argument("--epochs", type=_positive("--epochs"), default=None,
+                     help=f"training epochs per model (default {TrainConfig.epochs}; --quick: 1)")
     run.add_argument("--methods", nargs="+", default=["weight", "unit"], choices=["weight", "unit"],
                      help="the challenge's pruning methods")
-    run.add_argument("--ks", type=float, nargs="+", default=list(DEFAULT_KS), help="pruning percentages")
+    run.add_argument("--ks", type=_percent, nargs="+", default=None,
+                     help=f"pruning percentages (default {' '.join(f'{k:g}' for k in DEFAULT_KS)})")
+    run.add_argument("--no-lstsq", action="store_true",
+                     help="skip the least-squares reconstruction of the one-shot survivors")
     run.add_argument("--no-baselines", action="store_true",
                      help="skip global magnitude pruning and the retrain-from-scratch baseline")
     run.add_argument("--no-sensitivity", action="store_true", help="skip one-layer-at-a-time pruning")
-    run.add_argument("--recovery", nargs="*", default=["finetune", "gradual", "imp"],
-                     choices=["finetune", "gradual", "imp"],
+    run.add_argument("--no-recipes", action="store_true", help="skip the recipe study")
+    run.add_argument("--recovery", nargs="*", default=RECOVERY_CHOICES, choices=RECOVERY_CHOICES,
                      help="recovery strategies (give none to skip recovery)")
-    run.add_argument("--recovery-epochs", type=int, default=RecoveryConfig.epochs,
-                     help="fine-tuning / gradual pruning epochs (per round for imp)")
-    run.add_argument("--recovery-ks", type=float, nargs="+", default=[90, 95, 99],
-                     help="pruning percentages for recovery")
-    run.add_argument("--recovery-seeds", type=int, default=1,
+    run.add_argument("--recovery-epochs", type=_positive("--recovery-epochs"), default=None,
+                     help=f"fine-tuning / gradual pruning epochs (default {RecoveryConfig.epochs})")
+    run.add_argument("--recovery-ks", type=_percent, nargs="+", default=None,
+                     help="pruning percentages for recovery (default 90 95 99; --quick: 90)")
+    run.add_argument("--recovery-seeds", type=_positive("--recovery-seeds"), default=1,
                      help="number of seeds (0 .. N-1) that also run recovery and pruning-aware training")
     run.add_argument("--no-aware", action="store_true", help="skip targeted-dropout training")
     run.add_argument("--quick", action="store_true",
-                     help="smoke run: 1 epoch on 2,000 images, small recovery grid")
+                     help="smoke run: 1 epoch on 2,000 images, small grids; explicit options still "
+                          "apply; writes to a scratch directory unless --results is given")
     run.add_argument("--retrain", action="store_true", help="ignore cached models and train again")
-    run.add_argument("--results", type=Path, default=Path("results"), help="output directory")
+    run.add_argument("--results", type=Path, default=None,
+                     help="output directory (default results; --quick: a scratch directory)")
     run.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
     run.add_argument("--cache", type=Path, default=None, help="model cache directory")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -55,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
                          description="Train one model per named recipe (cached), sweep one-shot weight "
                                      "and unit pruning, measure drift from initialization and norm "
                                      "concentration; write recipes.csv, recipe_layers.csv, recipes.png.")
-    rec.add_argument("--dataset", nargs="+", choices=DATASETS, default=list(DATASETS), help="datasets")
+    rec.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="datasets")
     rec.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
                      help="recipes to run on every dataset (default: the study's list per dataset)")
     rec.add_argument("--seed", type=int, default=0, help="training seed")
@@ -68,56 +114,124 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild REPORT.md and report.docx from the result tables",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     report.add_argument("--results", type=Path, default=Path("results"), help="results directory")
+    report.add_argument("--check", action="store_true",
+                        help="only check that results/ was produced by the checked-out code "
+                             "(manifest.json); exit 1 and list the problems if not")
     return parser
 
 
+def _unique(values, option: str):
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise UsageError(f"{option} lists {seen[0]!r} more than once; give each value once")
+    return tuple(values)
+
+
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The :class:`ExperimentConfig` that ``run``'s options describe."""
+    """The :class:`ExperimentConfig` that ``run``'s options describe.
+
+    ``--quick`` sets the smoke-run defaults; any option given explicitly overrides them.
+    """
     base = ExperimentConfig.quick() if args.quick else ExperimentConfig()
-    train = replace(base.train, epochs=args.epochs) if not args.quick else base.train
-    rec = replace(base.recovery, epochs=args.recovery_epochs) if not args.quick else base.recovery
+    seeds = args.seeds if args.seeds is not None else len(base.seeds)
+    train = replace(base.train, epochs=args.epochs) if args.epochs is not None else base.train
+    rec = (replace(base.recovery, epochs=args.recovery_epochs) if args.recovery_epochs is not None
+           else base.recovery)
+    ks = _unique(args.ks, "--ks") if args.ks is not None else base.ks
+    rks = _unique(args.recovery_ks, "--recovery-ks") if args.recovery_ks is not None else base.recovery_ks
     return replace(
-        base, datasets=tuple(args.dataset), methods=tuple(args.methods), ks=tuple(args.ks),
-        seeds=tuple(range(args.seeds)), train=train, baselines=not args.no_baselines,
-        sensitivity=not args.no_sensitivity, recovery=rec, recovery_strategies=tuple(args.recovery),
-        recovery_ks=tuple(args.recovery_ks) if not args.quick else base.recovery_ks,
-        recovery_seeds=tuple(range(min(args.recovery_seeds, args.seeds))),
+        base, datasets=_unique(args.dataset, "--dataset"), methods=_unique(args.methods, "--methods"),
+        ks=ks, seeds=tuple(range(seeds)), train=train, baselines=not args.no_baselines,
+        corrections=("none",) if args.no_lstsq else base.corrections,
+        sensitivity=not args.no_sensitivity, recipes=base.recipes and not args.no_recipes,
+        recovery=rec, recovery_strategies=_unique(args.recovery, "--recovery"), recovery_ks=rks,
+        recovery_seeds=tuple(range(min(args.recovery_seeds, seeds))),
         aware_targets=() if args.no_aware else base.aware_targets)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from prunelib import report
+def _writable_dir(path: Path, option: str) -> Path:
+    """Check up front that ``path`` is (or can become) a writable directory."""
+    path = path.expanduser()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{option} {path}: {probe} is a file, not a directory; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {probe} is not writable; choose another path")
+    return path
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from prunelib import provenance, report
     from prunelib.experiment import load_results, run_experiment, save_results
 
-    if args.command == "recipes":
-        from prunelib import recipes
-        from prunelib.experiment import run_recipes, save_recipes
+    config = config_from_args(args)
+    results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
+    results_dir = _writable_dir(results_dir, "--results")
+    if args.cache is not None:
+        _writable_dir(args.cache, "--cache")
+    if args.quick and args.results is None:
+        print(f"quick run: writing to {results_dir} (pass --results to choose)", file=sys.stderr)
+    t0 = time.perf_counter()
+    results = run_experiment(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
+                             progress=not args.no_progress)
+    command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
+    save_results(results, results_dir, run_seconds=time.perf_counter() - t0, command=command)
+    for path in report.write_report(load_results(results_dir), results_dir):
+        print(f"wrote {path}")
+    provenance.write_manifest(results_dir, asdict(config), command)
+    return 0
 
-        names = {d: tuple(args.recipes) if args.recipes else recipes.STUDY[d] for d in args.dataset}
-        for chosen in names.values():
-            for name in chosen:
-                recipes.recipe_config(name)  # unknown names fail before any training
-        curves, layers = run_recipes(names, seed=args.seed, retrain=args.retrain, data_dir=args.data_dir,
-                                     cache=args.cache, progress=not args.no_progress)
-        for path in save_recipes(curves, layers, args.results):
-            print(f"wrote {path}")
-        print(recipes.summarize(curves).to_string(index=False, float_format="%.2f"))
-        return 0
-    if args.command == "run":
-        config = config_from_args(args)
-        t0 = time.perf_counter()
-        results = run_experiment(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
-                                 progress=not args.no_progress)
-        save_results(results, args.results)
-        command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
-        report.save_run_times(results.seconds, time.perf_counter() - t0, command, args.results)
-        results = load_results(args.results)
-    else:
-        results = load_results(args.results)
-    for path in report.write_report(results, args.results):
+
+def _recipes(args: argparse.Namespace) -> int:
+    from prunelib import recipes
+    from prunelib.experiment import run_recipes, save_recipes
+
+    names = {d: _unique(args.recipes, "--recipes") if args.recipes else recipes.STUDY[d]
+             for d in _unique(args.dataset, "--dataset")}
+    for chosen in names.values():
+        for name in chosen:
+            recipes.recipe_config(name)  # unknown names fail before any training
+    results_dir = _writable_dir(args.results, "--results")
+    curves, layers = run_recipes(names, seed=args.seed, retrain=args.retrain, data_dir=args.data_dir,
+                                 cache=args.cache, progress=not args.no_progress)
+    for path in save_recipes(curves, layers, results_dir):
+        print(f"wrote {path}")
+    print(recipes.summarize(curves).to_string(index=False, float_format="%.2f"))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from prunelib import provenance, report
+    from prunelib.experiment import load_results
+
+    if args.check:
+        problems = provenance.check_manifest(args.results)
+        for problem in problems:
+            print(problem)
+        print(f"{args.results}: " + ("current for the checked-out code" if not problems else
+                                     f"{len(problems)} problem(s); re-run `python -m prunelib run`"))
+        return 1 if problems else 0
+    for path in report.write_report(load_results(args.results), args.results):
         print(f"wrote {path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a user mistake, with one line on stderr)."""
+    try:
+        args = _parser().parse_args(argv)
+        command = {"run": lambda: _run(args, argv), "recipes": lambda: _recipes(args),
+                   "report": lambda: _report(args)}[args.command]
+        return command()
+    except (UsageError, ValueError, DataError, FileNotFoundError, NotADirectoryError,
+            PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished cache entries are kept, results/ is unchanged", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -120,6 +120,7 @@ class ExperimentConfig:
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
     sensitivity: bool = True  # prune one layer at a time
+    recipes: bool = True  # the recipe study (prunelib.recipes.STUDY), seed 0
     # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")
@@ -150,6 +151,7 @@ class ExperimentConfig:
     def quick(cls, **overrides) -> "ExperimentConfig":
         """A config for smoke runs: 1 epoch on 2,000 images, 4 values of k, every part exercised."""
         base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(epochs=1, train_subset=2000),
+                   recipes=False, calibration_size=1000,
                    recovery=RecoveryConfig(epochs=1, imp_rounds=2, train_subset=2000),
                    recovery_ks=(90,), aware_targets=(("weight", 90, 0.9, 0.75), ("unit", 80, 0.8, 0.75)))
         return replace(base, **overrides)

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import analysis, recovery
+from prunelib import analysis, recovery, tables
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
@@ -34,7 +34,7 @@ from prunelib.reconstruct import calibration_set
 from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
                                plot_sparsity_vs_accuracy)
 
-TABLES = ("sweep", "sensitivity", "recovery")
+TABLES = ("sweep", "sensitivity", "recovery", "recipes", "recipe_layers")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Results:
     sweep: pd.DataFrame
     sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
     recovery: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recipes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recipe_layers: pd.DataFrame = field(default_factory=pd.DataFrame)
     distributions: dict[str, pd.DataFrame] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -75,16 +77,22 @@ TABLE_CODE = {"recipes": RECIPE_CODE, "sweep": SWEEP_CODE, "retrain-small": ANAL
               "recovery": RECOVERY_CODE, "pruning-aware": RECOVERY_CODE}
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path)
+SCHEMA_OF = {"sweep": "sweep", "retrain-small": "sweep", "sensitivity": "sensitivity",
+             "recovery": "recovery", "pruning-aware": "recovery", "recipes": "recipes"}
 
 
-def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool) -> pd.DataFrame:
-    """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it."""
+def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool,
+                 schema: str | None = None) -> pd.DataFrame:
+    """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it.
+
+    A cached table is validated when read (:func:`prunelib.tables.validate`); a damaged one is
+    recomputed with a warning.
+    """
     key = {"phase": phase, **key, "code": fingerprint(TABLE_CODE[phase])}
     path = Path(cache or cache_dir()) / "tables" / f"{phase}-{digest(key)}.csv"
+    name = schema or SCHEMA_OF[phase]
     return cached_artifact(path, key, fn, lambda table, tmp: table.to_csv(tmp, index=False),
-                           _read_table, recompute=retrain)[0]
+                           lambda p: tables.read(p, name), recompute=retrain)[0]
 
 
 def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
@@ -147,38 +155,93 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                         data, aware, config.aware_targets, cache=cache, retrain=retrain,
                         progress=progress)))
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
-    return Results(concat(sweeps), concat(sens), concat(recs), dists, clock.seconds)
+    curves = layers = pd.DataFrame()
+    if config.recipes:
+        from prunelib.recipes import STUDY
+
+        curves, layers = clock("recipes", lambda: run_recipes(
+            {d: STUDY[d] for d in config.datasets if d in STUDY}, retrain=retrain, data_dir=data_dir,
+            cache=cache, progress=progress))
+    return Results(concat(sweeps), concat(sens), concat(recs), curves, layers, dists, clock.seconds)
 
 
-def save_results(results: Results, results_dir: str | os.PathLike = "results") -> list[Path]:
-    """Write each table as ``<results>/<dataset>/<table>.csv`` and draw the figures."""
-    written = []
+def _write_tables(results: Results, out_dir: Path) -> None:
     for name in TABLES:
         table = getattr(results, name)
         if table.empty:
             continue
         for dataset, df in table.groupby("dataset", sort=False):
-            out = Path(results_dir) / str(dataset)
+            out = out_dir / str(dataset)
             out.mkdir(parents=True, exist_ok=True)
             df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
-            written.append(out / f"{name}.csv")
-    written += save_figures(results, results_dir)
-    return written
+
+
+KEPT_ACROSS_RUNS = ("benchmarks", "run_times.csv")
+"""Entries of ``results/`` a run does not replace: benchmark outputs (written by ``benchmarks/``)
+and the log of run times (appended to)."""
+
+
+def save_results(results: Results, results_dir: str | os.PathLike = "results", *,
+                 run_seconds: float | None = None, command: str | None = None) -> list[Path]:
+    """Write every table as ``<results>/<dataset>/<table>.csv``, draw the figures, log the run.
+
+    Everything is written to a staging directory first and then replaces ``results_dir``'s
+    contents as a whole (all but :data:`KEPT_ACROSS_RUNS`), so a report never mixes two runs
+    and a run that fails half-way leaves the previous results in place.
+    """
+    import shutil
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
+    trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
+    for leftover in (stage, trash):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        stage.mkdir()
+        _write_tables(results, stage)
+        save_figures(results, stage)
+        if run_seconds is not None:
+            from prunelib.report import save_run_times
+
+            if (results_dir / "run_times.csv").is_file():
+                shutil.copy(results_dir / "run_times.csv", stage / "run_times.csv")
+            save_run_times(results.seconds, run_seconds, command or "", stage)
+        trash.mkdir()
+        moved = []
+        try:
+            for old in list(results_dir.iterdir()):
+                if old.name not in KEPT_ACROSS_RUNS or (stage / old.name).exists():
+                    os.replace(old, trash / old.name)
+                    moved.append(old.name)
+            for new in list(stage.iterdir()):
+                os.replace(new, results_dir / new.name)
+        except BaseException:  # put the previous results back rather than leave a mixture
+            for name in moved:
+                if (results_dir / name).exists():
+                    shutil.rmtree(results_dir / name) if (results_dir / name).is_dir() else (results_dir / name).unlink()
+                os.replace(trash / name, results_dir / name)
+            raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
+    return sorted(p for p in results_dir.rglob("*") if p.is_file())
 
 
 def load_results(results_dir: str | os.PathLike = "results") -> Results:
-    """Read back the tables :func:`save_results` wrote (missing ones come back empty)."""
+    """Read back and validate the tables :func:`save_results` wrote (missing ones come back empty).
+
+    Raises:
+        FileNotFoundError: there is no ``*/sweep.csv`` (nothing has run into ``results_dir``).
+        prunelib.tables.TableError: a table is damaged (the message names the file).
+    """
     from prunelib.data import DATASETS
 
     order = {name: i for i, name in enumerate(DATASETS)}  # mnist first, as run_experiment writes
-    tables = {}
-    for name in TABLES:
-        paths = sorted(Path(results_dir).glob(f"*/{name}.csv"), key=lambda p: (order.get(p.parent.name, 99), p))
-        frames = [pd.read_csv(p) for p in paths]
-        tables[name] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if tables["sweep"].empty:
+    found = {name: tables.read_all(results_dir, name, order) for name in TABLES}
+    if found["sweep"].empty:
         raise FileNotFoundError(f"no */sweep.csv under {results_dir}; run `python -m prunelib run` first")
-    return Results(**tables)
+    return Results(**found)
 
 
 def _save(ax_or_fig, path: Path) -> Path:
@@ -219,6 +282,9 @@ def save_figures(results: Results, results_dir: str | os.PathLike = "results") -
     for dataset, df in results.distributions.items():
         axes = plot_distributions(df, title=f"{dataset}: trained weights before pruning (seed 0)")
         written.append(_save(axes[0].figure, Path(results_dir) / str(dataset) / "distributions.png"))
+    if not results.recipes.empty:
+        for dataset, df in results.recipes.groupby("dataset", sort=False):
+            written.append(_recipe_figure(df, Path(results_dir) / str(dataset)))
     if not results.recovery.empty:
         for dataset, df in results.recovery.groupby("dataset", sort=False):
             ax = plot_recovery(df, title=f"{dataset}: recovering accuracy at high sparsity")
@@ -265,15 +331,23 @@ def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain:
         key = {"dataset": dataset, "seed": seed, "models": models}
         curves.append(cached_table("recipes", key, lambda: part(0), cache=cache, retrain=retrain))
         layers.append(cached_table("recipes", {**key, "part": "layers"}, lambda: part(1), cache=cache,
-                             retrain=retrain))
+                                   retrain=retrain, schema="recipe_layers"))
     return pd.concat(curves, ignore_index=True), pd.concat(layers, ignore_index=True)
+
+
+def _recipe_figure(df: pd.DataFrame, out: Path) -> Path:
+    from prunelib.plotting import plot_recipes
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, method in zip(axes, ["weight", "unit"]):
+        plot_recipes(df, ax, method=method)
+    fig.suptitle(f"{df['dataset'].iloc[0]}: one-shot pruning by training recipe (seed {int(df['seed'].iloc[0])})")
+    return _save(fig, out / "recipes.png")
 
 
 def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
                  results_dir: str | os.PathLike = "results") -> list[Path]:
     """Write ``recipes.csv``, ``recipe_layers.csv`` and ``recipes.png`` per dataset."""
-    from prunelib.plotting import plot_recipes
-
     written = []
     for dataset, df in curves.groupby("dataset", sort=False):
         out = Path(results_dir) / str(dataset)
@@ -281,9 +355,5 @@ def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
         for name, table in (("recipes", df), ("recipe_layers", layers[layers["dataset"] == dataset])):
             atomic_write(out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False, float_format="%.4f"))
             written.append(out / f"{name}.csv")
-        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-        for ax, method in zip(axes, ["weight", "unit"]):
-            plot_recipes(df, ax, method=method)
-        fig.suptitle(f"{dataset}: one-shot pruning by training recipe (seed {int(df['seed'].iloc[0])})")
-        written.append(_save(fig, out / "recipes.png"))
+        written.append(_recipe_figure(df, out))
     return written

@@ -139,14 +139,23 @@ def git_commit(cwd: Path = PACKAGE_DIR) -> tuple[str | None, bool]:
 
 
 MANIFEST = "manifest.json"
+NOT_RECORDED = ("benchmarks",)
+"""Top-level entries of ``results/`` that the manifest leaves out: benchmark scripts write them,
+each row with the command that produced it, and a study run neither reads nor rewrites them."""
+
+
+def _recorded_files(results_dir: Path) -> list[Path]:
+    return [p for p in sorted(results_dir.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+            and p.relative_to(results_dir).parts[0] not in NOT_RECORDED
+            and not any(part.startswith(".") for part in p.relative_to(results_dir).parts)]
 
 
 def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
     """Record what produced ``results_dir``: code, libraries, config and every file's hash."""
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
-    files = {p.relative_to(results_dir).as_posix(): sha256_file(p)
-             for p in sorted(results_dir.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
     manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
                 "code": {m: sha256_file(module_path(m)) for m in package_modules()},
                 "versions": versions(), "config": config, "files": files}
@@ -185,8 +194,8 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
             problems.append(f"{p} is recorded in the manifest but missing")
         elif sha256_file(p) != sha:
             problems.append(f"{p} differs from the file the run wrote")
-    for p in sorted(results_dir.rglob("*")):
-        if p.is_file() and p.name != MANIFEST and p.relative_to(results_dir).as_posix() not in files:
+    for p in _recorded_files(results_dir):
+        if p.relative_to(results_dir).as_posix() not in files:
             problems.append(f"{p} was not written by the recorded run")
     return problems
 

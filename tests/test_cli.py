@@ -28,12 +28,6 @@ def test_options_build_the_config():
     assert config.aware_targets == () and config.recovery_seeds == (0, 1, 2)  # capped at --seeds
 
 
-def test_bad_k_is_rejected_by_name():
-    args = cli._parser().parse_args(["run", "--ks", "150"])
-    with pytest.raises(ValueError, match="150"):
-        cli.config_from_args(args)
-
-
 def test_quick_run_then_report(tmp_path):
     try:
         fetch("mnist")
@@ -46,6 +40,8 @@ def test_quick_run_then_report(tmp_path):
     sweep = pd.read_csv(results / "mnist" / "sweep.csv")
     assert sorted(sweep["seed"].unique()) == [0, 1]
     assert set(sweep["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
+    assert set(sweep["correction"]) == {"none", "lstsq"}
+    assert cli.main(["report", "--results", str(results), "--check"]) == 0
     times = pd.read_csv(results / "run_times.csv")
     assert len(times) == 1 and times["total_s"].iloc[0] > 0
     assert times["command"].iloc[0].startswith("python -m prunelib run")
@@ -56,9 +52,10 @@ def test_quick_run_then_report(tmp_path):
     assert "## Discussion" in (results / "REPORT.md").read_text()
 
 
-def test_report_without_results_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m prunelib run"):
-        cli.main(["report", "--results", str(tmp_path)])
+def test_report_without_results_says_what_to_run(tmp_path, capsys):
+    assert cli.main(["report", "--results", str(tmp_path)]) == 2
+    assert "python -m prunelib run" in capsys.readouterr().err
+    assert cli.main(["report", "--results", str(tmp_path), "--check"]) == 1
 
 
 def test_clock_books_nested_phases_once():
@@ -70,3 +67,52 @@ def test_clock_books_nested_phases_once():
     clock("outer", lambda: (time.sleep(0.05), clock("inner", lambda: time.sleep(0.1))))
     assert clock.seconds["inner"] >= 0.1
     assert 0.05 <= clock.seconds["outer"] < 0.1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--seeds", "0"], "--seeds must be at least 1"),
+    (["run", "--ks", "150"], "k must be a percentage in [0, 100], got 150"),
+    (["run", "--ks", "abc"], "k must be a percentage"),
+    (["run", "--recovery-epochs", "0"], "--recovery-epochs must be at least 1"),
+    (["run", "--epochs", "0"], "--epochs must be at least 1"),
+    (["run", "--dataset", "mnist", "mnist"], "--dataset lists 'mnist' more than once"),
+    (["run", "--ks", "90", "90"], "--ks lists 90.0 more than once"),
+    (["run", "--dataset", "cifar"], "invalid choice"),
+    (["recipes", "--recipes", "nope"], "unknown recipe 'nope'"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_user_mistakes_print_one_line_and_exit_2(capsys, argv, message):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_output_locations_are_checked_before_any_work(tmp_path, capsys):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for option in ("--results", "--cache"):
+        assert cli.main(["run", option, str(a_file / "sub"), "--no-progress"]) == 2
+        assert "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_quick_composes_with_explicit_options():
+    args = cli._parser().parse_args(["run", "--quick", "--epochs", "3", "--recovery-ks", "95",
+                                     "--recovery-epochs", "2", "--seeds", "2"])
+    config = cli.config_from_args(args)
+    assert config.train.epochs == 3 and config.train.train_subset == 2000  # quick's subset stays
+    assert config.recovery_ks == (95.0,) and config.recovery.epochs == 2 and config.seeds == (0, 1)
+    plain = cli.config_from_args(cli._parser().parse_args(["run", "--quick"]))
+    assert plain.train.epochs == 1 and plain.seeds == (0,)
+
+
+def test_damaged_tables_stop_the_report_with_one_line(tmp_path, capsys):
+    d = tmp_path / "mnist"
+    d.mkdir()
+    (d / "sweep.csv").write_text("dataset,method,correction,k,seed,sparsity,prunable_sparsity,loss\n"
+                                 "mnist,weight,none,0,0,0,0,0.1\n")  # accuracy column removed
+    assert cli.main(["report", "--results", str(tmp_path)]) == 2
+    assert "lacks column(s) ['accuracy']" in capsys.readouterr().err
+    (d / "sweep.csv").write_text("dataset,method,correction,k,seed,sparsity,prunable_sparsity,accuracy,loss\n"
+                                 "mnist,weight,none,0,0,0,0,98.1,0.1\nmnist,weight,none,50,0,49")  # cut mid-row
+    assert cli.main(["report", "--results", str(tmp_path)]) == 2
+    assert "missing or non-numeric" in capsys.readouterr().err
