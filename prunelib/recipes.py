@@ -36,7 +36,10 @@ RECIPES: dict[str, TrainConfig] = {
     "b512-lr4e-3-cosine-fp32": replace(_B512, learning_rate=4e-3, precision="float32"),
     "b512-lr4e-3-cosine-20ep": replace(_B512, learning_rate=4e-3, epochs=20),
     "b512-lr4e-3-cosine-wd0.1": replace(_B512, learning_rate=4e-3, weight_decay=0.1),
+    "b512-lr4e-3-cosine-wd0.3": replace(_B512, learning_rate=4e-3, weight_decay=0.3),
     "b512-lr4e-3-cosine-wd1": replace(_B512, learning_rate=4e-3, weight_decay=1.0),
+    "b512-lr4e-3-cosine-wd3": replace(_B512, learning_rate=4e-3, weight_decay=3.0),
+    "b512-lr8e-3-cosine-wd1": replace(_B512, learning_rate=8e-3, weight_decay=1.0),
     "b128-lr1e-3-constant": replace(_B512, batch_size=128, lr_schedule="constant"),
     "b128-lr2e-3-cosine": replace(_B512, batch_size=128, learning_rate=2e-3),
     # The seed notebook's recipe (shuffled): Adam 1e-3, batch 64, float32.
@@ -47,7 +50,8 @@ RECIPES: dict[str, TrainConfig] = {
 STUDY: dict[str, tuple[str, ...]] = {
     "mnist": tuple(RECIPES),
     "fashion-mnist": ("b512-lr1e-3-cosine", "b512-lr4e-3-cosine", "b512-lr8e-3-cosine",
-                      "b512-lr4e-3-cosine-wd0.1", "b128-lr1e-3-constant"),
+                      "b512-lr4e-3-cosine-wd0.1", "b512-lr4e-3-cosine-wd1", "b512-lr4e-3-cosine-wd3",
+                      "b128-lr1e-3-constant"),
 }
 """The recipes the study runs per dataset (Fashion-MNIST: a subset, to check the MNIST ranking)."""
 
