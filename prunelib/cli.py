@@ -163,8 +163,7 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from prunelib import provenance, report
-    from prunelib.experiment import load_results, run_experiment, save_results
+    from prunelib.experiment import publish, run_experiment
 
     config = config_from_args(args)
     results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
@@ -177,10 +176,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     results = run_experiment(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
                              progress=not args.no_progress)
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
-    save_results(results, results_dir, run_seconds=time.perf_counter() - t0, command=command)
-    for path in report.write_report(load_results(results_dir), results_dir):
+    for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0):
         print(f"wrote {path}")
-    provenance.write_manifest(results_dir, asdict(config), command)
     return 0
 
 

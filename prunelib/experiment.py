@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import analysis, recovery, tables
+from prunelib import analysis, figures, recovery, tables
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
@@ -31,8 +30,6 @@ from prunelib.paths import atomic_write, cache_dir, digest
 from prunelib.provenance import RECIPE_CODE, ANALYSIS_CODE, RECOVERY_CODE, SWEEP_CODE, cached_artifact, fingerprint
 from prunelib.evaluate import sweep
 from prunelib.reconstruct import calibration_set
-from prunelib.plotting import (plot_distributions, plot_recovery, plot_sensitivity,
-                               plot_sparsity_vs_accuracy)
 
 TABLES = ("sweep", "sensitivity", "recovery", "recipes", "recipe_layers")
 
@@ -200,7 +197,7 @@ def save_results(results: Results, results_dir: str | os.PathLike = "results", *
     try:
         stage.mkdir()
         _write_tables(results, stage)
-        save_figures(results, stage)
+        figures.save_all(results, stage)
         if run_seconds is not None:
             from prunelib.report import save_run_times
 
@@ -244,65 +241,6 @@ def load_results(results_dir: str | os.PathLike = "results") -> Results:
     return Results(**found)
 
 
-def _save(ax_or_fig, path: Path) -> Path:
-    fig = getattr(ax_or_fig, "figure", ax_or_fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def save_figures(results: Results, results_dir: str | os.PathLike = "results") -> list[Path]:
-    """Draw every figure the report embeds, per dataset, from the tables in ``results``."""
-    written = []
-    for dataset, df in results.sweep.groupby("dataset", sort=False):
-        out = Path(results_dir) / str(dataset)
-        out.mkdir(parents=True, exist_ok=True)
-        main = df[df["method"].isin(["weight", "unit"])]
-        corrected = "correction" in main and main["correction"].nunique() > 1
-        written.append(_save(plot_sparsity_vs_accuracy(
-            main, style="correction" if corrected else None, title=f"{dataset}: one-shot pruning, mean and 95 % CI over "
-                        f"{df['seed'].nunique()} seeds"), out / "sparsity_vs_accuracy.png"))
-        if df["method"].nunique() > main["method"].nunique():
-            fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-            df = df[df["correction"] == "none"] if "correction" in df else df
-            plot_sparsity_vs_accuracy(df[df["method"].isin(["weight", "global-weight"])], axes[0],
-                                      title="layer-wise vs global weight pruning")
-            plot_sparsity_vs_accuracy(df[df["method"].isin(["unit", "retrain-small"])], axes[1],
-                                      x="effective_params",
-                                      title="unit pruning vs the same sizes trained from scratch")
-            fig.suptitle(dataset)
-            written.append(_save(fig, out / "baselines.png"))
-    if not results.sensitivity.empty:
-        for dataset, df in results.sensitivity.groupby("dataset", sort=False):
-            fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-            for ax, method in zip(axes, ["weight", "unit"]):
-                plot_sensitivity(df, ax, method=method)
-            fig.suptitle(f"{dataset}: layer sensitivity")
-            written.append(_save(fig, Path(results_dir) / str(dataset) / "sensitivity.png"))
-    for dataset, df in results.distributions.items():
-        axes = plot_distributions(df, title=f"{dataset}: trained weights before pruning (seed 0)")
-        written.append(_save(axes[0].figure, Path(results_dir) / str(dataset) / "distributions.png"))
-    if not results.recipes.empty:
-        for dataset, df in results.recipes.groupby("dataset", sort=False):
-            written.append(_recipe_figure(df, Path(results_dir) / str(dataset)))
-    if not results.recovery.empty:
-        for dataset, df in results.recovery.groupby("dataset", sort=False):
-            ax = plot_recovery(df, title=f"{dataset}: recovering accuracy at high sparsity")
-            written.append(_save(ax, Path(results_dir) / str(dataset) / "recovery.png"))
-    return written
-
-
-def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy per (dataset, method, k) with its 95 % confidence half-width over seeds."""
-    from prunelib.stats import ci95
-
-    keys = ["dataset", "method", *(["correction"] if "correction" in table else []), "k"]
-    grouped = table.groupby(keys, sort=False)
-    out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),
-                      accuracy=("accuracy", "mean"), ci95=("accuracy", ci95), seeds=("seed", "nunique"))
-    return out.reset_index()
-
-
 def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain: bool = False,
                 data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -335,16 +273,6 @@ def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain:
     return pd.concat(curves, ignore_index=True), pd.concat(layers, ignore_index=True)
 
 
-def _recipe_figure(df: pd.DataFrame, out: Path) -> Path:
-    from prunelib.plotting import plot_recipes
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    for ax, method in zip(axes, ["weight", "unit"]):
-        plot_recipes(df, ax, method=method)
-    fig.suptitle(f"{df['dataset'].iloc[0]}: one-shot pruning by training recipe (seed {int(df['seed'].iloc[0])})")
-    return _save(fig, out / "recipes.png")
-
-
 def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
                  results_dir: str | os.PathLike = "results") -> list[Path]:
     """Write ``recipes.csv``, ``recipe_layers.csv`` and ``recipes.png`` per dataset."""
@@ -355,5 +283,20 @@ def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
         for name, table in (("recipes", df), ("recipe_layers", layers[layers["dataset"] == dataset])):
             atomic_write(out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False, float_format="%.4f"))
             written.append(out / f"{name}.csv")
-        written.append(_recipe_figure(df, out))
+        written.append(figures.save(figures.recipes(df), out / figures.RECIPES))
+    return written
+
+
+def publish(results: Results, config: ExperimentConfig, results_dir: str | os.PathLike = "results", *,
+            command: str, run_seconds: float | None = None) -> list[Path]:
+    """Save the tables and figures, write the report from what was saved, then the manifest.
+
+    What both ``python -m prunelib run`` and the notebook call, so ``results/`` always ends with a
+    manifest that matches its files.
+    """
+    from prunelib import provenance, report
+
+    save_results(results, results_dir, run_seconds=run_seconds, command=command)
+    written = report.write_report(load_results(results_dir), results_dir)
+    written.append(provenance.write_manifest(results_dir, asdict(config), command))
     return written

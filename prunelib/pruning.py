@@ -81,7 +81,7 @@ def split_logits(kernels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.nd
     return list(kernels[:-1]), kernels[-1]
 
 
-def _smallest(scores: np.ndarray, n: int) -> np.ndarray:
+def smallest(scores: np.ndarray, n: int) -> np.ndarray:
     """Boolean mask of the ``n`` smallest entries of a 1-D array; ties go to the earlier position.
 
     Linear time (a partition, not a sort): the sweep calls this for every layer and k.
@@ -113,7 +113,7 @@ def weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     hidden, logits = split_logits(validate_kernels(kernels))
     masks = []
     for kernel in hidden:
-        pruned = _smallest(_magnitude(kernel).ravel(), count_to_prune(kernel.size, k))
+        pruned = smallest(_magnitude(kernel).ravel(), count_to_prune(kernel.size, k))
         masks.append(~pruned.reshape(kernel.shape))
     return masks + [_keep_all(logits)]
 
@@ -129,7 +129,7 @@ def unit_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     masks = []
     for kernel in hidden:
         norms = np.linalg.norm(kernel.astype(np.float64), axis=0)
-        keep = ~_smallest(norms, count_to_prune(kernel.shape[1], k))
+        keep = ~smallest(norms, count_to_prune(kernel.shape[1], k))
         masks.append(np.broadcast_to(keep, kernel.shape).copy())
     return masks + [_keep_all(logits)]
 
@@ -144,7 +144,7 @@ def global_weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     hidden, logits = split_logits(validate_kernels(kernels))
     sizes = [w.size for w in hidden]
     pooled = np.concatenate([_magnitude(w).ravel() for w in hidden]) if hidden else np.zeros(0)
-    keep = ~_smallest(pooled, count_to_prune(pooled.size, k))
+    keep = ~smallest(pooled, count_to_prune(pooled.size, k))
     pieces = np.split(keep, np.cumsum(sizes)[:-1]) if hidden else []
     return [p.reshape(w.shape) for p, w in zip(pieces, hidden)] + [_keep_all(logits)]
 

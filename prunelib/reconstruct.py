@@ -223,3 +223,29 @@ def calibration_set(images: np.ndarray, n: int = 4096, seed: int = 0) -> np.ndar
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= len(images):
         raise ValueError(f"calibration size must be an integer in [1, {len(images)}], got {n!r}")
     return images[np.random.default_rng(seed).permutation(len(images))[:n]]
+
+
+def obs_weight_masks(kernels: Sequence[np.ndarray], k: float, x: np.ndarray,
+                     damping: float = 0.01) -> list[np.ndarray]:
+    """Weight masks chosen by optimal-brain-surgeon saliency instead of magnitude.
+
+    Per hidden layer, weight ``(i, j)`` scores ``w_ij^2 / [H^-1]_ii`` with ``H = X^T X + lam I`` the
+    Hessian of the layer's reconstruction error on the dense network's inputs ``X``: the error that
+    removing it alone would cause after the others compensate. Exactly ``round(k/100 * size)``
+    weights per hidden layer are masked out, ties broken by position; the logit mask keeps all.
+    """
+    from prunelib.pruning import count_to_prune, smallest, validate_k
+
+    k = validate_k(k)
+    kernels = validate_kernels(kernels)
+    hidden, logits = split_logits(kernels)
+    h = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    masks = []
+    for w in hidden:
+        gram = (h.T @ h).astype(np.float64)
+        lam = damping * (float(np.mean(np.diag(gram))) or 1.0)
+        inv_diag = np.diag(np.linalg.inv(gram + lam * np.eye(len(gram))))
+        scores = np.square(w.astype(np.float64)) / inv_diag[:, None]
+        masks.append(~smallest(scores.ravel(), count_to_prune(w.size, k)).reshape(w.shape))
+        h = _relu(h @ w.astype(np.float32))
+    return masks + [np.ones(logits.shape, dtype=bool)]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prunelib.experiment import summary_table
-from prunelib.stats import ci95
+from prunelib import figures
+from prunelib.stats import ci95, summary_table
 
 Block = tuple  # ("h", level, text) | ("p", markdown) | ("table", DataFrame) | ("img", path, caption)
 
@@ -95,52 +95,72 @@ def _unit_safe(m: dict) -> str:
     return "loses more than a point already at k = 25,"
 
 
-def discussion(table: pd.DataFrame, recovery: pd.DataFrame | None = None) -> str:
+def recipe_facts(curves: pd.DataFrame, layers: pd.DataFrame, dataset: str = "mnist") -> dict:
+    """Numbers the discussion quotes about the recipe study: the first version's recipe against
+    the chosen default, on ``dataset`` (empty if the study did not run there)."""
+    from prunelib.recipes import DEFAULT_RECIPE, FIRST_RECIPE
+
+    out = {}
+    for tag, name in (("old", FIRST_RECIPE), ("new", DEFAULT_RECIPE)):
+        c = curves[(curves["dataset"] == dataset) & (curves["recipe"] == name)]
+        lay = layers[(layers["dataset"] == dataset) & (layers["recipe"] == name)]
+        if c.empty or lay.empty:
+            return {}
+        out[f"{tag}_name"] = name
+        out[f"{tag}_drift"] = float(lay["drift"].mean())
+        out[f"{tag}_top10"] = float(lay["top10_weight_share"].mean())
+        out[f"{tag}_top10_units"] = float(lay["top10_unit_share"].mean())
+        out[f"{tag}_steps"] = (int(c["epochs"].iloc[0]), int(c["batch_size"].iloc[0]))
+        for method, k in (("weight", 95), ("unit", 80)):
+            out[f"{tag}_{method}_{k}"] = _acc(c, method, k)
+    return out
+
+
+def discussion(results) -> str:
     """The ~200-word discussion, in markdown, with every number taken from the tables.
 
     Args:
-        table: the sweep table (all datasets, methods, seeds).
-        recovery: the recovery table, if there is one; it adds the fine-tuning evidence.
+        results: a :class:`prunelib.experiment.Results`; the recipe study and recovery tables add
+            their evidence when present.
     """
-    fx = facts(table)
+    fx = facts(results.sweep)
     m = fx.get("mnist") or next(iter(fx.values()))
     f = fx.get("fashion-mnist", m)
     seeds = f"mean ± 95 % CI over {m['seeds']} seeds" if m["seeds"] > 1 else "one seed"
     text = f"""\
-**Do the curves differ?** Yes, sharply ({seeds}). On MNIST the dense network scores
-{_pm(m, 'dense')}. Weight pruning stays within one point of that up to {m['weight_safe']:.0f} %
-measured sparsity and gives {_pm(m, 'weight_90')} at k = 90; unit pruning {_unit_safe(m)} and
-falls to {_pm(m, 'unit_90')} at k = 90. Fashion-MNIST
-(dense {_pm(f, 'dense')}) shows the same order: {_pm(f, 'weight_90')} (weights) against
-{_pm(f, 'unit_90')} (units) at k = 90.
+**Do the curves differ?** Yes ({seeds}). On MNIST (dense {_pm(m, 'dense')}) weight pruning stays
+within one point of dense up to {m['weight_safe']:.0f} % measured sparsity and gives
+{_pm(m, 'weight_95')} at k = 95; unit pruning holds to {m['unit_safe']:.0f} % and gives
+{_pm(m, 'unit_90')} at k = 90. Fashion-MNIST (dense {_pm(f, 'dense')}) keeps the order:
+{_pm(f, 'weight_90')} against {_pm(f, 'unit_90')} at k = 90.
 
-**Why?** Weight pruning removes, in every layer, exactly the individual weights that matter least,
-wherever they sit. Unit pruning must remove whole columns: a unit with a small norm can still
-carry a few large weights, and each removed unit silences a row of the next layer too."""
+**Why?** Weight pruning drops, in every layer, the individual weights that matter least; unit
+pruning must drop whole columns, and each removed unit silences a row of the next layer too."""
     if not np.isnan(m.get("weight_90_norm", np.nan)):
-        text += f""" At k = 90 the kept weights hold {m['weight_90_norm']:.0f} % of the hidden
-layers' squared norm, the kept units only {m['unit_90_norm']:.0f} %."""
+        text += f""" At k = 90 the kept weights hold {m['weight_90_norm']:.0f} % of the hidden layers'
+squared norm, the kept units {m['unit_90_norm']:.0f} %."""
+    r = recipe_facts(results.recipes, results.recipe_layers) if not results.recipes.empty else {}
+    if r:
+        text += f"""
+
+**The recipe decides how much can go.** With the first version's recipe (`{r['old_name']}`) the
+weights moved {r['old_drift']:.2f} of their initial norm and the top 10 % held {r['old_top10']:.0f} %
+of it: one-shot weight 95 gave {r['old_weight_95']:.1f} %, unit 80 {r['old_unit_80']:.1f} % (seed 0).
+The chosen `{r['new_name']}` {'trains as many steps but' if r['new_steps'] == r['old_steps'] else
+f"({r['new_steps'][0]} epochs at batch {r['new_steps'][1]})"} ends with {r['new_top10']:.0f} % of the norm in the
+top 10 % of weights ({r['new_top10_units']:.0f} % in the top 10 % of units, against
+{r['old_top10_units']:.0f} %): {r['new_weight_95']:.1f} % and {r['new_unit_80']:.1f} %."""
     text += """
 
-**Why can so much be deleted?** The network is heavily over-parameterised: 2.4 M weights, about
-40 per training image."""
-    if not np.isnan(m.get("weight_90_norm", np.nan)):
-        share, uniform = m["weight_90_norm"], 100 * (1 - 0.9 ** 3)
-        signal = "blunt" if share < 50 else "sharp"
-        text += f""" Magnitude is a {signal} signal here ({share:.0f} % of the norm in the top
-10 %; uniformly random weights: {uniform:.0f} %), and one-shot weight pruning holds only to
-{m['weight_safe']:.0f} %; yet the task needs far fewer weights."""
-    ft90 = _recovered(recovery, "mnist", "weight", 90, "finetune")
-    if not np.isnan(ft90):
-        text += f""" Two epochs of fine-tuning with the mask fixed bring the surviving 10 % to
-{ft90:.2f} % on MNIST; gradual pruning keeps {_recovered(recovery, 'mnist', 'weight', 99, 'gradual'):.2f} %
-at k = 99."""
+**Why can so much be deleted?** The network has 2.4 M weights, about 40 per training image."""
     if "retrain-small_90" in m:
-        small, unit = m["retrain-small_90"], m["unit_90"]
-        verdict = ("so unit pruning fails by the one-shot cut, not for lack of units"
-                   if small > unit + 1 else "so at that size the units themselves are too few")
-        text += f""" Networks of unit pruning's k = 90 sizes, trained from scratch, reach
-{_pm(m, 'retrain-small_90')}, {verdict}."""
+        text += f""" Networks of unit pruning's k = 90 sizes trained from scratch reach
+{_pm(m, 'retrain-small_90')}."""
+    if "lstsq_weight_99" in m:
+        text += f""" And without a single gradient step, re-fitting the surviving weights by least
+squares on calibration images brings weight 99 to {_pm(m, 'lstsq_weight_99')} and unit 90 to
+{_pm(m, 'lstsq_unit_90')}: what one-shot pruning loses is mostly the survivors' compensation for
+their removed neighbours, not the information itself."""
     return text + "\n"
 
 
@@ -197,14 +217,46 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def recipe_summary(curves: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe: dense accuracy, training time, one-shot accuracy at a few k, the areas, and the
+    mean drift and norm concentration over the hidden layers."""
+    from prunelib.recipes import summarize
+
+    summary = summarize(curves).set_index("recipe")
+    pivot = curves.pivot_table(index="recipe", columns=["method", "k"], values="accuracy")
+    diag = layers.groupby("recipe")[["drift", "top10_weight_share", "top10_unit_share"]].mean()
+    rows = []
+    for recipe in summary.index:
+        s = summary.loc[recipe]
+        rows.append({"recipe": recipe, "dense (%)": f"{s['dense_accuracy']:.2f}",
+                     "train (s)": f"{s['train_seconds']:.0f}",
+                     **{f"{m} {k:g}": f"{pivot.loc[recipe, (m, float(k))]:.1f}"
+                        for m, ks in (("weight", (90, 95, 97, 99)), ("unit", (70, 80, 90)))
+                        for k in ks if (m, float(k)) in pivot.columns},
+                     "area": f"{s['area']:.1f}", "drift": f"{diag.loc[recipe, 'drift']:.2f}",
+                     "top-10 % weights (%)": f"{diag.loc[recipe, 'top10_weight_share']:.0f}",
+                     "top-10 % units (%)": f"{diag.loc[recipe, 'top10_unit_share']:.0f}"})
+    return pd.DataFrame(rows)
+
+
+def lstsq_seconds(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean seconds of the least-squares correction per (method, k), calibration included."""
+    fixed = lstsq_rows(df)
+    table = fixed.pivot_table(index="k", columns="method", values="seconds", aggfunc="mean")
+    return table.map(lambda v: f"{v:.2f}").rename_axis(None, axis=1).reset_index().rename(
+        columns={"k": "k (%)"}).assign(**{"k (%)": lambda t: t["k (%)"].map(lambda k: f"{k:g}")})
+
+
 def blocks(results, results_dir: Path) -> list[Block]:
     """The report's content, in order, from a :class:`prunelib.experiment.Results`."""
     out: list[Block] = [
         ("h", 1, "Pruning challenge: results"),
         ("p", "Generated by `python -m prunelib report` from the tables under `results/` "
-              "(reproduce everything: `python -m prunelib run`). Sparsity is measured: the percent "
-              "of all kernel weights, logit layer included, that are zero. Accuracy is on the "
-              "10,000 test images; ± is the 95 % t confidence interval over seeds."),
+              "(reproduce everything: `python -m prunelib run`; `results/manifest.json` records the "
+              "code and versions that produced them). Sparsity is measured: the percent of all "
+              "kernel weights, logit layer included, that are zero. Accuracy is on the 10,000 test "
+              "images; ± is the 95 % t confidence interval over seeds. `+ lstsq` keeps the same "
+              "masks and re-fits the surviving weights in closed form, no gradient step."),
     ]
     for dataset, df in results.sweep.groupby("dataset", sort=False):
         d = Path(str(dataset))
@@ -214,12 +266,18 @@ def blocks(results, results_dir: Path) -> list[Block]:
                       "trains dense networks with unit pruning's surviving unit counts from scratch "
                       "(its sparsity counts the missing weights as zeros)."),
                 ("table", sweep_summary(df))]
-        for name, caption in [("sparsity_vs_accuracy.png", "accuracy vs measured sparsity"),
-                              ("baselines.png", "baselines: global pruning; retrain from scratch vs "
-                                                "effective parameters"),
-                              ("sensitivity.png", "pruning one layer at a time"),
-                              ("distributions.png", "weight magnitudes and unit norms before pruning"),
-                              ("recovery.png", "recovering accuracy: strategies vs one-shot")]:
+        if len(lstsq_rows(df)):
+            out += [("p", "Seconds of the least-squares correction per (method, k), forward passes "
+                          "over the calibration images included (mean over seeds, 2 CPU cores):"),
+                    ("table", lstsq_seconds(df))]
+        if not results.recipes.empty and dataset in set(results.recipes["dataset"]):
+            out += [("p", "Recipe study (seed 0): one-shot accuracy (%) of a model trained with each "
+                          "recipe; area = mean accuracy over k = 70 ... 99 of both methods; drift = "
+                          "||W - W0|| / ||W0|| and the share of the squared norm in the top 10 % of "
+                          "weights and of units, averaged over the hidden layers."),
+                    ("table", recipe_summary(results.recipes[results.recipes["dataset"] == dataset],
+                                             results.recipe_layers[results.recipe_layers["dataset"] == dataset]))]
+        for name, caption in figures.CAPTIONS.items():
             if (results_dir / d / name).is_file():
                 out.append(("img", d / name, f"{dataset}: {caption}"))
         if not results.recovery.empty and dataset in set(results.recovery["dataset"]):
@@ -228,7 +286,7 @@ def blocks(results, results_dir: Path) -> list[Block]:
                           "pruned one-shot after training with it, its unpruned accuracy in square "
                           "brackets):"),
                     ("table", recovery_summary(rec))]
-    out += [("h", 2, "Discussion"), ("p", discussion(results.sweep, results.recovery))]
+    out += [("h", 2, "Discussion"), ("p", discussion(results))]
     times = results_dir / "run_times.csv"
     if times.is_file():
         out += [("h", 2, "Run time"),

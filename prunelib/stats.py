@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -23,3 +24,12 @@ def ci95_interval(values) -> tuple[float, float]:
     mean = float(x.mean())
     half = ci95(x)
     return (mean, mean) if np.isnan(half) else (mean - half, mean + half)
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy per (dataset, method, k) with its 95 % confidence half-width over seeds."""
+    keys = ["dataset", "method", *(["correction"] if "correction" in table else []), "k"]
+    grouped = table.groupby(keys, sort=False)
+    out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),
+                      accuracy=("accuracy", "mean"), ci95=("accuracy", ci95), seeds=("seed", "nunique"))
+    return out.reset_index()

@@ -98,10 +98,19 @@ def fake_sweep(acc_weight_90=91.0, seeds=(0, 1, 2)):
 
 
 def test_discussion_numbers_come_from_the_table():
-    a, b = report.discussion(fake_sweep(91.0)), report.discussion(fake_sweep(93.5))
+    a, b = report.discussion(Results(fake_sweep(91.0))), report.discussion(Results(fake_sweep(93.5)))
     assert "91.10 ± 0.25 %" in a and "93.60 ± 0.25 %" in b
     assert 150 <= len(a.split()) <= 330  # about 200 words of prose
     assert "from scratch" in a  # the retrain-from-scratch baseline is discussed when present
+    assert "least squares" not in " ".join(a.split())  # no lstsq rows, no lstsq claim
+    fixed = fake_sweep(91.0)
+    lstsq = fixed[fixed["method"].isin(["weight", "unit"])].assign(correction="lstsq", accuracy=97.25, seconds=1.5)
+    with_lstsq = pd.concat([fixed.assign(correction="none", seconds=0.0), lstsq], ignore_index=True)
+    c = " ".join(report.discussion(Results(with_lstsq)).split())
+    assert "least squares" in c and "97.25 ± 0.00 %" in c
+    assert "91.10 ± 0.25 %" in c  # the challenge's numbers still come from the uncorrected rows
+    summary = report.sweep_summary(with_lstsq[with_lstsq["dataset"] == "mnist"])
+    assert summary.loc[3, "weight + lstsq (%)"] == "97.25 ± 0.00"
 
 
 def test_sweep_summary_has_mean_and_ci_per_method():

@@ -36,8 +36,9 @@ def test_notebook_writes_tables_figures_and_report(executed):
     for dataset in ("mnist", "fashion-mnist"):
         df = pd.read_csv(results / dataset / "sweep.csv")
         assert set(df["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
-        assert len(df) == 4 * 4  # quick mode: 4 values of k, one seed
+        assert len(df) == 6 * 4  # quick mode: 4 values of k, one seed; weight and unit also + lstsq
         assert df.loc[(df.k == 99) & (df.method == "weight"), "sparsity"].round(2).eq(98.92).all()
+        assert set(df["correction"]) == {"none", "lstsq"}
         rec = pd.read_csv(results / dataset / "recovery.csv")
         assert {"one-shot", "finetune", "gradual", "imp", "targeted-dropout"} <= set(rec["strategy"])
         assert len(pd.read_csv(results / dataset / "sensitivity.csv")) == 2 * 4 * 4
@@ -46,6 +47,8 @@ def test_notebook_writes_tables_figures_and_report(executed):
     report = (results / "REPORT.md").read_text()
     assert "## Discussion" in report and "mnist/sparsity_vs_accuracy.png" in report
     assert (results / "report.docx").stat().st_size > 50_000
+    from prunelib.provenance import check_manifest
+    assert check_manifest(results) == []  # the notebook publishes with a matching manifest
 
 
 def test_notebook_cells_ran_without_errors_and_show_a_plot(executed):

@@ -1,0 +1,128 @@
+"""The study's figures, laid out once: the runner saves them, the notebook shows them, the report
+embeds them by the file names below.
+
+Each function takes tidy tables and returns a matplotlib Figure; :func:`save_all` draws every
+figure a :class:`prunelib.experiment.Results` supports into ``<results>/<dataset>/``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from prunelib.plotting import (plot_distributions, plot_recipes, plot_recovery, plot_sensitivity,
+                               plot_sparsity_vs_accuracy)
+
+MAIN = "sparsity_vs_accuracy.png"
+BASELINES = "baselines.png"
+SENSITIVITY = "sensitivity.png"
+DISTRIBUTIONS = "distributions.png"
+RECIPES = "recipes.png"
+RECOVERY = "recovery.png"
+
+CAPTIONS = {
+    MAIN: "accuracy vs measured sparsity; dashed: survivors re-fitted by least squares (lstsq)",
+    RECIPES: "one-shot pruning of models trained with each recipe of the study",
+    BASELINES: "baselines: global pruning; retrain from scratch vs effective parameters",
+    SENSITIVITY: "pruning one layer at a time",
+    DISTRIBUTIONS: "weight magnitudes and unit norms before pruning",
+    RECOVERY: "recovering accuracy: strategies vs one-shot",
+}
+"""Figure file names in report order, with their captions."""
+
+
+def main(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
+    """The challenge's figure: accuracy against measured sparsity, one curve per method; the
+    least-squares corrected curves dashed beside them."""
+    main_rows = sweep[sweep["method"].isin(["weight", "unit"])]
+    corrected = "correction" in main_rows and main_rows["correction"].nunique() > 1
+    ax = plot_sparsity_vs_accuracy(
+        main_rows, style="correction" if corrected else None,
+        title=f"{dataset}: one-shot pruning, mean and 95 % CI over {sweep['seed'].nunique()} seeds")
+    return ax.figure
+
+
+def baselines(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
+    """Layer-wise vs global weight pruning; unit pruning vs the same sizes trained from scratch."""
+    df = sweep[sweep["correction"] == "none"] if "correction" in sweep else sweep
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    plot_sparsity_vs_accuracy(df[df["method"].isin(["weight", "global-weight"])], axes[0],
+                              title="layer-wise vs global weight pruning")
+    plot_sparsity_vs_accuracy(df[df["method"].isin(["unit", "retrain-small"])], axes[1],
+                              x="effective_params", title="unit pruning vs the same sizes trained from scratch")
+    fig.suptitle(dataset)
+    return fig
+
+
+def sensitivity(table: pd.DataFrame, dataset: str) -> plt.Figure:
+    """One hidden layer pruned at a time, weight and unit side by side."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, method in zip(axes, ["weight", "unit"]):
+        plot_sensitivity(table, ax, method=method)
+    fig.suptitle(f"{dataset}: layer sensitivity")
+    return fig
+
+
+def distributions(table: pd.DataFrame, dataset: str) -> plt.Figure:
+    """Weight magnitudes and unit norms of the trained model before pruning."""
+    axes = plot_distributions(table, title=f"{dataset}: trained weights before pruning (seed 0)")
+    return axes[0].figure
+
+
+def recipes(curves: pd.DataFrame) -> plt.Figure:
+    """One-shot weight and unit curves per training recipe (one dataset)."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for ax, method in zip(axes, ["weight", "unit"]):
+        plot_recipes(curves, ax, method=method)
+    fig.suptitle(f"{curves['dataset'].iloc[0]}: one-shot pruning by training recipe "
+                 f"(seed {int(curves['seed'].iloc[0])})")
+    return fig
+
+
+def recovery(table: pd.DataFrame, dataset: str) -> plt.Figure:
+    """Recovery strategies against one-shot pruning."""
+    return plot_recovery(table, title=f"{dataset}: recovering accuracy at high sparsity").figure
+
+
+def draw(results, dataset: str | None = None) -> Iterator[tuple[str, str, plt.Figure]]:
+    """Every figure ``results`` supports, as ``(dataset, file name, figure)``, in report order."""
+    def of(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
+        if table.empty:
+            return iter(())
+        return ((str(d), df) for d, df in table.groupby("dataset", sort=False) if dataset in (None, d))
+
+    for d, df in of(results.sweep):
+        yield d, MAIN, main(df, d)
+    for d, df in of(results.recipes):
+        yield d, RECIPES, recipes(df)
+    for d, df in of(results.sweep):
+        if df["method"].isin(["global-weight", "retrain-small"]).any():
+            yield d, BASELINES, baselines(df, d)
+    for d, df in of(results.sensitivity):
+        yield d, SENSITIVITY, sensitivity(df, d)
+    for d, df in results.distributions.items():
+        if dataset in (None, d):
+            yield d, DISTRIBUTIONS, distributions(df, d)
+    for d, df in of(results.recovery):
+        yield d, RECOVERY, recovery(df, d)
+
+
+def save(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as a PNG and close it."""
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def save_all(results, results_dir: str | os.PathLike = "results") -> list[Path]:
+    """Draw every figure of ``results`` into ``<results>/<dataset>/<file name>``."""
+    written = []
+    for dataset, name, fig in draw(results):
+        out = Path(results_dir) / dataset
+        out.mkdir(parents=True, exist_ok=True)
+        written.append(save(fig, out / name))
+    return written
