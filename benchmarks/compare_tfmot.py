@@ -70,7 +70,7 @@ def run_prunelib(model, data, config: recovery.RecoveryConfig, k: float, seed: i
     steps = tc.epochs * mlp.steps_per_epoch(len(data.x_train), tc.batch_size)
     schedule = masked.GradualPruning(k, "weight", end_step=round(config.ramp_fraction * steps), every=config.every)
     t0 = time.perf_counter()
-    recovery._fit(net, model, data, config, seed, [schedule, timer])
+    recovery.fit_recovery(net, model, data, config, seed, [schedule, timer])
     seconds = time.perf_counter() - t0
     kernels = mlp.get_kernels(masked.strip(net))
     accuracy, _ = evaluate_kernels(kernels, data.x_test, data.y_test)

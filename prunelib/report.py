@@ -247,6 +247,26 @@ def lstsq_seconds(df: pd.DataFrame) -> pd.DataFrame:
         columns={"k": "k (%)"}).assign(**{"k (%)": lambda t: t["k (%)"].map(lambda k: f"{k:g}")})
 
 
+def lstsq_vs_finetune(sweep: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFrame:
+    """Closed-form correction against fine-tuning with the mask fixed, on the seeds and k that
+    recovery ran: accuracy (%) and seconds of each."""
+    rows = []
+    fixed = lstsq_rows(sweep)
+    tuned = recovery[recovery["strategy"] == "finetune"]
+    for (method, k), part in tuned.groupby(["method", "k"], sort=True):
+        seeds = set(part["seed"])
+        ls = fixed[(fixed["method"] == method) & (fixed["k"] == k) & fixed["seed"].isin(seeds)]
+        if ls.empty:
+            continue
+        one = challenge_rows(sweep)
+        one = one[(one["method"] == method) & (one["k"] == k) & one["seed"].isin(seeds)]
+        rows.append({"method": method, "k (%)": f"{k:g}", "one-shot": f"{one['accuracy'].mean():.2f}",
+                     "lstsq": f"{ls['accuracy'].mean():.2f}", "lstsq (s)": f"{ls['seconds'].mean():.1f}",
+                     f"fine-tune ({int(part['epochs'].iloc[0])} ep.)": f"{part['accuracy'].mean():.2f}",
+                     "fine-tune (s)": f"{part['seconds'].mean():.0f}"})
+    return pd.DataFrame(rows)
+
+
 def blocks(results, results_dir: Path) -> list[Block]:
     """The report's content, in order, from a :class:`prunelib.experiment.Results`."""
     out: list[Block] = [
@@ -286,6 +306,11 @@ def blocks(results, results_dir: Path) -> list[Block]:
                           "pruned one-shot after training with it, its unpruned accuracy in square "
                           "brackets):"),
                     ("table", recovery_summary(rec))]
+            versus = lstsq_vs_finetune(df, rec)
+            if not versus.empty:
+                out += [("p", "Least-squares correction (no gradient step) against fine-tuning with "
+                              "the mask fixed, same seed(s); seconds on 2 CPU cores:"),
+                        ("table", versus)]
     out += [("h", 2, "Discussion"), ("p", discussion(results))]
     times = results_dir / "run_times.csv"
     if times.is_file():

@@ -136,11 +136,56 @@ class SparseMLP:
 
     @classmethod
     def load(cls, path: str | os.PathLike, dense_above: float = DENSE_ABOVE) -> "SparseMLP":
-        """Load a model written by :meth:`save`."""
-        with np.load(path) as f:
-            kernels = []
-            for i in range(int(f["n_layers"])):
-                rows, cols = (int(v) for v in f[f"{i}_shape"])
-                csr = sp.csr_matrix((f[f"{i}_data"], f[f"{i}_indices"], f[f"{i}_indptr"]), shape=(cols, rows))
-                kernels.append(csr.toarray().T)
+        """Load a model written by :meth:`save`, checking every array before it is used.
+
+        Raises:
+            ValueError: the file is not a SparseMLP ``.npz`` or any array is inconsistent (wrong
+                dtype, indices out of bounds, ``indptr`` not monotone or not matching ``nnz``,
+                shapes that do not chain, missing or extra layers); the message names the file.
+        """
+        try:
+            f = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(f"{path} is not a SparseMLP file written by SparseMLP.save ({err})") from err
+        with f:
+            try:
+                names = set(f.files)
+                if "n_layers" not in names:
+                    raise ValueError("it has no 'n_layers' entry")
+                n = f["n_layers"]
+                if n.shape != () or not np.issubdtype(n.dtype, np.integer) or int(n) < 1:
+                    raise ValueError("'n_layers' must be a positive integer")
+                n = int(n)
+                expected = {"n_layers"} | {f"{i}_{part}" for i in range(n)
+                                           for part in ("data", "indices", "indptr", "shape")}
+                if names != expected:
+                    raise ValueError(f"its entries {sorted(names ^ expected)[:4]} do not match "
+                                     f"{n} layers")
+                kernels = [_checked_layer(f, i) for i in range(n)]
+            except (ValueError, KeyError) as err:
+                raise ValueError(f"{path} is not a valid SparseMLP file: {err}") from None
+        for i in range(1, len(kernels)):
+            if kernels[i].shape[0] != kernels[i - 1].shape[1]:
+                raise ValueError(f"{path} is not a valid SparseMLP file: layer {i} takes "
+                                 f"{kernels[i].shape[0]} inputs, layer {i - 1} has {kernels[i - 1].shape[1]}")
         return cls(kernels, dense_above)
+
+
+def _checked_layer(f, i: int) -> np.ndarray:
+    """Layer ``i``'s kernel from a saved file, after checking its CSR arrays (scipy trusts them,
+    and out-of-bounds indices would corrupt memory)."""
+    shape, data, indices, indptr = (f[f"{i}_{part}"] for part in ("shape", "data", "indices", "indptr"))
+    if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer) or (shape < 1).any():
+        raise ValueError(f"layer {i}: shape must be two positive integers, got {shape.tolist()}")
+    rows, cols = (int(v) for v in shape)
+    if not np.issubdtype(data.dtype, np.floating) or data.ndim != 1 or not np.isfinite(data).all():
+        raise ValueError(f"layer {i}: data must be a 1-D array of finite floats")
+    for name, arr in (("indices", indices), ("indptr", indptr)):
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"layer {i}: {name} must be a 1-D integer array")
+    if indptr.size != cols + 1 or indptr[0] != 0 or indptr[-1] != data.size or (np.diff(indptr) < 0).any():
+        raise ValueError(f"layer {i}: indptr must rise from 0 to nnz = {data.size} over {cols} rows")
+    if indices.size != data.size or (indices.size and (indices.min() < 0 or indices.max() >= rows)):
+        raise ValueError(f"layer {i}: indices must number nnz = {data.size}, each in [0, {rows})")
+    csr = sp.csr_matrix((data, indices.astype(np.int64), indptr.astype(np.int64)), shape=(cols, rows))
+    return csr.toarray().T

@@ -19,7 +19,7 @@ def test_help_documents_every_option(capsys):
 
 
 def test_options_build_the_config():
-    args = cli._parser().parse_args(["run", "--dataset", "mnist", "--seeds", "3", "--epochs", "4",
+    args = cli.parser().parse_args(["run", "--dataset", "mnist", "--seeds", "3", "--epochs", "4",
                                      "--ks", "0", "90", "--recovery", "finetune", "--no-aware",
                                      "--recovery-seeds", "5"])
     config = cli.config_from_args(args)
@@ -96,12 +96,12 @@ def test_output_locations_are_checked_before_any_work(tmp_path, capsys):
 
 
 def test_quick_composes_with_explicit_options():
-    args = cli._parser().parse_args(["run", "--quick", "--epochs", "3", "--recovery-ks", "95",
+    args = cli.parser().parse_args(["run", "--quick", "--epochs", "3", "--recovery-ks", "95",
                                      "--recovery-epochs", "2", "--seeds", "2"])
     config = cli.config_from_args(args)
     assert config.train.epochs == 3 and config.train.train_subset == 2000  # quick's subset stays
     assert config.recovery_ks == (95.0,) and config.recovery.epochs == 2 and config.seeds == (0, 1)
-    plain = cli.config_from_args(cli._parser().parse_args(["run", "--quick"]))
+    plain = cli.config_from_args(cli.parser().parse_args(["run", "--quick"]))
     assert plain.train.epochs == 1 and plain.seeds == (0,)
 
 

@@ -30,7 +30,7 @@ class ZeroWatch(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         for layer, keep in zip(masked.masked_layers(self.model), self.masks):
-            slots = masked._slots(self.model.optimizer, layer.kernel)
+            slots = masked.optimizer_slots(self.model.optimizer, layer.kernel)
             assert len(slots) == 2  # Adam's two moments
             values = [np.asarray(layer.kernel)] + [np.asarray(s) for s in slots]
             self.checks.append(all(np.all(v[~keep] == 0) for v in values))
@@ -55,11 +55,11 @@ def test_tightening_mid_training_zeroes_existing_moments(trained):
     net = masked.masked_mlp(trained)
     mlp.fit(net, data, replace(TINY, epochs=1))  # moments now nonzero everywhere
     layer = masked.masked_layers(net)[0]
-    assert np.count_nonzero(np.asarray(masked._slots(net.optimizer, layer.kernel)[0])) > 0
+    assert np.count_nonzero(np.asarray(masked.optimizer_slots(net.optimizer, layer.kernel)[0])) > 0
     masks = masked.tighten(masked.effective_kernels(net), masked.get_masks(net), 80, "weight")
     masked.set_masks(net, masks)
     for layer, keep in zip(masked.masked_layers(net), masks):
-        for slot in masked._slots(net.optimizer, layer.kernel):
+        for slot in masked.optimizer_slots(net.optimizer, layer.kernel):
             assert np.all(np.asarray(slot)[~keep] == 0)
     # Continue training with the same optimizer state: nothing comes back.
     net.fit(tiny_data().x_train, tiny_data().y_train.astype("int32"), epochs=1, batch_size=32, verbose=0)

@@ -1,0 +1,173 @@
+"""Bad input and faults: each ends in a clear error or a correct result, never a silent wrong one.
+
+Each case reproduces a finding of the fault hunt (issue 11) and asserts the clean outcome.
+"""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from prunelib import paths, pruning
+from prunelib.data import DATASETS, DataError, fetch
+from prunelib.sparse import SparseMLP
+
+
+def kernels(seed=0, sizes=(10, 10, 8, 3)):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+# -- silent wrong results in pruning ----------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["weight", "unit", "global-weight"])
+@pytest.mark.parametrize("nans", [5, 100])
+def test_nan_weights_raise_instead_of_breaking_the_count_rule(method, nans):
+    ws = kernels()
+    ws[0] = ws[0].copy()
+    ws[0].ravel()[:nans] = np.nan
+    with pytest.raises(ValueError, match="kernel 0 contains"):
+        pruning.compute_masks(ws, 96, method)
+
+
+def test_int8_kernel_prunes_the_true_smallest_magnitudes():
+    w = np.array([[-128, 1, 2], [3, -4, 5]], dtype=np.int8)
+    out = pruning.weight_prune([w, np.ones((3, 2), np.int8)], 50)[0]
+    assert out[0, 0] == -128 and np.count_nonzero(out) == 3
+
+
+@pytest.mark.parametrize("bad", [np.zeros(10), np.zeros((2, 2, 2))])
+def test_wrong_rank_kernels_are_rejected(bad):
+    with pytest.raises(ValueError, match="must be 2-D"):
+        pruning.weight_prune([bad, np.zeros((2, 2))], 50)
+
+
+def test_unchained_kernels_are_rejected():
+    with pytest.raises(ValueError, match="kernel 1 takes 5 inputs but kernel 0 has 4 units"):
+        pruning.weight_prune([np.ones((3, 4)), np.ones((5, 2))], 50)
+
+
+# -- data directory faults --------------------------------------------------------------------
+
+def test_data_dir_that_is_a_file_is_a_data_error(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(DataError, match="must be a directory"):
+        fetch("mnist", a_file)
+
+
+def test_directory_where_a_data_file_belongs_is_a_data_error(tmp_path):
+    name = next(iter(DATASETS["mnist"].sha256))
+    (tmp_path / "mnist" / name).mkdir(parents=True)
+    with pytest.raises(DataError, match="is a directory where a data file belongs"):
+        fetch("mnist", tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_read_only_data_dir_is_a_data_error(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist").chmod(stat.S_IRUSR | stat.S_IXUSR)
+    with pytest.raises(DataError, match="not writable"):
+        fetch("mnist", tmp_path)
+
+
+def test_empty_and_tilde_environment_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRUNELIB_HOME", "~/somewhere")
+    monkeypatch.setenv("PRUNELIB_DATA", "")
+    assert paths.home() == paths.Path.home() / "somewhere"  # ~ expanded
+    assert paths.data_dir() == paths.home() / "data"  # empty means unset, not the current dir
+
+
+def test_fetched_files_are_world_readable(tmp_path, monkeypatch):
+    from prunelib import data
+
+    try:
+        source = fetch("fashion-mnist")
+    except DataError as err:
+        pytest.skip(f"Fashion-MNIST unavailable: {err}")
+    monkeypatch.setattr(data, "DEBIAN_DIR", source)  # install from a local copy, as from Debian's
+    old = os.umask(0o022)
+    try:
+        root = fetch("fashion-mnist", tmp_path)
+    finally:
+        os.umask(old)
+    for name in DATASETS["fashion-mnist"].sha256:
+        assert (root / name).stat().st_mode & 0o777 == 0o644
+
+
+# -- atomic writes ----------------------------------------------------------------------------
+
+def test_atomic_write_leaves_no_temporary_file_on_error(tmp_path):
+    def failing(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        paths.atomic_write(tmp_path / "table.csv", failing)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    paths.atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+
+
+# -- sparse save / load -----------------------------------------------------------------------
+
+@pytest.fixture
+def saved(tmp_path):
+    ws = kernels()
+    ws = pruning.weight_prune(ws, 80)
+    path = SparseMLP(ws).save(tmp_path / "m.npz")
+    with np.load(path) as f:
+        arrays = dict(f)
+    return path, arrays
+
+
+def rewrite(path, arrays, **changes):
+    np.savez(path, **{**arrays, **changes})
+    return path
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: {"0_indices": a["0_indices"] + 10_000}, "indices must number"),
+    (lambda a: {"0_indices": -a["0_indices"] - 1}, "indices must number"),
+    (lambda a: {"0_indptr": a["0_indptr"][::-1].copy()}, "indptr must rise"),
+    (lambda a: {"0_indptr": a["0_indptr"][:-1]}, "indptr must rise"),
+    (lambda a: {"0_shape": np.array([1000, 1000])}, "indptr must rise|do not chain|takes"),
+    (lambda a: {"1_shape": np.array([7, 8])}, "indptr|indices|takes"),
+    (lambda a: {"n_layers": np.array(2)}, "do not match"),
+    (lambda a: {"n_layers": np.array(4)}, "do not match"),
+    (lambda a: {"0_data": a["0_data"].astype(np.int64)}, "finite floats"),
+    (lambda a: {"0_data": np.full_like(a["0_data"], np.nan)}, "finite floats"),
+])
+def test_damaged_sparse_files_raise_instead_of_crashing(saved, change, match):
+    path, arrays = saved
+    rewrite(path, arrays, **change(arrays))
+    with pytest.raises(ValueError, match=match):
+        SparseMLP.load(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01binary garbage", None])
+def test_foreign_files_raise_a_clear_error(tmp_path, content):
+    path = tmp_path / "foreign.npz"
+    if content is None:
+        np.savez(path, something=np.arange(3))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match="SparseMLP"):
+        SparseMLP.load(path)
+
+
+def test_good_file_still_round_trips(saved):
+    path, _ = saved
+    model = SparseMLP.load(path)
+    x = np.random.default_rng(0).random((5, 10)).astype(np.float32)
+    ws = pruning.weight_prune(kernels(), 80)
+    h = x
+    for i, w in enumerate(ws):
+        h = h @ w
+        if i < len(ws) - 1:
+            h = np.maximum(h, 0)
+    np.testing.assert_allclose(model.predict(x), h, rtol=1e-4, atol=1e-5)
