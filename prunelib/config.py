@@ -17,11 +17,13 @@ class TrainConfig:
     hidden_sizes: tuple[int, ...] = (1000, 1000, 500, 200)
     num_classes: int = 10
     use_bias: bool = False
+    # The recipe study's choice (prunelib.recipes.DEFAULT_RECIPE): the largest area under both
+    # one-shot curves on MNIST with dense accuracy >= 98.4 % and <= 45 s of training on 2 cores.
     epochs: int = 10
     batch_size: int = 512
-    learning_rate: float = 1e-3
+    learning_rate: float = 6e-3
     lr_schedule: str = "cosine"  # "cosine" (decay to 0 over training) or "constant"
-    weight_decay: float = 0.0  # decoupled weight decay (AdamW) on the kernels; 0 = plain Adam
+    weight_decay: float = 1.0  # decoupled weight decay (AdamW) on the kernels; 0 = plain Adam
     precision: str = "mixed_bfloat16"  # bf16 matmuls, float32 weights; or "float32"
     seed: int = 0
     jit_compile: bool = False  # XLA measured no faster on CPU here, and slower with bf16

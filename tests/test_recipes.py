@@ -62,3 +62,17 @@ def test_every_study_recipe_is_defined():
             assert isinstance(recipes.recipe_config(name), TrainConfig)
     with pytest.raises(ValueError, match="unknown recipe"):
         recipes.recipe_config("nope")
+
+
+def test_the_default_recipe_is_the_studys_choice():
+    from pathlib import Path
+
+    from dataclasses import replace
+
+    assert replace(recipes.RECIPES[recipes.DEFAULT_RECIPE], seed=0) == TrainConfig()
+    assert recipes.DEFAULT_RECIPE in recipes.STUDY["mnist"] and recipes.DEFAULT_RECIPE in recipes.STUDY["fashion-mnist"]
+    committed = Path(__file__).resolve().parents[1] / "results" / "mnist" / "recipes.csv"
+    if not committed.is_file():
+        pytest.skip("no committed recipe study")
+    summary = recipes.summarize(pd.read_csv(committed))
+    assert recipes.choose(summary, min_dense=98.4, max_seconds=45) == recipes.DEFAULT_RECIPE
