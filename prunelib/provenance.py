@@ -19,8 +19,10 @@ import importlib
 import json
 import os
 import subprocess
+import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
@@ -84,40 +86,68 @@ def _write_json(path: Path, obj: object) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str)))
 
 
+def _try_load(path: Path, key: dict, load: Callable[[Path], T]) -> tuple[bool, T | None, float, str | None]:
+    """``(ok, artifact, seconds, problem)`` for the entry at ``path``; ``problem`` is None when the
+    entry is simply absent."""
+    if not path.exists():
+        return False, None, float("nan"), None
+    kpath = key_path(path)
+    try:
+        meta = json.loads(kpath.read_text())
+        if meta.get("sha256") != sha256_file(path):
+            return False, None, float("nan"), "its checksum does not match (damaged or replaced)"
+        if meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
+            return False, None, float("nan"), "its key file describes a different artifact"
+    except (OSError, ValueError) as err:
+        return False, None, float("nan"), f"its key file {kpath.name} is missing or unreadable ({type(err).__name__})"
+    try:
+        return True, load(path), float(meta.get("seconds", float("nan"))), None
+    except Exception as err:  # noqa: BLE001 - any failure to read means recompute
+        return False, None, float("nan"), f"it cannot be read ({type(err).__name__}: {err})"
+
+
+@contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on one cache entry, so two runs sharing a cache build it once."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callable[[T, Path], object],
                     load: Callable[[Path], T], *, recompute: bool = False) -> tuple[T, float]:
     """Load the artifact at ``path`` if its key file matches ``key`` and its checksum holds,
     else build it, save it atomically, and write the key file.
 
+    Building holds a lock on the entry; a run that waited for it reads what the other built.
+
     Returns:
         The artifact and the seconds ``build`` took when it ran (as first measured for a cached
         one; NaN if unknown).
     """
-    kpath = key_path(path)
-    if path.exists() and not recompute:
-        problem = None
-        try:
-            meta = json.loads(kpath.read_text())
-            if meta.get("sha256") != sha256_file(path):
-                problem = "its checksum does not match (damaged or replaced)"
-            elif meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
-                problem = "its key file describes a different artifact"
-        except (OSError, ValueError) as err:
-            problem = f"its key file {kpath.name} is missing or unreadable ({type(err).__name__})"
-        if problem is None:
-            try:
-                return load(path), float(meta.get("seconds", float("nan")))
-            except Exception as err:  # noqa: BLE001 - any failure to read means recompute
-                problem = f"it cannot be read ({type(err).__name__}: {err})"
-        warnings.warn(f"cache entry {path} is not trusted: {problem}; recomputing it", stacklevel=2)
-    import time
-
-    t0 = time.perf_counter()
-    artifact = build()
-    seconds = time.perf_counter() - t0
-    atomic_write(path, lambda tmp: save(artifact, tmp))
-    _write_json(kpath, {"key": key, "sha256": sha256_file(path), "seconds": seconds,
-                        "written": datetime.datetime.now().isoformat(timespec="seconds")})
+    if not recompute:
+        ok, artifact, seconds, _ = _try_load(path, key, load)
+        if ok:
+            return artifact, seconds
+    with _entry_lock(path):
+        if not recompute:
+            ok, artifact, seconds, problem = _try_load(path, key, load)
+            if ok:
+                return artifact, seconds
+            if problem is not None:
+                warnings.warn(f"cache entry {path} is not trusted: {problem}; recomputing it", stacklevel=2)
+        t0 = time.perf_counter()
+        artifact = build()
+        seconds = time.perf_counter() - t0
+        atomic_write(path, lambda tmp: save(artifact, tmp))
+        _write_json(key_path(path), {"key": key, "sha256": sha256_file(path), "seconds": seconds,
+                                     "written": datetime.datetime.now().isoformat(timespec="seconds")})
     return artifact, seconds
 
 

@@ -28,6 +28,7 @@ def test_options_build_the_config():
     assert config.aware_targets == () and config.recovery_seeds == (0, 1, 2)  # capped at --seeds
 
 
+@pytest.mark.slow
 def test_quick_run_then_report(tmp_path):
     try:
         fetch("mnist")

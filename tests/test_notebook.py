@@ -9,6 +9,8 @@ from nbclient import NotebookClient
 
 from prunelib.data import DataError, fetch
 
+pytestmark = pytest.mark.slow  # executes the whole notebook on the real datasets
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -26,6 +26,14 @@ def edit_module(monkeypatch, tmp_path):
     return edit
 
 
+def valid_table(phase, accuracy=97.0):
+    """A one-row table that passes the schema of ``phase``'s table."""
+    row = {"dataset": "tiny", "method": "weight", "correction": "none", "strategy": "finetune",
+           "k": 90.0, "seed": 0, "epochs": 1, "sparsity": 89.0, "prunable_sparsity": 90.0,
+           "accuracy": accuracy, "loss": 0.1, "dense_accuracy": 98.0}
+    return pd.DataFrame([row])
+
+
 def build_all(data, cache, counts):
     """A model, a sweep table and a recovery table, counting what actually gets computed."""
     def train():
@@ -38,7 +46,7 @@ def build_all(data, cache, counts):
     for phase in ("sweep", "recovery"):
         def table(phase=phase):
             counts[phase] += 1
-            return pd.DataFrame({"x": [1.0]})
+            return valid_table(phase)
         cached_table(phase, {"model": model_key}, table, cache=cache, retrain=False)
 
 
@@ -94,14 +102,24 @@ def test_damaged_tables_are_recomputed(tmp_path):
 
     def fn():
         calls.append(1)
-        return pd.DataFrame({"a": [1.0, 2.0]})
+        return valid_table("sweep", accuracy=97.5)
 
     cached_table("sweep", {"m": 1}, fn, cache=tmp_path, retrain=False)
     [path] = (tmp_path / "tables").glob("*.csv")
-    path.write_text("a\n1.0\n")  # truncated by hand
+    good = path.read_text()
+    path.write_text(good[: len(good) - 20])  # truncated mid-row
     with pytest.warns(UserWarning, match="checksum"):
         out = cached_table("sweep", {"m": 1}, fn, cache=tmp_path, retrain=False)
-    assert len(calls) == 2 and out["a"].tolist() == [1.0, 2.0]
+    assert len(calls) == 2 and out["accuracy"].tolist() == [97.5]
+    # A table that hashes right but fails its schema (e.g. written by other code) is recomputed too.
+    from prunelib.provenance import key_path, sha256_file
+    path.write_text("dataset,k\ntiny,90\n")
+    meta = json.loads(key_path(path).read_text())
+    meta["sha256"] = sha256_file(path)
+    key_path(path).write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="lacks column"):
+        cached_table("sweep", {"m": 1}, fn, cache=tmp_path, retrain=False)
+    assert len(calls) == 3
 
 
 def test_manifest_says_whether_results_are_current(tmp_path, edit_module):
@@ -131,3 +149,30 @@ def test_every_fingerprinted_module_exists():
         assert len(provenance.fingerprint(group)) == 16
     with pytest.raises(ValueError, match="no source file"):
         provenance.module_path("prunelib.nothing_here")
+
+
+def _build_slowly(args):
+    import time
+
+    path, log = args
+    from prunelib.provenance import cached_artifact
+
+    def build():
+        with open(log, "a") as handle:
+            handle.write("built\n")
+        time.sleep(0.5)
+        return "value"
+
+    return cached_artifact(path, {"k": 1}, build, lambda v, tmp: tmp.write_text(v),
+                           lambda p: p.read_text())[0]
+
+
+def test_two_runs_sharing_a_cache_build_an_entry_once(tmp_path):
+    import multiprocessing
+
+    log = tmp_path / "log"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        values = pool.map(_build_slowly, [(tmp_path / "entry.txt", log)] * 2)
+    assert values == ["value", "value"]
+    assert log.read_text().count("built") == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries
