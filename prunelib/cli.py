@@ -90,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
                      help="smoke run: 1 epoch on 2,000 images, small grids; explicit options still "
                           "apply; writes to a scratch directory unless --results is given")
     run.add_argument("--retrain", action="store_true", help="ignore cached models and train again")
+    run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the study's cells as Ray tasks: on the cluster at ADDRESS (or 'auto', "
+                          "or $RAY_ADDRESS), or without ADDRESS on a local runtime")
+    run.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each Ray cell declares")
+    run.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs each training cell declares")
     run.add_argument("--results", type=Path, default=None,
                      help="output directory (default results; --quick: a scratch directory)")
     run.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
@@ -172,9 +177,22 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         _writable_dir(args.cache, "--cache")
     if args.quick and args.results is None:
         print(f"quick run: writing to {results_dir} (pass --results to choose)", file=sys.stderr)
+    if args.ray is not None and args.retrain:
+        raise UsageError("--retrain cannot be combined with --ray: delete the cache directory (or the "
+                         "entries to recompute) instead, so every node sees the same cache")
+    if args.ray_cpus <= 0 or args.ray_gpus < 0:
+        raise UsageError("--ray-cpus must be positive and --ray-gpus not negative")
     t0 = time.perf_counter()
-    results = run_experiment(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
-                             progress=not args.no_progress)
+    if args.ray is not None:
+        from prunelib.distributed import run_experiment_on_ray
+
+        address = None if args.ray == "local" else args.ray
+        results, _ = run_experiment_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
+                                           data_dir=args.data_dir, cache=args.cache,
+                                           progress=not args.no_progress)
+    else:
+        results = run_experiment(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
+                                 progress=not args.no_progress)
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0):
         print(f"wrote {path}")
@@ -210,6 +228,10 @@ def _report(args: argparse.Namespace) -> int:
         print(f"{args.results}: " + ("current for the checked-out code" if not problems else
                                      f"{len(problems)} problem(s); re-run `python -m prunelib run`"))
         return 1 if problems else 0
+    stale = provenance.check_manifest(args.results)
+    if stale:
+        print(f"warning: {args.results} does not match its manifest ({stale[0]}; "
+              f"{len(stale)} problem(s)); the report shows the tables as they are", file=sys.stderr)
     for path in report.write_report(load_results(args.results), args.results):
         print(f"wrote {path}")
     return 0
@@ -223,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                    "report": lambda: _report(args)}[args.command]
         return command()
     except (UsageError, ValueError, DataError, FileNotFoundError, NotADirectoryError,
-            PermissionError) as err:
+            PermissionError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

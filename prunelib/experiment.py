@@ -47,7 +47,7 @@ class Results:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-class _Clock:
+class PhaseClock:
     """Accumulate wall-clock seconds per phase, exclusive of phases nested inside it.
 
     A sweep that first has to train its model books the training under ``train`` only.
@@ -100,7 +100,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     Trained and recovered models, and the tables computed from them, are cached under hashes of
     everything that determines them, so a second run only reads. ``retrain=True`` recomputes all.
     """
-    clock = _Clock()
+    clock = PhaseClock()
     sweeps, sens, recs, dists = [], [], [], {}
     methods = (*config.methods, *(("global-weight",) if config.baselines else ()))
     for dataset in config.datasets:

@@ -373,14 +373,30 @@ def _docx(blocks_: list[Block], results_dir: Path, path: Path) -> None:
 
 
 def write_report(results, results_dir: str | os.PathLike = "results") -> list[Path]:
-    """Write ``<results>/REPORT.md`` and ``<results>/report.docx`` from ``results``' tables."""
+    """Write ``<results>/REPORT.md`` and ``<results>/report.docx`` from ``results``' tables.
+
+    Both are rendered to temporary files first and only then moved into place, so a failure
+    (a damaged figure, say) leaves the previous pair untouched and the two never disagree.
+    """
+    from prunelib.paths import atomic_write
+
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     content = blocks(results, results_dir)
-    md = results_dir / "REPORT.md"
-    md.write_text(_markdown(content))
-    doc = results_dir / "report.docx"
-    _docx(content, results_dir, doc)
+    md, doc = results_dir / "REPORT.md", results_dir / "report.docx"
+    staged = results_dir / f".report.{os.getpid()}.docx"
+    try:
+        try:
+            _docx(content, results_dir, staged)
+        except Exception as err:  # python-docx / PIL raise many types for a bad image
+            raise ValueError(f"cannot build {doc} ({type(err).__name__}: {err}); a figure under "
+                             f"{results_dir} may be damaged: re-run `python -m prunelib run`") from err
+        atomic_write(md, lambda tmp: tmp.write_text(_markdown(content)))
+        os.chmod(staged, 0o644)
+        os.replace(staged, doc)
+    finally:
+        if staged.exists():
+            staged.unlink()
     return [md, doc]
 
 

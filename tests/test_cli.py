@@ -62,9 +62,9 @@ def test_report_without_results_says_what_to_run(tmp_path, capsys):
 def test_clock_books_nested_phases_once():
     import time
 
-    from prunelib.experiment import _Clock
+    from prunelib.experiment import PhaseClock
 
-    clock = _Clock()
+    clock = PhaseClock()
     clock("outer", lambda: (time.sleep(0.05), clock("inner", lambda: time.sleep(0.1))))
     assert clock.seconds["inner"] >= 0.1
     assert 0.05 <= clock.seconds["outer"] < 0.1

@@ -171,3 +171,25 @@ def test_good_file_still_round_trips(saved):
         if i < len(ws) - 1:
             h = np.maximum(h, 0)
     np.testing.assert_allclose(model.predict(x), h, rtol=1e-4, atol=1e-5)
+
+
+def test_a_damaged_figure_leaves_report_and_docx_as_they_were(tmp_path):
+    import pandas as pd
+
+    from prunelib import report
+    from prunelib.experiment import Results
+
+    rows = [{"dataset": "mnist", "method": m, "correction": "none", "k": float(k), "seed": 0,
+             "sparsity": float(k), "prunable_sparsity": float(k), "accuracy": 98.0 - k / 10, "loss": 0.1,
+             "effective_params": 100.0, "norm_kept": 50.0, "seconds": 0.0}
+            for m in ("weight", "unit") for k in (0, 50, 80, 90, 95, 99)]
+    results = Results(sweep=pd.DataFrame(rows))
+    (tmp_path / "mnist").mkdir()
+    report.write_report(results, tmp_path)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "REPORT.md", tmp_path / "report.docx")}
+    (tmp_path / "mnist" / "sparsity_vs_accuracy.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="may be damaged"):
+        report.write_report(results, tmp_path)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "REPORT.md", tmp_path / "report.docx")}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.md", "mnist", "report.docx"]
