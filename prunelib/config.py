@@ -57,6 +57,7 @@ class RecoveryConfig:
     Attributes:
         epochs: epochs of fine-tuning or gradual pruning.
         learning_rate: Adam's peak rate; it decays to 0 along a cosine over the budget.
+        weight_decay: decoupled weight decay (AdamW) while recovering; 0 = plain Adam.
         batch_size: training batch.
         ramp_fraction: share of the budget over which gradual pruning ramps to the target; the rest
             trains at the target sparsity.
@@ -78,6 +79,7 @@ class RecoveryConfig:
 
     epochs: int = 2
     learning_rate: float = 1e-2
+    weight_decay: float = 0.0  # stated here: the recovery recipe never follows TrainConfig's
     batch_size: int = 128
     ramp_fraction: float = 0.5
     every: int = 20
@@ -101,7 +103,8 @@ class RecoveryConfig:
     def train_config(self, seed: int) -> TrainConfig:
         """The optimizer recipe as a :class:`~prunelib.config.TrainConfig`."""
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                           learning_rate=self.learning_rate, precision=self.precision, seed=seed,
+                           learning_rate=self.learning_rate, lr_schedule="cosine",
+                           weight_decay=self.weight_decay, precision=self.precision, seed=seed,
                            train_subset=self.train_subset)
 
 

@@ -24,7 +24,11 @@ from prunelib.config import TrainConfig
 from prunelib.data import Dataset
 from prunelib.evaluate import sweep
 
-_B512 = TrainConfig(batch_size=512, learning_rate=1e-3, lr_schedule="cosine", precision="mixed_bfloat16")
+# Every field spelled out: a change of TrainConfig's defaults must never move a recipe of the study.
+_B512 = TrainConfig(hidden_sizes=(1000, 1000, 500, 200), num_classes=10, use_bias=False, epochs=10,
+                    batch_size=512, learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
+                    precision="mixed_bfloat16", seed=0, jit_compile=False, train_subset=None,
+                    targeted_dropout=0.0, targeted_gamma=0.0, targeted_variant="weight", l1=0.0)
 
 RECIPES: dict[str, TrainConfig] = {
     # The recipe of the first version: few large-batch steps at a small learning rate.

@@ -76,3 +76,12 @@ def test_the_default_recipe_is_the_studys_choice():
         pytest.skip("no committed recipe study")
     summary = recipes.summarize(pd.read_csv(committed))
     assert recipes.choose(summary, min_dense=98.4, max_seconds=45) == recipes.DEFAULT_RECIPE
+
+
+def test_recipes_do_not_depend_on_train_config_defaults():
+    base = recipes.RECIPES[recipes.FIRST_RECIPE]
+    assert (base.learning_rate, base.batch_size, base.weight_decay, base.lr_schedule) == (1e-3, 512, 0.0, "cosine")
+    for name, config in recipes.RECIPES.items():
+        assert (config.weight_decay > 0) == ("-wd" in name), name
+        assert f"b{config.batch_size}-" in name and (config.precision == "float32") == ("fp32" in name), name
+        assert (config.epochs == 20) == ("20ep" in name), name

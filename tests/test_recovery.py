@@ -230,3 +230,13 @@ def test_imp_with_init_rewind_prunes_to_target(trained):
     pruned = recovery.imp(trained, tiny_data(), 75, "weight", config)
     for w in mlp.get_kernels(pruned)[:-1]:
         assert np.count_nonzero(w == 0) == pruning.count_to_prune(w.size, 75)
+
+
+def test_recovery_recipe_states_every_optimizer_setting():
+    """The recovery recipe is its own: changing TrainConfig's defaults must not change it."""
+    from prunelib.config import RecoveryConfig, TrainConfig
+
+    tc = RecoveryConfig().train_config(seed=3)
+    assert (tc.learning_rate, tc.batch_size, tc.weight_decay, tc.lr_schedule, tc.epochs, tc.seed) == (
+        1e-2, 128, 0.0, "cosine", 2, 3)
+    assert TrainConfig().weight_decay != tc.weight_decay  # the study's recipe decays, recovery does not

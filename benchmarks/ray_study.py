@@ -1,0 +1,157 @@
+"""The study on Ray: overhead on this machine, and the full study's wall time on N machines.
+
+1. The quick study (``--quick``'s config), serial and on a local Ray runtime with 2 CPUs, each
+   from an empty cache, in one process: seconds of each and whether every table is identical.
+2. An estimate for the full default study: its cells (:func:`prunelib.distributed.study_cells`)
+   with the seconds each took in the serial full run, read from the cache's key files (every
+   cached model and table records the seconds its build took and when it was written), plus the
+   per-cell overhead measured in step 1; then the critical path and a list-scheduling estimate of
+   the wall time on 1, 2, 5, 10 and 20 machines of this kind (one cell at a time each).
+
+Writes ``results/benchmarks/ray.csv`` (step 1) and ``results/benchmarks/ray_estimate.csv`` (step 2).
+
+    python benchmarks/ray_study.py [--cache ~/.cache/prunelib/models] [--skip-quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pandas as pd
+
+from prunelib import analysis
+from prunelib import model as mlp
+from prunelib.config import ExperimentConfig
+from prunelib.data import load_dataset
+from prunelib.distributed import critical_path, estimate_wall, run_experiment_on_ray, study_cells
+from prunelib.experiment import run_experiment
+from prunelib.paths import cache_dir, digest
+from prunelib.recipes import recipe_config
+from prunelib.recovery import aware_config
+
+
+def quick(out: Path) -> float:
+    """Serial vs Ray on the quick study; returns the mean per-cell overhead on Ray (seconds)."""
+    config = ExperimentConfig.quick()
+    t0 = time.perf_counter()
+    serial = run_experiment(config, cache=tempfile.mkdtemp(), progress=False)
+    serial_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    on_ray, outcome = run_experiment_on_ray(config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False)
+    ray_s = time.perf_counter() - t0
+    identical = all(
+        getattr(serial, n).drop(columns=["seconds"], errors="ignore").equals(
+            getattr(on_ray, n).drop(columns=["seconds"], errors="ignore"))
+        for n in ("sweep", "sensitivity", "recovery"))
+    busy = sum(outcome.seconds.values())
+    rows = [{"run": "serial", "seconds": serial_s, "cells": 0, "cell_seconds": float("nan")},
+            {"run": "ray-local-2cpu", "seconds": ray_s, "cells": len(outcome.seconds), "cell_seconds": busy}]
+    table = pd.DataFrame(rows).assign(tables_identical=identical, overhead=ray_s / serial_s - 1)
+    table.to_csv(out, index=False, float_format="%.3f")
+    print(table.to_string(index=False))
+    # Work a cell repeats that the serial run does once: loading data and models, starting up.
+    return max(0.0, (busy - serial_s) / len(outcome.seconds))
+
+
+def _entries(cache: Path) -> list[dict]:
+    out = []
+    for path in cache.rglob("*.key.json"):
+        meta = json.loads(path.read_text())
+        meta["written"] = datetime.datetime.fromisoformat(meta["written"]).timestamp()
+        out.append(meta)
+    return out
+
+
+def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
+    """Seconds per cell of ``config``'s study as the serial run spent them (from the key files).
+
+    A table's build time includes the models first built inside it; those are subtracted, since
+    on Ray they are cells of their own.
+    """
+    entries = _entries(cache)
+    models = {digest(e["key"]): e for e in entries if "hidden_sizes" in e["key"]}
+    recovered = [e for e in entries if "strategy" in e["key"]]
+    tables = [e for e in entries if "phase" in e["key"]]
+
+    def model_seconds(data, tc) -> dict:
+        return models.get(mlp.cache_key(data, tc), {"seconds": float("nan"), "written": float("nan")})
+
+    def inside(entry: dict, table: dict) -> bool:  # built during that table's computation
+        return table["written"] - table["seconds"] - 1 <= entry["written"] <= table["written"] + 1
+
+    seconds = {}
+    loaded = {}
+    for cell in study_cells(config):
+        d = cell.name.split("/")[0]
+        if d not in loaded:
+            loaded[d] = load_dataset(d)
+        data = loaded[d]
+        if "/recipe " in cell.name and not cell.name.endswith("tables"):
+            seconds[cell.name] = model_seconds(data, cell.args[1])["seconds"]
+        elif cell.name.endswith("/train"):
+            seconds[cell.name] = model_seconds(data, cell.args[1])["seconds"]
+        elif "retrain-small" in cell.name:
+            tc, k = cell.args[1], cell.args[2]
+            small = replace(tc, hidden_sizes=analysis.units_left(tc.hidden_sizes, k))
+            seconds[cell.name] = model_seconds(data, small)["seconds"]
+        elif "targeted-dropout" in cell.name:
+            exp, s, target = cell.args[1], cell.args[2], cell.args[3]
+            aware = replace(exp.train_config(s), batch_size=exp.aware_batch_size)
+            seconds[cell.name] = model_seconds(data, aware_config(aware, target[0], target[2], target[3]))["seconds"]
+        elif cell.name.endswith("recipe tables"):
+            part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d]
+            recipe_models = [model_seconds(data, replace(recipe_config(n), seed=0)) for n in cell.args[1]]
+            seconds[cell.name] = sum(t["seconds"] - sum(m["seconds"] for m in recipe_models if inside(m, t))
+                                     for t in part[-2:])
+        elif cell.name.endswith("/tables"):
+            exp = cell.args[0]
+            s = exp.seeds[0]
+            key = mlp.cache_key(data, exp.train_config(s))
+            part = [t for t in tables if t["key"].get("model") == key and t["key"].get("dataset") == d]
+            nested = [*models.values(), *recovered]
+            seconds[cell.name] = sum(t["seconds"] - sum(e["seconds"] for e in nested if inside(e, t))
+                                     for t in part)
+        else:  # a recovery strategy
+            exp, s, strategy, method, k = cell.args[1:6]
+            base = mlp.cache_key(data, exp.train_config(s))
+            hit = [e for e in recovered if e["key"]["base"] == base and e["key"]["strategy"] == strategy
+                   and e["key"]["method"] == method and float(e["key"]["k"]) == float(k)
+                   and e["key"]["seed"] == s and all(e["key"].get(f) == v for f, v in asdict(exp.recovery).items())]
+            seconds[cell.name] = hit[0]["seconds"] if hit else float("nan")
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cache", type=Path, default=cache_dir())
+    parser.add_argument("--skip-quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    overhead = 0.0 if args.skip_quick else quick(args.out / "ray.csv")
+    config = ExperimentConfig()
+    cells = study_cells(config)
+    seconds = measured_seconds(config, args.cache)
+    missing = [n for n, v in seconds.items() if v != v]
+    if missing:
+        print(f"no measured time for {len(missing)} cells (not in the cache), e.g. {missing[:3]}")
+    seconds = {n: (0.0 if v != v else v) + overhead for n, v in seconds.items()}
+    length, path = critical_path(cells, seconds)
+    rows = [{"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n)} for n in (1, 2, 5, 10, 20)]
+    table = pd.DataFrame(rows).assign(cells=len(cells), per_cell_overhead_s=overhead,
+                                      critical_path_s=length, critical_path=" -> ".join(path),
+                                      serial_cell_seconds=sum(seconds.values()))
+    table.to_csv(args.out / "ray_estimate.csv", index=False, float_format="%.1f")
+    print(table.drop(columns=["critical_path"]).to_string(index=False))
+    print("critical path:", " -> ".join(f"{p} ({seconds[p]:.0f} s)" for p in path))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
