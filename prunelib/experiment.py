@@ -92,6 +92,18 @@ def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache
                            lambda p: tables.read(p, name), recompute=retrain)[0]
 
 
+def _release() -> None:
+    """Free what a finished (dataset, seed) cell leaves behind: Keras' global graph state (traced
+    functions and models of every training run) and unreachable Python objects, so memory stays
+    flat in the number of seeds. Models the next phase needs come back from the cache."""
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                    data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
                    progress: bool = True) -> Results:
@@ -151,6 +163,8 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                                       lambda: recovery.aware_table(
                         data, aware, config.aware_targets, cache=cache, retrain=retrain,
                         progress=progress)))
+            del model
+            _release()
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     curves = layers = pd.DataFrame()
     if config.recipes:
