@@ -156,6 +156,17 @@ def package_modules() -> list[str]:
     return sorted(f"prunelib.{p.stem}" for p in PACKAGE_DIR.glob("*.py") if p.stem != "__main__")
 
 
+_SOURCE_AT_START: dict[str, str] = {}
+
+
+def _snapshot() -> dict[str, str]:
+    """The package source as this process found it when prunelib was first imported: a run that
+    lasts an hour records the code it ran, not whatever is on disk when it finishes."""
+    if not _SOURCE_AT_START:
+        _SOURCE_AT_START.update({m: sha256_file(module_path(m)) for m in package_modules()})
+    return dict(_SOURCE_AT_START)
+
+
 def git_commit(cwd: Path = PACKAGE_DIR) -> tuple[str | None, bool]:
     """The checked-out commit and whether the package source differs from it (None if no git)."""
     try:
@@ -186,8 +197,10 @@ def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
     files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
+    code = _snapshot()
+    edited = sorted(m for m in package_modules() if code.get(m) != sha256_file(module_path(m)))
     manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
-                "code": {m: sha256_file(module_path(m)) for m in package_modules()},
+                "code": code, "source_edited_during_run": edited,
                 "versions": versions(), "config": config, "files": files}
     path = results_dir / MANIFEST
     _write_json(path, manifest)
@@ -234,3 +247,6 @@ def import_all() -> None:
     """Import every module (used by tests to prove the fingerprint list names real modules)."""
     for module in package_modules():
         importlib.import_module(module)
+
+
+_snapshot()

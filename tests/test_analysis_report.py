@@ -132,3 +132,24 @@ def test_write_report_makes_markdown_and_docx(tmp_path):
     text = "\n".join(p.text for p in docx.Document(paths[1]).paragraphs)
     assert "Do the curves differ?" in text and "91.10 ± 0.25 %" in text
     assert len(docx.Document(paths[1]).tables) == 2  # one sweep table per dataset
+
+
+def test_recipe_paragraph_comes_from_the_recipe_tables():
+    from prunelib.recipes import DEFAULT_RECIPE, FIRST_RECIPE
+
+    curves, layers = [], []
+    for recipe, acc, share, decay in ((FIRST_RECIPE, 59.5, 33.0, 0.0), (DEFAULT_RECIPE, 97.2, 96.0, 1.0)):
+        for method in ("weight", "unit"):
+            for k in (0, 80, 95):
+                curves.append({"dataset": "mnist", "recipe": recipe, "seed": 0, "method": method, "k": float(k),
+                               "sparsity": float(k), "accuracy": acc if k else 98.5, "dense_accuracy": 98.5,
+                               "train_seconds": 20.0, "epochs": 10, "batch_size": 512, "weight_decay": decay})
+        layers.append({"dataset": "mnist", "recipe": recipe, "seed": 0, "layer": "hidden_0", "drift": 0.5,
+                       "top10_weight_share": share, "top10_unit_share": share / 2})
+    results = Results(fake_sweep(), recipes=pd.DataFrame(curves), recipe_layers=pd.DataFrame(layers))
+    text = " ".join(report.discussion(results).split())
+    assert f"`{FIRST_RECIPE}` the top 10 % of weights held 33 %" in text and "gave 59.5 %" in text
+    assert "weight decay pulls" in text and "96 % of the norm" in text and "keeps 97.2 %" in text
+    no_decay = results.recipes.assign(weight_decay=0.0)
+    assert "weight decay" not in " ".join(report.discussion(Results(fake_sweep(), recipes=no_decay,
+                                                                    recipe_layers=results.recipe_layers)).split())

@@ -176,3 +176,14 @@ def test_two_runs_sharing_a_cache_build_an_entry_once(tmp_path):
     assert values == ["value", "value"]
     assert log.read_text().count("built") == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries
+
+
+def test_manifest_records_the_code_a_run_started_with(tmp_path, edit_module):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a.csv").write_text("x\n1\n")
+    edit_module("prunelib.evaluate")  # edited while the "run" was going
+    provenance.write_manifest(results, {}, "run")
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert manifest["source_edited_during_run"] == ["prunelib.evaluate"]
+    assert any("prunelib.evaluate changed" in p for p in provenance.check_manifest(results))

@@ -160,3 +160,18 @@ def test_calibration_set_is_seeded_and_validated():
     for n in (0, 101, 2.5, True):
         with pytest.raises(ValueError, match="calibration size"):
             calibration_set(images, n)
+
+
+@pytest.mark.parametrize("k", [0, 50, 90, 99])
+def test_obs_selection_prunes_exact_counts_and_keeps_logits(k):
+    from prunelib.reconstruct import obs_weight_masks
+
+    ws = kernels()
+    masks = obs_weight_masks(ws, k, calib())
+    for w, m in zip(ws[:-1], masks[:-1]):
+        assert m.shape == w.shape and np.count_nonzero(~m) == pruning.count_to_prune(w.size, k)
+    assert masks[-1].all()
+    # With an identity-like Hessian (whitened inputs) OBS saliency is magnitude.
+    x = np.eye(SIZES[0], dtype=np.float32).repeat(20, axis=0)
+    first = obs_weight_masks(ws, k, x)[0]
+    np.testing.assert_array_equal(first, pruning.weight_masks(ws, k)[0])
