@@ -23,6 +23,7 @@ directory must be on a file system every node sees, at the same path.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +66,9 @@ class CellsFailed(RuntimeError):
 
 # -- the cells' work: module-level functions, so Ray ships them by reference --------------------
 
+@functools.lru_cache(maxsize=2)
 def _data(dataset: str, data_dir):
+    """The dataset, loaded once per worker process (Ray reuses workers across cells)."""
     from prunelib.data import load_dataset
 
     return load_dataset(dataset, data_dir)
