@@ -192,6 +192,16 @@ KEPT_ACROSS_RUNS = ("benchmarks", "run_times.csv")
 and the log of run times (appended to)."""
 
 
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def save_results(results: Results, results_dir: str | os.PathLike = "results", *,
                  run_seconds: float | None = None, command: str | None = None) -> list[Path]:
     """Write every table as ``<results>/<dataset>/<table>.csv``, draw the figures, log the run.
@@ -206,8 +216,9 @@ def save_results(results: Results, results_dir: str | os.PathLike = "results", *
     results_dir.mkdir(parents=True, exist_ok=True)
     stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
     trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
-    for leftover in (stage, trash):
-        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in (stage, trash, *results_dir.parent.glob(f".{results_dir.name}.staging-*")):
+        if leftover == stage or not _alive(leftover.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(leftover, ignore_errors=True)  # a killed run's half-written staging
     try:
         stage.mkdir()
         _write_tables(results, stage)

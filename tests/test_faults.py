@@ -193,3 +193,37 @@ def test_a_damaged_figure_leaves_report_and_docx_as_they_were(tmp_path):
     after = {p.name: p.read_bytes() for p in (tmp_path / "REPORT.md", tmp_path / "report.docx")}
     assert after == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.md", "mnist", "report.docx"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path):
+    """A run killed at any point never leaves results/ or the cache in a state the next run trusts
+    wrongly: the previous results stay intact and current, and the next run completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prunelib import provenance
+
+    try:
+        fetch("mnist")
+    except DataError as err:
+        pytest.skip(f"MNIST unavailable: {err}")
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    argv = [sys.executable, "-m", "prunelib", "run", "--quick", "--dataset", "mnist", "--no-progress",
+            "--results", str(results), "--cache", str(cache)]
+    subprocess.run([*argv, "--no-aware"], check=True, capture_output=True)
+    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+    assert provenance.check_manifest(results) == []
+    for delay in (8.0, 20.0):  # killed while training, then while sweeping / recovering
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        after = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+        assert after == before and provenance.check_manifest(results) == []
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert provenance.check_manifest(results) == []
+    assert not list(tmp_path.glob(".results.staging-*"))  # a killed run's staging is cleaned up
