@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from prunelib import cli
-from prunelib.data import DataError, fetch
+from tiny import require_real_data
 
 
 def test_help_documents_every_option(capsys):
@@ -30,10 +30,7 @@ def test_options_build_the_config():
 
 @pytest.mark.slow
 def test_quick_run_then_report(tmp_path):
-    try:
-        fetch("mnist")
-    except DataError as err:
-        pytest.skip(f"MNIST unavailable: {err}")
+    require_real_data("mnist")
     results = tmp_path / "results"
     argv = ["run", "--quick", "--dataset", "mnist", "--seeds", "2", "--no-sensitivity", "--recovery",
             "--no-aware", "--results", str(results), "--cache", str(tmp_path / "cache"), "--no-progress"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from prunelib import paths, pruning
+from tiny import require_real_data
 from prunelib.data import DATASETS, DataError, fetch
 from prunelib.sparse import SparseMLP
 
@@ -82,10 +83,7 @@ def test_empty_and_tilde_environment_paths(monkeypatch, tmp_path):
 def test_fetched_files_are_world_readable(tmp_path, monkeypatch):
     from prunelib import data
 
-    try:
-        source = fetch("fashion-mnist")
-    except DataError as err:
-        pytest.skip(f"Fashion-MNIST unavailable: {err}")
+    [source] = require_real_data("fashion-mnist")
     monkeypatch.setattr(data, "DEBIAN_DIR", source)  # install from a local copy, as from Debian's
     old = os.umask(0o022)
     try:
@@ -206,10 +204,7 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
 
     from prunelib import provenance
 
-    try:
-        fetch("mnist")
-    except DataError as err:
-        pytest.skip(f"MNIST unavailable: {err}")
+    require_real_data("mnist")
     results, cache = tmp_path / "results", tmp_path / "cache"
     argv = [sys.executable, "-m", "prunelib", "run", "--quick", "--dataset", "mnist", "--no-progress",
             "--results", str(results), "--cache", str(cache)]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from nbclient import NotebookClient
 
-from prunelib.data import DataError, fetch
+from tiny import require_real_data
 
 pytestmark = pytest.mark.slow  # executes the whole notebook on the real datasets
 
@@ -16,11 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
-    try:
-        for name in ("mnist", "fashion-mnist"):
-            fetch(name)
-    except DataError as err:
-        pytest.skip(f"real datasets unavailable: {err}")
+    require_real_data("mnist", "fashion-mnist")
     out = tmp_path_factory.mktemp("nb")
     mp = pytest.MonkeyPatch()
     mp.setenv("PRUNELIB_QUICK", "1")

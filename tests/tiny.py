@@ -16,3 +16,15 @@ def tiny_data(n: int = 256, seed: int = 0) -> Dataset:
 
 
 TINY = TrainConfig(hidden_sizes=(16, 8), num_classes=2, epochs=3, batch_size=32, learning_rate=1e-2)
+
+
+def require_real_data(*names: str):
+    """Fetch the real datasets a test needs, or skip it with the reason (returns their folders)."""
+    import pytest
+
+    from prunelib.data import DataError, fetch
+
+    try:
+        return [fetch(name) for name in names]
+    except DataError as err:
+        pytest.skip(f"{', '.join(names)} unavailable: {err}")
