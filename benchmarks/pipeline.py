@@ -26,7 +26,7 @@ from prunelib import model as mlp
 from prunelib.config import DEFAULT_KS, TrainConfig
 from prunelib.data import load_dataset
 from prunelib.evaluate import sweep
-from prunelib.recipes import RECIPES
+from prunelib.config import RECIPES
 
 
 def core_job(data, config: TrainConfig, cache: Path) -> dict:

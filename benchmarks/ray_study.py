@@ -2,7 +2,7 @@
 
 1. The quick study (``--quick``'s config), serial and on a local Ray runtime with 2 CPUs, each
    from an empty cache, in one process: seconds of each and whether every table is identical.
-2. An estimate for the full default study: its cells (:func:`prunelib.distributed.study_cells`)
+2. An estimate for the full default study: its cells (:func:`prunelib.cells.study_cells`)
    with the seconds each took in the serial full run, read from the cache's key files (every
    cached model and table records the seconds its build took and when it was written), plus the
    per-cell overhead measured in step 1; then the critical path and a list-scheduling estimate of
@@ -29,10 +29,11 @@ from prunelib import analysis
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
 from prunelib.data import load_dataset
-from prunelib.distributed import critical_path, estimate_wall, run_experiment_on_ray, study_cells
+from prunelib.cells import critical_path, estimate_wall, study_cells
+from prunelib.distributed import run_experiment_on_ray
 from prunelib.experiment import run_experiment
 from prunelib.paths import cache_dir, digest
-from prunelib.recipes import recipe_config
+from prunelib.config import recipe_config
 from prunelib.recovery import aware_config
 
 

@@ -89,7 +89,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true",
                      help="smoke run: 1 epoch on 2,000 images, small grids; explicit options still "
                           "apply; writes to a scratch directory unless --results is given")
-    run.add_argument("--retrain", action="store_true", help="ignore cached models and train again")
+    run.add_argument("--retrain", action="store_true",
+                     help="ignore cached models and train again (runs in this process)")
+    run.add_argument("--in-process", action="store_true",
+                     help="compute everything in this process instead of in short-lived worker "
+                          "processes (less start-up time, but memory grows with every model trained)")
+    run.add_argument("--memory-budget", type=float, default=None, metavar="GB",
+                     help="replace a worker process once it holds more than this many GB "
+                          "(default 1.5)")
     run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="run the study's cells as Ray tasks: on the cluster at ADDRESS (or 'auto', "
                           "or $RAY_ADDRESS), or without ADDRESS on a local runtime")
@@ -168,7 +175,8 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from prunelib.experiment import publish, run_experiment
+    # Nothing here imports TensorFlow before the cells have run in their worker processes.
+    from prunelib import cells
 
     config = config_from_args(args)
     results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
@@ -182,6 +190,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                          "entries to recompute) instead, so every node sees the same cache")
     if args.ray_cpus <= 0 or args.ray_gpus < 0:
         raise UsageError("--ray-cpus must be positive and --ray-gpus not negative")
+    if args.memory_budget is not None and not args.memory_budget > 0:
+        raise UsageError(f"--memory-budget must be a positive number of GB, got {args.memory_budget:g}")
+    if args.memory_budget is not None and (args.in_process or args.retrain or args.ray is not None):
+        raise UsageError("--memory-budget applies to worker processes; drop it or drop "
+                         "--in-process / --retrain / --ray")
     t0 = time.perf_counter()
     if args.ray is not None:
         from prunelib.distributed import run_experiment_on_ray
@@ -191,8 +204,12 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                            data_dir=args.data_dir, cache=args.cache,
                                            progress=not args.no_progress)
     else:
-        results = run_experiment(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
-                                 progress=not args.no_progress)
+        results = cells.run_study(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
+                                  isolate=not args.in_process,
+                                  memory_budget_gb=args.memory_budget or cells.DEFAULT_MEMORY_BUDGET_GB,
+                                  progress=not args.no_progress)
+    from prunelib.experiment import publish
+
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0):
         print(f"wrote {path}")

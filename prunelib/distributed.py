@@ -1,15 +1,4 @@
-"""Run the study's independent cells as Ray tasks; the serial run then only reads the cache.
-
-The study is a graph of cells, each of which computes one cached artifact through exactly the
-functions the serial run calls (so with exactly the same cache keys):
-
-* ``train``: one model per (dataset, seed); ``recipe``: one model per recipe of the study;
-* ``retrain-small``: the small network of unit pruning's sizes per (dataset, seed, k);
-* ``recovery``: one recovered model per (dataset, seed, strategy, method, k);
-* ``aware``: one targeted-dropout model per (dataset, seed, target);
-* ``tables``: per (dataset, seed), every table of that seed (sweeps with least-squares
-  reconstruction, baselines, sensitivity, recovery), once its models exist;
-* ``recipe-tables``: per dataset, the recipe study's tables.
+"""Run the study's cells (:func:`prunelib.cells.study_cells`) as Ray tasks.
 
 Cells write into the shared cache (atomically, under a per-entry lock); the driver finally calls
 :func:`prunelib.experiment.run_experiment`, which finds every model and table cached. The
@@ -23,145 +12,14 @@ directory must be on a file system every node sees, at the same path.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
+from prunelib.cells import Cell, Outcome, raise_failures, study_cells
 from prunelib.config import ExperimentConfig
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One unit of work: a named call with the cells it waits for and the resources it needs."""
-
-    name: str
-    fn: Callable[..., object]
-    args: tuple = ()
-    after: tuple[str, ...] = ()
-    cpus: float = 1.0
-    gpus: float = 0.0
-
-
-@dataclass
-class Outcome:
-    """What happened to every cell of a run."""
-
-    seconds: dict[str, float] = field(default_factory=dict)  # finished cells, wall-clock each
-    failed: dict[str, str] = field(default_factory=dict)  # cell -> error, after the retry
-    skipped: dict[str, str] = field(default_factory=dict)  # cell -> the failed cell it waited for
-    wall: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped
-
-
-class CellsFailed(RuntimeError):
-    """Some cells failed twice; the message names them (finished cells stay cached)."""
-
-
-# -- the cells' work: module-level functions, so Ray ships them by reference --------------------
-
-@functools.lru_cache(maxsize=2)
-def _data(dataset: str, data_dir):
-    """The dataset, loaded once per worker process (Ray reuses workers across cells)."""
-    from prunelib.data import load_dataset
-
-    return load_dataset(dataset, data_dir)
-
-
-def train_cell(dataset: str, config, data_dir, cache) -> None:
-    from prunelib import model as mlp
-
-    mlp.train_cached(_data(dataset, data_dir), config, cache=cache)
-
-
-def retrain_small_cell(dataset: str, config, k: float, data_dir, cache) -> None:
-    from prunelib import analysis
-
-    analysis.retrain_baseline(_data(dataset, data_dir), config, [k], cache=cache)
-
-
-def recovery_cell(dataset: str, config: ExperimentConfig, seed: int, strategy: str, method: str,
-                  k: float, data_dir, cache) -> None:
-    from prunelib import model as mlp
-    from prunelib import recovery
-
-    data = _data(dataset, data_dir)
-    tc = config.train_config(seed)
-    model = mlp.train_or_load(data, tc, cache=cache)
-    recovery.recovery_table(model, data, methods=[method], ks=[k], strategies=[strategy],
-                            config=config.recovery, seed=seed, base=tc, cache=cache, progress=False)
-
-
-def aware_cell(dataset: str, config: ExperimentConfig, seed: int, target: tuple, data_dir, cache) -> None:
-    from prunelib import recovery
-
-    aware = replace(config.train_config(seed), batch_size=config.aware_batch_size)
-    recovery.aware_table(_data(dataset, data_dir), aware, [target], cache=cache, progress=False)
-
-
-def tables_cell(config: ExperimentConfig, data_dir, cache) -> None:
-    from prunelib.experiment import run_experiment
-
-    run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
-
-
-def recipe_tables_cell(dataset: str, names: tuple[str, ...], data_dir, cache) -> None:
-    from prunelib.experiment import run_recipes
-
-    run_recipes({dataset: names}, data_dir=data_dir, cache=cache, progress=False)
-
-
-def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: float = 1.0,
-                gpus: float = 0.0) -> list[Cell]:
-    """The cells of ``config``'s study, in an order that respects their dependencies.
-
-    Args:
-        cpus, gpus: resources each training cell declares (table cells take ``cpus`` only).
-    """
-    from prunelib.recipes import STUDY, recipe_config
-
-    cache = os.fspath(cache) if cache is not None else None
-    data_dir = os.fspath(data_dir) if data_dir is not None else None
-    out: list[Cell] = []
-    for d in config.datasets:
-        if config.recipes and d in STUDY:
-            names = STUDY[d]
-            recipe_cells = [Cell(f"{d}/recipe {n}", train_cell, (d, replace(recipe_config(n), seed=0), data_dir, cache),
-                                 cpus=cpus, gpus=gpus) for n in names]
-            out += recipe_cells
-            out.append(Cell(f"{d}/recipe tables", recipe_tables_cell, (d, names, data_dir, cache),
-                            after=tuple(c.name for c in recipe_cells), cpus=cpus))
-        for s in config.seeds:
-            tc = config.train_config(s)
-            train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus)
-            seed_cells = [train]
-            if config.baselines:
-                seed_cells += [Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell,
-                                    (d, tc, k, data_dir, cache), cpus=cpus, gpus=gpus) for k in config.ks
-                               if k < 100]
-            recovered = s in config.recovery_seeds
-            if recovered:
-                seed_cells += [Cell(f"{d}/seed {s}/{st} {m} k={k:g}", recovery_cell,
-                                    (d, config, s, st, m, k, data_dir, cache), after=(train.name,),
-                                    cpus=cpus, gpus=gpus)
-                               for st in config.recovery_strategies for m in config.methods
-                               for k in config.recovery_ks]
-                seed_cells += [Cell(f"{d}/seed {s}/targeted-dropout {t[0]} k={t[1]:g}", aware_cell,
-                                    (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus)
-                               for t in config.aware_targets]
-            one = replace(config, datasets=(d,), seeds=(s,), recipes=False,
-                          recovery_seeds=(s,) if recovered else ())
-            out += seed_cells
-            out.append(Cell(f"{d}/seed {s}/tables", tables_cell, (one, data_dir, cache),
-                            after=tuple(c.name for c in seed_cells), cpus=cpus))
-    return out
-
 
 # Ray caps OMP_NUM_THREADS at a task's CPUs, and BLAS's LU (in the least-squares correction) then
 # rounds differently than in a serial run. The cells use the machine's cores as a serial run does,
@@ -271,44 +129,9 @@ def run_experiment_on_ray(config: ExperimentConfig, *, address: str | None = Non
 
     cells = study_cells(config, data_dir=data_dir, cache=cache, cpus=cpus, gpus=gpus)
     outcome = execute(cells, address=address, num_cpus=num_cpus, progress=progress, desc="study cells")
-    if not outcome.ok:
-        lines = [f"{n}: {e}" for n, e in outcome.failed.items()]
-        lines += [f"{n}: skipped, waits for {w}" for n, w in outcome.skipped.items()]
-        raise CellsFailed(f"{len(outcome.failed)} cell(s) failed and {len(outcome.skipped)} were skipped "
-                          f"({len(outcome.seconds)} finished and are cached): " + "; ".join(lines))
+    raise_failures(outcome)
     results = run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
     results.seconds = {**results.seconds, "ray_cells": outcome.wall}
     return results, outcome
 
 
-def critical_path(cells: Sequence[Cell], seconds: dict[str, float]) -> tuple[float, list[str]]:
-    """The longest chain of dependent cells by measured seconds: the wall time of the study on
-    unlimited machines. Returns its length and its cells in order."""
-    best: dict[str, tuple[float, list[str]]] = {}
-    for cell in cells:  # cells come in dependency order
-        before = max((best[a] for a in cell.after), default=(0.0, []), key=lambda b: b[0])
-        best[cell.name] = (before[0] + seconds.get(cell.name, 0.0), [*before[1], cell.name])
-    return max(best.values(), key=lambda b: b[0]) if best else (0.0, [])
-
-
-def estimate_wall(cells: Sequence[Cell], seconds: dict[str, float], workers: int) -> float:
-    """Wall time of the cells on ``workers`` one-cell-at-a-time machines, by list scheduling: a
-    free machine takes the ready cell with the longest measured time."""
-    import heapq
-
-    finish: dict[str, float] = {}
-    remaining = list(cells)
-    running: list[tuple[float, str]] = []
-    clock = 0.0
-    while remaining or running:
-        ready = sorted((c for c in remaining if all(a in finish for a in c.after)),
-                       key=lambda c: -seconds.get(c.name, 0.0))
-        while ready and len(running) < workers:
-            cell = ready.pop(0)
-            remaining.remove(cell)
-            heapq.heappush(running, (clock + seconds.get(cell.name, 0.0), cell.name))
-        if not running:
-            break
-        clock, name = heapq.heappop(running)
-        finish[name] = clock
-    return clock

@@ -168,7 +168,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     curves = layers = pd.DataFrame()
     if config.recipes:
-        from prunelib.recipes import STUDY
+        from prunelib.config import STUDY
 
         curves, layers = clock("recipes", lambda: run_recipes(
             {d: STUDY[d] for d in config.datasets if d in STUDY}, retrain=retrain, data_dir=data_dir,

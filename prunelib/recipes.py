@@ -20,53 +20,9 @@ from tqdm.auto import tqdm
 
 from prunelib import model as mlp
 from prunelib import pruning
-from prunelib.config import TrainConfig
+from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, STUDY, TrainConfig, recipe_config  # noqa: F401
 from prunelib.data import Dataset
 from prunelib.evaluate import sweep
-
-# Every field spelled out: a change of TrainConfig's defaults must never move a recipe of the study.
-_B512 = TrainConfig(hidden_sizes=(1000, 1000, 500, 200), num_classes=10, use_bias=False, epochs=10,
-                    batch_size=512, learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
-                    precision="mixed_bfloat16", seed=0, jit_compile=False, train_subset=None,
-                    targeted_dropout=0.0, targeted_gamma=0.0, targeted_variant="weight", l1=0.0)
-
-RECIPES: dict[str, TrainConfig] = {
-    # The recipe of the first version: few large-batch steps at a small learning rate.
-    "b512-lr1e-3-cosine": _B512,
-    "b512-lr2e-3-cosine": replace(_B512, learning_rate=2e-3),
-    "b512-lr4e-3-cosine": replace(_B512, learning_rate=4e-3),
-    "b512-lr8e-3-cosine": replace(_B512, learning_rate=8e-3),
-    "b512-lr4e-3-constant": replace(_B512, learning_rate=4e-3, lr_schedule="constant"),
-    "b512-lr4e-3-cosine-fp32": replace(_B512, learning_rate=4e-3, precision="float32"),
-    "b512-lr4e-3-cosine-20ep": replace(_B512, learning_rate=4e-3, epochs=20),
-    "b512-lr4e-3-cosine-wd0.1": replace(_B512, learning_rate=4e-3, weight_decay=0.1),
-    "b512-lr4e-3-cosine-wd0.3": replace(_B512, learning_rate=4e-3, weight_decay=0.3),
-    "b512-lr4e-3-cosine-wd1": replace(_B512, learning_rate=4e-3, weight_decay=1.0),
-    "b512-lr4e-3-cosine-wd2": replace(_B512, learning_rate=4e-3, weight_decay=2.0),
-    "b512-lr4e-3-cosine-wd3": replace(_B512, learning_rate=4e-3, weight_decay=3.0),
-    "b512-lr4e-3-cosine-wd1-20ep": replace(_B512, learning_rate=4e-3, weight_decay=1.0, epochs=20),
-    "b512-lr6e-3-cosine-wd1": replace(_B512, learning_rate=6e-3, weight_decay=1.0),
-    "b512-lr8e-3-cosine-wd1": replace(_B512, learning_rate=8e-3, weight_decay=1.0),
-    "b128-lr1e-3-constant": replace(_B512, batch_size=128, lr_schedule="constant"),
-    "b128-lr2e-3-cosine": replace(_B512, batch_size=128, learning_rate=2e-3),
-    # The seed notebook's recipe (shuffled): Adam 1e-3, batch 64, float32.
-    "b64-lr1e-3-constant-fp32": replace(_B512, batch_size=64, lr_schedule="constant", precision="float32"),
-}
-"""Named recipes of the study; every field is spelled out, so defaults elsewhere cannot move them."""
-
-FIRST_RECIPE = "b512-lr1e-3-cosine"
-"""The recipe of the first version (few large-batch steps at a small learning rate)."""
-DEFAULT_RECIPE = "b512-lr6e-3-cosine-wd1"
-"""The recipe :class:`~prunelib.config.TrainConfig` defaults to, chosen by :func:`choose` on the
-study's MNIST results (largest one-shot area with dense >= 98.4 % and training <= 45 s)."""
-
-STUDY: dict[str, tuple[str, ...]] = {
-    "mnist": tuple(RECIPES),
-    "fashion-mnist": ("b512-lr1e-3-cosine", "b512-lr4e-3-cosine", "b512-lr8e-3-cosine",
-                      "b512-lr4e-3-cosine-wd0.1", "b512-lr4e-3-cosine-wd1", "b512-lr4e-3-cosine-wd3",
-                      "b512-lr6e-3-cosine-wd1", "b128-lr1e-3-constant"),
-}
-"""The recipes the study runs per dataset (Fashion-MNIST: a subset, to check the MNIST ranking)."""
 
 AUC_KS: tuple[float, ...] = (70, 80, 90, 95, 97, 99)
 RECIPE_COLUMNS = ["dataset", "recipe", "seed", "method", "k", "sparsity", "accuracy", "dense_accuracy",
@@ -168,18 +124,6 @@ def choose(summary: pd.DataFrame, *, dataset: str = "mnist", min_dense: float = 
         raise ValueError(f"no recipe on {dataset!r} reaches {min_dense} % dense accuracy"
                          + (f" within {max_seconds} s" if max_seconds is not None else ""))
     return str(part.loc[part["area"].idxmax(), "recipe"])
-
-
-def recipe_config(name: str) -> TrainConfig:
-    """The :class:`TrainConfig` of recipe ``name``.
-
-    Raises:
-        ValueError: ``name`` is not a key of :data:`RECIPES`.
-    """
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}") from None
 
 
 def describe(config: TrainConfig) -> dict:

@@ -98,7 +98,7 @@ def _unit_safe(m: dict) -> str:
 def recipe_facts(curves: pd.DataFrame, layers: pd.DataFrame, dataset: str = "mnist") -> dict:
     """Numbers the discussion quotes about the recipe study: the first version's recipe against
     the chosen default, on ``dataset`` (empty if the study did not run there)."""
-    from prunelib.recipes import DEFAULT_RECIPE, FIRST_RECIPE
+    from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE
 
     out = {}
     for tag, name in (("old", FIRST_RECIPE), ("new", DEFAULT_RECIPE)):

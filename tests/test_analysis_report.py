@@ -135,7 +135,7 @@ def test_write_report_makes_markdown_and_docx(tmp_path):
 
 
 def test_recipe_paragraph_comes_from_the_recipe_tables():
-    from prunelib.recipes import DEFAULT_RECIPE, FIRST_RECIPE
+    from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE
 
     curves, layers = [], []
     for recipe, acc, share, decay in ((FIRST_RECIPE, 59.5, 33.0, 0.0), (DEFAULT_RECIPE, 97.2, 96.0, 1.0)):

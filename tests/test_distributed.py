@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunelib.distributed import Cell, critical_path, estimate_wall
+from prunelib.cells import Cell, critical_path, estimate_wall
 
 ray = pytest.importorskip("ray")
 
