@@ -19,7 +19,7 @@ data: env
 	$(BIN)/python -m prunelib.data fetch all
 
 results: data
-	$(BIN)/python -m prunelib run --no-progress
+	$(BIN)/python -m prunelib run
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=7200 pruning_challenge.ipynb
 

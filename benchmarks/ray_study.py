@@ -34,7 +34,7 @@ from prunelib.distributed import run_experiment_on_ray
 from prunelib.experiment import run_experiment
 from prunelib.paths import cache_dir, digest
 from prunelib.config import recipe_config
-from prunelib.recovery import aware_config
+from prunelib.recovery import aware_key
 
 
 def quick(out: Path) -> float:
@@ -77,6 +77,7 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
     """
     entries = _entries(cache)
     models = {digest(e["key"]): e for e in entries if "hidden_sizes" in e["key"]}
+    aware = {digest(e["key"]): e for e in entries if "aware" in e["key"]}
     recovered = [e for e in entries if "strategy" in e["key"]]
     tables = [e for e in entries if "phase" in e["key"]]
 
@@ -103,8 +104,8 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             seconds[cell.name] = model_seconds(data, small)["seconds"]
         elif "targeted-dropout" in cell.name:
             exp, s, target = cell.args[1], cell.args[2], cell.args[3]
-            aware = replace(exp.train_config(s), batch_size=exp.aware_batch_size)
-            seconds[cell.name] = model_seconds(data, aware_config(aware, target[0], target[2], target[3]))["seconds"]
+            hit = aware.get(digest(aware_key(data, exp.train_config(s), target)), {"seconds": float("nan")})
+            seconds[cell.name] = hit["seconds"]
         elif cell.name.endswith("recipe tables"):
             part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d]
             recipe_models = [model_seconds(data, replace(recipe_config(n), seed=0)) for n in cell.args[1]]

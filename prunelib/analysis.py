@@ -58,10 +58,10 @@ def weight_distributions(kernels: Sequence[np.ndarray], max_per_layer: int = 20_
     rng = np.random.default_rng(seed)
     frames = []
     for i, w in enumerate(pruning.split_logits(kernels)[0]):
-        mags = np.abs(w).ravel()
+        mags = pruning.weight_scores(w).ravel()
         if mags.size > max_per_layer:
             mags = rng.choice(mags, max_per_layer, replace=False)
-        norms = np.linalg.norm(w, axis=0)
+        norms = pruning.unit_scores(w)
         frames += [pd.DataFrame({"layer": f"hidden_{i}", "quantity": "|weight|", "value": mags}),
                    pd.DataFrame({"layer": f"hidden_{i}", "quantity": "unit L2 norm", "value": norms})]
     return pd.concat(frames, ignore_index=True)

@@ -103,11 +103,11 @@ def recovery_cell(dataset: str, config: ExperimentConfig, seed: int, strategy: s
                             config=config.recovery, seed=seed, base=tc, cache=cache, progress=False)
 
 
-def aware_cell(dataset: str, config: ExperimentConfig, seed: int, target: tuple, data_dir, cache) -> None:
+def aware_cell(dataset: str, config: ExperimentConfig, seed: int, target, data_dir, cache) -> None:
     from prunelib import recovery
 
-    aware = replace(config.train_config(seed), batch_size=config.aware_batch_size)
-    recovery.aware_table(_data(dataset, data_dir), aware, [target], cache=cache, progress=False)
+    recovery.aware_table(_data(dataset, data_dir), config.train_config(seed), [target], cache=cache,
+                         progress=False)
 
 
 def tables_cell(config: ExperimentConfig, data_dir, cache) -> None:
@@ -155,7 +155,7 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
                                     cpus=cpus, gpus=gpus)
                                for st in config.recovery_strategies for m in config.methods
                                for k in config.recovery_ks]
-                seed_cells += [Cell(f"{d}/seed {s}/targeted-dropout {t[0]} k={t[1]:g}", aware_cell,
+                seed_cells += [Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
                                     (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus)
                                for t in config.aware_targets]
             one = replace(config, datasets=(d,), seeds=(s,), recipes=False,

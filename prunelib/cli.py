@@ -17,8 +17,9 @@ from pathlib import Path
 from prunelib.config import DEFAULT_KS, ExperimentConfig, RecoveryConfig, TrainConfig
 from prunelib.data import DATASETS, DataError
 from prunelib.paths import home
+from prunelib.strategies import RECOVERY
 
-RECOVERY_CHOICES = ["finetune", "gradual", "imp"]
+RECOVERY_CHOICES = list(RECOVERY)
 
 
 class UsageError(ValueError):

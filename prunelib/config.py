@@ -28,26 +28,52 @@ class TrainConfig:
     seed: int = 0
     jit_compile: bool = False  # XLA measured no faster on CPU here, and slower with bf16
     train_subset: int | None = None  # first n training images; None = all
-    # Pruning-aware training (Gomez et al. 2019 targeted dropout; L1 on hidden kernels); off by default.
-    targeted_dropout: float = 0.0  # alpha: drop probability of a targeted weight/unit
-    targeted_gamma: float = 0.0  # fraction of each hidden layer targeted
-    targeted_variant: str = "weight"  # "weight" or "unit"
-    l1: float = 0.0  # L1 penalty on hidden kernels
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.learning_rate <= 0 or self.weight_decay < 0:
             raise ValueError(f"invalid training config: {self}")
-        if not (0 <= self.targeted_dropout <= 1 and 0 <= self.targeted_gamma <= 1 and self.l1 >= 0):
-            raise ValueError(f"invalid pruning-aware training settings: {self}")
-        if self.targeted_variant not in ("weight", "unit"):
-            raise ValueError(f"targeted_variant must be 'weight' or 'unit', got {self.targeted_variant!r}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1 or self.num_classes < 1:
+            raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, "
+                             f"num_classes={self.num_classes}")
 
-    @property
-    def pruning_aware(self) -> bool:
-        """Whether training uses targeted dropout or an L1 penalty."""
-        return (self.targeted_dropout > 0 and self.targeted_gamma > 0) or self.l1 > 0
+
+@dataclass(frozen=True)
+class AwareTarget:
+    """Pruning-aware training from scratch for one pruning target (Gomez et al. 2019).
+
+    During training, each hidden layer's ``gamma`` fraction of smallest weights (or units, by column
+    L2 norm) is dropped with probability ``rate`` at every step, so the network learns not to rely
+    on what one-shot pruning at ``k`` will remove; the model is then pruned one-shot at ``k``.
+
+    Attributes:
+        method: ``"weight"`` or ``"unit"`` (the targeted dropout variant and the pruning method).
+        k: the pruning percentage the model is pruned to after training.
+        gamma: targeted fraction of each hidden layer, in [0, 1].
+        rate: targeted dropout's alpha, the drop probability of a targeted weight or unit.
+        l1: L1 penalty on the hidden kernels (0 for none).
+        batch_size: training batch (smaller than the dense recipe's: the random drops need many
+            updates).
+    """
+
+    method: str
+    k: float
+    gamma: float
+    rate: float = 0.75
+    l1: float = 0.0
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if self.method not in ("weight", "unit"):
+            raise ValueError(f"pruning-aware method must be 'weight' or 'unit', got {self.method!r}")
+        object.__setattr__(self, "k", validate_k(self.k))
+        if not (0 <= self.gamma <= 1 and 0 <= self.rate <= 1 and self.l1 >= 0 and self.batch_size >= 1):
+            raise ValueError(f"invalid pruning-aware settings: {self}")
+
+    def train_config(self, base: TrainConfig) -> TrainConfig:
+        """The optimizer recipe of this training: ``base`` with this target's batch size."""
+        return replace(base, batch_size=self.batch_size)
 
 
 # -- the recipe study's named recipes (plain data: importing them loads no framework) -----
@@ -55,8 +81,7 @@ class TrainConfig:
 # Every field spelled out: a change of TrainConfig's defaults must never move a recipe of the study.
 _B512 = TrainConfig(hidden_sizes=(1000, 1000, 500, 200), num_classes=10, use_bias=False, epochs=10,
                     batch_size=512, learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
-                    precision="mixed_bfloat16", seed=0, jit_compile=False, train_subset=None,
-                    targeted_dropout=0.0, targeted_gamma=0.0, targeted_variant="weight", l1=0.0)
+                    precision="mixed_bfloat16", seed=0, jit_compile=False, train_subset=None)
 
 RECIPES: dict[str, TrainConfig] = {
     # The recipe of the first version: few large-batch steps at a small learning rate.
@@ -190,17 +215,25 @@ class ExperimentConfig:
     recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")
     recovery_ks: tuple[float, ...] = (90, 95, 99)
     recovery_seeds: tuple[int, ...] = (0,)
-    # Targeted-dropout training from scratch, each model pruned one-shot at its k:
-    # (method, k, gamma, alpha). Gamma a little above k leaves a margin: the weights ranked just
-    # inside k were also dropped in training (measured on MNIST, see README).
-    aware_targets: tuple[tuple[str, float, float, float], ...] = (
-        ("weight", 95, 0.95, 0.75), ("weight", 97, 0.98, 0.90),
-        ("unit", 80, 0.80, 0.75), ("unit", 90, 0.90, 0.90))
-    aware_batch_size: int = 128  # more, smaller steps: the random drops need many updates
+    # Targeted-dropout training from scratch, each model pruned one-shot at its k. Gamma a little
+    # above k leaves a margin: the weights ranked just inside k were also dropped in training
+    # (measured on MNIST, see README).
+    aware_targets: tuple[AwareTarget, ...] = (
+        AwareTarget("weight", 95, 0.95, 0.75), AwareTarget("weight", 97, 0.98, 0.90),
+        AwareTarget("unit", 80, 0.80, 0.75), AwareTarget("unit", 90, 0.90, 0.90))
 
     def __post_init__(self) -> None:
-        for k in (t[1] for t in self.aware_targets):
-            validate_k(k)
+        bad = [t for t in self.aware_targets if not isinstance(t, AwareTarget)]
+        if bad:
+            raise ValueError(f"aware_targets must be AwareTarget instances, got {bad[0]!r}")
+        from prunelib.strategies import RECOVERY  # the registry imports this module
+
+        unknown = [s for s in self.recovery_strategies if s not in RECOVERY]
+        if unknown:
+            raise ValueError(f"unknown recovery strategy {unknown[0]!r}; choose from {list(RECOVERY)}")
+        unknown = [m for m in self.methods if m not in ("weight", "unit")]
+        if unknown:
+            raise ValueError(f"unknown pruning method {unknown[0]!r}; choose 'weight' or 'unit'")
         # One spelling of k (float percent), so 90 and 90.0 give the same cache keys.
         object.__setattr__(self, "ks", tuple(validate_k(k) for k in self.ks))
         object.__setattr__(self, "recovery_ks", tuple(validate_k(k) for k in self.recovery_ks))
@@ -217,7 +250,7 @@ class ExperimentConfig:
         base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(epochs=1, train_subset=2000),
                    recipes=False, calibration_size=1000,
                    recovery=RecoveryConfig(epochs=1, imp_rounds=2, train_subset=2000),
-                   recovery_ks=(90,), aware_targets=(("weight", 90, 0.9, 0.75), ("unit", 80, 0.8, 0.75)))
+                   recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9), AwareTarget("unit", 80, 0.8)))
         return replace(base, **overrides)
 
     @classmethod

@@ -157,11 +157,10 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                         strategies=strategies, config=config.recovery,
                         seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)))
                 if config.aware_targets:
-                    aware = replace(tc, batch_size=config.aware_batch_size)
-                    recs.append(table("pruning-aware", {"targets": config.aware_targets,
-                                                        "aware": mlp.cache_key(data, aware)},
+                    recs.append(table("pruning-aware", {"targets": [recovery.aware_key(data, tc, t)
+                                                                    for t in config.aware_targets]},
                                       lambda: recovery.aware_table(
-                        data, aware, config.aware_targets, cache=cache, retrain=retrain,
+                        data, tc, config.aware_targets, cache=cache, retrain=retrain,
                         progress=progress)))
             del model
             _release()

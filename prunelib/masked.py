@@ -142,55 +142,79 @@ def set_masks(model: keras.Model, masks: Sequence[np.ndarray]) -> None:
             slot.assign(slot * keep)
 
 
+def _copy_weights(source: keras.Model, target: keras.Model, *, strip: bool = False) -> None:
+    """Copy every Dense layer's kernel and bias from ``source`` into ``target`` (same layers).
+
+    With ``strip``, masked kernels are copied as the model computes with them (mask multiplied
+    out) and a unit whose column is fully masked loses its bias.
+    """
+    for src, dst in zip(source.layers, target.layers):
+        if not isinstance(src, keras.layers.Dense):
+            continue
+        kernel, bias = src.kernel, src.bias
+        if strip and isinstance(src, MaskedDense):
+            kernel = src.masked_kernel()
+            if bias is not None:
+                bias = bias * ops.cast(ops.max(src.mask, axis=0) > 0, bias.dtype)
+        dst.kernel.assign(kernel)
+        if dst.bias is not None:
+            dst.bias.assign(bias)
+
+
 def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
                dropout_rate: float = 0.0, dropout_variant: str = "weight",
                l1: float = 0.0, precision: str | None = None,
                train_logits: bool = True) -> keras.Model:
-    """A copy of a trained MLP whose hidden layers are :class:`MaskedDense`.
+    """A copy of a trained MLP whose hidden Dense layers are :class:`MaskedDense`.
+
+    The model is cloned layer by layer (``keras.models.clone_model``), so any architecture built of
+    Dense layers works; the output layer (named :data:`prunelib.pruning.LOGITS`) stays a plain
+    Dense layer: it is never masked.
 
     Args:
-        model: an MLP from :func:`prunelib.model.build_mlp` (left untouched).
+        model: the trained model (left untouched).
         masks: keep-masks for the hidden kernels (default: keep everything).
         dropout_rate, dropout_variant: targeted dropout settings of the hidden layers.
         l1: L1 penalty on the hidden kernels (0 for none).
         precision: dtype policy of the hidden layers (default: as in ``model``).
         train_logits: whether training may update the logit layer; ``False`` freezes it, so a pruned
             and fine-tuned model keeps the original logit weights bit for bit.
-
-    The logit layer stays a plain Dense layer: it is never masked.
     """
-    from prunelib.model import assign_weights, dense_layers, get_biases, get_kernels
+    def wrap(layer):
+        if not isinstance(layer, keras.layers.Dense):
+            return layer.__class__.from_config(layer.get_config())
+        config = layer.get_config()
+        if layer.name == pruning.LOGITS:
+            return keras.layers.Dense.from_config({**config, "trainable": train_logits})
+        config.update(dtype=precision or layer.dtype_policy,
+                      kernel_regularizer=keras.regularizers.L1(l1) if l1 > 0 else None)
+        return MaskedDense(dropout_rate=dropout_rate, dropout_variant=dropout_variant, **config)
 
-    dense = dense_layers(model)
-    inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    x = keras.layers.Flatten(name="flatten")(inputs)
-    for layer in dense[:-1]:
-        x = MaskedDense(layer.units, dropout_rate, dropout_variant, activation="relu",
-                        use_bias=layer.use_bias, dtype=precision or layer.dtype_policy, name=layer.name,
-                        kernel_regularizer=keras.regularizers.L1(l1) if l1 > 0 else None)(x)
-    logits = dense[-1]
-    outputs = keras.layers.Dense(logits.units, use_bias=logits.use_bias, dtype=logits.dtype_policy,
-                                 name=logits.name, trainable=train_logits)(x)
-    clone = keras.Model(inputs, outputs, name=f"{model.name}_masked")
-    assign_weights(clone, get_kernels(model), get_biases(model))
+    clone = keras.models.clone_model(model, clone_function=wrap)
+    if not any(layer.name == pruning.LOGITS for layer in clone.layers):
+        raise ValueError(f"the model has no output layer named {pruning.LOGITS!r}")
+    _copy_weights(model, clone)
     if masks is not None:
         set_masks(clone, masks)
     return clone
 
 
 def strip(model: keras.Model) -> keras.Model:
-    """A plain MLP (as :func:`prunelib.model.build_mlp` makes) holding the masked weights."""
-    from prunelib.model import from_kernels
-
-    biases = []
-    for layer in model.layers:
+    """A copy of a masked model with plain float32 Dense layers holding the masked weights."""
+    def unwrap(layer):
+        config = layer.get_config()
+        if isinstance(layer, MaskedDense):
+            for name in ("dropout_rate", "dropout_variant"):
+                config.pop(name)
+            config.update(kernel_regularizer=None)
         if isinstance(layer, keras.layers.Dense):
-            bias = None if layer.bias is None else np.array(layer.bias)
-            if bias is not None and isinstance(layer, MaskedDense):
-                bias = bias * (layer.mask.numpy().max(axis=0) > 0)
-            biases.append(bias)
-    return from_kernels(effective_kernels(model), biases if any(b is not None for b in biases) else None,
-                        model.input_shape[1:])
+            config.update(dtype="float32", trainable=True)
+            return keras.layers.Dense.from_config(config)
+        return layer.__class__.from_config(config)
+
+    plain = keras.models.clone_model(model, clone_function=unwrap)
+    _copy_weights(model, plain, strip=True)
+    return plain
 
 
 def cubic_schedule(step: int, start: int, end: int, k_initial: float, k_final: float) -> float:
@@ -213,7 +237,7 @@ def tighten(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: float
     only ever adds to what is pruned, whatever exact zeros the surviving weights hold.
     """
     tiny = np.finfo(np.float32).tiny
-    scored = [np.where(m, np.maximum(np.abs(w), tiny), 0.0).astype(np.float32)
+    scored = [np.where(m, np.maximum(pruning.weight_scores(w), tiny), 0.0).astype(np.float32)
               for w, m in zip(kernels, masks)]
     new = pruning.compute_masks([*scored, kernels[-1]], k, method)[:-1]
     return [n & m for n, m in zip(new, masks)]
@@ -307,7 +331,7 @@ def targeting_threshold(kernel: np.ndarray, gamma: float, variant: str) -> float
     Returns the smallest score *outside* the targeted set, so ``score < threshold`` selects it
     (ties at the boundary included).
     """
-    scores = np.abs(kernel).ravel() if variant == "weight" else np.linalg.norm(kernel, axis=0)
+    scores = pruning.weight_scores(kernel).ravel() if variant == "weight" else pruning.unit_scores(kernel)
     n = round(gamma * scores.size)
     if n <= 0:
         return 0.0

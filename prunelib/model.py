@@ -20,8 +20,8 @@ from prunelib.data import Dataset  # noqa: E402
 from prunelib.paths import cache_dir, digest  # noqa: E402
 from prunelib.provenance import MODEL_CODE, cached_artifact, fingerprint, versions  # noqa: E402
 
-LOGITS = "logits"
-"""Name of the output layer; :func:`prunelib.pruning.split_logits` keeps it unpruned."""
+LOGITS = pruning.LOGITS
+"""Name of the output layer (:data:`prunelib.pruning.LOGITS`), the one layer never pruned."""
 
 
 def build_mlp(
@@ -57,6 +57,16 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     if not layers or layers[-1].name != LOGITS:
         raise ValueError(f"expected the last Dense layer to be named {LOGITS!r}")
     return layers
+
+
+def prunable_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    """The hidden Dense layers, in order: every layer pruning may touch."""
+    return dense_layers(model)[:-1]
+
+
+def output_layer(model: keras.Model) -> keras.layers.Dense:
+    """The logit layer (named :data:`LOGITS`), which pruning never touches."""
+    return dense_layers(model)[-1]
 
 
 def get_kernels(model: keras.Model) -> list[np.ndarray]:
@@ -205,27 +215,20 @@ def train(data: Dataset, config: TrainConfig, verbose: int = 0,
           callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False) -> keras.Model:
     """Build and train a fresh model on ``data`` as ``config`` says (no caching).
 
-    With pruning-aware settings (targeted dropout, L1) the model trains with
-    :class:`prunelib.masked.MaskedDense` hidden layers and comes back as a plain MLP.
-
     Args:
         verbose: Keras' own per-epoch output level.
         callbacks: extra Keras callbacks.
         progress: show a tqdm bar over epochs.
     """
     seed_everything(config.seed)
-    model = build_mlp(config.hidden_sizes, config.num_classes, data.x_train.shape[1:],
-                      config.use_bias, config.seed, config.precision)
-    if not config.pruning_aware:
-        return fit(model, data, config, verbose, callbacks, progress, f"train {data.name} seed {config.seed}")
-    from prunelib import masked
+    model = build(config, data.x_train.shape[1:])
+    return fit(model, data, config, verbose, callbacks, progress, f"train {data.name} seed {config.seed}")
 
-    aware = masked.masked_mlp(model, dropout_rate=config.targeted_dropout,
-                              dropout_variant=config.targeted_variant, l1=config.l1)
-    if config.targeted_dropout > 0:
-        callbacks = [*callbacks, masked.TargetedDropout(config.targeted_gamma)]
-    fit(aware, data, config, verbose, callbacks, progress, f"train {data.name} (pruning-aware)")
-    return masked.strip(aware)
+
+def build(config: TrainConfig, input_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
+    """The untrained MLP of ``config``'s architecture, initialized from its seed."""
+    return build_mlp(config.hidden_sizes, config.num_classes, input_shape, config.use_bias, config.seed,
+                     config.precision)
 
 
 _DATA_DIGESTS: dict[int, tuple[Dataset, str]] = {}
@@ -245,10 +248,9 @@ def data_digest(data: Dataset) -> str:
 
 def cache_description(data: Dataset, config: TrainConfig) -> dict:
     """Everything that determines the trained weights: the training data, the config, the source
-    of the code that trains (``masked`` only for pruning-aware training), library versions."""
-    code = MODEL_CODE if config.pruning_aware else ("prunelib.model",)
+    of the code that trains, library versions."""
     return {"dataset": data.name, "data": data_digest(data), **asdict(config),
-            "code": fingerprint(code), "versions": versions()}
+            "code": fingerprint(MODEL_CODE), "versions": versions()}
 
 
 def cache_key(data: Dataset, config: TrainConfig) -> str:

@@ -7,6 +7,7 @@ import pandas as pd
 import seaborn as sns
 
 from prunelib.stats import ci95_interval
+from prunelib.strategies import order as strategy_order
 
 XLABELS = {
     "sparsity": "measured sparsity (% of all weights that are zero)",
@@ -90,7 +91,7 @@ def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, title: str | 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
     sns.lineplot(data=df, x="sparsity", y="accuracy", hue="strategy", style="method", marker="o",
-                 errorbar=ci95_interval, ax=ax)
+                 hue_order=strategy_order(df["strategy"].unique()), errorbar=ci95_interval, ax=ax)
     ax.set_xlabel(XLABELS["sparsity"])
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)

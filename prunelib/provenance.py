@@ -34,7 +34,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Which source modules determine which artifacts. A change to one of these files invalidates
 # exactly the cached artifacts listed against it (configs enter keys by value, not by source).
-MODEL_CODE = ("prunelib.model", "prunelib.masked")  # data enters by the hash of its arrays
+MODEL_CODE = ("prunelib.model",)  # data enters by the hash of its arrays
+AWARE_CODE = ("prunelib.model", "prunelib.masked", "prunelib.recovery")  # pruning-aware training
 SWEEP_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.compact", "prunelib.reconstruct")
 ANALYSIS_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.analysis")
 RECOVERY_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.recovery", "prunelib.masked")

@@ -17,6 +17,9 @@ from numbers import Real
 
 import numpy as np
 
+LOGITS = "logits"
+"""Name of a model's output layer: the one layer that is never pruned (its kernel comes last)."""
+
 Masks = list[np.ndarray]
 MaskFn = Callable[[Sequence[np.ndarray], float], Masks]
 
@@ -69,9 +72,15 @@ def validate_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def _magnitude(kernel: np.ndarray) -> np.ndarray:
-    """|w| as float64 (exact for every integer dtype, so int8's -128 ranks as the largest)."""
-    return np.abs(kernel.astype(np.float64))
+def weight_scores(kernel: np.ndarray) -> np.ndarray:
+    """Weight pruning's score of every weight: |w| as float64 (exact for every integer dtype, so
+    int8's -128 ranks as the largest). Shaped like ``kernel``."""
+    return np.abs(np.asarray(kernel).astype(np.float64))
+
+
+def unit_scores(kernel: np.ndarray) -> np.ndarray:
+    """Unit pruning's score of every unit: the L2 norm of its kernel column, as float64, (units,)."""
+    return np.linalg.norm(np.asarray(kernel).astype(np.float64), axis=0)
 
 
 def split_logits(kernels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
@@ -113,7 +122,7 @@ def weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     hidden, logits = split_logits(validate_kernels(kernels))
     masks = []
     for kernel in hidden:
-        pruned = smallest(_magnitude(kernel).ravel(), count_to_prune(kernel.size, k))
+        pruned = smallest(weight_scores(kernel).ravel(), count_to_prune(kernel.size, k))
         masks.append(~pruned.reshape(kernel.shape))
     return masks + [_keep_all(logits)]
 
@@ -128,8 +137,7 @@ def unit_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     hidden, logits = split_logits(validate_kernels(kernels))
     masks = []
     for kernel in hidden:
-        norms = np.linalg.norm(kernel.astype(np.float64), axis=0)
-        keep = ~smallest(norms, count_to_prune(kernel.shape[1], k))
+        keep = ~smallest(unit_scores(kernel), count_to_prune(kernel.shape[1], k))
         masks.append(np.broadcast_to(keep, kernel.shape).copy())
     return masks + [_keep_all(logits)]
 
@@ -143,7 +151,7 @@ def global_weight_masks(kernels: Sequence[np.ndarray], k: float) -> Masks:
     k = validate_k(k)
     hidden, logits = split_logits(validate_kernels(kernels))
     sizes = [w.size for w in hidden]
-    pooled = np.concatenate([_magnitude(w).ravel() for w in hidden]) if hidden else np.zeros(0)
+    pooled = np.concatenate([weight_scores(w).ravel() for w in hidden]) if hidden else np.zeros(0)
     keep = ~smallest(pooled, count_to_prune(pooled.size, k))
     pieces = np.split(keep, np.cumsum(sizes)[:-1]) if hidden else []
     return [p.reshape(w.shape) for p, w in zip(pieces, hidden)] + [_keep_all(logits)]

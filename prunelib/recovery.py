@@ -1,7 +1,10 @@
-"""Recovering accuracy after pruning: fine-tuning, gradual pruning and iterative magnitude pruning.
+"""Recovering accuracy after pruning: fine-tuning, gradual pruning, iterative magnitude pruning,
+and pruning-aware training from scratch (targeted dropout).
 
-Every strategy starts from a trained dense model, leaves it untouched, and returns a new plain MLP
-whose pruned weights are exactly zero. :func:`recovery_table` runs them into one tidy table.
+The strategies are declared in :mod:`prunelib.strategies`; this module holds their training code.
+Every recovery strategy starts from a trained dense model, leaves it untouched, and returns a new
+plain MLP whose pruned weights are exactly zero. :func:`recovery_table` runs them into one tidy
+table, :func:`aware_table` the targeted-dropout models.
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib import masked, pruning
+from prunelib import strategies as registry
 from prunelib import model as mlp
-from prunelib.config import RecoveryConfig, TrainConfig
+from prunelib.config import AwareTarget, RecoveryConfig, TrainConfig
 from prunelib.data import Dataset
 from prunelib.evaluate import evaluate_kernels
 from prunelib.paths import digest
-from prunelib.provenance import RECOVERY_CODE, fingerprint
+from prunelib.provenance import AWARE_CODE, RECOVERY_CODE, fingerprint
 
-STRATEGIES = ("one-shot", "finetune", "gradual", "imp")
 RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
                     "prunable_sparsity", "accuracy", "loss", "seconds", "dense_accuracy"]
 
@@ -135,20 +138,33 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
     return current
 
 
+def one_shot(model: keras.Model, data: Dataset, k: float, method: str,
+             config: RecoveryConfig = RecoveryConfig(), seed: int = 0, progress: bool = False) -> keras.Model:
+    """Prune ``model`` once at ``k`` percent (no training; the signature of every strategy)."""
+    return mlp.prune_model(model, k, method)
+
+
+_TRAINING = {"one-shot": one_shot, "finetune": finetune, "gradual": gradual, "imp": imp}
+if set(_TRAINING) != {n for n, s in registry.STRATEGIES.items() if s.kind != "from-scratch"}:
+    raise ImportError("prunelib.recovery and the registry prunelib.strategies disagree on the strategies")
+
+
 def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, method: str,
                  config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
                  progress: bool = False) -> tuple[keras.Model, int]:
-    """Apply one strategy of :data:`STRATEGIES`; returns the pruned model and its training epochs."""
+    """Apply one strategy of :data:`prunelib.strategies.STRATEGIES` that starts from ``model``.
+
+    Returns:
+        The pruned model and its training epochs.
+
+    Raises:
+        ValueError: an unknown strategy, or one that trains from scratch (see :func:`aware_table`).
+    """
     k = pruning.validate_k(k)
-    if strategy == "one-shot":
-        return mlp.prune_model(model, k, method), 0
-    if strategy == "finetune":
-        return finetune(model, data, k, method, config, seed, progress), config.epochs
-    if strategy == "gradual":
-        return gradual(model, data, k, method, config, seed, progress), config.epochs
-    if strategy == "imp":
-        return imp(model, data, k, method, config, seed, progress=progress), config.imp_epochs * config.imp_rounds
-    raise ValueError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    if strategy not in _TRAINING:
+        registry.get(strategy)  # unknown names: the message lists the registry
+        raise ValueError(f"strategy {strategy!r} trains its own model; use aware_table")
+    return _TRAINING[strategy](model, data, k, method, config, seed, progress), registry.epochs(strategy, config)
 
 
 def _row(data: Dataset, pruned: keras.Model, *, method: str, k: float, strategy: str, seed: int,
@@ -162,7 +178,8 @@ def _row(data: Dataset, pruned: keras.Model, *, method: str, k: float, strategy:
 
 
 def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] = ("weight", "unit"),
-                   ks: Iterable[float] = (90, 95, 99), strategies: Iterable[str] = STRATEGIES,
+                   ks: Iterable[float] = (90, 95, 99),
+                   strategies: Iterable[str] = ("one-shot", *registry.RECOVERY),
                    config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
                    base: TrainConfig | None = None, cache: str | os.PathLike | None = None,
                    retrain: bool = False, progress: bool = True) -> pd.DataFrame:
@@ -179,12 +196,15 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
         wall-clock time of pruning plus training (as first measured, for cached results), and
         ``dense_accuracy`` the accuracy of ``model`` before pruning.
     """
-    grid = [(s, m, pruning.validate_k(k)) for s in strategies for m in methods for k in ks]
+    strategies = list(strategies)
+    for name in strategies:
+        registry.get(name)
+    grid = [(s, m, pruning.validate_k(k)) for s in registry.order(strategies) for m in methods for k in ks]
     dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test,
                                       mlp.get_biases(model))[0]
     rows = []
     for strategy, method, k in tqdm(grid, desc=f"recovery {data.name} seed {seed}", disable=not progress):
-        epochs = {"one-shot": 0, "imp": config.imp_epochs * config.imp_rounds}.get(strategy, config.epochs)
+        epochs = registry.epochs(strategy, config)
 
         def build(strategy=strategy, method=method, k=k):
             return run_strategy(strategy, model, data, k, method, config, seed)[0]
@@ -203,28 +223,45 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
 
 
-def aware_config(base: TrainConfig, method: str, gamma: float, rate: float = 0.75) -> TrainConfig:
-    """The training recipe with targeted dropout of ``method``'s variant (fraction ``gamma``, drop
-    probability ``rate``)."""
-    return replace(base, targeted_dropout=rate, targeted_gamma=gamma,
-                   targeted_variant="unit" if method == "unit" else "weight")
+def train_aware(data: Dataset, config: TrainConfig, target: AwareTarget, progress: bool = False) -> keras.Model:
+    """Train a fresh model with ``target``'s targeted dropout (and L1), returned as a plain MLP.
+
+    ``config`` is the optimizer recipe (its batch size replaced by the target's); the hidden layers
+    train as :class:`prunelib.masked.MaskedDense` and are stripped afterwards.
+    """
+    config = target.train_config(config)
+    mlp.seed_everything(config.seed)
+    net = masked.masked_mlp(mlp.build(config, data.x_train.shape[1:]), dropout_rate=target.rate,
+                            dropout_variant=target.method, l1=target.l1)
+    callbacks = [masked.TargetedDropout(target.gamma)] if target.rate > 0 and target.gamma > 0 else []
+    mlp.fit(net, data, config, callbacks=callbacks, progress=progress,
+            desc=f"train {data.name} (targeted dropout {target.method} {target.k:g})")
+    return masked.strip(net)
 
 
-def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[tuple[str, float, float, float]], *,
+def aware_key(data: Dataset, config: TrainConfig, target: AwareTarget) -> dict:
+    """Everything that determines a pruning-aware model (its cache key)."""
+    return {**mlp.cache_description(data, target.train_config(config)), "aware": asdict(target),
+            "code": fingerprint(AWARE_CODE)}
+
+
+def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[AwareTarget], *,
                 cache: str | os.PathLike | None = None, retrain: bool = False,
                 progress: bool = True) -> pd.DataFrame:
-    """Train with targeted dropout for each ``(method, k, gamma, rate)``, then prune one-shot at k.
+    """Train with targeted dropout for each target (cached), then prune one-shot at its k.
 
     Rows have strategy ``targeted-dropout``; ``epochs`` and ``seconds`` are those of the
     pruning-aware training from scratch, ``dense_accuracy`` the unpruned pruning-aware model's.
     """
     rows = []
-    for method, k, gamma, rate in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
-                                       disable=not progress):
-        config = aware_config(base, method, gamma, rate)
-        model, seconds = mlp.train_cached(data, config, cache=cache, retrain=retrain)
+    for target in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
+                       disable=not progress):
+        key = aware_key(data, base, target)
+        model, seconds = mlp.cached(f"{data.name}-aware-{digest(key)}",
+                                    lambda target=target: train_aware(data, base, target), key=key,
+                                    cache=cache, retrain=retrain)
         dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]
-        rows.append(_row(data, mlp.prune_model(model, k, method), method=method, k=float(k),
-                         strategy="targeted-dropout", seed=base.seed, epochs=base.epochs,
+        rows.append(_row(data, mlp.prune_model(model, target.k, target.method), method=target.method,
+                         k=target.k, strategy="targeted-dropout", seed=base.seed, epochs=base.epochs,
                          seconds=seconds, dense_accuracy=dense_accuracy))
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from prunelib import figures
 from prunelib.stats import ci95, summary_table
+from prunelib.strategies import STRATEGIES
 
 Block = tuple  # ("h", level, text) | ("p", markdown) | ("table", DataFrame) | ("img", path, caption)
 
@@ -187,7 +188,7 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-STRATEGY_ORDER = ("one-shot", "finetune", "gradual", "imp", "targeted-dropout")
+STRATEGY_ORDER = tuple(STRATEGIES)
 
 
 def recovery_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -218,7 +219,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 def recipe_summary(curves: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """Per recipe: dense accuracy, training time, one-shot accuracy at a few k, the areas, and the
     mean drift and norm concentration over the hidden layers."""
-    from prunelib.recipes import summarize
+    from prunelib.recipe_summary import summarize
 
     summary = summarize(curves).set_index("recipe")
     pivot = curves.pivot_table(index="recipe", columns=["method", "k"], values="accuracy")

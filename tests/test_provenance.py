@@ -53,6 +53,7 @@ def build_all(data, cache, counts):
 @pytest.mark.parametrize("module, rebuilt", [
     ("prunelib.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
     ("prunelib.recovery", {"recovery"}),
+    ("prunelib.masked", {"recovery"}),  # masked training never enters a plain model's key
     ("prunelib.reconstruct", {"sweep"}),
     ("prunelib.model", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
     ("prunelib.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
@@ -145,7 +146,7 @@ def test_manifest_says_whether_results_are_current(tmp_path, edit_module):
 
 def test_every_fingerprinted_module_exists():
     for group in (provenance.MODEL_CODE, provenance.SWEEP_CODE, provenance.ANALYSIS_CODE,
-                  provenance.RECOVERY_CODE, provenance.RECIPE_CODE):
+                  provenance.RECOVERY_CODE, provenance.RECIPE_CODE, provenance.AWARE_CODE):
         assert len(provenance.fingerprint(group)) == 16
     with pytest.raises(ValueError, match="no source file"):
         provenance.module_path("prunelib.nothing_here")

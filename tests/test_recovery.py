@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 
 from prunelib import masked, pruning, recovery
+from prunelib import strategies as registry
 from prunelib import model as mlp
+from prunelib.config import AwareTarget, ExperimentConfig
 from tiny import TINY, tiny_data
 
 FAST = recovery.RecoveryConfig(epochs=2, batch_size=32, learning_rate=1e-2, every=2, imp_rounds=2,
@@ -69,7 +71,7 @@ def test_tightening_mid_training_zeroes_existing_moments(trained):
         assert np.all(np.asarray(layer.kernel)[~keep] == 0)  # the raw variable too, not only the product
 
 
-@pytest.mark.parametrize("strategy", recovery.STRATEGIES)
+@pytest.mark.parametrize("strategy", ["one-shot", *registry.RECOVERY])
 @pytest.mark.parametrize("method", ["weight", "unit"])
 @pytest.mark.parametrize("k", [0, 50, 90])
 def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(trained, strategy, method, k):
@@ -87,6 +89,7 @@ def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(tr
     for a, b in zip(mlp.get_kernels(trained), before):
         np.testing.assert_array_equal(a, b)  # the dense model is not modified
     assert epochs == {"one-shot": 0, "imp": FAST.imp_epochs * FAST.imp_rounds}.get(strategy, FAST.epochs)
+    assert epochs == registry.epochs(strategy, FAST)
 
 
 def test_training_logits_is_opt_in(trained):
@@ -180,10 +183,11 @@ def test_pruning_aware_training_returns_a_plain_mlp_and_l1_shrinks_weights():
     data = tiny_data(512)
     base = replace(TINY, hidden_sizes=(64, 32), epochs=4)
     plain = mlp.train(data, base)
-    aware = mlp.train(data, recovery.aware_config(base, "weight", 0.9, rate=1.0))
+    aware = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.9, rate=1.0, batch_size=base.batch_size))
     assert all(type(layer) is not masked.MaskedDense for layer in aware.layers)
     assert mlp.dense_layers(aware)[-1].name == mlp.LOGITS
-    l1 = mlp.train(data, replace(base, l1=1e-3))
+    l1 = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.0, rate=0.0, l1=1e-3,
+                                                      batch_size=base.batch_size))
     assert np.abs(mlp.get_kernels(l1)[0]).mean() < np.abs(mlp.get_kernels(plain)[0]).mean()
 
 
@@ -240,3 +244,29 @@ def test_recovery_recipe_states_every_optimizer_setting():
     assert (tc.learning_rate, tc.batch_size, tc.weight_decay, tc.lr_schedule, tc.epochs, tc.seed) == (
         1e-2, 128, 0.0, "cosine", 2, 3)
     assert TrainConfig().weight_decay != tc.weight_decay  # the study's recipe decays, recovery does not
+
+
+def test_registry_names_every_strategy_once_and_rejects_unknown_names_before_training(trained):
+    assert list(registry.STRATEGIES)[0] == "one-shot" and "targeted-dropout" in registry.STRATEGIES
+    assert registry.order(["imp", "one-shot", "finetune"]) == ["one-shot", "finetune", "imp"]
+    assert registry.epochs("imp", FAST) == FAST.imp_epochs * FAST.imp_rounds
+    with pytest.raises(ValueError, match="unknown strategy 'prune-harder'"):
+        recovery.recovery_table(trained, tiny_data(), strategies=["finetune", "prune-harder"], config=FAST)
+    with pytest.raises(ValueError, match="trains its own model"):
+        recovery.run_strategy("targeted-dropout", trained, tiny_data(), 50, "weight", FAST)
+    with pytest.raises(ValueError, match="unknown recovery strategy"):
+        ExperimentConfig(recovery_strategies=("finetune", "prune-harder"))
+
+
+def test_masked_model_is_a_clone_and_strips_back_to_a_plain_model_with_the_same_outputs(trained):
+    masks = pruning.compute_masks(mlp.get_kernels(trained), 50, "unit")[:-1]
+    net = masked.masked_mlp(trained, masks, precision="float32")  # strip always gives float32
+    assert [type(layer).__name__ for layer in net.layers if "Dense" in type(layer).__name__] == \
+        ["MaskedDense"] * (len(mlp.dense_layers(trained)) - 1) + ["Dense"]
+    plain = masked.strip(net)
+    assert [layer.name for layer in plain.layers] == [layer.name for layer in trained.layers]
+    expected = pruning.apply_masks(mlp.get_kernels(trained), [*masks, np.ones_like(mlp.get_kernels(trained)[-1], bool)])
+    for got, want in zip(mlp.get_kernels(plain), expected):
+        np.testing.assert_array_equal(got, want)
+    x = tiny_data().x_test
+    np.testing.assert_allclose(plain.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
