@@ -230,13 +230,27 @@ def _failure(err: BaseException) -> str:
     return f"{type(err).__name__}: {(lines[-1] if lines else '')[:300]}"
 
 
-def _worker(cells: Sequence[Cell], dead: frozenset[str], budget: int, retries: int, conn) -> None:
+class SourceChanged(RuntimeError):
+    """prunelib's source changed while a run was computing its cells."""
+
+
+def _worker(cells: Sequence[Cell], dead: frozenset[str], budget: int, retries: int, conn,
+            source: str | None = None) -> None:
     """Child process: run ``cells`` in order, one message per cell, until done or over ``budget``.
+
+    A worker whose prunelib source differs from ``source`` (the run's at its start) runs nothing:
+    a run never mixes artifacts of two versions of the code.
 
     Messages: ``(name, "ok", seconds, peak)``, ``(name, "failed", error, peak)``,
     ``(name, "skipped", dependency, peak)`` with the worker's peak resident bytes so far; ``None``
     when the worker stops on its own.
     """
+    from prunelib.provenance import fingerprint, package_modules
+
+    if source is not None and fingerprint(package_modules()) != source:
+        conn.send(("source changed",))
+        conn.close()
+        return
     dead = set(dead)
     for cell in cells:
         blocked = [a for a in cell.after if a in dead]
@@ -281,6 +295,9 @@ def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_ME
     _check_graph(cells)
     if memory_budget_gb <= 0:
         raise ValueError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
+    from prunelib.provenance import fingerprint, package_modules
+
+    source = fingerprint(package_modules())  # workers start later and must see this same code
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited
     outcome = Outcome()
     remaining = list(cells)
@@ -291,7 +308,7 @@ def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_ME
             dead = frozenset((*outcome.failed, *outcome.skipped))
             receive, send = ctx.Pipe(duplex=False)
             worker = ctx.Process(target=_worker, args=(remaining, dead, int(memory_budget_gb * 2**30),
-                                                       retries, send), daemon=True)
+                                                       retries, send, source), daemon=True)
             worker.start()
             send.close()
             outcome.workers += 1
@@ -309,6 +326,11 @@ def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_ME
                     break
                 if message is None:
                     break
+                if message == ("source changed",):
+                    worker.join()
+                    raise SourceChanged(
+                        f"prunelib's source changed during the run ({len(outcome.seconds)} cells finished "
+                        "and are cached); run again to compute the rest with the new code")
                 name, status, value, peak = message
                 remaining.pop(0)
                 outcome.peak_rss = max(outcome.peak_rss, peak)
@@ -343,8 +365,14 @@ def raise_failures(outcome: Outcome) -> None:
         return
     lines = [f"{n}: {e}" for n, e in outcome.failed.items()]
     lines += [f"{n}: skipped, waits for {w}" for n, w in outcome.skipped.items()]
+    shown = "; ".join(lines[:MAX_REPORTED]) + (f"; and {len(lines) - MAX_REPORTED} more"
+                                                if len(lines) > MAX_REPORTED else "")
     raise CellsFailed(f"{len(outcome.failed)} cell(s) failed and {len(outcome.skipped)} were skipped "
-                      f"({len(outcome.seconds)} finished and are cached): " + "; ".join(lines))
+                      f"({len(outcome.seconds)} finished and are cached): {shown}")
+
+
+MAX_REPORTED = 6
+"""Failed or skipped cells named in a :class:`CellsFailed` message (one line, not one per cell)."""
 
 
 def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: bool = False,

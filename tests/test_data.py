@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunelib import data
+from prunelib import data, fetch, paths
 
 
 @pytest.fixture
@@ -80,9 +80,9 @@ def _fake_spec(tmp_path, monkeypatch, n_train=5, n_test=3):
     spec = data.DatasetSpec("fashion-mnist", files, {f: data.sha256_of(src / f) for f in files.values()},
                             "fashion_mnist")
     monkeypatch.setitem(data.DATASETS, "fashion-mnist", spec)
-    monkeypatch.setattr(data, "DEBIAN_DIR", src)
-    monkeypatch.setattr(data, "_from_keras", lambda *a: None)  # stay offline in tests
-    monkeypatch.setattr(data, "_run", lambda *a: False)
+    monkeypatch.setattr(fetch, "DEBIAN_DIR", src)
+    monkeypatch.setattr(fetch, "from_keras", lambda *a: None)  # stay offline in tests
+    monkeypatch.setattr(fetch, "run_command", lambda *a: False)
     return arrays, src
 
 
@@ -121,7 +121,7 @@ def test_interrupted_copy_leaves_no_partial_file(tmp_path, monkeypatch):
         Path(b).write_bytes(b"partial")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data.shutil, "copyfile", boom)
+    monkeypatch.setattr(fetch.shutil, "copyfile", boom)
     with pytest.raises(KeyboardInterrupt):
         data.fetch("fashion-mnist", tmp_path / "data")
     root = tmp_path / "data" / "fashion-mnist"
@@ -142,7 +142,7 @@ def test_pinned_hashes_cover_every_file():
         assert all(len(h) == 64 for h in spec.sha256.values())
 
 
-@pytest.mark.skipif(not (data.default_data_dir() / "mnist").is_dir(), reason="real MNIST not fetched")
+@pytest.mark.skipif(not (paths.data_dir() / "mnist").is_dir(), reason="real MNIST not fetched")
 def test_real_mnist_label_counts():
     ds = data.load_dataset("mnist")
     assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)

@@ -81,10 +81,10 @@ def test_empty_and_tilde_environment_paths(monkeypatch, tmp_path):
 
 
 def test_fetched_files_are_world_readable(tmp_path, monkeypatch):
-    from prunelib import data
+    from prunelib import fetch as fetching
 
     [source] = require_real_data("fashion-mnist")
-    monkeypatch.setattr(data, "DEBIAN_DIR", source)  # install from a local copy, as from Debian's
+    monkeypatch.setattr(fetching, "DEBIAN_DIR", source)  # install from a local copy, as from Debian's
     old = os.umask(0o022)
     try:
         root = fetch("fashion-mnist", tmp_path)

@@ -1,0 +1,148 @@
+"""The study's cells and the local runner: order, failures, worker recycling, memory, no framework
+in the driver."""
+
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+
+from prunelib import cells
+from prunelib.cells import Cell
+from prunelib.config import ExperimentConfig
+
+
+# Cell functions run in spawned workers, which import this module by name (pytest puts tests/ on
+# sys.path, and spawn hands the parent's sys.path to the child).
+def record(log: str, name: str) -> None:
+    with open(log, "a") as handle:
+        handle.write(f"{name} {os.getpid()}\n")
+
+
+def fail(log: str, name: str) -> None:
+    record(log, name)
+    raise RuntimeError(f"{name} broke")
+
+
+def die(log: str, name: str) -> None:
+    record(log, name)
+    os._exit(3)  # a worker killed in the middle of a cell (e.g. by the OOM killer)
+
+
+def lines(log):
+    return [line.split() for line in open(log).read().splitlines()]
+
+
+def test_cells_run_in_order_failures_are_retried_then_reported_and_dependents_skipped(tmp_path):
+    log = str(tmp_path / "log")
+    graph = [Cell("a", record, (log, "a")), Cell("b", fail, (log, "b"), after=("a",)),
+             Cell("c", record, (log, "c"), after=("b",)), Cell("d", record, (log, "d"), after=("a",))]
+    outcome = cells.execute_local(graph, progress=False)
+    assert [name for name, _ in lines(log)] == ["a", "b", "b", "d"]  # b tried twice, c never
+    assert set(outcome.seconds) == {"a", "d"}
+    assert outcome.failed == {"b": "RuntimeError: b broke"}
+    assert outcome.skipped == {"c": "b"}
+    assert lines(log)[0][1] != str(os.getpid())  # cells ran in a worker process, not here
+    with pytest.raises(cells.CellsFailed, match="b: RuntimeError: b broke; c: skipped, waits for b"):
+        cells.raise_failures(outcome)
+
+
+def test_a_worker_past_its_memory_budget_is_replaced(tmp_path):
+    log = str(tmp_path / "log")
+    graph = [Cell(str(i), record, (log, str(i))) for i in range(3)]
+    outcome = cells.execute_local(graph, memory_budget_gb=1e-6, progress=False)  # every worker is over
+    assert outcome.ok and outcome.workers == 3
+    assert len({pid for _, pid in lines(log)}) == 3
+    roomy = cells.execute_local(graph, memory_budget_gb=64, progress=False)
+    assert roomy.ok and roomy.workers == 1 and roomy.peak_rss > 0
+
+
+def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path):
+    log = str(tmp_path / "log")
+    graph = [Cell("a", record, (log, "a")), Cell("b", die, (log, "b")), Cell("c", record, (log, "c"))]
+    outcome = cells.execute_local(graph, progress=False)
+    assert [name for name, _ in lines(log)] == ["a", "b", "b", "c"]  # tried again in a fresh worker
+    assert outcome.failed["b"].startswith("worker process died (exit code 3)")
+    assert set(outcome.seconds) == {"a", "c"}
+
+
+@pytest.mark.parametrize("graph, message", [
+    ([Cell("a", record), Cell("a", record)], "unique"),
+    ([Cell("a", record, after=("z",))], "unknown cells"),
+    ([Cell("b", record, after=("a",)), Cell("a", record)], "comes before"),
+])
+def test_bad_graphs_are_refused_before_any_work(graph, message):
+    with pytest.raises(ValueError, match=message):
+        cells.execute_local(graph, progress=False)
+    with pytest.raises(ValueError, match="memory_budget_gb"):
+        cells.execute_local([], memory_budget_gb=0, progress=False)
+
+
+def test_the_driver_builds_the_study_without_loading_a_framework():
+    code = ("import sys\n"
+            "import prunelib.cli, prunelib.cells\n"
+            "from prunelib.config import ExperimentConfig\n"
+            "graph = prunelib.cells.study_cells(ExperimentConfig())\n"
+            "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
+            "print(len(graph), loaded)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, loaded = out.stdout.split(" ", 1)
+    assert loaded.strip() == "[]"
+    assert int(count) > 100  # the full study: every model, table and recipe is a cell
+
+
+def peak_tree_rss(argv: list[str]) -> int:
+    """Run ``python -m prunelib`` with ``argv``; the peak of its resident memory summed with its
+    worker processes', sampled every 0.2 s."""
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen([sys.executable, "-m", "prunelib", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    root, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        total = 0
+        for p in [root, *root.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:
+                pass
+        peak = max(peak, total)
+        time.sleep(0.2)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    return peak
+
+
+@pytest.mark.slow
+def test_peak_memory_of_the_study_does_not_grow_with_seeds(tmp_path):
+    from tiny import require_real_data
+
+    require_real_data("mnist")
+    peaks = {}
+    for n in (1, 3):
+        peaks[n] = peak_tree_rss(["run", "--quick", "--dataset", "mnist", "--seeds", str(n), "--recovery",
+                                  "--no-aware", "--no-sensitivity", "--no-lstsq", "--memory-budget", "1.0",
+                                  "--results", str(tmp_path / f"results{n}"), "--cache", str(tmp_path / f"cache{n}"),
+                                  "--no-progress"])
+    assert peaks[3] <= 1.10 * peaks[1], {n: round(p / 2**30, 2) for n, p in peaks.items()}
+
+
+def test_a_worker_refuses_to_run_code_other_than_the_runs(tmp_path, monkeypatch):
+    from prunelib import provenance
+
+    log = str(tmp_path / "log")
+    real = provenance.fingerprint
+    monkeypatch.setattr(provenance, "fingerprint", lambda modules: "the code at the start")
+    with pytest.raises(cells.SourceChanged, match="source changed during the run"):
+        cells.execute_local([Cell("a", record, (log, "a"))], progress=False)
+    assert not os.path.exists(log)  # the worker, with the real source, ran nothing
+    monkeypatch.setattr(provenance, "fingerprint", real)
+
+
+def test_a_failure_report_is_one_line_however_many_cells_failed():
+    outcome = cells.Outcome(failed={f"cell {i}": "RuntimeError: x" for i in range(50)})
+    with pytest.raises(cells.CellsFailed) as err:
+        cells.raise_failures(outcome)
+    message = str(err.value)
+    assert "\n" not in message and "and 44 more" in message and len(message) < 600
