@@ -375,35 +375,80 @@ MAX_REPORTED = 6
 """Failed or skipped cells named in a :class:`CellsFailed` message (one line, not one per cell)."""
 
 
+def assemble(config: ExperimentConfig, data_dir=None, cache=None, *, cache_only: bool = False,
+             source: str | None = None):
+    """Run :func:`prunelib.experiment.run_experiment` (in a worker process).
+
+    Args:
+        cache_only: only read the cache; return ``None`` as soon as anything would have to be
+            computed.
+        source: the run's source fingerprint; a worker with other code raises
+            :class:`SourceChanged`.
+
+    Returns:
+        The :class:`prunelib.results.Results`, or ``None`` (``cache_only`` and something missing).
+    """
+    from prunelib import provenance
+    from prunelib.experiment import run_experiment
+
+    if source is not None and provenance.fingerprint(provenance.package_modules()) != source:
+        raise SourceChanged("prunelib's source changed during the run; run again")
+    if not cache_only:
+        return run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
+    try:
+        with provenance.cache_only():
+            return run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
+    except provenance.NotCached:
+        return None
+
+
+def _in_worker(fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in a fresh spawned process, its return value pickled back."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args, **kwargs).result()
+
+
 def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: bool = False,
               isolate: bool = True, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
               progress: bool = True):
-    """The whole study: compute its cells (in short-lived processes), then assemble the results.
+    """The whole study: compute its cells in short-lived processes, then assemble the results.
+
+    With ``isolate`` (the default) this process never loads a deep-learning framework: a worker
+    first checks whether every table is already cached (then it only reads, and the run takes
+    seconds); otherwise the cells run in workers (:func:`execute_local`) and a last worker reads
+    the tables back.
 
     Args:
-        isolate: compute the cells in child processes (:func:`execute_local`) so memory stays
-            bounded; ``False`` runs everything in this process, as
-            :func:`prunelib.experiment.run_experiment` does.
+        isolate: ``False`` runs everything in this process, as
+            :func:`prunelib.experiment.run_experiment` does (memory grows with every model trained).
         retrain: recompute every cached artifact (in this process: implies ``isolate=False``).
         memory_budget_gb: see :func:`execute_local`.
         progress: one bar over cells (with ``isolate``), else the in-process bars.
 
     Returns:
-        The :class:`prunelib.experiment.Results`, with the cells' wall time as ``seconds["cells"]``.
+        The :class:`prunelib.results.Results`; with ``isolate``, ``seconds["cells"]`` is the cells'
+        wall time (absent when everything was cached).
 
     Raises:
-        CellsFailed: a cell failed twice (the message names every failed and skipped cell).
+        CellsFailed: a cell failed twice (the message names the failed and skipped cells).
+        SourceChanged: prunelib's source changed while the run was going.
     """
-    outcome = None
-    if isolate and not retrain:
-        cells = study_cells(config, data_dir=data_dir, cache=cache)
-        outcome = execute_local(cells, memory_budget_gb=memory_budget_gb, progress=progress,
-                                desc="study cells")
-        raise_failures(outcome)
-    from prunelib.experiment import run_experiment
+    if not isolate or retrain:
+        from prunelib.experiment import run_experiment
 
-    results = run_experiment(config, retrain=retrain, data_dir=data_dir, cache=cache,
-                             progress=progress and outcome is None)
-    if outcome is not None:
-        results.seconds = {**results.seconds, "cells": outcome.wall}
+        return run_experiment(config, retrain=retrain, data_dir=data_dir, cache=cache, progress=progress)
+    from prunelib.provenance import fingerprint, package_modules
+
+    source = fingerprint(package_modules())
+    results = _in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
+    if results is not None:
+        return results
+    outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache),
+                            memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells")
+    raise_failures(outcome)
+    results = _in_worker(assemble, config, data_dir, cache, source=source)
+    results.seconds = {**results.seconds, "cells": outcome.wall}
     return results

@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                   isolate=not args.in_process,
                                   memory_budget_gb=args.memory_budget or cells.DEFAULT_MEMORY_BUDGET_GB,
                                   progress=not args.no_progress)
-    from prunelib.experiment import publish
+    from prunelib.results import publish
 
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0):
@@ -219,7 +219,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _recipes(args: argparse.Namespace) -> int:
     from prunelib import recipes
-    from prunelib.experiment import run_recipes, save_recipes
+    from prunelib.experiment import run_recipes
+    from prunelib.results import save_recipes
 
     names = {d: _unique(args.recipes, "--recipes") if args.recipes else recipes.STUDY[d]
              for d in _unique(args.dataset, "--dataset")}
@@ -237,7 +238,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from prunelib import provenance, report
-    from prunelib.experiment import load_results
+    from prunelib.results import load_results
 
     if args.check:
         problems = provenance.check_manifest(args.results)

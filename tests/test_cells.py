@@ -81,7 +81,7 @@ def test_bad_graphs_are_refused_before_any_work(graph, message):
 
 def test_the_driver_builds_the_study_without_loading_a_framework():
     code = ("import sys\n"
-            "import prunelib.cli, prunelib.cells\n"
+            "import prunelib.cli, prunelib.cells, prunelib.results, prunelib.report\n"
             "from prunelib.config import ExperimentConfig\n"
             "graph = prunelib.cells.study_cells(ExperimentConfig())\n"
             "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
