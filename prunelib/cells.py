@@ -47,6 +47,13 @@ class Cell:
     after: tuple[str, ...] = ()
     cpus: float = 1.0
     gpus: float = 0.0
+    weight: float = 1.0  # relative cost, for the progress bar's estimate of the time left
+
+
+# Seconds per cell of each kind in the full study on the 2-core reference machine (phase times in
+# results/run_times.csv divided by their cells); only their ratios matter, to weigh the bar.
+WEIGHTS = {"recipe": 40.0, "recipe tables": 40.0, "train": 21.0, "retrain-small": 7.0, "recovery": 21.0,
+           "targeted-dropout": 150.0, "tables": 67.0}
 
 
 @dataclass
@@ -136,33 +143,36 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
         if config.recipes and d in STUDY:
             names = STUDY[d]
             recipe_cells = [Cell(f"{d}/recipe {n}", train_cell, (d, replace(recipe_config(n), seed=0), data_dir, cache),
-                                 cpus=cpus, gpus=gpus) for n in names]
+                                 cpus=cpus, gpus=gpus, weight=WEIGHTS["recipe"]) for n in names]
             out += recipe_cells
             out.append(Cell(f"{d}/recipe tables", recipe_tables_cell, (d, names, data_dir, cache),
-                            after=tuple(c.name for c in recipe_cells), cpus=cpus))
+                            after=tuple(c.name for c in recipe_cells), cpus=cpus, weight=WEIGHTS["recipe tables"]))
         for s in config.seeds:
             tc = config.train_config(s)
-            train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus)
+            train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus,
+                         weight=WEIGHTS["train"])
             seed_cells = [train]
             if config.baselines:
                 seed_cells += [Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell,
-                                    (d, tc, k, data_dir, cache), cpus=cpus, gpus=gpus) for k in config.ks
+                                    (d, tc, k, data_dir, cache), cpus=cpus, gpus=gpus,
+                                    weight=WEIGHTS["retrain-small"]) for k in config.ks
                                if k < 100]
             recovered = s in config.recovery_seeds
             if recovered:
                 seed_cells += [Cell(f"{d}/seed {s}/{st} {m} k={k:g}", recovery_cell,
                                     (d, config, s, st, m, k, data_dir, cache), after=(train.name,),
-                                    cpus=cpus, gpus=gpus)
+                                    cpus=cpus, gpus=gpus, weight=WEIGHTS["recovery"])
                                for st in config.recovery_strategies for m in config.methods
                                for k in config.recovery_ks]
                 seed_cells += [Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
-                                    (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus)
+                                    (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus,
+                                    weight=WEIGHTS["targeted-dropout"])
                                for t in config.aware_targets]
             one = replace(config, datasets=(d,), seeds=(s,), recipes=False,
                           recovery_seeds=(s,) if recovered else ())
             out += seed_cells
             out.append(Cell(f"{d}/seed {s}/tables", tables_cell, (one, data_dir, cache),
-                            after=tuple(c.name for c in seed_cells), cpus=cpus))
+                            after=tuple(c.name for c in seed_cells), cpus=cpus, weight=WEIGHTS["tables"]))
     return out
 
 
@@ -303,7 +313,11 @@ def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_ME
     remaining = list(cells)
     deaths: dict[str, int] = {}
     t0 = time.perf_counter()
-    with tqdm(total=len(cells), desc=desc, unit="cell", disable=not progress) as bar:
+    # The bar advances by each cell's weight, so its estimate of the time left weighs a
+    # targeted-dropout training (minutes) against a small retraining (seconds).
+    done = 0
+    with tqdm(total=sum(c.weight for c in cells), desc=desc, disable=not progress,
+              bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
         while remaining:
             dead = frozenset((*outcome.failed, *outcome.skipped))
             receive, send = ctx.Pipe(duplex=False)
@@ -321,8 +335,8 @@ def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_ME
                     worker.join()
                     if deaths[name] > retries:
                         outcome.failed[name] = f"worker process died (exit code {worker.exitcode})"
-                        remaining.pop(0)
-                        bar.update()
+                        done += 1
+                        bar.update(remaining.pop(0).weight)
                     break
                 if message is None:
                     break
@@ -332,11 +346,12 @@ def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_ME
                         f"prunelib's source changed during the run ({len(outcome.seconds)} cells finished "
                         "and are cached); run again to compute the rest with the new code")
                 name, status, value, peak = message
-                remaining.pop(0)
+                cell = remaining.pop(0)
                 outcome.peak_rss = max(outcome.peak_rss, peak)
                 {"ok": outcome.seconds, "failed": outcome.failed, "skipped": outcome.skipped}[status][name] = value
-                bar.update()
-                bar.set_postfix_str(f"{name}", refresh=False)
+                done += 1
+                bar.set_postfix_str(f" {done}/{len(cells)} cells, last: {name}", refresh=False)
+                bar.update(cell.weight)
             receive.close()
             worker.join()
     outcome.wall = time.perf_counter() - t0
