@@ -177,7 +177,7 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     # Nothing here imports TensorFlow before the cells have run in their worker processes.
-    from prunelib import cells
+    from prunelib import study
 
     config = config_from_args(args)
     results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
@@ -205,9 +205,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                            data_dir=args.data_dir, cache=args.cache,
                                            progress=not args.no_progress)
     else:
-        results = cells.run_study(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
+        results = study.run_study(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
                                   isolate=not args.in_process,
-                                  memory_budget_gb=args.memory_budget or cells.DEFAULT_MEMORY_BUDGET_GB,
+                                  memory_budget_gb=args.memory_budget or study.DEFAULT_MEMORY_BUDGET_GB,
                                   progress=not args.no_progress)
     from prunelib.results import publish
 

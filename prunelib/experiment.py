@@ -1,7 +1,7 @@
 """The whole study in one process: train (or reuse the cache), prune, evaluate, into tidy tables.
 
 :func:`run_experiment` computes (or reads from the cache) every table of a config;
-:func:`prunelib.cells.run_study` calls it after computing the cells in worker processes, and
+:func:`prunelib.study.run_study` calls it after computing the cells in worker processes, and
 :mod:`prunelib.results` writes what it returns. Per dataset, ``<results>/<dataset>/`` holds:
 
 * ``sweep.csv`` - one row per (method, k, seed): weight, unit, and (with baselines) global-weight
