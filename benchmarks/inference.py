@@ -31,7 +31,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 import seaborn as sns  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -40,7 +39,7 @@ from prunelib import compact, pruning  # noqa: E402
 from prunelib import model as mlp  # noqa: E402
 from prunelib.config import DEFAULT_KS, TrainConfig  # noqa: E402
 from prunelib.data import load_dataset  # noqa: E402
-from prunelib.inference import Predictor  # noqa: E402
+from prunelib.inference import Predictor, blas_forward  # noqa: E402
 from prunelib.sparse import SparseMLP  # noqa: E402
 
 
@@ -57,32 +56,6 @@ def tf_forward(kernels):
         return h
 
     return lambda x: f(tf.constant(x)).numpy()
-
-
-def numpy_forward(kernels):
-    def f(x):
-        h = x
-        for i, w in enumerate(kernels):
-            h = h @ w
-            if i < len(kernels) - 1:
-                np.maximum(h, 0, out=h)
-        return h
-
-    return f
-
-
-def scipy_forward(kernels):
-    mats = [sp.csr_matrix(np.ascontiguousarray(w.T)) for w in kernels]
-
-    def f(x):
-        h = np.ascontiguousarray(x.T)
-        for i, m in enumerate(mats):
-            h = m @ h
-            if i < len(mats) - 1:
-                np.maximum(h, 0, out=h)
-        return h.T
-
-    return f
 
 
 def median_seconds(fn, x, repeats):
@@ -113,13 +86,13 @@ def measure(kernels, batches, args, tmp: Path, run: int) -> list[dict]:
         pruned = pruning.prune(kernels, k, method)
         acc = compact.account(pruned)
         predictor = Predictor(pruned)
-        paths = {"dense-tf": tf_forward(pruned), "dense-numpy": numpy_forward(pruned),
+        paths = {"dense-tf": tf_forward(pruned), "dense-numpy": blas_forward(pruned),
                  "compact-tf": tf_forward(compact.compact_kernels(pruned)[0]),
                  **{p: (lambda x, p=p: predictor.run(p, x)) for p in Predictor.PATHS},
                  "auto": predictor.predict}
         if method == "weight":
             paths["sparse-mlp"] = SparseMLP(pruned).predict
-        reference = numpy_forward(pruned)(x_all[:256])
+        reference = blas_forward(pruned)(x_all[:256])
         size = model_bytes(pruned, method, tmp)
         for path, fn in paths.items():
             np.testing.assert_allclose(fn(x_all[:256]), reference, rtol=1e-3, atol=1e-3)

@@ -83,6 +83,18 @@ def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no co
     return out
 
 
+def blas_forward(kernels: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers."""
+    def forward(x):
+        h = x
+        for i, w in enumerate(kernels):
+            h = h @ w
+            if i < len(kernels) - 1:
+                np.maximum(h, 0, out=h)
+        return h
+    return forward
+
+
 def _bucket(n: int) -> int:
     for i, top in enumerate(BUCKETS):
         if n <= top:
@@ -155,16 +167,7 @@ class Predictor:
         return time.perf_counter() - t0
 
     def _build_blas(self):
-        kernels = self.kernels
-
-        def forward(x):
-            h = x
-            for i, w in enumerate(kernels):
-                h = h @ w
-                if i < len(kernels) - 1:
-                    np.maximum(h, 0, out=h)
-            return h
-        return forward
+        return blas_forward(self.kernels)
 
     def _csr_layers(self):
         layers = []
