@@ -1,8 +1,9 @@
-"""Peak resident memory of the study against its number of seeds.
+"""Peak resident memory of the study against its number of seeds, with and without worker processes.
 
 Runs ``python -m prunelib run --quick`` (MNIST, from an empty cache, into a scratch directory) with
-1 and 3 seeds, each in its own process, and reports each process's peak resident set size
-(``ru_maxrss`` of the finished child), so growth with the number of seeds is visible.
+1 and 3 seeds, once as the default run (cells in short-lived worker processes) and once with
+``--in-process``, each in its own process tree. Memory is the tree's resident set summed over the
+driver and its workers, sampled every 0.2 s (``ru_maxrss`` would see only the largest process).
 Writes ``results/benchmarks/memory.csv``.
 
     python benchmarks/memory.py [--seeds 1 3] [--dataset mnist]
@@ -19,22 +20,25 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
+
+from memory_tree import tree_rss
 
 
-def peak_rss_gb(argv: list[str]) -> tuple[float, float]:
-    """Run ``python -m prunelib`` with ``argv`` in a child process; its peak RSS (GB) and seconds."""
+def peak_tree_gb(argv: list[str]) -> tuple[float, float, float]:
+    """Run ``python -m prunelib`` with ``argv``: (peak tree GB, peak single-process GB, seconds)."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", (
-        "import resource, sys\n"
-        "from prunelib.cli import main\n"
-        f"status = main({argv!r})\n"
-        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-        "sys.exit(status)\n")], capture_output=True, text=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.Popen([sys.executable, "-m", "prunelib", *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    root = psutil.Process(proc.pid)
+    peak_sum = peak_one = 0
+    while proc.poll() is None:
+        total, largest = tree_rss(root)
+        peak_sum, peak_one = max(peak_sum, total), max(peak_one, largest)
+        time.sleep(0.2)
     if proc.returncode != 0:
-        raise SystemExit(f"run failed:\n{proc.stderr[-2000:]}")
-    peak_kb = int(next(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PEAK_KB")))
-    return peak_kb / 1024**2, time.perf_counter() - t0
+        raise SystemExit(f"run failed:\n{proc.stderr.read()[-2000:]}")
+    return peak_sum / 2**30, peak_one / 2**30, time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,15 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/memory.csv"))
     args = parser.parse_args(argv)
     rows = []
-    for n in args.seeds:
-        with tempfile.TemporaryDirectory() as tmp:
-            gb, seconds = peak_rss_gb(["run", "--quick", "--dataset", args.dataset, "--seeds", str(n),
-                                       "--recovery-seeds", "1", "--results", f"{tmp}/results",
-                                       "--cache", f"{tmp}/cache", "--no-progress"])
-        rows.append({"study": f"quick {args.dataset}", "seeds": n, "peak_rss_gb": gb, "seconds": seconds})
-        print(rows[-1], flush=True)
+    for mode, extra in (("worker processes", []), ("in-process", ["--in-process"])):
+        for n in args.seeds:
+            with tempfile.TemporaryDirectory() as tmp:
+                tree, one, seconds = peak_tree_gb(
+                    ["run", "--quick", "--dataset", args.dataset, "--seeds", str(n), "--recovery-seeds", "1",
+                     "--results", f"{tmp}/results", "--cache", f"{tmp}/cache", "--no-progress", *extra])
+            rows.append({"study": f"quick {args.dataset}", "mode": mode, "seeds": n, "peak_tree_rss_gb": tree,
+                         "peak_process_rss_gb": one, "seconds": seconds})
+            print(rows[-1], flush=True)
     table = pd.DataFrame(rows)
-    table["growth_vs_first"] = table["peak_rss_gb"] / table["peak_rss_gb"].iloc[0] - 1
+    first = table.groupby("mode")["peak_tree_rss_gb"].transform("first")
+    table["growth_vs_first"] = table["peak_tree_rss_gb"] / first - 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False, float_format="%.3f")
     print(table.to_string(index=False))

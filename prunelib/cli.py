@@ -177,7 +177,7 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     # Nothing here imports TensorFlow before the cells have run in their worker processes.
-    from prunelib import cells
+    from prunelib import study
 
     config = config_from_args(args)
     results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
@@ -205,11 +205,11 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                            data_dir=args.data_dir, cache=args.cache,
                                            progress=not args.no_progress)
     else:
-        results = cells.run_study(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
+        results = study.run_study(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
                                   isolate=not args.in_process,
-                                  memory_budget_gb=args.memory_budget or cells.DEFAULT_MEMORY_BUDGET_GB,
+                                  memory_budget_gb=args.memory_budget or study.DEFAULT_MEMORY_BUDGET_GB,
                                   progress=not args.no_progress)
-    from prunelib.experiment import publish
+    from prunelib.results import publish
 
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0):
@@ -219,7 +219,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def _recipes(args: argparse.Namespace) -> int:
     from prunelib import recipes
-    from prunelib.experiment import run_recipes, save_recipes
+    from prunelib.experiment import run_recipes
+    from prunelib.results import save_recipes
 
     names = {d: _unique(args.recipes, "--recipes") if args.recipes else recipes.STUDY[d]
              for d in _unique(args.dataset, "--dataset")}
@@ -237,7 +238,7 @@ def _recipes(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from prunelib import provenance, report
-    from prunelib.experiment import load_results
+    from prunelib.results import load_results
 
     if args.check:
         problems = provenance.check_manifest(args.results)

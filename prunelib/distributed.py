@@ -119,7 +119,7 @@ def run_experiment_on_ray(config: ExperimentConfig, *, address: str | None = Non
     """Compute every cell of the study on Ray, then assemble the results from the cache.
 
     Returns:
-        ``(results, outcome)``: the :class:`prunelib.experiment.Results` the serial run would
+        ``(results, outcome)``: the :class:`prunelib.results.Results` the serial run would
         return, and the cells' :class:`Outcome` (with each cell's seconds).
 
     Raises:

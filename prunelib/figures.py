@@ -2,7 +2,7 @@
 embeds them by the file names below.
 
 Each function takes tidy tables and returns a matplotlib Figure; :func:`save_all` draws every
-figure a :class:`prunelib.experiment.Results` supports into ``<results>/<dataset>/``.
+figure a :class:`prunelib.results.Results` supports into ``<results>/<dataset>/``.
 """
 
 from __future__ import annotations

@@ -121,6 +121,25 @@ def _entry_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+class NotCached(LookupError):
+    """Raised inside :func:`cache_only` where an artifact would have to be computed."""
+
+
+_CACHE_ONLY: list[bool] = []
+
+
+@contextmanager
+def cache_only() -> Iterator[None]:
+    """Within this block :func:`cached_artifact` only reads: a missing or untrusted entry raises
+    :class:`NotCached` instead of being computed (how a run checks cheaply that nothing is left
+    to compute)."""
+    _CACHE_ONLY.append(True)
+    try:
+        yield
+    finally:
+        _CACHE_ONLY.pop()
+
+
 def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callable[[T, Path], object],
                     load: Callable[[Path], T], *, recompute: bool = False) -> tuple[T, float]:
     """Load the artifact at ``path`` if its key file matches ``key`` and its checksum holds,
@@ -136,6 +155,8 @@ def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callabl
         ok, artifact, seconds, _ = _try_load(path, key, load)
         if ok:
             return artifact, seconds
+    if _CACHE_ONLY:
+        raise NotCached(str(path))
     with _entry_lock(path):
         if not recompute:
             ok, artifact, seconds, problem = _try_load(path, key, load)

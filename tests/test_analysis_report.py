@@ -6,7 +6,7 @@ from scipy import stats as sps
 from prunelib import analysis, pruning, report, stats
 from prunelib import model as mlp
 from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
-from prunelib.experiment import Results
+from prunelib.results import Results
 from tiny import TINY, tiny_data
 
 

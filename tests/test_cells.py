@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from prunelib import cells
+from prunelib import cells, study
 from prunelib.cells import Cell
 from prunelib.config import ExperimentConfig
 
@@ -38,7 +38,7 @@ def test_cells_run_in_order_failures_are_retried_then_reported_and_dependents_sk
     log = str(tmp_path / "log")
     graph = [Cell("a", record, (log, "a")), Cell("b", fail, (log, "b"), after=("a",)),
              Cell("c", record, (log, "c"), after=("b",)), Cell("d", record, (log, "d"), after=("a",))]
-    outcome = cells.execute_local(graph, progress=False)
+    outcome = study.execute_local(graph, progress=False)
     assert [name for name, _ in lines(log)] == ["a", "b", "b", "d"]  # b tried twice, c never
     assert set(outcome.seconds) == {"a", "d"}
     assert outcome.failed == {"b": "RuntimeError: b broke"}
@@ -51,17 +51,17 @@ def test_cells_run_in_order_failures_are_retried_then_reported_and_dependents_sk
 def test_a_worker_past_its_memory_budget_is_replaced(tmp_path):
     log = str(tmp_path / "log")
     graph = [Cell(str(i), record, (log, str(i))) for i in range(3)]
-    outcome = cells.execute_local(graph, memory_budget_gb=1e-6, progress=False)  # every worker is over
+    outcome = study.execute_local(graph, memory_budget_gb=1e-6, progress=False)  # every worker is over
     assert outcome.ok and outcome.workers == 3
     assert len({pid for _, pid in lines(log)}) == 3
-    roomy = cells.execute_local(graph, memory_budget_gb=64, progress=False)
+    roomy = study.execute_local(graph, memory_budget_gb=64, progress=False)
     assert roomy.ok and roomy.workers == 1 and roomy.peak_rss > 0
 
 
 def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path):
     log = str(tmp_path / "log")
     graph = [Cell("a", record, (log, "a")), Cell("b", die, (log, "b")), Cell("c", record, (log, "c"))]
-    outcome = cells.execute_local(graph, progress=False)
+    outcome = study.execute_local(graph, progress=False)
     assert [name for name, _ in lines(log)] == ["a", "b", "b", "c"]  # tried again in a fresh worker
     assert outcome.failed["b"].startswith("worker process died (exit code 3)")
     assert set(outcome.seconds) == {"a", "c"}
@@ -74,14 +74,14 @@ def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path):
 ])
 def test_bad_graphs_are_refused_before_any_work(graph, message):
     with pytest.raises(ValueError, match=message):
-        cells.execute_local(graph, progress=False)
+        study.execute_local(graph, progress=False)
     with pytest.raises(ValueError, match="memory_budget_gb"):
-        cells.execute_local([], memory_budget_gb=0, progress=False)
+        study.execute_local([], memory_budget_gb=0, progress=False)
 
 
 def test_the_driver_builds_the_study_without_loading_a_framework():
     code = ("import sys\n"
-            "import prunelib.cli, prunelib.cells\n"
+            "import prunelib.cli, prunelib.cells, prunelib.study, prunelib.results, prunelib.report\n"
             "from prunelib.config import ExperimentConfig\n"
             "graph = prunelib.cells.study_cells(ExperimentConfig())\n"
             "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
@@ -134,8 +134,8 @@ def test_a_worker_refuses_to_run_code_other_than_the_runs(tmp_path, monkeypatch)
     log = str(tmp_path / "log")
     real = provenance.fingerprint
     monkeypatch.setattr(provenance, "fingerprint", lambda modules: "the code at the start")
-    with pytest.raises(cells.SourceChanged, match="source changed during the run"):
-        cells.execute_local([Cell("a", record, (log, "a"))], progress=False)
+    with pytest.raises(study.SourceChanged, match="source changed during the run"):
+        study.execute_local([Cell("a", record, (log, "a"))], progress=False)
     assert not os.path.exists(log)  # the worker, with the real source, ran nothing
     monkeypatch.setattr(provenance, "fingerprint", real)
 

@@ -9,7 +9,7 @@ import pytest
 from prunelib import model as mlp
 from prunelib import pruning
 from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
-from prunelib.experiment import Results, load_results, save_results
+from prunelib.results import Results, load_results, save_results
 from prunelib.stats import summary_table
 from prunelib.plotting import plot_sparsity_vs_accuracy
 

@@ -175,7 +175,7 @@ def test_a_damaged_figure_leaves_report_and_docx_as_they_were(tmp_path):
     import pandas as pd
 
     from prunelib import report
-    from prunelib.experiment import Results
+    from prunelib.results import Results
 
     rows = [{"dataset": "mnist", "method": m, "correction": "none", "k": float(k), "seed": 0,
              "sparsity": float(k), "prunable_sparsity": float(k), "accuracy": 98.0 - k / 10, "loss": 0.1,

@@ -1,0 +1,201 @@
+"""Fast inference with a pruned MLP: one entry point that runs the fastest path for the batch.
+
+:class:`Predictor` takes a pruned network's kernels, removes its dead units
+(:func:`prunelib.compact.compact_kernels`: unit pruning's removed units and every unit weight
+pruning cut off), and keeps three ways to compute the same logits:
+
+* ``blas``: a numpy chain of dense matmuls over the compacted kernels. Unit pruning's compact
+  network is small and dense, so this is its fast path at every batch size (no framework call
+  overhead at batch 1).
+* ``sparse``: the hidden layers as CSR in one compiled (numba) pass per tile of 16 samples: the
+  tile is transposed once into a feature-major block that stays in L1/L2 through every layer, and
+  each stored weight multiplies a 16-wide run of samples. Weight pruning's fast path for large
+  batches.
+* ``csr``: the same CSR layers through ``scipy.sparse``, one matrix-vector product per layer;
+  the cheapest call for a single image.
+
+Which one is fastest depends on the sparsity, the batch size and the machine, so the first call
+in each batch-size bucket times every path on that very batch and remembers the winner
+(:attr:`Predictor.chosen`); ``benchmarks/inference.py`` records what each path costs. All paths
+agree to float32 rounding (tested).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from prunelib.compact import compact_kernels
+from prunelib.pruning import validate_kernels
+
+TILE = 16
+"""Samples per tile of the ``sparse`` path: a 1000-feature tile is 64 KB, so a layer's input and
+output blocks stay in L1/L2 while every stored weight reuses a whole cache line of samples."""
+
+BUCKETS = (1, 32, 1024)
+"""Upper ends of the batch-size buckets a path is chosen for (larger batches form the last one)."""
+
+
+@numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
+def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no cover - compiled
+    """ReLU MLP with CSR hidden layers (rows = units) and a dense logit kernel, per tile of TILE."""
+    n, features = x.shape
+    n_tiles = (n + TILE - 1) // TILE
+    classes = logits.shape[1]
+    widest = features
+    for w in widths:
+        widest = max(widest, w)
+    out = np.empty((n, classes), dtype=np.float32)
+    for t in numba.prange(n_tiles):
+        a = np.zeros((widest, TILE), dtype=np.float32)
+        b = np.empty((widest, TILE), dtype=np.float32)
+        acc = np.empty(TILE, dtype=np.float32)
+        lo = t * TILE
+        hi = min(n, lo + TILE)
+        for s in range(lo, hi):  # one transposed copy of the tile: features x samples
+            for c in range(features):
+                a[c, s - lo] = x[s, c]
+        width = features
+        for layer in range(len(indptrs)):
+            indptr, index, value = indptrs[layer], indices[layer], values[layer]
+            for r in range(widths[layer]):
+                for j in range(TILE):
+                    acc[j] = 0.0
+                for p in range(indptr[r], indptr[r + 1]):
+                    v = value[p]
+                    c = index[p]
+                    for j in range(TILE):
+                        acc[j] += v * a[c, j]
+                for j in range(TILE):
+                    b[r, j] = acc[j] if acc[j] > 0.0 else 0.0
+            a, b = b, a
+            width = widths[layer]
+        for s in range(lo, hi):
+            for o in range(classes):
+                total = np.float32(0.0)
+                for c in range(width):
+                    total += a[c, s - lo] * logits[c, o]
+                out[s, o] = total
+    return out
+
+
+def blas_forward(kernels: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers."""
+    def forward(x):
+        h = x
+        for i, w in enumerate(kernels):
+            h = h @ w
+            if i < len(kernels) - 1:
+                np.maximum(h, 0, out=h)
+        return h
+    return forward
+
+
+def _bucket(n: int) -> int:
+    for i, top in enumerate(BUCKETS):
+        if n <= top:
+            return i
+    return len(BUCKETS)
+
+
+class Predictor:
+    """Logits of a pruned bias-free ReLU MLP, by the fastest path for each batch size.
+
+    Args:
+        kernels: (inputs, units) kernels in layer order, the last feeding the logits (zeros where
+            pruned); they are compacted and copied, never modified.
+        paths: restrict the candidates (default: every path of :data:`PATHS`).
+
+    Raises:
+        ValueError: the kernels do not chain, or an unknown path is named.
+    """
+
+    PATHS = ("blas", "sparse", "csr")
+
+    def __init__(self, kernels: Sequence[np.ndarray], *, paths: Sequence[str] | None = None) -> None:
+        kernels = validate_kernels(kernels)
+        unknown = [p for p in (paths or ()) if p not in self.PATHS]
+        if unknown:
+            raise ValueError(f"unknown inference path {unknown[0]!r}; choose from {list(self.PATHS)}")
+        small, _ = compact_kernels([np.asarray(w, dtype=np.float32) for w in kernels])
+        self.kernels = [np.ascontiguousarray(w, dtype=np.float32) for w in small]
+        self.paths = tuple(paths or self.PATHS)
+        self.chosen: dict[int, str] = {}  # bucket -> path
+        self.timings: dict[int, dict[str, float]] = {}  # bucket -> path -> seconds on the probe
+        self._built: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+
+    @property
+    def input_size(self) -> int:
+        return self.kernels[0].shape[0]
+
+    def run(self, path: str, x: np.ndarray) -> np.ndarray:
+        """Logits of ``x`` by one named path (for tests and benchmarks)."""
+        if path not in self.paths:
+            raise ValueError(f"path {path!r} is not one of this predictor's {list(self.paths)}")
+        if path not in self._built:
+            self._built[path] = getattr(self, f"_build_{path}")()
+        return self._built[path](self._prepare(x))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits (n, classes) for inputs (n, ...) flattening to the first kernel's inputs."""
+        x = self._prepare(x)
+        bucket = _bucket(len(x))
+        if bucket not in self.chosen:
+            self.timings[bucket] = {p: self._time(p, x) for p in self.paths}
+            self.chosen[bucket] = min(self.timings[bucket], key=self.timings[bucket].get)
+        return self._built[self.chosen[bucket]](x)
+
+    def path_for(self, n: int) -> str | None:
+        """The path :meth:`predict` runs for a batch of ``n`` (None until such a batch is seen)."""
+        return self.chosen.get(_bucket(n))
+
+    def _prepare(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.input_size:
+            raise ValueError(f"inputs of shape {x.shape} do not flatten to {self.input_size} features per "
+                             "sample; pass a batch (n, ...) even for one sample")
+        return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
+
+    def _time(self, path: str, x: np.ndarray) -> float:
+        self.run(path, x)  # warm-up: compilation, caches
+        t0 = time.perf_counter()
+        self._built[path](x)
+        return time.perf_counter() - t0
+
+    def _build_blas(self):
+        return blas_forward(self.kernels)
+
+    def _csr_layers(self):
+        layers = []
+        for w in self.kernels[:-1]:
+            m = sp.csr_matrix(np.ascontiguousarray(w.T))  # rows = units
+            m.sort_indices()
+            layers.append(m)
+        return layers
+
+    def _build_sparse(self):
+        layers = self._csr_layers()
+        if not layers:  # only the logit layer: nothing sparse to walk
+            return self._build_blas()
+        indptrs = numba.typed.List([m.indptr.astype(np.int64) for m in layers])
+        indices = numba.typed.List([m.indices.astype(np.int64) for m in layers])
+        values = numba.typed.List([m.data.astype(np.float32) for m in layers])
+        widths = np.array([m.shape[0] for m in layers], dtype=np.int64)
+        logits = self.kernels[-1]
+        return lambda x: _sparse_chain(x, indptrs, indices, values, widths, logits)
+
+    def _build_csr(self):
+        layers = [*self._csr_layers(), np.ascontiguousarray(self.kernels[-1].T)]
+
+        def forward(x):
+            h = np.ascontiguousarray(x.T)
+            for i, m in enumerate(layers):
+                h = m @ h
+                if i < len(layers) - 1:
+                    np.maximum(h, 0, out=h)
+            return np.ascontiguousarray(h.T)
+        return forward

@@ -1,0 +1,152 @@
+"""A run's results on disk: tidy tables per dataset, their figures, the run log, the report and the
+manifest, written as a whole or not at all.
+
+Nothing here imports a deep-learning framework: a driver that computed its tables in worker
+processes publishes them without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from prunelib import figures, tables
+from prunelib.config import ExperimentConfig
+from prunelib.paths import atomic_write
+
+TABLES = ("sweep", "sensitivity", "recovery", "recipes", "recipe_layers")
+
+
+@dataclass
+class Results:
+    """Tidy tables of a run (all datasets together) and the seconds each phase took."""
+
+    sweep: pd.DataFrame
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recovery: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recipes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recipe_layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    distributions: dict[str, pd.DataFrame] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _write_tables(results: Results, out_dir: Path) -> None:
+    for name in TABLES:
+        table = getattr(results, name)
+        if table.empty:
+            continue
+        for dataset, df in table.groupby("dataset", sort=False):
+            out = out_dir / str(dataset)
+            out.mkdir(parents=True, exist_ok=True)
+            df.to_csv(out / f"{name}.csv", index=False, float_format="%.4f")
+
+
+KEPT_ACROSS_RUNS = ("benchmarks", "run_times.csv")
+"""Entries of ``results/`` a run does not replace: benchmark outputs (written by ``benchmarks/``)
+and the log of run times (appended to)."""
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def save_results(results: Results, results_dir: str | os.PathLike = "results", *,
+                 run_seconds: float | None = None, command: str | None = None) -> list[Path]:
+    """Write every table as ``<results>/<dataset>/<table>.csv``, draw the figures, log the run.
+
+    Everything is written to a staging directory first and then replaces ``results_dir``'s
+    contents as a whole (all but :data:`KEPT_ACROSS_RUNS`), so a report never mixes two runs
+    and a run that fails half-way leaves the previous results in place.
+    """
+    import shutil
+
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
+    trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
+    for leftover in (stage, trash, *results_dir.parent.glob(f".{results_dir.name}.staging-*")):
+        if leftover == stage or not _alive(leftover.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(leftover, ignore_errors=True)  # a killed run's half-written staging
+    try:
+        stage.mkdir()
+        _write_tables(results, stage)
+        figures.save_all(results, stage)
+        if run_seconds is not None:
+            from prunelib.report import save_run_times
+
+            if (results_dir / "run_times.csv").is_file():
+                shutil.copy(results_dir / "run_times.csv", stage / "run_times.csv")
+            save_run_times(results.seconds, run_seconds, command or "", stage)
+        trash.mkdir()
+        moved = []
+        try:
+            for old in list(results_dir.iterdir()):
+                if old.name not in KEPT_ACROSS_RUNS or (stage / old.name).exists():
+                    os.replace(old, trash / old.name)
+                    moved.append(old.name)
+            for new in list(stage.iterdir()):
+                os.replace(new, results_dir / new.name)
+        except BaseException:  # put the previous results back rather than leave a mixture
+            for name in moved:
+                if (results_dir / name).exists():
+                    shutil.rmtree(results_dir / name) if (results_dir / name).is_dir() else (results_dir / name).unlink()
+                os.replace(trash / name, results_dir / name)
+            raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(trash, ignore_errors=True)
+    return sorted(p for p in results_dir.rglob("*") if p.is_file())
+
+
+def load_results(results_dir: str | os.PathLike = "results") -> Results:
+    """Read back and validate the tables :func:`save_results` wrote (missing ones come back empty).
+
+    Raises:
+        FileNotFoundError: there is no ``*/sweep.csv`` (nothing has run into ``results_dir``).
+        prunelib.tables.TableError: a table is damaged (the message names the file).
+    """
+    from prunelib.data import DATASETS
+
+    order = {name: i for i, name in enumerate(DATASETS)}  # mnist first, as run_experiment writes
+    found = {name: tables.read_all(results_dir, name, order) for name in TABLES}
+    if found["sweep"].empty:
+        raise FileNotFoundError(f"no */sweep.csv under {results_dir}; run `python -m prunelib run` first")
+    return Results(**found)
+
+
+def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
+                 results_dir: str | os.PathLike = "results") -> list[Path]:
+    """Write ``recipes.csv``, ``recipe_layers.csv`` and ``recipes.png`` per dataset."""
+    written = []
+    for dataset, df in curves.groupby("dataset", sort=False):
+        out = Path(results_dir) / str(dataset)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, table in (("recipes", df), ("recipe_layers", layers[layers["dataset"] == dataset])):
+            atomic_write(out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp, index=False, float_format="%.4f"))
+            written.append(out / f"{name}.csv")
+        written.append(figures.save(figures.recipes(df), out / figures.RECIPES))
+    return written
+
+
+def publish(results: Results, config: ExperimentConfig, results_dir: str | os.PathLike = "results", *,
+            command: str, run_seconds: float | None = None) -> list[Path]:
+    """Save the tables and figures, write the report from what was saved, then the manifest.
+
+    What both ``python -m prunelib run`` and the notebook call, so ``results/`` always ends with a
+    manifest that matches its files.
+    """
+    from prunelib import provenance, report
+
+    save_results(results, results_dir, run_seconds=run_seconds, command=command)
+    written = report.write_report(load_results(results_dir), results_dir)
+    written.append(provenance.write_manifest(results_dir, asdict(config), command))
+    return written
