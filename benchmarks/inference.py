@@ -15,7 +15,7 @@ measurement runs ``--runs`` times in a row (default 2) so the noise is visible (
 Also writes the accounting (zeros, effective weights, MACs, bytes on disk). Output:
 ``results/benchmarks/inference.csv`` and ``inference_speedup.png``.
 
-    python benchmarks/inference.py [--runs 2] [--repeats 5] [--latency-repeats 200]
+    python benchmarks/inference.py [--runs 2] [--ks ...] [--repeats 5] [--latency-repeats 200]
 """
 
 from __future__ import annotations
@@ -58,10 +58,15 @@ def tf_forward(kernels):
     return lambda x: f(tf.constant(x)).numpy()
 
 
-def median_seconds(fn, x, repeats):
+def median_seconds(fn, x, repeats, budget_s=2.0):
+    """Median of ``repeats`` timed calls after a warm-up; fewer when the calls are slow (a sparse
+    path on a barely pruned network), so the whole benchmark stays within minutes."""
     fn(x)  # warm-up: tracing, JIT compilation, caches
-    times = []
-    for _ in range(repeats):
+    t = time.perf_counter()
+    fn(x)
+    times = [time.perf_counter() - t]
+    repeats = max(1, min(repeats, int(budget_s / max(times[0], 1e-9))))
+    for _ in range(repeats - 1):
         t = time.perf_counter()
         fn(x)
         times.append(time.perf_counter() - t)
@@ -81,17 +86,18 @@ def measure(kernels, batches, args, tmp: Path, run: int) -> list[dict]:
     x_all = batches["throughput"]
     rows = []
     dense_bytes = model_bytes(kernels, "unit", tmp)  # nothing to compact at k = 0
-    grid = [(m, k) for m in ("weight", "unit") for k in DEFAULT_KS]
+    grid = [(m, k) for m in ("weight", "unit") for k in args.ks]
     for method, k in tqdm(grid, desc=f"inference run {run}"):
         pruned = pruning.prune(kernels, k, method)
         acc = compact.account(pruned)
         predictor = Predictor(pruned)
-        paths = {"dense-tf": tf_forward(pruned), "dense-numpy": blas_forward(pruned),
-                 "compact-tf": tf_forward(compact.compact_kernels(pruned)[0]),
-                 **{p: (lambda x, p=p: predictor.run(p, x)) for p in Predictor.PATHS},
-                 "auto": predictor.predict}
-        if method == "weight":
-            paths["sparse-mlp"] = SparseMLP(pruned).predict
+        paths = {"dense-tf": tf_forward(pruned), "dense-numpy": blas_forward(pruned)}
+        if k >= 50:  # below, sparse paths cannot win and take seconds per call
+            paths.update({"compact-tf": tf_forward(compact.compact_kernels(pruned)[0]),
+                          **{p: (lambda x, p=p: predictor.run(p, x)) for p in Predictor.PATHS},
+                          "auto": predictor.predict})
+            if method == "weight":
+                paths["sparse-mlp"] = SparseMLP(pruned).predict
         reference = blas_forward(pruned)(x_all[:256])
         size = model_bytes(pruned, method, tmp)
         for path, fn in paths.items():
@@ -112,6 +118,7 @@ def measure(kernels, batches, args, tmp: Path, run: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--ks", type=float, nargs="+", default=list(DEFAULT_KS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--latency-repeats", type=int, default=200)
     parser.add_argument("--out", default="results/benchmarks")
