@@ -81,14 +81,14 @@ def test_a_run_without_ray_never_imports_it():
 
 @pytest.mark.slow
 def test_quick_study_on_ray_equals_the_serial_study_table_for_table(local_ray):
-    from prunelib.config import ExperimentConfig
+    from prunelib.config import AwareTarget, ExperimentConfig
     from tiny import require_real_data
     from prunelib.distributed import run_experiment_on_ray
     from prunelib.experiment import run_experiment
 
     require_real_data("mnist")
     config = ExperimentConfig.quick(datasets=("mnist",), ks=(0, 90), recovery_strategies=("finetune",),
-                                    recovery_ks=(90,), aware_targets=(("weight", 90, 0.9, 0.75),))
+                                    recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9),))
     serial = run_experiment(config, cache=tempfile.mkdtemp(), progress=False)
     on_ray, outcome = run_experiment_on_ray(config, cache=tempfile.mkdtemp(), progress=False)
     assert outcome.ok and any(name.endswith("/tables") for name in outcome.seconds)
