@@ -83,9 +83,11 @@ def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache
 
 
 def _release() -> None:
-    """Free what a finished (dataset, seed) cell leaves behind: Keras' global graph state (traced
-    functions and models of every training run) and unreachable Python objects, so memory stays
-    flat in the number of seeds. Models the next phase needs come back from the cache."""
+    """Drop Keras' global graph state and unreachable Python objects after a (dataset, seed).
+
+    This does not keep an in-process run flat in memory: each training leaks 50-200 MB that
+    neither this nor ``malloc_trim`` returns (measured; see :mod:`prunelib.study`, whose worker
+    processes are what bounds memory). Models the next phase needs come back from the cache."""
     import gc
 
     import keras
