@@ -51,8 +51,8 @@ def run_tfmot(model, data, config: recovery.RecoveryConfig, targets, seed: int, 
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **{f"k{i}": w for i, w in enumerate(mlp.get_kernels(model))},
                  x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
-        recipe = {"targets": list(targets), "epochs": config.epochs, "batch_size": config.batch_size,
-                  "learning_rate": config.learning_rate, "ramp_fraction": config.ramp_fraction,
+        recipe = {"targets": list(targets), "epochs": config.recipe.epochs,
+                  "batch_size": config.recipe.batch_size, "learning_rate": config.recipe.learning_rate, "ramp_fraction": config.ramp_fraction,
                   "every": config.every, "seed": seed, "train_logits": config.train_logits}
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
@@ -65,9 +65,8 @@ def run_tfmot(model, data, config: recovery.RecoveryConfig, targets, seed: int, 
 def run_prunelib(model, data, config: recovery.RecoveryConfig, k: float, seed: int) -> dict:
     """prunelib's gradual pruning, timed per epoch like the tfmot worker."""
     timer = EpochTimer()
-    net = masked.masked_mlp(model, precision=config.precision, train_logits=config.train_logits)
-    tc = config.train_config(seed)
-    steps = tc.epochs * mlp.steps_per_epoch(len(data.x_train), tc.batch_size)
+    net = masked.masked_mlp(model, precision=config.recipe.precision, train_logits=config.train_logits)
+    steps = config.recipe.epochs * mlp.steps_per_epoch(len(data.x_train), config.recipe.batch_size)
     schedule = masked.GradualPruning(k, "weight", end_step=round(config.ramp_fraction * steps), every=config.every)
     t0 = time.perf_counter()
     recovery.fit_recovery(net, model, data, config, seed, [schedule, timer])
@@ -82,7 +81,7 @@ def plain_epoch(model, data, config: recovery.RecoveryConfig, seed: int) -> floa
     """Seconds of one ordinary dense training epoch with the same batch and precision (2nd epoch)."""
     timer = EpochTimer()
     clone = mlp.with_weights(model, mlp.get_kernels(model))
-    mlp.fit(clone, data, replace(config.train_config(seed), epochs=2), callbacks=[timer])
+    mlp.fit(clone, data, replace(config.recipe, epochs=2), seed=seed, callbacks=[timer])
     return timer.times[-1]
 
 
@@ -97,8 +96,8 @@ def main() -> None:
 
     data = load_dataset("mnist")
     model = mlp.train_or_load(data, TrainConfig(seed=args.seed))
-    default = recovery.RecoveryConfig(epochs=args.epochs)
-    alike = replace(default, precision="float32", distill=0.0)
+    default = recovery.RecoveryConfig().with_recipe(epochs=args.epochs)
+    alike = replace(default.with_recipe(precision="float32"), distill=0.0)
     rows = []
     for r in run_tfmot(model, data, alike, args.targets, args.seed, args.site):
         rows.append({"tool": "tfmot", "recipe": "float32", **r})

@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         if args.baseline:
-            straightforward = RECIPES["b64-lr1e-3-constant-fp32"]
+            straightforward = TrainConfig(recipe=RECIPES["b64-lr1e-3-constant-fp32"])
             rows.append({"run": "straightforward", **core_job(data, straightforward, cache)})
         rows.append({"run": "prunelib", **core_job(data, TrainConfig(), cache)})
         rows.append({"run": "cached", **core_job(data, TrainConfig(), cache)})

@@ -35,7 +35,7 @@ from prunelib.study import run_study
 from prunelib.distributed import run_experiment_on_ray
 from prunelib.experiment import run_experiment
 from prunelib.paths import cache_dir, digest
-from prunelib.config import recipe_config
+from prunelib.config import recipe_model
 from prunelib.recovery import aware_key
 
 
@@ -112,7 +112,8 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             seconds[cell.name] = model_seconds(data, cell.args[1])["seconds"]
         elif "retrain-small" in cell.name:
             tc, k = cell.args[1], cell.args[2]
-            small = replace(tc, hidden_sizes=analysis.units_left(tc.hidden_sizes, k))
+            arch = tc.architecture
+            small = replace(tc, architecture=replace(arch, hidden_sizes=analysis.units_left(arch.hidden_sizes, k)))
             seconds[cell.name] = model_seconds(data, small)["seconds"]
         elif "targeted-dropout" in cell.name:
             exp, s, target = cell.args[1], cell.args[2], cell.args[3]
@@ -120,7 +121,7 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             seconds[cell.name] = hit["seconds"]
         elif cell.name.endswith("recipe tables"):
             part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d]
-            recipe_models = [model_seconds(data, replace(recipe_config(n), seed=0)) for n in cell.args[1]]
+            recipe_models = [model_seconds(data, recipe_model(n)) for n in cell.args[1]]
             seconds[cell.name] = sum(t["seconds"] - sum(m["seconds"] for m in recipe_models if inside(m, t))
                                      for t in part[-2:])
         elif cell.name.endswith("/tables"):

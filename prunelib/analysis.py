@@ -84,16 +84,17 @@ def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
     from prunelib import model as mlp
     from prunelib.evaluate import SWEEP_COLUMNS
 
-    full = sum(a * b for a, b in zip((int(np.prod(data.x_train.shape[1:])), *config.hidden_sizes),
-                                      (*config.hidden_sizes, config.num_classes)))
-    full_hidden = full - config.hidden_sizes[-1] * config.num_classes
+    arch = config.architecture
+    full = sum(a * b for a, b in zip((int(np.prod(data.x_train.shape[1:])), *arch.hidden_sizes),
+                                      (*arch.hidden_sizes, arch.num_classes)))
+    full_hidden = full - arch.hidden_sizes[-1] * arch.num_classes
     rows = []
     for k in tqdm([pruning.validate_k(k) for k in ks], desc=f"retrain-small {data.name} seed {config.seed}",
                   disable=not progress, leave=False):
-        sizes = units_left(config.hidden_sizes, k)
+        sizes = units_left(arch.hidden_sizes, k)
         if min(sizes) < 1:
             continue  # k = 100 leaves no network to train
-        model = mlp.train_or_load(data, replace(config, hidden_sizes=sizes), retrain=retrain, cache=cache)
+        model = mlp.train_or_load(data, replace(config, architecture=replace(arch, hidden_sizes=sizes)), retrain=retrain, cache=cache)
         kernels = mlp.get_kernels(model)
         accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(model))
         params = sum(w.size for w in kernels)

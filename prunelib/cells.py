@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from prunelib.config import STUDY, ExperimentConfig, recipe_config
+from prunelib.config import STUDY, ExperimentConfig, recipe_model
 
 @dataclass(frozen=True)
 class Cell:
@@ -131,7 +131,7 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
     for d in config.datasets:
         if config.recipes and d in STUDY:
             names = STUDY[d]
-            recipe_cells = [Cell(f"{d}/recipe {n}", train_cell, (d, replace(recipe_config(n), seed=0), data_dir, cache),
+            recipe_cells = [Cell(f"{d}/recipe {n}", train_cell, (d, recipe_model(n), data_dir, cache),
                                  cpus=cpus, gpus=gpus, weight=WEIGHTS["recipe"]) for n in names]
             out += recipe_cells
             out.append(Cell(f"{d}/recipe tables", recipe_tables_cell, (d, names, data_dir, cache),

@@ -11,10 +11,10 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
-from prunelib.config import DEFAULT_KS, ExperimentConfig, RecoveryConfig, TrainConfig
+from prunelib.config import DEFAULT_KS, ExperimentConfig, Recipe, RecoveryConfig
 from prunelib.data import DATASETS, DataError
 from prunelib.paths import home
 from prunelib.strategies import RECOVERY
@@ -67,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_positive("--seeds"), default=None,
                      help="number of seeds (0 .. N-1) for every sweep (default 5; --quick: 1)")
     run.add_argument("--epochs", type=_positive("--epochs"), default=None,
-                     help=f"training epochs per model (default {TrainConfig.epochs}; --quick: 1)")
+                     help=f"training epochs per model (default {Recipe.epochs}; --quick: 1)")
     run.add_argument("--methods", nargs="+", default=["weight", "unit"], choices=["weight", "unit"],
                      help="the challenge's pruning methods")
     run.add_argument("--ks", type=_percent, nargs="+", default=None,
@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--recovery", nargs="*", default=RECOVERY_CHOICES, choices=RECOVERY_CHOICES,
                      help="recovery strategies (give none to skip recovery)")
     run.add_argument("--recovery-epochs", type=_positive("--recovery-epochs"), default=None,
-                     help=f"fine-tuning / gradual pruning epochs (default {RecoveryConfig.epochs})")
+                     help=f"fine-tuning / gradual pruning epochs (default {RecoveryConfig().recipe.epochs})")
     run.add_argument("--recovery-ks", type=_percent, nargs="+", default=None,
                      help="pruning percentages for recovery (default 90 95 99; --quick: 90)")
     run.add_argument("--recovery-seeds", type=_positive("--recovery-seeds"), default=1,
@@ -147,8 +147,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """
     base = ExperimentConfig.quick() if args.quick else ExperimentConfig()
     seeds = args.seeds if args.seeds is not None else len(base.seeds)
-    train = replace(base.train, epochs=args.epochs) if args.epochs is not None else base.train
-    rec = (replace(base.recovery, epochs=args.recovery_epochs) if args.recovery_epochs is not None
+    train = base.train.with_recipe(epochs=args.epochs) if args.epochs is not None else base.train
+    rec = (base.recovery.with_recipe(epochs=args.recovery_epochs) if args.recovery_epochs is not None
            else base.recovery)
     ks = _unique(args.ks, "--ks") if args.ks is not None else base.ks
     rks = _unique(args.recovery_ks, "--recovery-ks") if args.recovery_ks is not None else base.recovery_ks
@@ -226,7 +226,7 @@ def _recipes(args: argparse.Namespace) -> int:
              for d in _unique(args.dataset, "--dataset")}
     for chosen in names.values():
         for name in chosen:
-            recipes.recipe_config(name)  # unknown names fail before any training
+            recipes.get_recipe(name)  # unknown names fail before any training
     results_dir = _writable_dir(args.results, "--results")
     curves, layers = run_recipes(names, seed=args.seed, retrain=args.retrain, data_dir=args.data_dir,
                                  cache=args.cache, progress=not args.no_progress)

@@ -1,4 +1,13 @@
-"""Frozen experiment configuration."""
+"""Frozen configuration, split along what determines what.
+
+* :class:`Architecture`: the network (layer widths, classes, biases).
+* :class:`Recipe`: the optimizer recipe that trains it (epochs, batch, learning rate, schedule,
+  weight decay, precision). The recipe study varies only this.
+* :class:`TrainConfig`: one trained model = architecture + recipe + seed + training subset; its
+  fields are the model's cache key.
+* :class:`RecoveryConfig`, :class:`AwareTarget`: recovery training after (or while) pruning.
+* :class:`ExperimentConfig`: the grid (datasets x methods x k x seeds) and which parts run.
+"""
 
 from __future__ import annotations
 
@@ -11,32 +20,72 @@ DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a trained model (and so its cache key)."""
+class Architecture:
+    """The MLP: ReLU hidden layers of ``hidden_sizes`` units, then ``num_classes`` linear logits."""
 
     hidden_sizes: tuple[int, ...] = (1000, 1000, 500, 200)
     num_classes: int = 10
     use_bias: bool = False
-    # The recipe study's choice (DEFAULT_RECIPE below): the largest area under both
-    # one-shot curves on MNIST with dense accuracy >= 98.4 % and <= 45 s of training on 2 cores.
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1 or self.num_classes < 1:
+            raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, "
+                             f"num_classes={self.num_classes}; every size must be a positive integer")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model is trained: Adam(W) over ``epochs`` with a learning-rate schedule.
+
+    The defaults are the recipe study's choice (:data:`DEFAULT_RECIPE`): the largest area under
+    both one-shot curves on MNIST with dense accuracy >= 98.4 % and <= 45 s of training on 2 cores.
+    """
+
     epochs: int = 10
     batch_size: int = 512
     learning_rate: float = 6e-3
     lr_schedule: str = "cosine"  # "cosine" (decay to 0 over training) or "constant"
     weight_decay: float = 1.0  # decoupled weight decay (AdamW) on the kernels; 0 = plain Adam
     precision: str = "mixed_bfloat16"  # bf16 matmuls, float32 weights; or "float32"
-    seed: int = 0
     jit_compile: bool = False  # XLA measured no faster on CPU here, and slower with bf16
-    train_subset: int | None = None  # first n training images; None = all
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        if self.epochs < 0 or self.batch_size < 1 or self.learning_rate <= 0 or self.weight_decay < 0:
-            raise ValueError(f"invalid training config: {self}")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1 or self.num_classes < 1:
-            raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, "
-                             f"num_classes={self.num_classes}")
+        if self.precision not in ("mixed_bfloat16", "float32"):
+            raise ValueError(f"precision must be 'mixed_bfloat16' or 'float32', got {self.precision!r}")
+        if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0 or self.weight_decay < 0:
+            raise ValueError(f"invalid recipe: {self}; need epochs >= 0, batch_size >= 1, "
+                             f"learning_rate > 0, weight_decay >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model (and so its cache key).
+
+    Attributes:
+        architecture: the network.
+        recipe: the optimizer recipe.
+        seed: initialization and data-order seed.
+        train_subset: train on the first n training images; None = all.
+    """
+
+    architecture: Architecture = field(default_factory=Architecture)
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+    train_subset: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.architecture, Architecture) or not isinstance(self.recipe, Recipe):
+            raise ValueError(f"architecture and recipe must be Architecture and Recipe instances, got "
+                             f"{type(self.architecture).__name__} and {type(self.recipe).__name__}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"train_subset must be a positive number of images or None, got {self.train_subset}")
+
+    def with_recipe(self, **changes) -> "TrainConfig":
+        """This config with some recipe fields changed (``with_recipe(epochs=1)``)."""
+        return replace(self, recipe=replace(self.recipe, **changes))
 
 
 @dataclass(frozen=True)
@@ -72,18 +121,17 @@ class AwareTarget:
             raise ValueError(f"invalid pruning-aware settings: {self}")
 
     def train_config(self, base: TrainConfig) -> TrainConfig:
-        """The optimizer recipe of this training: ``base`` with this target's batch size."""
-        return replace(base, batch_size=self.batch_size)
+        """The model this target trains: ``base`` with this target's batch size."""
+        return base.with_recipe(batch_size=self.batch_size)
 
 
 # -- the recipe study's named recipes (plain data: importing them loads no framework) -----
 
-# Every field spelled out: a change of TrainConfig's defaults must never move a recipe of the study.
-_B512 = TrainConfig(hidden_sizes=(1000, 1000, 500, 200), num_classes=10, use_bias=False, epochs=10,
-                    batch_size=512, learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
-                    precision="mixed_bfloat16", seed=0, jit_compile=False, train_subset=None)
+# Every field spelled out: a change of Recipe's defaults must never move a recipe of the study.
+_B512 = Recipe(epochs=10, batch_size=512, learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
+               precision="mixed_bfloat16", jit_compile=False)
 
-RECIPES: dict[str, TrainConfig] = {
+RECIPES: dict[str, Recipe] = {
     # The recipe of the first version: few large-batch steps at a small learning rate.
     "b512-lr1e-3-cosine": _B512,
     "b512-lr2e-3-cosine": replace(_B512, learning_rate=2e-3),
@@ -110,7 +158,7 @@ RECIPES: dict[str, TrainConfig] = {
 FIRST_RECIPE = "b512-lr1e-3-cosine"
 """The recipe of the first version (few large-batch steps at a small learning rate)."""
 DEFAULT_RECIPE = "b512-lr6e-3-cosine-wd1"
-"""The recipe :class:`TrainConfig` defaults to, chosen by :func:`prunelib.recipes.choose` on the
+"""The recipe :class:`Recipe` defaults to, chosen by :func:`prunelib.recipes.choose` on the
 study's MNIST results (largest one-shot area with dense >= 98.4 % and training <= 45 s)."""
 
 STUDY: dict[str, tuple[str, ...]] = {
@@ -122,8 +170,8 @@ STUDY: dict[str, tuple[str, ...]] = {
 """The recipes the study runs per dataset (Fashion-MNIST: a subset, to check the MNIST ranking)."""
 
 
-def recipe_config(name: str) -> TrainConfig:
-    """The :class:`TrainConfig` of recipe ``name``.
+def get_recipe(name: str) -> Recipe:
+    """The :class:`Recipe` named ``name`` in :data:`RECIPES`.
 
     Raises:
         ValueError: ``name`` is not a key of :data:`RECIPES`.
@@ -134,15 +182,24 @@ def recipe_config(name: str) -> TrainConfig:
         raise ValueError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}") from None
 
 
+def recipe_model(name: str, seed: int = 0) -> TrainConfig:
+    """The model the recipe study trains for recipe ``name``: the challenge's architecture on all
+    training images.
+
+    Raises:
+        ValueError: ``name`` is not a key of :data:`RECIPES`.
+    """
+    return TrainConfig(recipe=get_recipe(name), seed=seed)
+
+
 @dataclass(frozen=True)
 class RecoveryConfig:
     """The budget and recipe of recovery training after (or while) pruning.
 
     Attributes:
-        epochs: epochs of fine-tuning or gradual pruning.
-        learning_rate: Adam's peak rate; it decays to 0 along a cosine over the budget.
-        weight_decay: decoupled weight decay (AdamW) while recovering; 0 = plain Adam.
-        batch_size: training batch.
+        recipe: the optimizer recipe of recovery training: ``epochs`` of fine-tuning or gradual
+            pruning at Adam's peak ``learning_rate`` decaying to 0 along a cosine, no weight decay
+            (stated here: recovery never follows the dense models' recipe).
         ramp_fraction: share of the budget over which gradual pruning ramps to the target; the rest
             trains at the target sparsity.
         every: optimizer steps between mask updates of gradual pruning (Zhu & Gupta's delta t).
@@ -157,14 +214,12 @@ class RecoveryConfig:
         distill: weight of knowledge distillation from the dense model (0 = labels only, 1 = teacher
             only); the dense model's logits are the teacher (Hinton et al. 2015).
         temperature: distillation temperature.
-        precision: as :attr:`prunelib.config.TrainConfig.precision`.
         train_subset: first n training images (None = all).
     """
 
-    epochs: int = 2
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.0  # stated here: the recovery recipe never follows TrainConfig's
-    batch_size: int = 128
+    recipe: Recipe = field(default_factory=lambda: Recipe(
+        epochs=2, batch_size=128, learning_rate=1e-2, lr_schedule="cosine", weight_decay=0.0,
+        precision="mixed_bfloat16", jit_compile=False))
     ramp_fraction: float = 0.5
     every: int = 20
     imp_rounds: int = 3
@@ -173,23 +228,21 @@ class RecoveryConfig:
     train_logits: bool = False
     distill: float = 0.7
     temperature: float = 4.0
-    precision: str = "mixed_bfloat16"
     train_subset: int | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or not 0 < self.ramp_fraction <= 1 or self.imp_rounds < 1 or self.imp_epochs < 1:
+        if not isinstance(self.recipe, Recipe):
+            raise ValueError(f"recipe must be a Recipe, got {type(self.recipe).__name__}")
+        if self.recipe.epochs < 1 or not 0 < self.ramp_fraction <= 1 or self.imp_rounds < 1 or self.imp_epochs < 1:
             raise ValueError(f"invalid recovery config: {self}")
         if not 0 <= self.distill <= 1 or self.temperature <= 0:
             raise ValueError(f"invalid distillation settings: {self}")
         if self.imp_rewind not in ("lr", "init"):
             raise ValueError(f"imp_rewind must be 'lr' or 'init', got {self.imp_rewind!r}")
 
-    def train_config(self, seed: int) -> TrainConfig:
-        """The optimizer recipe as a :class:`~prunelib.config.TrainConfig`."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                           learning_rate=self.learning_rate, lr_schedule="cosine",
-                           weight_decay=self.weight_decay, precision=self.precision, seed=seed,
-                           train_subset=self.train_subset)
+    def with_recipe(self, **changes) -> "RecoveryConfig":
+        """This config with some recipe fields changed (``with_recipe(epochs=1)``)."""
+        return replace(self, recipe=replace(self.recipe, **changes))
 
 
 @dataclass(frozen=True)
@@ -247,9 +300,9 @@ class ExperimentConfig:
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":
         """A config for smoke runs: 1 epoch on 2,000 images, 4 values of k, every part exercised."""
-        base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(epochs=1, train_subset=2000),
+        base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(train_subset=2000).with_recipe(epochs=1),
                    recipes=False, calibration_size=1000,
-                   recovery=RecoveryConfig(epochs=1, imp_rounds=2, train_subset=2000),
+                   recovery=RecoveryConfig(imp_rounds=2, train_subset=2000).with_recipe(epochs=1),
                    recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9), AwareTarget("unit", 80, 0.8)))
         return replace(base, **overrides)
 

@@ -17,7 +17,7 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -181,9 +181,9 @@ def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain:
 
     curves, layers = [], []
     for dataset, names in datasets.items():
-        chosen = {name: recipes.recipe_config(name) for name in names}
+        chosen = {name: recipes.recipe_model(name, seed) for name in names}
         data = load_dataset(dataset, data_dir)
-        models = {n: mlp.cache_key(data, replace(c, seed=seed)) for n, c in chosen.items()}
+        models = {n: mlp.cache_key(data, c) for n, c in chosen.items()}
         tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}
 
         def part(i: int) -> pd.DataFrame:

@@ -29,6 +29,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from prunelib import forward
 from prunelib.compact import compact_kernels
 from prunelib.pruning import validate_kernels
 
@@ -84,15 +85,10 @@ def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no co
 
 
 def blas_forward(kernels: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers."""
-    def forward(x):
-        h = x
-        for i, w in enumerate(kernels):
-            h = h @ w
-            if i < len(kernels) - 1:
-                np.maximum(h, 0, out=h)
-        return h
-    return forward
+    """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers
+    (:func:`prunelib.forward.logits`)."""
+    kernels = list(kernels)
+    return lambda x: forward.logits(kernels, x)
 
 
 def _bucket(n: int) -> int:
@@ -191,11 +187,11 @@ class Predictor:
     def _build_csr(self):
         layers = [*self._csr_layers(), np.ascontiguousarray(self.kernels[-1].T)]
 
-        def forward(x):
+        def run_csr(x):
             h = np.ascontiguousarray(x.T)
             for i, m in enumerate(layers):
                 h = m @ h
                 if i < len(layers) - 1:
                     np.maximum(h, 0, out=h)
             return np.ascontiguousarray(h.T)
-        return forward
+        return run_csr

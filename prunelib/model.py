@@ -15,7 +15,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from prunelib import pruning  # noqa: E402
-from prunelib.config import TrainConfig  # noqa: E402
+from prunelib.config import Recipe, TrainConfig  # noqa: E402
 from prunelib.data import Dataset  # noqa: E402
 from prunelib.paths import cache_dir, digest  # noqa: E402
 from prunelib.provenance import MODEL_CODE, cached_artifact, fingerprint, versions  # noqa: E402
@@ -128,23 +128,23 @@ def compact_model(model: keras.Model) -> keras.Model:
     return from_kernels(kernels, biases, model.input_shape[1:])
 
 
-def compile_model(model: keras.Model, config: TrainConfig, steps: int,
+def compile_model(model: keras.Model, recipe: Recipe, steps: int,
                   loss: keras.losses.Loss | None = None) -> keras.Model:
-    """Compile for training from logits with Adam over ``steps`` optimizer steps.
+    """Compile for training from logits with ``recipe``'s Adam(W) over ``steps`` optimizer steps.
 
     Args:
         loss: the training loss (default: cross-entropy from integer labels, with an accuracy metric).
     """
-    lr = config.learning_rate
-    if config.lr_schedule == "cosine" and steps > 0:
+    lr = recipe.learning_rate
+    if recipe.lr_schedule == "cosine" and steps > 0:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps)
-    optimizer = (keras.optimizers.AdamW(lr, weight_decay=config.weight_decay) if config.weight_decay > 0
+    optimizer = (keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay) if recipe.weight_decay > 0
                  else keras.optimizers.Adam(lr))
     model.compile(
         optimizer=optimizer,
         loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=None if loss else ["accuracy"],
-        jit_compile=config.jit_compile,
+        jit_compile=recipe.jit_compile,
         steps_per_execution=20,  # fewer Python round trips per epoch
     )
     return model
@@ -172,9 +172,9 @@ def train_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int) -> t
     )
 
 
-def training_subset(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The training images and labels, cut to ``config.train_subset`` if set."""
-    n = config.train_subset or len(data.x_train)
+def training_subset(data: Dataset, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` training images and labels (all of them for ``None``)."""
+    n = n or len(data.x_train)
     return data.x_train[:n], data.y_train[:n]
 
 
@@ -183,13 +183,15 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def fit(model: keras.Model, data: Dataset, config: TrainConfig, verbose: int = 0,
-        callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
+def fit(model: keras.Model, data: Dataset, recipe: Recipe, *, seed: int, train_subset: int | None = None,
+        verbose: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
         desc: str = "train", targets: np.ndarray | None = None,
         loss: keras.losses.Loss | None = None) -> keras.Model:
-    """Compile ``model`` with ``config``'s optimizer and train it in place for ``config.epochs``.
+    """Compile ``model`` with ``recipe``'s optimizer and train it in place for ``recipe.epochs``.
 
     Args:
+        seed: the data-order seed (the tf.data shuffle).
+        train_subset: train on the first n training images (None = all).
         verbose: Keras' own per-epoch output level.
         callbacks: extra Keras callbacks (mask schedules, targeted dropout, ...).
         progress: show a tqdm bar over epochs.
@@ -201,12 +203,12 @@ def fit(model: keras.Model, data: Dataset, config: TrainConfig, verbose: int = 0
         from tqdm.keras import TqdmCallback
 
         callbacks = [*callbacks, TqdmCallback(verbose=0, desc=desc)]
-    x, y = training_subset(data, config)
+    x, y = training_subset(data, train_subset)
     if targets is not None:
         y = targets[:len(x)]
-    compile_model(model, config, steps=config.epochs * steps_per_epoch(len(x), config.batch_size), loss=loss)
-    # shuffle=False: the tf.data pipeline already reshuffles every epoch with the config's seed
-    model.fit(train_dataset(x, y, config.batch_size, config.seed), epochs=config.epochs,
+    compile_model(model, recipe, steps=recipe.epochs * steps_per_epoch(len(x), recipe.batch_size), loss=loss)
+    # shuffle=False: the tf.data pipeline already reshuffles every epoch with the seed
+    model.fit(train_dataset(x, y, recipe.batch_size, seed), epochs=recipe.epochs,
               shuffle=False, verbose=verbose, callbacks=list(callbacks))
     return model
 
@@ -222,13 +224,17 @@ def train(data: Dataset, config: TrainConfig, verbose: int = 0,
     """
     seed_everything(config.seed)
     model = build(config, data.x_train.shape[1:])
-    return fit(model, data, config, verbose, callbacks, progress, f"train {data.name} seed {config.seed}")
+    return fit(model, data, config.recipe, seed=config.seed, train_subset=config.train_subset,
+               verbose=verbose, callbacks=callbacks, progress=progress,
+               desc=f"train {data.name} seed {config.seed}")
 
 
 def build(config: TrainConfig, input_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
-    """The untrained MLP of ``config``'s architecture, initialized from its seed."""
-    return build_mlp(config.hidden_sizes, config.num_classes, input_shape, config.use_bias, config.seed,
-                     config.precision)
+    """The untrained MLP of ``config``'s architecture, initialized from its seed, in its recipe's
+    precision."""
+    arch = config.architecture
+    return build_mlp(arch.hidden_sizes, arch.num_classes, input_shape, arch.use_bias, config.seed,
+                     config.recipe.precision)
 
 
 _DATA_DIGESTS: dict[int, tuple[Dataset, str]] = {}
@@ -285,10 +291,10 @@ def train_cached(data: Dataset, config: TrainConfig, *, retrain: bool = False,
         The model and the seconds its training took (as first measured, for a cached one).
 
     Raises:
-        ValueError: ``config.epochs`` is 0 (an untrained model is never cached as a trained one).
+        ValueError: ``config.recipe.epochs`` is 0 (an untrained model is never cached as a trained one).
     """
-    if config.epochs < 1:
-        raise ValueError(f"epochs must be at least 1 to train a model, got {config.epochs}")
+    if config.recipe.epochs < 1:
+        raise ValueError(f"epochs must be at least 1 to train a model, got {config.recipe.epochs}")
     key = cache_description(data, config)
     return cached(f"{data.name}-{digest(key)}", lambda: train(data, config, progress=progress), key=key,
                   cache=cache, retrain=retrain)

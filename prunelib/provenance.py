@@ -36,10 +36,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 # exactly the cached artifacts listed against it (configs enter keys by value, not by source).
 MODEL_CODE = ("prunelib.model",)  # data enters by the hash of its arrays
 AWARE_CODE = ("prunelib.model", "prunelib.masked", "prunelib.recovery")  # pruning-aware training
-SWEEP_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.compact", "prunelib.reconstruct")
-ANALYSIS_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.analysis")
-RECOVERY_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.recovery", "prunelib.masked")
-RECIPE_CODE = ("prunelib.pruning", "prunelib.evaluate", "prunelib.recipes")
+SWEEP_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.compact",
+              "prunelib.reconstruct")
+ANALYSIS_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.analysis")
+RECOVERY_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.recovery",
+                 "prunelib.masked")
+RECIPE_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.recipes")
 LIBRARIES = ("tensorflow", "keras", "numpy", "scipy", "pandas")
 
 

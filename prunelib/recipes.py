@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from prunelib import model as mlp
 from prunelib import pruning
-from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, STUDY, TrainConfig, recipe_config  # noqa: F401
+from prunelib.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, STUDY, TrainConfig,  # noqa: F401
+                             get_recipe, recipe_model)
 from prunelib.data import Dataset
 from prunelib.evaluate import sweep
 from prunelib.recipe_summary import AUC_KS, choose, summarize  # noqa: F401
@@ -63,8 +64,9 @@ def layer_diagnostics(kernels: Sequence[np.ndarray], init_kernels: Sequence[np.n
 
 def initial_kernels(config: TrainConfig, input_shape: tuple[int, ...]) -> list[np.ndarray]:
     """The kernels :func:`prunelib.model.train` starts from for ``config`` (same seeds)."""
-    return mlp.get_kernels(mlp.build_mlp(config.hidden_sizes, config.num_classes, input_shape,
-                                         config.use_bias, config.seed))
+    arch = config.architecture
+    return mlp.get_kernels(mlp.build_mlp(arch.hidden_sizes, arch.num_classes, input_shape, arch.use_bias,
+                                         config.seed))
 
 
 def recipe_tables(data: Dataset, recipes: Mapping[str, TrainConfig], *, seed: int = 0,
@@ -85,7 +87,7 @@ def recipe_tables(data: Dataset, recipes: Mapping[str, TrainConfig], *, seed: in
         table = sweep(kernels, data.x_test, data.y_test, dataset=data.name, ks=ks, seed=seed,
                       progress=False)
         dense = float(table.loc[table["k"] == 0, "accuracy"].iloc[0]) if 0 in ks else float("nan")
-        params = {f: getattr(config, f) for f in ("epochs", "batch_size", "learning_rate", "lr_schedule",
+        params = {f: getattr(config.recipe, f) for f in ("epochs", "batch_size", "learning_rate", "lr_schedule",
                                                    "precision", "weight_decay")}
         curves.append(table.assign(recipe=name, dense_accuracy=dense, train_seconds=seconds, **params))
         diag = layer_diagnostics(kernels, initial_kernels(config, data.x_train.shape[1:]))
@@ -96,4 +98,4 @@ def recipe_tables(data: Dataset, recipes: Mapping[str, TrainConfig], *, seed: in
 
 def describe(config: TrainConfig) -> dict:
     """The recipe fields of ``config`` as a plain dict (for reports and manifests)."""
-    return {k: v for k, v in asdict(config).items() if k not in ("seed",)}
+    return asdict(config.recipe)

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from prunelib import forward
 from prunelib.pruning import split_logits, validate_kernels
 
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
@@ -185,7 +186,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
     for i, (w, m) in enumerate(zip(hidden, masks)):
         b = np.zeros(w.shape[1], np.float32) if biases[i] is None else np.asarray(biases[i], np.float32)
         w32 = w.astype(np.float32)
-        pre_dense = h_dense @ w32 + b
+        pre_dense = forward.layer(h_dense, w32, b, relu=False)
         if not changed and m.all():
             out.append(np.array(w, copy=True))
             h_dense = h_pruned = _relu(pre_dense)
@@ -210,7 +211,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
         out.append(new)
         changed = True
         h_dense = _relu(pre_dense)
-        h_pruned = _relu(h_pruned @ new.astype(np.float32) + b)
+        h_pruned = forward.layer(h_pruned, new.astype(np.float32), b, relu=True)
     return out + [np.array(logits, copy=True)]
 
 
@@ -247,5 +248,5 @@ def obs_weight_masks(kernels: Sequence[np.ndarray], k: float, x: np.ndarray,
         inv_diag = np.diag(np.linalg.inv(gram + lam * np.eye(len(gram))))
         scores = np.square(w.astype(np.float64)) / inv_diag[:, None]
         masks.append(~smallest(scores.ravel(), count_to_prune(w.size, k)).reshape(w.shape))
-        h = _relu(h @ w.astype(np.float32))
+        h = forward.layer(h, w.astype(np.float32), relu=True)
     return masks + [np.ones(logits.shape, dtype=bool)]

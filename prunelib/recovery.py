@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import keras
 import numpy as np
@@ -66,15 +66,15 @@ def fit_recovery(net: keras.Model, teacher: keras.Model, data: Dataset, config: 
          callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
          desc: str = "recover") -> None:
     """Train ``net`` with the recovery recipe, distilling from ``teacher`` if configured."""
-    tc = config.train_config(seed)
     targets = loss = None
     if config.distill > 0:
-        x, y = mlp.training_subset(data, tc)
+        x, y = mlp.training_subset(data, config.train_subset)
         logits = teacher.predict(x, batch_size=10_000, verbose=0).astype(np.float32)
         targets = np.concatenate([y[:, None].astype(np.float32), logits], axis=1)
         loss = DistillationLoss(config.distill, config.temperature)
     mlp.seed_everything(seed)
-    mlp.fit(net, data, tc, callbacks=callbacks, progress=progress, desc=desc, targets=targets, loss=loss)
+    mlp.fit(net, data, config.recipe, seed=seed, train_subset=config.train_subset, callbacks=callbacks,
+            progress=progress, desc=desc, targets=targets, loss=loss)
 
 
 def finetune(model: keras.Model, data: Dataset, k: float, method: str,
@@ -85,7 +85,7 @@ def finetune(model: keras.Model, data: Dataset, k: float, method: str,
         A plain MLP; pruned weights are exactly zero. ``model`` is not modified.
     """
     masks = pruning.compute_masks(mlp.get_kernels(model), k, method)[:-1]
-    net = masked.masked_mlp(model, masks, precision=config.precision,
+    net = masked.masked_mlp(model, masks, precision=config.recipe.precision,
                              train_logits=config.train_logits)
     fit_recovery(net, model, data, config, seed, progress=progress, desc=f"finetune {method} {k:g}")
     return masked.strip(net)
@@ -97,9 +97,9 @@ def gradual(model: keras.Model, data: Dataset, k: float, method: str,
 
     The target is reached after ``ramp_fraction`` of the budget; training goes on at ``k`` after.
     """
-    net = masked.masked_mlp(model, precision=config.precision, train_logits=config.train_logits)
-    tc = config.train_config(seed)
-    steps = tc.epochs * mlp.steps_per_epoch(len(mlp.training_subset(data, tc)[0]), tc.batch_size)
+    net = masked.masked_mlp(model, precision=config.recipe.precision, train_logits=config.train_logits)
+    n = len(mlp.training_subset(data, config.train_subset)[0])
+    steps = config.recipe.epochs * mlp.steps_per_epoch(n, config.recipe.batch_size)
     schedule = masked.GradualPruning(k, method, end_step=round(config.ramp_fraction * steps),
                                      every=config.every)
     fit_recovery(net, model, data, config, seed, [schedule], progress, f"gradual {method} {k:g}")
@@ -130,9 +130,9 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
         # Rewinding restores the hidden kernels only: the logit layer keeps its trained weights.
         start = current if config.imp_rewind == "lr" else mlp.with_weights(
             current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
-        net = masked.masked_mlp(start, masks, precision=config.precision,
+        net = masked.masked_mlp(start, masks, precision=config.recipe.precision,
                                  train_logits=config.train_logits)
-        fit_recovery(net, model, data, replace(config, epochs=config.imp_epochs), seed + r, progress=progress,
+        fit_recovery(net, model, data, config.with_recipe(epochs=config.imp_epochs), seed + r, progress=progress,
              desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}")
         current = masked.strip(net)
     return current
@@ -234,7 +234,8 @@ def train_aware(data: Dataset, config: TrainConfig, target: AwareTarget, progres
     net = masked.masked_mlp(mlp.build(config, data.x_train.shape[1:]), dropout_rate=target.rate,
                             dropout_variant=target.method, l1=target.l1)
     callbacks = [masked.TargetedDropout(target.gamma)] if target.rate > 0 and target.gamma > 0 else []
-    mlp.fit(net, data, config, callbacks=callbacks, progress=progress,
+    mlp.fit(net, data, config.recipe, seed=config.seed, train_subset=config.train_subset,
+            callbacks=callbacks, progress=progress,
             desc=f"train {data.name} (targeted dropout {target.method} {target.k:g})")
     return masked.strip(net)
 
@@ -262,6 +263,6 @@ def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[AwareTarget]
                                     cache=cache, retrain=retrain)
         dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]
         rows.append(_row(data, mlp.prune_model(model, target.k, target.method), method=target.method,
-                         k=target.k, strategy="targeted-dropout", seed=base.seed, epochs=base.epochs,
+                         k=target.k, strategy="targeted-dropout", seed=base.seed, epochs=base.recipe.epochs,
                          seconds=seconds, dense_accuracy=dense_accuracy))
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)

@@ -35,8 +35,8 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("one-shot", "prune once, no training", "one-shot", lambda c: 0),
-    Strategy("finetune", "prune once, then fine-tune with the mask fixed", "recovery", lambda c: c.epochs),
-    Strategy("gradual", "Zhu & Gupta's cubic schedule while training", "recovery", lambda c: c.epochs),
+    Strategy("finetune", "prune once, then fine-tune with the mask fixed", "recovery", lambda c: c.recipe.epochs),
+    Strategy("gradual", "Zhu & Gupta's cubic schedule while training", "recovery", lambda c: c.recipe.epochs),
     Strategy("imp", "iterative magnitude pruning: prune, retrain, repeat", "recovery",
              lambda c: c.imp_epochs * c.imp_rounds),
     Strategy("targeted-dropout", "train from scratch with targeted dropout, then prune once",

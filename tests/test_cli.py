@@ -23,7 +23,7 @@ def test_options_build_the_config():
                                      "--ks", "0", "90", "--recovery", "finetune", "--no-aware",
                                      "--recovery-seeds", "5"])
     config = cli.config_from_args(args)
-    assert config.datasets == ("mnist",) and config.seeds == (0, 1, 2) and config.train.epochs == 4
+    assert config.datasets == ("mnist",) and config.seeds == (0, 1, 2) and config.train.recipe.epochs == 4
     assert config.ks == (0.0, 90.0) and config.recovery_strategies == ("finetune",)
     assert config.aware_targets == () and config.recovery_seeds == (0, 1, 2)  # capped at --seeds
 
@@ -97,10 +97,10 @@ def test_quick_composes_with_explicit_options():
     args = cli.parser().parse_args(["run", "--quick", "--epochs", "3", "--recovery-ks", "95",
                                      "--recovery-epochs", "2", "--seeds", "2"])
     config = cli.config_from_args(args)
-    assert config.train.epochs == 3 and config.train.train_subset == 2000  # quick's subset stays
-    assert config.recovery_ks == (95.0,) and config.recovery.epochs == 2 and config.seeds == (0, 1)
+    assert config.train.recipe.epochs == 3 and config.train.train_subset == 2000  # quick's subset stays
+    assert config.recovery_ks == (95.0,) and config.recovery.recipe.epochs == 2 and config.seeds == (0, 1)
     plain = cli.config_from_args(cli.parser().parse_args(["run", "--quick"]))
-    assert plain.train.epochs == 1 and plain.seeds == (0,)
+    assert plain.train.recipe.epochs == 1 and plain.seeds == (0,)
 
 
 def test_damaged_tables_stop_the_report_with_one_line(tmp_path, capsys):

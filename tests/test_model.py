@@ -1,8 +1,10 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from prunelib import model as mlp
-from prunelib.config import ExperimentConfig, TrainConfig
+from prunelib.config import Architecture, ExperimentConfig, Recipe, TrainConfig
 from prunelib.evaluate import evaluate_kernels
 from tiny import TINY, tiny_data
 
@@ -28,7 +30,7 @@ def test_training_is_deterministic_and_learns():
     b = mlp.get_kernels(mlp.train(data, TINY))
     for wa, wb in zip(a, b):
         assert wa.tobytes() == wb.tobytes()
-    c = mlp.get_kernels(mlp.train(data, TrainConfig(**{**TINY.__dict__, "seed": 1})))
+    c = mlp.get_kernels(mlp.train(data, replace(TINY, seed=1)))
     assert a[0].tobytes() != c[0].tobytes()
     accuracy, _ = evaluate_kernels(a, data.x_test, data.y_test)
     assert accuracy > 70
@@ -39,7 +41,7 @@ def test_model_predictions_match_numpy_evaluation():
     model = mlp.train(data, TINY)
     logits = np.asarray(model.predict(data.x_test, verbose=0))
     # bf16 training, float32 evaluation of the same float32 weights: compare in float32
-    f32 = mlp.with_weights(mlp.build_mlp(TINY.hidden_sizes, 2, precision="float32"), mlp.get_kernels(model))
+    f32 = mlp.with_weights(mlp.build_mlp(TINY.architecture.hidden_sizes, 2, precision="float32"), mlp.get_kernels(model))
     accuracy, _ = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)
     f32_logits = np.asarray(f32.predict(data.x_test, verbose=0))
     assert 100 * np.mean(f32_logits.argmax(1) == data.y_test) == pytest.approx(accuracy)
@@ -63,7 +65,7 @@ def test_train_or_load_caches_by_config(tmp_path):
     again = mlp.train_or_load(data, TINY, cache=tmp_path)
     for a, b in zip(mlp.get_kernels(first), mlp.get_kernels(again)):
         assert a.tobytes() == b.tobytes()
-    mlp.train_or_load(data, TrainConfig(**{**TINY.__dict__, "epochs": 1}), cache=tmp_path)
+    mlp.train_or_load(data, TINY.with_recipe(epochs=1), cache=tmp_path)
     assert len(list(tmp_path.glob("*.keras"))) == 2
     data = tiny_data()
     assert mlp.cache_key(data, TINY) != mlp.cache_key(tiny_data(seed=1), TINY)
@@ -76,5 +78,11 @@ def test_configs_are_frozen_and_validated():
     with pytest.raises(ValueError, match="120"):
         ExperimentConfig(ks=(0, 120))
     with pytest.raises(ValueError):
-        TrainConfig(epochs=-1)
+        Recipe(epochs=-1)
+    with pytest.raises(ValueError, match="'sgd'"):
+        Recipe(lr_schedule="sgd")
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        Architecture(hidden_sizes=(10, 0))
+    with pytest.raises(ValueError, match="Architecture and Recipe"):
+        TrainConfig(architecture=(1000, 10))  # type: ignore[arg-type]
     assert ExperimentConfig.quick().train.train_subset == 2000

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from prunelib import recipes
-from prunelib.config import TrainConfig
+from prunelib.config import Recipe, TrainConfig
 from tiny import TINY, tiny_data
 
 
@@ -30,11 +30,11 @@ def test_layer_diagnostics_measure_drift_and_concentration():
 
 def test_recipe_tables_train_sweep_and_diagnose(tmp_path):
     data = tiny_data()
-    chosen = {"a": TINY, "b": TrainConfig(**{**TINY.__dict__, "learning_rate": 3e-2})}
+    chosen = {"a": TINY, "b": TINY.with_recipe(learning_rate=3e-2)}
     curves, layers = recipes.recipe_tables(data, chosen, ks=(0, 50, 90), cache=tmp_path, progress=False)
     assert list(curves.columns) == recipes.RECIPE_COLUMNS
     assert len(curves) == 2 * 2 * 3 and set(curves["recipe"]) == {"a", "b"}
-    assert len(layers) == 2 * len(TINY.hidden_sizes) and (layers["drift"] > 0).all()
+    assert len(layers) == 2 * len(TINY.architecture.hidden_sizes) and (layers["drift"] > 0).all()
     again, _ = recipes.recipe_tables(data, chosen, ks=(0, 50, 90), cache=tmp_path, progress=False)
     pd.testing.assert_frame_equal(curves, again)  # cached models give the same table
 
@@ -59,17 +59,16 @@ def test_summarize_and_choose():
 def test_every_study_recipe_is_defined():
     for names in recipes.STUDY.values():
         for name in names:
-            assert isinstance(recipes.recipe_config(name), TrainConfig)
-    with pytest.raises(ValueError, match="unknown recipe"):
-        recipes.recipe_config("nope")
+            assert isinstance(recipes.get_recipe(name), Recipe)
+            assert recipes.recipe_model(name, seed=2) == TrainConfig(recipe=recipes.get_recipe(name), seed=2)
+    with pytest.raises(ValueError, match="unknown recipe 'nope'"):
+        recipes.get_recipe("nope")
 
 
 def test_the_default_recipe_is_the_studys_choice():
     from pathlib import Path
 
-    from dataclasses import replace
-
-    assert replace(recipes.RECIPES[recipes.DEFAULT_RECIPE], seed=0) == TrainConfig()
+    assert recipes.RECIPES[recipes.DEFAULT_RECIPE] == Recipe() == TrainConfig().recipe
     assert recipes.DEFAULT_RECIPE in recipes.STUDY["mnist"] and recipes.DEFAULT_RECIPE in recipes.STUDY["fashion-mnist"]
     committed = Path(__file__).resolve().parents[1] / "results" / "mnist" / "recipes.csv"
     if not committed.is_file():
@@ -78,7 +77,7 @@ def test_the_default_recipe_is_the_studys_choice():
     assert recipes.choose(summary, min_dense=98.4, max_seconds=45) == recipes.DEFAULT_RECIPE
 
 
-def test_recipes_do_not_depend_on_train_config_defaults():
+def test_recipes_do_not_depend_on_recipe_defaults():
     base = recipes.RECIPES[recipes.FIRST_RECIPE]
     assert (base.learning_rate, base.batch_size, base.weight_decay, base.lr_schedule) == (1e-3, 512, 0.0, "cosine")
     for name, config in recipes.RECIPES.items():

@@ -7,11 +7,11 @@ import pytest
 from prunelib import masked, pruning, recovery
 from prunelib import strategies as registry
 from prunelib import model as mlp
-from prunelib.config import AwareTarget, ExperimentConfig
+from prunelib.config import AwareTarget, ExperimentConfig, Recipe
 from tiny import TINY, tiny_data
 
-FAST = recovery.RecoveryConfig(epochs=2, batch_size=32, learning_rate=1e-2, every=2, imp_rounds=2,
-                               precision="float32")
+FAST = recovery.RecoveryConfig(Recipe(epochs=2, batch_size=32, learning_rate=1e-2, weight_decay=0.0,
+                                      precision="float32"), every=2, imp_rounds=2)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_fixed_mask_finetuning_keeps_pruned_weights_and_moments_at_zero(trained,
     masks = pruning.compute_masks(mlp.get_kernels(trained), 60, method)[:-1]
     net = masked.masked_mlp(trained, masks)
     watch = ZeroWatch(masks)
-    mlp.fit(net, data, replace(TINY, epochs=2), callbacks=[watch])
+    mlp.fit(net, data, replace(TINY.recipe, epochs=2), seed=0, callbacks=[watch])
     assert watch.checks and all(watch.checks)
     kernels = mlp.get_kernels(masked.strip(net))
     for w, keep in zip(kernels, masks):
@@ -55,7 +55,7 @@ def test_fixed_mask_finetuning_keeps_pruned_weights_and_moments_at_zero(trained,
 def test_tightening_mid_training_zeroes_existing_moments(trained):
     data = tiny_data()
     net = masked.masked_mlp(trained)
-    mlp.fit(net, data, replace(TINY, epochs=1))  # moments now nonzero everywhere
+    mlp.fit(net, data, replace(TINY.recipe, epochs=1), seed=0)  # moments now nonzero everywhere
     layer = masked.masked_layers(net)[0]
     assert np.count_nonzero(np.asarray(masked.optimizer_slots(net.optimizer, layer.kernel)[0])) > 0
     masks = masked.tighten(masked.effective_kernels(net), masked.get_masks(net), 80, "weight")
@@ -88,7 +88,7 @@ def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(tr
     np.testing.assert_array_equal(kernels[-1], before[-1])  # logits bit-identical
     for a, b in zip(mlp.get_kernels(trained), before):
         np.testing.assert_array_equal(a, b)  # the dense model is not modified
-    assert epochs == {"one-shot": 0, "imp": FAST.imp_epochs * FAST.imp_rounds}.get(strategy, FAST.epochs)
+    assert epochs == {"one-shot": 0, "imp": FAST.imp_epochs * FAST.imp_rounds}.get(strategy, FAST.recipe.epochs)
     assert epochs == registry.epochs(strategy, FAST)
 
 
@@ -100,7 +100,7 @@ def test_training_logits_is_opt_in(trained):
 
 def test_finetuning_recovers_accuracy_lost_by_pruning():
     data = tiny_data(512)
-    dense = mlp.train(data, replace(TINY, hidden_sizes=(256, 64)))
+    dense = mlp.train(data, replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(256, 64))))
     table = recovery.recovery_table(dense, data, methods=["weight"], ks=[90],
                                     strategies=["one-shot", "finetune"], config=FAST, progress=False)
     acc = table.set_index("strategy")["accuracy"]
@@ -134,7 +134,7 @@ def test_gradual_schedule_is_cubic_and_masks_only_grow(trained):
             history.append(masked.get_masks(self.model))
 
     schedule = masked.GradualPruning(90, "weight", end_step=10, every=2)
-    mlp.fit(net, tiny_data(), replace(TINY, epochs=2), callbacks=[schedule, Snap()])
+    mlp.fit(net, tiny_data(), replace(TINY.recipe, epochs=2), seed=0, callbacks=[schedule, Snap()])
     assert [k for _, k in schedule.history] == sorted(k for _, k in schedule.history)
     assert schedule.history[-1][1] == 90
     for earlier, later in zip(history, history[1:]):
@@ -181,13 +181,13 @@ def test_targeted_dropout_drops_only_targeted_entries_and_only_in_training(varia
 
 def test_pruning_aware_training_returns_a_plain_mlp_and_l1_shrinks_weights():
     data = tiny_data(512)
-    base = replace(TINY, hidden_sizes=(64, 32), epochs=4)
+    base = replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(64, 32))).with_recipe(epochs=4)
     plain = mlp.train(data, base)
-    aware = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.9, rate=1.0, batch_size=base.batch_size))
+    aware = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.9, rate=1.0, batch_size=base.recipe.batch_size))
     assert all(type(layer) is not masked.MaskedDense for layer in aware.layers)
     assert mlp.dense_layers(aware)[-1].name == mlp.LOGITS
     l1 = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.0, rate=0.0, l1=1e-3,
-                                                      batch_size=base.batch_size))
+                                                      batch_size=base.recipe.batch_size))
     assert np.abs(mlp.get_kernels(l1)[0]).mean() < np.abs(mlp.get_kernels(plain)[0]).mean()
 
 
@@ -217,7 +217,7 @@ def test_distillation_loss_reduces_to_cross_entropy_at_weight_zero():
         recovery.DistillationLoss(1.0, 2.0)(other, logits))
 
 
-@pytest.mark.parametrize("bad", [dict(epochs=0), dict(ramp_fraction=0), dict(imp_rewind="x"),
+@pytest.mark.parametrize("bad", [dict(recipe=Recipe(epochs=0)), dict(recipe="fast"), dict(ramp_fraction=0), dict(imp_rewind="x"),
                                  dict(distill=2), dict(temperature=0)])
 def test_recovery_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
@@ -237,13 +237,13 @@ def test_imp_with_init_rewind_prunes_to_target(trained):
 
 
 def test_recovery_recipe_states_every_optimizer_setting():
-    """The recovery recipe is its own: changing TrainConfig's defaults must not change it."""
-    from prunelib.config import RecoveryConfig, TrainConfig
+    """The recovery recipe is its own: changing Recipe's defaults must not change it."""
+    from prunelib.config import RecoveryConfig
 
-    tc = RecoveryConfig().train_config(seed=3)
-    assert (tc.learning_rate, tc.batch_size, tc.weight_decay, tc.lr_schedule, tc.epochs, tc.seed) == (
-        1e-2, 128, 0.0, "cosine", 2, 3)
-    assert TrainConfig().weight_decay != tc.weight_decay  # the study's recipe decays, recovery does not
+    r = RecoveryConfig().recipe
+    assert (r.learning_rate, r.batch_size, r.weight_decay, r.lr_schedule, r.epochs, r.precision) == (
+        1e-2, 128, 0.0, "cosine", 2, "mixed_bfloat16")
+    assert Recipe().weight_decay != r.weight_decay  # the study's recipe decays, recovery does not
 
 
 def test_registry_names_every_strategy_once_and_rejects_unknown_names_before_training(trained):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from prunelib.config import TrainConfig
+from prunelib.config import Architecture, Recipe, TrainConfig
 from prunelib.data import Dataset
 
 
@@ -15,7 +15,8 @@ def tiny_data(n: int = 256, seed: int = 0) -> Dataset:
     return Dataset("tiny", x, y, x[:64], y[:64])
 
 
-TINY = TrainConfig(hidden_sizes=(16, 8), num_classes=2, epochs=3, batch_size=32, learning_rate=1e-2)
+TINY = TrainConfig(Architecture(hidden_sizes=(16, 8), num_classes=2),
+                   Recipe(epochs=3, batch_size=32, learning_rate=1e-2))
 
 
 def require_real_data(*names: str):

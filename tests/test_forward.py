@@ -1,0 +1,82 @@
+"""The one numpy forward pass: what evaluation, reconstruction and inference all run."""
+
+import numpy as np
+import pytest
+
+from prunelib import forward
+from prunelib.evaluate import evaluate_kernels
+from prunelib.inference import blas_forward
+
+
+def _net(seed=0, sizes=(12, 9, 7, 4), bias=False):
+    rng = np.random.default_rng(seed)
+    kernels = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    biases = [rng.standard_normal(b).astype(np.float32) for b in sizes[1:]] if bias else None
+    return kernels, biases
+
+
+def _reference(kernels, x, biases=None):
+    h = x.reshape(len(x), kernels[0].shape[0]).astype(np.float64)
+    for i, w in enumerate(kernels):
+        h = h @ w.astype(np.float64) + (0 if biases is None else biases[i])
+        if i < len(kernels) - 1:
+            h = np.maximum(h, 0)
+    return h
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("n,chunk", [(1, 4096), (50, 7), (64, 64), (0, 8)])
+def test_logits_match_a_float64_reference_in_any_chunking(bias, n, chunk):
+    kernels, biases = _net(bias=bias)
+    x = np.random.default_rng(1).random((n, 3, 4), dtype=np.float32)
+    out = forward.logits(kernels, x, biases, chunk=chunk)
+    assert out.shape == (n, 4) and out.dtype == np.float32
+    np.testing.assert_allclose(out, _reference(kernels, x, biases), rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(out, forward.logits(kernels, x, biases, chunk=max(n, 1)))
+
+
+def test_activations_are_relu_between_layers_and_linear_logits():
+    kernels, biases = _net(bias=True)
+    x = np.random.default_rng(2).random((20, 12), dtype=np.float32)
+    layers = list(forward.activations(kernels, x, biases))
+    assert [h.shape[1] for h in layers] == [9, 7, 4]
+    assert all((h >= 0).all() for h in layers[:-1]) and (layers[-1] < 0).any()
+    np.testing.assert_array_equal(layers[-1], forward.logits(kernels, x, biases))
+
+
+def test_inputs_are_never_modified():
+    kernels, biases = _net(bias=True)
+    x = np.random.default_rng(3).random((10, 12), dtype=np.float32)
+    before = [x.copy(), *[w.copy() for w in kernels], *[b.copy() for b in biases]]
+    forward.logits(kernels, x, biases)
+    list(forward.activations(kernels, x, biases))
+    for a, b in zip(before, [x, *kernels, *biases]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bias_count_must_match():
+    kernels, biases = _net(bias=True)
+    with pytest.raises(ValueError, match="3 kernels but 2 biases"):
+        forward.logits(kernels, np.zeros((1, 12), np.float32), biases[:2])
+
+
+def test_evaluation_and_inference_run_the_shared_forward_pass():
+    kernels, biases = _net(bias=True)
+    x = np.random.default_rng(4).random((30, 12), dtype=np.float32)
+    z = forward.logits(kernels, x, biases)
+    y = np.argmax(z, axis=1)
+    accuracy, loss = evaluate_kernels(kernels, x, y, biases)
+    assert accuracy == 100.0
+    ref = _reference(kernels, x, biases)
+    expected = np.mean(np.log(np.exp(ref - ref.max(1, keepdims=True)).sum(1)) + ref.max(1) - ref[np.arange(30), y])
+    assert loss == pytest.approx(expected, rel=1e-4)
+    np.testing.assert_array_equal(blas_forward(kernels)(x), forward.logits(kernels, x))
+
+
+@pytest.mark.parametrize("labels,match", [(np.zeros(29, int), "one integer label per image"),
+                                          (np.full(30, 4), r"labels must lie in \[0, 4\)"),
+                                          (np.full(30, -1), r"labels must lie in \[0, 4\)")])
+def test_evaluation_names_bad_labels(labels, match):
+    kernels, _ = _net()
+    with pytest.raises(ValueError, match=match):
+        evaluate_kernels(kernels, np.zeros((30, 12), np.float32), labels)
