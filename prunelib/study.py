@@ -13,9 +13,11 @@ back pickled.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
@@ -56,16 +58,16 @@ class SourceChanged(RuntimeError):
     """prunelib's source changed while a run was computing its cells."""
 
 
-def _worker(cells: Sequence[Cell], dead: frozenset[str], budget: int, retries: int, conn,
-            source: str | None = None) -> None:
-    """Child process: run ``cells`` in order, one message per cell, until done or over ``budget``.
+def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str | None = None) -> None:
+    """Child process: run the cells the driver sends (by index), one at a time, until told to stop
+    or over ``budget``.
 
     A worker whose prunelib source differs from ``source`` (the run's at its start) runs nothing:
     a run never mixes artifacts of two versions of the code.
 
-    Messages: ``(name, "ok", seconds, peak)``, ``(name, "failed", error, peak)``,
-    ``(name, "skipped", dependency, peak)`` with the worker's peak resident bytes so far; ``None``
-    when the worker stops on its own.
+    Messages: ``("ready",)`` once started; per cell ``(index, "ok", seconds, peak, retiring)`` or
+    ``(index, "failed", error, peak, retiring)`` with the worker's peak resident bytes so far and
+    whether it stops now (over budget); ``("source changed",)`` instead of ``("ready",)``.
     """
     from prunelib.provenance import fingerprint, package_modules
 
@@ -73,99 +75,165 @@ def _worker(cells: Sequence[Cell], dead: frozenset[str], budget: int, retries: i
         conn.send(("source changed",))
         conn.close()
         return
-    dead = set(dead)
-    for cell in cells:
-        blocked = [a for a in cell.after if a in dead]
-        if blocked:
-            dead.add(cell.name)
-            conn.send((cell.name, "skipped", blocked[0], peak_resident_bytes()))
-            continue
+    conn.send(("ready",))
+    while (index := conn.recv()) is not None:
+        cell = cells[index]
         for attempt in range(retries + 1):
             t0 = time.perf_counter()
             try:
                 cell.fn(*cell.args)
-                message = (cell.name, "ok", time.perf_counter() - t0)
+                status, value = "ok", time.perf_counter() - t0
                 break
             except Exception as err:  # noqa: BLE001 - any failure of the cell's code
-                message = (cell.name, "failed", _failure(err))
-        if message[1] == "failed":
-            dead.add(cell.name)
-        conn.send((*message, peak_resident_bytes()))
-        if resident_bytes() > budget:
+                status, value = "failed", _failure(err)
+        retiring = resident_bytes() > budget
+        conn.send((index, status, value, peak_resident_bytes(), retiring))
+        if retiring:
             break
-    conn.send(None)
     conn.close()
 
 
-def execute_local(cells: Sequence[Cell], *, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
-                  retries: int = 1, progress: bool = True, desc: str = "cells") -> Outcome:
-    """Run ``cells`` in order in child processes, each replaced once it grows past the budget.
+@dataclass
+class _Slot:
+    """One worker process as the driver sees it."""
+
+    process: object
+    conn: object
+    cell: int | None = None  # index of the cell it is running
+    ready: bool = False
+
+
+def execute_local(cells: Sequence[Cell], *, workers: int = 1,
+                  memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB, retries: int = 1,
+                  progress: bool = True, desc: str = "cells", source: str | None = None) -> Outcome:
+    """Run ``cells`` in up to ``workers`` child processes at once, each replaced once it grows past
+    the budget.
+
+    A cell starts once every cell it waits for has finished; free workers take ready cells in
+    list order. The tables do not depend on ``workers``: every cell computes the same artifacts
+    with the same code and threads, whichever process runs it.
 
     Args:
         cells: in an order that respects their dependencies (as :func:`study_cells` makes them).
+        workers: cells run at the same time. On 2 cores, 2 workers nearly double throughput (one
+            Keras training keeps about one core busy) at twice the peak memory.
         memory_budget_gb: resident memory after which a worker is replaced by a fresh one.
         retries: extra tries of a cell that raised; a cell whose worker dies (e.g. killed for
             memory) is also tried again in a fresh worker.
         progress: one bar over cells.
+        source: the run's source fingerprint (default: computed here); workers with other code
+            refuse to run.
 
     Returns:
         Per cell: seconds, or the error after its last try, or the failed cell it waited for;
         ``peak_rss`` holds the largest peak resident memory of a worker.
+
+    Raises:
+        ValueError: a bad graph, budget or worker count (before any work).
+        SourceChanged: prunelib's source changed since the run started.
     """
     import multiprocessing
+    from multiprocessing.connection import wait
 
     _check_graph(cells)
     if memory_budget_gb <= 0:
         raise ValueError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
-    from prunelib.provenance import fingerprint, package_modules
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if source is None:
+        from prunelib.provenance import fingerprint, package_modules
 
-    source = fingerprint(package_modules())  # workers start later and must see this same code
+        source = fingerprint(package_modules())  # workers start later and must see this same code
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited
+    budget = int(memory_budget_gb * 2**30)
     outcome = Outcome()
-    remaining = list(cells)
-    deaths: dict[str, int] = {}
+    waiting = list(range(len(cells)))  # not started yet, in list order
+    finished: set[str] = set()
+    deaths: dict[int, int] = {}
+    slots: list[_Slot] = []
     t0 = time.perf_counter()
-    # The bar advances by each cell's weight, so its estimate of the time left weighs a
-    # targeted-dropout training (minutes) against a small retraining (seconds).
-    done = 0
-    with tqdm(total=sum(c.weight for c in cells), desc=desc, disable=not progress,
-              bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
-        while remaining:
-            dead = frozenset((*outcome.failed, *outcome.skipped))
-            receive, send = ctx.Pipe(duplex=False)
-            worker = ctx.Process(target=_worker, args=(remaining, dead, int(memory_budget_gb * 2**30),
-                                                       retries, send, source), daemon=True)
-            worker.start()
-            send.close()
-            outcome.workers += 1
-            while True:
+
+    def settle(i: int, status: str, value) -> None:
+        {"ok": outcome.seconds, "failed": outcome.failed, "skipped": outcome.skipped}[status][cells[i].name] = value
+        finished.add(cells[i].name)
+        bar.set_postfix_str(f" {len(finished)}/{len(cells)} cells, last: {cells[i].name}", refresh=False)
+        # The bar advances by each cell's weight, so its estimate of the time left weighs a
+        # targeted-dropout training (minutes) against a small retraining (seconds).
+        bar.update(cells[i].weight)
+
+    def runnable() -> list[int]:
+        for i in list(waiting):  # cells waiting for a failed or skipped cell never run
+            blocked = [a for a in cells[i].after if a in outcome.failed or a in outcome.skipped]
+            if blocked:
+                waiting.remove(i)
+                settle(i, "skipped", blocked[0])
+        return [i for i in waiting if all(a in finished for a in cells[i].after)]
+
+    def stop(slot: _Slot, kill: bool = False) -> None:
+        slots.remove(slot)
+        if kill and slot.process.is_alive():
+            slot.process.terminate()  # artifacts are written atomically: nothing half-written stays
+        elif slot.process.is_alive():
+            try:
+                slot.conn.send(None)
+            except OSError:
+                pass
+        slot.conn.close()
+        slot.process.join()
+
+    bar = tqdm(total=sum(c.weight for c in cells), desc=desc, disable=not progress,
+               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
+    try:
+        while len(finished) < len(cells):
+            ready = runnable()
+            for slot in [s for s in slots if s.ready and s.cell is None]:
+                if not ready:
+                    break
+                slot.cell = ready.pop(0)
+                waiting.remove(slot.cell)
+                slot.conn.send(slot.cell)
+            starting = sum(not s.ready for s in slots)
+            for _ in range(min(len(ready) - starting, workers - len(slots))):
+                conn, child = ctx.Pipe()
+                process = ctx.Process(target=_worker, args=(cells, budget, retries, child, source), daemon=True)
+                process.start()
+                child.close()
+                slots.append(_Slot(process, conn))
+                outcome.workers += 1
+            if len(finished) == len(cells) or not slots:
+                continue
+            for conn in wait([s.conn for s in slots]):
+                slot = next(s for s in slots if s.conn is conn)
                 try:
-                    message = receive.recv()
-                except EOFError:  # the worker died in the middle of remaining[0]
-                    name = remaining[0].name
-                    deaths[name] = deaths.get(name, 0) + 1
-                    worker.join()
-                    if deaths[name] > retries:
-                        outcome.failed[name] = f"worker process died (exit code {worker.exitcode})"
-                        done += 1
-                        bar.update(remaining.pop(0).weight)
-                    break
-                if message is None:
-                    break
+                    message = conn.recv()
+                except EOFError:  # the worker died, in the middle of its cell if it had one
+                    stop(slot)
+                    i = slot.cell
+                    if i is not None:
+                        deaths[i] = deaths.get(i, 0) + 1
+                        if deaths[i] > retries:
+                            settle(i, "failed", f"worker process died (exit code {slot.process.exitcode})")
+                        else:
+                            bisect.insort(waiting, i)  # again, in a fresh worker
+                    continue
                 if message == ("source changed",):
-                    worker.join()
+                    stop(slot)
                     raise SourceChanged(
                         f"prunelib's source changed during the run ({len(outcome.seconds)} cells finished "
                         "and are cached); run again to compute the rest with the new code")
-                name, status, value, peak = message
-                cell = remaining.pop(0)
+                if message == ("ready",):
+                    slot.ready = True
+                    continue
+                i, status, value, peak, retiring = message
                 outcome.peak_rss = max(outcome.peak_rss, peak)
-                {"ok": outcome.seconds, "failed": outcome.failed, "skipped": outcome.skipped}[status][name] = value
-                done += 1
-                bar.set_postfix_str(f" {done}/{len(cells)} cells, last: {name}", refresh=False)
-                bar.update(cell.weight)
-            receive.close()
-            worker.join()
+                slot.cell = None
+                settle(i, status, value)
+                if retiring:
+                    stop(slot)
+    finally:
+        for slot in list(slots):
+            stop(slot, kill=slot.cell is not None)
+        bar.close()
     outcome.wall = time.perf_counter() - t0
     return outcome
 
@@ -223,7 +291,7 @@ def _in_worker(fn: Callable, *args, **kwargs):
 
 
 def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: bool = False,
-              isolate: bool = True, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+              isolate: bool = True, workers: int = 1, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
               progress: bool = True):
     """The whole study: compute its cells in short-lived processes, then assemble the results.
 
@@ -236,7 +304,7 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
         isolate: ``False`` runs everything in this process, as
             :func:`prunelib.experiment.run_experiment` does (memory grows with every model trained).
         retrain: recompute every cached artifact (in this process: implies ``isolate=False``).
-        memory_budget_gb: see :func:`execute_local`.
+        workers, memory_budget_gb: see :func:`execute_local` (peak memory grows with ``workers``).
         progress: one bar over cells (with ``isolate``), else the in-process bars.
 
     Returns:
@@ -257,8 +325,9 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
     results = _in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
     if results is not None:
         return results
-    outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache),
-                            memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells")
+    outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache), workers=workers,
+                            memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells",
+                            source=source)
     raise_failures(outcome)
     results = _in_worker(assemble, config, data_dir, cache, source=source)
     results.seconds = {**results.seconds, "cells": outcome.wall}

@@ -34,12 +34,24 @@ def lines(log):
     return [line.split() for line in open(log).read().splitlines()]
 
 
-def test_cells_run_in_order_failures_are_retried_then_reported_and_dependents_skipped(tmp_path):
+def sleep_record(log: str, name: str, seconds: float) -> None:
+    import time
+
+    with open(log, "a") as handle:
+        handle.write(f"{name} {os.getpid()} start {time.time()}\n")
+    time.sleep(seconds)
+    with open(log, "a") as handle:
+        handle.write(f"{name} {os.getpid()} end {time.time()}\n")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cells_run_in_order_failures_are_retried_then_reported_and_dependents_skipped(tmp_path, workers):
     log = str(tmp_path / "log")
     graph = [Cell("a", record, (log, "a")), Cell("b", fail, (log, "b"), after=("a",)),
              Cell("c", record, (log, "c"), after=("b",)), Cell("d", record, (log, "d"), after=("a",))]
-    outcome = study.execute_local(graph, progress=False)
-    assert [name for name, _ in lines(log)] == ["a", "b", "b", "d"]  # b tried twice, c never
+    outcome = study.execute_local(graph, workers=workers, progress=False)
+    names = [name for name, _ in lines(log)]
+    assert names[0] == "a" and sorted(names) == ["a", "b", "b", "d"]  # b tried twice, c never
     assert set(outcome.seconds) == {"a", "d"}
     assert outcome.failed == {"b": "RuntimeError: b broke"}
     assert outcome.skipped == {"c": "b"}
@@ -58,13 +70,35 @@ def test_a_worker_past_its_memory_budget_is_replaced(tmp_path):
     assert roomy.ok and roomy.workers == 1 and roomy.peak_rss > 0
 
 
-def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path, workers):
     log = str(tmp_path / "log")
     graph = [Cell("a", record, (log, "a")), Cell("b", die, (log, "b")), Cell("c", record, (log, "c"))]
-    outcome = study.execute_local(graph, progress=False)
-    assert [name for name, _ in lines(log)] == ["a", "b", "b", "c"]  # tried again in a fresh worker
+    outcome = study.execute_local(graph, workers=workers, progress=False)
+    assert sorted(name for name, _ in lines(log)) == ["a", "b", "b", "c"]  # tried again in a fresh worker
+    pids = {name: pid for name, pid in lines(log)}
+    assert len({pid for name, pid in lines(log) if name == "b"}) == 2 and pids["c"] != pids["b"]
     assert outcome.failed["b"].startswith("worker process died (exit code 3)")
     assert set(outcome.seconds) == {"a", "c"}
+
+
+def test_workers_run_independent_cells_at_once_and_respect_dependencies(tmp_path):
+    log = str(tmp_path / "log")
+    graph = [Cell("a", sleep_record, (log, "a", 1.0)), Cell("b", sleep_record, (log, "b", 1.0)),
+             Cell("c", sleep_record, (log, "c", 0.1), after=("a", "b"))]
+    outcome = study.execute_local(graph, workers=2, progress=False)
+    assert outcome.ok and outcome.workers == 2
+    times = {(name, event): float(t) for name, _, event, t in lines(log)}
+    assert times["a", "start"] < times["b", "end"] and times["b", "start"] < times["a", "end"]  # overlapped
+    assert times["c", "start"] >= max(times["a", "end"], times["b", "end"])
+    alone = study.execute_local(graph, workers=1, progress=False)
+    assert alone.ok and alone.workers == 1
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5])
+def test_a_bad_worker_count_is_refused(workers):
+    with pytest.raises(ValueError, match="workers must be a positive integer"):
+        study.execute_local([Cell("a", record, ("/dev/null", "a"))], workers=workers, progress=False)
 
 
 @pytest.mark.parametrize("graph, message", [
