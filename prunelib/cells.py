@@ -198,6 +198,30 @@ def estimate_wall(cells: Sequence[Cell], seconds: dict[str, float], workers: int
     return clock
 
 
+def check_graph(cells: Sequence[Cell], *, ordered: bool = True) -> None:
+    """Refuse a malformed graph before any work: repeated names, waits for unknown cells, and (if
+    ``ordered``, as a runner that walks the list needs) a cell listed before a cell it waits for.
+
+    Raises:
+        ValueError: naming the problem.
+    """
+    names = [c.name for c in cells]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"cell names must be unique; repeated: {repeated}")
+    known = set(names)
+    unknown = sorted({a for c in cells for a in c.after if a not in known})
+    if unknown:
+        raise ValueError(f"cells wait for unknown cells {unknown}")
+    if ordered:
+        seen: set[str] = set()
+        for cell in cells:
+            late = [a for a in cell.after if a not in seen]
+            if late:
+                raise ValueError(f"cell {cell.name!r} comes before the cells it waits for: {late}")
+            seen.add(cell.name)
+
+
 def raise_failures(outcome: Outcome) -> None:
     """Raise :class:`CellsFailed` naming every failed and skipped cell, if any."""
     if outcome.ok:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from prunelib.cells import Cell, Outcome, raise_failures, study_cells
+from prunelib.cells import Cell, Outcome, check_graph, raise_failures, study_cells
 from prunelib.config import ExperimentConfig
 
 # Ray caps OMP_NUM_THREADS at a task's CPUs, and BLAS's LU (in the least-squares correction) then
@@ -53,13 +53,9 @@ def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int 
     """
     import ray
 
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise ValueError("cell names must be unique")
+    check_graph(cells, ordered=False)  # Ray resolves the order itself
     by_name = {c.name: c for c in cells}
-    unknown = {a for c in cells for a in c.after if a not in by_name}
-    if unknown:
-        raise ValueError(f"cells wait for unknown cells {sorted(unknown)}")
+    names = list(by_name)
     _connect(address, num_cpus)
 
     @ray.remote

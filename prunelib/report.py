@@ -316,7 +316,7 @@ def blocks(results, results_dir: Path) -> list[Block]:
         out += [("h", 2, "Run time"),
                 ("p", "Wall-clock seconds of each `python -m prunelib run` into this directory "
                       "(2 CPU cores; a re-run reads cached models and tables)."),
-                ("table", pd.read_csv(times).fillna(""))]
+                ("table", pd.read_csv(times).astype(object).fillna(""))]
     return out
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from prunelib.cells import Cell, Outcome, raise_failures, study_cells
+from prunelib.cells import Cell, Outcome, check_graph, raise_failures, study_cells
 from prunelib.config import ExperimentConfig
 
 
@@ -135,7 +135,7 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     import multiprocessing
     from multiprocessing.connection import wait
 
-    _check_graph(cells)
+    check_graph(cells)
     if memory_budget_gb <= 0:
         raise ValueError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
     if not isinstance(workers, int) or workers < 1:
@@ -236,22 +236,6 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
         bar.close()
     outcome.wall = time.perf_counter() - t0
     return outcome
-
-
-def _check_graph(cells: Sequence[Cell]) -> None:
-    names = [c.name for c in cells]
-    if len(set(names)) != len(names):
-        raise ValueError("cell names must be unique")
-    seen: set[str] = set()
-    known = set(names)
-    for cell in cells:
-        unknown = [a for a in cell.after if a not in known]
-        if unknown:
-            raise ValueError(f"cells wait for unknown cells {sorted(unknown)}")
-        late = [a for a in cell.after if a not in seen]
-        if late:
-            raise ValueError(f"cell {cell.name!r} comes before the cells it waits for: {late}")
-        seen.add(cell.name)
 
 
 def assemble(config: ExperimentConfig, data_dir=None, cache=None, *, cache_only: bool = False,

@@ -76,8 +76,7 @@ def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path, workers)
     graph = [Cell("a", record, (log, "a")), Cell("b", die, (log, "b")), Cell("c", record, (log, "c"))]
     outcome = study.execute_local(graph, workers=workers, progress=False)
     assert sorted(name for name, _ in lines(log)) == ["a", "b", "b", "c"]  # tried again in a fresh worker
-    pids = {name: pid for name, pid in lines(log)}
-    assert len({pid for name, pid in lines(log) if name == "b"}) == 2 and pids["c"] != pids["b"]
+    assert len({pid for name, pid in lines(log) if name == "b"}) == 2  # each try killed its worker
     assert outcome.failed["b"].startswith("worker process died (exit code 3)")
     assert set(outcome.seconds) == {"a", "c"}
 
