@@ -1,17 +1,20 @@
 """The study on Ray: overhead on this machine, and the full study's wall time on N machines.
 
-1. The quick study (``--quick``'s config) in one process, as the default run (cells in worker
-   processes) and on a local Ray runtime with 2 CPUs, each from an empty cache: seconds of each
-   and whether every table is identical.
+1. The quick study (``--quick``'s config) in one process, as the default run (cells in one worker
+   process at a time), with ``--workers 2`` and on a local Ray runtime with 2 CPUs, each from an
+   empty cache: seconds of each and whether every table is identical.
 2. An estimate for the full default study: its cells (:func:`prunelib.cells.study_cells`)
-   with the seconds each took in the serial full run, read from the cache's key files (every
-   cached model and table records the seconds its build took and when it was written), plus the
-   per-cell overhead measured in step 1; then the critical path and a list-scheduling estimate of
-   the wall time on 1, 2, 5, 10 and 20 machines of this kind (one cell at a time each).
+   with the seconds each took in the full run that filled ``--cache``, read from the cache's key
+   files (every cached model and table records the seconds its build took and when it was
+   written), plus the per-cell overhead measured in step 1; then the critical path and a
+   list-scheduling estimate of the wall time on 1, 2, 5, 10 and 20 machines of this kind, each
+   running ``--slots`` cells at once (Ray's default of one CPU per cell on a 2-CPU machine runs
+   2). The seconds should come from a run with as many cells at once per machine (``run
+   --workers 2`` for 2 slots), so they include the sharing of the cores.
 
 Writes ``results/benchmarks/ray.csv`` (step 1) and ``results/benchmarks/ray_estimate.csv`` (step 2).
 
-    python benchmarks/ray_study.py [--cache ~/.cache/prunelib/models] [--skip-quick]
+    python benchmarks/ray_study.py [--cache ~/.cache/prunelib/models] [--skip-quick] [--slots 2]
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from prunelib.recovery import aware_key
 
 
 def quick(out: Path) -> float:
-    """The quick study in one process (in-process run), as the default run (worker processes) and
-    on Ray, each from an empty cache; returns the mean per-cell overhead on Ray (seconds)."""
+    """The quick study in one process (in-process run), as the default run (one worker process at a
+    time), with two local workers, and on Ray with 2 CPUs, each from an empty cache; returns the
+    mean per-cell overhead on Ray (seconds)."""
     config = ExperimentConfig.quick()
     t0 = time.perf_counter()
     serial = run_experiment(config, cache=tempfile.mkdtemp(), progress=False)
@@ -49,6 +53,9 @@ def quick(out: Path) -> float:
     t0 = time.perf_counter()
     default = run_study(config, cache=tempfile.mkdtemp(), progress=False)
     default_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    two = run_study(config, cache=tempfile.mkdtemp(), workers=2, progress=False)
+    two_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     on_ray, outcome = run_experiment_on_ray(config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False)
     ray_s = time.perf_counter() - t0
@@ -62,6 +69,8 @@ def quick(out: Path) -> float:
              "tables_identical_to_in_process": True},
             {"run": "default (worker processes)", "seconds": default_s, "cells": 0, "cell_seconds": float("nan"),
              "tables_identical_to_in_process": same(serial, default)},
+            {"run": "--workers 2", "seconds": two_s, "cells": 0, "cell_seconds": float("nan"),
+             "tables_identical_to_in_process": same(serial, two)},
             {"run": "ray-local-2cpu", "seconds": ray_s, "cells": len(outcome.seconds), "cell_seconds": busy,
              "tables_identical_to_in_process": same(serial, on_ray)}]
     table = pd.DataFrame(rows).assign(vs_in_process=lambda t: t.seconds / serial_s - 1,
@@ -88,7 +97,7 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
     on Ray they are cells of their own.
     """
     entries = _entries(cache)
-    models = {digest(e["key"]): e for e in entries if "hidden_sizes" in e["key"]}
+    models = {digest(e["key"]): e for e in entries if "architecture" in e["key"]}
     aware = {digest(e["key"]): e for e in entries if "aware" in e["key"]}
     recovered = [e for e in entries if "strategy" in e["key"]]
     tables = [e for e in entries if "phase" in e["key"]]
@@ -146,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=cache_dir())
     parser.add_argument("--skip-quick", action="store_true")
+    parser.add_argument("--slots", type=int, default=2,
+                        help="cells each machine runs at once (Ray's default --ray-cpus 1 on a 2-CPU "
+                             "machine: 2; use the cache of a run with as many local --workers)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -158,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no measured time for {len(missing)} cells (not in the cache), e.g. {missing[:3]}")
     seconds = {n: (0.0 if v != v else v) + overhead for n, v in seconds.items()}
     length, path = critical_path(cells, seconds)
-    rows = [{"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n)} for n in (1, 2, 5, 10, 20)]
-    table = pd.DataFrame(rows).assign(cells=len(cells), per_cell_overhead_s=overhead,
+    rows = [{"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n * args.slots)}
+            for n in (1, 2, 5, 10, 20)]
+    table = pd.DataFrame(rows).assign(cells=len(cells), slots_per_machine=args.slots, per_cell_overhead_s=overhead,
                                       critical_path_s=length, critical_path=" -> ".join(path),
                                       serial_cell_seconds=sum(seconds.values()))
     table.to_csv(args.out / "ray_estimate.csv", index=False, float_format="%.1f")
