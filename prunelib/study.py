@@ -279,10 +279,11 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
               progress: bool = True):
     """The whole study: compute its cells in short-lived processes, then assemble the results.
 
-    With ``isolate`` (the default) this process never loads a deep-learning framework: a worker
-    first checks whether every table is already cached (then it only reads, and the run takes
-    seconds); otherwise the cells run in workers (:func:`execute_local`) and a last worker reads
-    the tables back.
+    With ``isolate`` (the default) this process never loads a deep-learning framework. The
+    assembled tables are cached under :func:`results_key` (config, source, library versions, data
+    hashes), so a re-run with nothing changed only reads them. Otherwise a worker first checks
+    whether every table is already cached (then it only reads); else the cells run in workers
+    (:func:`execute_local`) and a last worker reads the tables back.
 
     Args:
         isolate: ``False`` runs everything in this process, as
@@ -293,7 +294,8 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
 
     Returns:
         The :class:`prunelib.results.Results`; with ``isolate``, ``seconds["cells"]`` is the cells'
-        wall time (absent when everything was cached).
+        wall time (absent when every table was cached); ``seconds`` is empty when the assembled
+        tables themselves were reused.
 
     Raises:
         CellsFailed: a cell failed twice (the message names the failed and skipped cells).
@@ -303,16 +305,55 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
         from prunelib.experiment import run_experiment
 
         return run_experiment(config, retrain=retrain, data_dir=data_dir, cache=cache, progress=progress)
-    from prunelib.provenance import fingerprint, package_modules
+    import pickle
+    from pathlib import Path
+
+    from prunelib.paths import cache_dir, digest
+    from prunelib.provenance import cached_artifact, fingerprint, package_modules
 
     source = fingerprint(package_modules())
-    results = _in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
-    if results is not None:
+    key = results_key(config, source, data_dir)
+    built = []
+
+    def compute():
+        built.append(True)
+        results = _in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
+        if results is not None:
+            return results
+        outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache), workers=workers,
+                                memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells",
+                                source=source)
+        raise_failures(outcome)
+        results = _in_worker(assemble, config, data_dir, cache, source=source)
+        results.seconds = {**results.seconds, "cells": outcome.wall}
         return results
-    outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache), workers=workers,
-                            memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells",
-                            source=source)
-    raise_failures(outcome)
-    results = _in_worker(assemble, config, data_dir, cache, source=source)
-    results.seconds = {**results.seconds, "cells": outcome.wall}
+
+    def save(results, tmp):
+        with open(tmp, "wb") as f:
+            pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)  # our own cache entry, its SHA-256 checked before loading
+
+    path = Path(cache or cache_dir()) / f"results-{digest(key)}.pkl"
+    results, _ = cached_artifact(path, key, compute, save, load)
+    if not built:  # every table was already assembled by this code: nothing was computed now
+        results.seconds = {}
     return results
+
+
+def results_key(config: ExperimentConfig, source: str, data_dir=None) -> dict:
+    """Everything the assembled tables of ``config`` depend on: the config, the package's source,
+    the numeric libraries' versions and the data files, each verified against its pinned SHA-256
+    (so the tables of a run can be reused without loading a framework)."""
+    from dataclasses import asdict
+
+    from prunelib.fetch import fetch, spec
+    from prunelib.provenance import versions
+
+    data = {}
+    for name in config.datasets:
+        fetch(name, data_dir)  # raises unless every file hashes to its pinned digest
+        data[name] = spec(name).sha256
+    return {"results": asdict(config), "source": source, "versions": versions(), "data": data}

@@ -180,3 +180,32 @@ def test_a_failure_report_is_one_line_however_many_cells_failed():
         cells.raise_failures(outcome)
     message = str(err.value)
     assert "\n" not in message and "and 44 more" in message and len(message) < 600
+
+
+def test_a_rerun_with_nothing_changed_reads_the_assembled_tables_without_a_worker(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from prunelib import fetch
+    from prunelib.results import Results
+
+    monkeypatch.setattr(fetch, "fetch", lambda name, data_dir=None: tmp_path)  # data "verified"
+    calls = []
+
+    def worker(fn, *args, **kwargs):  # stands in for the spawned worker that reads the tables
+        calls.append(kwargs.get("cache_only"))
+        return Results(sweep=pd.DataFrame({"accuracy": [97.5]}), seconds={"load": 1.0})
+
+    monkeypatch.setattr(study, "_in_worker", worker)
+    config = ExperimentConfig.quick(datasets=("mnist",))
+    first = study.run_study(config, cache=tmp_path, progress=False)
+    assert calls == [True] and first.seconds == {"load": 1.0}
+    again = study.run_study(config, cache=tmp_path, progress=False)
+    assert calls == [True] and again.seconds == {}  # no worker, nothing computed
+    assert again.sweep.equals(first.sweep)
+    study.run_study(replace(config, ks=(0, 90)), cache=tmp_path, progress=False)
+    assert calls == [True, True]  # another config is another entry
+    from prunelib import provenance
+
+    monkeypatch.setattr(provenance, "fingerprint", lambda modules: "edited source")
+    study.run_study(config, cache=tmp_path, progress=False)
+    assert calls == [True, True, True]  # edited code: the tables are read again
