@@ -265,7 +265,7 @@ def assemble(config: ExperimentConfig, data_dir=None, cache=None, *, cache_only:
         return None
 
 
-def _in_worker(fn: Callable, *args, **kwargs):
+def in_worker(fn: Callable, *args, **kwargs):
     """``fn(*args, **kwargs)`` in a fresh spawned process, its return value pickled back."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -317,14 +317,14 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
 
     def compute():
         built.append(True)
-        results = _in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
+        results = in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
         if results is not None:
             return results
         outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache), workers=workers,
                                 memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells",
                                 source=source)
         raise_failures(outcome)
-        results = _in_worker(assemble, config, data_dir, cache, source=source)
+        results = in_worker(assemble, config, data_dir, cache, source=source)
         results.seconds = {**results.seconds, "cells": outcome.wall}
         return results
 

@@ -195,7 +195,7 @@ def test_a_rerun_with_nothing_changed_reads_the_assembled_tables_without_a_worke
         calls.append(kwargs.get("cache_only"))
         return Results(sweep=pd.DataFrame({"accuracy": [97.5]}), seconds={"load": 1.0})
 
-    monkeypatch.setattr(study, "_in_worker", worker)
+    monkeypatch.setattr(study, "in_worker", worker)
     config = ExperimentConfig.quick(datasets=("mnist",))
     first = study.run_study(config, cache=tmp_path, progress=False)
     assert calls == [True] and first.seconds == {"load": 1.0}
