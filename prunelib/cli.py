@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prunelib.config import DEFAULT_KS, ExperimentConfig, Recipe, RecoveryConfig
 from prunelib.data import DATASETS, DataError
-from prunelib.paths import home
+from prunelib.paths import cache_dir, home
 from prunelib.strategies import RECOVERY
 
 RECOVERY_CHOICES = list(RECOVERY)
@@ -216,7 +216,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from prunelib.results import publish
 
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
-    for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0):
+    figure_cache = Path(args.cache or cache_dir()) / "figures"
+    for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0,
+                        figure_cache=figure_cache):
         print(f"wrote {path}")
     return 0
 

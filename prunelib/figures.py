@@ -8,7 +8,7 @@ figure a :class:`prunelib.results.Results` supports into ``<results>/<dataset>/`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -88,41 +88,77 @@ def recovery(table: pd.DataFrame, dataset: str) -> plt.Figure:
     return plot_recovery(table, title=f"{dataset}: recovering accuracy at high sparsity").figure
 
 
-def draw(results, dataset: str | None = None) -> Iterator[tuple[str, str, plt.Figure]]:
-    """Every figure ``results`` supports, as ``(dataset, file name, figure)``, in report order."""
+def plan(results, dataset: str | None = None) -> Iterator[tuple[str, str, pd.DataFrame, Callable[[], plt.Figure]]]:
+    """Every figure ``results`` supports, not yet drawn: ``(dataset, file name, its table, draw)``,
+    in report order."""
     def of(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
         if table.empty:
             return iter(())
         return ((str(d), df) for d, df in table.groupby("dataset", sort=False) if dataset in (None, d))
 
     for d, df in of(results.sweep):
-        yield d, MAIN, main(df, d)
+        yield d, MAIN, df, lambda df=df, d=d: main(df, d)
     for d, df in of(results.recipes):
-        yield d, RECIPES, recipes(df)
+        yield d, RECIPES, df, lambda df=df: recipes(df)
     for d, df in of(results.sweep):
         if df["method"].isin(["global-weight", "retrain-small"]).any():
-            yield d, BASELINES, baselines(df, d)
+            yield d, BASELINES, df, lambda df=df, d=d: baselines(df, d)
     for d, df in of(results.sensitivity):
-        yield d, SENSITIVITY, sensitivity(df, d)
+        yield d, SENSITIVITY, df, lambda df=df, d=d: sensitivity(df, d)
     for d, df in results.distributions.items():
         if dataset in (None, d):
-            yield d, DISTRIBUTIONS, distributions(df, d)
+            yield d, DISTRIBUTIONS, df, lambda df=df, d=d: distributions(df, d)
     for d, df in of(results.recovery):
-        yield d, RECOVERY, recovery(df, d)
+        yield d, RECOVERY, df, lambda df=df, d=d: recovery(df, d)
+
+
+def draw(results, dataset: str | None = None) -> Iterator[tuple[str, str, plt.Figure]]:
+    """Every figure ``results`` supports, as ``(dataset, file name, figure)``, in report order."""
+    for d, name, _, make in plan(results, dataset):
+        yield d, name, make()
 
 
 def save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     """Save ``fig`` as a PNG and close it."""
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
     return Path(path)
 
 
-def save_all(results, results_dir: str | os.PathLike = "results") -> list[Path]:
-    """Draw every figure of ``results`` into ``<results>/<dataset>/<file name>``."""
+def _table_digest(df: pd.DataFrame) -> str:
+    import hashlib
+
+    h = hashlib.sha256(repr((list(df.columns), [str(t) for t in df.dtypes])).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_all(results, results_dir: str | os.PathLike = "results", *,
+             cache: str | os.PathLike | None = None) -> list[Path]:
+    """Draw every figure of ``results`` into ``<results>/<dataset>/<file name>``.
+
+    Args:
+        cache: a directory of drawn figures, each kept under a key of its table's contents, the
+            source of this module and the plotting code, and the plotting libraries' versions; a
+            figure whose key matches is copied instead of drawn again. ``None`` draws everything.
+    """
+    import shutil
+
+    from prunelib.paths import digest
+    from prunelib.provenance import cached_artifact, fingerprint, versions
+
     written = []
-    for dataset, name, fig in draw(results):
+    code = fingerprint(("prunelib.figures", "prunelib.plotting", "prunelib.stats")) if cache else ""
+    for dataset, name, table, make in plan(results):
         out = Path(results_dir) / dataset
         out.mkdir(parents=True, exist_ok=True)
-        written.append(save(fig, out / name))
+        if cache is None:
+            written.append(save(make(), out / name))
+            continue
+        key = {"figure": name, "dataset": dataset, "table": _table_digest(table), "code": code,
+               "versions": versions(("matplotlib", "seaborn", "pandas", "numpy"))}
+        path = Path(cache) / f"{dataset}-{Path(name).stem}-{digest(key)}.png"
+        cached_artifact(path, key, make, lambda fig, tmp: save(fig, tmp), lambda p: p)
+        shutil.copyfile(path, out / name)
+        written.append(out / name)
     return written

@@ -60,8 +60,12 @@ def _alive(pid: str) -> bool:
 
 
 def save_results(results: Results, results_dir: str | os.PathLike = "results", *,
-                 run_seconds: float | None = None, command: str | None = None) -> list[Path]:
+                 run_seconds: float | None = None, command: str | None = None,
+                 figure_cache: str | os.PathLike | None = None) -> list[Path]:
     """Write every table as ``<results>/<dataset>/<table>.csv``, draw the figures, log the run.
+
+    ``figure_cache``: reuse figures drawn before from identical tables
+    (:func:`prunelib.figures.save_all`).
 
     Everything is written to a staging directory first and then replaces ``results_dir``'s
     contents as a whole (all but :data:`KEPT_ACROSS_RUNS`), so a report never mixes two runs
@@ -79,7 +83,7 @@ def save_results(results: Results, results_dir: str | os.PathLike = "results", *
     try:
         stage.mkdir()
         _write_tables(results, stage)
-        figures.save_all(results, stage)
+        figures.save_all(results, stage, cache=figure_cache)
         if run_seconds is not None:
             from prunelib.report import save_run_times
 
@@ -138,7 +142,8 @@ def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
 
 
 def publish(results: Results, config: ExperimentConfig, results_dir: str | os.PathLike = "results", *,
-            command: str, run_seconds: float | None = None) -> list[Path]:
+            command: str, run_seconds: float | None = None,
+            figure_cache: str | os.PathLike | None = None) -> list[Path]:
     """Save the tables and figures, write the report from what was saved, then the manifest.
 
     What both ``python -m prunelib run`` and the notebook call, so ``results/`` always ends with a
@@ -146,7 +151,7 @@ def publish(results: Results, config: ExperimentConfig, results_dir: str | os.Pa
     """
     from prunelib import provenance, report
 
-    save_results(results, results_dir, run_seconds=run_seconds, command=command)
+    save_results(results, results_dir, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
     written = report.write_report(load_results(results_dir), results_dir)
     written.append(provenance.write_manifest(results_dir, asdict(config), command))
     return written

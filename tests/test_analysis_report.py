@@ -153,3 +153,24 @@ def test_recipe_paragraph_comes_from_the_recipe_tables():
     no_decay = results.recipes.assign(weight_decay=0.0)
     assert "weight decay" not in " ".join(report.discussion(Results(fake_sweep(), recipes=no_decay,
                                                                     recipe_layers=results.recipe_layers)).split())
+
+
+def test_figures_drawn_from_identical_tables_are_reused(tmp_path, monkeypatch):
+    from prunelib import figures
+
+    cache, first, second = tmp_path / "cache", tmp_path / "a", tmp_path / "b"
+    results = Results(sweep=fake_sweep())
+    written = figures.save_all(results, first, cache=cache)
+    assert {p.name for p in written} == {figures.MAIN, figures.BASELINES}
+    drawn = []
+    real = figures.main
+    monkeypatch.setattr(figures, "main", lambda *a: drawn.append(a) or real(*a))
+    again = figures.save_all(results, second, cache=cache)
+    assert drawn == []  # nothing drawn: the same tables, the same code
+    for a, b in zip(written, again):
+        assert a.read_bytes() == b.read_bytes() and a.stat().st_size > 10_000
+    changed = figures.save_all(Results(sweep=fake_sweep(93.5)), tmp_path / "c", cache=cache)
+    assert len(drawn) == 2  # another table: both datasets' main figures drawn afresh
+    assert changed[0].read_bytes() != written[0].read_bytes()
+    figures.save_all(results, tmp_path / "d")  # no cache: draws everything, writes nothing to it
+    assert len(drawn) == 4 and len(list(cache.glob("*.png"))) == 2 * 2 + 2 * 2
