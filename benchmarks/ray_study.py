@@ -1,20 +1,21 @@
 """The study on Ray: overhead on this machine, and the full study's wall time on N machines.
 
 1. The quick study (``--quick``'s config) in one process, as the default run (cells in one worker
-   process at a time), with ``--workers 2`` and on a local Ray runtime with 2 CPUs, each from an
-   empty cache: seconds of each and whether every table is identical.
+   process at a time), with ``--workers 2``, on a local Ray runtime with 2 CPUs (training cells
+   two at a time, table cells alone) and on Ray one cell at a time, each from an empty cache:
+   seconds of each and whether every table is identical. The last run, against the first, gives
+   Ray's overhead per cell (start-up, imports, loading what one process would keep).
 2. An estimate for the full default study: its cells (:func:`prunelib.cells.study_cells`)
    with the seconds each took in the full run that filled ``--cache``, read from the cache's key
    files (every cached model and table records the seconds its build took and when it was
-   written), plus the per-cell overhead measured in step 1; then the critical path and a
-   list-scheduling estimate of the wall time on 1, 2, 5, 10 and 20 machines of this kind, each
-   running ``--slots`` cells at once (Ray's default of one CPU per cell on a 2-CPU machine runs
-   2). The seconds should come from a run with as many cells at once per machine (``run
-   --workers 2`` for 2 slots), so they include the sharing of the cores.
+   written), plus the per-cell overhead of step 1; then the critical path and a list-scheduling
+   estimate of the wall time on 1, 2, 5, 10 and 20 machines of ``--cpus`` CPUs each, every cell
+   taking the CPUs it declares (Ray's defaults: 1 per training cell, 2 per table cell). The
+   seconds should come from a run that shared the cores the same way (``run --workers 2``).
 
 Writes ``results/benchmarks/ray.csv`` (step 1) and ``results/benchmarks/ray_estimate.csv`` (step 2).
 
-    python benchmarks/ray_study.py [--cache ~/.cache/prunelib/models] [--skip-quick] [--slots 2]
+    python benchmarks/ray_study.py [--cache ~/.cache/prunelib/models] [--skip-quick] [--cpus 2]
 """
 
 from __future__ import annotations
@@ -31,54 +32,63 @@ import pandas as pd
 
 from prunelib import analysis
 from prunelib import model as mlp
-from prunelib.config import ExperimentConfig
-from prunelib.data import load_dataset
 from prunelib.cells import critical_path, estimate_wall, study_cells
-from prunelib.study import run_study
+from prunelib.config import ExperimentConfig, recipe_model
+from prunelib.data import load_dataset
 from prunelib.distributed import run_experiment_on_ray
-from prunelib.experiment import run_experiment
+from prunelib.experiment import PHASES, run_experiment
 from prunelib.paths import cache_dir, digest
-from prunelib.config import recipe_model
+from prunelib.provenance import fingerprint
 from prunelib.recovery import aware_key
+from prunelib.study import run_study
 
 
 def quick(out: Path) -> float:
     """The quick study in one process (in-process run), as the default run (one worker process at a
-    time), with two local workers, and on Ray with 2 CPUs, each from an empty cache; returns the
-    mean per-cell overhead on Ray (seconds)."""
+    time), with two local workers, and on Ray with 2 CPUs (training cells two at a time, table
+    cells alone) and with one cell at a time, each from an empty cache; returns the per-cell
+    overhead of Ray (seconds): the one-cell-at-a-time run's wall time beyond the in-process run's,
+    per cell (start-up, imports and loading that one process does once)."""
+    import ray
+
     config = ExperimentConfig.quick()
-    t0 = time.perf_counter()
-    serial = run_experiment(config, cache=tempfile.mkdtemp(), progress=False)
-    serial_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    default = run_study(config, cache=tempfile.mkdtemp(), progress=False)
-    default_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    two = run_study(config, cache=tempfile.mkdtemp(), workers=2, progress=False)
-    two_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    on_ray, outcome = run_experiment_on_ray(config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False)
-    ray_s = time.perf_counter() - t0
+
+    def timed(fn):
+        t0 = time.perf_counter()
+        value = fn()
+        return value, time.perf_counter() - t0
+
+    serial, serial_s = timed(lambda: run_experiment(config, cache=tempfile.mkdtemp(), progress=False))
+    default, default_s = timed(lambda: run_study(config, cache=tempfile.mkdtemp(), progress=False))
+    two, two_s = timed(lambda: run_study(config, cache=tempfile.mkdtemp(), workers=2, progress=False))
+    (on_ray, outcome), ray_s = timed(lambda: run_experiment_on_ray(
+        config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False))
+    ray.shutdown()
+    (one_ray, one_outcome), one_s = timed(lambda: run_experiment_on_ray(
+        config, cache=tempfile.mkdtemp(), num_cpus=2, cpus=2, progress=False))
+    ray.shutdown()
 
     def same(a, b):
         return all(getattr(a, n).drop(columns=["seconds"], errors="ignore").equals(
             getattr(b, n).drop(columns=["seconds"], errors="ignore")) for n in ("sweep", "sensitivity", "recovery"))
 
-    busy = sum(outcome.seconds.values())
-    rows = [{"run": "in-process", "seconds": serial_s, "cells": 0, "cell_seconds": float("nan"),
+    nan = float("nan")
+    rows = [{"run": "in-process", "seconds": serial_s, "cells": 0, "cell_seconds": nan,
              "tables_identical_to_in_process": True},
-            {"run": "default (worker processes)", "seconds": default_s, "cells": 0, "cell_seconds": float("nan"),
+            {"run": "default (worker processes)", "seconds": default_s, "cells": 0, "cell_seconds": nan,
              "tables_identical_to_in_process": same(serial, default)},
-            {"run": "--workers 2", "seconds": two_s, "cells": 0, "cell_seconds": float("nan"),
+            {"run": "--workers 2", "seconds": two_s, "cells": 0, "cell_seconds": nan,
              "tables_identical_to_in_process": same(serial, two)},
-            {"run": "ray-local-2cpu", "seconds": ray_s, "cells": len(outcome.seconds), "cell_seconds": busy,
-             "tables_identical_to_in_process": same(serial, on_ray)}]
+            {"run": "ray-local-2cpu", "seconds": ray_s, "cells": len(outcome.seconds),
+             "cell_seconds": sum(outcome.seconds.values()), "tables_identical_to_in_process": same(serial, on_ray)},
+            {"run": "ray-local-one-cell-at-a-time", "seconds": one_s, "cells": len(one_outcome.seconds),
+             "cell_seconds": sum(one_outcome.seconds.values()),
+             "tables_identical_to_in_process": same(serial, one_ray)}]
     table = pd.DataFrame(rows).assign(vs_in_process=lambda t: t.seconds / serial_s - 1,
                                       vs_default=lambda t: t.seconds / default_s - 1)
     table.to_csv(out, index=False, float_format="%.3f")
     print(table.to_string(index=False))
-    # Work a cell repeats that the in-process run does once: loading data and models, starting up.
-    return max(0.0, (busy - serial_s) / len(outcome.seconds))
+    return max(0.0, (one_s - serial_s) / len(one_outcome.seconds))
 
 
 def _entries(cache: Path) -> list[dict]:
@@ -133,14 +143,16 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             recipe_models = [model_seconds(data, recipe_model(n)) for n in cell.args[1]]
             seconds[cell.name] = sum(t["seconds"] - sum(m["seconds"] for m in recipe_models if inside(m, t))
                                      for t in part[-2:])
-        elif cell.name.endswith("/tables"):
-            exp = cell.args[0]
-            s = exp.seeds[0]
+        elif cell.name.endswith(" table"):
+            exp, s, phase = cell.args[1], cell.args[2], cell.args[3]
             key = mlp.cache_key(data, exp.train_config(s))
-            part = [t for t in tables if t["key"].get("model") == key and t["key"].get("dataset") == d]
+            code = fingerprint(PHASES[phase][0])
+            part = [t for t in tables if t["key"]["phase"] == phase and t["key"].get("model") == key
+                    and t["key"].get("dataset") == d and t["key"].get("code") == code]
             nested = [*models.values(), *recovered]
-            seconds[cell.name] = sum(t["seconds"] - sum(e["seconds"] for e in nested if inside(e, t))
-                                     for t in part)
+            latest = max(part, key=lambda t: t["written"], default=None)
+            seconds[cell.name] = (float("nan") if latest is None else
+                                  latest["seconds"] - sum(e["seconds"] for e in nested if inside(e, latest)))
         else:  # a recovery strategy
             exp, s, strategy, method, k = cell.args[1:6]
             base = mlp.cache_key(data, exp.train_config(s))
@@ -155,13 +167,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=cache_dir())
     parser.add_argument("--skip-quick", action="store_true")
-    parser.add_argument("--slots", type=int, default=2,
-                        help="cells each machine runs at once (Ray's default --ray-cpus 1 on a 2-CPU "
-                             "machine: 2; use the cache of a run with as many local --workers)")
+    parser.add_argument("--cpus", type=float, default=2.0,
+                        help="CPUs per machine: training cells take 1 each (two share a 2-CPU machine, as "
+                             "in `run --workers 2`), table cells 2; the cache's seconds should come from "
+                             "a run that shared the cores the same way")
+    parser.add_argument("--overhead", type=float, default=None, metavar="S",
+                        help="per-cell overhead to add (default: measured by the quick step; 0 with --skip-quick)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    overhead = 0.0 if args.skip_quick else quick(args.out / "ray.csv")
+    measured = None if args.skip_quick else quick(args.out / "ray.csv")
+    overhead = args.overhead if args.overhead is not None else (measured or 0.0)
     config = ExperimentConfig()
     cells = study_cells(config)
     seconds = measured_seconds(config, args.cache)
@@ -170,9 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no measured time for {len(missing)} cells (not in the cache), e.g. {missing[:3]}")
     seconds = {n: (0.0 if v != v else v) + overhead for n, v in seconds.items()}
     length, path = critical_path(cells, seconds)
-    rows = [{"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n * args.slots)}
+    rows = [{"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n, cpus=args.cpus)}
             for n in (1, 2, 5, 10, 20)]
-    table = pd.DataFrame(rows).assign(cells=len(cells), slots_per_machine=args.slots, per_cell_overhead_s=overhead,
+    table = pd.DataFrame(rows).assign(cells=len(cells), cpus_per_machine=args.cpus, per_cell_overhead_s=overhead,
                                       critical_path_s=length, critical_path=" -> ".join(path),
                                       serial_cell_seconds=sum(seconds.values()))
     table.to_csv(args.out / "ray_estimate.csv", index=False, float_format="%.1f")

@@ -7,9 +7,14 @@ functions :func:`prunelib.experiment.run_experiment` calls (so with exactly the 
 * ``retrain-small``: the small network of unit pruning's sizes per (dataset, seed, k);
 * ``recovery``: one recovered model per (dataset, seed, strategy, method, k);
 * ``aware``: one targeted-dropout model per (dataset, seed, target);
-* ``tables``: per (dataset, seed), every table of that seed (sweeps with least-squares
-  reconstruction, baselines, sensitivity, recovery), once its models exist;
-* ``recipe-tables``: per dataset, the recipe study's tables.
+* ``... table``: per (dataset, seed), each of that seed's tables (:meth:`ExperimentConfig.tables`:
+  the sweep with least-squares reconstruction, the retrain-from-scratch baseline, sensitivity,
+  recovery, targeted dropout), once the models it reads exist;
+* ``recipe tables``: per dataset, the recipe study's tables.
+
+Training cells declare ``cpus`` (default 1: a small MLP's training keeps about one core busy) and
+table cells ``table_cpus`` (default 2: their BLAS calls keep every core of a 2-core machine busy;
+two of them sharing 2 cores each ran 2.8x slower, two trainings 1.6x).
 
 Cells write into the shared cache (atomically, under a per-entry lock), so whoever computes them
 (:mod:`prunelib.study` in local worker processes, :mod:`prunelib.distributed` on Ray), a final
@@ -22,7 +27,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from prunelib.config import STUDY, ExperimentConfig, recipe_model
 
@@ -42,7 +47,8 @@ class Cell:
 # Seconds per cell of each kind in the full study on the 2-core reference machine (phase times in
 # results/run_times.csv divided by their cells); only their ratios matter, to weigh the bar.
 WEIGHTS = {"recipe": 40.0, "recipe tables": 40.0, "train": 21.0, "retrain-small": 7.0, "recovery": 21.0,
-           "targeted-dropout": 150.0, "tables": 67.0}
+           "targeted-dropout": 150.0, "sweep table": 55.0, "retrain-small table": 3.0,
+           "sensitivity table": 12.0, "recovery table": 10.0, "pruning-aware table": 5.0}
 
 
 @dataclass
@@ -106,10 +112,10 @@ def aware_cell(dataset: str, config: ExperimentConfig, seed: int, target, data_d
                          progress=False)
 
 
-def tables_cell(config: ExperimentConfig, data_dir, cache) -> None:
-    from prunelib.experiment import run_experiment
+def table_cell(dataset: str, config: ExperimentConfig, seed: int, phase: str, data_dir, cache) -> None:
+    from prunelib.experiment import seed_tables
 
-    run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
+    seed_tables(config, _data(dataset, data_dir), seed, only=(phase,), cache=cache, progress=False)
 
 
 def recipe_tables_cell(dataset: str, names: tuple[str, ...], data_dir, cache) -> None:
@@ -119,11 +125,12 @@ def recipe_tables_cell(dataset: str, names: tuple[str, ...], data_dir, cache) ->
 
 
 def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: float = 1.0,
-                gpus: float = 0.0) -> list[Cell]:
+                gpus: float = 0.0, table_cpus: float = 2.0) -> list[Cell]:
     """The cells of ``config``'s study, in an order that respects their dependencies.
 
     Args:
-        cpus, gpus: resources each training cell declares (table cells take ``cpus`` only).
+        cpus, gpus: resources each training cell declares.
+        table_cpus: CPUs each table cell declares (a runner gives a cell at most what it has).
     """
     cache = os.fspath(cache) if cache is not None else None
     data_dir = os.fspath(data_dir) if data_dir is not None else None
@@ -135,33 +142,32 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
                                  cpus=cpus, gpus=gpus, weight=WEIGHTS["recipe"]) for n in names]
             out += recipe_cells
             out.append(Cell(f"{d}/recipe tables", recipe_tables_cell, (d, names, data_dir, cache),
-                            after=tuple(c.name for c in recipe_cells), cpus=cpus, weight=WEIGHTS["recipe tables"]))
+                            after=tuple(c.name for c in recipe_cells), cpus=table_cpus,
+                            weight=WEIGHTS["recipe tables"]))
         for s in config.seeds:
             tc = config.train_config(s)
             train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus,
                          weight=WEIGHTS["train"])
-            seed_cells = [train]
+            needs: dict[str, list[Cell]] = {"sweep": [train], "sensitivity": [train], "retrain-small": [],
+                                            "recovery": [train], "pruning-aware": []}
             if config.baselines:
-                seed_cells += [Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell,
-                                    (d, tc, k, data_dir, cache), cpus=cpus, gpus=gpus,
-                                    weight=WEIGHTS["retrain-small"]) for k in config.ks
-                               if k < 100]
-            recovered = s in config.recovery_seeds
-            if recovered:
-                seed_cells += [Cell(f"{d}/seed {s}/{st} {m} k={k:g}", recovery_cell,
-                                    (d, config, s, st, m, k, data_dir, cache), after=(train.name,),
-                                    cpus=cpus, gpus=gpus, weight=WEIGHTS["recovery"])
-                               for st in config.recovery_strategies for m in config.methods
-                               for k in config.recovery_ks]
-                seed_cells += [Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
-                                    (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus,
-                                    weight=WEIGHTS["targeted-dropout"])
-                               for t in config.aware_targets]
-            one = replace(config, datasets=(d,), seeds=(s,), recipes=False,
-                          recovery_seeds=(s,) if recovered else ())
-            out += seed_cells
-            out.append(Cell(f"{d}/seed {s}/tables", tables_cell, (one, data_dir, cache),
-                            after=tuple(c.name for c in seed_cells), cpus=cpus, weight=WEIGHTS["tables"]))
+                needs["retrain-small"] = [
+                    Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell, (d, tc, k, data_dir, cache),
+                         cpus=cpus, gpus=gpus, weight=WEIGHTS["retrain-small"]) for k in config.ks if k < 100]
+            if s in config.recovery_seeds:
+                needs["recovery"] += [
+                    Cell(f"{d}/seed {s}/{st} {m} k={k:g}", recovery_cell, (d, config, s, st, m, k, data_dir, cache),
+                         after=(train.name,), cpus=cpus, gpus=gpus, weight=WEIGHTS["recovery"])
+                    for st in config.recovery_strategies for m in config.methods for k in config.recovery_ks]
+                needs["pruning-aware"] = [
+                    Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
+                         (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus,
+                         weight=WEIGHTS["targeted-dropout"]) for t in config.aware_targets]
+            trainings = list({c.name: c for phase in config.tables(s) for c in needs[phase]}.values())
+            out += trainings  # a seed's trainings first, so they overlap while its tables wait
+            out += [Cell(f"{d}/seed {s}/{phase} table", table_cell, (d, config, s, phase, data_dir, cache),
+                         after=tuple(c.name for c in needs[phase]), cpus=table_cpus,
+                         weight=WEIGHTS[f"{phase} table"]) for phase in config.tables(s)]
     return out
 
 
@@ -175,26 +181,33 @@ def critical_path(cells: Sequence[Cell], seconds: dict[str, float]) -> tuple[flo
     return max(best.values(), key=lambda b: b[0]) if best else (0.0, [])
 
 
-def estimate_wall(cells: Sequence[Cell], seconds: dict[str, float], workers: int) -> float:
-    """Wall time of the cells on ``workers`` one-cell-at-a-time machines, by list scheduling: a
-    free machine takes the ready cell with the longest measured time."""
+def estimate_wall(cells: Sequence[Cell], seconds: dict[str, float], machines: int, cpus: float = 1.0) -> float:
+    """Wall time of the cells on ``machines`` machines of ``cpus`` CPUs each, by list scheduling:
+    whenever CPUs are free, the longest ready cell that fits on one machine starts there (a cell
+    takes its declared CPUs, at most a machine's)."""
     import heapq
 
+    free = [float(cpus)] * machines
     finish: dict[str, float] = {}
     remaining = list(cells)
-    running: list[tuple[float, str]] = []
+    running: list[tuple[float, str, int, float]] = []
     clock = 0.0
     while remaining or running:
         ready = sorted((c for c in remaining if all(a in finish for a in c.after)),
                        key=lambda c: -seconds.get(c.name, 0.0))
-        while ready and len(running) < workers:
-            cell = ready.pop(0)
+        for cell in ready:
+            need = min(float(cell.cpus), float(cpus))
+            m = next((m for m, f in enumerate(free) if f >= need - 1e-9), None)
+            if m is None:
+                continue
+            free[m] -= need
             remaining.remove(cell)
-            heapq.heappush(running, (clock + seconds.get(cell.name, 0.0), cell.name))
+            heapq.heappush(running, (clock + seconds.get(cell.name, 0.0), cell.name, m, need))
         if not running:
             break
-        clock, name = heapq.heappop(running)
+        clock, name, m, need = heapq.heappop(running)
         finish[name] = clock
+        free[m] += need
     return clock
 
 

@@ -105,7 +105,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="run the study's cells as Ray tasks: on the cluster at ADDRESS (or 'auto', "
                           "or $RAY_ADDRESS), or without ADDRESS on a local runtime")
-    run.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each Ray cell declares")
+    run.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each Ray training cell declares")
+    run.add_argument("--ray-table-cpus", type=float, default=2.0,
+                     help="CPUs each Ray table cell declares (their BLAS keeps 2 cores busy)")
     run.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs each training cell declares")
     run.add_argument("--results", type=Path, default=None,
                      help="output directory (default results; --quick: a scratch directory)")
@@ -193,8 +195,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.ray is not None and args.retrain:
         raise UsageError("--retrain cannot be combined with --ray: delete the cache directory (or the "
                          "entries to recompute) instead, so every node sees the same cache")
-    if args.ray_cpus <= 0 or args.ray_gpus < 0:
-        raise UsageError("--ray-cpus must be positive and --ray-gpus not negative")
+    if args.ray_cpus <= 0 or args.ray_table_cpus <= 0 or args.ray_gpus < 0:
+        raise UsageError(f"--ray-cpus ({args.ray_cpus:g}) and --ray-table-cpus ({args.ray_table_cpus:g}) must be "
+                         f"positive and --ray-gpus ({args.ray_gpus:g}) not negative")
     if args.memory_budget is not None and not args.memory_budget > 0:
         raise UsageError(f"--memory-budget must be a positive number of GB, got {args.memory_budget:g}")
     for flag, value in (("--memory-budget", args.memory_budget), ("--workers", args.workers)):
@@ -207,6 +210,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
         address = None if args.ray == "local" else args.ray
         results, _ = run_experiment_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
+                                           table_cpus=args.ray_table_cpus,
                                            data_dir=args.data_dir, cache=args.cache,
                                            progress=not args.no_progress)
     else:

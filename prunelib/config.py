@@ -297,6 +297,16 @@ class ExperimentConfig:
         if self.calibration_size < 1:
             raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
 
+    def tables(self, seed: int) -> tuple[str, ...]:
+        """The cached tables this config computes for each dataset at ``seed``, in the order
+        :func:`prunelib.experiment.run_experiment` computes them (the table phases of
+        :data:`prunelib.experiment.PHASES`)."""
+        recovered = seed in self.recovery_seeds
+        wanted = {"sweep": True, "retrain-small": self.baselines, "sensitivity": self.sensitivity,
+                  "recovery": recovered and bool(self.recovery_strategies),
+                  "pruning-aware": recovered and bool(self.aware_targets)}
+        return tuple(t for t, on in wanted.items() if on)
+
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":
         """A config for smoke runs: 1 epoch on 2,000 images, 4 values of k, every part exercised."""

@@ -38,6 +38,25 @@ def _connect(address: str | None, num_cpus: int | None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
 
 
+def _check_fits(cells: Sequence[Cell]) -> None:
+    """Refuse cells no node of the cluster can run (Ray would queue them forever)."""
+    import ray
+
+    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    gpus = max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    for cell in cells:
+        if cell.cpus > largest or cell.gpus > gpus:
+            raise ValueError(f"cell {cell.name!r} declares {cell.cpus:g} CPUs and {cell.gpus:g} GPUs, but the "
+                             f"largest node has {largest:g} CPUs and {gpus:g} GPUs; declare less "
+                             "(--ray-cpus, --ray-table-cpus, --ray-gpus) or add a larger node")
+
+
+def _assemble(config: ExperimentConfig, data_dir, cache):
+    from prunelib.experiment import run_experiment
+
+    return run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
+
+
 def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int | None = None,
             retries: int = 1, progress: bool = True, desc: str = "cells") -> Outcome:
     """Run ``cells`` on Ray, each as soon as the cells it waits for have finished.
@@ -57,6 +76,7 @@ def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int 
     by_name = {c.name: c for c in cells}
     names = list(by_name)
     _connect(address, num_cpus)
+    _check_fits(cells)
 
     @ray.remote
     def run(fn, args):
@@ -111,8 +131,13 @@ def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int 
 
 def run_experiment_on_ray(config: ExperimentConfig, *, address: str | None = None,
                           num_cpus: int | None = None, cpus: float = 1.0, gpus: float = 0.0,
-                          data_dir=None, cache=None, progress: bool = True):
-    """Compute every cell of the study on Ray, then assemble the results from the cache.
+                          table_cpus: float = 2.0, data_dir=None, cache=None, progress: bool = True):
+    """Compute every cell of the study on Ray, then assemble the results from the cache (in a
+    Ray task too, so the driver never loads a deep-learning framework).
+
+    Args:
+        cpus, gpus, table_cpus: what each training / table cell declares
+            (:func:`prunelib.cells.study_cells`).
 
     Returns:
         ``(results, outcome)``: the :class:`prunelib.results.Results` the serial run would
@@ -121,12 +146,15 @@ def run_experiment_on_ray(config: ExperimentConfig, *, address: str | None = Non
     Raises:
         CellsFailed: a cell failed twice (the message names every failed and skipped cell).
     """
-    from prunelib.experiment import run_experiment
+    import ray
 
-    cells = study_cells(config, data_dir=data_dir, cache=cache, cpus=cpus, gpus=gpus)
+    cells = study_cells(config, data_dir=data_dir, cache=cache, cpus=cpus, gpus=gpus, table_cpus=table_cpus)
     outcome = execute(cells, address=address, num_cpus=num_cpus, progress=progress, desc="study cells")
     raise_failures(outcome)
-    results = run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
+    # Every table is cached by now: reading them back takes one CPU, on a worker that has
+    # imported the framework already.
+    results = ray.get(ray.remote(_assemble).options(num_cpus=1, max_retries=1, runtime_env=_THREADS).remote(
+        config, data_dir, cache))
     results.seconds = {**results.seconds, "ray_cells": outcome.wall}
     return results, outcome
 

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from prunelib import analysis, recovery, tables
 from prunelib import model as mlp
 from prunelib.config import ExperimentConfig
-from prunelib.data import load_dataset
+from prunelib.data import Dataset, load_dataset
 from prunelib.paths import cache_dir, digest
 from prunelib.provenance import RECIPE_CODE, ANALYSIS_CODE, RECOVERY_CODE, SWEEP_CODE, cached_artifact, fingerprint
 from prunelib.evaluate import sweep
@@ -96,6 +96,76 @@ def _release() -> None:
     gc.collect()
 
 
+def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tuple[str, ...] | None = None,
+                model: Callable[[], object] | None = None, retrain: bool = False,
+                cache: str | os.PathLike | None = None, progress: bool = True,
+                clock: PhaseClock | None = None) -> dict[str, pd.DataFrame]:
+    """The cached tables of one (dataset, seed): those ``config.tables(seed)`` names, or just ``only``.
+
+    Each table is read from the cache or computed; the seed's model is trained or loaded only if a
+    table needs it. A cell of the study computes one table; :func:`run_experiment` all of them.
+
+    Args:
+        data: the dataset the tables are of.
+        only: a subset of ``config.tables(seed)``.
+        model: returns the seed's trained model (default: trained, or loaded from the cache).
+        clock: books each table's seconds under its phase.
+
+    Returns:
+        Phase -> table, in ``config.tables(seed)``'s order.
+
+    Raises:
+        ValueError: ``only`` names a table ``config`` does not compute for ``seed``.
+    """
+    parts = config.tables(seed)
+    if only is not None:
+        unknown = [p for p in only if p not in parts]
+        if unknown:
+            raise ValueError(f"the config computes no {unknown[0]!r} table for seed {seed}; "
+                             f"it computes {list(parts)}")
+        parts = tuple(p for p in parts if p in only)
+    clock = clock or PhaseClock()
+    dataset, tc = data.name, config.train_config(seed)
+    if model is None:
+        model = functools.cache(lambda: clock("train", lambda: mlp.train_or_load(data, tc, retrain, cache, progress)))
+    base = {"dataset": dataset, "model": mlp.cache_key(data, tc), "ks": config.ks}
+
+    def table(phase, key, fn):
+        return clock(phase, lambda: cached_table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
+
+    def one_shot():
+        kernels, biases = mlp.get_kernels(model()), mlp.get_biases(model())
+        common = dict(dataset=dataset, ks=config.ks, seed=seed, biases=biases, progress=progress)
+        frames = [sweep(kernels, data.x_test, data.y_test, methods=config.methods,
+                        corrections=config.corrections, calibration=calibration_set(
+                            data.x_train, config.calibration_size, seed), **common)]
+        if config.baselines:
+            frames.append(sweep(kernels, data.x_test, data.y_test, methods=("global-weight",), **common))
+        return pd.concat(frames, ignore_index=True)
+
+    methods = (*config.methods, *(("global-weight",) if config.baselines else ()))
+    strategies = ("one-shot", *config.recovery_strategies)
+    build = {
+        "sweep": lambda: table("sweep", {"methods": methods, "corrections": config.corrections,
+                                         "calibration": config.calibration_size}, one_shot),
+        "retrain-small": lambda: table("retrain-small", {}, lambda: analysis.retrain_baseline(
+            data, tc, config.ks, cache=cache, retrain=retrain, progress=progress)),
+        "sensitivity": lambda: table("sensitivity", {"methods": config.methods}, lambda: analysis.layer_sensitivity(
+            mlp.get_kernels(model()), data.x_test, data.y_test, dataset=dataset,
+            methods=config.methods, ks=config.ks, seed=seed, progress=progress)),
+        "recovery": lambda: table("recovery", {"recovery": asdict(config.recovery), "methods": config.methods,
+                                               "strategies": strategies, "rks": config.recovery_ks},
+                                  lambda: recovery.recovery_table(
+            model(), data, methods=config.methods, ks=config.recovery_ks, strategies=strategies,
+            config=config.recovery, seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)),
+        "pruning-aware": lambda: table("pruning-aware", {"targets": [recovery.aware_key(data, tc, t)
+                                                                     for t in config.aware_targets]},
+                                       lambda: recovery.aware_table(
+            data, tc, config.aware_targets, cache=cache, retrain=retrain, progress=progress)),
+    }
+    return {p: build[p]() for p in parts}
+
+
 def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
                    data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
                    progress: bool = True) -> Results:
@@ -105,55 +175,21 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     everything that determines them, so a second run only reads. ``retrain=True`` recomputes all.
     """
     clock = PhaseClock()
-    sweeps, sens, recs, dists = [], [], [], {}
-    methods = (*config.methods, *(("global-weight",) if config.baselines else ()))
+    found: dict[str, list[pd.DataFrame]] = {"sweep": [], "sensitivity": [], "recovery": []}
+    shelf = {"sweep": "sweep", "retrain-small": "sweep", "sensitivity": "sensitivity",
+             "recovery": "recovery", "pruning-aware": "recovery"}  # which results table each joins
+    dists = {}
     for dataset in config.datasets:
         data = clock("load", lambda: load_dataset(dataset, data_dir))
         for seed in tqdm(config.seeds, desc=f"{dataset} seeds", disable=not progress):
             tc = config.train_config(seed)
             model = functools.cache(lambda tc=tc: clock("train", lambda: mlp.train_or_load(
                 data, tc, retrain, cache, progress)))
-            base = {"dataset": dataset, "model": mlp.cache_key(data, tc), "ks": config.ks}
-
-            def table(phase, key, fn):
-                return clock(phase, lambda: cached_table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
-
-            def one_shot():
-                kernels, biases = mlp.get_kernels(model()), mlp.get_biases(model())
-                common = dict(dataset=dataset, ks=config.ks, seed=seed, biases=biases, progress=progress)
-                parts = [sweep(kernels, data.x_test, data.y_test, methods=config.methods,
-                               corrections=config.corrections, calibration=calibration_set(
-                                   data.x_train, config.calibration_size, seed), **common)]
-                if config.baselines:
-                    parts.append(sweep(kernels, data.x_test, data.y_test, methods=("global-weight",), **common))
-                return pd.concat(parts, ignore_index=True)
-
-            sweeps.append(table("sweep", {"methods": methods, "corrections": config.corrections,
-                                          "calibration": config.calibration_size}, one_shot))
-            if config.baselines:
-                sweeps.append(table("retrain-small", {}, lambda: analysis.retrain_baseline(
-                    data, tc, config.ks, cache=cache, retrain=retrain, progress=progress)))
-            if config.sensitivity:
-                sens.append(table("sensitivity", {"methods": config.methods}, lambda: analysis.layer_sensitivity(
-                    mlp.get_kernels(model()), data.x_test, data.y_test, dataset=dataset,
-                    methods=config.methods, ks=config.ks, seed=seed, progress=progress)))
+            for phase, table in seed_tables(config, data, seed, model=model, retrain=retrain, cache=cache,
+                                            progress=progress, clock=clock).items():
+                found[shelf[phase]].append(table)
             if seed == config.seeds[0]:
                 dists[dataset] = analysis.weight_distributions(mlp.get_kernels(model()))
-            if seed in config.recovery_seeds:
-                if config.recovery_strategies:
-                    strategies = ("one-shot", *config.recovery_strategies)
-                    recs.append(table("recovery", {"recovery": asdict(config.recovery), "methods": config.methods,
-                                                   "strategies": strategies, "rks": config.recovery_ks},
-                                      lambda: recovery.recovery_table(
-                        model(), data, methods=config.methods, ks=config.recovery_ks,
-                        strategies=strategies, config=config.recovery,
-                        seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)))
-                if config.aware_targets:
-                    recs.append(table("pruning-aware", {"targets": [recovery.aware_key(data, tc, t)
-                                                                    for t in config.aware_targets]},
-                                      lambda: recovery.aware_table(
-                        data, tc, config.aware_targets, cache=cache, retrain=retrain,
-                        progress=progress)))
             del model
             _release()
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
@@ -164,7 +200,8 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
         curves, layers = clock("recipes", lambda: run_recipes(
             {d: STUDY[d] for d in config.datasets if d in STUDY}, retrain=retrain, data_dir=data_dir,
             cache=cache, progress=progress))
-    return Results(concat(sweeps), concat(sens), concat(recs), curves, layers, dists, clock.seconds)
+    return Results(concat(found["sweep"]), concat(found["sensitivity"]), concat(found["recovery"]), curves,
+                   layers, dists, clock.seconds)
 
 
 def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain: bool = False,

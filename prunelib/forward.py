@@ -15,14 +15,20 @@ CHUNK = 4096
 0.25 s as one block (the activations of a block stay in cache), and beat TF's graph (0.17 s)."""
 
 
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The activation between hidden layers: ``max(x, 0)`` elementwise (into ``out`` if given)."""
+    return np.maximum(x, 0, out=out)
+
+
+_activation = relu  # ``layer``'s flag of the same name hides the function inside it
+
+
 def layer(h: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None, *, relu: bool) -> np.ndarray:
     """One Dense layer: ``h @ kernel (+ bias)``, then ReLU if ``relu`` (a new array)."""
     out = h @ kernel
     if bias is not None:
         out += bias
-    if relu:
-        np.maximum(out, 0, out=out)
-    return out
+    return _activation(out, out=out) if relu else out
 
 
 def _flat(x: np.ndarray) -> np.ndarray:

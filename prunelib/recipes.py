@@ -64,9 +64,7 @@ def layer_diagnostics(kernels: Sequence[np.ndarray], init_kernels: Sequence[np.n
 
 def initial_kernels(config: TrainConfig, input_shape: tuple[int, ...]) -> list[np.ndarray]:
     """The kernels :func:`prunelib.model.train` starts from for ``config`` (same seeds)."""
-    arch = config.architecture
-    return mlp.get_kernels(mlp.build_mlp(arch.hidden_sizes, arch.num_classes, input_shape, arch.use_bias,
-                                         config.seed))
+    return mlp.get_kernels(mlp.build(config, input_shape))
 
 
 def recipe_tables(data: Dataset, recipes: Mapping[str, TrainConfig], *, seed: int = 0,

@@ -31,10 +31,6 @@ from prunelib.pruning import split_logits, validate_kernels
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
 
 
-def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0)
-
-
 def _check_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     if len(masks) != len(kernels):
         raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks; pass one mask per kernel")
@@ -189,14 +185,14 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
         pre_dense = forward.layer(h_dense, w32, b, relu=False)
         if not changed and m.all():
             out.append(np.array(w, copy=True))
-            h_dense = h_pruned = _relu(pre_dense)
+            h_dense = h_pruned = forward.relu(pre_dense)
             continue
         target = pre_dense - b
         last = i == len(hidden) - 1
         if logit_targets and last:
             keep = m.any(axis=0)
             if keep.any() and not keep.all():
-                wanted = _logit_targets(_relu(pre_dense), keep, logits)
+                wanted = _logit_targets(forward.relu(pre_dense), keep, logits)
                 # Where the wanted activation is positive, hit it; where it is not, any
                 # pre-activation at or below zero will do, so keep the dense one if it is lower.
                 target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted)) - b
@@ -210,7 +206,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
         new[collapsed] = w[collapsed]
         out.append(new)
         changed = True
-        h_dense = _relu(pre_dense)
+        h_dense = forward.relu(pre_dense)
         h_pruned = forward.layer(h_pruned, new.astype(np.float32), b, relu=True)
     return out + [np.array(logits, copy=True)]
 

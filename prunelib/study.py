@@ -109,16 +109,15 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     """Run ``cells`` in up to ``workers`` child processes at once, each replaced once it grows past
     the budget.
 
-    A cell starts once every cell it waits for has finished; free workers take ready cells in
-    list order. The tables do not depend on ``workers``: every cell computes the same artifacts
+    A cell starts once every cell it waits for has finished and its CPUs are free; free workers
+    take ready cells in list order. The tables do not depend on ``workers``: every cell computes the same artifacts
     with the same code and threads, whichever process runs it.
 
     Args:
         cells: in an order that respects their dependencies (as :func:`study_cells` makes them).
-        workers: cells run at the same time, each in its own process. Pays where the machine has
-            more cores than one cell keeps busy: on 2 cores, 2 workers ran the full study in
-            4,322 s, each cell about 1.8x slower while sharing the cores (the sum of cell times was
-            8,160 s), at 3.8 GB peak memory instead of 2.2 GB.
+        workers: worker processes, and the CPUs the cells share: cells run at the same time while
+            their declared ``cpus`` (each capped at ``workers``) fit. Pays where the machine has
+            more cores than one cell keeps busy.
         memory_budget_gb: resident memory after which a worker is replaced by a fresh one.
         retries: extra tries of a cell that raised; a cell whose worker dies (e.g. killed for
             memory) is also tried again in a fresh worker.
@@ -155,6 +154,9 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     slots: list[_Slot] = []
     t0 = time.perf_counter()
 
+    def demand(i: int) -> float:  # a cell's CPUs, as many as the run has at most
+        return min(float(cells[i].cpus), float(workers))
+
     def settle(i: int, status: str, value) -> None:
         {"ok": outcome.seconds, "failed": outcome.failed, "skipped": outcome.skipped}[status][cells[i].name] = value
         finished.add(cells[i].name)
@@ -188,12 +190,18 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     try:
         while len(finished) < len(cells):
             ready = runnable()
+            busy = sum(demand(s.cell) for s in slots if s.cell is not None)
             for slot in [s for s in slots if s.ready and s.cell is None]:
-                if not ready:
+                # The first ready cell that fits the CPUs left; a cell declaring more CPUs than
+                # are free waits, while smaller cells behind it go ahead.
+                fits = next((i for i in ready if busy + demand(i) <= workers + 1e-9), None)
+                if fits is None:
                     break
-                slot.cell = ready.pop(0)
-                waiting.remove(slot.cell)
-                slot.conn.send(slot.cell)
+                ready.remove(fits)
+                busy += demand(fits)
+                slot.cell = fits
+                waiting.remove(fits)
+                slot.conn.send(fits)
             starting = sum(not s.ready for s in slots)
             for _ in range(min(len(ready) - starting, workers - len(slots))):
                 conn, child = ctx.Pipe()

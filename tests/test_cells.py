@@ -94,6 +94,20 @@ def test_workers_run_independent_cells_at_once_and_respect_dependencies(tmp_path
     assert alone.ok and alone.workers == 1
 
 
+def test_a_cell_declaring_every_cpu_runs_alone_while_smaller_cells_go_ahead(tmp_path):
+    log = str(tmp_path / "log")
+    graph = [Cell("a", sleep_record, (log, "a", 1.0)), Cell("wide", sleep_record, (log, "wide", 0.5), cpus=2),
+             Cell("b", sleep_record, (log, "b", 1.0)), Cell("huge", sleep_record, (log, "huge", 0.1), cpus=8)]
+    outcome = study.execute_local(graph, workers=2, progress=False)
+    assert outcome.ok
+    times = {(name, event): float(t) for name, _, event, t in lines(log)}
+    spans = {n: (times[n, "start"], times[n, "end"]) for n in ("a", "b", "wide", "huge")}
+    assert spans["b"][0] < spans["a"][1]  # b went ahead of wide, beside a
+    for wide in ("wide", "huge"):  # huge is capped at the 2 CPUs there are, and runs alone too
+        others = [v for k, v in spans.items() if k != wide]
+        assert all(end <= spans[wide][0] or start >= spans[wide][1] for start, end in others), wide
+
+
 @pytest.mark.parametrize("workers", [0, -1, 1.5])
 def test_a_bad_worker_count_is_refused(workers):
     with pytest.raises(ValueError, match="workers must be a positive integer"):
@@ -123,6 +137,33 @@ def test_the_driver_builds_the_study_without_loading_a_framework():
     count, loaded = out.stdout.split(" ", 1)
     assert loaded.strip() == "[]"
     assert int(count) > 100  # the full study: every model, table and recipe is a cell
+
+
+def test_each_table_of_a_seed_is_a_cell_after_the_models_it_reads():
+    config = ExperimentConfig.quick(datasets=("mnist",), seeds=(0, 1), recovery_strategies=("finetune",))
+    graph = {c.name: c for c in cells.study_cells(config, table_cpus=2)}
+    tables = {n: c for n, c in graph.items() if n.endswith(" table")}
+    assert sorted(tables) == sorted(
+        [f"mnist/seed 0/{t} table" for t in ("sweep", "retrain-small", "sensitivity", "recovery", "pruning-aware")]
+        + [f"mnist/seed 1/{t} table" for t in ("sweep", "retrain-small", "sensitivity")])  # recovery: seed 0 only
+    assert config.tables(1) == ("sweep", "retrain-small", "sensitivity")
+    assert tables["mnist/seed 0/sweep table"].after == tables["mnist/seed 0/sensitivity table"].after == (
+        "mnist/seed 0/train",)
+    assert set(tables["mnist/seed 0/recovery table"].after) == {
+        "mnist/seed 0/train", "mnist/seed 0/finetune weight k=90", "mnist/seed 0/finetune unit k=90"}
+    assert set(tables["mnist/seed 0/pruning-aware table"].after) == {
+        "mnist/seed 0/targeted-dropout weight k=90", "mnist/seed 0/targeted-dropout unit k=80"}
+    assert all(a.startswith("mnist/seed 1/retrain-small k=") for a in tables["mnist/seed 1/retrain-small table"].after)
+    assert {c.cpus for c in tables.values()} == {2} and {c.cpus for n, c in graph.items() if n not in tables} == {1}
+    cells.check_graph(list(graph.values()))
+
+
+def test_a_table_the_config_does_not_compute_is_refused():
+    from prunelib.experiment import seed_tables
+
+    config = ExperimentConfig.quick(recovery_seeds=())
+    with pytest.raises(ValueError, match="no 'recovery' table for seed 0"):
+        seed_tables(config, None, 0, only=("recovery",))
 
 
 def peak_tree_rss(argv: list[str]) -> int:

@@ -81,6 +81,8 @@ def test_clock_books_nested_phases_once():
     (["run", "--workers", "0"], "--workers must be at least 1"),
     (["run", "--workers", "2", "--in-process"], "--workers applies to worker processes"),
     (["run", "--memory-budget", "1", "--ray"], "--memory-budget applies to worker processes"),
+    (["run", "--ray", "--ray-table-cpus", "0"], "--ray-table-cpus (0) must be positive"),
+    (["run", "--ray", "--ray-cpus", "-1"], "--ray-cpus (-1)"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(capsys, argv, message):
     assert cli.main(argv) == 2
