@@ -91,6 +91,13 @@ def quick(out: Path) -> float:
     return max(0.0, (one_s - serial_s) / len(one_outcome.seconds))
 
 
+def previous_overhead(path: Path) -> float:
+    """The per-cell overhead :func:`quick` measured, from the table it wrote."""
+    runs = pd.read_csv(path).set_index("run")
+    one = runs.loc["ray-local-one-cell-at-a-time"]
+    return max(0.0, (one["seconds"] - runs.loc["in-process", "seconds"]) / one["cells"])
+
+
 def _entries(cache: Path) -> list[dict]:
     out = []
     for path in cache.rglob("*.key.json"):
@@ -125,7 +132,17 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
         if d not in loaded:
             loaded[d] = load_dataset(d)
         data = loaded[d]
-        if "/recipe " in cell.name and not cell.name.endswith("tables"):
+        if cell.name.endswith(" table"):
+            exp, s, phase = cell.args[1], cell.args[2], cell.args[3]
+            key = mlp.cache_key(data, exp.train_config(s))
+            code = fingerprint(PHASES[phase][0])
+            part = [t for t in tables if t["key"]["phase"] == phase and t["key"].get("model") == key
+                    and t["key"].get("dataset") == d and t["key"].get("code") == code]
+            nested = [*models.values(), *recovered]
+            latest = max(part, key=lambda t: t["written"], default=None)
+            seconds[cell.name] = (float("nan") if latest is None else
+                                  latest["seconds"] - sum(e["seconds"] for e in nested if inside(e, latest)))
+        elif "/recipe " in cell.name and not cell.name.endswith("tables"):
             seconds[cell.name] = model_seconds(data, cell.args[1])["seconds"]
         elif cell.name.endswith("/train"):
             seconds[cell.name] = model_seconds(data, cell.args[1])["seconds"]
@@ -139,20 +156,12 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             hit = aware.get(digest(aware_key(data, exp.train_config(s), target)), {"seconds": float("nan")})
             seconds[cell.name] = hit["seconds"]
         elif cell.name.endswith("recipe tables"):
-            part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d]
+            code = fingerprint(PHASES["recipes"][0])
+            part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d
+                    and t["key"].get("code") == code]  # the curves and the layers table of this code
             recipe_models = [model_seconds(data, recipe_model(n)) for n in cell.args[1]]
             seconds[cell.name] = sum(t["seconds"] - sum(m["seconds"] for m in recipe_models if inside(m, t))
-                                     for t in part[-2:])
-        elif cell.name.endswith(" table"):
-            exp, s, phase = cell.args[1], cell.args[2], cell.args[3]
-            key = mlp.cache_key(data, exp.train_config(s))
-            code = fingerprint(PHASES[phase][0])
-            part = [t for t in tables if t["key"]["phase"] == phase and t["key"].get("model") == key
-                    and t["key"].get("dataset") == d and t["key"].get("code") == code]
-            nested = [*models.values(), *recovered]
-            latest = max(part, key=lambda t: t["written"], default=None)
-            seconds[cell.name] = (float("nan") if latest is None else
-                                  latest["seconds"] - sum(e["seconds"] for e in nested if inside(e, latest)))
+                                     for t in part)
         else:  # a recovery strategy
             exp, s, strategy, method, k = cell.args[1:6]
             base = mlp.cache_key(data, exp.train_config(s))
@@ -172,12 +181,14 @@ def main(argv: list[str] | None = None) -> int:
                              "in `run --workers 2`), table cells 2; the cache's seconds should come from "
                              "a run that shared the cores the same way")
     parser.add_argument("--overhead", type=float, default=None, metavar="S",
-                        help="per-cell overhead to add (default: measured by the quick step; 0 with --skip-quick)")
+                        help="per-cell overhead to add (default: measured by the quick step, or read "
+                             "from its ray.csv with --skip-quick)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    measured = None if args.skip_quick else quick(args.out / "ray.csv")
-    overhead = args.overhead if args.overhead is not None else (measured or 0.0)
+    overhead = args.overhead
+    if overhead is None:
+        overhead = previous_overhead(args.out / "ray.csv") if args.skip_quick else quick(args.out / "ray.csv")
     config = ExperimentConfig()
     cells = study_cells(config)
     seconds = measured_seconds(config, args.cache)
