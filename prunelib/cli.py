@@ -96,8 +96,8 @@ def parser() -> argparse.ArgumentParser:
                      help="compute everything in this process instead of in short-lived worker "
                           "processes (less start-up time, but memory grows with every model trained)")
     run.add_argument("--workers", type=_positive("--workers"), default=None, metavar="N",
-                     help="worker processes computing cells at the same time (default 1); pays with "
-                          "more cores than one cell keeps busy (on 2 cores it saved little); peak memory "
+                     help="worker processes computing cells at the same time, as far as the CPUs the "
+                          "cells declare fit in N (a training 1, a table 2; default 1); peak memory "
                           "grows with N; the tables are the same")
     run.add_argument("--memory-budget", type=float, default=None, metavar="GB",
                      help="replace a worker process once it holds more than this many GB "
