@@ -9,6 +9,7 @@ BIN=${BIN:-.venv/bin}
 OUT=results/benchmarks/ray_two_nodes.txt
 WORK=$(mktemp -d)
 export RAY_AUTH_MODE=token  # the driver and both nodes share the token in ~/.ray/auth_token
+export RAY_idle_worker_killing_time_threshold_ms=600000  # keep workers that imported TensorFlow
 trap '$BIN/ray stop --force >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 $BIN/ray get-auth-token --generate >/dev/null 2>&1 || true
 $BIN/ray start --head --port 6390 --num-cpus 1 --include-dashboard false --disable-usage-stats >/dev/null

@@ -26,6 +26,13 @@ from prunelib.config import ExperimentConfig
 # so tables stay bit-identical to it (on the same kind of machine).
 _THREADS = {"env_vars": {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}}
 
+# Ray ends a worker that idles for a second, e.g. while a table cell holds both CPUs of a 2-CPU
+# node; the next training then waits for a fresh worker to import TensorFlow again (about 5 s).
+# On the quick study that churn started 6 workers instead of 2 and cost up to 30 s. A local
+# runtime keeps idle workers for 10 minutes; a cluster's nodes take the same setting from the
+# environment of `ray start` (see README).
+KEEP_WORKERS = {"idle_worker_killing_time_threshold_ms": 600_000}
+
 
 def _connect(address: str | None, num_cpus: int | None) -> None:
     import ray
@@ -35,7 +42,7 @@ def _connect(address: str | None, num_cpus: int | None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=KEEP_WORKERS)
 
 
 def _check_fits(cells: Sequence[Cell]) -> None:
