@@ -163,11 +163,11 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
                     Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
                          (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus,
                          weight=WEIGHTS["targeted-dropout"]) for t in config.aware_targets]
-            trainings = list({c.name: c for phase in config.tables(s) for c in needs[phase]}.values())
-            out += trainings  # a seed's trainings first, so they overlap while its tables wait
-            out += [Cell(f"{d}/seed {s}/{phase} table", table_cell, (d, config, s, phase, data_dir, cache),
-                         after=tuple(c.name for c in needs[phase]), cpus=table_cpus,
-                         weight=WEIGHTS[f"{phase} table"]) for phase in config.tables(s)]
+            phases = config.tables(s)
+            out += {c.name: c for p in phases for c in needs[p]}.values()  # trainings first, so they overlap
+            out += [Cell(f"{d}/seed {s}/{p} table", table_cell, (d, config, s, p, data_dir, cache),
+                         after=tuple(c.name for c in needs[p]), cpus=table_cpus, weight=WEIGHTS[f"{p} table"])
+                    for p in phases]
     return out
 
 

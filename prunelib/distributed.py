@@ -49,8 +49,9 @@ def _check_fits(cells: Sequence[Cell]) -> None:
     """Refuse cells no node of the cluster can run (Ray would queue them forever)."""
     import ray
 
-    largest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
-    gpus = max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    largest = max((r.get("CPU", 0.0) for r in alive), default=0.0)
+    gpus = max((r.get("GPU", 0.0) for r in alive), default=0.0)
     for cell in cells:
         if cell.cpus > largest or cell.gpus > gpus:
             raise ValueError(f"cell {cell.name!r} declares {cell.cpus:g} CPUs and {cell.gpus:g} GPUs, but the "

@@ -96,6 +96,16 @@ def _release() -> None:
     gc.collect()
 
 
+def seed_model(data: Dataset, config: ExperimentConfig, seed: int, *, retrain: bool = False,
+               cache: str | os.PathLike | None = None, progress: bool = True,
+               clock: PhaseClock | None = None) -> Callable[[], object]:
+    """The seed's trained model, trained or loaded from the cache on the first call only (the
+    time booked under ``train``)."""
+    clock = clock or PhaseClock()
+    tc = config.train_config(seed)
+    return functools.cache(lambda: clock("train", lambda: mlp.train_or_load(data, tc, retrain, cache, progress)))
+
+
 def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tuple[str, ...] | None = None,
                 model: Callable[[], object] | None = None, retrain: bool = False,
                 cache: str | os.PathLike | None = None, progress: bool = True,
@@ -108,7 +118,7 @@ def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tup
     Args:
         data: the dataset the tables are of.
         only: a subset of ``config.tables(seed)``.
-        model: returns the seed's trained model (default: trained, or loaded from the cache).
+        model: returns the seed's trained model (default: :func:`seed_model`).
         clock: books each table's seconds under its phase.
 
     Returns:
@@ -126,8 +136,7 @@ def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tup
         parts = tuple(p for p in parts if p in only)
     clock = clock or PhaseClock()
     dataset, tc = data.name, config.train_config(seed)
-    if model is None:
-        model = functools.cache(lambda: clock("train", lambda: mlp.train_or_load(data, tc, retrain, cache, progress)))
+    model = model or seed_model(data, config, seed, retrain=retrain, cache=cache, progress=progress, clock=clock)
     base = {"dataset": dataset, "model": mlp.cache_key(data, tc), "ks": config.ks}
 
     def table(phase, key, fn):
@@ -182,9 +191,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     for dataset in config.datasets:
         data = clock("load", lambda: load_dataset(dataset, data_dir))
         for seed in tqdm(config.seeds, desc=f"{dataset} seeds", disable=not progress):
-            tc = config.train_config(seed)
-            model = functools.cache(lambda tc=tc: clock("train", lambda: mlp.train_or_load(
-                data, tc, retrain, cache, progress)))
+            model = seed_model(data, config, seed, retrain=retrain, cache=cache, progress=progress, clock=clock)
             for phase, table in seed_tables(config, data, seed, model=model, retrain=retrain, cache=cache,
                                             progress=progress, clock=clock).items():
                 found[shelf[phase]].append(table)

@@ -148,7 +148,9 @@ def save_all(results, results_dir: str | os.PathLike = "results", *,
     from prunelib.provenance import cached_artifact, fingerprint, versions
 
     written = []
-    code = fingerprint(("prunelib.figures", "prunelib.plotting", "prunelib.stats")) if cache else ""
+    if cache is not None:
+        code = fingerprint(("prunelib.figures", "prunelib.plotting", "prunelib.stats"))
+        libraries = versions(("matplotlib", "seaborn", "pandas", "numpy"))
     for dataset, name, table, make in plan(results):
         out = Path(results_dir) / dataset
         out.mkdir(parents=True, exist_ok=True)
@@ -156,7 +158,7 @@ def save_all(results, results_dir: str | os.PathLike = "results", *,
             written.append(save(make(), out / name))
             continue
         key = {"figure": name, "dataset": dataset, "table": _table_digest(table), "code": code,
-               "versions": versions(("matplotlib", "seaborn", "pandas", "numpy"))}
+               "versions": libraries}
         path = Path(cache) / f"{dataset}-{Path(name).stem}-{digest(key)}.png"
         cached_artifact(path, key, make, lambda fig, tmp: save(fig, tmp), lambda p: p)
         shutil.copyfile(path, out / name)
