@@ -188,6 +188,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     config = config_from_args(args)
     results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
     results_dir = _writable_dir(results_dir, "--results")
+    from prunelib.results import check_replaceable
+
+    check_replaceable(results_dir)  # a run replaces the directory: refuse one holding a user's files
     if args.cache is not None:
         _writable_dir(args.cache, "--cache")
     if args.quick and args.results is None:

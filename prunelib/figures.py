@@ -33,6 +33,7 @@ CAPTIONS = {
     RECOVERY: "recovering accuracy: strategies vs one-shot",
 }
 """Figure file names in report order, with their captions."""
+FILE_NAMES = frozenset(CAPTIONS)
 
 
 def main(sweep: pd.DataFrame, dataset: str) -> plt.Figure:

@@ -8,6 +8,8 @@ processes publishes them without loading TensorFlow.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,15 +50,129 @@ KEPT_ACROSS_RUNS = ("benchmarks", "run_times.csv")
 """Entries of ``results/`` a run does not replace: benchmark outputs (written by ``benchmarks/``)
 and the log of run times (appended to)."""
 
+PRODUCTS = ("REPORT.md", "report.docx", "manifest.json", "run_times.csv")
+"""Top-level files a run writes besides ``<dataset>/`` folders of tables and figures."""
 
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
+
+class ResultsDirError(ValueError):
+    """A results directory holds files that no prunelib run wrote, so it will not be replaced."""
+
+
+def _is_product(rel: Path) -> bool:
+    """Whether a path relative to a results directory is one a run (or a benchmark) writes."""
+    from prunelib.data import DATASETS
+
+    parts = rel.parts
+    if parts[0] in KEPT_ACROSS_RUNS:
         return True
-    return True
+    if len(parts) == 1:
+        return parts[0] in PRODUCTS
+    return (len(parts) == 2 and parts[0] in DATASETS
+            and (parts[1] in {f"{name}.csv" for name in TABLES} or parts[1] in figures.FILE_NAMES))
+
+
+def foreign_files(results_dir: str | os.PathLike) -> list[Path]:
+    """Files under ``results_dir`` that a run would not have written (empty: safe to replace).
+
+    A run writes its tables, figures, report, manifest and run log; ``benchmarks/`` belongs to the
+    benchmark scripts. Anything else (a user's notes, a package's source) is foreign.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.exists():
+        return []
+    if not results_dir.is_dir():
+        raise ResultsDirError(f"{results_dir} is a file, not a directory; choose another results directory")
+    return sorted(p for p in results_dir.rglob("*")
+                  if not p.is_dir() and not _is_product(p.relative_to(results_dir)))
+
+
+def check_replaceable(results_dir: str | os.PathLike) -> None:
+    """Refuse a results directory that holds anything a run did not write.
+
+    Raises:
+        ResultsDirError: naming the first foreign files and the fix.
+    """
+    foreign = foreign_files(results_dir)
+    if foreign:
+        names = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ResultsDirError(f"{results_dir} holds files no prunelib run wrote ({names}); "
+                              "a run replaces its results directory, so give an empty or new one")
+
+
+@contextmanager
+def _publish_lock(results_dir: Path) -> Iterator[None]:
+    """One publisher at a time per results directory (others wait their turn)."""
+    import fcntl
+
+    results_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(results_dir.parent / f".{results_dir.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _swap_in(stage: Path, results_dir: Path, trash: Path) -> None:
+    """Replace ``results_dir``'s entries by ``stage``'s; on any failure put the previous ones back."""
+    import shutil
+
+    trash.mkdir()
+    moved = []
+    try:
+        for old in list(results_dir.iterdir()):
+            if old.name not in KEPT_ACROSS_RUNS or (stage / old.name).exists():
+                os.replace(old, trash / old.name)
+                moved.append(old.name)
+        for new in list(stage.iterdir()):
+            os.replace(new, results_dir / new.name)
+    except BaseException:  # put the previous results back rather than leave a mixture
+        for name in moved:
+            if (results_dir / name).exists():
+                shutil.rmtree(results_dir / name) if (results_dir / name).is_dir() else (results_dir / name).unlink()
+            os.replace(trash / name, results_dir / name)
+        raise
+
+
+def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]) -> list[Path]:
+    """Have ``fill`` write a complete results directory into a staging folder, then swap it in.
+
+    Holds the directory's publish lock throughout and checks, under it, that the directory holds
+    nothing a run did not write; a failure at any point leaves the previous results whole.
+    """
+    import shutil
+
+    results_dir = Path(results_dir)
+    with _publish_lock(results_dir):
+        check_replaceable(results_dir)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
+        trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
+        for leftover in (stage, trash, *results_dir.parent.glob(f".{results_dir.name}.staging-*"),
+                         *results_dir.parent.glob(f".{results_dir.name}.old-*")):
+            shutil.rmtree(leftover, ignore_errors=True)  # a killed publisher's (we hold the lock)
+        try:
+            stage.mkdir()
+            fill(stage)
+            _swap_in(stage, results_dir, trash)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            shutil.rmtree(trash, ignore_errors=True)
+    return sorted(p for p in results_dir.rglob("*") if p.is_file())
+
+
+def _fill(results: Results, results_dir: Path, stage: Path, *, run_seconds: float | None, command: str | None,
+          figure_cache: str | os.PathLike | None) -> None:
+    import shutil
+
+    _write_tables(results, stage)
+    figures.save_all(results, stage, cache=figure_cache)
+    if run_seconds is not None:
+        from prunelib.report import save_run_times
+
+        if (results_dir / "run_times.csv").is_file():
+            shutil.copy(results_dir / "run_times.csv", stage / "run_times.csv")
+        save_run_times(results.seconds, run_seconds, command or "", stage)
 
 
 def save_results(results: Results, results_dir: str | os.PathLike = "results", *,
@@ -69,46 +185,11 @@ def save_results(results: Results, results_dir: str | os.PathLike = "results", *
 
     Everything is written to a staging directory first and then replaces ``results_dir``'s
     contents as a whole (all but :data:`KEPT_ACROSS_RUNS`), so a report never mixes two runs
-    and a run that fails half-way leaves the previous results in place.
+    and a run that fails half-way leaves the previous results in place. A directory holding
+    files no run wrote is refused (:class:`ResultsDirError`), never emptied.
     """
-    import shutil
-
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
-    trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
-    for leftover in (stage, trash, *results_dir.parent.glob(f".{results_dir.name}.staging-*")):
-        if leftover == stage or not _alive(leftover.name.rsplit("-", 1)[-1]):
-            shutil.rmtree(leftover, ignore_errors=True)  # a killed run's half-written staging
-    try:
-        stage.mkdir()
-        _write_tables(results, stage)
-        figures.save_all(results, stage, cache=figure_cache)
-        if run_seconds is not None:
-            from prunelib.report import save_run_times
-
-            if (results_dir / "run_times.csv").is_file():
-                shutil.copy(results_dir / "run_times.csv", stage / "run_times.csv")
-            save_run_times(results.seconds, run_seconds, command or "", stage)
-        trash.mkdir()
-        moved = []
-        try:
-            for old in list(results_dir.iterdir()):
-                if old.name not in KEPT_ACROSS_RUNS or (stage / old.name).exists():
-                    os.replace(old, trash / old.name)
-                    moved.append(old.name)
-            for new in list(stage.iterdir()):
-                os.replace(new, results_dir / new.name)
-        except BaseException:  # put the previous results back rather than leave a mixture
-            for name in moved:
-                if (results_dir / name).exists():
-                    shutil.rmtree(results_dir / name) if (results_dir / name).is_dir() else (results_dir / name).unlink()
-                os.replace(trash / name, results_dir / name)
-            raise
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-        shutil.rmtree(trash, ignore_errors=True)
-    return sorted(p for p in results_dir.rglob("*") if p.is_file())
+    return _stage_and_swap(results_dir, lambda stage: _fill(
+        results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache))
 
 
 def load_results(results_dir: str | os.PathLike = "results") -> Results:
@@ -147,11 +228,16 @@ def publish(results: Results, config: ExperimentConfig, results_dir: str | os.Pa
     """Save the tables and figures, write the report from what was saved, then the manifest.
 
     What both ``python -m prunelib run`` and the notebook call, so ``results/`` always ends with a
-    manifest that matches its files.
+    manifest that matches its files. All of it is staged and swapped in as one step under the
+    directory's lock: a failure anywhere leaves the previous results whole, and two publishers
+    into one directory take turns.
     """
     from prunelib import provenance, report
 
-    save_results(results, results_dir, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
-    written = report.write_report(load_results(results_dir), results_dir)
-    written.append(provenance.write_manifest(results_dir, asdict(config), command))
-    return written
+    def fill(stage: Path) -> None:
+        _fill(results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
+        report.write_report(load_results(stage), stage)
+        provenance.write_manifest(stage, asdict(config), command)
+
+    _stage_and_swap(results_dir, fill)
+    return sorted(p for p in Path(results_dir).rglob("*") if p.is_file() and p.parts[-2:-1] != ("benchmarks",))
