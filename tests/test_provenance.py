@@ -6,23 +6,32 @@ import shutil
 import pandas as pd
 import pytest
 
-from prunelib import model as mlp
-from prunelib import provenance
-from prunelib.experiment import cached_table
+from prunelib.models import mlp
+from pathlib import Path
+
+from prunelib.base import fingerprint, paths, provenance
+from prunelib.study.experiment import PHASES, cached_table
 from tiny import TINY, tiny_data
+
+
+def scratch_package(tmp_path) -> Path:
+    """A copy of the package's source, to edit without touching the real one."""
+    copy = tmp_path / "src" / "prunelib"
+    shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
 
 
 @pytest.fixture
 def edit_module(monkeypatch, tmp_path):
-    """Simulate a one-line change to a module's source (a copy with one more line)."""
-    real = provenance.module_path
+    """Make a one-line change to a module of a scratch copy of the package, which fingerprints
+    (and so cache keys and the manifest check) then read instead of the real source."""
+    copy = scratch_package(tmp_path)
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
 
     def edit(module):
-        copy = tmp_path / f"{module}.py"
-        shutil.copy(real(module), copy)
-        with open(copy, "a") as handle:
+        with open(fingerprint.module_path(module), "a") as handle:
             handle.write("# a one-line change\n")
-        monkeypatch.setattr(provenance, "module_path", lambda m: copy if m == module else real(m))
+        fingerprint._hashes_in.cache_clear()
     return edit
 
 
@@ -41,7 +50,7 @@ def build_all(data, cache, counts):
         return mlp.train(data, TINY)
 
     key = mlp.cache_description(data, TINY)
-    mlp.cached(f"tiny-{provenance.digest(key)}", train, key=key, cache=cache)
+    mlp.cached(f"tiny-{paths.digest(key)}", train, key=key, cache=cache)
     model_key = mlp.cache_key(data, TINY)
     for phase in ("sweep", "recovery"):
         def table(phase=phase):
@@ -51,12 +60,14 @@ def build_all(data, cache, counts):
 
 
 @pytest.mark.parametrize("module, rebuilt", [
-    ("prunelib.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
-    ("prunelib.recovery", {"recovery"}),
-    ("prunelib.masked", {"recovery"}),  # masked training never enters a plain model's key
-    ("prunelib.reconstruct", {"sweep"}),
-    ("prunelib.model", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
-    ("prunelib.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
+    ("prunelib.core.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
+    ("prunelib.models.recovery", {"recovery"}),
+    ("prunelib.models.masked", {"recovery"}),  # masked training never enters a plain model's key
+    # Recovery evaluates through prunelib.core.evaluate, which imports reconstruct: the hand-kept
+    # list of the old layout forgot it; the derived closure cannot.
+    ("prunelib.core.reconstruct", {"sweep", "recovery"}),
+    ("prunelib.models.mlp", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
+    ("prunelib.reporting.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
 ])
 def test_a_one_line_change_invalidates_exactly_what_it_determines(tmp_path, edit_module, module, rebuilt):
     data = tiny_data()
@@ -113,7 +124,7 @@ def test_damaged_tables_are_recomputed(tmp_path):
         out = cached_table("sweep", {"m": 1}, fn, cache=tmp_path, retrain=False)
     assert len(calls) == 2 and out["accuracy"].tolist() == [97.5]
     # A table that hashes right but fails its schema (e.g. written by other code) is recomputed too.
-    from prunelib.provenance import key_path, sha256_file
+    from prunelib.base.provenance import key_path, sha256_file
     path.write_text("dataset,k\ntiny,90\n")
     meta = json.loads(key_path(path).read_text())
     meta["sha256"] = sha256_file(path)
@@ -139,24 +150,71 @@ def test_manifest_says_whether_results_are_current(tmp_path, edit_module):
     problems = provenance.check_manifest(results)
     assert any("sweep.csv differs" in p for p in problems)
     assert any("stray.csv was not written" in p for p in problems)
-    edit_module("prunelib.pruning")
-    assert any("prunelib.pruning changed" in p for p in provenance.check_manifest(results))
+    edit_module("prunelib.core.pruning")
+    assert any("prunelib.core.pruning changed" in p for p in provenance.check_manifest(results))
     assert "missing" in provenance.check_manifest(tmp_path / "nowhere")[0]
 
 
-def test_every_fingerprinted_module_exists():
-    for group in (provenance.MODEL_CODE, provenance.SWEEP_CODE, provenance.ANALYSIS_CODE,
-                  provenance.RECOVERY_CODE, provenance.RECIPE_CODE, provenance.AWARE_CODE):
-        assert len(provenance.fingerprint(group)) == 16
-    with pytest.raises(ValueError, match="no source file"):
-        provenance.module_path("prunelib.nothing_here")
+ARTIFACT_BUILDERS = {
+    "model": "prunelib.models.mlp",
+    **{phase: root for phase, (root, _) in PHASES.items()},
+    "figures": "prunelib.reporting.figures",
+    "results": provenance.RESULTS_CODE,
+}
+
+
+def _roots(builder) -> tuple[str, ...]:
+    return (builder,) if isinstance(builder, str) else tuple(builder)
+
+
+def test_the_import_graph_is_grimps():
+    """The closure each artifact is keyed by equals what grimp (import-linter's graph) finds
+    upstream of its builder, so no import, however indirect or late, is forgotten."""
+    import grimp
+
+    graph = grimp.build_graph("prunelib", exclude_type_checking_imports=True)
+    for builder in ARTIFACT_BUILDERS.values():
+        roots = _roots(builder)
+        upstream = set(roots).union(*(graph.find_upstream_modules(r) for r in roots))
+        assert fingerprint.closure(roots) == {m for m in upstream if m in fingerprint.package_modules()}
+    with pytest.raises(ValueError, match="no prunelib module named 'prunelib.nothing_here'"):
+        fingerprint.closure(["prunelib.nothing_here"])
+
+
+def test_editing_any_module_invalidates_exactly_the_artifacts_that_import_it(tmp_path, monkeypatch):
+    copy = scratch_package(tmp_path)
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
+    before = {name: fingerprint.code_fingerprint(*_roots(b)) for name, b in ARTIFACT_BUILDERS.items()}
+    graph = fingerprint.import_graph()
+    for module in fingerprint.package_modules():
+        path = fingerprint.module_path(module)
+        original = path.read_bytes()
+        path.write_bytes(original + b"\n# an edit\n")
+        fingerprint._hashes_in.cache_clear()
+        stale = {name for name, b in ARTIFACT_BUILDERS.items() if fingerprint.code_fingerprint(*_roots(b)) != before[name]}
+        path.write_bytes(original)
+        fingerprint._hashes_in.cache_clear()
+        # Expected from the graph alone: an artifact is stale iff its builder reaches the module.
+        reaches = set()
+        for name, b in ARTIFACT_BUILDERS.items():
+            todo, seen = list(_roots(b)), set()
+            while todo:
+                m = todo.pop()
+                if m not in seen:
+                    seen.add(m)
+                    todo.extend(graph[m])
+            if module in seen:
+                reaches.add(name)
+        assert stale == reaches, module
+    assert fingerprint.closure(["prunelib.core.evaluate"]) >= {"prunelib.core.forward", "prunelib.core.reconstruct"}
+    assert "prunelib.cli" not in fingerprint.closure(provenance.RESULTS_CODE)  # the CLI determines no result
 
 
 def _build_slowly(args):
     import time
 
     path, log = args
-    from prunelib.provenance import cached_artifact
+    from prunelib.base.provenance import cached_artifact
 
     def build():
         with open(log, "a") as handle:
@@ -183,8 +241,8 @@ def test_manifest_records_the_code_a_run_started_with(tmp_path, edit_module):
     results = tmp_path / "results"
     results.mkdir()
     (results / "a.csv").write_text("x\n1\n")
-    edit_module("prunelib.evaluate")  # edited while the "run" was going
+    edit_module("prunelib.core.evaluate")  # edited while the "run" was going
     provenance.write_manifest(results, {}, "run")
     manifest = json.loads((results / "manifest.json").read_text())
-    assert manifest["source_edited_during_run"] == ["prunelib.evaluate"]
-    assert any("prunelib.evaluate changed" in p for p in provenance.check_manifest(results))
+    assert manifest["source_edited_during_run"] == ["prunelib.core.evaluate"]
+    assert any("prunelib.core.evaluate changed" in p for p in provenance.check_manifest(results))

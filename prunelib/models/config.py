@@ -1,4 +1,4 @@
-"""Frozen configuration, split along what determines what.
+"""Frozen configuration of what trains a model, split along what determines what.
 
 * :class:`Architecture`: the network (layer widths, classes, biases).
 * :class:`Recipe`: the optimizer recipe that trains it (epochs, batch, learning rate, schedule,
@@ -6,18 +6,13 @@
 * :class:`TrainConfig`: one trained model = architecture + recipe + seed + training subset; its
   fields are the model's cache key.
 * :class:`RecoveryConfig`, :class:`AwareTarget`: recovery training after (or while) pruning.
-* :class:`ExperimentConfig`: the grid (datasets x methods x k x seeds) and which parts run.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
-from prunelib.pruning import validate_k
-
-DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
-
+from prunelib.core.pruning import validate_k
 
 @dataclass(frozen=True)
 class Architecture:
@@ -158,17 +153,8 @@ RECIPES: dict[str, Recipe] = {
 FIRST_RECIPE = "b512-lr1e-3-cosine"
 """The recipe of the first version (few large-batch steps at a small learning rate)."""
 DEFAULT_RECIPE = "b512-lr6e-3-cosine-wd1"
-"""The recipe :class:`Recipe` defaults to, chosen by :func:`prunelib.recipes.choose` on the
+"""The recipe :class:`Recipe` defaults to, chosen by :func:`prunelib.study.recipes.choose` on the
 study's MNIST results (largest one-shot area with dense >= 98.4 % and training <= 45 s)."""
-
-STUDY: dict[str, tuple[str, ...]] = {
-    "mnist": tuple(RECIPES),
-    "fashion-mnist": ("b512-lr1e-3-cosine", "b512-lr4e-3-cosine", "b512-lr8e-3-cosine",
-                      "b512-lr4e-3-cosine-wd0.1", "b512-lr4e-3-cosine-wd1", "b512-lr4e-3-cosine-wd3",
-                      "b512-lr6e-3-cosine-wd1", "b128-lr1e-3-constant"),
-}
-"""The recipes the study runs per dataset (Fashion-MNIST: a subset, to check the MNIST ranking)."""
-
 
 def get_recipe(name: str) -> Recipe:
     """The :class:`Recipe` named ``name`` in :data:`RECIPES`.
@@ -243,86 +229,3 @@ class RecoveryConfig:
     def with_recipe(self, **changes) -> "RecoveryConfig":
         """This config with some recipe fields changed (``with_recipe(epochs=1)``)."""
         return replace(self, recipe=replace(self.recipe, **changes))
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    """A pruning sweep: datasets x methods x k x seeds on top of a training recipe."""
-
-    datasets: tuple[str, ...] = ("mnist", "fashion-mnist")
-    methods: tuple[str, ...] = ("weight", "unit")
-    ks: tuple[float, ...] = DEFAULT_KS
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    # One-shot corrections of the challenge's methods: "none" and closed-form "lstsq" reconstruction
-    # on calibration_size training images.
-    corrections: tuple[str, ...] = ("none", "lstsq")
-    calibration_size: int = 4096
-    # Baselines beside the challenge's two methods: global magnitude pruning and small dense
-    # networks trained from scratch with the unit counts unit pruning leaves.
-    baselines: bool = True
-    sensitivity: bool = True  # prune one layer at a time
-    recipes: bool = True  # the recipe study (prunelib.recipes.STUDY), seed 0
-    # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
-    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
-    recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")
-    recovery_ks: tuple[float, ...] = (90, 95, 99)
-    recovery_seeds: tuple[int, ...] = (0,)
-    # Targeted-dropout training from scratch, each model pruned one-shot at its k. Gamma a little
-    # above k leaves a margin: the weights ranked just inside k were also dropped in training
-    # (measured on MNIST, see README).
-    aware_targets: tuple[AwareTarget, ...] = (
-        AwareTarget("weight", 95, 0.95, 0.75), AwareTarget("weight", 97, 0.98, 0.90),
-        AwareTarget("unit", 80, 0.80, 0.75), AwareTarget("unit", 90, 0.90, 0.90))
-
-    def __post_init__(self) -> None:
-        bad = [t for t in self.aware_targets if not isinstance(t, AwareTarget)]
-        if bad:
-            raise ValueError(f"aware_targets must be AwareTarget instances, got {bad[0]!r}")
-        from prunelib.strategies import RECOVERY  # the registry imports this module
-
-        unknown = [s for s in self.recovery_strategies if s not in RECOVERY]
-        if unknown:
-            raise ValueError(f"unknown recovery strategy {unknown[0]!r}; choose from {list(RECOVERY)}")
-        unknown = [m for m in self.methods if m not in ("weight", "unit")]
-        if unknown:
-            raise ValueError(f"unknown pruning method {unknown[0]!r}; choose 'weight' or 'unit'")
-        # One spelling of k (float percent), so 90 and 90.0 give the same cache keys.
-        object.__setattr__(self, "ks", tuple(validate_k(k) for k in self.ks))
-        object.__setattr__(self, "recovery_ks", tuple(validate_k(k) for k in self.recovery_ks))
-        if not self.seeds:
-            raise ValueError("need at least one seed")
-        if "none" not in self.corrections or not set(self.corrections) <= {"none", "lstsq"}:
-            raise ValueError(f"corrections must include 'none' and be among 'none', 'lstsq'; got {self.corrections!r}")
-        if self.calibration_size < 1:
-            raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
-
-    def tables(self, seed: int) -> tuple[str, ...]:
-        """The cached tables this config computes for each dataset at ``seed``, in the order
-        :func:`prunelib.experiment.run_experiment` computes them (the table phases of
-        :data:`prunelib.experiment.PHASES`)."""
-        recovered = seed in self.recovery_seeds
-        wanted = {"sweep": True, "retrain-small": self.baselines, "sensitivity": self.sensitivity,
-                  "recovery": recovered and bool(self.recovery_strategies),
-                  "pruning-aware": recovered and bool(self.aware_targets)}
-        return tuple(t for t, on in wanted.items() if on)
-
-    @classmethod
-    def quick(cls, **overrides) -> "ExperimentConfig":
-        """A config for smoke runs: 1 epoch on 2,000 images, 4 values of k, every part exercised."""
-        base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(train_subset=2000).with_recipe(epochs=1),
-                   recipes=False, calibration_size=1000,
-                   recovery=RecoveryConfig(imp_rounds=2, train_subset=2000).with_recipe(epochs=1),
-                   recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9), AwareTarget("unit", 80, 0.8)))
-        return replace(base, **overrides)
-
-    @classmethod
-    def from_env(cls, **overrides) -> "ExperimentConfig":
-        """The full config, or :meth:`quick` when ``PRUNELIB_QUICK=1`` is set."""
-        if os.environ.get("PRUNELIB_QUICK", "") not in ("", "0"):
-            return cls.quick(**overrides)
-        return cls(**overrides)
-
-    def train_config(self, seed: int) -> TrainConfig:
-        """The training recipe with ``seed`` filled in."""
-        return replace(self.train, seed=seed)

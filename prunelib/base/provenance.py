@@ -1,13 +1,14 @@
 """Where every artifact comes from: code fingerprints, verified cache entries, the results manifest.
 
 A cached artifact (a trained model, a computed table) is stored beside a readable key file
-``<name>.key.json`` holding the description that determines it, the fingerprint of the source
-modules that computed it, and a SHA-256 of the artifact. An entry whose key file is missing,
+``<name>.key.json`` holding the description that determines it, the fingerprint of the code that
+computed it (:func:`prunelib.base.fingerprint.code_fingerprint`), and a SHA-256 of the artifact. An entry whose key file is missing,
 unreadable or whose checksum does not match is recomputed with a warning naming the file, so a
 killed run or a damaged disk never feeds a wrong artifact into a result.
 
-``results/manifest.json`` records the commit, the fingerprint of every prunelib module, library
-versions, the run's config and a SHA-256 of every file under ``results/``;
+``results/manifest.json`` records the commit, the source hash of every module that determines
+the results (derived from the import graph, :mod:`prunelib.base.fingerprint`), library versions,
+the run's config and a SHA-256 of every file under ``results/``;
 :func:`check_manifest` says whether ``results/`` is current for the checked-out code.
 """
 
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import importlib
 import json
 import os
 import subprocess
@@ -27,46 +27,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from prunelib.paths import atomic_write, digest
+from prunelib.base.fingerprint import PACKAGE_DIR, closure, module_path, sha256_file, source_hashes
+from prunelib.base.paths import atomic_write
 
 T = TypeVar("T")
-PACKAGE_DIR = Path(__file__).resolve().parent
 
-# Which source modules determine which artifacts. A change to one of these files invalidates
-# exactly the cached artifacts listed against it (configs enter keys by value, not by source).
-MODEL_CODE = ("prunelib.model",)  # data enters by the hash of its arrays
-AWARE_CODE = ("prunelib.model", "prunelib.masked", "prunelib.recovery")  # pruning-aware training
-SWEEP_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.compact",
-              "prunelib.reconstruct")
-ANALYSIS_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.analysis")
-RECOVERY_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.recovery",
-                 "prunelib.masked")
-RECIPE_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.recipes")
 LIBRARIES = ("tensorflow", "keras", "numpy", "scipy", "pandas")
 
-
-def module_path(module: str) -> Path:
-    """The source file of a prunelib module, without importing it."""
-    if not module.startswith("prunelib."):
-        raise ValueError(f"only prunelib modules are fingerprinted, got {module!r}")
-    path = PACKAGE_DIR / (module.split(".", 1)[1].replace(".", "/") + ".py")
-    if not path.is_file():
-        raise ValueError(f"no source file for {module!r} at {path}")
-    return path
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def fingerprint(modules: Iterable[str]) -> str:
-    """A short hash of the source text of ``modules`` (order-independent)."""
-    return digest({m: sha256_file(module_path(m)) for m in sorted(set(modules))})
+RESULTS_CODE = ("prunelib.study.experiment", "prunelib.reporting.results")
+"""Where a run's results are computed (every table) and written (figures, report, manifest): the
+code that determines ``results/`` is the import closure of these. The runners that only schedule
+the same computations (local workers, Ray) and the CLI are outside it."""
 
 
 def versions(libraries: Iterable[str] = LIBRARIES) -> dict[str, str]:
@@ -175,22 +146,6 @@ def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callabl
     return artifact, seconds
 
 
-def package_modules() -> list[str]:
-    """Every prunelib module, by name."""
-    return sorted(f"prunelib.{p.stem}" for p in PACKAGE_DIR.glob("*.py") if p.stem != "__main__")
-
-
-_SOURCE_AT_START: dict[str, str] = {}
-
-
-def _snapshot() -> dict[str, str]:
-    """The package source as this process found it when prunelib was first imported: a run that
-    lasts an hour records the code it ran, not whatever is on disk when it finishes."""
-    if not _SOURCE_AT_START:
-        _SOURCE_AT_START.update({m: sha256_file(module_path(m)) for m in package_modules()})
-    return dict(_SOURCE_AT_START)
-
-
 def git_commit(cwd: Path = PACKAGE_DIR) -> tuple[str | None, bool]:
     """The checked-out commit and whether the package source differs from it (None if no git)."""
     try:
@@ -211,9 +166,20 @@ each row with the command that produced it, and a study run neither reads nor re
 
 def _recorded_files(results_dir: Path) -> list[Path]:
     return [p for p in sorted(results_dir.rglob("*"))
-            if p.is_file() and p.name != MANIFEST
-            and p.relative_to(results_dir).parts[0] not in NOT_RECORDED
-            and not any(part.startswith(".") for part in p.relative_to(results_dir).parts)]
+            if p.is_file() and p.name != MANIFEST and p.relative_to(results_dir).parts[0] not in NOT_RECORDED]
+
+
+def _seal(manifest: dict) -> str:
+    """A hash of the manifest's own fields, so a hand edit of any of them shows."""
+    body = {k: v for k, v in manifest.items() if k != "sealed"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def results_code() -> dict[str, str]:
+    """Source hashes of the modules that determine a run's results (:data:`RESULTS_CODE`'s
+    closure), as this process first read them."""
+    hashes = source_hashes()
+    return {m: hashes[m] for m in sorted(closure(RESULTS_CODE))}
 
 
 def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
@@ -221,40 +187,56 @@ def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
     files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
-    code = _snapshot()
-    edited = sorted(m for m in package_modules() if code.get(m) != sha256_file(module_path(m)))
+    code = results_code()
+    edited = sorted(m for m in code if code[m] != sha256_file(module_path(m)))
     manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
                 "code": code, "source_edited_during_run": edited,
                 "versions": versions(), "config": config, "files": files}
+    manifest["sealed"] = _seal(json.loads(json.dumps(manifest, default=str)))
     path = results_dir / MANIFEST
     _write_json(path, manifest)
     return path
 
 
+def _current_hash(module: str) -> str | None:
+    try:
+        return sha256_file(module_path(module))
+    except (ValueError, OSError):
+        return None
+
+
 def check_manifest(results_dir: str | os.PathLike) -> list[str]:
     """Problems that make ``results_dir`` not current for the checked-out code (empty = current).
 
-    Checks that every prunelib module is byte-identical to the one that produced the results
-    and that every recorded file is present with its recorded hash, and no unrecorded one exists.
+    Checks the manifest's own fields (types, and a seal over them that a hand edit breaks), that
+    every module that determines the results (the import closure of :data:`RESULTS_CODE`, as the
+    code on disk now imports) is byte-identical to the one that produced them, that every recorded
+    file is present with its recorded hash, and that no unrecorded file exists.
     """
     results_dir = Path(results_dir)
     path = results_dir / MANIFEST
+    rerun = "run `python -m prunelib run`"
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
-        return [f"{path} is missing; run `python -m prunelib run`"]
+        return [f"{path} is missing; {rerun}"]
     except (OSError, ValueError) as err:
-        return [f"{path} is unreadable ({err}); run `python -m prunelib run`"]
-    problems = []
-    recorded = manifest.get("code", {})
-    for module in sorted(set(package_modules()) | set(recorded)):
-        try:
-            now = sha256_file(module_path(module))
-        except ValueError:
-            now = None
-        if recorded.get(module) != now:
+        return [f"{path} is unreadable ({err}); {rerun}"]
+    if not isinstance(manifest, dict):
+        return [f"{path} holds a {type(manifest).__name__}, not a manifest; {rerun}"]
+    problems = [f"{path}: field {field!r} is missing or not a mapping of names to hashes; {rerun}"
+                for field in ("code", "files")
+                if not isinstance(manifest.get(field), dict)
+                or not all(isinstance(v, str) for v in manifest[field].values())]
+    if problems:
+        return problems
+    if manifest.get("sealed") != _seal(manifest):
+        problems.append(f"{path} was edited after the run wrote it (its fields no longer match its seal)")
+    recorded = manifest["code"]
+    for module in sorted(set(closure(RESULTS_CODE)) | set(recorded)):
+        if recorded.get(module) != _current_hash(module):
             problems.append(f"{module} changed since the results were produced")
-    files = manifest.get("files", {})
+    files = manifest["files"]
     for name, sha in sorted(files.items()):
         p = results_dir / name
         if not p.is_file():
@@ -265,12 +247,3 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
         if p.relative_to(results_dir).as_posix() not in files:
             problems.append(f"{p} was not written by the recorded run")
     return problems
-
-
-def import_all() -> None:
-    """Import every module (used by tests to prove the fingerprint list names real modules)."""
-    for module in package_modules():
-        importlib.import_module(module)
-
-
-_snapshot()

@@ -1,0 +1,3 @@
+from prunelib.data import main
+
+raise SystemExit(main())
