@@ -37,9 +37,10 @@ from prunelib.models.config import recipe_model
 from prunelib.study.config import ExperimentConfig
 from prunelib.data import load_dataset
 from prunelib.study.on_ray import run_experiment_on_ray
-from prunelib.study.experiment import PHASES, run_experiment
+from prunelib.study.experiment import run_experiment
+from prunelib.study.registry import builder_and_schema
 from prunelib.base.paths import cache_dir, digest
-from prunelib.base.provenance import fingerprint
+from prunelib.base.fingerprint import code_fingerprint
 from prunelib.models.recovery import aware_key
 from prunelib.study.local import run_study
 
@@ -136,7 +137,7 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
         if cell.name.endswith(" table"):
             exp, s, phase = cell.args[1], cell.args[2], cell.args[3]
             key = mlp.cache_key(data, exp.train_config(s))
-            code = fingerprint(PHASES[phase][0])
+            code = code_fingerprint(builder_and_schema(phase)[0])
             part = [t for t in tables if t["key"]["phase"] == phase and t["key"].get("model") == key
                     and t["key"].get("dataset") == d and t["key"].get("code") == code]
             nested = [*models.values(), *recovered]
@@ -157,7 +158,7 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             hit = aware.get(digest(aware_key(data, exp.train_config(s), target)), {"seconds": float("nan")})
             seconds[cell.name] = hit["seconds"]
         elif cell.name.endswith("recipe tables"):
-            code = fingerprint(PHASES["recipes"][0])
+            code = code_fingerprint(builder_and_schema("recipes")[0])
             part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d
                     and t["key"].get("code") == code]  # the curves and the layers table of this code
             recipe_models = [model_seconds(data, recipe_model(n)) for n in cell.args[1]]

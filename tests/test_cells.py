@@ -130,7 +130,7 @@ def test_bad_graphs_are_refused_before_any_work(graph, message):
 def test_the_driver_builds_the_study_without_loading_a_framework():
     code = ("import sys\n"
             "import prunelib.cli, prunelib.study.tasks, prunelib.study.local, prunelib.reporting.results, prunelib.reporting.report\n"
-            "from prunelib.models.config import ExperimentConfig\n"
+            "from prunelib.study.config import ExperimentConfig\n"
             "graph = prunelib.study.tasks.study_cells(ExperimentConfig())\n"
             "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
             "print(len(graph), loaded)\n")

@@ -10,7 +10,8 @@ from prunelib.models import mlp
 from pathlib import Path
 
 from prunelib.base import fingerprint, paths, provenance
-from prunelib.study.experiment import PHASES, cached_table
+from prunelib.study.experiment import cached_table
+from prunelib.study.registry import DATASET_TABLES, TABLES
 from tiny import TINY, tiny_data
 
 
@@ -157,7 +158,8 @@ def test_manifest_says_whether_results_are_current(tmp_path, edit_module):
 
 ARTIFACT_BUILDERS = {
     "model": "prunelib.models.mlp",
-    **{phase: root for phase, (root, _) in PHASES.items()},
+    **{name: table.builder for name, table in TABLES.items()},
+    **{name: builder for name, (builder, _) in DATASET_TABLES.items()},
     "figures": "prunelib.reporting.figures",
     "results": provenance.RESULTS_CODE,
 }

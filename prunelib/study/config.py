@@ -78,14 +78,11 @@ class ExperimentConfig:
             raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
 
     def tables(self, seed: int) -> tuple[str, ...]:
-        """The cached tables this config computes for each dataset at ``seed``, in the order
-        :func:`prunelib.study.experiment.run_experiment` computes them (the table phases of
-        :data:`prunelib.study.experiment.PHASES`)."""
-        recovered = seed in self.recovery_seeds
-        wanted = {"sweep": True, "retrain-small": self.baselines, "sensitivity": self.sensitivity,
-                  "recovery": recovered and bool(self.recovery_strategies),
-                  "pruning-aware": recovered and bool(self.aware_targets)}
-        return tuple(t for t, on in wanted.items() if on)
+        """The cached tables this config computes for each dataset at ``seed``, in the order a run
+        computes them (:data:`prunelib.study.registry.TABLES`)."""
+        from prunelib.study.registry import TABLES  # the registry's tables are computed from this config
+
+        return tuple(name for name, table in TABLES.items() if table.wanted(self, seed))
 
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":

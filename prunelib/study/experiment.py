@@ -17,14 +17,12 @@ import functools
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib.study import analysis
-from prunelib.models import recovery
 from prunelib.reporting import tables
 from prunelib.models import mlp
 from prunelib.study.config import ExperimentConfig
@@ -32,8 +30,7 @@ from prunelib.data import Dataset, load_dataset
 from prunelib.base.paths import cache_dir, digest
 from prunelib.base.fingerprint import code_fingerprint
 from prunelib.base.provenance import cached_artifact
-from prunelib.core.evaluate import sweep
-from prunelib.core.reconstruct import calibration_set
+from prunelib.study.registry import TABLES, RunContext, SeedInputs, Table, builder_and_schema
 from prunelib.reporting.results import Results
 
 class PhaseClock:
@@ -59,18 +56,6 @@ class PhaseClock:
                 self._nested[-1] += elapsed
 
 
-PHASES: dict[str, tuple[str, str]] = {
-    "sweep": ("prunelib.core.evaluate", "sweep"),
-    "retrain-small": ("prunelib.study.analysis", "sweep"),
-    "sensitivity": ("prunelib.study.analysis", "sensitivity"),
-    "recovery": ("prunelib.models.recovery", "recovery"),
-    "pruning-aware": ("prunelib.models.recovery", "recovery"),
-    "recipes": ("prunelib.study.recipes", "recipes"),
-}
-"""Per cached table phase: the module whose builder computes it (its import closure keys the
-table: :func:`prunelib.base.fingerprint.code_fingerprint`), and the schema it is read with."""
-
-
 def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool,
                  schema: str | None = None) -> pd.DataFrame:
     """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it.
@@ -78,7 +63,7 @@ def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache
     A cached table is validated when read (:func:`prunelib.reporting.tables.validate`); a damaged one is
     recomputed with a warning.
     """
-    code, default_schema = PHASES[phase]
+    code, default_schema = builder_and_schema(phase)
     key = {"phase": phase, **key, "code": code_fingerprint(code)}
     path = Path(cache or cache_dir()) / "tables" / f"{phase}-{digest(key)}.csv"
     name = schema or default_schema
@@ -139,44 +124,17 @@ def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tup
                              f"it computes {list(parts)}")
         parts = tuple(p for p in parts if p in only)
     clock = clock or PhaseClock()
-    dataset, tc = data.name, config.train_config(seed)
+    run = RunContext(cache=cache, retrain=retrain, progress=progress)
     model = model or seed_model(data, config, seed, retrain=retrain, cache=cache, progress=progress, clock=clock)
-    base = {"dataset": dataset, "model": mlp.cache_key(data, tc), "ks": config.ks}
+    inputs = SeedInputs(config, data, seed, model, run)
+    base = {"dataset": data.name, "model": mlp.cache_key(data, inputs.train), "ks": config.ks}
 
-    def table(phase, key, fn):
-        return clock(phase, lambda: cached_table(phase, {**base, **key}, fn, cache=cache, retrain=retrain))
+    def table(spec: Table) -> pd.DataFrame:
+        key = {**base, **spec.key(inputs)}
+        return clock(spec.name, lambda: cached_table(spec.name, key, lambda: spec.compute(inputs), cache=cache,
+                                                     retrain=retrain))
 
-    def one_shot():
-        kernels, biases = mlp.get_kernels(model()), mlp.get_biases(model())
-        common = dict(dataset=dataset, ks=config.ks, seed=seed, biases=biases, progress=progress)
-        frames = [sweep(kernels, data.x_test, data.y_test, methods=config.methods,
-                        corrections=config.corrections, calibration=calibration_set(
-                            data.x_train, config.calibration_size, seed), **common)]
-        if config.baselines:
-            frames.append(sweep(kernels, data.x_test, data.y_test, methods=("global-weight",), **common))
-        return pd.concat(frames, ignore_index=True)
-
-    methods = (*config.methods, *(("global-weight",) if config.baselines else ()))
-    strategies = ("one-shot", *config.recovery_strategies)
-    build = {
-        "sweep": lambda: table("sweep", {"methods": methods, "corrections": config.corrections,
-                                         "calibration": config.calibration_size}, one_shot),
-        "retrain-small": lambda: table("retrain-small", {}, lambda: analysis.retrain_baseline(
-            data, tc, config.ks, cache=cache, retrain=retrain, progress=progress)),
-        "sensitivity": lambda: table("sensitivity", {"methods": config.methods}, lambda: analysis.layer_sensitivity(
-            mlp.get_kernels(model()), data.x_test, data.y_test, dataset=dataset,
-            methods=config.methods, ks=config.ks, seed=seed, progress=progress)),
-        "recovery": lambda: table("recovery", {"recovery": asdict(config.recovery), "methods": config.methods,
-                                               "strategies": strategies, "rks": config.recovery_ks},
-                                  lambda: recovery.recovery_table(
-            model(), data, methods=config.methods, ks=config.recovery_ks, strategies=strategies,
-            config=config.recovery, seed=seed, base=tc, cache=cache, retrain=retrain, progress=progress)),
-        "pruning-aware": lambda: table("pruning-aware", {"targets": [recovery.aware_key(data, tc, t)
-                                                                     for t in config.aware_targets]},
-                                       lambda: recovery.aware_table(
-            data, tc, config.aware_targets, cache=cache, retrain=retrain, progress=progress)),
-    }
-    return {p: build[p]() for p in parts}
+    return {p: table(TABLES[p]) for p in parts}
 
 
 def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
@@ -189,8 +147,6 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     """
     clock = PhaseClock()
     found: dict[str, list[pd.DataFrame]] = {"sweep": [], "sensitivity": [], "recovery": []}
-    shelf = {"sweep": "sweep", "retrain-small": "sweep", "sensitivity": "sensitivity",
-             "recovery": "recovery", "pruning-aware": "recovery"}  # which results table each joins
     dists = {}
     for dataset in config.datasets:
         data = clock("load", lambda: load_dataset(dataset, data_dir))
@@ -198,7 +154,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
             model = seed_model(data, config, seed, retrain=retrain, cache=cache, progress=progress, clock=clock)
             for phase, table in seed_tables(config, data, seed, model=model, retrain=retrain, cache=cache,
                                             progress=progress, clock=clock).items():
-                found[shelf[phase]].append(table)
+                found[TABLES[phase].joins].append(table)
             if seed == config.seeds[0]:
                 dists[dataset] = analysis.weight_distributions(mlp.get_kernels(model()))
             del model

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from prunelib.models.config import recipe_model
 from prunelib.study.config import STUDY, ExperimentConfig
+from prunelib.study.registry import TABLES
 
 @dataclass(frozen=True)
 class Cell:
@@ -45,11 +46,10 @@ class Cell:
     weight: float = 1.0  # relative cost, for the progress bar's estimate of the time left
 
 
-# Seconds per cell of each kind in the full study on the 2-core reference machine (phase times in
-# results/run_times.csv divided by their cells); only their ratios matter, to weigh the bar.
+# Typical seconds of a task of each kind that trains (the tables' are in the table registry); only
+# their ratios matter, to weigh the progress bar.
 WEIGHTS = {"recipe": 40.0, "recipe tables": 40.0, "train": 21.0, "retrain-small": 7.0, "recovery": 21.0,
-           "targeted-dropout": 150.0, "sweep table": 55.0, "retrain-small table": 3.0,
-           "sensitivity table": 12.0, "recovery table": 10.0, "pruning-aware table": 5.0}
+           "targeted-dropout": 150.0}
 
 
 @dataclass
@@ -149,26 +149,25 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
             tc = config.train_config(s)
             train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus,
                          weight=WEIGHTS["train"])
-            needs: dict[str, list[Cell]] = {"sweep": [train], "sensitivity": [train], "retrain-small": [],
-                                            "recovery": [train], "pruning-aware": []}
+            models: dict[str, list[Cell]] = {"model": [train], "retrain-small": [], "recovery": [train], "aware": []}
             if config.baselines:
-                needs["retrain-small"] = [
+                models["retrain-small"] = [
                     Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell, (d, tc, k, data_dir, cache),
                          cpus=cpus, gpus=gpus, weight=WEIGHTS["retrain-small"]) for k in config.ks if k < 100]
             if s in config.recovery_seeds:
-                needs["recovery"] += [
+                models["recovery"] += [
                     Cell(f"{d}/seed {s}/{st} {m} k={k:g}", recovery_cell, (d, config, s, st, m, k, data_dir, cache),
                          after=(train.name,), cpus=cpus, gpus=gpus, weight=WEIGHTS["recovery"])
                     for st in config.recovery_strategies for m in config.methods for k in config.recovery_ks]
-                needs["pruning-aware"] = [
+                models["aware"] = [
                     Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
                          (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus,
                          weight=WEIGHTS["targeted-dropout"]) for t in config.aware_targets]
-            phases = config.tables(s)
-            out += {c.name: c for p in phases for c in needs[p]}.values()  # trainings first, so they overlap
-            out += [Cell(f"{d}/seed {s}/{p} table", table_cell, (d, config, s, p, data_dir, cache),
-                         after=tuple(c.name for c in needs[p]), cpus=table_cpus, weight=WEIGHTS[f"{p} table"])
-                    for p in phases]
+            tables = [TABLES[p] for p in config.tables(s)]
+            out += {c.name: c for t in tables for c in models[t.reads]}.values()  # trainings first, so they overlap
+            out += [Cell(f"{d}/seed {s}/{t.name} table", table_cell, (d, config, s, t.name, data_dir, cache),
+                         after=tuple(c.name for c in models[t.reads]), cpus=table_cpus, weight=t.cost)
+                    for t in tables]
     return out
 
 
