@@ -177,3 +177,42 @@ def test_figures_drawn_from_identical_tables_are_reused(tmp_path, monkeypatch):
     assert changed[0].read_bytes() != written[0].read_bytes()
     figures.save_all(results, tmp_path / "d")  # no cache: draws everything, writes nothing to it
     assert len(drawn) == 4 and len(list(cache.glob("*.png"))) == 2 * 2 + 2 * 2
+
+
+def _two_methods(weight_acc, unit_acc, dataset="mnist", seeds=(0, 1, 2), spread=0.5):
+    rows = []
+    for seed in seeds:
+        noise = (seed - 1) * spread
+        for k in (0, 50, 90):
+            for method, acc in (("weight", weight_acc), ("unit", unit_acc)):
+                rows.append({"dataset": dataset, "method": method, "k": k, "seed": seed, "correction": "none",
+                             "accuracy": (98.0 if k == 0 else acc[k]) + noise})
+    return pd.DataFrame(rows)
+
+
+def test_the_curves_differ_only_where_the_intervals_do_not_overlap():
+    apart = _two_methods({50: 97.0, 90: 90.0}, {50: 96.8, 90: 60.0})
+    assert report.differ_verdict(apart).startswith("Yes on mnist") and "weight above unit at k = 90." in (
+        report.differ_verdict(apart))
+    assert report.separated(apart) == {90.0: 1}  # at k = 50 the intervals overlap
+    close = _two_methods({50: 97.0, 90: 90.0}, {50: 96.8, 90: 89.9})
+    assert report.differ_verdict(close).startswith("Not beyond noise on mnist")
+    one_seed = _two_methods({50: 97.0, 90: 90.0}, {50: 96.8, 90: 60.0}, seeds=(0,))
+    assert "no confidence interval" in report.differ_verdict(one_seed)
+
+
+def test_cross_dataset_agreement_is_checked_not_asserted():
+    mnist = _two_methods({50: 97.0, 90: 90.0}, {50: 96.8, 90: 60.0})
+    same = _two_methods({50: 90.0, 90: 85.0}, {50: 89.9, 90: 50.0}, dataset="fashion-mnist")
+    flipped = _two_methods({50: 90.0, 90: 50.0}, {50: 89.9, 90: 85.0}, dataset="fashion-mnist")
+    assert "fashion-mnist agrees" in report.differ_verdict(pd.concat([mnist, same]))
+    verdict = report.differ_verdict(pd.concat([mnist, flipped]))
+    assert "fashion-mnist differs: unit above weight at k = 90" in verdict
+    overlapping = _two_methods({50: 90.0, 90: 85.0}, {50: 89.9, 90: 84.9}, dataset="fashion-mnist")
+    assert "fashion-mnist differs: the CIs overlap at every k" in report.differ_verdict(pd.concat([mnist, overlapping]))
+
+
+def test_no_machine_fact_is_written_into_the_report(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    text = report.write_report(Results(sweep=fake_sweep()), tmp_path)[0].read_text()
+    assert "CPU" not in text and "cores" not in text

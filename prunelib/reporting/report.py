@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from prunelib.reporting import figures
-from prunelib.reporting.stats import ci95, summary_table
+from prunelib.reporting.stats import ci95, ci95_interval, summary_table
 from prunelib.base.strategies import STRATEGIES
 
 Block = tuple  # ("h", level, text) | ("p", markdown) | ("table", DataFrame) | ("img", path, caption)
@@ -118,8 +118,69 @@ def recipe_facts(curves: pd.DataFrame, layers: pd.DataFrame, dataset: str = "mni
     return out
 
 
+def separated(df: pd.DataFrame, a: str = "weight", b: str = "unit") -> dict[float, int]:
+    """The ks (> 0) at which the 95 % confidence intervals of methods ``a`` and ``b`` do not
+    overlap: k -> +1 where ``a`` is above, -1 where ``b`` is. Empty with fewer than two seeds."""
+    out = {}
+    for k in sorted(set(df["k"])):
+        xa = df.loc[(df["method"] == a) & (df["k"] == k), "accuracy"]
+        xb = df.loc[(df["method"] == b) & (df["k"] == k), "accuracy"]
+        if k == 0 or len(xa) < 2 or len(xb) < 2:
+            continue
+        (lo_a, hi_a), (lo_b, hi_b) = ci95_interval(xa), ci95_interval(xb)
+        if lo_a > hi_b:
+            out[float(k)] = 1
+        elif lo_b > hi_a:
+            out[float(k)] = -1
+    return out
+
+
+def _ks(ks) -> str:
+    return ", ".join(f"{k:g}" for k in ks)
+
+
+def _separation(sep: dict[float, int]) -> str:
+    above = [k for k, s in sep.items() if s > 0]
+    below = [k for k, s in sep.items() if s < 0]
+    parts = [f"weight above unit at k = {_ks(above)}"] if above else []
+    parts += [f"unit above weight at k = {_ks(below)}"] if below else []
+    return " and ".join(parts)
+
+
+def differ_verdict(sweep: pd.DataFrame) -> str:
+    """Whether the weight and unit curves differ, per dataset, as the confidence intervals say.
+
+    The first dataset is the reference; every other one is said to agree only if its curves are
+    separated in the same direction at some k and in the opposite direction at none.
+    """
+    rows = challenge_rows(sweep)
+    by = {str(d): separated(df) for d, df in rows.groupby("dataset", sort=False)}
+    seeds = int(rows["seed"].nunique())
+    (first, sep), *others = by.items()
+    if seeds < 2:
+        return f"With {seeds} seed there is no confidence interval to tell noise from a difference."
+    if not sep:
+        out = f"Not beyond noise on {first}: the 95 % CIs over {seeds} seeds overlap at every k."
+    else:
+        out = f"Yes on {first}: the 95 % CIs over {seeds} seeds do not overlap, {_separation(sep)}."
+    for name, other in others:
+        same = bool(other) == bool(sep) and all(sep.get(k, s) == s for k, s in other.items()) and (
+            not sep or any(sep.get(k) == s for k, s in other.items()))
+        detail = _separation(other) if other else "the CIs overlap at every k"
+        out += f" {name} {'agrees' if same else 'differs'}: {detail}."
+    return out
+
+
+def _weights(sweep: pd.DataFrame) -> str | None:
+    dense = challenge_rows(sweep)
+    dense = dense[(dense["k"] == 0) & (dense["method"] == "weight")]
+    if "effective_params" not in dense or dense.empty:
+        return None
+    return f"{float(dense['effective_params'].iloc[0]) / 1e6:.1f} M weights"
+
+
 def discussion(results) -> str:
-    """The ~200-word discussion, in markdown, with every number taken from the tables.
+    """The ~200-word discussion, in markdown, with every number and verdict taken from the tables.
 
     Args:
         results: a :class:`prunelib.reporting.results.Results`; the recipe study and recovery tables add
@@ -128,12 +189,11 @@ def discussion(results) -> str:
     fx = facts(results.sweep)
     m = fx.get("mnist") or next(iter(fx.values()))
     f = fx.get("fashion-mnist", m)
-    seeds = f"mean ± 95 % CI over {m['seeds']} seeds" if m["seeds"] > 1 else "one seed"
     text = f"""\
-**Do the curves differ?** Yes ({seeds}). On MNIST (dense {_pm(m, 'dense')}) weight pruning stays
-within a point of dense up to {m['weight_safe']:.0f} % measured sparsity ({_pm(m, 'weight_95')} at
-k = 95); unit pruning only to {m['unit_safe']:.0f} % ({_pm(m, 'unit_90')} at k = 90). Fashion-MNIST
-(dense {_pm(f, 'dense')}) agrees: {_pm(f, 'weight_90')} against {_pm(f, 'unit_90')} at k = 90.
+**Do the curves differ?** {differ_verdict(results.sweep)} On MNIST (dense {_pm(m, 'dense')}) weight
+pruning stays within a point of dense up to {m['weight_safe']:.0f} % measured sparsity ({_pm(m, 'weight_95')}
+at k = 95); unit pruning to {m['unit_safe']:.0f} % ({_pm(m, 'unit_90')} at k = 90). Fashion-MNIST
+(dense {_pm(f, 'dense')}): {_pm(f, 'weight_90')} against {_pm(f, 'unit_90')} at k = 90.
 
 **Why?** Weight pruning drops the least important weights wherever they sit; unit pruning drops
 whole columns, and each removed unit also silences a row of the next layer."""
@@ -149,9 +209,11 @@ the kept units {m['unit_90_norm']:.0f} %."""
 {r['old_weight_95']:.1f} %. The chosen `{r['new_name']}` {'takes as many steps' if r['new_steps'] == r['old_steps'] else 'trains differently'}{
 ", but its weight decay pulls weights the loss does not need toward zero" if r['new_decay'] > 0 else ""}:
 {r['new_top10']:.0f} % of the norm sits in the top 10 %, and weight 95 keeps {r['new_weight_95']:.1f} %."""
-    text += """
+    weights = _weights(results.sweep)
+    text += f"""
 
-**Why can so much be deleted?** 2.4 M weights for 60,000 images is far more than the task needs."""
+**Why can so much be deleted?** {weights + " for 60,000 training images" if weights else "The network"} is far
+more than the task needs."""
     if "retrain-small_90" in m:
         text += f""" Networks of unit pruning's k = 90 sizes trained from scratch reach
 {_pm(m, 'retrain-small_90')}."""
@@ -287,7 +349,7 @@ def blocks(results, results_dir: Path) -> list[Block]:
                 ("table", sweep_summary(df))]
         if len(lstsq_rows(df)):
             out += [("p", "Seconds of the least-squares correction per (method, k), forward passes "
-                          "over the calibration images included (mean over seeds, 2 CPU cores):"),
+                          "over the calibration images included (mean over seeds, on the machine the manifest records):"),
                     ("table", lstsq_seconds(df))]
         if not results.recipes.empty and dataset in set(results.recipes["dataset"]):
             out += [("p", "Recipe study (seed 0): one-shot accuracy (%) of a model trained with each "
@@ -308,14 +370,14 @@ def blocks(results, results_dir: Path) -> list[Block]:
             versus = lstsq_vs_finetune(df, rec)
             if not versus.empty:
                 out += [("p", "Least-squares correction (no gradient step) against fine-tuning with "
-                              "the mask fixed, same seed(s); seconds on 2 CPU cores:"),
+                              "the mask fixed, same seed(s); seconds on the machine the manifest records:"),
                         ("table", versus)]
     out += [("h", 2, "Discussion"), ("p", discussion(results))]
     times = results_dir / "run_times.csv"
     if times.is_file():
         out += [("h", 2, "Run time"),
                 ("p", "Wall-clock seconds of each `python -m prunelib run` into this directory "
-                      "(2 CPU cores; a re-run reads cached models and tables)."),
+                      "(a re-run reads cached models and tables; each run's machine is in its manifest)."),
                 ("table", pd.read_csv(times).astype(object).fillna(""))]
     return out
 
