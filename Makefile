@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env data results test test-fast bench bench-tfmot-env bench-tfmot
+.PHONY: env data results test test-fast lint bench bench-tfmot-env bench-tfmot
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,19 @@ results: data
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 		--ExecutePreprocessor.timeout=7200 pruning_challenge.ipynb
 
-# Import contracts, then whether results/ matches the checked-out code (reads hashes, runs nothing),
-# then the whole suite; `make test-fast` skips the slow end-to-end tests.
+# Import contracts, lint and format, then whether results/ matches the checked-out code (reads
+# hashes, runs nothing), then the whole suite; `make test-fast` skips the slow end-to-end tests.
 test: data
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m prunelib report --check
 	$(BIN)/python -m pytest -q
+
+# Format and fix what ruff can, in place.
+lint: env
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test-fast: env
 	$(BIN)/python -m pytest -q -m "not slow"
