@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prunelib.models.config import Recipe, RecoveryConfig
-from prunelib.study.config import DEFAULT_KS, ExperimentConfig
+from prunelib.study.config import DEFAULT_KS, RECIPE_STUDY, ExperimentConfig
 from prunelib.data import DATASETS, DataError
 from prunelib.base.paths import cache_dir, home
 from prunelib.base.strategies import RECOVERY
@@ -237,7 +237,7 @@ def _recipes(args: argparse.Namespace) -> int:
     from prunelib.study.experiment import run_recipes
     from prunelib.reporting.results import save_recipes
 
-    names = {d: _unique(args.recipes, "--recipes") if args.recipes else recipes.STUDY[d]
+    names = {d: _unique(args.recipes, "--recipes") if args.recipes else RECIPE_STUDY[d]
              for d in _unique(args.dataset, "--dataset")}
     for chosen in names.values():
         for name in chosen:

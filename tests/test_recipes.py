@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from prunelib.study import recipes
+from prunelib.study.config import RECIPE_STUDY
 from prunelib.models.config import Recipe, TrainConfig
 from tiny import TINY, tiny_data
 
@@ -57,7 +58,7 @@ def test_summarize_and_choose():
 
 
 def test_every_study_recipe_is_defined():
-    for names in recipes.STUDY.values():
+    for names in RECIPE_STUDY.values():
         for name in names:
             assert isinstance(recipes.get_recipe(name), Recipe)
             assert recipes.recipe_model(name, seed=2) == TrainConfig(recipe=recipes.get_recipe(name), seed=2)
@@ -69,7 +70,7 @@ def test_the_default_recipe_is_the_studys_choice():
     from pathlib import Path
 
     assert recipes.RECIPES[recipes.DEFAULT_RECIPE] == Recipe() == TrainConfig().recipe
-    assert recipes.DEFAULT_RECIPE in recipes.STUDY["mnist"] and recipes.DEFAULT_RECIPE in recipes.STUDY["fashion-mnist"]
+    assert recipes.DEFAULT_RECIPE in RECIPE_STUDY["mnist"] and recipes.DEFAULT_RECIPE in RECIPE_STUDY["fashion-mnist"]
     committed = Path(__file__).resolve().parents[1] / "results" / "mnist" / "recipes.csv"
     if not committed.is_file():
         pytest.skip("no committed recipe study")

@@ -15,7 +15,7 @@ from prunelib.models.config import RECIPES, AwareTarget, RecoveryConfig, TrainCo
 DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 """The challenge's pruning percentages."""
 
-STUDY: dict[str, tuple[str, ...]] = {
+RECIPE_STUDY: dict[str, tuple[str, ...]] = {
     "mnist": tuple(RECIPES),
     "fashion-mnist": ("b512-lr1e-3-cosine", "b512-lr4e-3-cosine", "b512-lr8e-3-cosine",
                       "b512-lr4e-3-cosine-wd0.1", "b512-lr4e-3-cosine-wd1", "b512-lr4e-3-cosine-wd3",
@@ -42,7 +42,7 @@ class ExperimentConfig:
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
     sensitivity: bool = True  # prune one layer at a time
-    recipes: bool = True  # the recipe study (prunelib.study.recipes.STUDY), seed 0
+    recipes: bool = True  # the recipe study (prunelib.study.config.RECIPE_STUDY), seed 0
     # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")

@@ -162,10 +162,10 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     curves = layers = pd.DataFrame()
     if config.recipes:
-        from prunelib.study.config import STUDY
+        from prunelib.study.config import RECIPE_STUDY
 
         curves, layers = clock("recipes", lambda: run_recipes(
-            {d: STUDY[d] for d in config.datasets if d in STUDY}, retrain=retrain, data_dir=data_dir,
+            {d: RECIPE_STUDY[d] for d in config.datasets if d in RECIPE_STUDY}, retrain=retrain, data_dir=data_dir,
             cache=cache, progress=progress))
     return Results(concat(found["sweep"]), concat(found["sensitivity"]), concat(found["recovery"]), curves,
                    layers, dists, clock.seconds)

@@ -22,7 +22,6 @@ from prunelib.models import mlp
 from prunelib.core import pruning
 from prunelib.models.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, TrainConfig,  # noqa: F401
                                     get_recipe, recipe_model)
-from prunelib.study.config import STUDY  # noqa: F401
 from prunelib.data import Dataset
 from prunelib.core.evaluate import sweep
 from prunelib.reporting.recipe_summary import AUC_KS, choose, summarize  # noqa: F401

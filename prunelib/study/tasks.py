@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from prunelib.models.config import recipe_model
-from prunelib.study.config import STUDY, ExperimentConfig
+from prunelib.study.config import RECIPE_STUDY, ExperimentConfig
 from prunelib.study.registry import TABLES
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     out: list[Cell] = []
     for d in config.datasets:
-        if config.recipes and d in STUDY:
-            names = STUDY[d]
+        if config.recipes and d in RECIPE_STUDY:
+            names = RECIPE_STUDY[d]
             recipe_cells = [Cell(f"{d}/recipe {n}", train_cell, (d, recipe_model(n), data_dir, cache),
                                  cpus=cpus, gpus=gpus, weight=WEIGHTS["recipe"]) for n in names]
             out += recipe_cells
