@@ -205,15 +205,13 @@ def test_peak_memory_of_the_study_does_not_grow_with_seeds(tmp_path):
 
 
 def test_a_worker_refuses_to_run_code_other_than_the_runs(tmp_path, monkeypatch):
-    from prunelib.base import provenance
+    from prunelib.base import fingerprint
 
     log = str(tmp_path / "log")
-    real = provenance.fingerprint
-    monkeypatch.setattr(provenance, "fingerprint", lambda modules: "the code at the start")
+    monkeypatch.setattr(fingerprint, "package_fingerprint", lambda: "the code at the start")
     with pytest.raises(study.SourceChanged, match="source changed during the run"):
         study.execute_local([Cell("a", record, (log, "a"))], progress=False)
     assert not os.path.exists(log)  # the worker, with the real source, ran nothing
-    monkeypatch.setattr(provenance, "fingerprint", real)
 
 
 def test_a_failure_report_is_one_line_however_many_cells_failed():
@@ -246,8 +244,8 @@ def test_a_rerun_with_nothing_changed_reads_the_assembled_tables_without_a_worke
     assert again.sweep.equals(first.sweep)
     study.run_study(replace(config, ks=(0, 90)), cache=tmp_path, progress=False)
     assert calls == [True, True]  # another config is another entry
-    from prunelib.base import provenance
+    from prunelib.base import fingerprint
 
-    monkeypatch.setattr(provenance, "fingerprint", lambda modules: "edited source")
+    monkeypatch.setattr(fingerprint, "code_fingerprint", lambda *roots: "edited source")
     study.run_study(config, cache=tmp_path, progress=False)
     assert calls == [True, True, True]  # edited code: the tables are read again
