@@ -21,6 +21,23 @@ from prunelib.pruning import (
     weight_prune,
 )
 
+_LAZY = ("apply_model_masks", "compact_model", "export", "load_masks", "model_masks",
+         "predictor_from_model", "prune_model", "reconstruct_model", "save_masks")
+"""Model-level names (:mod:`prunelib.models`): they import Keras and TensorFlow, so only on first use."""
+
 __all__ = ["apply_masks", "compute_masks", "prune", "sparsity", "unit_masks", "unit_prune",
-           "validate_k", "weight_masks", "weight_prune"]
+           "validate_k", "weight_masks", "weight_prune", *_LAZY]
+
+
+def __getattr__(name: str):
+    # PEP 562: ``import prunelib`` stays light; ``prunelib.prune_model`` loads Keras when first asked
+    if name in _LAZY:
+        import prunelib.models
+
+        return getattr(prunelib.models, name)
+    raise AttributeError(f"module 'prunelib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 __version__ = "0.2.0"

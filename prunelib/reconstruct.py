@@ -197,6 +197,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
 
 def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
                             masks: Sequence[np.ndarray], x: np.ndarray, *, damping: float = 0.01,
+                            pruned_biases: Sequence[np.ndarray | None] | None = None,
                             logit_targets: bool = True,
                             acts: Sequence[Activation | None] | None = None
                             ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
@@ -204,8 +205,9 @@ def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.n
 
     The bias is treated as the weight of an extra, never-pruned input of constant 1 (pulled
     toward the dense bias by the same ridge term). A unit with no kept input (a removed unit) keeps
-    the bias it is given, so pass unit pruning's zeroed biases (:func:`prunelib.pruning.prune_biases`).
-    A layer without a bias (``None``) gets none.
+    its bias in ``pruned_biases`` (default ``biases``): pass unit pruning's zeroed biases
+    (:func:`prunelib.pruning.prune_biases`) there. ``biases`` are the dense network's (its targets
+    are computed with them). A layer without a bias (``None``) gets none.
 
     Returns:
         ``(kernels, biases)``: kernels as :func:`reconstruct` returns them, and float biases
@@ -224,7 +226,15 @@ def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.n
     if biases is None:
         raise ValueError("biases must be a list with one bias (or None) per kernel; "
                          "use reconstruct() for a model without biases")
-    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=True)
+    if pruned_biases is not None:
+        pruned_biases = list(pruned_biases)
+        if len(pruned_biases) != len(biases) or any(
+                (p is None) != (b is None) or (p is not None and np.shape(p) != np.shape(b))
+                for p, b in zip(pruned_biases, biases)):
+            raise ValueError("pruned_biases must match biases: one per layer, None where biases has None, "
+                             "same shapes")
+    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=True,
+                        pruned_biases=pruned_biases)
 
 
 def _float_dtype(w: np.ndarray) -> np.dtype:
@@ -232,7 +242,8 @@ def _float_dtype(w: np.ndarray) -> np.dtype:
     return w.dtype if np.issubdtype(w.dtype, np.floating) else np.result_type(w.dtype, np.float32)
 
 
-def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit_biases: bool):
+def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit_biases: bool,
+                 pruned_biases=None):
     kernels = validate_kernels(kernels)
     masks = _check_masks(kernels, masks)
     if not (np.isfinite(damping) and damping > 0):
@@ -270,14 +281,14 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
         with np.errstate(over="ignore", invalid="ignore"):
             try:
                 return _fit(kernels, masks, x.astype(dtype), damping, biases, logit_targets, acts,
-                            fit_biases, dtype)
+                            fit_biases, dtype, pruned_biases or biases)
             except _NonFinite:
                 continue
     raise ValueError("reconstruction is not finite even in float64: the calibration inputs or weights "
                      "are too large (scale the inputs, e.g. to [0, 1])")
 
 
-def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype):
+def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype, pruned_biases):
     hidden, logits = split_logits(kernels)
     out: list[np.ndarray] = []
     out_b: list[np.ndarray | None] = []
@@ -326,7 +337,8 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
         new[collapsed] = w[collapsed]
         out.append(new)
         if fit_b:
-            new_b = np.where(mask[-1], fitted[-1], given).astype(_float_dtype(np.asarray(given)))
+            new_b = np.where(mask[-1], fitted[-1], np.asarray(pruned_biases[i], np.float64))
+            new_b = new_b.astype(_float_dtype(np.asarray(given)))
             out_b.append(new_b)
             b = new_b.astype(dtype)
         else:

@@ -69,7 +69,7 @@ def test_fitting_biases_beats_keeping_them(method, act):
     pruned_bs = prune_biases(bs, masks, method)
     err = _error(ws, bs, masks, x, acts)
     kept = reconstruct(ws, masks, x, biases=pruned_bs, acts=acts)
-    new_ws, new_bs = reconstruct_with_biases(ws, pruned_bs, masks, x, acts=acts)
+    new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x, pruned_biases=pruned_bs, acts=acts)
     assert all(np.all(w[~m] == 0) for w, m in zip(new_ws, masks))
     np.testing.assert_array_equal(new_bs[-1], bs[-1])
     if method == "unit":  # a removed unit keeps its zeroed bias
