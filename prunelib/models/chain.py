@@ -247,7 +247,7 @@ def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str) -> None:
         ValueError: they differ: the model is not the plain chain it looks like (branches, skips).
     """
     x = np.asarray(x, np.float32)[:64]
-    want = np.asarray(model.predict(x, verbose=0))
+    want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
     got = predict_chain(c, x)
     if want.shape != got.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):
         raise ValueError(f"{what} reads model {model.name!r} as a chain of its Dense layers, but that chain "

@@ -40,6 +40,11 @@ def export(model, path: str | os.PathLike) -> Path:
         raise ValueError(f"cannot tell the export format from {path.name!r}; end the path with one of "
                          f"{sorted(FORMATS)}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt != "keras" and len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]:
+        import numpy as np
+
+        # Keras' exporters need a model that has run once (a freshly built compact model has not)
+        model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32), training=False)
     if fmt == "keras":
         model.save(path)
     elif fmt == "onnx":
