@@ -170,7 +170,7 @@ def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
 
 
 def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str, np.ndarray] | None = None,
-                      damping: float = 0.01):
+                      damping: float = 0.01, logit_targets: bool = True):
     """Re-fit the kept weights and biases of ``pruned`` so its layers match the dense ``model``'s.
 
     Closed-form least squares, layer by layer (:func:`prunelib.reconstruct.reconstruct_with_biases`),
@@ -183,6 +183,9 @@ def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str,
         x_calib: calibration inputs shaped like the model's input, at least as many as the widest
             Dense layer's inputs (+1 for its bias).
         masks: the masks to keep (default: :func:`model_masks` of ``pruned``).
+        damping, logit_targets: as in :func:`prunelib.reconstruct.reconstruct` (logit targets can
+            hurt when the last hidden layer keeps about as many units as there are outputs: on a
+            1-epoch LeNet-300-100 at unit 90, 38.7 % pruned, 27.0 % with them, 46.4 % without).
 
     Raises:
         ValueError: the models differ in architecture, a layer that is not Dense holds weights, a
@@ -220,7 +223,8 @@ def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str,
     # the dense biases give the targets; a unit with no kept input keeps its bias in pruned
     # (zeroed by unit pruning); every other unit's bias is fitted with its weights
     kernels, new_biases = reconstruct_with_biases(c.kernels, c.biases, mask_list, x, damping=damping,
-                                                  pruned_biases=cp.biases, acts=c.acts)
+                                                  pruned_biases=cp.biases, acts=c.acts,
+                                                  logit_targets=logit_targets)
     twin = ch.clone(pruned)
     for layer, w, b in zip(ch.dense_layers(twin), kernels, new_biases):
         _assign(layer, w, b)
