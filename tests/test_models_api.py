@@ -229,3 +229,19 @@ def test_export_matches_keras(tmp_path, suffix):
     else:
         got = _pred(keras.models.load_model(path), x)
     np.testing.assert_allclose(got, _pred(model, x), atol=TOL)
+
+
+@pytest.mark.parametrize("k", [0, 90, 97, 100])
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+def test_every_k_prunes_the_exact_count_and_compacts_exactly(k, act):
+    model = _seq(act)
+    x = _x(16)
+    for method in ("weight", "unit"):
+        pruned = prunelib.prune_model(model, k, method)
+        for layer in ch.dense_layers(pruned)[:-1]:
+            w = layer.kernel.numpy()
+            n = w.size if method == "weight" else w.shape[1]
+            gone = (w == 0).sum() if method == "weight" else (~w.any(axis=0)).sum()
+            assert gone == round(k / 100 * n)
+        small = prunelib.compact_model(pruned)
+        np.testing.assert_allclose(_pred(small, x), _pred(pruned, x), atol=TOL)
