@@ -19,3 +19,19 @@ def test_prune_your_own_model_example_runs():
     assert results["dense"] > 0.85
     assert results["weight95+lstsq"] > results["weight95"]
     assert results["weight95 onnx"] == pytest.approx(results["weight95+lstsq"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_export_benchmark_runs_on_a_tiny_setting(tmp_path):
+    require_real_data("mnist")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "export.py"
+    spec = importlib.util.spec_from_file_location("export_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.main(["--train", "0", "--rounds", "1", "--repeats", "2", "--out", str(tmp_path / "e.csv")])
+    assert (tmp_path / "e.csv").exists()
+    assert set(table["model"]) == {"dense", "weight95", "weight95-compact", "unit90-compact"}
+    assert (table.query("metric == 'max_abs_diff_vs_keras'")["value"] < 1e-5).all()
