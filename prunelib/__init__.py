@@ -7,6 +7,10 @@ Modules, one job each: :mod:`~prunelib.data` (IDX files, fetching), :mod:`~prune
 dropout), :mod:`~prunelib.analysis` (sensitivity, distributions, retrain baseline),
 :mod:`~prunelib.stats`, :mod:`~prunelib.plotting`, :mod:`~prunelib.experiment` (the study end to
 end), :mod:`~prunelib.report` and :mod:`~prunelib.cli` (``python -m prunelib``).
+
+Your own Keras model: :mod:`~prunelib.models` (``prunelib.prune_model``, ``reconstruct_model``,
+``compact_model``, ``export``, ``save_masks``/``load_masks``, ...), loaded on first use so that
+``import prunelib`` does not import TensorFlow.
 """
 
 from prunelib.pruning import (

@@ -260,8 +260,9 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
     hidden = kernels[:-1]
     need = max((w.shape[0] + fit_biases for w in hidden), default=0)
     if len(x) < need:
-        raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs, "
-                         f"so pass at least {need} samples")
+        raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
+                         f"{' (its bias counted as one)' if fit_biases else ''}, so pass at least {need} "
+                         "samples")
     biases = list(biases) if biases is not None else [None] * len(kernels)
     if len(biases) != len(kernels):
         raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases")
