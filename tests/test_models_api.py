@@ -124,6 +124,8 @@ def test_sigmoid_removed_units_are_folded_not_zeroed():
     small = prunelib.compact_model(pruned)
     assert [layer.units for layer in ch.dense_layers(small)] == [3, 2, 3]
     np.testing.assert_allclose(_pred(small, _x()), _pred(pruned, _x()), atol=TOL)
+    # and through model.predict itself (the other tests call the model, which is much faster)
+    np.testing.assert_allclose(small.predict(_x(), verbose=0), pruned.predict(_x(), verbose=0), atol=TOL)
 
 
 def test_skip_and_layers():
