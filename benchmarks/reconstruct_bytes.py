@@ -6,9 +6,9 @@
 Used for issue 21: the bias/activation support left all 684 arrays byte-identical.
 """
 import sys, numpy as np
-from prunelib import pruning
-from prunelib.reconstruct import reconstruct, obs_weight_masks
-from prunelib import forward
+from prunelib.core import pruning
+from prunelib.core.reconstruct import reconstruct, obs_weight_masks
+from prunelib.core import forward
 out = {}
 rng = np.random.default_rng(0)
 for seed in range(4):

@@ -5,9 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from prunelib import forward
-from prunelib.pruning import prune_biases, unit_masks, weight_masks
-from prunelib.reconstruct import reconstruct, reconstruct_with_biases
+from prunelib.core import forward
+from prunelib.core.pruning import prune_biases, unit_masks, weight_masks
+from prunelib.core.reconstruct import reconstruct, reconstruct_with_biases
 
 
 def _net(seed=0, sizes=(10, 8, 6, 3)):

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from prunelib import pruning
+from prunelib.core import pruning
 from prunelib.models import chain as ch
-from prunelib.reconstruct import reconstruct, reconstruct_with_biases
+from prunelib.core.reconstruct import reconstruct, reconstruct_with_biases
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]
@@ -173,7 +173,7 @@ def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str,
                       damping: float = 0.01, logit_targets: bool = True):
     """Re-fit the kept weights and biases of ``pruned`` so its layers match the dense ``model``'s.
 
-    Closed-form least squares, layer by layer (:func:`prunelib.reconstruct.reconstruct_with_biases`),
+    Closed-form least squares, layer by layer (:func:`prunelib.core.reconstruct.reconstruct_with_biases`),
     on the calibration inputs ``x_calib``; pruned weights stay exactly zero, the output layer is
     unchanged. The activations are the model's own.
 
@@ -183,7 +183,7 @@ def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str,
         x_calib: calibration inputs shaped like the model's input, at least as many as the widest
             Dense layer's inputs (+1 for its bias).
         masks: the masks to keep (default: :func:`model_masks` of ``pruned``).
-        damping, logit_targets: as in :func:`prunelib.reconstruct.reconstruct` (logit targets can
+        damping, logit_targets: as in :func:`prunelib.core.reconstruct.reconstruct` (logit targets can
             hurt when the last hidden layer keeps about as many units as there are outputs: on a
             1-epoch LeNet-300-100 at unit 90, 38.7 % pruned, 27.0 % with them, 46.4 % without).
 
@@ -244,7 +244,7 @@ def compact_kernels_folded(kernels: Sequence[np.ndarray], biases: Sequence[np.nd
         ``(kernels, biases)`` in float64 for the folded biases (``None`` stays ``None`` where no
         constant was folded into that layer).
     """
-    from prunelib import forward
+    from prunelib.core import forward
 
     ws = [np.array(w, dtype=np.float64) for w in kernels]
     bs = [None if b is None else np.array(b, dtype=np.float64) for b in biases]
@@ -336,7 +336,7 @@ def compact_model(pruned):
 
 
 def predictor_from_model(model, **kwargs):
-    """A :class:`prunelib.inference.Predictor` computing what the Keras ``model`` computes.
+    """A :class:`prunelib.inference.predictor.Predictor` computing what the Keras ``model`` computes.
 
     The Predictor runs a bias-free ReLU MLP with linear outputs; a model it cannot compute
     exactly is refused rather than approximated.
@@ -354,7 +354,7 @@ def predictor_from_model(model, **kwargs):
         >>> bool(np.allclose(fast.predict(x), model.predict(x, verbose=0), atol=1e-5))
         True
     """
-    from prunelib.inference import Predictor
+    from prunelib.inference.predictor import Predictor
 
     c = ch.chain(model, "predictor_from_model")
     names = [ch.activation_name(layer.activation) for layer in c.layers]

@@ -18,7 +18,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
-from prunelib.forward import Activation  # noqa: E402
+from prunelib.core.forward import Activation  # noqa: E402
 
 ELEMENTWISE = frozenset({
     "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish", "mish",
@@ -233,7 +233,7 @@ def _check_elementwise(fn, name: str, *, post_output: bool, what: str) -> None:
 
 def predict_chain(c: Chain, x: np.ndarray, kernels=None, biases=None) -> np.ndarray:
     """The chain's outputs (output activation included) in numpy, float32."""
-    from prunelib import forward
+    from prunelib.core import forward
 
     acts = list(c.acts)
     return forward.logits(c.kernels if kernels is None else kernels, np.asarray(x, np.float32),

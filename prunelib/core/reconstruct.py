@@ -31,9 +31,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from prunelib import forward
-from prunelib.forward import Activation
-from prunelib.pruning import split_logits, validate_kernels
+from prunelib.core import forward
+from prunelib.core.forward import Activation
+from prunelib.core.pruning import split_logits, validate_kernels
 
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
 
@@ -158,7 +158,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
 
     Args:
         kernels: the dense kernels in layer order, each (inputs, units); the last feeds the logits.
-        masks: boolean keep-masks shaped like the kernels (as :func:`prunelib.pruning.compute_masks`
+        masks: boolean keep-masks shaped like the kernels (as :func:`prunelib.core.pruning.compute_masks`
             returns them); the logit mask must keep everything.
         x: calibration images (n, ...) flattened to (n, inputs); n must be at least the largest
             fan-in of a hidden layer, so every problem is determined by data rather than damping.
@@ -168,7 +168,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
         logit_targets: fit the last hidden layer to the activations that best reproduce the dense
             logits (see the module docstring) instead of its own dense pre-activations. Used only
             where that layer's activation is ReLU.
-        acts: per-layer elementwise activations (:data:`prunelib.forward.Activation`); ``None``
+        acts: per-layer elementwise activations (:data:`prunelib.core.forward.Activation`); ``None``
             means ReLU for every hidden layer. The last entry (the output's) is not used.
 
     Returns:
@@ -184,7 +184,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
 
     Example:
         >>> import numpy as np
-        >>> from prunelib.pruning import weight_masks
+        >>> from prunelib.core.pruning import weight_masks
         >>> rng = np.random.default_rng(0)
         >>> ws = [rng.standard_normal((8, 6)), rng.standard_normal((6, 3))]
         >>> masks = weight_masks(ws, 50)
@@ -206,7 +206,7 @@ def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.n
     The bias is treated as the weight of an extra, never-pruned input of constant 1 (pulled
     toward the dense bias by the same ridge term). A unit with no kept input (a removed unit) keeps
     its bias in ``pruned_biases`` (default ``biases``): pass unit pruning's zeroed biases
-    (:func:`prunelib.pruning.prune_biases`) there. ``biases`` are the dense network's (its targets
+    (:func:`prunelib.core.pruning.prune_biases`) there. ``biases`` are the dense network's (its targets
     are computed with them). A layer without a bias (``None``) gets none.
 
     Returns:
@@ -215,7 +215,7 @@ def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.n
 
     Example:
         >>> import numpy as np
-        >>> from prunelib.pruning import unit_masks
+        >>> from prunelib.core.pruning import unit_masks
         >>> rng = np.random.default_rng(0)
         >>> ws, bs = [rng.standard_normal((8, 6)), rng.standard_normal((6, 3))], [np.ones(6), None]
         >>> new_ws, new_bs = reconstruct_with_biases(ws, bs, unit_masks(ws, 50), rng.random((32, 8)),
@@ -379,7 +379,7 @@ def obs_weight_masks(kernels: Sequence[np.ndarray], k: float, x: np.ndarray,
     removing it alone would cause after the others compensate. Exactly ``round(k/100 * size)``
     weights per hidden layer are masked out, ties broken by position; the logit mask keeps all.
     """
-    from prunelib.pruning import count_to_prune, smallest, validate_k
+    from prunelib.core.pruning import count_to_prune, smallest, validate_k
 
     k = validate_k(k)
     kernels = validate_kernels(kernels)
