@@ -1,12 +1,17 @@
-"""prunelib: magnitude pruning of a Keras MLP, measured honestly.
+"""prunelib: prune Keras MLPs by weight or unit magnitude, re-fit the survivors in closed form,
+and measure it honestly (the pruning challenge on MNIST and Fashion-MNIST).
 
-Modules, one job each: :mod:`~prunelib.data` (IDX files, fetching), :mod:`~prunelib.models.mlp`
-(the MLP, training, caching), :mod:`~prunelib.core.pruning` (pure mask functions),
-:mod:`~prunelib.core.evaluate` (sweeps into tidy tables), :mod:`~prunelib.models.masked` and
-:mod:`~prunelib.models.recovery` (training with masks: fine-tuning, gradual pruning, IMP, targeted
-dropout), :mod:`~prunelib.study.analysis` (sensitivity, distributions, retrain baseline),
-:mod:`~prunelib.reporting.stats`, :mod:`~prunelib.reporting.plotting`, :mod:`~prunelib.study.experiment` (the study end to
-end), :mod:`~prunelib.reporting.report` and :mod:`~prunelib.cli` (``python -m prunelib``).
+The layers, bottom up (``docs/package-map.md`` lists every module): :mod:`~prunelib.base` (paths,
+caching, code fingerprints, the manifest), :mod:`~prunelib.data` (the IDX datasets),
+:mod:`~prunelib.core` (pure numpy: masks, forward pass, least squares, compaction, evaluation),
+:mod:`~prunelib.inference` (fast pruned inference), :mod:`~prunelib.models` (Keras: the challenge's
+MLP, recovery training, and the model-level API for your own model), :mod:`~prunelib.reporting`
+(tables, figures, report) and :mod:`~prunelib.study` (the study's grid, tables and runners), with
+:mod:`~prunelib.cli` (``python -m prunelib``) on top.
+
+The kernel-level functions below are numpy only. The model-level names (``prunelib.prune_model``,
+``reconstruct_model``, ``compact_model``, ``export``, ``save_masks``/``load_masks``, ...) load Keras
+and TensorFlow on first use, so ``import prunelib`` stays light.
 """
 
 from prunelib.core.pruning import (
@@ -21,6 +26,27 @@ from prunelib.core.pruning import (
     weight_prune,
 )
 
+_LAZY = {
+    **{name: "prunelib.models.api" for name in (
+        "apply_model_masks", "compact_model", "load_masks", "model_masks", "predictor_from_model", "prune_model",
+        "reconstruct_model", "save_masks")},
+    "export": "prunelib.models.exporting",
+}
+"""Model-level names and their modules: they import Keras and TensorFlow, so only on first use."""
+
 __all__ = ["apply_masks", "compute_masks", "prune", "sparsity", "unit_masks", "unit_prune",
-           "validate_k", "weight_masks", "weight_prune"]
-__version__ = "0.2.0"
+           "validate_k", "weight_masks", "weight_prune", *_LAZY]
+__version__ = "0.3.0"
+
+
+def __getattr__(name: str):
+    # PEP 562: ``import prunelib`` stays light; ``prunelib.prune_model`` loads Keras when first asked.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'prunelib' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -17,6 +17,12 @@ bit-identical, so the last hidden layer's removed units cannot be compensated in
 With ``logit_targets=True`` the last hidden layer's kept units are instead fitted to the
 activations that best reproduce the dense logits through the fixed logit kernel (minimum-norm
 change from the dense activations), which lets them absorb some of the removed units' share.
+
+Biases and activations: with :func:`reconstruct_with_biases` each kept unit's bias is fitted with
+its weights (the bias is the weight of an unpruned input of constant 1); ``acts`` gives each
+hidden layer's elementwise activation (ReLU by default). Numerics: the work is done in float32
+and, if anything overflows or comes out non-finite, redone in float64; a result that is still
+not finite raises ``ValueError`` rather than returning NaN kernels.
 """
 
 from __future__ import annotations
@@ -26,9 +32,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from prunelib.core import forward
+from prunelib.core.forward import Activation
 from prunelib.core.pruning import split_logits, validate_kernels
 
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
+
+
+class _NonFinite(ArithmeticError):
+    """Raised inside a float32 pass when a value overflowed: the caller redoes it in float64."""
+
+
+def _finite(*arrays: np.ndarray) -> None:
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise _NonFinite
 
 
 def _check_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -42,6 +58,9 @@ def _check_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> 
         if m.dtype != bool:
             raise ValueError(f"mask {i} must be boolean (True keeps a weight), got dtype {m.dtype}")
         out.append(m)
+    if not out[-1].all():
+        raise ValueError(f"the logit mask prunes {int(np.sum(~out[-1]))} weights, but the logit layer is "
+                         "never pruned or re-fitted; pass an all-True mask for it")
     return out
 
 
@@ -79,7 +98,7 @@ def _chunks(order: np.ndarray, sizes: np.ndarray):
 
 
 def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.ndarray,
-                   lam: float) -> np.ndarray:
+                   lam: float, dtype: type = np.float32) -> np.ndarray:
     """Solve every column's ridge problem on its own support; pruned entries come back 0.
 
     A column keeping fewer weights than it loses is solved on its support directly. One keeping
@@ -89,8 +108,9 @@ def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np
     """
     d = mask.shape[0]
     # float32 systems: damping keeps them well conditioned, and LU runs twice as fast
-    hessian = (gram + lam * np.eye(d)).astype(np.float32)
-    rhs = (cross + lam * w0).astype(np.float32)
+    hessian = (gram + lam * np.eye(d)).astype(dtype)
+    rhs = (cross + lam * w0).astype(dtype)
+    _finite(hessian, rhs)  # float32 overflows past 3.4e38: the caller redoes the layer in float64
     out = np.zeros(w0.shape, dtype=np.float64)
     kept = mask.sum(axis=0)
     pruned = d - kept
@@ -102,7 +122,7 @@ def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np
         out[rows[valid], np.repeat(cols, valid.sum(axis=1))] = z[valid]
     projected = np.flatnonzero(kept > pruned)
     if projected.size:
-        inverse = np.linalg.inv(hessian.astype(np.float64)).astype(np.float32)
+        inverse = np.linalg.inv(hessian.astype(np.float64)).astype(dtype)
         free = inverse @ rhs[:, projected]  # unconstrained minimizers
         out[:, projected] = free
         partial = projected[pruned[projected] > 0]
@@ -117,10 +137,11 @@ def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np
     return out * mask
 
 
-def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray) -> np.ndarray:
+def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray,
+                   dtype: type = np.float32) -> np.ndarray:
     """Activations of the last hidden layer that reproduce the dense logits through the fixed
     logit kernel using only the kept units: the dense activations plus the minimum-norm change."""
-    w = logits_kernel.astype(np.float32)
+    w = logits_kernel.astype(dtype)
     residual = h_dense[:, ~keep] @ w[~keep]  # what the removed units contributed to the logits
     delta = residual @ np.linalg.pinv(w[keep])
     target = h_dense.copy()
@@ -131,84 +152,211 @@ def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndar
 
 def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: np.ndarray, *,
                 damping: float = 0.01, biases: Sequence[np.ndarray | None] | None = None,
-                logit_targets: bool = True) -> list[np.ndarray]:
+                logit_targets: bool = True,
+                acts: Sequence[Activation | None] | None = None) -> list[np.ndarray]:
     """Re-fit the kept weights of each hidden layer to the dense network's pre-activations.
 
     Args:
         kernels: the dense kernels in layer order, each (inputs, units); the last feeds the logits.
         masks: boolean keep-masks shaped like the kernels (as :func:`prunelib.core.pruning.compute_masks`
-            returns them).
+            returns them); the logit mask must keep everything.
         x: calibration images (n, ...) flattened to (n, inputs); n must be at least the largest
             fan-in of a hidden layer, so every problem is determined by data rather than damping.
         damping: ridge strength relative to the mean diagonal of each layer's input Gram matrix.
-        biases: per-layer biases (kept as they are) or ``None``.
+        biases: per-layer biases (kept as they are; see :func:`reconstruct_with_biases` to fit
+            them too) or ``None``.
         logit_targets: fit the last hidden layer to the activations that best reproduce the dense
-            logits (see the module docstring) instead of its own dense pre-activations.
+            logits (see the module docstring) instead of its own dense pre-activations. Used only
+            where that layer's activation is ReLU.
+        acts: per-layer elementwise activations (:data:`prunelib.core.forward.Activation`); ``None``
+            means ReLU for every hidden layer. The last entry (the output's) is not used.
 
     Returns:
-        New kernels: zero exactly where the masks are False, the logit kernel bit-identical. A
-        layer whose mask keeps everything and whose inputs are unchanged is returned as it was,
-        so at k = 0 this is the identity.
+        New kernels: zero exactly where the masks are False, the logit kernel bit-identical, float
+        (an integer kernel comes back as float32 or float64, never rounded). A layer whose mask
+        keeps everything and whose inputs are unchanged is returned as it was, so at k = 0 this is
+        the identity.
 
     Raises:
-        ValueError: shapes do not chain, masks do not fit, ``x`` does not fit the first layer, too
-            few calibration samples, or a bad ``damping``.
+        ValueError: shapes do not chain, masks do not fit or prune the logit layer, ``x`` does not
+            fit the first layer, too few calibration samples, a bad ``damping``, or a result that is
+            not finite even in float64.
+
+    Example:
+        >>> import numpy as np
+        >>> from prunelib.core.pruning import weight_masks
+        >>> rng = np.random.default_rng(0)
+        >>> ws = [rng.standard_normal((8, 6)), rng.standard_normal((6, 3))]
+        >>> masks = weight_masks(ws, 50)
+        >>> fixed = reconstruct(ws, masks, rng.random((32, 8)))
+        >>> bool(np.all(fixed[0][~masks[0]] == 0)), bool(np.array_equal(fixed[1], ws[1]))
+        (True, True)
     """
+    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=False)[0]
+
+
+def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
+                            masks: Sequence[np.ndarray], x: np.ndarray, *, damping: float = 0.01,
+                            pruned_biases: Sequence[np.ndarray | None] | None = None,
+                            logit_targets: bool = True,
+                            acts: Sequence[Activation | None] | None = None
+                            ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+    """Like :func:`reconstruct`, but each kept unit's bias is fitted together with its weights.
+
+    The bias is treated as the weight of an extra, never-pruned input of constant 1 (pulled
+    toward the dense bias by the same ridge term). A unit with no kept input (a removed unit) keeps
+    its bias in ``pruned_biases`` (default ``biases``): pass unit pruning's zeroed biases
+    (:func:`prunelib.core.pruning.prune_biases`) there. ``biases`` are the dense network's (its targets
+    are computed with them). A layer without a bias (``None``) gets none.
+
+    Returns:
+        ``(kernels, biases)``: kernels as :func:`reconstruct` returns them, and float biases
+        (``None`` where given ``None``); the logit layer's are returned as given.
+
+    Example:
+        >>> import numpy as np
+        >>> from prunelib.core.pruning import unit_masks
+        >>> rng = np.random.default_rng(0)
+        >>> ws, bs = [rng.standard_normal((8, 6)), rng.standard_normal((6, 3))], [np.ones(6), None]
+        >>> new_ws, new_bs = reconstruct_with_biases(ws, bs, unit_masks(ws, 50), rng.random((32, 8)),
+        ...                                          acts=[np.tanh, None])
+        >>> new_bs[0].shape, new_bs[1] is None
+        ((6,), True)
+    """
+    if biases is None:
+        raise ValueError("biases must be a list with one bias (or None) per kernel; "
+                         "use reconstruct() for a model without biases")
+    if pruned_biases is not None:
+        pruned_biases = list(pruned_biases)
+        if len(pruned_biases) != len(biases) or any(
+                (p is None) != (b is None) or (p is not None and np.shape(p) != np.shape(b))
+                for p, b in zip(pruned_biases, biases)):
+            raise ValueError("pruned_biases must match biases: one per layer, None where biases has None, "
+                             "same shapes")
+    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=True,
+                        pruned_biases=pruned_biases)
+
+
+def _float_dtype(w: np.ndarray) -> np.dtype:
+    """The dtype a re-fitted kernel comes back in: its own if float, else a float that holds it."""
+    return w.dtype if np.issubdtype(w.dtype, np.floating) else np.result_type(w.dtype, np.float32)
+
+
+def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit_biases: bool,
+                 pruned_biases=None):
     kernels = validate_kernels(kernels)
     masks = _check_masks(kernels, masks)
-    hidden, logits = split_logits(kernels)
     if not (np.isfinite(damping) and damping > 0):
         raise ValueError(f"damping must be a positive number, got {damping!r}")
     x = np.asarray(x)
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
-    x = x.reshape(len(x), -1).astype(np.float32)
+    x = x.reshape(len(x), -1)
     if x.shape[1] != kernels[0].shape[0]:
         raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes "
                          f"{kernels[0].shape[0]}")
     if not np.isfinite(x).all():
         raise ValueError("calibration inputs contain NaN or infinity")
-    need = max((w.shape[0] for w in hidden), default=0)
+    hidden = kernels[:-1]
+    need = max((w.shape[0] + fit_biases for w in hidden), default=0)
     if len(x) < need:
-        raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs, "
-                         f"so pass at least {need} samples")
+        raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
+                         f"{' (its bias counted as one)' if fit_biases else ''}, so pass at least {need} "
+                         "samples")
     biases = list(biases) if biases is not None else [None] * len(kernels)
     if len(biases) != len(kernels):
         raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases")
+    for i, (w, b) in enumerate(zip(kernels, biases)):
+        if b is not None:
+            b = np.asarray(b)
+            if b.shape != (w.shape[1],) or not np.issubdtype(b.dtype, np.number) or not np.isfinite(b).all():
+                raise ValueError(f"bias {i} must be {w.shape[1]} finite numbers (one per unit of kernel "
+                                 f"{i}), got shape {b.shape}, dtype {b.dtype}")
+    acts = list(acts) if acts is not None else [None] * len(kernels)
+    if len(acts) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(acts)} activations; pass one per layer")
+    if any(a is not None and not callable(a) for a in acts):
+        raise ValueError("activations must be callables on numpy arrays (or None for ReLU)")
+    # float32 first (the study's numbers); a float32 overflow anywhere redoes everything in float64
+    for dtype in (np.float32, np.float64):
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                return _fit(kernels, masks, x.astype(dtype), damping, biases, logit_targets, acts,
+                            fit_biases, dtype, pruned_biases or biases)
+            except _NonFinite:
+                continue
+    raise ValueError("reconstruction is not finite even in float64: the calibration inputs or weights "
+                     "are too large (scale the inputs, e.g. to [0, 1])")
 
+
+def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype, pruned_biases):
+    hidden, logits = split_logits(kernels)
     out: list[np.ndarray] = []
+    out_b: list[np.ndarray | None] = []
     h_dense = h_pruned = x
     changed = False
+    _finite(x)
     for i, (w, m) in enumerate(zip(hidden, masks)):
-        b = np.zeros(w.shape[1], np.float32) if biases[i] is None else np.asarray(biases[i], np.float32)
-        w32 = w.astype(np.float32)
+        act = acts[i]
+        given = biases[i]
+        b = np.zeros(w.shape[1], dtype) if given is None else np.asarray(given, dtype)
+        w32 = w.astype(dtype)
         pre_dense = forward.layer(h_dense, w32, b, relu=False)
+        _finite(pre_dense)
         if not changed and m.all():
-            out.append(np.array(w, copy=True))
-            h_dense = h_pruned = forward.relu(pre_dense)
+            out.append(np.array(w, dtype=_float_dtype(w), copy=True))
+            out_b.append(None if given is None else np.array(given, dtype=_float_dtype(np.asarray(given))))
+            h_dense = h_pruned = _activate(act, pre_dense)
             continue
-        target = pre_dense - b
+        fit_b = fit_biases and given is not None
+        target = pre_dense if fit_b else pre_dense - b
         last = i == len(hidden) - 1
-        if logit_targets and last:
+        if logit_targets and last and act is None:
             keep = m.any(axis=0)
             if keep.any() and not keep.all():
-                wanted = _logit_targets(forward.relu(pre_dense), keep, logits)
+                wanted = _logit_targets(forward.relu(pre_dense), keep, logits, dtype)
                 # Where the wanted activation is positive, hit it; where it is not, any
                 # pre-activation at or below zero will do, so keep the dense one if it is lower.
-                target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted)) - b
-        gram = (h_pruned.T @ h_pruned).astype(np.float64)
+                target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
+                target = target if fit_b else target - b
+        inputs, mask, w0 = h_pruned, m, w.astype(np.float64) * m
+        if fit_b:
+            # the bias is one more input, constant 1, kept for every unit that has any kept input
+            inputs = np.hstack([h_pruned, np.ones((len(h_pruned), 1), dtype)])
+            mask = np.vstack([m, m.any(axis=0)])
+            w0 = np.vstack([w0, np.asarray(given, np.float64)[None]])
+        gram = (inputs.T @ inputs).astype(np.float64)
+        cross = (inputs.T @ target).astype(np.float64)
+        _finite(gram, cross)
         mean_diag = float(np.mean(np.diag(gram)))
         lam = damping * (mean_diag if mean_diag > 0 else 1.0)
-        fitted = _solve_columns(gram, (h_pruned.T @ target).astype(np.float64), w.astype(np.float64) * m, m, lam)
-        new = np.where(m, fitted, 0.0).astype(w.dtype)
+        fitted = _solve_columns(gram, cross, w0, mask, lam, dtype)
+        _finite(fitted)
+        new = np.where(m, fitted[:len(w)], 0.0).astype(_float_dtype(w))
         # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
         collapsed = m & (new == 0) & (w != 0)
         new[collapsed] = w[collapsed]
         out.append(new)
+        if fit_b:
+            new_b = np.where(mask[-1], fitted[-1], np.asarray(pruned_biases[i], np.float64))
+            new_b = new_b.astype(_float_dtype(np.asarray(given)))
+            out_b.append(new_b)
+            b = new_b.astype(dtype)
+        else:
+            out_b.append(None if given is None else np.array(given, copy=True))
         changed = True
-        h_dense = forward.relu(pre_dense)
-        h_pruned = forward.layer(h_pruned, new.astype(np.float32), b, relu=True)
-    return out + [np.array(logits, copy=True)]
+        h_dense = _activate(act, pre_dense)
+        if act is None:
+            h_pruned = forward.layer(h_pruned, new.astype(dtype), b, relu=True)
+        else:
+            h_pruned = forward.apply(act, forward.layer(h_pruned, new.astype(dtype), b, relu=False))
+        _finite(h_dense, h_pruned)
+    out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
+    return out + [np.array(logits, copy=True)], out_b
+
+
+def _activate(act: Activation | None, z: np.ndarray) -> np.ndarray:
+    return forward.relu(z) if act is None else forward.apply(act, z)
 
 
 def calibration_set(images: np.ndarray, n: int = 4096, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,255 @@
+"""Reading a Keras model as a chain of Dense layers: which layers, which activations, which weights.
+
+Any Keras 3 model whose weighted layers are Dense qualifies (Sequential, functional, nested
+sub-models); weightless layers that act elementwise or only reshape pass through. The output layer
+is the last Dense layer in the model's (flattened, topological) layer order. Nothing here mutates
+a model.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+
+from prunelib.core.forward import Activation  # noqa: E402
+
+ELEMENTWISE = frozenset({
+    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish", "mish",
+    "tanh", "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh", "softplus", "softsign",
+    "exponential", "log_sigmoid", "sparse_plus", "squareplus", "tanh_shrink", "soft_shrink",
+    "hard_shrink", "threshold",
+})
+"""Keras activations that act on each unit alone, so a unit can be removed or re-fitted alone."""
+
+PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout,
+                keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
+                keras.layers.Identity)
+"""Weightless layers that do nothing at inference time but reshape (or drop out while training)."""
+
+ELEMENTWISE_LAYERS = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
+
+
+def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of ``model`` in order, the layers of nested sub-models in place of them."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from flat_layers(layer)
+        else:
+            yield layer
+
+
+def is_dense(layer: keras.layers.Layer) -> bool:
+    return type(layer) is keras.layers.Dense or (isinstance(layer, keras.layers.Dense)
+                                                 and not isinstance(layer, keras.layers.EinsumDense))
+
+
+def check_model(model: object) -> keras.Model:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a Keras 3 model (keras.Model), got {type(model).__name__}")
+    return model
+
+
+def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    """The model's Dense layers in order, the output layer last.
+
+    Raises:
+        ValueError: the model has no Dense layer, or two Dense layers share a name.
+    """
+    layers = [layer for layer in flat_layers(check_model(model)) if is_dense(layer)]
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no Dense layer; prunelib prunes Dense layers only")
+    names = [layer.name for layer in layers]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"Dense layer names {twice} occur more than once (in nested sub-models); "
+                         "give the layers unique names")
+    return layers
+
+
+def other_weighted(model: keras.Model) -> list[keras.layers.Layer]:
+    """Layers holding weights that are not Dense (Conv, Embedding, normalization, ...)."""
+    return [layer for layer in flat_layers(model) if layer.weights and not is_dense(layer)]
+
+
+def prunable(model: keras.Model, skip: Sequence[str] | None = None,
+             layers: Sequence[str] | None = None) -> list[keras.layers.Dense]:
+    """The Dense layers pruning touches: all but the output layer, minus ``skip``.
+
+    Args:
+        skip: names of layers not to prune.
+        layers: names of the only layers to prune (default: every hidden Dense layer).
+
+    Raises:
+        ValueError: a name in ``skip`` or ``layers`` is not a layer of the model, or ``layers``
+            names the output layer or a layer that is not Dense.
+    """
+    dense = dense_layers(model)
+    every = {layer.name: layer for layer in flat_layers(model)}
+    for arg, names in (("skip", skip), ("layers", layers)):
+        if isinstance(names, str):
+            raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; "
+                             f"write {arg}=[{names!r}]")
+        unknown = [n for n in (names or ()) if n not in every]
+        if unknown:
+            raise ValueError(f"{arg} names {unknown}, which are not layers of model {model.name!r}; "
+                             f"its layers are {sorted(every)}")
+    if layers is not None:
+        for name in layers:
+            if not is_dense(every[name]):
+                raise ValueError(f"layer {name!r} is a {type(every[name]).__name__}; prunelib prunes "
+                                 "Dense layers only (leave it out of layers=)")
+            if every[name] is dense[-1]:
+                raise ValueError(f"layer {name!r} is the output layer (the last Dense), which is never "
+                                 "pruned: its units are the model's outputs")
+    chosen = [layer for layer in dense[:-1] if layer.name not in set(skip or ())]
+    return chosen if layers is None else [layer for layer in chosen if layer.name in set(layers)]
+
+
+def warn_untouched(model: keras.Model) -> None:
+    """Warn once that non-Dense weighted layers are left as they are."""
+    others = other_weighted(model)
+    if others:
+        warnings.warn(f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold "
+                      "weights but are not Dense; they are left untouched", stacklevel=3)
+
+
+def clone(model: keras.Model) -> keras.Model:
+    """A new model of the same architecture holding copies of the weights (``model`` untouched)."""
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    return twin
+
+
+def activation_name(fn: object) -> str:
+    name = keras.activations.serialize(fn)
+    return name if isinstance(name, str) else str(name.get("config", name)) if isinstance(name, dict) else repr(fn)
+
+
+def _numpy(fn) -> Activation:
+    def act(z: np.ndarray) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(fn(z)))
+    act.__name__ = getattr(fn, "__name__", repr(fn))
+    return act
+
+
+@dataclass
+class Chain:
+    """A model read as ``act_i(h @ W_i + b_i)`` layer after layer: what prunelib's numpy code runs."""
+
+    layers: list[keras.layers.Dense]
+    acts: list[Activation | None]  # None = ReLU (the numpy fast path); the last is the output's
+    post: list[list[keras.layers.Layer]]  # the elementwise layers following each Dense
+    input_shape: tuple[int, ...]
+
+    @property
+    def kernels(self) -> list[np.ndarray]:
+        return [np.array(layer.kernel.numpy()) for layer in self.layers]
+
+    @property
+    def biases(self) -> list[np.ndarray | None]:
+        return [None if layer.bias is None else np.array(layer.bias.numpy()) for layer in self.layers]
+
+
+def chain(model: keras.Model, what: str) -> Chain:
+    """Read ``model`` as a :class:`Chain`, or refuse with the reason.
+
+    Args:
+        what: the operation asking (for the error message).
+
+    Raises:
+        ValueError: a weighted layer that is not Dense, a weightless layer that is neither a
+            reshape nor elementwise, a non-elementwise hidden activation, or more than one input.
+    """
+    check_model(model)
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise ValueError(f"{what} needs a model with one input and one output; {model.name!r} has "
+                         f"{len(model.inputs)} and {len(model.outputs)}")
+    dense = dense_layers(model)
+    post: list[list[keras.layers.Layer]] = []
+    seen_dense = False
+    for layer in flat_layers(model):
+        if is_dense(layer):
+            post.append([])
+            seen_dense = True
+        elif layer.weights:
+            raise ValueError(f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): it "
+                             "holds weights and is not Dense, so its inputs cannot be re-fitted or its "
+                             "units removed; prune_model leaves such layers untouched")
+        elif isinstance(layer, PASS_THROUGH):
+            if seen_dense and isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):
+                raise ValueError(f"{what} cannot handle {type(layer).__name__} layer {layer.name!r} "
+                                 "between Dense layers")
+        elif isinstance(layer, ELEMENTWISE_LAYERS) and seen_dense:
+            if isinstance(layer, keras.layers.Activation):
+                _check_elementwise(layer.activation, layer.name, post_output=len(post) == len(dense),
+                                   what=what)
+            post[-1].append(layer)
+        else:
+            raise ValueError(f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): only "
+                             "Dense layers, reshapes, dropout and elementwise activations are supported")
+    acts: list[Activation | None] = []
+    for i, (layer, after) in enumerate(zip(dense, post)):
+        last = i == len(dense) - 1
+        _check_elementwise(layer.activation, layer.name, post_output=last, what=what)
+        name = activation_name(layer.activation)
+        if not after and name == "relu" and not last:
+            acts.append(None)  # numpy's ReLU: the same numbers, and the study's fast path
+            continue
+        fns = [layer.activation] + [a for a in after]
+        acts.append(_numpy(_compose(fns)))
+    in_shape = tuple(model.inputs[0].shape[1:])
+    if None in in_shape or int(np.prod(in_shape)) != dense[0].kernel.shape[0]:
+        raise ValueError(f"{what} needs the input {in_shape} to flatten into the first Dense layer's "
+                         f"{dense[0].kernel.shape[0]} inputs")
+    for a, b in zip(dense[:-1], dense[1:]):
+        if a.kernel.shape[1] != b.kernel.shape[0]:
+            raise ValueError(f"Dense layers {a.name!r} and {b.name!r} do not chain")
+    return Chain(dense, acts, post, in_shape)
+
+
+def _compose(fns):
+    def composed(z):
+        for fn in fns:
+            z = fn(z)
+        return z
+    return composed
+
+
+def _check_elementwise(fn, name: str, *, post_output: bool, what: str) -> None:
+    act = activation_name(fn)
+    if act in ELEMENTWISE or (post_output and act in ("softmax", "log_softmax")):
+        return
+    raise ValueError(f"{what} cannot handle activation {act!r} of layer {name!r}: it is not elementwise, "
+                     f"so one unit cannot be removed or re-fitted alone; elementwise ones are "
+                     f"{sorted(ELEMENTWISE)} (softmax only on the output)")
+
+
+def predict_chain(c: Chain, x: np.ndarray, kernels=None, biases=None) -> np.ndarray:
+    """The chain's outputs (output activation included) in numpy, float32."""
+    from prunelib.core import forward
+
+    acts = list(c.acts)
+    return forward.logits(c.kernels if kernels is None else kernels, np.asarray(x, np.float32),
+                          c.biases if biases is None else biases, acts=acts)
+
+
+def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str) -> None:
+    """Check the numpy reading of ``model`` against Keras' own predict on ``x``.
+
+    Raises:
+        ValueError: they differ: the model is not the plain chain it looks like (branches, skips).
+    """
+    x = np.asarray(x, np.float32)[:64]
+    want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    got = predict_chain(c, x)
+    if want.shape != got.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):
+        raise ValueError(f"{what} reads model {model.name!r} as a chain of its Dense layers, but that chain "
+                         "does not reproduce the model's predictions (branches, skip connections or "
+                         "shared layers?); only plain chains are supported")

@@ -1,0 +1,97 @@
+"""Export a (pruned, compacted) Keras model to the formats deployment uses, chosen by file suffix."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+FORMATS = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
+
+
+def export(model, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` in the format its suffix names: ``.keras``, ``.onnx`` or ``.tflite``.
+
+    ONNX goes through Keras' own exporter (``model.export(..., format="onnx")``, tf2onnx underneath);
+    TFLite/LiteRT through TensorFlow's converter from a SavedModel. Pruned zeros are stored as
+    zeros: a weight-pruned file is only smaller once compressed; a compacted model
+    (:func:`prunelib.compact_model`) is smaller and faster as it is.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: an unknown suffix.
+
+    Example:
+        >>> import keras, prunelib, tempfile, os
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> path = prunelib.export(model, os.path.join(tempfile.mkdtemp(), "m.onnx"))
+        >>> path.stat().st_size > 0
+        True
+    """
+    from prunelib.models.chain import check_model
+
+    check_model(model)
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the export format from {path.name!r}; end the path with one of "
+                         f"{sorted(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt != "keras" and len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]:
+        import numpy as np
+
+        # Keras' exporters need a model that has run once (a freshly built compact model has not)
+        model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32), training=False)
+    if fmt == "keras":
+        model.save(path)
+    elif fmt == "onnx":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
+            model.export(str(path), format="onnx", verbose=False)
+    else:
+        import tensorflow as tf
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model.export(tmp, format="tf_saved_model", verbose=False)
+            data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+        path.write_bytes(data)
+    return path
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session for ``path`` (``threads`` intra-op threads if given)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(path_or_session, x):
+    """Outputs of an exported ``.onnx`` model on ``x`` (float32), via onnxruntime."""
+    import numpy as np
+
+    session = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: np.asarray(x, np.float32)})[0]
+
+
+def tflite_predict(path: str | os.PathLike, x):
+    """Outputs of an exported ``.tflite`` model on ``x`` (float32), via TensorFlow's interpreter."""
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.asarray(x, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # TF's notice that LiteRT will take over
+        interpreter = tf.lite.Interpreter(model_path=str(path))
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
