@@ -32,10 +32,16 @@ def test_every_python_block_runs(page, tmp_path):
     program = "\n\n".join(f"# --- block {i} of {page.name}\n{b}" for i, b in enumerate(python_blocks(page)))
     script = tmp_path / "page.py"
     script.write_text(program)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PRUNELIB_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MPLBACKEND": "Agg",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PRUNELIB_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{page.name}: {done.stderr[-3000:]}"
 
 
@@ -83,21 +89,28 @@ def package_map(package: Path = ROOT / "prunelib") -> str:
     dirs = [package, *sorted(p for p in package.iterdir() if (p / "__init__.py").exists())]
     for d in dirs:
         dotted = ".".join(d.relative_to(package.parent).parts)
-        lines += [f"\n## `{dotted}`\n", _summary(d / "__init__.py") or "(no docstring)", "",
-                  "| module | what it does |", "|---|---|"]
+        lines += [
+            f"\n## `{dotted}`\n",
+            _summary(d / "__init__.py") or "(no docstring)",
+            "",
+            "| module | what it does |",
+            "|---|---|",
+        ]
         for f in sorted(d.glob("*.py")):
             if f.name == "__init__.py":
                 continue
             name = f"{dotted}.{f.stem}"
-            lines.append(f"| [`{name}`](../{f.relative_to(package.parent).as_posix()}) | "
-                         f"{_summary(f) or '(no docstring)'} |")
+            lines.append(
+                f"| [`{name}`](../{f.relative_to(package.parent).as_posix()}) | {_summary(f) or '(no docstring)'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def test_package_map_is_current():
     assert PACKAGE_MAP.exists(), "docs/package-map.md is missing: run python tests/test_docs.py --write-package-map"
     assert PACKAGE_MAP.read_text() == package_map(), (
-        "docs/package-map.md is stale: run python tests/test_docs.py --write-package-map")
+        "docs/package-map.md is stale: run python tests/test_docs.py --write-package-map"
+    )
 
 
 def test_package_map_follows_a_docstring(tmp_path):
