@@ -58,6 +58,35 @@ def test_the_link_checker_sees_a_broken_link(tmp_path):
     assert python_blocks(page) == []
 
 
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", page.read_text(), re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_anchors_of_markdown_links_exist(page):
+    broken = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"^[a-z]+:", target) or "#" not in target:
+            continue
+        path, anchor = target.split("#", 1)
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and linked.exists() and anchor not in anchors(linked):
+            broken.append(target)
+    assert broken == [], f"{page.name} links to headings that do not exist: {broken}"
+
+
+def test_the_anchor_checker_knows_githubs_slugs(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n## Side by side with tfmot\n## Memory, and run time (full)\n")
+    assert anchors(page) == {"title", "side-by-side-with-tfmot", "memory-and-run-time-full"}
+
+
 # --- The package map (docs/package-map.md) is generated from the package's own docstrings ------------------
 
 PACKAGE_MAP = ROOT / "docs" / "package-map.md"
