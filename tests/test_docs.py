@@ -32,10 +32,16 @@ def test_every_python_block_runs(page, tmp_path):
     program = "\n\n".join(f"# --- block {i} of {page.name}\n{b}" for i, b in enumerate(python_blocks(page)))
     script = tmp_path / "page.py"
     script.write_text(program)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "PRUNELIB_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MPLBACKEND": "Agg",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PRUNELIB_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{page.name}: {done.stderr[-3000:]}"
 
 
@@ -50,3 +56,107 @@ def test_the_link_checker_sees_a_broken_link(tmp_path):
     page.write_text("See [the guide](docs/nowhere.md), ![a figure](img.png) and [a site](https://example.org).")
     assert relative_links(page) == ["docs/nowhere.md", "img.png"]
     assert python_blocks(page) == []
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(page: Path) -> set[str]:
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", page.read_text(), re.M)}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_anchors_of_markdown_links_exist(page):
+    broken = []
+    for target in LINK.findall(page.read_text()):
+        if re.match(r"^[a-z]+:", target) or "#" not in target:
+            continue
+        path, anchor = target.split("#", 1)
+        linked = page.parent / path if path else page
+        if linked.suffix == ".md" and linked.exists() and anchor not in anchors(linked):
+            broken.append(target)
+    assert broken == [], f"{page.name} links to headings that do not exist: {broken}"
+
+
+def test_the_anchor_checker_knows_githubs_slugs(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n## Side by side with tfmot\n## Memory, and run time (full)\n")
+    assert anchors(page) == {"title", "side-by-side-with-tfmot", "memory-and-run-time-full"}
+
+
+# --- The package map (docs/package-map.md) is generated from the package's own docstrings ------------------
+
+PACKAGE_MAP = ROOT / "docs" / "package-map.md"
+MAP_HEADER = """# The package map
+
+<!-- Generated from the docstrings of prunelib's packages and modules by
+     `python tests/test_docs.py --write-package-map`; tests/test_docs.py fails when it is stale.
+     Edit the docstrings, not this page. -->
+
+One row per module: its docstring's first paragraph. Layers, top to bottom (each may import only
+the ones below it; `lint-imports` checks it, see [contributing](contributing.md)): `cli`, `study`,
+`reporting`, `models`, `inference`, `core`, `data`, `base`.
+"""
+
+
+def _summary(path: Path) -> str:
+    """The first paragraph of a module's docstring on one line (read with ``ast``: nothing is imported)."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text(), str(path))) or ""
+    first = " ".join(doc.strip().split("\n\n")[0].split())
+    first = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", first)  # Sphinx roles -> code
+    return first.replace("``", "`").replace("|", "\\|")
+
+
+def package_map(package: Path = ROOT / "prunelib") -> str:
+    """The Markdown of docs/package-map.md: one section per subpackage, one row per module."""
+    lines = [MAP_HEADER]
+    dirs = [package, *sorted(p for p in package.iterdir() if (p / "__init__.py").exists())]
+    for d in dirs:
+        dotted = ".".join(d.relative_to(package.parent).parts)
+        lines += [
+            f"\n## `{dotted}`\n",
+            _summary(d / "__init__.py") or "(no docstring)",
+            "",
+            "| module | what it does |",
+            "|---|---|",
+        ]
+        for f in sorted(d.glob("*.py")):
+            if f.name == "__init__.py":
+                continue
+            name = f"{dotted}.{f.stem}"
+            lines.append(
+                f"| [`{name}`](../{f.relative_to(package.parent).as_posix()}) | {_summary(f) or '(no docstring)'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def test_package_map_is_current():
+    assert PACKAGE_MAP.exists(), "docs/package-map.md is missing: run python tests/test_docs.py --write-package-map"
+    assert PACKAGE_MAP.read_text() == package_map(), (
+        "docs/package-map.md is stale: run python tests/test_docs.py --write-package-map"
+    )
+
+
+def test_package_map_follows_a_docstring(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""Top."""\n')
+    (pkg / "sub" / "__init__.py").write_text('"""The sub\npackage.\n\nMore."""\n')
+    (pkg / "sub" / "mod.py").write_text('"""Does a | b."""\nimport tensorflow\n')
+    text = package_map(pkg)
+    assert "The sub package." in text and "More." not in text
+    assert "| [`pkg.sub.mod`](../pkg/sub/mod.py) | Does a \\| b. |" in text
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-package-map"]:
+        PACKAGE_MAP.parent.mkdir(exist_ok=True)
+        PACKAGE_MAP.write_text(package_map())
+        print(f"wrote {PACKAGE_MAP.relative_to(ROOT)}")
+    else:
+        sys.exit("usage: python tests/test_docs.py --write-package-map")
