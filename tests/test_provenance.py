@@ -29,10 +29,12 @@ def edit_module(monkeypatch, tmp_path):
     copy = scratch_package(tmp_path)
     monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
 
-    def edit(module):
+    def edit(module, *, new_process=True):
+        """``new_process``: a later run reads the edit; else this process keeps its first reading."""
         with open(fingerprint.module_path(module), "a") as handle:
             handle.write("# a one-line change\n")
-        fingerprint._hashes_in.cache_clear()
+        if new_process:
+            fingerprint._hashes_in.cache_clear()
     return edit
 
 
@@ -243,7 +245,8 @@ def test_manifest_records_the_code_a_run_started_with(tmp_path, edit_module):
     results = tmp_path / "results"
     results.mkdir()
     (results / "a.csv").write_text("x\n1\n")
-    edit_module("prunelib.core.evaluate")  # edited while the "run" was going
+    fingerprint.source_hashes()  # the "run" starts and reads its code
+    edit_module("prunelib.core.evaluate", new_process=False)  # edited while the "run" was going
     provenance.write_manifest(results, {}, "run")
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["source_edited_during_run"] == ["prunelib.core.evaluate"]
