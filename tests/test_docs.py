@@ -160,3 +160,12 @@ if __name__ == "__main__":
         print(f"wrote {PACKAGE_MAP.relative_to(ROOT)}")
     else:
         sys.exit("usage: python tests/test_docs.py --write-package-map")
+
+
+def test_readme_headline_numbers_are_the_committed_tables():
+    """Every prunelib number in the README's headline table is generated from results/*/sweep.csv."""
+    from prunelib.reporting.report import HEADLINE_ROW, headline_rows
+    from prunelib.reporting.results import load_results
+
+    quoted = [line for line in (ROOT / "README.md").read_text().splitlines() if HEADLINE_ROW.match(line)]
+    assert quoted == headline_rows(load_results(ROOT / "results").sweep)

@@ -250,6 +250,27 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+HEADLINE = (("weight", 90), ("weight", 99), ("unit", 80), ("unit", 90))
+"""The (method, k) points the README's headline table quotes."""
+HEADLINE_ROW = re.compile(r"^\| [\w-]+, prunelib one-shot \(\+ lstsq\) \|")
+"""A generated headline row of the README."""
+
+
+def headline_rows(sweep: pd.DataFrame) -> list[str]:
+    """The README's headline rows, one per dataset: one-shot mean accuracy (+ lstsq in brackets)
+    at each point of :data:`HEADLINE`, from the sweep tables (so no README number is typed in)."""
+    rows = []
+    for dataset, df in sweep.groupby("dataset", sort=False):
+        one, fixed = summary_table(challenge_rows(df)), summary_table(lstsq_rows(df)) if len(lstsq_rows(df)) else None
+        cells = []
+        for method, k in HEADLINE:
+            mean = one.loc[(one["method"] == method) & (one["k"] == k), "accuracy"]
+            ls = fixed.loc[(fixed["method"] == method) & (fixed["k"] == k), "accuracy"] if fixed is not None else []
+            cells.append(("" if mean.empty else f"{mean.iloc[0]:.2f}") + (f" ({ls.iloc[0]:.2f})" if len(ls) else ""))
+        rows.append(f"| {dataset}, prunelib one-shot (+ lstsq) | " + " | ".join(cells) + " |")
+    return rows
+
+
 STRATEGY_ORDER = tuple(STRATEGIES)
 
 
