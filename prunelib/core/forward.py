@@ -15,8 +15,8 @@ Activation = Callable[[np.ndarray], np.ndarray]
 (ReLU for a hidden layer, none for the last)."""
 
 CHUNK = 4096
-"""Rows per block of :func:`logits`: on 2 cores, 10k images in blocks of 4,096 took 0.15 s against
-0.25 s as one block (the activations of a block stay in cache), and beat TF's graph (0.17 s)."""
+"""Rows per block of :func:`logits`: a block's activations stay in cache, which measured faster
+than one block of all rows (docs/benchmarks.md, "Forward pass")."""
 
 
 def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

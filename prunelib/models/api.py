@@ -14,7 +14,7 @@ import numpy as np
 
 from prunelib.core import pruning
 from prunelib.models import chain as ch
-from prunelib.core.reconstruct import reconstruct, reconstruct_with_biases
+from prunelib.core.reconstruct import reconstruct_with_biases
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]
