@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunelib.core.pruning import DEFAULT_KS
+
 
 def live_units(kernels: Sequence[np.ndarray],
                biases: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
@@ -112,7 +114,7 @@ def account(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] |
 
 
 def accounting_table(kernels: Sequence[np.ndarray], methods: Sequence[str] = ("weight", "unit"),
-                     ks: Sequence[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)):
+                     ks: Sequence[float] = DEFAULT_KS):
     """Tidy table of :func:`account` for every (method, k): what pruning really removes.
 
     Columns: method, k, sparsity, zero_weights, effective_weights, macs_per_sample, mac_ratio.

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from prunelib.core import forward
 from prunelib.core import pruning
 from prunelib.core.compact import account
+from prunelib.core.pruning import DEFAULT_KS
 
 SWEEP_COLUMNS = ["dataset", "method", "correction", "k", "seed", "sparsity", "prunable_sparsity",
                  "accuracy", "loss", "effective_params", "norm_kept", "seconds"]
@@ -51,7 +52,7 @@ def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
 
 def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
           dataset: str, methods: Iterable[str] = ("weight", "unit"),
-          ks: Iterable[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99),
+          ks: Iterable[float] = DEFAULT_KS,
           seed: int = 0, biases: Sequence[np.ndarray | None] | None = None,
           corrections: Iterable[str] = ("none",), calibration: np.ndarray | None = None,
           progress: bool = True) -> pd.DataFrame:

@@ -24,6 +24,10 @@ Masks = list[np.ndarray]
 MaskFn = Callable[[Sequence[np.ndarray], float], Masks]
 
 
+DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
+"""The challenge's pruning percentages (the default of every sweep and of the study)."""
+
+
 def validate_k(k: object) -> float:
     """Check a pruning percentage and return it as a float.
 

@@ -17,13 +17,14 @@ from prunelib.core import pruning
 from prunelib.models.config import TrainConfig
 from prunelib.data import Dataset
 from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.pruning import DEFAULT_KS
 
 SENSITIVITY_COLUMNS = ["dataset", "method", "layer", "k", "seed", "sparsity", "accuracy", "loss"]
 
 
 def layer_sensitivity(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *, dataset: str,
                       methods: Iterable[str] = ("weight", "unit"),
-                      ks: Iterable[float] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99),
+                      ks: Iterable[float] = DEFAULT_KS,
                       seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """Prune one hidden layer at a time at each k, leaving the others dense, and evaluate.
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from prunelib.core.pruning import validate_k
+from prunelib.core.pruning import DEFAULT_KS, validate_k
 from prunelib.models.config import RECIPES, AwareTarget, RecoveryConfig, TrainConfig
-
-DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
-"""The challenge's pruning percentages."""
 
 RECIPE_STUDY: dict[str, tuple[str, ...]] = {
     "mnist": tuple(RECIPES),
