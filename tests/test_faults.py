@@ -228,3 +228,34 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     assert provenance.check_manifest(results) == []
     assert not list(tmp_path.glob(".results.staging-*"))  # a killed run's staging is cleaned up
+
+
+# -- issue 24: library entry points validate like the CLI ---------------------------------------
+
+@pytest.mark.parametrize("mask, match", [
+    (lambda w: np.ones(w.shape), "mask 0 must be a boolean array"),
+    (lambda w: np.full(w.shape, np.nan), "mask 0 must be a boolean array"),
+    (lambda w: np.ones(w.shape, np.int8), "mask 0 must be a boolean array"),
+    (lambda w: np.ones(w.shape[::-1], bool), "mask 0 has shape"),
+])
+def test_apply_masks_refuses_non_boolean_or_misshaped_masks(mask, match):
+    ws = kernels()
+    masks = [mask(ws[0]), *(np.ones(w.shape, bool) for w in ws[1:])]
+    with pytest.raises(ValueError, match=match):
+        pruning.apply_masks(ws, masks)
+
+
+def test_apply_masks_refuses_a_logit_mask_that_prunes():
+    ws = kernels()
+    masks = [np.ones(w.shape, bool) for w in ws]
+    masks[-1][0, 0] = False
+    with pytest.raises(ValueError, match="logit kernel's mask .* prunes 1 weights"):
+        pruning.apply_masks(ws, masks)
+
+
+def test_apply_masks_refuses_a_mask_count_mismatch_and_non_lists():
+    ws = kernels()
+    with pytest.raises(ValueError, match="3 kernels but 2 masks"):
+        pruning.apply_masks(ws, [np.ones(w.shape, bool) for w in ws[:2]])
+    with pytest.raises(ValueError, match="list of boolean arrays"):
+        pruning.apply_masks(ws, np.ones(3, bool))
