@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunelib.pruning import validate_biases, validate_kernels
+
 
 def live_units(kernels: Sequence[np.ndarray],
                biases: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
@@ -57,8 +59,14 @@ def compact_kernels(kernels: Sequence[np.ndarray],
     Returns:
         ``(kernels, biases)`` with dead units' columns and the next layer's matching rows removed.
         The first kernel keeps all its input rows and the last keeps all its output columns.
+
+    Raises:
+        ValueError: the kernels are invalid (:func:`prunelib.pruning.validate_kernels`: 2-D, real,
+            finite, chaining) or the biases are (one 1-D array or None per kernel, one entry per
+            unit, finite).
     """
-    biases = list(biases) if biases is not None else [None] * len(kernels)
+    kernels = validate_kernels(kernels)
+    biases = validate_biases(kernels, biases)
     live = live_units(kernels, biases)
     for mask in live:
         # A layer with no live unit keeps one, so shapes stay valid; it cannot affect the logits.

@@ -259,3 +259,40 @@ def test_apply_masks_refuses_a_mask_count_mismatch_and_non_lists():
         pruning.apply_masks(ws, [np.ones(w.shape, bool) for w in ws[:2]])
     with pytest.raises(ValueError, match="list of boolean arrays"):
         pruning.apply_masks(ws, np.ones(3, bool))
+
+
+@pytest.mark.parametrize("ws, biases, match", [
+    ([np.ones((3, 4)), np.ones((5, 2))], None, "kernel 1 takes 5 inputs"),
+    ([np.ones((3, 4)), np.ones((4, 2))], [np.ones(3), None], r"bias 0 has shape \(3,\)"),
+    ([np.ones((3, 4)), np.ones((4, 2))], [None], "2 kernels but 1 biases"),
+    ([np.ones((3, 4)), np.full((4, 2), np.nan)], None, "kernel 1 contains 8 NaN"),
+    ([], None, "at least the logit layer"),
+])
+def test_compact_kernels_validates_kernels_and_biases(ws, biases, match):
+    from prunelib.compact import compact_kernels
+
+    with pytest.raises(ValueError, match=match):
+        compact_kernels(ws, biases)
+
+
+def test_compact_kernels_does_not_modify_its_inputs():
+    from prunelib.compact import compact_kernels
+
+    ws = pruning.unit_prune(kernels(), 50)
+    before = [w.copy() for w in ws]
+    compact_kernels(ws, [np.ones(w.shape[1]) for w in ws])
+    for a, b in zip(ws, before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ws, biases, shape, match", [
+    ([np.ones((30, 4)), np.ones((5, 2))], None, (30,), "kernel 1 takes 5 inputs"),
+    ([np.ones((30, 4)), np.ones((4, 2))], [np.ones(3), None], (30,), r"bias 0 has shape"),
+    ([np.ones((30, 4)), np.ones((4, 2))], None, (28, 28), "input_shape .* kernel 0's 30 inputs"),
+    ([np.ones((30, 4)), np.ones((4, 2))], None, (-30,), "input_shape"),
+])
+def test_from_kernels_validates_before_building(ws, biases, shape, match):
+    from prunelib import model as mlp
+
+    with pytest.raises(ValueError, match=match):
+        mlp.from_kernels(ws, biases, input_shape=shape)
