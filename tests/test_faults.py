@@ -296,3 +296,31 @@ def test_from_kernels_validates_before_building(ws, biases, shape, match):
 
     with pytest.raises(ValueError, match=match):
         mlp.from_kernels(ws, biases, input_shape=shape)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"ks": (50, 50.0)}, "ks lists 50.0 more than once"),
+    ({"seeds": (0, 1, 0)}, "seeds lists 0 more than once"),
+    ({"datasets": ("mnist", "mnist")}, "datasets lists 'mnist' more than once"),
+    ({"methods": ("weight", "weight")}, "methods lists 'weight' more than once"),
+    ({"recovery_strategies": ("finetune", "finetune")}, "recovery_strategies lists 'finetune'"),
+    ({"datasets": ("mnist", "cifar10")}, "unknown dataset 'cifar10'; choose from"),
+    ({"datasets": ()}, "at least one value"),
+    ({"datasets": "mnist"}, "datasets must be a tuple"),
+    ({"seeds": (-1,)}, r"seeds must be whole numbers in \[0, 2\*\*32\), got -1"),
+    ({"seeds": (0.5,)}, "seeds must be whole numbers"),
+    ({"seeds": (True,)}, "seeds must be whole numbers"),
+    ({"recovery_seeds": (7,)}, "recovery seed 7 is not one of the seeds"),
+])
+def test_experiment_config_refuses_what_the_cli_refuses(overrides, match):
+    from prunelib.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig.quick(**overrides)
+
+
+def test_default_and_quick_configs_still_construct():
+    from prunelib.config import ExperimentConfig
+
+    ExperimentConfig()
+    ExperimentConfig.quick(datasets=("mnist",), seeds=(0, 1), recovery_seeds=())
