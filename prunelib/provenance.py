@@ -97,6 +97,8 @@ def _try_load(path: Path, key: dict, load: Callable[[Path], T]) -> tuple[bool, T
     kpath = key_path(path)
     try:
         meta = json.loads(kpath.read_text())
+        if not isinstance(meta, dict):  # e.g. `null` or a list: damaged, so recompute
+            raise ValueError(f"it holds {type(meta).__name__}, not an object")
         if meta.get("sha256") != sha256_file(path):
             return False, None, float("nan"), "its checksum does not match (damaged or replaced)"
         if meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
@@ -245,6 +247,9 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
         return [f"{path} is missing; run `python -m prunelib run`"]
     except (OSError, ValueError) as err:
         return [f"{path} is unreadable ({err}); run `python -m prunelib run`"]
+    malformed = _manifest_field_problems(manifest, path)
+    if malformed:
+        return malformed
     problems = []
     recorded = manifest.get("code", {})
     for module in sorted(set(package_modules()) | set(recorded)):
@@ -264,6 +269,28 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
     for p in _recorded_files(results_dir):
         if p.relative_to(results_dir).as_posix() not in files:
             problems.append(f"{p} was not written by the recorded run")
+    return problems
+
+
+def _manifest_field_problems(manifest: object, path: Path) -> list[str]:
+    """The manifest's own fields, checked before they are used (a hand-edited or damaged manifest
+    is "not current", never a traceback): an object whose ``code`` and ``files`` map names to
+    hex hashes, file names relative and inside the results directory."""
+    fix = "run `python -m prunelib run`"
+    if not isinstance(manifest, dict):
+        return [f"{path} holds a JSON {type(manifest).__name__}, not an object; {fix}"]
+    problems = []
+    for field in ("code", "files"):
+        value = manifest.get(field)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            problems.append(f"{path}: field {field!r} must map names to hashes, got {str(value)[:60]}; {fix}")
+    files = manifest.get("files")
+    if isinstance(files, dict):
+        for name in files:
+            parts = Path(str(name)).parts
+            if not parts or Path(str(name)).is_absolute() or ".." in parts:
+                problems.append(f"{path}: file name {str(name)[:60]!r} is not inside the results directory; {fix}")
     return problems
 
 

@@ -1,0 +1,95 @@
+"""CLI faults (issue 24): each mistake is one line on stderr with exit status 2 (1 for `report
+--check`'s "not current"), never a traceback or a hang."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from prunelib import cli, provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(capsys, argv, status=2):
+    assert cli.main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--memory-budget", "inf", "finite positive"),
+    ("--memory-budget", "nan", "finite positive"),
+    ("--memory-budget", "-1", "finite positive"),
+    ("--seeds", "9" * 30, "at most 1000"),
+    ("--recovery-seeds", "9" * 30, "at most 1000"),
+    ("--workers", "9" * 12, "at most 1024"),
+    ("--epochs", "9" * 30, "at most"),
+    ("--ray-cpus", "nan", "finite positive"),
+    ("--ray-gpus", "inf", "finite non-negative"),
+])
+def test_absurd_numbers_are_one_line(capsys, tmp_path, option, value, words):
+    err = one_line_error(capsys, ["run", "--quick", "--results", str(tmp_path / "r"), option, value])
+    assert words in err
+
+
+def test_recipes_seed_out_of_range_is_one_line(capsys):
+    assert "--seed must be in" in one_line_error(capsys, ["recipes", "--seed", "-1"])
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "localhost:1"])
+def test_unreachable_ray_address_fails_fast_in_one_line(capsys, tmp_path, address):
+    t0 = time.monotonic()
+    err = one_line_error(capsys, ["run", "--quick", "--results", str(tmp_path / "r"), "--ray", address])
+    assert time.monotonic() - t0 < 15 and "nothing answers" in err and address in err
+
+
+def test_ray_address_with_an_impossible_port_is_one_line(capsys, tmp_path):
+    assert "not in 1..65535" in one_line_error(capsys, ["run", "--quick", "--results", str(tmp_path / "r"),
+                                                        "--ray", "127.0.0.1:70000"])
+
+
+@pytest.mark.parametrize("content", ["null", "[]", "3", '"text"'])
+def test_cache_key_file_holding_a_non_object_means_recompute(tmp_path, content):
+    path = tmp_path / "entry.txt"
+    calls = []
+
+    def build():
+        calls.append(1)
+        return "x"
+
+    def run():
+        return provenance.cached_artifact(path, {"a": 1}, build, lambda v, p: p.write_text(v),
+                                          lambda p: p.read_text())[0]
+
+    assert run() == "x"
+    provenance.key_path(path).write_text(content)
+    assert run() == "x" and len(calls) == 2  # rebuilt, no AttributeError
+
+
+def manifest_dir(tmp_path, manifest):
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    return tmp_path
+
+
+@pytest.mark.parametrize("manifest, words", [
+    ([], "not an object"),
+    (None, "not an object"),
+    ({"code": None, "files": {}}, "field 'code'"),
+    ({"code": {}, "files": None}, "field 'files'"),
+    ({"code": {}, "files": {"x.csv": 3}}, "field 'files'"),
+    ({"code": {}, "files": {"../outside.csv": "00"}}, "not inside the results directory"),
+    ({"code": {}, "files": {"/etc/passwd": "00"}}, "not inside the results directory"),
+])
+def test_report_check_of_a_malformed_manifest_is_not_current(capsys, tmp_path, manifest, words):
+    directory = manifest_dir(tmp_path, manifest)
+    assert cli.main(["report", "--results", str(directory), "--check"]) == 1
+    out = capsys.readouterr()
+    assert words in out.out + out.err and "Traceback" not in out.err
