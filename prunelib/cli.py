@@ -65,8 +65,8 @@ def _real(name: str, positive: bool):
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {text[:40]!r}") from None
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite {'positive' if positive else 'non-negative'} "
-                                             f"number, got {text[:40]}")
+            raise argparse.ArgumentTypeError(f"{name} ({text[:40]}) must be {'positive' if positive else 'not negative'} "
+                                             "and finite")
         return value
     return parse
 

@@ -25,15 +25,15 @@ def one_line_error(capsys, argv, status=2):
 
 
 @pytest.mark.parametrize("option, value, words", [
-    ("--memory-budget", "inf", "finite positive"),
-    ("--memory-budget", "nan", "finite positive"),
-    ("--memory-budget", "-1", "finite positive"),
+    ("--memory-budget", "inf", "must be positive and finite"),
+    ("--memory-budget", "nan", "must be positive and finite"),
+    ("--memory-budget", "-1", "must be positive and finite"),
     ("--seeds", "9" * 30, "at most 1000"),
     ("--recovery-seeds", "9" * 30, "at most 1000"),
     ("--workers", "9" * 12, "at most 1024"),
     ("--epochs", "9" * 30, "at most"),
-    ("--ray-cpus", "nan", "finite positive"),
-    ("--ray-gpus", "inf", "finite non-negative"),
+    ("--ray-cpus", "nan", "must be positive and finite"),
+    ("--ray-gpus", "inf", "must be not negative and finite"),
 ])
 def test_absurd_numbers_are_one_line(capsys, tmp_path, option, value, words):
     err = one_line_error(capsys, ["run", "--quick", "--results", str(tmp_path / "r"), option, value])
