@@ -319,8 +319,32 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the driver so that it ends its workers as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a user mistake, with one line on stderr)."""
+    """Entry point; returns the exit status (2 for a user mistake, with one line on stderr;
+    130 on Ctrl-C and 143 on SIGTERM, after ending the run's worker processes)."""
+    import signal
+    import threading
+
+    # Python's default SIGTERM ends the driver without unwinding, orphaning its workers.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
         command = {"run": lambda: _run(args, argv), "recipes": lambda: _recipes(args),
@@ -330,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
             PermissionError, RuntimeError, ConnectionError, TimeoutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished cache entries are kept, results/ is unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}; worker processes ended, finished cache "
+              "entries are kept, results/ is unchanged", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -93,3 +93,75 @@ def test_report_check_of_a_malformed_manifest_is_not_current(capsys, tmp_path, m
     assert cli.main(["report", "--results", str(directory), "--check"]) == 1
     out = capsys.readouterr()
     assert words in out.out + out.err and "Traceback" not in out.err
+
+
+# -- signals: the driver ends its workers, and a worker never outlives its driver ---------------
+
+DRIVER = textwrap.dedent("""
+    import signal, sys, time
+    from prunelib import cli, study
+    from prunelib.cells import Cell
+    signal.signal(signal.SIGTERM, cli._on_sigterm)
+    try:
+        study.execute_local([Cell("sleep", time.sleep, (120,))], progress=False)
+    except KeyboardInterrupt as err:
+        print("stopped " + type(err).__name__, file=sys.stderr)
+        sys.exit(143)
+""")
+
+
+def children(pid):
+    out = []
+    for status in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = status.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(status.parent.name))
+    return out
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_driver():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not [c for c in children(driver.pid) if alive(c)]:
+        time.sleep(0.2)
+    workers = [c for c in children(driver.pid) if alive(c)]
+    assert workers, "the driver started no worker"
+    time.sleep(3)  # let the worker start its cell
+    return driver, workers
+
+
+def gone(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.2)
+    return not any(alive(p) for p in pids)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_driver_and_its_workers_in_one_line():
+    driver, workers = start_driver()
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=30)
+    assert driver.returncode == 143 and err.strip() == "stopped Terminated", err
+    assert gone(workers, 10)
+
+
+@pytest.mark.slow
+def test_a_worker_exits_when_its_driver_is_killed():
+    driver, workers = start_driver()
+    driver.kill()
+    driver.communicate(timeout=30)
+    assert gone(workers, 10)
