@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunelib.pruning import validate_biases, validate_kernels
+from prunelib.pruning import validate_biases, validate_kernel_shapes, validate_kernels
 
 
 def live_units(kernels: Sequence[np.ndarray],
@@ -25,8 +25,13 @@ def live_units(kernels: Sequence[np.ndarray],
         kernels: (inputs, units) kernels in layer order, the last feeding the logits.
         biases: per-layer biases or ``None``; a unit with a nonzero bias is never dead by its
             column alone (it outputs a constant the next layer may use).
+
+    Raises:
+        ValueError: the kernels do not chain (:func:`prunelib.pruning.validate_kernel_shapes`) or
+            the biases do not match them.
     """
-    biases = list(biases) if biases is not None else [None] * len(kernels)
+    kernels = validate_kernel_shapes(kernels)
+    biases = _bias_shapes(kernels, biases)
     live = [np.ones(w.shape[1], dtype=bool) for w in kernels[:-1]]
     changed = True
     while changed:
@@ -45,6 +50,17 @@ def live_units(kernels: Sequence[np.ndarray],
                 live[i][np.flatnonzero(live[i])[~keep]] = False
                 changed = True
     return live
+
+
+def _bias_shapes(kernels: list[np.ndarray], biases) -> list:
+    """Biases as a list, one per kernel, each None or (units,) (values unchecked, like the kernels')."""
+    biases = list(biases) if biases is not None else [None] * len(kernels)
+    if len(biases) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases; give one per kernel (None for none)")
+    for i, (w, b) in enumerate(zip(kernels, biases)):
+        if b is not None and np.shape(b) != (w.shape[1],):
+            raise ValueError(f"bias {i} has shape {np.shape(b)}; kernel {i} has {w.shape[1]} units")
+    return [None if b is None else np.asarray(b) for b in biases]
 
 
 def _rows(live: list[np.ndarray], i: int, n_inputs: int) -> np.ndarray:
@@ -103,7 +119,12 @@ class Accounting:
 
 
 def account(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None) -> Accounting:
-    """Count zero, effective and multiply-accumulate work for pruned ``kernels``."""
+    """Count zero, effective and multiply-accumulate work for pruned ``kernels``.
+
+    Raises:
+        ValueError: the kernels do not chain or the biases do not match them.
+    """
+    kernels = validate_kernel_shapes(kernels)
     live = live_units(kernels, biases)
     total = sum(w.size for w in kernels)
     effective = 0

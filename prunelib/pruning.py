@@ -253,7 +253,18 @@ def prune_biases(biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray
     """Zero the biases of units that unit pruning removed, so a pruned unit outputs exactly 0.
 
     Weight pruning leaves biases alone: a column it happens to empty is not a removed unit.
+
+    Raises:
+        ValueError: the biases and masks differ in number, or a bias does not have one entry per
+            unit of its mask.
     """
+    biases, masks = list(biases), list(masks)
+    if len(biases) != len(masks):
+        raise ValueError(f"{len(biases)} biases but {len(masks)} masks; give one bias (or None) per mask")
+    for i, (b, m) in enumerate(zip(biases, masks)):
+        if b is not None and (np.ndim(m) != 2 or np.shape(b) != (np.shape(m)[1],)):
+            raise ValueError(f"bias {i} has shape {np.shape(b)} but mask {i} has shape {np.shape(m)}; "
+                             "a bias has one entry per unit (column)")
     if method != "unit":
         return list(biases)
     return [None if b is None else np.where(m.any(axis=0), b, np.zeros((), b.dtype))
@@ -326,4 +337,31 @@ def validate_inputs(x: object, features: int) -> np.ndarray:
     if bad:
         raise ValueError(f"inputs contain {bad} NaN or infinite values (after conversion to float32); "
                          "inference refuses them on every path, so clean or clip the inputs first")
+    return out
+
+
+def validate_kernel_shapes(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The structural half of :func:`validate_kernels`: a non-empty list of 2-D real arrays whose
+    shapes chain. Values are not checked, so evaluating or counting a diverged (NaN) network still
+    reports it rather than raising.
+
+    Raises:
+        ValueError: naming the layer and what is wrong with it.
+    """
+    if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
+        raise ValueError("kernels must be a list of 2-D arrays in layer order, one per Dense layer; "
+                         f"got {type(kernels).__name__}")
+    if len(kernels) < 1:
+        raise ValueError("need at least the logit layer's kernel")
+    out = []
+    for i, kernel in enumerate(kernels):
+        w = np.asarray(kernel)
+        if w.ndim != 2:
+            raise ValueError(f"kernel {i} must be 2-D (inputs, units), got shape {w.shape}")
+        if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
+            raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
+        if out and out[-1].shape[1] != w.shape[0]:
+            raise ValueError(f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
+                             f"{out[-1].shape[1]} units; kernels must be in layer order")
+        out.append(w)
     return out

@@ -324,3 +324,43 @@ def test_default_and_quick_configs_still_construct():
 
     ExperimentConfig()
     ExperimentConfig.quick(datasets=("mnist",), seeds=(0, 1), recovery_seeds=())
+
+
+# -- issue 24, own hunt: evaluation, accounting and bias helpers --------------------------------
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.ones((4, 10)), np.array([0.0, 1.0, 2.0, 0.0]), "labels must be integers"),
+    (np.ones((4, 10)), np.array(["a"] * 4), "labels must be integers"),
+    (np.ones((0, 10)), np.zeros(0, int), "non-empty batch"),
+    (np.ones((4, 7)), np.zeros(4, int), "flattening to the first kernel's 10 inputs"),
+    (np.ones(10), np.zeros(1, int), "non-empty batch"),
+])
+def test_evaluate_kernels_refuses_bad_images_and_labels(x, y, match):
+    from prunelib.evaluate import evaluate_kernels
+
+    with pytest.raises(ValueError, match=match):
+        evaluate_kernels(kernels(), x, y)
+
+
+def test_evaluate_kernels_refuses_an_array_as_kernels():
+    from prunelib.evaluate import evaluate_kernels
+
+    with pytest.raises(ValueError, match="list of 2-D arrays"):
+        evaluate_kernels(np.ones((10, 3)), np.ones((2, 10)), np.zeros(2, int))
+
+
+def test_account_and_live_units_refuse_unchained_kernels():
+    from prunelib.compact import account, live_units
+
+    for fn in (account, live_units):
+        with pytest.raises(ValueError, match="kernel 1 takes 5 inputs"):
+            fn([np.ones((3, 4)), np.ones((5, 2))])
+    with pytest.raises(ValueError, match="bias 0 has shape"):
+        live_units([np.ones((3, 4)), np.ones((4, 2))], [np.ones(3), None])
+
+
+def test_prune_biases_refuses_mismatched_biases():
+    with pytest.raises(ValueError, match="bias 0 has shape"):
+        pruning.prune_biases([np.ones(3)], [np.ones((2, 2), bool)], "unit")
+    with pytest.raises(ValueError, match="1 biases but 2 masks"):
+        pruning.prune_biases([None], [np.ones((2, 2), bool)] * 2, "weight")
