@@ -310,6 +310,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"{args.results}: " + ("current for the checked-out code" if not problems else
                                      f"{len(problems)} problem(s); re-run `python -m prunelib run`"))
         return 1 if problems else 0
+    if not Path(args.results).is_dir():  # one line, not a manifest warning followed by an error
+        raise UsageError(f"--results {args.results} is not a directory of results; run `python -m prunelib "
+                         "run` first or pass the directory it wrote")
     stale = provenance.check_manifest(args.results)
     if stale:
         print(f"warning: {args.results} does not match its manifest ({stale[0]}; "

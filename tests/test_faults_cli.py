@@ -165,3 +165,9 @@ def test_a_worker_exits_when_its_driver_is_killed():
     driver.kill()
     driver.communicate(timeout=30)
     assert gone(workers, 10)
+
+
+@pytest.mark.parametrize("name", ["missing", "a-file"])
+def test_report_of_a_missing_or_file_results_directory_is_one_line(capsys, tmp_path, name):
+    (tmp_path / "a-file").write_text("x")
+    assert "is not a directory of results" in one_line_error(capsys, ["report", "--results", str(tmp_path / name)])
