@@ -171,3 +171,9 @@ def test_a_worker_exits_when_its_driver_is_killed():
 def test_report_of_a_missing_or_file_results_directory_is_one_line(capsys, tmp_path, name):
     (tmp_path / "a-file").write_text("x")
     assert "is not a directory of results" in one_line_error(capsys, ["report", "--results", str(tmp_path / name)])
+
+
+@pytest.mark.parametrize("argv", [["run", "--quick", "--results", ""], ["run", "--quick", "--cache", " "],
+                                  ["report", "--results", ""]])
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(capsys, argv):
+    assert "may not be empty" in one_line_error(capsys, argv)
