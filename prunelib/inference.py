@@ -48,6 +48,9 @@ BUCKETS = (1, 32, 1024)
 """Upper ends of the batch-size buckets a path is chosen for (larger batches form the last one)."""
 
 
+# No bounds checks: every index is proven in range before the call. The CSR layers come from scipy
+# on the compacted kernels (which chain: validate_kernels), and the input width is checked
+# (validate_inputs) before any path runs.
 @numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
 def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no cover - compiled
     """ReLU MLP with CSR hidden layers (rows = units) and a dense logit kernel, per tile of TILE."""

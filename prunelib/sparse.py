@@ -38,6 +38,9 @@ MAX_LOAD_ENTRIES = 2**28
 A file claiming more is refused before anything is allocated."""
 
 
+# No bounds checks: every index is proven in range before the call. CSR arrays come from scipy on
+# our own dense arrays or from SparseMLP.load's checks, kernels chain (inference_kernels), and
+# predict checks the input width (validate_inputs).
 @numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
 def _spmm_tiles(indptr, indices, data, a, relu):  # pragma: no cover - compiled
     """``out[t] = W_T @ a[t]`` per tile, W_T in CSR (units x inputs), ``a`` of shape (tiles, inputs, TILE)."""
