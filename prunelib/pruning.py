@@ -324,6 +324,8 @@ def validate_inputs(x: object, features: int) -> np.ndarray:
     Raises:
         ValueError: naming the shape, dtype or count of non-finite values that is wrong.
     """
+    if np.ma.is_masked(x):  # np.asarray would drop the mask and compute on the hidden values
+        raise ValueError("inputs are a masked array with masked entries; fill them first (x.filled(...))")
     a = np.asarray(x)
     if a.dtype == object or not (a.dtype == bool or np.issubdtype(a.dtype, np.floating)
                                  or np.issubdtype(a.dtype, np.integer)):

@@ -364,3 +364,12 @@ def test_prune_biases_refuses_mismatched_biases():
         pruning.prune_biases([np.ones(3)], [np.ones((2, 2), bool)], "unit")
     with pytest.raises(ValueError, match="1 biases but 2 masks"):
         pruning.prune_biases([None], [np.ones((2, 2), bool)] * 2, "weight")
+
+
+def test_summary_table_names_missing_columns():
+    import pandas as pd
+
+    from prunelib.stats import summary_table
+
+    with pytest.raises(ValueError, match=r"missing \['dataset'"):
+        summary_table(pd.DataFrame({"a": [1]}))

@@ -227,3 +227,12 @@ def test_save_load_round_trip_is_exact(tmp_path):
     path = SparseMLP(ws).save(tmp_path / "m")
     for a, b in zip(SparseMLP.load(path).kernels(), ws):
         np.testing.assert_array_equal(a, b)
+
+
+def test_masked_inputs_are_refused_not_unmasked():
+    x = np.ma.masked_array(np.ones((2, 12)), mask=np.zeros((2, 12), bool))
+    x[0, 0] = np.ma.masked
+    with pytest.raises(ValueError, match="masked"):
+        Predictor(kernels()).predict(x)
+    with pytest.raises(ValueError, match="masked"):
+        SparseMLP(kernels()).predict(x)
