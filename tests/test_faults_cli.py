@@ -186,3 +186,30 @@ def test_ctrl_c_to_the_process_group_ends_all_without_worker_tracebacks():
     _, err = driver.communicate(timeout=30)
     assert err.strip() == "stopped KeyboardInterrupt", err
     assert gone(workers, 10)
+
+
+@pytest.mark.slow
+def test_sigterm_during_in_worker_does_not_wait_for_the_call():
+    script = textwrap.dedent("""
+        import signal, sys, time
+        from prunelib import cli, study
+        signal.signal(signal.SIGTERM, cli._on_sigterm)
+        try:
+            study.in_worker(time.sleep, 120)
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
+            sys.exit(143)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    driver = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len([c for c in children(driver.pid) if alive(c)]) < 2:
+        time.sleep(0.2)  # the pool's worker (and its resource tracker)
+    time.sleep(3)
+    workers = [c for c in children(driver.pid) if alive(c)]
+    t0 = time.monotonic()
+    driver.send_signal(signal.SIGTERM)
+    _, err = driver.communicate(timeout=60)
+    assert time.monotonic() - t0 < 15 and err.strip() == "stopped", err
+    assert gone(workers, 10)
