@@ -373,3 +373,25 @@ def test_summary_table_names_missing_columns():
 
     with pytest.raises(ValueError, match=r"missing \['dataset'"):
         summary_table(pd.DataFrame({"a": [1]}))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda C: C.Architecture((1.5,)), "every size must be a positive integer, got 1.5"),
+    (lambda C: C.Architecture((300.0, 100)), None),  # whole floats still mean their int
+    (lambda C: C.Recipe(learning_rate=float("inf")), "learning_rate must be a finite number"),
+    (lambda C: C.Recipe(weight_decay=float("nan")), "weight_decay must be a finite number"),
+    (lambda C: C.Recipe(epochs=1.5), "epochs must be a whole number"),
+    (lambda C: C.TrainConfig(seed=-1), r"seed must be a whole number \[0, 4294967296\)"),
+    (lambda C: C.TrainConfig(seed=1.5), "seed must be a whole number"),
+    (lambda C: C.TrainConfig(train_subset=1.5), "train_subset must be a whole number"),
+    (lambda C: C.ExperimentConfig.quick(calibration_size=1.5), "calibration_size must be a whole number"),
+    (lambda C: C.ExperimentConfig.quick(calibration_size=True), "calibration_size must be a whole number"),
+])
+def test_configs_refuse_numbers_they_would_silently_round_or_carry(make, match):
+    from prunelib import config
+
+    if match is None:
+        assert make(config).hidden_sizes == (300, 100)
+        return
+    with pytest.raises(ValueError, match=match):
+        make(config)
