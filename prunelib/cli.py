@@ -47,13 +47,6 @@ def _positive(name: str, most: int = 10**6):
     return parse
 
 
-def _path(text: str) -> Path:
-    """A path option: an empty string is refused rather than read as the current directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a path may not be empty (use . for the current directory)")
-    return Path(text)
-
-
 def _seed(text: str) -> int:
     try:
         value = int(text)
@@ -163,10 +156,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-table-cpus", type=_real("--ray-table-cpus", positive=True), default=2.0,
                      help="CPUs each Ray table cell declares (their BLAS keeps 2 cores busy)")
     run.add_argument("--ray-gpus", type=_real("--ray-gpus", positive=False), default=0.0, help="GPUs each training cell declares")
-    run.add_argument("--results", type=_path, default=None,
+    run.add_argument("--results", type=Path, default=None,
                      help="output directory (default results; --quick: a scratch directory)")
-    run.add_argument("--data-dir", type=_path, default=None, help="dataset directory (default: cache)")
-    run.add_argument("--cache", type=_path, default=None, help="model cache directory")
+    run.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
+    run.add_argument("--cache", type=Path, default=None, help="model cache directory")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     rec = sub.add_parser("recipes", help="the recipe study: one-shot curves per training recipe",
@@ -179,14 +172,14 @@ def parser() -> argparse.ArgumentParser:
                      help="recipes to run on every dataset (default: the study's list per dataset)")
     rec.add_argument("--seed", type=_seed, default=0, help="training seed")
     rec.add_argument("--retrain", action="store_true", help="ignore cached models and tables")
-    rec.add_argument("--results", type=_path, default=Path("results"), help="output directory")
-    rec.add_argument("--data-dir", type=_path, default=None, help="dataset directory (default: cache)")
-    rec.add_argument("--cache", type=_path, default=None, help="model cache directory")
+    rec.add_argument("--results", type=Path, default=Path("results"), help="output directory")
+    rec.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
+    rec.add_argument("--cache", type=Path, default=None, help="model cache directory")
     rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     report = sub.add_parser("report", help="rebuild REPORT.md and report.docx from the result tables",
                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    report.add_argument("--results", type=_path, default=Path("results"), help="results directory")
+    report.add_argument("--results", type=Path, default=Path("results"), help="results directory")
     report.add_argument("--check", action="store_true",
                         help="only check that results/ was produced by the checked-out code "
                              "(manifest.json); exit 1 and list the problems if not")

@@ -173,12 +173,6 @@ def test_report_of_a_missing_or_file_results_directory_is_one_line(capsys, tmp_p
     assert "is not a directory of results" in one_line_error(capsys, ["report", "--results", str(tmp_path / name)])
 
 
-@pytest.mark.parametrize("argv", [["run", "--quick", "--results", ""], ["run", "--quick", "--cache", " "],
-                                  ["report", "--results", ""]])
-def test_an_empty_path_is_refused_not_read_as_the_current_directory(capsys, argv):
-    assert "may not be empty" in one_line_error(capsys, argv)
-
-
 @pytest.mark.slow
 def test_ctrl_c_to_the_process_group_ends_all_without_worker_tracebacks():
     driver, workers = start_driver()
