@@ -9,10 +9,11 @@ import stat
 import numpy as np
 import pytest
 
-from prunelib import paths, pruning
+from prunelib.base import paths
+from prunelib.core import pruning
 from tiny import require_real_data
 from prunelib.data import DATASETS, DataError, fetch
-from prunelib.sparse import SparseMLP
+from prunelib.inference.sparse import SparseMLP
 
 
 def kernels(seed=0, sizes=(10, 10, 8, 3)):
@@ -81,7 +82,7 @@ def test_empty_and_tilde_environment_paths(monkeypatch, tmp_path):
 
 
 def test_fetched_files_are_world_readable(tmp_path, monkeypatch):
-    from prunelib import fetch as fetching
+    from prunelib.data import sources as fetching
 
     [source] = require_real_data("fashion-mnist")
     monkeypatch.setattr(fetching, "DEBIAN_DIR", source)  # install from a local copy, as from Debian's
@@ -174,8 +175,8 @@ def test_good_file_still_round_trips(saved):
 def test_a_damaged_figure_leaves_report_and_docx_as_they_were(tmp_path):
     import pandas as pd
 
-    from prunelib import report
-    from prunelib.results import Results
+    from prunelib.reporting import report
+    from prunelib.reporting.results import Results
 
     rows = [{"dataset": "mnist", "method": m, "correction": "none", "k": float(k), "seed": 0,
              "sparsity": float(k), "prunable_sparsity": float(k), "accuracy": 98.0 - k / 10, "loss": 0.1,
@@ -202,7 +203,7 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
     import sys
     import time
 
-    from prunelib import provenance
+    from prunelib.base import provenance
 
     require_real_data("mnist")
     results, cache = tmp_path / "results", tmp_path / "cache"
@@ -269,14 +270,14 @@ def test_apply_masks_refuses_a_mask_count_mismatch_and_non_lists():
     ([], None, "at least the logit layer"),
 ])
 def test_compact_kernels_validates_kernels_and_biases(ws, biases, match):
-    from prunelib.compact import compact_kernels
+    from prunelib.core.compact import compact_kernels
 
     with pytest.raises(ValueError, match=match):
         compact_kernels(ws, biases)
 
 
 def test_compact_kernels_does_not_modify_its_inputs():
-    from prunelib.compact import compact_kernels
+    from prunelib.core.compact import compact_kernels
 
     ws = pruning.unit_prune(kernels(), 50)
     before = [w.copy() for w in ws]
@@ -292,7 +293,7 @@ def test_compact_kernels_does_not_modify_its_inputs():
     ([np.ones((30, 4)), np.ones((4, 2))], None, (-30,), "input_shape"),
 ])
 def test_from_kernels_validates_before_building(ws, biases, shape, match):
-    from prunelib import model as mlp
+    from prunelib.models import mlp
 
     with pytest.raises(ValueError, match=match):
         mlp.from_kernels(ws, biases, input_shape=shape)
@@ -313,14 +314,14 @@ def test_from_kernels_validates_before_building(ws, biases, shape, match):
     ({"recovery_seeds": (7,)}, "recovery seed 7 is not one of the seeds"),
 ])
 def test_experiment_config_refuses_what_the_cli_refuses(overrides, match):
-    from prunelib.config import ExperimentConfig
+    from prunelib.study.config import ExperimentConfig
 
     with pytest.raises(ValueError, match=match):
         ExperimentConfig.quick(**overrides)
 
 
 def test_default_and_quick_configs_still_construct():
-    from prunelib.config import ExperimentConfig
+    from prunelib.study.config import ExperimentConfig
 
     ExperimentConfig()
     ExperimentConfig.quick(datasets=("mnist",), seeds=(0, 1), recovery_seeds=())
@@ -336,21 +337,21 @@ def test_default_and_quick_configs_still_construct():
     (np.ones(10), np.zeros(1, int), "non-empty batch"),
 ])
 def test_evaluate_kernels_refuses_bad_images_and_labels(x, y, match):
-    from prunelib.evaluate import evaluate_kernels
+    from prunelib.core.evaluate import evaluate_kernels
 
     with pytest.raises(ValueError, match=match):
         evaluate_kernels(kernels(), x, y)
 
 
 def test_evaluate_kernels_refuses_an_array_as_kernels():
-    from prunelib.evaluate import evaluate_kernels
+    from prunelib.core.evaluate import evaluate_kernels
 
     with pytest.raises(ValueError, match="list of 2-D arrays"):
         evaluate_kernels(np.ones((10, 3)), np.ones((2, 10)), np.zeros(2, int))
 
 
 def test_account_and_live_units_refuse_unchained_kernels():
-    from prunelib.compact import account, live_units
+    from prunelib.core.compact import account, live_units
 
     for fn in (account, live_units):
         with pytest.raises(ValueError, match="kernel 1 takes 5 inputs"):
@@ -369,7 +370,7 @@ def test_prune_biases_refuses_mismatched_biases():
 def test_summary_table_names_missing_columns():
     import pandas as pd
 
-    from prunelib.stats import summary_table
+    from prunelib.reporting.stats import summary_table
 
     with pytest.raises(ValueError, match=r"missing \['dataset'"):
         summary_table(pd.DataFrame({"a": [1]}))
@@ -388,7 +389,7 @@ def test_summary_table_names_missing_columns():
     (lambda C: C.ExperimentConfig.quick(calibration_size=True), "calibration_size must be a whole number"),
 ])
 def test_configs_refuse_numbers_they_would_silently_round_or_carry(make, match):
-    from prunelib import config
+    from prunelib.models import config
 
     if match is None:
         assert make(config).hidden_sizes == (300, 100)

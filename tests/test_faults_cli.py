@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from prunelib import cli, provenance
+from prunelib import cli
+from prunelib.base import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,8 +100,9 @@ def test_report_check_of_a_malformed_manifest_is_not_current(capsys, tmp_path, m
 
 DRIVER = textwrap.dedent("""
     import signal, sys, time
-    from prunelib import cli, study
-    from prunelib.cells import Cell
+    from prunelib import cli
+    from prunelib.study import local as study
+    from prunelib.study.tasks import Cell
     signal.signal(signal.SIGTERM, cli._on_sigterm)
     try:
         study.execute_local([Cell("sleep", time.sleep, (120,))], progress=False)
@@ -186,7 +188,8 @@ def test_ctrl_c_to_the_process_group_ends_all_without_worker_tracebacks():
 def test_sigterm_during_in_worker_does_not_wait_for_the_call():
     script = textwrap.dedent("""
         import signal, sys, time
-        from prunelib import cli, study
+        from prunelib import cli
+        from prunelib.study import local as study
         signal.signal(signal.SIGTERM, cli._on_sigterm)
         try:
             study.in_worker(time.sleep, 120)

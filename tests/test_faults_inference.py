@@ -8,9 +8,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from prunelib import pruning
-from prunelib.inference import Predictor
-from prunelib.sparse import SparseMLP
+from prunelib.core import pruning
+from prunelib.inference.predictor import Predictor
+from prunelib.inference.sparse import SparseMLP
 
 
 def kernels(seed=0, sizes=(12, 10, 8, 3)):
@@ -35,7 +35,7 @@ def in_child(code: str) -> subprocess.CompletedProcess:
 
 
 def test_sparse_mlp_one_image_as_1d_array_is_a_value_error_not_a_segfault():
-    code = ("import numpy as np; from prunelib import weight_prune; from prunelib.sparse import SparseMLP\n"
+    code = ("import numpy as np; from prunelib import weight_prune; from prunelib.inference.sparse import SparseMLP\n"
             "rng = np.random.default_rng(0)\n"
             "ws = [rng.normal(size=(784, 50)).astype('f4'), rng.normal(size=(50, 10)).astype('f4')]\n"
             "m = SparseMLP(weight_prune(ws, 95))\n"
@@ -171,7 +171,7 @@ def test_bias_free_predictor_is_unchanged_and_paths_agree():
     assert p.paths == Predictor.PATHS and p.biases is None
     out = {path: p.run(path, x) for path in p.paths}
     np.testing.assert_array_equal(out["blas"], pruning.np.asarray(
-        __import__("prunelib.forward", fromlist=["logits"]).logits(p.kernels, x)))
+        __import__("prunelib.core.forward", fromlist=["logits"]).logits(p.kernels, x)))
     for path in p.paths:
         np.testing.assert_allclose(out[path], reference(ws, x), rtol=1e-4, atol=1e-4)
 

@@ -314,8 +314,8 @@ def validate_biases(kernels: Sequence[np.ndarray],
 def validate_inputs(x: object, features: int) -> np.ndarray:
     """Inference inputs as a C-contiguous float32 (n, features) array, after checking them.
 
-    Policy shared by every inference path (:class:`prunelib.inference.Predictor`,
-    :class:`prunelib.sparse.SparseMLP`): a batch ``(n, ...)`` whose trailing axes flatten to
+    Policy shared by every inference path (:class:`prunelib.inference.predictor.Predictor`,
+    :class:`prunelib.inference.sparse.SparseMLP`): a batch ``(n, ...)`` whose trailing axes flatten to
     ``features`` (a single sample is a batch of one, ``x[None]``; a 1-D array is refused rather
     than guessed at); real numbers (bool, integer or floating); every value finite after the cast
     to float32. Non-finite inputs are refused because the sparse paths skip pruned weights and

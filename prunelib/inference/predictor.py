@@ -1,7 +1,7 @@
 """Fast inference with a pruned MLP: one entry point that runs the fastest path for the batch.
 
 :class:`Predictor` takes a pruned network's kernels, removes its dead units
-(:func:`prunelib.compact.compact_kernels`: unit pruning's removed units and every unit weight
+(:func:`prunelib.core.compact.compact_kernels`: unit pruning's removed units and every unit weight
 pruning cut off), and keeps three ways to compute the same logits:
 
 * ``blas``: a numpy chain of dense matmuls over the compacted kernels. Unit pruning's compact
@@ -19,7 +19,7 @@ in each batch-size bucket times every path on that very batch and remembers the 
 (:attr:`Predictor.chosen`); ``benchmarks/inference.py`` records what each path costs. All paths
 agree to float32 rounding (tested).
 
-One input policy on every path (:func:`prunelib.pruning.validate_inputs`): a batch ``(n, ...)``
+One input policy on every path (:func:`prunelib.core.pruning.validate_inputs`): a batch ``(n, ...)``
 (one sample is ``x[None]``; a 1-D array is refused), real, and finite. NaN or inf inputs are a
 ``ValueError``, never a path-dependent answer: the sparse paths skip pruned weights, so they
 would give finite logits where the dense path gives NaN. An empty batch gives ``(0, classes)``.
@@ -36,9 +36,9 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from prunelib import forward
-from prunelib.compact import compact_kernels
-from prunelib.pruning import validate_biases, validate_inputs, validate_kernels
+from prunelib.core import forward
+from prunelib.core.compact import compact_kernels
+from prunelib.core.pruning import validate_biases, validate_inputs, validate_kernels
 
 TILE = 16
 """Samples per tile of the ``sparse`` path: a 1000-feature tile is 64 KB, so a layer's input and
@@ -97,7 +97,7 @@ def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no co
 def blas_forward(kernels: Sequence[np.ndarray],
                  biases: Sequence[np.ndarray | None] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers
-    (:func:`prunelib.forward.logits`), adding ``biases`` where given."""
+    (:func:`prunelib.core.forward.logits`), adding ``biases`` where given."""
     kernels = list(kernels)
     if biases is None or all(b is None for b in biases):
         return lambda x: forward.logits(kernels, x)
@@ -181,7 +181,7 @@ class Predictor:
 
         Raises:
             ValueError: the inputs are not a finite real batch of :attr:`input_size` features
-                per sample (:func:`prunelib.pruning.validate_inputs`).
+                per sample (:func:`prunelib.core.pruning.validate_inputs`).
         """
         x = self._prepare(x)
         if len(x) == 0:  # nothing to time: an empty batch must not choose the path for bucket 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunelib.pruning import validate_biases, validate_kernel_shapes, validate_kernels
+from prunelib.core.pruning import validate_biases, validate_kernel_shapes, validate_kernels
 
 
 def live_units(kernels: Sequence[np.ndarray],
@@ -27,7 +27,7 @@ def live_units(kernels: Sequence[np.ndarray],
             column alone (it outputs a constant the next layer may use).
 
     Raises:
-        ValueError: the kernels do not chain (:func:`prunelib.pruning.validate_kernel_shapes`) or
+        ValueError: the kernels do not chain (:func:`prunelib.core.pruning.validate_kernel_shapes`) or
             the biases do not match them.
     """
     kernels = validate_kernel_shapes(kernels)
@@ -77,7 +77,7 @@ def compact_kernels(kernels: Sequence[np.ndarray],
         The first kernel keeps all its input rows and the last keeps all its output columns.
 
     Raises:
-        ValueError: the kernels are invalid (:func:`prunelib.pruning.validate_kernels`: 2-D, real,
+        ValueError: the kernels are invalid (:func:`prunelib.core.pruning.validate_kernels`: 2-D, real,
             finite, chaining) or the biases are (one 1-D array or None per kernel, one entry per
             unit, finite).
     """
@@ -148,7 +148,7 @@ def accounting_table(kernels: Sequence[np.ndarray], methods: Sequence[str] = ("w
     """
     import pandas as pd
 
-    from prunelib import pruning
+    from prunelib.core import pruning
 
     rows = []
     for method in methods:

@@ -22,7 +22,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from prunelib.pruning import validate_inputs, validate_kernels
+from prunelib.core.pruning import validate_inputs, validate_kernels
 
 DENSE_ABOVE = 0.30
 """Layers whose fraction of nonzeros exceeds this run as dense BLAS matmuls.
@@ -106,7 +106,7 @@ class SparseLayer:
 def inference_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Kernels checked for a compiled inference path, as float32 arrays (copies only where cast).
 
-    On top of :func:`prunelib.pruning.validate_kernels` (2-D, real, finite, chaining), every
+    On top of :func:`prunelib.core.pruning.validate_kernels` (2-D, real, finite, chaining), every
     kernel must have at least one input and one unit, and stay finite in float32: the compiled
     kernels index by these shapes without bounds checks, so nothing unchecked may reach them.
 
@@ -129,7 +129,7 @@ def inference_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
 class SparseMLP:
     """A bias-free ReLU MLP for inference, each layer sparse (CSR) or dense by its density.
 
-    Inputs follow :func:`prunelib.pruning.validate_inputs`: a batch ``(n, ...)`` (a single sample
+    Inputs follow :func:`prunelib.core.pruning.validate_inputs`: a batch ``(n, ...)`` (a single sample
     is ``x[None]``; a 1-D array is refused), real and finite (NaN or inf is a ``ValueError``, as
     on every inference path); an empty batch gives ``(0, classes)`` logits.
 
@@ -162,7 +162,7 @@ class SparseMLP:
 
         Raises:
             ValueError: the inputs are not a finite real batch of the first kernel's width
-                (:func:`prunelib.pruning.validate_inputs`).
+                (:func:`prunelib.core.pruning.validate_inputs`).
         """
         x = validate_inputs(x, self.layers[0].shape[0])
         if len(x) == 0:
@@ -243,7 +243,7 @@ def _checked_layer(f, i: int) -> np.ndarray:
     rows, cols = (int(v) for v in shape)
     if rows * cols > MAX_LOAD_ENTRIES:
         raise ValueError(f"layer {i}: shape {rows} x {cols} exceeds the {MAX_LOAD_ENTRIES} weights "
-                         "a loaded kernel may have (prunelib.sparse.MAX_LOAD_ENTRIES)")
+                         "a loaded kernel may have (prunelib.inference.sparse.MAX_LOAD_ENTRIES)")
     # nnz <= rows * cols, so no honest array is larger than this; read nothing that claims more
     limit = 8 * (rows * cols + cols + 1)
     data, indices, indptr = (_read_checked(f, f"{i}_{part}", limit) for part in ("data", "indices", "indptr"))
