@@ -7,8 +7,10 @@ and exit status 2, before any work starts where it can be checked up front.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -32,16 +34,61 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see --help)")
 
 
-def _positive(name: str):
+def _positive(name: str, most: int = 10**6):
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text[:40]!r}") from None
         if value < 1:
             raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        if value > most:  # a typo's huge count would otherwise fill memory before any error
+            raise argparse.ArgumentTypeError(f"{name} must be at most {most}, got {str(value)[:40]}")
         return value
     return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be a whole number, got {text[:40]!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed must be in [0, 2**32), got {str(value)[:40]}")
+    return value
+
+
+def _real(name: str, positive: bool):
+    """A finite float (positive, or not negative): inf and nan are refused here, not deep in a run."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text[:40]!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"{name} ({text[:40]}) must be {'positive' if positive else 'not negative'} "
+                                             "and finite")
+        return value
+    return parse
+
+
+def _check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds, in one line, when nothing answers at a Ray ``host:port``.
+
+    ``ray.init`` waits minutes on an address where no cluster listens; 'auto' and addresses
+    without a port are left to Ray.
+    """
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    if not 0 < int(port) < 65536:
+        raise UsageError(f"--ray {address}: port {port} is not in 1..65535")
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise UsageError(f"--ray {address}: nothing answers there ({err.strerror or type(err).__name__}); "
+                         "start the cluster (`ray start --head`) or check the address") from None
 
 
 def _percent(text: str) -> float:
@@ -65,9 +112,9 @@ def parser() -> argparse.ArgumentParser:
                                      "figures under --results, then rebuild the report and manifest.")
     run.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS),
                      help="datasets to run")
-    run.add_argument("--seeds", type=_positive("--seeds"), default=None,
+    run.add_argument("--seeds", type=_positive("--seeds", 1000), default=None,
                      help="number of seeds (0 .. N-1) for every sweep (default 5; --quick: 1)")
-    run.add_argument("--epochs", type=_positive("--epochs"), default=None,
+    run.add_argument("--epochs", type=_positive("--epochs", 100_000), default=None,
                      help=f"training epochs per model (default {Recipe.epochs}; --quick: 1)")
     run.add_argument("--methods", nargs="+", default=["weight", "unit"], choices=["weight", "unit"],
                      help="the challenge's pruning methods")
@@ -81,11 +128,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--no-recipes", action="store_true", help="skip the recipe study")
     run.add_argument("--recovery", nargs="*", default=RECOVERY_CHOICES, choices=RECOVERY_CHOICES,
                      help="recovery strategies (give none to skip recovery)")
-    run.add_argument("--recovery-epochs", type=_positive("--recovery-epochs"), default=None,
+    run.add_argument("--recovery-epochs", type=_positive("--recovery-epochs", 100_000), default=None,
                      help=f"fine-tuning / gradual pruning epochs (default {RecoveryConfig().recipe.epochs})")
     run.add_argument("--recovery-ks", type=_percent, nargs="+", default=None,
                      help="pruning percentages for recovery (default 90 95 99; --quick: 90)")
-    run.add_argument("--recovery-seeds", type=_positive("--recovery-seeds"), default=1,
+    run.add_argument("--recovery-seeds", type=_positive("--recovery-seeds", 1000), default=1,
                      help="number of seeds (0 .. N-1) that also run recovery and pruning-aware training")
     run.add_argument("--no-aware", action="store_true", help="skip targeted-dropout training")
     run.add_argument("--quick", action="store_true",
@@ -96,20 +143,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--in-process", action="store_true",
                      help="compute everything in this process instead of in short-lived worker "
                           "processes (less start-up time, but memory grows with every model trained)")
-    run.add_argument("--workers", type=_positive("--workers"), default=None, metavar="N",
+    run.add_argument("--workers", type=_positive("--workers", 1024), default=None, metavar="N",
                      help="worker processes computing cells at the same time, as far as the CPUs the "
                           "cells declare fit in N (a training 1, a table 2; default 1); peak memory "
                           "grows with N; the tables are the same")
-    run.add_argument("--memory-budget", type=float, default=None, metavar="GB",
+    run.add_argument("--memory-budget", type=_real("--memory-budget", positive=True), default=None, metavar="GB",
                      help="replace a worker process once it holds more than this many GB "
                           "(default 1.5)")
     run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="run the study's cells as Ray tasks: on the cluster at ADDRESS (or 'auto', "
                           "or $RAY_ADDRESS), or without ADDRESS on a local runtime")
-    run.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each Ray training cell declares")
-    run.add_argument("--ray-table-cpus", type=float, default=2.0,
+    run.add_argument("--ray-cpus", type=_real("--ray-cpus", positive=True), default=1.0, help="CPUs each Ray training cell declares")
+    run.add_argument("--ray-table-cpus", type=_real("--ray-table-cpus", positive=True), default=2.0,
                      help="CPUs each Ray table cell declares (their BLAS keeps 2 cores busy)")
-    run.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs each training cell declares")
+    run.add_argument("--ray-gpus", type=_real("--ray-gpus", positive=False), default=0.0, help="GPUs each training cell declares")
     run.add_argument("--results", type=Path, default=None,
                      help="output directory (default results; --quick: a scratch directory)")
     run.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
@@ -124,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="datasets")
     rec.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
                      help="recipes to run on every dataset (default: the study's list per dataset)")
-    rec.add_argument("--seed", type=int, default=0, help="training seed")
+    rec.add_argument("--seed", type=_seed, default=0, help="training seed")
     rec.add_argument("--retrain", action="store_true", help="ignore cached models and tables")
     rec.add_argument("--results", type=Path, default=Path("results"), help="output directory")
     rec.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
@@ -184,6 +231,8 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     # Nothing here imports TensorFlow before the cells have run in their worker processes.
+    if args.ray not in (None, "local") or (args.ray == "local" and os.environ.get("RAY_ADDRESS")):
+        _check_ray_address(os.environ["RAY_ADDRESS"] if args.ray == "local" else args.ray)  # fail fast
     from prunelib.study import local as study
 
     config = config_from_args(args)
@@ -210,9 +259,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                              "--in-process / --retrain / --ray")
     t0 = time.perf_counter()
     if args.ray is not None:
+        address = None if args.ray == "local" else args.ray
         from prunelib.study.on_ray import run_experiment_on_ray
 
-        address = None if args.ray == "local" else args.ray
         results, _ = run_experiment_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
                                            table_cpus=args.ray_table_cpus,
                                            data_dir=args.data_dir, cache=args.cache,
@@ -263,6 +312,9 @@ def _report(args: argparse.Namespace) -> int:
         print(f"{args.results}: " + ("current for the checked-out code" if not problems else
                                      f"{len(problems)} problem(s); re-run `python -m prunelib run`"))
         return 1 if problems else 0
+    if not Path(args.results).is_dir():  # one line, not a manifest warning followed by an error
+        raise UsageError(f"--results {args.results} is not a directory of results; run `python -m prunelib "
+                         "run` first or pass the directory it wrote")
     stale = provenance.check_manifest(args.results)
     if stale:
         print(f"warning: {args.results} does not match its manifest ({stale[0]}; "
@@ -272,20 +324,46 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the driver so that it ends its workers as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a user mistake, with one line on stderr)."""
+    """Entry point; returns the exit status (2 for a user mistake, with one line on stderr;
+    130 on Ctrl-C and 143 on SIGTERM, after ending the run's worker processes)."""
+    import signal
+    import threading
+
+    # Python's default SIGTERM ends the driver without unwinding, orphaning its workers.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
         command = {"run": lambda: _run(args, argv), "recipes": lambda: _recipes(args),
                    "report": lambda: _report(args)}[args.command]
         return command()
     except (UsageError, ValueError, DataError, FileNotFoundError, NotADirectoryError,
-            PermissionError, RuntimeError) as err:
+            PermissionError, RuntimeError, ConnectionError, TimeoutError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished cache entries are kept, results/ is unchanged", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}; worker processes ended, finished cache "
+              "entries are kept, results/ is unchanged", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

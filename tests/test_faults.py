@@ -229,3 +229,170 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
     assert done.returncode == 0, done.stderr[-2000:]
     assert provenance.check_manifest(results) == []
     assert not list(tmp_path.glob(".results.staging-*"))  # a killed run's staging is cleaned up
+
+
+# -- issue 24: library entry points validate like the CLI ---------------------------------------
+
+@pytest.mark.parametrize("mask, match", [
+    (lambda w: np.ones(w.shape), "mask 0 must be a boolean array"),
+    (lambda w: np.full(w.shape, np.nan), "mask 0 must be a boolean array"),
+    (lambda w: np.ones(w.shape, np.int8), "mask 0 must be a boolean array"),
+    (lambda w: np.ones((w.shape[0] + 1, w.shape[1]), bool), "mask 0 has shape"),
+])
+def test_apply_masks_refuses_non_boolean_or_misshaped_masks(mask, match):
+    ws = kernels()
+    masks = [mask(ws[0]), *(np.ones(w.shape, bool) for w in ws[1:])]
+    with pytest.raises(ValueError, match=match):
+        pruning.apply_masks(ws, masks)
+
+
+def test_apply_masks_refuses_a_logit_mask_that_prunes():
+    ws = kernels()
+    masks = [np.ones(w.shape, bool) for w in ws]
+    masks[-1][0, 0] = False
+    with pytest.raises(ValueError, match="logit kernel's mask .* prunes 1 weights"):
+        pruning.apply_masks(ws, masks)
+
+
+def test_apply_masks_refuses_a_mask_count_mismatch_and_non_lists():
+    ws = kernels()
+    with pytest.raises(ValueError, match="3 kernels but 2 masks"):
+        pruning.apply_masks(ws, [np.ones(w.shape, bool) for w in ws[:2]])
+    with pytest.raises(ValueError, match="list of boolean arrays"):
+        pruning.apply_masks(ws, np.ones(3, bool))
+
+
+@pytest.mark.parametrize("ws, biases, match", [
+    ([np.ones((3, 4)), np.ones((5, 2))], None, "kernel 1 takes 5 inputs"),
+    ([np.ones((3, 4)), np.ones((4, 2))], [np.ones(3), None], r"bias 0 has shape \(3,\)"),
+    ([np.ones((3, 4)), np.ones((4, 2))], [None], "2 kernels but 1 biases"),
+    ([np.ones((3, 4)), np.full((4, 2), np.nan)], None, "kernel 1 contains 8 NaN"),
+    ([], None, "at least the logit layer"),
+])
+def test_compact_kernels_validates_kernels_and_biases(ws, biases, match):
+    from prunelib.core.compact import compact_kernels
+
+    with pytest.raises(ValueError, match=match):
+        compact_kernels(ws, biases)
+
+
+def test_compact_kernels_does_not_modify_its_inputs():
+    from prunelib.core.compact import compact_kernels
+
+    ws = pruning.unit_prune(kernels(), 50)
+    before = [w.copy() for w in ws]
+    compact_kernels(ws, [np.ones(w.shape[1]) for w in ws])
+    for a, b in zip(ws, before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("ws, biases, shape, match", [
+    ([np.ones((30, 4)), np.ones((5, 2))], None, (30,), "kernel 1 takes 5 inputs"),
+    ([np.ones((30, 4)), np.ones((4, 2))], [np.ones(3), None], (30,), r"bias 0 has shape"),
+    ([np.ones((30, 4)), np.ones((4, 2))], None, (28, 28), "input_shape .* kernel 0's 30 inputs"),
+    ([np.ones((30, 4)), np.ones((4, 2))], None, (-30,), "input_shape"),
+])
+def test_from_kernels_validates_before_building(ws, biases, shape, match):
+    from prunelib.models import mlp
+
+    with pytest.raises(ValueError, match=match):
+        mlp.from_kernels(ws, biases, input_shape=shape)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"ks": (50, 50.0)}, "ks lists 50.0 more than once"),
+    ({"seeds": (0, 1, 0)}, "seeds lists 0 more than once"),
+    ({"datasets": ("mnist", "mnist")}, "datasets lists 'mnist' more than once"),
+    ({"methods": ("weight", "weight")}, "methods lists 'weight' more than once"),
+    ({"recovery_strategies": ("finetune", "finetune")}, "recovery_strategies lists 'finetune'"),
+    ({"datasets": ("mnist", "cifar10")}, "unknown dataset 'cifar10'; choose from"),
+    ({"datasets": ()}, "at least one value"),
+    ({"datasets": "mnist"}, "datasets must be a tuple"),
+    ({"seeds": (-1,)}, r"seeds must be whole numbers in \[0, 2\*\*32\), got -1"),
+    ({"seeds": (0.5,)}, "seeds must be whole numbers"),
+    ({"seeds": (True,)}, "seeds must be whole numbers"),
+    ({"recovery_seeds": (7,)}, "recovery seed 7 is not one of the seeds"),
+])
+def test_experiment_config_refuses_what_the_cli_refuses(overrides, match):
+    from prunelib.study.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig.quick(**overrides)
+
+
+def test_default_and_quick_configs_still_construct():
+    from prunelib.study.config import ExperimentConfig
+
+    ExperimentConfig()
+    ExperimentConfig.quick(datasets=("mnist",), seeds=(0, 1), recovery_seeds=())
+
+
+# -- issue 24, own hunt: evaluation, accounting and bias helpers --------------------------------
+
+@pytest.mark.parametrize("x, y, match", [
+    (np.ones((4, 10)), np.array([0.0, 1.0, 2.0, 0.0]), "labels must be integers"),
+    (np.ones((4, 10)), np.array(["a"] * 4), "labels must be integers"),
+    (np.ones((0, 10)), np.zeros(0, int), "non-empty batch"),
+    (np.ones((4, 7)), np.zeros(4, int), "flattening to the first kernel's 10 inputs"),
+    (np.ones(10), np.zeros(1, int), "non-empty batch"),
+])
+def test_evaluate_kernels_refuses_bad_images_and_labels(x, y, match):
+    from prunelib.core.evaluate import evaluate_kernels
+
+    with pytest.raises(ValueError, match=match):
+        evaluate_kernels(kernels(), x, y)
+
+
+def test_evaluate_kernels_refuses_an_array_as_kernels():
+    from prunelib.core.evaluate import evaluate_kernels
+
+    with pytest.raises(ValueError, match="list of 2-D arrays"):
+        evaluate_kernels(np.ones((10, 3)), np.ones((2, 10)), np.zeros(2, int))
+
+
+def test_account_and_live_units_refuse_unchained_kernels():
+    from prunelib.core.compact import account, live_units
+
+    for fn in (account, live_units):
+        with pytest.raises(ValueError, match="kernel 1 takes 5 inputs"):
+            fn([np.ones((3, 4)), np.ones((5, 2))])
+    with pytest.raises(ValueError, match="bias 0 has shape"):
+        live_units([np.ones((3, 4)), np.ones((4, 2))], [np.ones(3), None])
+
+
+def test_prune_biases_refuses_mismatched_biases():
+    with pytest.raises(ValueError, match="bias 0 has shape"):
+        pruning.prune_biases([np.ones(3)], [np.ones((2, 2), bool)], "unit")
+    with pytest.raises(ValueError, match="1 biases but 2 masks"):
+        pruning.prune_biases([None], [np.ones((2, 2), bool)] * 2, "weight")
+
+
+def test_summary_table_names_missing_columns():
+    import pandas as pd
+
+    from prunelib.reporting.stats import summary_table
+
+    with pytest.raises(ValueError, match=r"missing \['dataset'"):
+        summary_table(pd.DataFrame({"a": [1]}))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda C: C.Architecture((1.5,)), "every size must be a positive integer, got 1.5"),
+    (lambda C: C.Architecture((300.0, 100)), None),  # whole floats still mean their int
+    (lambda C: C.Recipe(learning_rate=float("inf")), "learning_rate must be a finite number"),
+    (lambda C: C.Recipe(weight_decay=float("nan")), "weight_decay must be a finite number"),
+    (lambda C: C.Recipe(epochs=1.5), "epochs must be a whole number"),
+    (lambda C: C.TrainConfig(seed=-1), r"seed must be a whole number \[0, 4294967296\)"),
+    (lambda C: C.TrainConfig(seed=1.5), "seed must be a whole number"),
+    (lambda C: C.TrainConfig(train_subset=1.5), "train_subset must be a whole number"),
+    (lambda C: C.ExperimentConfig.quick(calibration_size=1.5), "calibration_size must be a whole number"),
+    (lambda C: C.ExperimentConfig.quick(calibration_size=True), "calibration_size must be a whole number"),
+])
+def test_configs_refuse_numbers_they_would_silently_round_or_carry(make, match):
+    from prunelib.models import config
+
+    if match is None:
+        assert make(config).hidden_sizes == (300, 100)
+        return
+    with pytest.raises(ValueError, match=match):
+        make(config)

@@ -68,6 +68,8 @@ def _try_load(path: Path, key: dict, load: Callable[[Path], T]) -> tuple[bool, T
     kpath = key_path(path)
     try:
         meta = json.loads(kpath.read_text())
+        if not isinstance(meta, dict):  # e.g. `null` or a list: damaged, so recompute
+            raise ValueError(f"it holds {type(meta).__name__}, not an object")
         if meta.get("sha256") != sha256_file(path):
             return False, None, float("nan"), "its checksum does not match (damaged or replaced)"
         if meta.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
@@ -205,13 +207,36 @@ def _current_hash(module: str) -> str | None:
         return None
 
 
+def _manifest_field_problems(manifest: object, path: Path) -> list[str]:
+    """The manifest's own fields, checked before they are used (a hand-edited or damaged manifest
+    is "not current", never a traceback): an object whose ``code`` and ``files`` map names to
+    hex hashes, file names relative and inside the results directory."""
+    fix = "run `python -m prunelib run`"
+    if not isinstance(manifest, dict):
+        return [f"{path} holds a JSON {type(manifest).__name__}, not an object; {fix}"]
+    problems = []
+    for field in ("code", "files"):
+        value = manifest.get(field)
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                  for k, v in value.items()):
+            problems.append(f"{path}: field {field!r} must map names to hashes, got {str(value)[:60]}; {fix}")
+    files = manifest.get("files")
+    if isinstance(files, dict):
+        for name in files:
+            parts = Path(str(name)).parts
+            if not parts or Path(str(name)).is_absolute() or ".." in parts:
+                problems.append(f"{path}: file name {str(name)[:60]!r} is not inside the results directory; {fix}")
+    return problems
+
+
 def check_manifest(results_dir: str | os.PathLike) -> list[str]:
     """Problems that make ``results_dir`` not current for the checked-out code (empty = current).
 
-    Checks the manifest's own fields (types, and a seal over them that a hand edit breaks), that
-    every module that determines the results (the import closure of :data:`RESULTS_CODE`, as the
-    code on disk now imports) is byte-identical to the one that produced them, that every recorded
-    file is present with its recorded hash, and that no unrecorded file exists.
+    Checks the manifest's own fields (types, file names, and a seal over them that a hand edit
+    breaks), that every module that determines the results (the import closure of
+    :data:`RESULTS_CODE`, as the code on disk now imports) is byte-identical to the one that
+    produced them, that every recorded file is present with its recorded hash, and that no
+    unrecorded file exists.
     """
     results_dir = Path(results_dir)
     path = results_dir / MANIFEST
@@ -222,12 +247,7 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
         return [f"{path} is missing; {rerun}"]
     except (OSError, ValueError) as err:
         return [f"{path} is unreadable ({err}); {rerun}"]
-    if not isinstance(manifest, dict):
-        return [f"{path} holds a {type(manifest).__name__}, not a manifest; {rerun}"]
-    problems = [f"{path}: field {field!r} is missing or not a mapping of names to hashes; {rerun}"
-                for field in ("code", "files")
-                if not isinstance(manifest.get(field), dict)
-                or not all(isinstance(v, str) for v in manifest[field].values())]
+    problems = _manifest_field_problems(manifest, path)
     if problems:
         return problems
     if manifest.get("sealed") != _seal(manifest):

@@ -16,6 +16,8 @@ import numpy as np
 
 from prunelib.core.pruning import DEFAULT_KS
 
+from prunelib.core.pruning import validate_biases, validate_kernel_shapes, validate_kernels
+
 
 def live_units(kernels: Sequence[np.ndarray],
                biases: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
@@ -25,8 +27,13 @@ def live_units(kernels: Sequence[np.ndarray],
         kernels: (inputs, units) kernels in layer order, the last feeding the logits.
         biases: per-layer biases or ``None``; a unit with a nonzero bias is never dead by its
             column alone (it outputs a constant the next layer may use).
+
+    Raises:
+        ValueError: the kernels do not chain (:func:`prunelib.core.pruning.validate_kernel_shapes`) or
+            the biases do not match them.
     """
-    biases = list(biases) if biases is not None else [None] * len(kernels)
+    kernels = validate_kernel_shapes(kernels)
+    biases = _bias_shapes(kernels, biases)
     live = [np.ones(w.shape[1], dtype=bool) for w in kernels[:-1]]
     changed = True
     while changed:
@@ -47,6 +54,17 @@ def live_units(kernels: Sequence[np.ndarray],
     return live
 
 
+def _bias_shapes(kernels: list[np.ndarray], biases) -> list:
+    """Biases as a list, one per kernel, each None or (units,) (values unchecked, like the kernels')."""
+    biases = list(biases) if biases is not None else [None] * len(kernels)
+    if len(biases) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases; give one per kernel (None for none)")
+    for i, (w, b) in enumerate(zip(kernels, biases)):
+        if b is not None and np.shape(b) != (w.shape[1],):
+            raise ValueError(f"bias {i} has shape {np.shape(b)}; kernel {i} has {w.shape[1]} units")
+    return [None if b is None else np.asarray(b) for b in biases]
+
+
 def _rows(live: list[np.ndarray], i: int, n_inputs: int) -> np.ndarray:
     return live[i - 1] if i > 0 else np.ones(n_inputs, dtype=bool)
 
@@ -59,8 +77,14 @@ def compact_kernels(kernels: Sequence[np.ndarray],
     Returns:
         ``(kernels, biases)`` with dead units' columns and the next layer's matching rows removed.
         The first kernel keeps all its input rows and the last keeps all its output columns.
+
+    Raises:
+        ValueError: the kernels are invalid (:func:`prunelib.core.pruning.validate_kernels`: 2-D, real,
+            finite, chaining) or the biases are (one 1-D array or None per kernel, one entry per
+            unit, finite).
     """
-    biases = list(biases) if biases is not None else [None] * len(kernels)
+    kernels = validate_kernels(kernels)
+    biases = validate_biases(kernels, biases)
     live = live_units(kernels, biases)
     for mask in live:
         # A layer with no live unit keeps one, so shapes stay valid; it cannot affect the logits.
@@ -97,7 +121,12 @@ class Accounting:
 
 
 def account(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None) -> Accounting:
-    """Count zero, effective and multiply-accumulate work for pruned ``kernels``."""
+    """Count zero, effective and multiply-accumulate work for pruned ``kernels``.
+
+    Raises:
+        ValueError: the kernels do not chain or the biases do not match them.
+    """
+    kernels = validate_kernel_shapes(kernels)
     live = live_units(kernels, biases)
     total = sum(w.size for w in kernels)
     effective = 0

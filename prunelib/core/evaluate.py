@@ -32,10 +32,22 @@ def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
         y: integer labels (n,).
         biases: per-layer biases or ``None`` (no bias).
         batch_size: rows per block of the forward pass.
+
+    Raises:
+        ValueError: the kernels do not chain (:func:`prunelib.core.pruning.validate_kernel_shapes`),
+            there are no images, an image does not flatten to the first kernel's inputs, or the
+            labels are not one integer in [0, classes) per image.
     """
+    kernels = pruning.validate_kernel_shapes(kernels)
+    x_shape = np.shape(x)
+    if len(x_shape) < 2 or len(x) == 0 or int(np.prod(x_shape[1:], dtype=np.int64)) != kernels[0].shape[0]:
+        raise ValueError(f"images of shape {x_shape} must be a non-empty batch (n, ...) flattening to the "
+                         f"first kernel's {kernels[0].shape[0]} inputs")
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"need one integer label per image: {len(x)} images, labels of shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
     classes = np.shape(kernels[-1])[1]
     if len(y) and (y.min() < 0 or y.max() >= classes):
         raise ValueError(f"labels must lie in [0, {classes}), got {y.min()}..{y.max()}")

@@ -177,17 +177,46 @@ def compute_masks(kernels: Sequence[np.ndarray], k: float, method: str) -> Masks
     return fn(kernels, k)
 
 
-def apply_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Return new kernels with masked-out weights set to zero (inputs untouched)."""
-    kernels = validate_kernels(kernels)
+def validate_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Check masks against (validated) kernels and return them as a list of arrays (not copied).
+
+    Each mask must be a boolean array of its kernel's shape (a float or NaN mask is not read as
+    "keep where nonzero": that guess hides bugs), and the logit kernel's mask must keep every
+    weight, since the logit layer is never pruned.
+
+    Raises:
+        ValueError: naming the mask and what is wrong with it.
+    """
+    if isinstance(masks, np.ndarray) or not isinstance(masks, Sequence):
+        raise ValueError(f"masks must be a list of boolean arrays, one per kernel; got {type(masks).__name__}")
     if len(kernels) != len(masks):
-        raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks")
+        raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks; give one mask per kernel")
     out = []
-    for kernel, mask in zip(kernels, masks):
-        if kernel.shape != mask.shape:
-            raise ValueError(f"mask shape {mask.shape} does not match kernel shape {kernel.shape}")
-        out.append(np.where(mask, kernel, np.zeros((), dtype=kernel.dtype)))
+    for i, (kernel, mask) in enumerate(zip(kernels, masks)):
+        m = np.asarray(mask)
+        if m.dtype != bool:
+            raise ValueError(f"mask {i} must be a boolean array (True keeps a weight), got dtype "
+                             f"{m.dtype}; convert it explicitly, e.g. mask != 0")
+        if m.shape != kernel.shape:
+            raise ValueError(f"mask {i} has shape {m.shape}, which does not match kernel shape {kernel.shape}")
+        out.append(m)
+    if not out[-1].all():
+        raise ValueError(f"the logit kernel's mask (mask {len(out) - 1}) prunes "
+                         f"{int(out[-1].size - np.count_nonzero(out[-1]))} weights; the logit layer is "
+                         "never pruned, so its mask must be all True")
     return out
+
+
+def apply_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Return new kernels with masked-out weights set to zero (inputs untouched).
+
+    Raises:
+        ValueError: the kernels are invalid (:func:`validate_kernels`) or the masks are
+            (:func:`validate_masks`: boolean, the kernels' shapes, the logit mask all True).
+    """
+    kernels = validate_kernels(kernels)
+    masks = validate_masks(kernels, masks)
+    return [np.where(mask, kernel, np.zeros((), dtype=kernel.dtype)) for kernel, mask in zip(kernels, masks)]
 
 
 def prune(kernels: Sequence[np.ndarray], k: float, method: str) -> list[np.ndarray]:
@@ -228,7 +257,18 @@ def prune_biases(biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray
     """Zero the biases of units that unit pruning removed, so a pruned unit outputs exactly 0.
 
     Weight pruning leaves biases alone: a column it happens to empty is not a removed unit.
+
+    Raises:
+        ValueError: the biases and masks differ in number, or a bias does not have one entry per
+            unit of its mask.
     """
+    biases, masks = list(biases), list(masks)
+    if len(biases) != len(masks):
+        raise ValueError(f"{len(biases)} biases but {len(masks)} masks; give one bias (or None) per mask")
+    for i, (b, m) in enumerate(zip(biases, masks)):
+        if b is not None and (np.ndim(m) != 2 or np.shape(b) != (np.shape(m)[1],)):
+            raise ValueError(f"bias {i} has shape {np.shape(b)} but mask {i} has shape {np.shape(m)}; "
+                             "a bias has one entry per unit (column)")
     if method != "unit":
         return list(biases)
     return [None if b is None else np.where(m.any(axis=0), b, np.zeros((), b.dtype))
@@ -240,3 +280,94 @@ def sparsity(arrays: Sequence[np.ndarray]) -> float:
     total = sum(a.size for a in arrays)
     zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
     return 100.0 * zeros / total if total else 0.0
+
+
+def validate_biases(kernels: Sequence[np.ndarray],
+                    biases: Sequence[np.ndarray | None] | None) -> list[np.ndarray | None]:
+    """Check per-layer biases against (validated) kernels; return them as a list (not copied).
+
+    ``None`` (or a ``None`` entry) means no bias for that layer. Each bias must be a finite 1-D
+    array of real numbers with one entry per unit of its kernel.
+
+    Raises:
+        ValueError: naming the bias and what is wrong with it.
+    """
+    if biases is None:
+        return [None] * len(kernels)
+    if isinstance(biases, np.ndarray) or not isinstance(biases, Sequence):
+        raise ValueError(f"biases must be a list with one 1-D array (or None) per kernel; got {type(biases).__name__}")
+    if len(biases) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases; give one per kernel (None for none)")
+    out = []
+    for i, (kernel, bias) in enumerate(zip(kernels, biases)):
+        if bias is None:
+            out.append(None)
+            continue
+        b = np.asarray(bias)
+        if b.dtype == bool or not (np.issubdtype(b.dtype, np.floating) or np.issubdtype(b.dtype, np.integer)):
+            raise ValueError(f"bias {i} must hold real numbers, got dtype {b.dtype}")
+        if b.shape != (kernel.shape[1],):
+            raise ValueError(f"bias {i} has shape {b.shape}; kernel {i} has {kernel.shape[1]} units, "
+                             f"so it must have shape ({kernel.shape[1]},)")
+        if np.issubdtype(b.dtype, np.floating) and not np.isfinite(b).all():
+            raise ValueError(f"bias {i} contains {int(np.sum(~np.isfinite(b)))} NaN or infinite values")
+        out.append(b)
+    return out
+
+
+def validate_inputs(x: object, features: int) -> np.ndarray:
+    """Inference inputs as a C-contiguous float32 (n, features) array, after checking them.
+
+    Policy shared by every inference path (:class:`prunelib.inference.predictor.Predictor`,
+    :class:`prunelib.inference.sparse.SparseMLP`): a batch ``(n, ...)`` whose trailing axes flatten to
+    ``features`` (a single sample is a batch of one, ``x[None]``; a 1-D array is refused rather
+    than guessed at); real numbers (bool, integer or floating); every value finite after the cast
+    to float32. Non-finite inputs are refused because the sparse paths skip pruned weights and
+    would turn NaN into finite logits where the dense path gives NaN. ``n`` may be 0.
+
+    Raises:
+        ValueError: naming the shape, dtype or count of non-finite values that is wrong.
+    """
+    if np.ma.is_masked(x):  # np.asarray would drop the mask and compute on the hidden values
+        raise ValueError("inputs are a masked array with masked entries; fill them first (x.filled(...))")
+    a = np.asarray(x)
+    if a.dtype == object or not (a.dtype == bool or np.issubdtype(a.dtype, np.floating)
+                                 or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"inputs must be real numbers, got dtype {a.dtype}")
+    if a.ndim < 2 or int(np.prod(a.shape[1:], dtype=np.int64)) != features:
+        raise ValueError(f"inputs of shape {a.shape} do not flatten to {features} features per sample; "
+                         "pass a batch (n, ...) even for one sample (x[None])")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+        out = np.ascontiguousarray(a.reshape(len(a), features), dtype=np.float32)
+    bad = out.size - int(np.count_nonzero(np.isfinite(out)))
+    if bad:
+        raise ValueError(f"inputs contain {bad} NaN or infinite values (after conversion to float32); "
+                         "inference refuses them on every path, so clean or clip the inputs first")
+    return out
+
+
+def validate_kernel_shapes(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The structural half of :func:`validate_kernels`: a non-empty list of 2-D real arrays whose
+    shapes chain. Values are not checked, so evaluating or counting a diverged (NaN) network still
+    reports it rather than raising.
+
+    Raises:
+        ValueError: naming the layer and what is wrong with it.
+    """
+    if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
+        raise ValueError("kernels must be a list of 2-D arrays in layer order, one per Dense layer; "
+                         f"got {type(kernels).__name__}")
+    if len(kernels) < 1:
+        raise ValueError("need at least the logit layer's kernel")
+    out = []
+    for i, kernel in enumerate(kernels):
+        w = np.asarray(kernel)
+        if w.ndim != 2:
+            raise ValueError(f"kernel {i} must be 2-D (inputs, units), got shape {w.shape}")
+        if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
+            raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
+        if out and out[-1].shape[1] != w.shape[0]:
+            raise ValueError(f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
+                             f"{out[-1].shape[1]} units; kernels must be in layer order")
+        out.append(w)
+    return out

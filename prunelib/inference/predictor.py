@@ -18,6 +18,13 @@ Which one is fastest depends on the sparsity, the batch size and the machine, so
 in each batch-size bucket times every path on that very batch and remembers the winner
 (:attr:`Predictor.chosen`); ``benchmarks/inference.py`` records what each path costs. All paths
 agree to float32 rounding (tested).
+
+One input policy on every path (:func:`prunelib.core.pruning.validate_inputs`): a batch ``(n, ...)``
+(one sample is ``x[None]``; a 1-D array is refused), real, and finite. NaN or inf inputs are a
+``ValueError``, never a path-dependent answer: the sparse paths skip pruned weights, so they
+would give finite logits where the dense path gives NaN. An empty batch gives ``(0, classes)``.
+Networks with biases run on ``blas`` and ``csr``; the fused ``sparse`` kernel is bias-free and
+is refused for them. The activation is ReLU between layers and linear logits, nothing else.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import scipy.sparse as sp
 
 from prunelib.core import forward
 from prunelib.core.compact import compact_kernels
-from prunelib.core.pruning import validate_kernels
+from prunelib.core.pruning import validate_biases, validate_inputs, validate_kernels
 
 TILE = 16
 """Samples per tile of the ``sparse`` path: a 1000-feature tile is 64 KB, so a layer's input and
@@ -41,6 +48,9 @@ BUCKETS = (1, 32, 1024)
 """Upper ends of the batch-size buckets a path is chosen for (larger batches form the last one)."""
 
 
+# No bounds checks: every index is proven in range before the call. The CSR layers come from scipy
+# on the compacted kernels (which chain: validate_kernels), and the input width is checked
+# (validate_inputs) before any path runs.
 @numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
 def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no cover - compiled
     """ReLU MLP with CSR hidden layers (rows = units) and a dense logit kernel, per tile of TILE."""
@@ -84,11 +94,15 @@ def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no co
     return out
 
 
-def blas_forward(kernels: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+def blas_forward(kernels: Sequence[np.ndarray],
+                 biases: Sequence[np.ndarray | None] | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers
-    (:func:`prunelib.core.forward.logits`)."""
+    (:func:`prunelib.core.forward.logits`), adding ``biases`` where given."""
     kernels = list(kernels)
-    return lambda x: forward.logits(kernels, x)
+    if biases is None or all(b is None for b in biases):
+        return lambda x: forward.logits(kernels, x)
+    biases = list(biases)
+    return lambda x: forward.logits(kernels, x, biases)
 
 
 def _bucket(n: int) -> int:
@@ -99,27 +113,50 @@ def _bucket(n: int) -> int:
 
 
 class Predictor:
-    """Logits of a pruned bias-free ReLU MLP, by the fastest path for each batch size.
+    """Logits of a pruned ReLU MLP (biases optional), by the fastest path for each batch size.
 
     Args:
         kernels: (inputs, units) kernels in layer order, the last feeding the logits (zeros where
             pruned); they are compacted and copied, never modified.
-        paths: restrict the candidates (default: every path of :data:`PATHS`).
+        biases: one 1-D bias (or None) per kernel, or None for a bias-free network; computed in
+            float32 like the kernels.
+        paths: restrict the candidates (default: every path of :data:`PATHS` that can compute
+            this network: ``sparse`` is bias-free).
 
     Raises:
-        ValueError: the kernels do not chain, or an unknown path is named.
+        ValueError: the kernels or biases are invalid (2-D, real, finite in float32, chaining;
+            biases 1-D with one entry per unit), an unknown path is named, or ``sparse`` is named
+            for a network with biases.
     """
 
     PATHS = ("blas", "sparse", "csr")
 
-    def __init__(self, kernels: Sequence[np.ndarray], *, paths: Sequence[str] | None = None) -> None:
+    def __init__(self, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None, *,
+                 paths: Sequence[str] | None = None) -> None:
         kernels = validate_kernels(kernels)
+        biases = validate_biases(kernels, biases)
+        if isinstance(paths, str):
+            raise ValueError(f"paths must be a list of path names, got the string {paths!r}")
         unknown = [p for p in (paths or ()) if p not in self.PATHS]
         if unknown:
             raise ValueError(f"unknown inference path {unknown[0]!r}; choose from {list(self.PATHS)}")
-        small, _ = compact_kernels([np.asarray(w, dtype=np.float32) for w in kernels])
+        has_bias = any(b is not None and np.any(b != 0) for b in biases)
+        if has_bias and paths and "sparse" in paths:
+            raise ValueError("the 'sparse' path computes bias-free networks only; choose 'blas' or 'csr' "
+                             "for a network with biases")
+        with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
+            k32 = [np.asarray(w, dtype=np.float32) for w in kernels]
+            b32 = [None if b is None else np.asarray(b, dtype=np.float32) for b in biases]
+        for i, w in enumerate(k32):
+            if 0 in w.shape:
+                raise ValueError(f"kernel {i} has shape {w.shape}; every layer needs at least one input and one unit")
+            if not np.isfinite(w).all() or (b32[i] is not None and not np.isfinite(b32[i]).all()):
+                raise ValueError(f"kernel or bias {i} has values beyond float32's range; inference runs in float32")
+        small, small_b = compact_kernels(k32, b32 if has_bias else None)
         self.kernels = [np.ascontiguousarray(w, dtype=np.float32) for w in small]
-        self.paths = tuple(paths or self.PATHS)
+        self.biases = ([None if b is None else np.ascontiguousarray(b, dtype=np.float32) for b in small_b]
+                       if has_bias else None)
+        self.paths = tuple(paths or (p for p in self.PATHS if not (has_bias and p == "sparse")))
         self.chosen: dict[int, str] = {}  # bucket -> path
         self.timings: dict[int, dict[str, float]] = {}  # bucket -> path -> seconds on the probe
         self._built: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
@@ -134,11 +171,21 @@ class Predictor:
             raise ValueError(f"path {path!r} is not one of this predictor's {list(self.paths)}")
         if path not in self._built:
             self._built[path] = getattr(self, f"_build_{path}")()
-        return self._built[path](self._prepare(x))
+        x = self._prepare(x)
+        if len(x) == 0:
+            return self._empty()
+        return self._built[path](x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits (n, classes) for inputs (n, ...) flattening to the first kernel's inputs."""
+        """Logits (n, classes) for inputs (n, ...) flattening to the first kernel's inputs.
+
+        Raises:
+            ValueError: the inputs are not a finite real batch of :attr:`input_size` features
+                per sample (:func:`prunelib.core.pruning.validate_inputs`).
+        """
         x = self._prepare(x)
+        if len(x) == 0:  # nothing to time: an empty batch must not choose the path for bucket 1
+            return self._empty()
         bucket = _bucket(len(x))
         if bucket not in self.chosen:
             self.timings[bucket] = {p: self._time(p, x) for p in self.paths}
@@ -150,11 +197,10 @@ class Predictor:
         return self.chosen.get(_bucket(n))
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
-        if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.input_size:
-            raise ValueError(f"inputs of shape {x.shape} do not flatten to {self.input_size} features per "
-                             "sample; pass a batch (n, ...) even for one sample")
-        return np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32)
+        return validate_inputs(x, self.input_size)
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.kernels[-1].shape[1]), dtype=np.float32)
 
     def _time(self, path: str, x: np.ndarray) -> float:
         self.run(path, x)  # warm-up: compilation, caches
@@ -163,7 +209,7 @@ class Predictor:
         return time.perf_counter() - t0
 
     def _build_blas(self):
-        return blas_forward(self.kernels)
+        return blas_forward(self.kernels, self.biases)
 
     def _csr_layers(self):
         layers = []
@@ -177,6 +223,8 @@ class Predictor:
         layers = self._csr_layers()
         if not layers:  # only the logit layer: nothing sparse to walk
             return self._build_blas()
+        if self.biases is not None:  # refused in __init__; kept as a guard for the bias-free kernel
+            raise ValueError("the 'sparse' path computes bias-free networks only")
         indptrs = numba.typed.List([m.indptr.astype(np.int64) for m in layers])
         indices = numba.typed.List([m.indices.astype(np.int64) for m in layers])
         values = numba.typed.List([m.data.astype(np.float32) for m in layers])
@@ -186,11 +234,14 @@ class Predictor:
 
     def _build_csr(self):
         layers = [*self._csr_layers(), np.ascontiguousarray(self.kernels[-1].T)]
+        biases = [None if b is None else b[:, None] for b in (self.biases or [None] * len(layers))]
 
         def run_csr(x):
             h = np.ascontiguousarray(x.T)
             for i, m in enumerate(layers):
                 h = m @ h
+                if biases[i] is not None:
+                    h = h + biases[i]
                 if i < len(layers) - 1:
                     np.maximum(h, 0, out=h)
             return np.ascontiguousarray(h.T)

@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import zipfile
+import zlib
+from numbers import Real
+
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+from prunelib.core.pruning import validate_inputs, validate_kernels
 
 DENSE_ABOVE = 0.30
 """Layers whose fraction of nonzeros exceeds this run as dense BLAS matmuls.
@@ -27,7 +33,14 @@ than dense at 20 % density (weight k = 80) and faster at 10 % (k = 90)."""
 TILE = 64
 """Samples per tile: a 1000-feature tile is 256 KB, so input and output tiles sit in L2 together."""
 
+MAX_LOAD_ENTRIES = 2**28
+"""Largest kernel (inputs x units) :meth:`SparseMLP.load` accepts: 1 GiB of float32 once dense.
+A file claiming more is refused before anything is allocated."""
 
+
+# No bounds checks: every index is proven in range before the call. CSR arrays come from scipy on
+# our own dense arrays or from SparseMLP.load's checks, kernels chain (inference_kernels), and
+# predict checks the input width (validate_inputs).
 @numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
 def _spmm_tiles(indptr, indices, data, a, relu):  # pragma: no cover - compiled
     """``out[t] = W_T @ a[t]`` per tile, W_T in CSR (units x inputs), ``a`` of shape (tiles, inputs, TILE)."""
@@ -90,18 +103,52 @@ class SparseLayer:
         return np.maximum(out, 0, out=out) if relu else out
 
 
+def inference_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Kernels checked for a compiled inference path, as float32 arrays (copies only where cast).
+
+    On top of :func:`prunelib.core.pruning.validate_kernels` (2-D, real, finite, chaining), every
+    kernel must have at least one input and one unit, and stay finite in float32: the compiled
+    kernels index by these shapes without bounds checks, so nothing unchecked may reach them.
+
+    Raises:
+        ValueError: naming the kernel and what is wrong with it.
+    """
+    out = []
+    for i, w in enumerate(validate_kernels(kernels)):
+        if 0 in w.shape:
+            raise ValueError(f"kernel {i} has shape {w.shape}; every layer needs at least one input and one unit")
+        with np.errstate(over="ignore"):
+            w32 = np.asarray(w, dtype=np.float32)
+        if not np.isfinite(w32).all():
+            raise ValueError(f"kernel {i} has values beyond float32's range (largest |w| = "
+                             f"{float(np.max(np.abs(w.astype(np.float64)))):g}); inference runs in float32")
+        out.append(w32)
+    return out
+
+
 class SparseMLP:
     """A bias-free ReLU MLP for inference, each layer sparse (CSR) or dense by its density.
 
+    Inputs follow :func:`prunelib.core.pruning.validate_inputs`: a batch ``(n, ...)`` (a single sample
+    is ``x[None]``; a 1-D array is refused), real and finite (NaN or inf is a ``ValueError``, as
+    on every inference path); an empty batch gives ``(0, classes)`` logits.
+
     Args:
         kernels: (inputs, units) kernels in layer order; ReLU between, linear logits.
-        dense_above: layers with a larger fraction of nonzeros run dense.
+        dense_above: layers with a larger fraction of nonzeros run dense (a number in [0, 1]).
+
+    Raises:
+        ValueError: the kernels are invalid (:func:`inference_kernels`) or ``dense_above`` is not
+            a number in [0, 1].
     """
 
     def __init__(self, kernels: Sequence[np.ndarray], dense_above: float = DENSE_ABOVE):
+        if isinstance(dense_above, bool) or not isinstance(dense_above, Real) or not 0 <= dense_above <= 1:
+            raise ValueError(f"dense_above must be a fraction in [0, 1], got {dense_above!r}")
+        kernels = inference_kernels(kernels)
         self.layers = []
         for w in kernels:
-            w_t = np.ascontiguousarray(np.asarray(w, dtype=np.float32).T)
+            w_t = np.ascontiguousarray(w.T)
             density = np.count_nonzero(w_t) / w_t.size
             stored = w_t if density > dense_above else sp.csr_matrix(w_t)
             if sp.issparse(stored):
@@ -111,8 +158,16 @@ class SparseMLP:
             self.layers.append(SparseLayer(stored, tuple(w.shape)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits (n, classes) for images (n, ...)."""
-        a = to_tiles(x.reshape(len(x), -1))
+        """Logits (n, classes) for images (n, ...).
+
+        Raises:
+            ValueError: the inputs are not a finite real batch of the first kernel's width
+                (:func:`prunelib.core.pruning.validate_inputs`).
+        """
+        x = validate_inputs(x, self.layers[0].shape[0])
+        if len(x) == 0:
+            return np.zeros((0, self.layers[-1].shape[1]), dtype=np.float32)
+        a = to_tiles(x)
         for i, layer in enumerate(self.layers):
             a = layer(a, relu=i < len(self.layers) - 1)
         return from_tiles(a, len(x))
@@ -145,7 +200,9 @@ class SparseMLP:
         """
         try:
             f = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not a SparseMLP archive")
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise ValueError(f"{path} is not a SparseMLP file written by SparseMLP.save ({err})") from err
         with f:
             try:
@@ -156,13 +213,19 @@ class SparseMLP:
                 if n.shape != () or not np.issubdtype(n.dtype, np.integer) or int(n) < 1:
                     raise ValueError("'n_layers' must be a positive integer")
                 n = int(n)
+                # 4 entries per layer: a count the file cannot hold is refused before anything
+                # is built from it (a tiny file may claim millions of layers)
+                if 4 * n + 1 != len(names):
+                    raise ValueError(f"'n_layers' says {n} layers but it holds {len(names)} entries, "
+                                     "which do not match (a file of n layers holds 4n + 1)")
                 expected = {"n_layers"} | {f"{i}_{part}" for i in range(n)
                                            for part in ("data", "indices", "indptr", "shape")}
                 if names != expected:
                     raise ValueError(f"its entries {sorted(names ^ expected)[:4]} do not match "
                                      f"{n} layers")
                 kernels = [_checked_layer(f, i) for i in range(n)]
-            except (ValueError, KeyError) as err:
+            except (ValueError, KeyError, OSError, EOFError, MemoryError, zipfile.BadZipFile,
+                    zlib.error) as err:
                 raise ValueError(f"{path} is not a valid SparseMLP file: {err}") from None
         for i in range(1, len(kernels)):
             if kernels[i].shape[0] != kernels[i - 1].shape[1]:
@@ -174,10 +237,16 @@ class SparseMLP:
 def _checked_layer(f, i: int) -> np.ndarray:
     """Layer ``i``'s kernel from a saved file, after checking its CSR arrays (scipy trusts them,
     and out-of-bounds indices would corrupt memory)."""
-    shape, data, indices, indptr = (f[f"{i}_{part}"] for part in ("shape", "data", "indices", "indptr"))
+    shape = _read_checked(f, f"{i}_shape", 64)
     if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer) or (shape < 1).any():
         raise ValueError(f"layer {i}: shape must be two positive integers, got {shape.tolist()}")
     rows, cols = (int(v) for v in shape)
+    if rows * cols > MAX_LOAD_ENTRIES:
+        raise ValueError(f"layer {i}: shape {rows} x {cols} exceeds the {MAX_LOAD_ENTRIES} weights "
+                         "a loaded kernel may have (prunelib.inference.sparse.MAX_LOAD_ENTRIES)")
+    # nnz <= rows * cols, so no honest array is larger than this; read nothing that claims more
+    limit = 8 * (rows * cols + cols + 1)
+    data, indices, indptr = (_read_checked(f, f"{i}_{part}", limit) for part in ("data", "indices", "indptr"))
     if not np.issubdtype(data.dtype, np.floating) or data.ndim != 1 or not np.isfinite(data).all():
         raise ValueError(f"layer {i}: data must be a 1-D array of finite floats")
     for name, arr in (("indices", indices), ("indptr", indptr)):
@@ -189,3 +258,23 @@ def _checked_layer(f, i: int) -> np.ndarray:
         raise ValueError(f"layer {i}: indices must number nnz = {data.size}, each in [0, {rows})")
     csr = sp.csr_matrix((data, indices.astype(np.int64), indptr.astype(np.int64)), shape=(cols, rows))
     return csr.toarray().T
+
+
+def _read_checked(f, name: str, limit: int) -> np.ndarray:
+    """Entry ``name`` of an open ``.npz``, after checking that its header claims at most ``limit``
+    bytes and no more than the archive member holds (numpy allocates what the header claims)."""
+    member = f"{name}.npy"
+    try:
+        info = f.zip.getinfo(member)
+    except KeyError:
+        raise ValueError(f"entry {name!r} is missing") from None
+    with f.zip.open(member) as fp:
+        version = np.lib.format.read_magic(fp)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                  else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = header(fp)
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > min(limit, info.file_size):
+        raise ValueError(f"entry {name!r} claims {claimed} bytes, more than the file holds or the "
+                         "layer's shape allows")
+    return f[name]

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+from numbers import Real
 
 from prunelib.core.pruning import validate_k
 
@@ -23,10 +25,26 @@ class Architecture:
     use_bias: bool = False
 
     def __post_init__(self) -> None:
+        for size in (*self.hidden_sizes, self.num_classes):  # int() would turn 1.5 into 1 unnoticed
+            try:
+                _check_whole("a layer size", size, 1)
+            except ValueError:
+                raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, num_classes="
+                                 f"{self.num_classes}; every size must be a positive integer, got {size!r}") from None
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1 or self.num_classes < 1:
             raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, "
                              f"num_classes={self.num_classes}; every size must be a positive integer")
+
+
+def _check_whole(name: str, value: object, low: int, high: int | None = None) -> None:
+    """Raise ValueError unless ``value`` is a whole number (an int, or a float like 300.0) in
+    [low, high)."""
+    whole = (not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
+             and float(value).is_integer())
+    if not whole or value < low or (high is not None and value >= high):
+        span = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a whole number {span}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,12 @@ class Recipe:
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         if self.precision not in ("mixed_bfloat16", "float32"):
             raise ValueError(f"precision must be 'mixed_bfloat16' or 'float32', got {self.precision!r}")
+        _check_whole("epochs", self.epochs, 0)
+        _check_whole("batch_size", self.batch_size, 1)
+        for name in ("learning_rate", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0 or self.weight_decay < 0:
             raise ValueError(f"invalid recipe: {self}; need epochs >= 0, batch_size >= 1, "
                              f"learning_rate > 0, weight_decay >= 0")
@@ -75,6 +99,9 @@ class TrainConfig:
         if not isinstance(self.architecture, Architecture) or not isinstance(self.recipe, Recipe):
             raise ValueError(f"architecture and recipe must be Architecture and Recipe instances, got "
                              f"{type(self.architecture).__name__} and {type(self.recipe).__name__}")
+        _check_whole("seed", self.seed, 0, 2**32)
+        if self.train_subset is not None:
+            _check_whole("train_subset", self.train_subset, 1)
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"train_subset must be a positive number of images or None, got {self.train_subset}")
 

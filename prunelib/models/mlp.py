@@ -6,6 +6,7 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,21 @@ def prune_model(model: keras.Model, k: float, method: str = "weight") -> keras.M
 
 def from_kernels(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None,
                  input_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
-    """A float32 MLP whose layer sizes are read off ``kernels`` and which holds them."""
+    """A float32 MLP whose layer sizes are read off ``kernels`` and which holds them.
+
+    Raises:
+        ValueError: the kernels or biases are invalid (:func:`prunelib.core.pruning.validate_kernels`,
+            :func:`prunelib.core.pruning.validate_biases`), or ``input_shape`` does not flatten to the
+            first kernel's inputs.
+    """
+    kernels = pruning.validate_kernels(kernels)
+    biases = pruning.validate_biases(kernels, biases)
+    dims = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if (not dims or not all(isinstance(d, Integral) and not isinstance(d, bool) and d > 0 for d in dims)
+            or int(np.prod(dims, dtype=object)) != kernels[0].shape[0]):
+        raise ValueError(f"input_shape {input_shape!r} must be a tuple of positive ints flattening to "
+                         f"kernel 0's {kernels[0].shape[0]} inputs")
+    input_shape = tuple(int(d) for d in dims)
     use_bias = biases is not None and any(b is not None for b in biases)
     model = build_mlp([w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], input_shape, use_bias)
     assign_weights(model, kernels, biases)

@@ -27,7 +27,17 @@ def ci95_interval(values) -> tuple[float, float]:
 
 
 def summary_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Mean accuracy per (dataset, method, k) with its 95 % confidence half-width over seeds."""
+    """Mean accuracy per (dataset, method, k) with its 95 % confidence half-width over seeds.
+
+    Raises:
+        ValueError: ``table`` is not a DataFrame with the sweep's columns (naming those missing).
+    """
+    needed = ["dataset", "method", "k", "seed", "sparsity", "prunable_sparsity", "accuracy"]
+    if not isinstance(table, pd.DataFrame):
+        raise ValueError(f"summary_table needs a sweep DataFrame, got {type(table).__name__}")
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"summary_table needs the sweep's columns; missing {missing}")
     keys = ["dataset", "method", *(["correction"] if "correction" in table else []), "k"]
     grouped = table.groupby(keys, sort=False)
     out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),

@@ -38,10 +38,10 @@ def layer_sensitivity(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarra
     for method, i, k in tqdm(grid, desc=f"sensitivity {dataset} seed {seed}", disable=not progress,
                              leave=False):
         # A stand-in logit kernel that chains with layer i: only layer i's mask is used.
-        mask = pruning.compute_masks([hidden[i], np.zeros((hidden[i].shape[1], 1), hidden[i].dtype)],
-                                     k, method)[0]
+        stand_in = np.zeros((hidden[i].shape[1], 1), hidden[i].dtype)
+        mask = pruning.compute_masks([hidden[i], stand_in], k, method)[0]
         pruned = list(kernels)
-        pruned[i] = pruning.apply_masks([hidden[i]], [mask])[0]
+        pruned[i] = pruning.apply_masks([hidden[i], stand_in], [mask, np.ones(stand_in.shape, bool)])[0]
         accuracy, loss = evaluate_kernels(pruned, x, y)
         rows.append({"dataset": dataset, "method": method, "layer": f"hidden_{i}", "k": k,
                      "seed": seed, "sparsity": pruning.sparsity(pruned), "accuracy": accuracy,

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from numbers import Integral
 
 from prunelib.core.pruning import DEFAULT_KS, validate_k
-from prunelib.models.config import RECIPES, AwareTarget, RecoveryConfig, TrainConfig
+from prunelib.models.config import RECIPES, AwareTarget, RecoveryConfig, TrainConfig, _check_whole
 
 RECIPE_STUDY: dict[str, tuple[str, ...]] = {
     "mnist": tuple(RECIPES),
@@ -71,8 +72,38 @@ class ExperimentConfig:
             raise ValueError("need at least one seed")
         if "none" not in self.corrections or not set(self.corrections) <= {"none", "lstsq"}:
             raise ValueError(f"corrections must include 'none' and be among 'none', 'lstsq'; got {self.corrections!r}")
+        _check_whole("calibration_size", self.calibration_size, 1)
         if self.calibration_size < 1:
             raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
+        self._check_grid()
+
+    def _check_grid(self) -> None:
+        """Refuse what the CLI refuses: unknown datasets, repeated values, seeds that are not
+        non-negative ints (a repeated k or seed would write the same table rows twice)."""
+        from prunelib.data import DATASETS
+
+        for name in ("datasets", "methods", "ks", "seeds", "corrections", "recovery_strategies",
+                     "recovery_ks", "recovery_seeds", "aware_targets"):
+            values = getattr(self, name)
+            if isinstance(values, str) or not isinstance(values, tuple):
+                raise ValueError(f"{name} must be a tuple, got {values!r}")
+            seen = [v for i, v in enumerate(values) if v in values[:i]]
+            if seen:
+                raise ValueError(f"{name} lists {seen[0]!r} more than once; give each value once")
+        if not self.datasets or not self.methods or not self.ks:
+            raise ValueError("datasets, methods and ks each need at least one value")
+        unknown = [d for d in self.datasets if d not in DATASETS]
+        if unknown:
+            raise ValueError(f"unknown dataset {unknown[0]!r}; choose from {list(DATASETS)}")
+        for name in ("seeds", "recovery_seeds"):
+            bad = [s for s in getattr(self, name)
+                   if isinstance(s, bool) or not isinstance(s, Integral) or not 0 <= s < 2**32]
+            if bad:
+                raise ValueError(f"{name} must be whole numbers in [0, 2**32), got {bad[0]!r}")
+        stray = [s for s in self.recovery_seeds if s not in self.seeds]
+        if stray:
+            raise ValueError(f"recovery seed {stray[0]!r} is not one of the seeds {list(self.seeds)}; "
+                             "recovery runs on a subset of the seeds")
 
     def tables(self, seed: int) -> tuple[str, ...]:
         """The cached tables this config computes for each dataset at ``seed``, in the order a run

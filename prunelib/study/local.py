@@ -58,6 +58,26 @@ class SourceChanged(RuntimeError):
     """prunelib's source changed while a run was computing its cells."""
 
 
+def _die_with_driver() -> None:
+    """In a worker process: leave Ctrl-C to the driver (it ends its workers itself) and exit at
+    once when the driver is gone, so no orphan computes on and prints a BrokenPipeError later."""
+    import multiprocessing
+    import multiprocessing.connection
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])  # ready when the driver has exited
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-driver", daemon=True).start()
+
+
 def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str | None = None) -> None:
     """Child process: run the cells the driver sends (by index), one at a time, until told to stop
     or over ``budget``.
@@ -71,6 +91,7 @@ def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str 
     """
     from prunelib.base.fingerprint import package_fingerprint
 
+    _die_with_driver()
     if source is not None and package_fingerprint() != source:
         conn.send(("source changed",))
         conn.close()
@@ -137,8 +158,8 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     from multiprocessing.connection import wait
 
     check_graph(cells)
-    if memory_budget_gb <= 0:
-        raise ValueError(f"memory_budget_gb must be positive, got {memory_budget_gb!r}")
+    if not 0 < memory_budget_gb < float("inf"):  # NaN and inf too: int(inf) would overflow below
+        raise ValueError(f"memory_budget_gb must be a positive finite number, got {memory_budget_gb!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if source is None:
@@ -281,8 +302,22 @@ def in_worker(fn: Callable, *args, **kwargs):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args, **kwargs).result()
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_die_with_driver)
+    try:
+        result = pool.submit(fn, *args, **kwargs).result()
+    except Exception:  # the call raised: its worker is idle and shuts down at once
+        pool.shutdown()
+        raise
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM) or failed: end the worker now rather than wait for its
+        # call to finish (shutdown(wait=True) would). The pool keeps its processes privately.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return result
 
 
 def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: bool = False,

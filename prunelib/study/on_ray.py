@@ -40,7 +40,17 @@ def _connect(address: str | None, num_cpus: int | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        # Ray retries an address that answers but is no Ray cluster for ~20 s (once per second);
+        # 5 tries keep a mistyped address to one short failure. An operator's own setting wins.
+        wait = "RAY_gcs_server_port_wait_time_s"
+        override = wait not in os.environ
+        if override:
+            os.environ[wait] = "5"
+        try:
+            ray.init(address=address, log_to_driver=False)
+        finally:
+            if override:
+                os.environ.pop(wait, None)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _system_config=KEEP_WORKERS)
 
