@@ -150,7 +150,7 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
                          weight=WEIGHTS["train"])
             needs: dict[str, list[Cell]] = {"sweep": [train], "sensitivity": [train], "retrain-small": [],
                                             "recovery": [train], "pruning-aware": []}
-            if config.baselines:
+            if "retrain-small" in config.tables(s):
                 needs["retrain-small"] = [
                     Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell, (d, tc, k, data_dir, cache),
                          cpus=cpus, gpus=gpus, weight=WEIGHTS["retrain-small"]) for k in config.ks if k < 100]

@@ -18,6 +18,10 @@ from prunelib.pruning import validate_k
 
 DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 
+PRESETS: tuple[str, ...] = ("challenge", "full")
+"""What ``run --preset`` and the notebook's ``preset`` parameter choose between
+(:meth:`ExperimentConfig.with_preset`): the challenge's study alone, or everything."""
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -261,6 +265,9 @@ class ExperimentConfig:
     # Baselines beside the challenge's two methods: global magnitude pruning and small dense
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
+    # The retrain-from-scratch half of the baselines (with ``baselines``); the challenge preset keeps
+    # global pruning but trains no small networks.
+    retrain_small: bool = True
     sensitivity: bool = True  # prune one layer at a time
     recipes: bool = True  # the recipe study (prunelib.recipes.STUDY), seed 0
     # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
@@ -302,10 +309,29 @@ class ExperimentConfig:
         :func:`prunelib.experiment.run_experiment` computes them (the table phases of
         :data:`prunelib.experiment.PHASES`)."""
         recovered = seed in self.recovery_seeds
-        wanted = {"sweep": True, "retrain-small": self.baselines, "sensitivity": self.sensitivity,
+        wanted = {"sweep": True, "retrain-small": self.baselines and self.retrain_small, "sensitivity": self.sensitivity,
                   "recovery": recovered and bool(self.recovery_strategies),
                   "pruning-aware": recovered and bool(self.aware_targets)}
         return tuple(t for t, on in wanted.items() if on)
+
+    def with_preset(self, name: str) -> "ExperimentConfig":
+        """This config cut to the preset ``name`` of :data:`PRESETS`.
+
+        ``"full"`` leaves it as it is; ``"challenge"`` keeps exactly the challenge's study (the
+        sweeps with least squares and global pruning, over the same datasets, seeds and ks) and
+        drops the recipe study, retrain-from-scratch, sensitivity, recovery and targeted dropout.
+        The parts kept are computed with the same cache keys, so a challenge run followed by a
+        full run trains nothing twice.
+
+        Raises:
+            ValueError: ``name`` is not a preset.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+        if name == "full":
+            return self
+        return replace(self, retrain_small=False, sensitivity=False, recipes=False,
+                       recovery_strategies=(), aware_targets=())
 
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":

@@ -218,6 +218,8 @@ def _recorded_files(results_dir: Path) -> list[Path]:
 
 def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
     """Record what produced ``results_dir``: code, libraries, config and every file's hash."""
+    from prunelib import machine
+
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
     files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
@@ -225,7 +227,7 @@ def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -
     edited = sorted(m for m in package_modules() if code.get(m) != sha256_file(module_path(m)))
     manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
                 "code": code, "source_edited_during_run": edited,
-                "versions": versions(), "config": config, "files": files}
+                "versions": versions(), "machine": machine.facts(), "config": config, "files": files}
     path = results_dir / MANIFEST
     _write_json(path, manifest)
     return path

@@ -1,9 +1,14 @@
 """The command line: options map onto the config, and a quick run writes tables and the report."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from prunelib import cli
+from prunelib.cells import study_cells
+from prunelib.config import ExperimentConfig
 from tiny import require_real_data
 
 
@@ -14,7 +19,7 @@ def test_help_documents_every_option(capsys):
     for option in ("--dataset", "--seeds", "--epochs", "--methods", "--ks", "--no-baselines",
                    "--no-sensitivity", "--recovery", "--recovery-epochs", "--recovery-ks",
                    "--recovery-seeds", "--no-aware", "--quick", "--retrain", "--results",
-                   "--data-dir", "--cache", "--no-progress"):
+                   "--data-dir", "--cache", "--no-progress", "--preset"):
         assert option in text
 
 
@@ -119,3 +124,42 @@ def test_damaged_tables_stop_the_report_with_one_line(tmp_path, capsys):
                                  "mnist,weight,none,0,0,0,0,98.1,0.1\nmnist,weight,none,50,0,49")  # cut mid-row
     assert cli.main(["report", "--results", str(tmp_path)]) == 2
     assert "missing or non-numeric" in capsys.readouterr().err
+
+
+def test_challenge_preset_is_the_challenge_alone():
+    full = cli.config_from_args(cli.parser().parse_args(["run"]))
+    challenge = cli.config_from_args(cli.parser().parse_args(["run", "--preset", "challenge"]))
+    assert full == ExperimentConfig() and full.with_preset("full") == full
+    # The same sweeps (datasets, seeds, ks, methods, least squares, global pruning) ...
+    for field in ("datasets", "seeds", "ks", "methods", "corrections", "calibration_size", "train", "baselines"):
+        assert getattr(challenge, field) == getattr(full, field)
+    # ... and nothing else.
+    assert all(challenge.tables(s) == ("sweep",) for s in challenge.seeds)
+    assert not challenge.recipes and not challenge.sensitivity and not challenge.retrain_small
+    assert {c.name.split("/")[-1] for c in study_cells(challenge)} == {"train", "sweep table"}
+    assert cli.default_results("challenge") != cli.default_results("full") == Path("results")
+    with pytest.raises(ValueError, match="unknown preset"):
+        full.with_preset("tiny")
+
+
+@pytest.mark.slow
+def test_challenge_then_full_trains_nothing_twice(tmp_path):
+    """The presets share their cache: the full run reuses the challenge run's models and sweeps."""
+    require_real_data("mnist")
+    cache = tmp_path / "cache"
+    common = ["--quick", "--dataset", "mnist", "--ks", "0", "90", "--recovery", "--no-aware",
+              "--no-sensitivity", "--cache", str(cache), "--no-progress", "--in-process"]
+    assert cli.main(["run", "--preset", "challenge", "--results", str(tmp_path / "c"), *common]) == 0
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and not p.name.startswith("results-")}
+    assert cli.main(["run", "--results", str(tmp_path / "f"), *common]) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # nothing recomputed
+    new = [p.name for p in cache.rglob("*") if p.is_file() and p not in before]
+    assert not [n for n in new if n.startswith("sweep-")]  # the full run read the challenge's sweep
+    c, f = (pd.read_csv(tmp_path / d / "mnist" / "sweep.csv") for d in ("c", "f"))
+    assert set(c["method"]) == {"weight", "unit", "global-weight"}
+    shared = f[f["method"] != "retrain-small"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(c, shared)
+    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("c", "f")]
+    assert [m["config"]["preset"] for m in manifests] == ["challenge", "full"]
+    assert manifests[0]["machine"]["usable_cpus"] >= 1
+    assert "challenge preset" in (tmp_path / "c" / "REPORT.md").read_text()
