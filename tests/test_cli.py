@@ -35,12 +35,24 @@ def test_options_build_the_config():
 
 @pytest.mark.slow
 def test_quick_run_then_report(tmp_path):
+    """A challenge run, then the full run on its cache (which recomputes nothing of it), then report."""
     require_real_data("mnist")
-    results = tmp_path / "results"
+    results, cache = tmp_path / "results", tmp_path / "cache"
     argv = ["run", "--quick", "--dataset", "mnist", "--seeds", "2", "--no-sensitivity", "--recovery",
-            "--no-aware", "--results", str(results), "--cache", str(tmp_path / "cache"), "--no-progress"]
+            "--no-aware", "--results", str(results), "--cache", str(cache), "--no-progress"]
+    assert cli.main([*argv, "--preset", "challenge", "--results", str(tmp_path / "challenge")]) == 0
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and not p.name.startswith("results-")}
     assert cli.main(argv) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # the presets share their cache
+    assert not [p for p in cache.rglob("sweep-*") if p not in before]  # the full run read the challenge's sweeps
     sweep = pd.read_csv(results / "mnist" / "sweep.csv")
+    challenge = pd.read_csv(tmp_path / "challenge" / "mnist" / "sweep.csv")
+    assert set(challenge["method"]) == {"weight", "unit", "global-weight"}
+    pd.testing.assert_frame_equal(challenge, sweep[sweep["method"] != "retrain-small"].reset_index(drop=True))
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (tmp_path / "challenge", results)]
+    assert [m["config"]["preset"] for m in manifests] == ["challenge", "full"]
+    assert manifests[0]["machine"]["usable_cpus"] >= 1
+    assert "challenge preset" in (tmp_path / "challenge" / "REPORT.md").read_text()
     assert sorted(sweep["seed"].unique()) == [0, 1]
     assert set(sweep["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
     assert set(sweep["correction"]) == {"none", "lstsq"}
@@ -140,26 +152,3 @@ def test_challenge_preset_is_the_challenge_alone():
     assert cli.default_results("challenge") != cli.default_results("full") == Path("results")
     with pytest.raises(ValueError, match="unknown preset"):
         full.with_preset("tiny")
-
-
-@pytest.mark.slow
-def test_challenge_then_full_trains_nothing_twice(tmp_path):
-    """The presets share their cache: the full run reuses the challenge run's models and sweeps."""
-    require_real_data("mnist")
-    cache = tmp_path / "cache"
-    common = ["--quick", "--dataset", "mnist", "--ks", "0", "90", "--recovery", "--no-aware",
-              "--no-sensitivity", "--cache", str(cache), "--no-progress", "--in-process"]
-    assert cli.main(["run", "--preset", "challenge", "--results", str(tmp_path / "c"), *common]) == 0
-    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and not p.name.startswith("results-")}
-    assert cli.main(["run", "--results", str(tmp_path / "f"), *common]) == 0
-    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # nothing recomputed
-    new = [p.name for p in cache.rglob("*") if p.is_file() and p not in before]
-    assert not [n for n in new if n.startswith("sweep-")]  # the full run read the challenge's sweep
-    c, f = (pd.read_csv(tmp_path / d / "mnist" / "sweep.csv") for d in ("c", "f"))
-    assert set(c["method"]) == {"weight", "unit", "global-weight"}
-    shared = f[f["method"] != "retrain-small"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(c, shared)
-    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("c", "f")]
-    assert [m["config"]["preset"] for m in manifests] == ["challenge", "full"]
-    assert manifests[0]["machine"]["usable_cpus"] >= 1
-    assert "challenge preset" in (tmp_path / "c" / "REPORT.md").read_text()
