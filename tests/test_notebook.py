@@ -32,11 +32,12 @@ def executed(tmp_path_factory):
     mp.setenv("PRUNELIB_QUICK", "1")
     mp.setenv("PRUNELIB_RESULTS", str(out / "results"))
     mp.setenv("PRUNELIB_CACHE", str(out / "cache"))
-    nb = nbformat.read(ROOT / "pruning_challenge.ipynb", as_version=4)
     # The full preset, set the way `papermill -p preset full` sets it, so every section runs.
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = parameterize_notebook(nb, {"preset": "full"}, kernel_name="python3", language="python")
+    nb = parameterize_notebook(load_notebook_node(str(ROOT / "pruning_challenge.ipynb")), {"preset": "full"},
+                               kernel_name="python3", language="python")
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     mp.undo()
