@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunelib import model as mlp
-from prunelib.config import DEFAULT_KS, TrainConfig
+from prunelib.models import mlp
+from prunelib.models.config import TrainConfig
+from prunelib.study.config import DEFAULT_KS
 from prunelib.data import load_dataset
-from prunelib.evaluate import sweep
-from prunelib.config import RECIPES
+from prunelib.core.evaluate import sweep
+from prunelib.models.config import RECIPES
 
 
 def core_job(data, config: TrainConfig, cache: Path) -> dict:

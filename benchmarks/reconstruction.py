@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunelib import model as mlp
-from prunelib import pruning
-from prunelib.config import TrainConfig
+from prunelib.models import mlp
+from prunelib.core import pruning
+from prunelib.models.config import TrainConfig
 from prunelib.data import load_dataset
-from prunelib.evaluate import evaluate_kernels
-from prunelib.reconstruct import calibration_set, obs_weight_masks, reconstruct
+from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.reconstruct import calibration_set, obs_weight_masks, reconstruct
 
 GRID = [("weight", 95), ("weight", 97), ("weight", 99), ("unit", 80), ("unit", 90)]
 VARIANTS = {

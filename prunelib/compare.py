@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from prunelib import tables
+from prunelib.reporting import tables
 
 POINT = ["dataset", "method", "correction", "k"]
 """The columns that name one point of a sweep table."""
@@ -87,7 +87,7 @@ def compare(ours: str | os.PathLike, other: str | os.PathLike, alpha: float = 0.
 
     Raises:
         FileNotFoundError: a directory holds no ``*/sweep.csv``.
-        prunelib.tables.TableError: a table is damaged.
+        prunelib.reporting.tables.TableError: a table is damaged.
     """
     ours, other = Path(ours), Path(other)
     sweeps = []

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from prunelib import cli
-from prunelib.cells import study_cells
-from prunelib.config import ExperimentConfig
+from prunelib.study.tasks import study_cells
+from prunelib.study.config import ExperimentConfig
 from tiny import require_real_data
 
 
@@ -76,7 +76,7 @@ def test_report_without_results_says_what_to_run(tmp_path, capsys):
 def test_clock_books_nested_phases_once():
     import time
 
-    from prunelib.experiment import PhaseClock
+    from prunelib.study.experiment import PhaseClock
 
     clock = PhaseClock()
     clock("outer", lambda: (time.sleep(0.05), clock("inner", lambda: time.sleep(0.1))))

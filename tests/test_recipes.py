@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunelib import recipes
-from prunelib.config import Recipe, TrainConfig
+from prunelib.study import recipes
+from prunelib.models.config import Recipe, TrainConfig
 from tiny import TINY, tiny_data
 
 

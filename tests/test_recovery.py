@@ -4,10 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from prunelib import masked, pruning, recovery
-from prunelib import strategies as registry
-from prunelib import model as mlp
-from prunelib.config import AwareTarget, ExperimentConfig, Recipe
+from prunelib.models import masked
+from prunelib.core import pruning
+from prunelib.models import recovery
+from prunelib.base import strategies as registry
+from prunelib.models import mlp
+from prunelib.models.config import AwareTarget, Recipe
+from prunelib.study.config import ExperimentConfig
 from tiny import TINY, tiny_data
 
 FAST = recovery.RecoveryConfig(Recipe(epochs=2, batch_size=32, learning_rate=1e-2, weight_decay=0.0,
@@ -238,7 +241,7 @@ def test_imp_with_init_rewind_prunes_to_target(trained):
 
 def test_recovery_recipe_states_every_optimizer_setting():
     """The recovery recipe is its own: changing Recipe's defaults must not change it."""
-    from prunelib.config import RecoveryConfig
+    from prunelib.models.config import RecoveryConfig
 
     r = RecoveryConfig().recipe
     assert (r.learning_rate, r.batch_size, r.weight_decay, r.lr_schedule, r.epochs, r.precision) == (

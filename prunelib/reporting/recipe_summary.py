@@ -1,6 +1,6 @@
 """Reading the recipe study's table: the one-shot area per recipe, and the recipe it chooses.
 
-Pure pandas on the table :func:`prunelib.recipes.recipe_tables` writes, so the report can
+Pure pandas on the table :func:`prunelib.study.recipes.recipe_tables` writes, so the report can
 summarize a run without loading a framework.
 """
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prunelib import figures
-from prunelib.stats import ci95, summary_table
-from prunelib.strategies import STRATEGIES
+from prunelib.reporting import figures
+from prunelib.reporting.stats import ci95, summary_table
+from prunelib.base.strategies import STRATEGIES
 
 Block = tuple  # ("h", level, text) | ("p", markdown) | ("table", DataFrame) | ("img", path, caption)
 
@@ -99,7 +99,7 @@ def _unit_safe(m: dict) -> str:
 def recipe_facts(curves: pd.DataFrame, layers: pd.DataFrame, dataset: str = "mnist") -> dict:
     """Numbers the discussion quotes about the recipe study: the first version's recipe against
     the chosen default, on ``dataset`` (empty if the study did not run there)."""
-    from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE
+    from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE
 
     out = {}
     for tag, name in (("old", FIRST_RECIPE), ("new", DEFAULT_RECIPE)):
@@ -122,7 +122,7 @@ def discussion(results) -> str:
     """The ~200-word discussion, in markdown, with every number taken from the tables.
 
     Args:
-        results: a :class:`prunelib.results.Results`; the recipe study and recovery tables add
+        results: a :class:`prunelib.reporting.results.Results`; the recipe study and recovery tables add
             their evidence when present.
     """
     fx = facts(results.sweep)
@@ -219,7 +219,7 @@ def markdown_table(df: pd.DataFrame) -> str:
 def recipe_summary(curves: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     """Per recipe: dense accuracy, training time, one-shot accuracy at a few k, the areas, and the
     mean drift and norm concentration over the hidden layers."""
-    from prunelib.recipe_summary import summarize
+    from prunelib.reporting.recipe_summary import summarize
 
     summary = summarize(curves).set_index("recipe")
     pivot = curves.pivot_table(index="recipe", columns=["method", "k"], values="accuracy")
@@ -283,7 +283,7 @@ def preset_note(preset: str | None) -> str | None:
 
 
 def blocks(results, results_dir: Path, preset: str | None = None) -> list[Block]:
-    """The report's content, in order, from a :class:`prunelib.results.Results`; ``preset`` names
+    """The report's content, in order, from a :class:`prunelib.reporting.results.Results`; ``preset`` names
     the preset that produced it (None: not said)."""
     out: list[Block] = [
         ("h", 1, "Pruning challenge: results"),
@@ -397,7 +397,7 @@ def write_report(results, results_dir: str | os.PathLike = "results", preset: st
     Both are rendered to temporary files first and only then moved into place, so a failure
     (a damaged figure, say) leaves the previous pair untouched and the two never disagree.
     """
-    from prunelib.paths import atomic_write
+    from prunelib.base.paths import atomic_write
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
