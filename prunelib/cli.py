@@ -289,7 +289,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.compare is not None:
         if args.check:
             raise UsageError("--compare and --check are separate questions; give one")
-        from prunelib.compare import compare
+        from prunelib.reporting.compare import compare
 
         found = compare(args.results, args.compare)
         print(found.summary(str(args.results), str(args.compare)))

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from prunelib import cli
-from prunelib.compare import compare, welch_p
+from prunelib.reporting.compare import compare, welch_p
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_compare_without_tables_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_machine_facts_name_the_cpu_and_threads():
-    from prunelib import machine
+    from prunelib.base import machine
 
     facts = machine.facts()
     assert facts["cpu"] and facts["usable_cpus"] >= 1 and set(facts["isa"]) <= set(machine.ISA_FLAGS)

@@ -218,7 +218,7 @@ def _recorded_files(results_dir: Path) -> list[Path]:
 
 def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
     """Record what produced ``results_dir``: code, libraries, config and every file's hash."""
-    from prunelib import machine
+    from prunelib.base import machine
 
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
