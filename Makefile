@@ -20,8 +20,7 @@ data: env
 
 results: data
 	$(BIN)/python -m prunelib run
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-		--ExecutePreprocessor.timeout=7200 pruning_challenge.ipynb
+	$(BIN)/papermill --execution-timeout 7200 -p preset full pruning_challenge.ipynb pruning_challenge.ipynb
 
 # Import contracts, lint and format, then whether results/ matches the checked-out code (reads
 # hashes, runs nothing), then the whole suite; `make test-fast` skips the slow end-to-end tests.

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prunelib.models.config import Recipe, RecoveryConfig
-from prunelib.study.config import DEFAULT_KS, RECIPE_STUDY, ExperimentConfig
+from prunelib.study.config import DEFAULT_KS, PRESETS, RECIPE_STUDY, ExperimentConfig
 from prunelib.data import DATASETS, DataError
 from prunelib.base.paths import cache_dir, home
 from prunelib.base.strategies import RECOVERY
@@ -110,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
                          description="Train (or load cached) models, run the recipe study, every "
                                      "sweep, baseline and recovery strategy, write tidy tables and "
                                      "figures under --results, then rebuild the report and manifest.")
+    run.add_argument("--preset", choices=list(PRESETS), default="full",
+                     help="challenge: only the challenge's study (both datasets, 5 seeds, weight and "
+                          "unit pruning one-shot and + lstsq, global pruning; no recipe study, "
+                          "retrain-from-scratch, sensitivity, recovery or targeted dropout; writes to "
+                          "a scratch directory unless --results is given); full: everything")
     run.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS),
                      help="datasets to run")
     run.add_argument("--seeds", type=_positive("--seeds", 1000), default=None,
@@ -184,6 +189,11 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--check", action="store_true",
                         help="only check that results/ was produced by the checked-out code "
                              "(manifest.json); exit 1 and list the problems if not")
+    report.add_argument("--compare", type=Path, default=None, metavar="OTHER_DIR",
+                        help="compare OTHER_DIR's tables with --results': per (dataset, method, "
+                             "correction, k) a Welch test over seeds, naming the points that disagree "
+                             "at p < 0.05, and whether the tables are bit-identical; exit 1 if any "
+                             "point disagrees")
     return parser
 
 
@@ -197,7 +207,8 @@ def _unique(values, option: str):
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The :class:`ExperimentConfig` that ``run``'s options describe.
 
-    ``--quick`` sets the smoke-run defaults; any option given explicitly overrides them.
+    ``--quick`` sets the smoke-run defaults; any option given explicitly overrides them;
+    ``--preset challenge`` then drops every part beyond the challenge's study.
     """
     base = ExperimentConfig.quick() if args.quick else ExperimentConfig()
     seeds = args.seeds if args.seeds is not None else len(base.seeds)
@@ -213,7 +224,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         sensitivity=not args.no_sensitivity, recipes=base.recipes and not args.no_recipes,
         recovery=rec, recovery_strategies=_unique(args.recovery, "--recovery"), recovery_ks=rks,
         recovery_seeds=tuple(range(min(args.recovery_seeds, seeds))),
-        aware_targets=() if args.no_aware else base.aware_targets)
+        aware_targets=() if args.no_aware else base.aware_targets).with_preset(args.preset)
 
 
 def _writable_dir(path: Path, option: str) -> Path:
@@ -229,6 +240,14 @@ def _writable_dir(path: Path, option: str) -> Path:
     return path
 
 
+def default_results(preset: str = "full", quick: bool = False) -> Path:
+    """Where a run publishes without ``--results``: ``results/`` for the full study only, so the
+    committed results stay the full study's; a quick or challenge run goes to a scratch directory."""
+    if quick:
+        return home() / "quick-results"
+    return Path("results") if preset == "full" else home() / f"{preset}-results"
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     # Nothing here imports TensorFlow before the cells have run in their worker processes.
     if args.ray not in (None, "local") or (args.ray == "local" and os.environ.get("RAY_ADDRESS")):
@@ -236,15 +255,16 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     from prunelib.study import local as study
 
     config = config_from_args(args)
-    results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
+    results_dir = args.results or default_results(args.preset, args.quick)
     results_dir = _writable_dir(results_dir, "--results")
     from prunelib.reporting.results import check_replaceable
 
     check_replaceable(results_dir)  # a run replaces the directory: refuse one holding a user's files
     if args.cache is not None:
         _writable_dir(args.cache, "--cache")
-    if args.quick and args.results is None:
-        print(f"quick run: writing to {results_dir} (pass --results to choose)", file=sys.stderr)
+    if results_dir != Path("results") and args.results is None:
+        print(f"{'quick' if args.quick else args.preset} run: writing to {results_dir} "
+              "(pass --results to choose)", file=sys.stderr)
     if args.ray is not None and args.retrain:
         raise UsageError("--retrain cannot be combined with --ray: delete the cache directory (or the "
                          "entries to recompute) instead, so every node sees the same cache")
@@ -276,7 +296,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     figure_cache = Path(args.cache or cache_dir()) / "figures"
     for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0,
-                        figure_cache=figure_cache):
+                        figure_cache=figure_cache, preset=args.preset):
         print(f"wrote {path}")
     return 0
 
@@ -300,11 +320,29 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recorded_preset(results_dir: Path) -> str | None:
+    """The preset ``results_dir``'s manifest records (None: no manifest, or not a preset run)."""
+    import json
+
+    try:
+        return json.loads((results_dir / "manifest.json").read_text()).get("config", {}).get("preset")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _report(args: argparse.Namespace) -> int:
     from prunelib.base import provenance
     from prunelib.reporting import report
     from prunelib.reporting.results import load_results
 
+    if args.compare is not None:
+        if args.check:
+            raise UsageError("--compare and --check are separate questions; give one")
+        from prunelib.reporting.compare import compare
+
+        found = compare(args.results, args.compare)
+        print(found.summary(str(args.results), str(args.compare)))
+        return 1 if len(found.disagree) else 0
     if args.check:
         problems = provenance.check_manifest(args.results)
         for problem in problems:

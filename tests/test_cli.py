@@ -1,9 +1,14 @@
 """The command line: options map onto the config, and a quick run writes tables and the report."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from prunelib import cli
+from prunelib.study.tasks import study_cells
+from prunelib.study.config import ExperimentConfig
 from tiny import require_real_data
 
 
@@ -14,7 +19,7 @@ def test_help_documents_every_option(capsys):
     for option in ("--dataset", "--seeds", "--epochs", "--methods", "--ks", "--no-baselines",
                    "--no-sensitivity", "--recovery", "--recovery-epochs", "--recovery-ks",
                    "--recovery-seeds", "--no-aware", "--quick", "--retrain", "--results",
-                   "--data-dir", "--cache", "--no-progress"):
+                   "--data-dir", "--cache", "--no-progress", "--preset"):
         assert option in text
 
 
@@ -30,12 +35,24 @@ def test_options_build_the_config():
 
 @pytest.mark.slow
 def test_quick_run_then_report(tmp_path):
+    """A challenge run, then the full run on its cache (which recomputes nothing of it), then report."""
     require_real_data("mnist")
-    results = tmp_path / "results"
+    results, cache = tmp_path / "results", tmp_path / "cache"
     argv = ["run", "--quick", "--dataset", "mnist", "--seeds", "2", "--no-sensitivity", "--recovery",
-            "--no-aware", "--results", str(results), "--cache", str(tmp_path / "cache"), "--no-progress"]
+            "--no-aware", "--results", str(results), "--cache", str(cache), "--no-progress"]
+    assert cli.main([*argv, "--preset", "challenge", "--results", str(tmp_path / "challenge")]) == 0
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and not p.name.startswith("results-")}
     assert cli.main(argv) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # the presets share their cache
+    assert not [p for p in cache.rglob("sweep-*") if p not in before]  # the full run read the challenge's sweeps
     sweep = pd.read_csv(results / "mnist" / "sweep.csv")
+    challenge = pd.read_csv(tmp_path / "challenge" / "mnist" / "sweep.csv")
+    assert set(challenge["method"]) == {"weight", "unit", "global-weight"}
+    pd.testing.assert_frame_equal(challenge, sweep[sweep["method"] != "retrain-small"].reset_index(drop=True))
+    manifests = [json.loads((d / "manifest.json").read_text()) for d in (tmp_path / "challenge", results)]
+    assert [m["config"]["preset"] for m in manifests] == ["challenge", "full"]
+    assert manifests[0]["machine"]["usable_cpus"] >= 1
+    assert "challenge preset" in (tmp_path / "challenge" / "REPORT.md").read_text()
     assert sorted(sweep["seed"].unique()) == [0, 1]
     assert set(sweep["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
     assert set(sweep["correction"]) == {"none", "lstsq"}
@@ -119,3 +136,19 @@ def test_damaged_tables_stop_the_report_with_one_line(tmp_path, capsys):
                                  "mnist,weight,none,0,0,0,0,98.1,0.1\nmnist,weight,none,50,0,49")  # cut mid-row
     assert cli.main(["report", "--results", str(tmp_path)]) == 2
     assert "missing or non-numeric" in capsys.readouterr().err
+
+
+def test_challenge_preset_is_the_challenge_alone():
+    full = cli.config_from_args(cli.parser().parse_args(["run"]))
+    challenge = cli.config_from_args(cli.parser().parse_args(["run", "--preset", "challenge"]))
+    assert full == ExperimentConfig() and full.with_preset("full") == full
+    # The same sweeps (datasets, seeds, ks, methods, least squares, global pruning) ...
+    for field in ("datasets", "seeds", "ks", "methods", "corrections", "calibration_size", "train", "baselines"):
+        assert getattr(challenge, field) == getattr(full, field)
+    # ... and nothing else.
+    assert all(challenge.tables(s) == ("sweep",) for s in challenge.seeds)
+    assert not challenge.recipes and not challenge.sensitivity and not challenge.retrain_small
+    assert {c.name.split("/")[-1] for c in study_cells(challenge)} == {"train", "sweep table"}
+    assert cli.default_results("challenge") != cli.default_results("full") == Path("results")
+    with pytest.raises(ValueError, match="unknown preset"):
+        full.with_preset("tiny")

@@ -111,3 +111,19 @@ def test_confidence_band_is_the_t_interval_over_seeds(tiny):
     lo, hi = ci95_interval(df.loc[df.k == 50, "accuracy"])
     assert band.min() == pytest.approx(min(lo, ci95_interval(df.loc[df.k == 0, "accuracy"])[0]))
     assert band.max() == pytest.approx(max(hi, ci95_interval(df.loc[df.k == 0, "accuracy"])[1]))
+
+
+def test_main_figure_plots_weights_remaining_on_a_log_axis(tiny):
+    """The challenge's figure gives k = 90 ... 99 room: x = 100 - sparsity, log, dense on the left."""
+    from prunelib.reporting import figures
+
+    kernels, x, y = tiny
+    df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90, 99], seed=s, progress=False)
+                    for s in (0, 1)])
+    ax = figures.main(df, "tiny").axes[0]
+    assert ax.get_xscale() == "log" and "remaining" in ax.get_xlabel()
+    left, right = ax.get_xlim()
+    assert left > 100 and right < 100 - df["sparsity"].max()  # dense on the left, k = 99 inside
+    drawn = np.concatenate([line.get_xdata() for line in ax.get_lines() if len(line.get_xdata()) > 2])
+    np.testing.assert_allclose(sorted(set(np.round(drawn, 6))),
+                               sorted(set(np.round(100 - df["sparsity"], 6))))

@@ -9,9 +9,19 @@ from nbclient import NotebookClient
 
 from tiny import require_real_data
 
-pytestmark = pytest.mark.slow  # executes the whole notebook on the real datasets
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_parameters_cell_defaults_to_the_challenge():
+    """papermill's convention: one code cell tagged ``parameters``, here ``preset = "challenge"``."""
+    nb = nbformat.read(ROOT / "pruning_challenge.ipynb", as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    namespace: dict = {}
+    exec(tagged[0].source, namespace)
+    assert namespace["preset"] == "challenge"
+    first_code = next(c for c in nb.cells if c.cell_type == "code")
+    assert first_code is tagged[0]  # set before anything reads it
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +32,19 @@ def executed(tmp_path_factory):
     mp.setenv("PRUNELIB_QUICK", "1")
     mp.setenv("PRUNELIB_RESULTS", str(out / "results"))
     mp.setenv("PRUNELIB_CACHE", str(out / "cache"))
-    nb = nbformat.read(ROOT / "pruning_challenge.ipynb", as_version=4)
+    # The full preset, set the way `papermill -p preset full` sets it, so every section runs.
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(ROOT / "pruning_challenge.ipynb")), {"preset": "full"},
+                               kernel_name="python3", language="python")
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
     mp.undo()
     return nb, out / "results"
 
 
+@pytest.mark.slow  # executes the whole notebook on the real datasets
 def test_notebook_writes_tables_figures_and_report(executed):
     _, results = executed
     for dataset in ("mnist", "fashion-mnist"):
@@ -47,8 +63,11 @@ def test_notebook_writes_tables_figures_and_report(executed):
     assert (results / "report.docx").stat().st_size > 50_000
     from prunelib.base.provenance import check_manifest
     assert check_manifest(results) == []  # the notebook publishes with a matching manifest
+    import json
+    assert json.loads((results / "manifest.json").read_text())["config"]["preset"] == "full"
 
 
+@pytest.mark.slow
 def test_notebook_cells_ran_without_errors_and_show_a_plot(executed):
     nb, _ = executed
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

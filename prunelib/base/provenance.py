@@ -186,6 +186,8 @@ def results_code() -> dict[str, str]:
 
 def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
     """Record what produced ``results_dir``: code, libraries, config and every file's hash."""
+    from prunelib.base import machine
+
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
     files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
@@ -193,7 +195,7 @@ def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -
     edited = sorted(m for m in code if code[m] != sha256_file(module_path(m)))
     manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
                 "code": code, "source_edited_during_run": edited,
-                "versions": versions(), "config": config, "files": files}
+                "versions": versions(), "machine": machine.facts(), "config": config, "files": files}
     manifest["sealed"] = _seal(json.loads(json.dumps(manifest, default=str)))
     path = results_dir / MANIFEST
     _write_json(path, manifest)

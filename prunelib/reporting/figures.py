@@ -25,7 +25,8 @@ RECIPES = "recipes.png"
 RECOVERY = "recovery.png"
 
 CAPTIONS = {
-    MAIN: "accuracy vs measured sparsity; dashed: survivors re-fitted by least squares (lstsq)",
+    MAIN: "accuracy vs weights remaining (100 - measured sparsity, log axis); dashed: survivors "
+          "re-fitted by least squares (lstsq)",
     RECIPES: "one-shot pruning of models trained with each recipe of the study",
     BASELINES: "baselines: global pruning; retrain from scratch vs effective parameters",
     SENSITIVITY: "pruning one layer at a time",
@@ -37,12 +38,13 @@ FILE_NAMES = frozenset(CAPTIONS)
 
 
 def main(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
-    """The challenge's figure: accuracy against measured sparsity, one curve per method; the
-    least-squares corrected curves dashed beside them."""
+    """The challenge's figure: accuracy against weights remaining (log axis), one curve per
+    method; the least-squares corrected curves dashed beside them."""
     main_rows = sweep[sweep["method"].isin(["weight", "unit"])]
     corrected = "correction" in main_rows and main_rows["correction"].nunique() > 1
+    # Weights remaining on a log axis: k = 90 ... 99, where the curves part, get half the width.
     ax = plot_sparsity_vs_accuracy(
-        main_rows, style="correction" if corrected else None,
+        main_rows, x="remaining", style="correction" if corrected else None,
         title=f"{dataset}: one-shot pruning, mean and 95 % CI over {sweep['seed'].nunique()} seeds")
     return ax.figure
 
@@ -86,7 +88,7 @@ def recipes(curves: pd.DataFrame) -> plt.Figure:
 
 def recovery(table: pd.DataFrame, dataset: str) -> plt.Figure:
     """Recovery strategies against one-shot pruning."""
-    return plot_recovery(table, title=f"{dataset}: recovering accuracy at high sparsity").figure
+    return plot_recovery(table, x="remaining", title=f"{dataset}: recovering accuracy at high sparsity").figure
 
 
 def plan(results, dataset: str | None = None) -> Iterator[tuple[str, str, pd.DataFrame, Callable[[], plt.Figure]]]:

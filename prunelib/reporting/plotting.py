@@ -13,7 +13,31 @@ XLABELS = {
     "sparsity": "measured sparsity (% of all weights that are zero)",
     "effective_params": "effective parameters (nonzero weights between live units, log scale)",
     "k": "k (% pruned in the one layer)",
+    "remaining": "weights remaining (% of all weights that are nonzero, log scale)",
 }
+
+REMAINING_TICKS = (100, 50, 30, 20, 10, 5, 3, 2, 1)
+"""Ticks of the weights-remaining axis: where the challenge's ks (0 ... 99) fall."""
+REMAINING_FLOOR = 0.1
+"""Weights remaining below this (k = 100) are drawn at it: a log axis has no zero."""
+
+
+def with_remaining(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``remaining`` column: the percent of weights left, 100 - measured sparsity."""
+    return df.assign(remaining=(100.0 - df["sparsity"]).clip(lower=REMAINING_FLOOR))
+
+
+def _remaining_axis(ax: plt.Axes, remaining: pd.Series) -> None:
+    """Weights remaining on a log axis, dense on the left (100 % ... 1 % for the challenge's ks),
+    the convention of pruning papers: k = 90 ... 99, where the curves part, get as much width as
+    0 ... 90. The limits hug the data (the recovery figure starts near 20 %)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlim(min(110.0, remaining.max() * 1.3), remaining.min() / 1.3)  # descending: dense left
+    ax.xaxis.set_major_locator(FixedLocator(REMAINING_TICKS))
+    ax.xaxis.set_major_formatter(lambda v, _: f"{v:g} %")
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
@@ -24,10 +48,13 @@ def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
     With several seeds per point the curve is the mean and the band its 95 % t confidence
     interval. The dense accuracy (mean at k = 0) is drawn as a dashed reference line.
     ``x="effective_params"`` plots against the weights that can still matter, on a log axis
-    that runs from dense (left) to tiny (right).
+    that runs from dense (left) to tiny (right); ``x="remaining"`` against the percent of weights
+    left (:func:`with_remaining`), on a log axis from 100 % to 1 %.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
+    if x == "remaining":
+        df = with_remaining(df)
     sns.lineplot(data=df, x=x, y="accuracy", hue=hue, style=style, marker="o",
                  errorbar=ci95_interval, ax=ax)
     dense = df.loc[df["k"] == 0, "accuracy"]
@@ -37,6 +64,8 @@ def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
     if x == "effective_params":
         ax.set_xscale("log")
         ax.invert_xaxis()
+    elif x == "remaining":
+        _remaining_axis(ax, df["remaining"])
     ax.set_xlabel(XLABELS.get(x, x))
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
@@ -86,13 +115,19 @@ def plot_distributions(df: pd.DataFrame, axes=None, *, title: str | None = None)
     return axes
 
 
-def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, title: str | None = None) -> plt.Axes:
-    """Accuracy against measured sparsity, colour = recovery strategy, line style = method."""
+def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, x: str = "sparsity",
+                  title: str | None = None) -> plt.Axes:
+    """Accuracy against measured sparsity (or ``x="remaining"``: weights remaining, log axis),
+    colour = recovery strategy, line style = method."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=df, x="sparsity", y="accuracy", hue="strategy", style="method", marker="o",
+    if x == "remaining":
+        df = with_remaining(df)
+    sns.lineplot(data=df, x=x, y="accuracy", hue="strategy", style="method", marker="o",
                  hue_order=strategy_order(df["strategy"].unique()), errorbar=ci95_interval, ax=ax)
-    ax.set_xlabel(XLABELS["sparsity"])
+    if x == "remaining":
+        _remaining_axis(ax, df["remaining"])
+    ax.set_xlabel(XLABELS[x])
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     if title:

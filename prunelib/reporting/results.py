@@ -228,21 +228,22 @@ def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
 
 def publish(results: Results, config: "ExperimentConfig", results_dir: str | os.PathLike = "results", *,
             command: str, run_seconds: float | None = None,
-            figure_cache: str | os.PathLike | None = None) -> list[Path]:
+            figure_cache: str | os.PathLike | None = None, preset: str | None = None) -> list[Path]:
     """Save the tables and figures, write the report from what was saved, then the manifest.
 
     What both ``python -m prunelib run`` and the notebook call, so ``results/`` always ends with a
     manifest that matches its files. All of it is staged and swapped in as one step under the
     directory's lock: a failure anywhere leaves the previous results whole, and two publishers
-    into one directory take turns.
+    into one directory take turns. ``preset`` (``"challenge"``, ``"full"``; None = not a preset)
+    is named in the report and recorded in the manifest's config.
     """
     from prunelib.base import provenance
     from prunelib.reporting import report
 
     def fill(stage: Path) -> None:
         _fill(results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
-        report.write_report(load_results(stage), stage)
-        provenance.write_manifest(stage, asdict(config), command)
+        report.write_report(load_results(stage), stage, preset=preset)
+        provenance.write_manifest(stage, {**asdict(config), "preset": preset}, command)
 
     _stage_and_swap(results_dir, fill)
     return sorted(p for p in Path(results_dir).rglob("*") if p.is_file() and p.parts[-2:-1] != ("benchmarks",))

@@ -21,6 +21,10 @@ RECIPE_STUDY: dict[str, tuple[str, ...]] = {
 }
 """The recipes the study runs per dataset (Fashion-MNIST: a subset, to check the MNIST ranking)."""
 
+PRESETS: tuple[str, ...] = ("challenge", "full")
+"""What ``run --preset`` and the notebook's ``preset`` parameter choose between
+(:meth:`ExperimentConfig.with_preset`): the challenge's study alone, or everything."""
+
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class ExperimentConfig:
     # Baselines beside the challenge's two methods: global magnitude pruning and small dense
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
+    # The retrain-from-scratch half of the baselines (with ``baselines``); the challenge preset keeps
+    # global pruning but trains no small networks.
+    retrain_small: bool = True
     sensitivity: bool = True  # prune one layer at a time
     recipes: bool = True  # the recipe study (prunelib.study.config.RECIPE_STUDY), seed 0
     # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
@@ -111,6 +118,25 @@ class ExperimentConfig:
         from prunelib.study.registry import TABLES  # the registry's tables are computed from this config
 
         return tuple(name for name, table in TABLES.items() if table.wanted(self, seed))
+
+    def with_preset(self, name: str) -> ExperimentConfig:
+        """This config cut to the preset ``name`` of :data:`PRESETS`.
+
+        ``"full"`` leaves it as it is; ``"challenge"`` keeps exactly the challenge's study (the
+        sweeps with least squares and global pruning, over the same datasets, seeds and ks) and
+        drops the recipe study, retrain-from-scratch, sensitivity, recovery and targeted dropout.
+        The parts kept are computed with the same cache keys, so a challenge run followed by a
+        full run trains nothing twice.
+
+        Raises:
+            ValueError: ``name`` is not a preset.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+        if name == "full":
+            return self
+        return replace(self, retrain_small=False, sensitivity=False, recipes=False,
+                       recovery_strategies=(), aware_targets=())
 
     @classmethod
     def quick(cls, **overrides) -> "ExperimentConfig":

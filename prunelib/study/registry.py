@@ -152,7 +152,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
           lambda i: {"methods": _sweep_methods(i.config), "corrections": i.config.corrections,
                      "calibration": i.config.calibration_size}, _sweep),
     Table("retrain-small", "prunelib.study.analysis", "sweep", "retrain-small", 3.0,
-          lambda c, s: c.baselines, lambda i: {}, _retrain_small),
+          lambda c, s: c.baselines and c.retrain_small, lambda i: {}, _retrain_small),
     Table("sensitivity", "prunelib.study.analysis", "sensitivity", "model", 12.0,
           lambda c, s: c.sensitivity, lambda i: {"methods": i.config.methods}, _sensitivity),
     Table("recovery", "prunelib.models.recovery", "recovery", "recovery", 10.0,

@@ -150,7 +150,7 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
             train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus,
                          weight=WEIGHTS["train"])
             models: dict[str, list[Cell]] = {"model": [train], "retrain-small": [], "recovery": [train], "aware": []}
-            if config.baselines:
+            if "retrain-small" in config.tables(s):
                 models["retrain-small"] = [
                     Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell, (d, tc, k, data_dir, cache),
                          cpus=cpus, gpus=gpus, weight=WEIGHTS["retrain-small"]) for k in config.ks if k < 100]
