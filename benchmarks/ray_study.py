@@ -36,7 +36,7 @@ from prunelib.study.tasks import critical_path, estimate_wall, study_cells
 from prunelib.models.config import recipe_model
 from prunelib.study.config import ExperimentConfig
 from prunelib.data import load_dataset
-from prunelib.study.on_ray import run_experiment_on_ray
+from prunelib.study.on_ray import run_study_on_ray
 from prunelib.study.experiment import run_experiment
 from prunelib.study.registry import builder_and_schema
 from prunelib.base.paths import cache_dir, digest
@@ -63,10 +63,10 @@ def quick(out: Path) -> float:
     serial, serial_s = timed(lambda: run_experiment(config, cache=tempfile.mkdtemp(), progress=False))
     default, default_s = timed(lambda: run_study(config, cache=tempfile.mkdtemp(), progress=False))
     two, two_s = timed(lambda: run_study(config, cache=tempfile.mkdtemp(), workers=2, progress=False))
-    (on_ray, outcome), ray_s = timed(lambda: run_experiment_on_ray(
+    (on_ray, outcome), ray_s = timed(lambda: run_study_on_ray(
         config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False))
     ray.shutdown()
-    (one_ray, one_outcome), one_s = timed(lambda: run_experiment_on_ray(
+    (one_ray, one_outcome), one_s = timed(lambda: run_study_on_ray(
         config, cache=tempfile.mkdtemp(), num_cpus=2, cpus=2, progress=False))
     ray.shutdown()
 

@@ -280,9 +280,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     t0 = time.perf_counter()
     if args.ray is not None:
         address = None if args.ray == "local" else args.ray
-        from prunelib.study.on_ray import run_experiment_on_ray
+        from prunelib.study.on_ray import run_study_on_ray
 
-        results, _ = run_experiment_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
+        results, _ = run_study_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
                                            table_cpus=args.ray_table_cpus,
                                            data_dir=args.data_dir, cache=args.cache,
                                            progress=not args.no_progress)

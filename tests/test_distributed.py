@@ -104,14 +104,14 @@ def test_quick_study_on_ray_equals_the_serial_study_table_for_table(local_ray):
     from prunelib.models.config import AwareTarget
     from prunelib.study.config import ExperimentConfig
     from tiny import require_real_data
-    from prunelib.study.on_ray import run_experiment_on_ray
+    from prunelib.study.on_ray import run_study_on_ray
     from prunelib.study.experiment import run_experiment
 
     require_real_data("mnist")
     config = ExperimentConfig.quick(datasets=("mnist",), ks=(0, 90), recovery_strategies=("finetune",),
                                     recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9),))
     serial = run_experiment(config, cache=tempfile.mkdtemp(), progress=False)
-    on_ray, outcome = run_experiment_on_ray(config, cache=tempfile.mkdtemp(), progress=False)
+    on_ray, outcome = run_study_on_ray(config, cache=tempfile.mkdtemp(), progress=False)
     assert outcome.ok and any(name.endswith("/sweep table") for name in outcome.seconds)
     for name in ("sweep", "sensitivity", "recovery"):
         a, b = getattr(serial, name), getattr(on_ray, name)

@@ -120,7 +120,7 @@ def test_main_figure_plots_weights_remaining_on_a_log_axis(tiny):
     kernels, x, y = tiny
     df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90, 99], seed=s, progress=False)
                     for s in (0, 1)])
-    ax = figures.main(df, "tiny").axes[0]
+    ax = figures.sparsity_vs_accuracy(df, "tiny").axes[0]
     assert ax.get_xscale() == "log" and "remaining" in ax.get_xlabel()
     left, right = ax.get_xlim()
     assert left > 100 and right < 100 - df["sparsity"].max()  # dense on the left, k = 99 inside

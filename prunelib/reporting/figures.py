@@ -37,7 +37,7 @@ CAPTIONS = {
 FILE_NAMES = frozenset(CAPTIONS)
 
 
-def main(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
+def sparsity_vs_accuracy(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
     """The challenge's figure: accuracy against weights remaining (log axis), one curve per
     method; the least-squares corrected curves dashed beside them."""
     main_rows = sweep[sweep["method"].isin(["weight", "unit"])]
@@ -100,7 +100,7 @@ def plan(results, dataset: str | None = None) -> Iterator[tuple[str, str, pd.Dat
         return ((str(d), df) for d, df in table.groupby("dataset", sort=False) if dataset in (None, d))
 
     for d, df in of(results.sweep):
-        yield d, MAIN, df, lambda df=df, d=d: main(df, d)
+        yield d, MAIN, df, lambda df=df, d=d: sparsity_vs_accuracy(df, d)
     for d, df in of(results.recipes):
         yield d, RECIPES, df, lambda df=df: recipes(df)
     for d, df in of(results.sweep):

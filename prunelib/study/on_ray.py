@@ -147,7 +147,7 @@ def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int 
     return outcome
 
 
-def run_experiment_on_ray(config: ExperimentConfig, *, address: str | None = None,
+def run_study_on_ray(config: ExperimentConfig, *, address: str | None = None,
                           num_cpus: int | None = None, cpus: float = 1.0, gpus: float = 0.0,
                           table_cpus: float = 2.0, data_dir=None, cache=None, progress: bool = True):
     """Compute every cell of the study on Ray, then assemble the results from the cache (in a
