@@ -160,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
                           "or $RAY_ADDRESS), or without ADDRESS on a local runtime")
     run.add_argument("--ray-cpus", type=_real("--ray-cpus", positive=True), default=1.0, help="CPUs each Ray training cell declares")
     run.add_argument("--ray-table-cpus", type=_real("--ray-table-cpus", positive=True), default=2.0,
-                     help="CPUs each Ray table cell declares (their BLAS keeps 2 cores busy)")
+                     help="CPUs each Ray table cell declares (their BLAS keeps every core of a small node busy)")
     run.add_argument("--ray-gpus", type=_real("--ray-gpus", positive=False), default=0.0, help="GPUs each training cell declares")
     run.add_argument("--results", type=Path, default=None,
                      help="output directory (default results; --quick: a scratch directory)")

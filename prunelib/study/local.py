@@ -1,9 +1,8 @@
 """Running the study locally: its cells in short-lived worker processes, memory bounded.
 
-Why processes: every Keras training leaves 50-200 MB behind that neither
-``keras.backend.clear_session`` nor ``gc`` nor ``malloc_trim`` returns (measured: 3 trainings, 2
-fine-tunings, 2 gradual prunings and 2 targeted-dropout trainings in one process grow it from
-0.84 to 1.75 GB), and the full study trains about 170 models. :func:`execute_local` runs the
+Why processes: every Keras training leaves memory behind that neither
+``keras.backend.clear_session`` nor ``gc`` nor ``malloc_trim`` returns (measured in
+docs/benchmarks.md, "Memory of the full study"), and the full study trains about 170 models. :func:`execute_local` runs the
 cells (:func:`prunelib.study.tasks.study_cells`) in order in a child process and starts a fresh one
 whenever the child's resident memory passes a budget, so peak memory is bounded by the budget,
 whatever the number of seeds. :func:`run_study` never loads a deep-learning framework in the
@@ -26,9 +25,9 @@ from prunelib.study.config import ExperimentConfig
 
 
 DEFAULT_MEMORY_BUDGET_GB = 1.5
-"""A worker process that has grown past this after a cell is replaced by a fresh one. A fresh
-worker holding one dataset and one trained model is about 1.3 GB, and no cell adds more than about
-0.5 GB while it runs, so the study peaks near 2 GB."""
+"""A worker process that has grown past this after a cell is replaced by a fresh one: above what a
+fresh worker holding one dataset and one trained model needs, below what a long-lived one reaches
+(the sizes are measured in docs/benchmarks.md, "Memory of the full study")."""
 
 
 def peak_resident_bytes() -> int:

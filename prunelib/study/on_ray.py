@@ -27,10 +27,10 @@ from prunelib.study.config import ExperimentConfig
 _THREADS = {"env_vars": {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}}
 
 # Ray ends a worker that idles for a second, e.g. while a table cell holds both CPUs of a 2-CPU
-# node; the next training then waits for a fresh worker to import TensorFlow again (about 5 s).
-# On the quick study that churn started 6 workers instead of 2 and cost up to 30 s. A local
-# runtime keeps idle workers for 10 minutes; a cluster's nodes take the same setting from the
-# environment of `ray start` (see README).
+# node; the next training then waits for a fresh worker to import TensorFlow again (the churn it
+# caused is measured in docs/benchmarks.md, "Ray"). A local runtime keeps idle workers for 10
+# minutes; a cluster's nodes take the same setting from the environment of `ray start`
+# (docs/ray.md).
 KEEP_WORKERS = {"idle_worker_killing_time_threshold_ms": 600_000}
 
 

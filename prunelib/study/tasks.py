@@ -13,8 +13,8 @@ functions :func:`prunelib.study.experiment.run_experiment` calls (so with exactl
 * ``recipe tables``: per dataset, the recipe study's tables.
 
 Training cells declare ``cpus`` (default 1: a small MLP's training keeps about one core busy) and
-table cells ``table_cpus`` (default 2: their BLAS calls keep every core of a 2-core machine busy;
-two of them sharing 2 cores each ran 2.8x slower, two trainings 1.6x).
+table cells ``table_cpus`` (default 2: their BLAS calls keep every core of a small machine busy, so
+two of them side by side each run much slower; measured in docs/benchmarks.md, "Ray").
 
 Cells write into the shared cache (atomically, under a per-entry lock), so whoever computes them
 (:mod:`prunelib.study.local` in local worker processes, :mod:`prunelib.study.on_ray` on Ray), a final
