@@ -389,7 +389,12 @@ def test_summary_table_names_missing_columns():
     (lambda C: C.ExperimentConfig.quick(calibration_size=True), "calibration_size must be a whole number"),
 ])
 def test_configs_refuse_numbers_they_would_silently_round_or_carry(make, match):
-    from prunelib.models import config
+    from types import SimpleNamespace
+
+    from prunelib.models import config as model_config
+    from prunelib.study import config as study_config
+
+    config = SimpleNamespace(**vars(model_config), **{"ExperimentConfig": study_config.ExperimentConfig})
 
     if match is None:
         assert make(config).hidden_sizes == (300, 100)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from prunelib.core.forward import per_layer
 from prunelib.core.pruning import DEFAULT_KS
 
 from prunelib.core.pruning import validate_biases, validate_kernel_shapes, validate_kernels
@@ -56,9 +57,7 @@ def live_units(kernels: Sequence[np.ndarray],
 
 def _bias_shapes(kernels: list[np.ndarray], biases) -> list:
     """Biases as a list, one per kernel, each None or (units,) (values unchecked, like the kernels')."""
-    biases = list(biases) if biases is not None else [None] * len(kernels)
-    if len(biases) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases; give one per kernel (None for none)")
+    biases = per_layer(biases, kernels, "biases")
     for i, (w, b) in enumerate(zip(kernels, biases)):
         if b is not None and np.shape(b) != (w.shape[1],):
             raise ValueError(f"bias {i} has shape {np.shape(b)}; kernel {i} has {w.shape[1]} units")

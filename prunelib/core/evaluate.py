@@ -93,7 +93,7 @@ def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
             raise ValueError(f"unknown correction {c!r}; choose from {list(CORRECTIONS)}")
     if "lstsq" in corrections and calibration is None:
         raise ValueError("the lstsq correction needs calibration images; pass calibration=")
-    biases = list(biases) if biases is not None else [None] * len(kernels)
+    biases = forward.per_layer(biases, kernels, "biases")
     hidden_norm = sum(float(np.sum(np.square(w, dtype=np.float64))) for w in kernels[:-1])
     grid = [(m, pruning.validate_k(k)) for m in methods for k in ks]
     rows = []

@@ -40,19 +40,25 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), int(np.prod(x.shape[1:])))
 
 
+def per_layer(values: Sequence | None, kernels: Sequence[np.ndarray], what: str) -> list:
+    """``values`` as a list of one entry per kernel; ``None`` means ``None`` for every layer.
+
+    Raises:
+        ValueError: a list of another length (``what`` names it: "biases", "activations", ...).
+    """
+    values = list(values) if values is not None else [None] * len(kernels)
+    if len(values) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(values)} {what}; give one per kernel (None for the "
+                         "default)")
+    return values
+
+
 def _biases(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None) -> list:
-    biases = list(biases) if biases is not None else [None] * len(kernels)
-    if len(biases) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases")
-    return biases
+    return per_layer(biases, kernels, "biases")
 
 
 def _acts(kernels: Sequence[np.ndarray], acts: Sequence[Activation | None] | None) -> list:
-    acts = list(acts) if acts is not None else [None] * len(kernels)
-    if len(acts) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(acts)} activations; pass one per layer "
-                         "(None for the default)")
-    return acts
+    return per_layer(acts, kernels, "activations")
 
 
 def apply(activation: Activation, z: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 
 from prunelib.core import forward
 from prunelib.core.forward import Activation
-from prunelib.core.pruning import split_logits, validate_kernels
+from prunelib.core.pruning import split_logits, validate_biases, validate_kernels
 
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
 
@@ -263,18 +263,8 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
         raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
                          f"{' (its bias counted as one)' if fit_biases else ''}, so pass at least {need} "
                          "samples")
-    biases = list(biases) if biases is not None else [None] * len(kernels)
-    if len(biases) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases")
-    for i, (w, b) in enumerate(zip(kernels, biases)):
-        if b is not None:
-            b = np.asarray(b)
-            if b.shape != (w.shape[1],) or not np.issubdtype(b.dtype, np.number) or not np.isfinite(b).all():
-                raise ValueError(f"bias {i} must be {w.shape[1]} finite numbers (one per unit of kernel "
-                                 f"{i}), got shape {b.shape}, dtype {b.dtype}")
-    acts = list(acts) if acts is not None else [None] * len(kernels)
-    if len(acts) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(acts)} activations; pass one per layer")
+    biases = validate_biases(kernels, biases)
+    acts = forward.per_layer(acts, kernels, "activations")
     if any(a is not None and not callable(a) for a in acts):
         raise ValueError("activations must be callables on numpy arrays (or None for ReLU)")
     # float32 first (the study's numbers); a float32 overflow anywhere redoes everything in float64
