@@ -1,5 +1,7 @@
 """Execute the notebook top to bottom in quick mode and check what it produced."""
 
+import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -10,6 +12,7 @@ from nbclient import NotebookClient
 from tiny import require_real_data
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "pruning_challenge.ipynb"
 
 
 def test_parameters_cell_defaults_to_the_challenge():
@@ -73,3 +76,32 @@ def test_notebook_cells_ran_without_errors_and_show_a_plot(executed):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+FRAMEWORK_LOG = re.compile(r"^[IWEF]\d{4} |oneDNN custom operations|cuInit|absl::InitializeLog|cuda_executor|"
+                           r"This TensorFlow binary is optimized|rebuild TensorFlow", re.M)
+
+
+def _outputs_text(nb) -> str:
+    texts = []
+    for cell in nb["cells"]:
+        for out in cell.get("outputs", []):
+            texts.append("".join(out.get("text", "")))
+            texts.extend("".join(v) for k, v in out.get("data", {}).items() if k.startswith("text/"))
+    return "\n".join(texts)
+
+
+def test_the_committed_notebook_shows_no_framework_log_lines():
+    nb = json.loads(NOTEBOOK.read_text())
+    assert not FRAMEWORK_LOG.search(_outputs_text(nb))
+    fake = {"cells": [{"outputs": [{"text": "I0000 00:00:17 cudart_stub.cc:31] Could not find cuda drivers"}]}]}
+    assert FRAMEWORK_LOG.search(_outputs_text(fake))  # the check sees a log line when there is one
+
+
+def test_every_figure_has_a_caption_after_it():
+    nb = json.loads(NOTEBOOK.read_text())
+    cells = nb["cells"]
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] == "code" and "figures." in "".join(cell["source"]):
+            after = cells[i + 1] if i + 1 < len(cells) else None
+            assert after and after["cell_type"] == "markdown" and "What to look at" in "".join(after["source"]), i
