@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env data results test test-fast bench bench-tfmot-env bench-tfmot
+.PHONY: env data results test test-fast bench bench-tfmot-env bench-tfmot mutation
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,3 +42,12 @@ bench-tfmot-env: env
 
 bench-tfmot: data bench-tfmot-env
 	$(BIN)/python benchmarks/compare_tfmot.py
+
+# Mutation testing of the numpy core with mutmut (configured in pyproject.toml [tool.mutmut]; long,
+# not part of `make test`). MUTATE narrows it to some modules, e.g. MUTATE=prunelib/pruning.py.
+MUTATE ?=
+mutation: env
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE),'$(subst /,.,$(m:.py=)).*')
+	$(BIN)/mutmut results --all true > mutation-results.txt || true
+	$(BIN)/python -c "import sys; t=open('mutation-results.txt').read().split(chr(10)); k=sum(': killed' in l for l in t); n=sum(': ' in l for l in t); print(f'mutation score {k}/{n}')"

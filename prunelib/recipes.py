@@ -24,7 +24,7 @@ from prunelib.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, STUDY, Train
                              get_recipe, recipe_model)
 from prunelib.data import Dataset
 from prunelib.evaluate import sweep
-from prunelib.recipe_summary import AUC_KS, choose, summarize  # noqa: F401
+from prunelib.recipe_summary import AUC_KS, MAX_STEPS, choose, summarize, train_steps  # noqa: F401
 
 RECIPE_COLUMNS = ["dataset", "recipe", "seed", "method", "k", "sparsity", "accuracy", "dense_accuracy",
                   "train_seconds", "epochs", "batch_size", "learning_rate", "lr_schedule", "precision",
