@@ -274,3 +274,12 @@ def test_count_to_prune_is_round_of_k_percent():
     assert pruning.count_to_prune(3, 50) == 2 and pruning.count_to_prune(0, 50) == 0
     assert pruning.validate_k(0) == 0.0 and pruning.validate_k(100) == 100.0 and pruning.validate_k(np.float32(5)) == 5.0
     assert isinstance(pruning.validate_k(7), float)
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+@pytest.mark.parametrize("k", [0, 50, 100])
+def test_a_network_of_only_the_logit_layer_has_nothing_to_prune(method, k):
+    logits = tiny_kernels()[-1]
+    masks = pruning.compute_masks([logits], k, method)
+    assert len(masks) == 1 and masks[0].dtype == bool and masks[0].shape == logits.shape and masks[0].all()
+    assert pruning.prune([logits], k, method)[0].tobytes() == logits.tobytes()
