@@ -283,3 +283,26 @@ def test_a_network_of_only_the_logit_layer_has_nothing_to_prune(method, k):
     masks = pruning.compute_masks([logits], k, method)
     assert len(masks) == 1 and masks[0].dtype == bool and masks[0].shape == logits.shape and masks[0].all()
     assert pruning.prune([logits], k, method)[0].tobytes() == logits.tobytes()
+
+
+def test_prune_biases_zeroes_exactly_the_removed_units_of_unit_pruning():
+    kernels = tiny_kernels()
+    biases = [np.arange(1, w.shape[1] + 1, dtype=np.float32) for w in kernels]
+    biases[1] = None  # a layer without bias stays without
+    masks = pruning.unit_masks(kernels, 50)
+    out = pruning.prune_biases(biases, masks, "unit")
+    assert len(out) == len(biases) and out[1] is None
+    for b, m, o in zip(biases, masks, out):
+        if b is None:
+            continue
+        removed = ~m.any(axis=0)
+        assert o.dtype == b.dtype and o is not b
+        np.testing.assert_array_equal(o, np.where(removed, 0, b))
+    assert np.count_nonzero(out[0] == 0) == pruning.count_to_prune(kernels[0].shape[1], 50) > 0
+    np.testing.assert_array_equal(out[-1], biases[-1])  # the logit layer loses no unit
+    # weight pruning leaves every bias alone, even of a column it happens to empty
+    emptied = [m.copy() for m in masks]
+    emptied[0][:, 0] = False
+    kept = pruning.prune_biases(biases, emptied, "weight")
+    assert all(a is b for a, b in zip(kept, biases)) and isinstance(kept, list)
+    assert pruning.prune_biases(biases, masks, "global-weight") == biases
