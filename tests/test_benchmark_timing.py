@@ -54,3 +54,39 @@ def _pid_and_square(x):
     import os
 
     return os.getpid(), x * x
+
+
+def test_pipeline_summary_pairs_rounds_and_reports_spread(monkeypatch, tmp_path, capsys):
+    """pipeline.py's bookkeeping with the jobs replaced by fakes: per run the medians with min/max
+    of each clock, its own peak, and the paired ratio to prunelib."""
+    import pandas as pd
+
+    import pipeline
+
+    calls = []
+
+    def fake(fn, recipe, cache, smoke):
+        name = Path(cache).name
+        calls.append(name)
+        r = 0 if name == "filled" else int(name.split("-", 1)[1])
+        total = {"empty": 2.0 + r, "base": 10.0 + r, "filled": 1.0}[name.split("-", 1)[0]]
+        return ({"train_s": total - 1.0, "sweep_s": 1.0, "total_s": total, "dense_accuracy": 98.0},
+                1.5 if recipe else 0.5)
+
+    monkeypatch.setattr(pipeline, "in_own_process", fake)
+    out = tmp_path / "pipeline.csv"
+    assert pipeline.main(["--baseline", "--repeats", "3", "--warmup", "1", "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index("run")
+    assert list(table.index) == ["straightforward", "prunelib", "cached"]
+    assert (table["rounds"] == 3).all()
+    # the cache is filled first, then 1 warm-up round and 3 timed ones, the order rotating
+    assert calls[0] == "filled" and len(calls) == 1 + 4 * 3
+    assert calls[1:4] == ["filled", "base--1", "empty--1"] and calls[4:7] == ["base-0", "empty-0", "filled"]
+    assert calls[7:10] == ["empty-1", "filled", "base-1"]
+    assert table.loc["prunelib", "total_s_median"] == 3.0 and table.loc["prunelib", "total_s_min"] == 2.0
+    assert table.loc["straightforward", "total_s_max"] == 12.0 and table.loc["cached", "total_s_median"] == 1.0
+    assert table.loc["straightforward", "peak_rss_gb_median"] == 1.5 and table.loc["prunelib", "peak_rss_gb_max"] == 0.5
+    assert table.loc["prunelib", "total_vs_prunelib_median"] == 1.0
+    # paired by round: 10/2, 11/3, 12/4
+    assert table.loc["straightforward", "total_vs_prunelib_min"] == 3.0
+    assert table.loc["straightforward", "total_vs_prunelib_max"] == 5.0
