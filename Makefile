@@ -48,6 +48,7 @@ bench-tfmot: data bench-tfmot-env
 MUTATE ?=
 mutation: env
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE),'$(subst /,.,$(m:.py=)).*')
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH= \
+		nice -n 15 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE),'$(subst /,.,$(m:.py=)).*')
 	$(BIN)/mutmut results --all true > mutation-results.txt || true
 	$(BIN)/python -c "import sys; t=open('mutation-results.txt').read().split(chr(10)); k=sum(': killed' in l for l in t); n=sum(': ' in l for l in t); print(f'mutation score {k}/{n}')"

@@ -4,8 +4,8 @@ For each named recipe (a full :class:`~prunelib.config.TrainConfig`) the study t
 (cached), sweeps one-shot weight and unit pruning, and measures why it prunes as it does: per
 hidden layer the relative distance travelled from initialization ``||W - W0|| / ||W0||`` and the
 share of the squared norm held by the top 10 % of weights and of units. :func:`choose` picks the
-recipe with the largest area under both one-shot curves among those that are accurate and fast
-enough.
+recipe with the largest area under both one-shot curves among those that are accurate enough and
+within a training budget counted in optimizer steps.
 """
 
 from __future__ import annotations
