@@ -306,3 +306,17 @@ def test_prune_biases_zeroes_exactly_the_removed_units_of_unit_pruning():
     kept = pruning.prune_biases(biases, emptied, "weight")
     assert all(a is b for a, b in zip(kept, biases)) and isinstance(kept, list)
     assert pruning.prune_biases(biases, masks, "global-weight") == biases
+
+
+def test_kernels_must_come_as_a_sequence_and_not_be_empty():
+    kernels = tiny_kernels()
+    for not_a_list in (iter(kernels), {i: w for i, w in enumerate(kernels)}, np.stack([np.eye(3)] * 2)):
+        with pytest.raises(ValueError, match="kernels must be a list of 2-D arrays in layer order"):
+            pruning.compute_masks(not_a_list, 50, "weight")
+    for empty in ([], ()):
+        with pytest.raises(ValueError, match="need at least the logit layer's kernel"):
+            pruning.compute_masks(empty, 50, "unit")
+        with pytest.raises(ValueError, match="need at least the logit layer's kernel"):
+            pruning.split_logits(empty)
+    hidden, logits = pruning.split_logits(tuple(kernels))
+    assert isinstance(hidden, list) and len(hidden) == len(kernels) - 1 and logits is kernels[-1]
