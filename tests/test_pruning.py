@@ -320,3 +320,15 @@ def test_kernels_must_come_as_a_sequence_and_not_be_empty():
             pruning.split_logits(empty)
     hidden, logits = pruning.split_logits(tuple(kernels))
     assert isinstance(hidden, list) and len(hidden) == len(kernels) - 1 and logits is kernels[-1]
+
+
+@pytest.mark.parametrize("size, pool", [(997, 1000), (1000, 7), (64, 3)])
+def test_smallest_matches_a_stable_sort_for_every_n_on_larger_arrays(size, pool):
+    """Partition-based selection must equal the stable-sort reference for every n, on arrays large
+    enough for numpy's quickselect (not only its small-array path), with and without many ties."""
+    scores = np.random.default_rng(size).integers(0, pool, size).astype(np.float64)
+    order = np.argsort(scores, kind="stable")
+    for n in range(0, size + 1, max(1, size // 97)):
+        expected = np.zeros(size, bool)
+        expected[order[:n]] = True
+        np.testing.assert_array_equal(pruning.smallest(scores, n), expected, err_msg=f"n={n}")
