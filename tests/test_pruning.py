@@ -314,9 +314,9 @@ def test_kernels_must_come_as_a_sequence_and_not_be_empty():
         with pytest.raises(ValueError, match="kernels must be a list of 2-D arrays in layer order"):
             pruning.compute_masks(not_a_list, 50, "weight")
     for empty in ([], ()):
-        with pytest.raises(ValueError, match="need at least the logit layer's kernel"):
+        with pytest.raises(ValueError, match="^need at least the logit layer's kernel$"):
             pruning.compute_masks(empty, 50, "unit")
-        with pytest.raises(ValueError, match="need at least the logit layer's kernel"):
+        with pytest.raises(ValueError, match="^need at least the logit layer's kernel$"):
             pruning.split_logits(empty)
     hidden, logits = pruning.split_logits(tuple(kernels))
     assert isinstance(hidden, list) and len(hidden) == len(kernels) - 1 and logits is kernels[-1]
