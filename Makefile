@@ -51,4 +51,4 @@ mutation: env
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH= \
 		nice -n 15 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE),'$(subst /,.,$(m:.py=)).*')
 	$(BIN)/mutmut results --all true > mutation-results.txt || true
-	$(BIN)/python -c "import sys; t=open('mutation-results.txt').read().split(chr(10)); k=sum(': killed' in l for l in t); n=sum(': ' in l for l in t); print(f'mutation score {k}/{n}')"
+	$(BIN)/python -c "import collections; s=collections.Counter(l.rsplit(': ', 1)[1].strip() for l in open('mutation-results.txt') if ': ' in l and 'not checked' not in l); n=sum(s.values()); print(dict(s), f'mutation score {s[\"killed\"]}/{n} = {100 * s[\"killed\"] / max(n, 1):.1f} %')"
