@@ -332,3 +332,18 @@ def test_smallest_matches_a_stable_sort_for_every_n_on_larger_arrays(size, pool)
         expected = np.zeros(size, bool)
         expected[order[:n]] = True
         np.testing.assert_array_equal(pruning.smallest(scores, n), expected, err_msg=f"n={n}")
+
+
+def test_kernel_errors_name_the_layers_and_the_numbers_exactly():
+    import re
+
+    k = tiny_kernels()  # shapes 12x9, 9x7, 7x5, 5x3
+    cases = [([k[0], k[2], k[3]], "kernel 1 takes 7 inputs but kernel 0 has 9 units; kernels must be in layer order"),
+             (iter(k), "kernels must be a list of 2-D arrays in layer order, one per Dense layer; got list_iterator")]
+    bad = [w.copy() for w in k]
+    bad[2][0, 0] = np.inf
+    cases.append((bad, "kernel 2 contains 1 NaN or infinite values; magnitude pruning cannot rank them "
+                       "(check the training run)"))
+    for kernels, message in cases:
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            pruning.compute_masks(kernels, 50, "weight")
