@@ -38,11 +38,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from prunelib import masked, pruning, recovery
-from prunelib import model as mlp
-from prunelib.config import TrainConfig
+from prunelib.models import masked
+from prunelib.core import pruning
+from prunelib.models import recovery
+from prunelib.models import mlp
+from prunelib.models.config import TrainConfig
 from prunelib.data import load_dataset
-from prunelib.evaluate import evaluate_kernels
+from prunelib.core.evaluate import evaluate_kernels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import epoch_timer_class, in_own_process, ratio_spread, rotation, spread  # noqa: E402

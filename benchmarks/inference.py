@@ -4,11 +4,11 @@ For each method and k, in one process so the ratios are fair:
   * ``dense-tf``: the masked kernels in a compiled tf.function (zeros cost like any number);
   * ``dense-numpy``: the same as a numpy/BLAS chain;
   * ``compact-tf``: dead units removed, in a compiled tf.function (the previous fast path);
-  * ``blas``, ``sparse``, ``csr``: the paths of :class:`prunelib.inference.Predictor` (dead units
+  * ``blas``, ``sparse``, ``csr``: the paths of :class:`prunelib.inference.predictor.Predictor` (dead units
     removed; dense numpy chain / fused numba CSR per tile of 16 / scipy CSR);
   * ``auto``: ``Predictor.predict``, which times its paths on the first batch of each size and
     keeps the fastest (``chosen`` says which);
-  * ``sparse-mlp``: ``prunelib.sparse.SparseMLP``, the on-disk sparse format's own predict.
+  * ``sparse-mlp``: ``prunelib.inference.sparse.SparseMLP``, the on-disk sparse format's own predict.
 Throughput: all 10,000 test images; latency: batch 1. Median of repeated runs. Speedups are
 against the fastest dense path at k = 0 for that batch size, within the same run. The whole
 measurement runs ``--runs`` times in a row (default 2) so the noise is visible (column ``run``).
@@ -35,12 +35,14 @@ import seaborn as sns  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from prunelib import compact, pruning  # noqa: E402
-from prunelib import model as mlp  # noqa: E402
-from prunelib.config import DEFAULT_KS, TrainConfig  # noqa: E402
+from prunelib.core import compact  # noqa: E402
+from prunelib.core import pruning
+from prunelib.models import mlp  # noqa: E402
+from prunelib.models.config import TrainConfig
+from prunelib.study.config import DEFAULT_KS  # noqa: E402
 from prunelib.data import load_dataset  # noqa: E402
-from prunelib.inference import Predictor, blas_forward  # noqa: E402
-from prunelib.sparse import SparseMLP  # noqa: E402
+from prunelib.inference.predictor import Predictor, blas_forward  # noqa: E402
+from prunelib.inference.sparse import SparseMLP  # noqa: E402
 
 
 def tf_forward(kernels):

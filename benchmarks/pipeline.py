@@ -40,10 +40,11 @@ def core_job(recipe_name: str | None, cache: str, smoke: bool) -> dict:
     """One core job in this (fresh) process; imports and data loading happen before the clock."""
     import time
 
-    from prunelib import model as mlp
-    from prunelib.config import DEFAULT_KS, RECIPES, TrainConfig
+    from prunelib.models import mlp
+    from prunelib.models.config import RECIPES, TrainConfig
+    from prunelib.study.config import DEFAULT_KS
     from prunelib.data import load_dataset
-    from prunelib.evaluate import sweep
+    from prunelib.core.evaluate import sweep
 
     data = load_dataset("mnist")
     config = TrainConfig() if recipe_name is None else TrainConfig(recipe=RECIPES[recipe_name])

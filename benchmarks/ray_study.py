@@ -5,7 +5,7 @@
    two at a time, table cells alone) and on Ray one cell at a time, each from an empty cache:
    seconds of each and whether every table is identical. The last run, against the first, gives
    Ray's overhead per cell (start-up, imports, loading what one process would keep).
-2. An estimate for the full default study: its cells (:func:`prunelib.cells.study_cells`)
+2. An estimate for the full default study: its cells (:func:`prunelib.study.tasks.study_cells`)
    with the seconds each took in the full run that filled ``--cache``, read from the cache's key
    files (every cached model and table records the seconds its build took and when it was
    written), plus the per-cell overhead of step 1; then the critical path and a list-scheduling
@@ -30,17 +30,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunelib import analysis
-from prunelib import model as mlp
-from prunelib.cells import critical_path, estimate_wall, study_cells
-from prunelib.config import ExperimentConfig, recipe_model
+from prunelib.study import analysis
+from prunelib.models import mlp
+from prunelib.study.tasks import critical_path, estimate_wall, study_cells
+from prunelib.models.config import recipe_model
+from prunelib.study.config import ExperimentConfig
 from prunelib.data import load_dataset
-from prunelib.distributed import run_experiment_on_ray
-from prunelib.experiment import PHASES, run_experiment
-from prunelib.paths import cache_dir, digest
-from prunelib.provenance import fingerprint
-from prunelib.recovery import aware_key
-from prunelib.study import run_study
+from prunelib.study.on_ray import run_experiment_on_ray
+from prunelib.study.experiment import PHASES, run_experiment
+from prunelib.base.paths import cache_dir, digest
+from prunelib.base.provenance import fingerprint
+from prunelib.models.recovery import aware_key
+from prunelib.study.local import run_study
 
 
 def quick(out: Path) -> float:

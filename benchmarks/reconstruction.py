@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prunelib import pruning
-from prunelib.evaluate import evaluate_kernels
-from prunelib.reconstruct import calibration_set, obs_weight_masks, reconstruct
+from prunelib.core import pruning
+from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.reconstruct import calibration_set, obs_weight_masks, reconstruct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved, spread  # noqa: E402
@@ -55,8 +55,8 @@ def _inputs(smoke: bool):
         kernels = [rng.normal(scale=a ** -0.5, size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
         x = rng.random((2000, 28, 28), dtype=np.float32)
         return kernels, x, x[:500], rng.integers(0, 10, 500)
-    from prunelib import model as mlp
-    from prunelib.config import TrainConfig
+    from prunelib.models import mlp
+    from prunelib.models.config import TrainConfig
     from prunelib.data import load_dataset
 
     data = load_dataset("mnist")

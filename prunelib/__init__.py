@@ -1,15 +1,15 @@
 """prunelib: magnitude pruning of a Keras MLP, measured honestly.
 
-Modules, one job each: :mod:`~prunelib.data` (IDX files, fetching), :mod:`~prunelib.model`
-(the MLP, training, caching), :mod:`~prunelib.pruning` (pure mask functions),
-:mod:`~prunelib.evaluate` (sweeps into tidy tables), :mod:`~prunelib.masked` and
-:mod:`~prunelib.recovery` (training with masks: fine-tuning, gradual pruning, IMP, targeted
-dropout), :mod:`~prunelib.analysis` (sensitivity, distributions, retrain baseline),
-:mod:`~prunelib.stats`, :mod:`~prunelib.plotting`, :mod:`~prunelib.experiment` (the study end to
-end), :mod:`~prunelib.report` and :mod:`~prunelib.cli` (``python -m prunelib``).
+Modules, one job each: :mod:`~prunelib.data` (IDX files, fetching), :mod:`~prunelib.models.mlp`
+(the MLP, training, caching), :mod:`~prunelib.core.pruning` (pure mask functions),
+:mod:`~prunelib.core.evaluate` (sweeps into tidy tables), :mod:`~prunelib.models.masked` and
+:mod:`~prunelib.models.recovery` (training with masks: fine-tuning, gradual pruning, IMP, targeted
+dropout), :mod:`~prunelib.study.analysis` (sensitivity, distributions, retrain baseline),
+:mod:`~prunelib.reporting.stats`, :mod:`~prunelib.reporting.plotting`, :mod:`~prunelib.study.experiment` (the study end to
+end), :mod:`~prunelib.reporting.report` and :mod:`~prunelib.cli` (``python -m prunelib``).
 """
 
-from prunelib.pruning import (
+from prunelib.core.pruning import (
     apply_masks,
     compute_masks,
     prune,

@@ -14,10 +14,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from prunelib.config import DEFAULT_KS, ExperimentConfig, Recipe, RecoveryConfig
+from prunelib.models.config import Recipe, RecoveryConfig
+from prunelib.study.config import DEFAULT_KS, ExperimentConfig
 from prunelib.data import DATASETS, DataError
-from prunelib.paths import cache_dir, home
-from prunelib.strategies import RECOVERY
+from prunelib.base.paths import cache_dir, home
+from prunelib.base.strategies import RECOVERY
 
 RECOVERY_CHOICES = list(RECOVERY)
 
@@ -183,12 +184,12 @@ def _writable_dir(path: Path, option: str) -> Path:
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     # Nothing here imports TensorFlow before the cells have run in their worker processes.
-    from prunelib import study
+    from prunelib.study import local as study
 
     config = config_from_args(args)
     results_dir = args.results or (home() / "quick-results" if args.quick else Path("results"))
     results_dir = _writable_dir(results_dir, "--results")
-    from prunelib.results import check_replaceable
+    from prunelib.reporting.results import check_replaceable
 
     check_replaceable(results_dir)  # a run replaces the directory: refuse one holding a user's files
     if args.cache is not None:
@@ -209,7 +210,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                              "--in-process / --retrain / --ray")
     t0 = time.perf_counter()
     if args.ray is not None:
-        from prunelib.distributed import run_experiment_on_ray
+        from prunelib.study.on_ray import run_experiment_on_ray
 
         address = None if args.ray == "local" else args.ray
         results, _ = run_experiment_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
@@ -221,7 +222,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                                   isolate=not args.in_process, workers=args.workers or 1,
                                   memory_budget_gb=args.memory_budget or study.DEFAULT_MEMORY_BUDGET_GB,
                                   progress=not args.no_progress)
-    from prunelib.results import publish
+    from prunelib.reporting.results import publish
 
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     figure_cache = Path(args.cache or cache_dir()) / "figures"
@@ -232,9 +233,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from prunelib import recipes
-    from prunelib.experiment import run_recipes
-    from prunelib.results import save_recipes
+    from prunelib.study import recipes
+    from prunelib.study.experiment import run_recipes
+    from prunelib.reporting.results import save_recipes
 
     names = {d: _unique(args.recipes, "--recipes") if args.recipes else recipes.STUDY[d]
              for d in _unique(args.dataset, "--dataset")}
@@ -251,8 +252,9 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from prunelib import provenance, report
-    from prunelib.results import load_results
+    from prunelib.base import provenance
+    from prunelib.reporting import report
+    from prunelib.reporting.results import load_results
 
     if args.check:
         problems = provenance.check_manifest(args.results)

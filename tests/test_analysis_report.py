@@ -3,10 +3,13 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from prunelib import analysis, pruning, report, stats
-from prunelib import model as mlp
-from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
-from prunelib.results import Results
+from prunelib.study import analysis
+from prunelib.core import pruning
+from prunelib.reporting import report
+from prunelib.reporting import stats
+from prunelib.models import mlp
+from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
+from prunelib.reporting.results import Results
 from tiny import TINY, tiny_data
 
 
@@ -135,7 +138,7 @@ def test_write_report_makes_markdown_and_docx(tmp_path):
 
 
 def test_recipe_paragraph_comes_from_the_recipe_tables():
-    from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE
+    from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE
 
     curves, layers = [], []
     for recipe, acc, share, decay in ((FIRST_RECIPE, 59.5, 33.0, 0.0), (DEFAULT_RECIPE, 97.2, 96.0, 1.0)):
@@ -156,7 +159,7 @@ def test_recipe_paragraph_comes_from_the_recipe_tables():
 
 
 def test_figures_drawn_from_identical_tables_are_reused(tmp_path, monkeypatch):
-    from prunelib import figures
+    from prunelib.reporting import figures
 
     cache, first, second = tmp_path / "cache", tmp_path / "a", tmp_path / "b"
     results = Results(sweep=fake_sweep())

@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from prunelib import cells, study
-from prunelib.cells import Cell
-from prunelib.config import ExperimentConfig
+from prunelib.study import tasks as cells
+from prunelib.study import local as study
+from prunelib.study.tasks import Cell
+from prunelib.study.config import ExperimentConfig
 
 
 # Cell functions run in spawned workers, which import this module by name (pytest puts tests/ on
@@ -128,9 +129,9 @@ def test_bad_graphs_are_refused_before_any_work(graph, message):
 
 def test_the_driver_builds_the_study_without_loading_a_framework():
     code = ("import sys\n"
-            "import prunelib.cli, prunelib.cells, prunelib.study, prunelib.results, prunelib.report\n"
-            "from prunelib.config import ExperimentConfig\n"
-            "graph = prunelib.cells.study_cells(ExperimentConfig())\n"
+            "import prunelib.cli, prunelib.study.tasks, prunelib.study.local, prunelib.reporting.results, prunelib.reporting.report\n"
+            "from prunelib.models.config import ExperimentConfig\n"
+            "graph = prunelib.study.tasks.study_cells(ExperimentConfig())\n"
             "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
             "print(len(graph), loaded)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -159,7 +160,7 @@ def test_each_table_of_a_seed_is_a_cell_after_the_models_it_reads():
 
 
 def test_a_table_the_config_does_not_compute_is_refused():
-    from prunelib.experiment import seed_tables
+    from prunelib.study.experiment import seed_tables
 
     config = ExperimentConfig.quick(recovery_seeds=())
     with pytest.raises(ValueError, match="no 'recovery' table for seed 0"):
@@ -204,7 +205,7 @@ def test_peak_memory_of_the_study_does_not_grow_with_seeds(tmp_path):
 
 
 def test_a_worker_refuses_to_run_code_other_than_the_runs(tmp_path, monkeypatch):
-    from prunelib import provenance
+    from prunelib.base import provenance
 
     log = str(tmp_path / "log")
     real = provenance.fingerprint
@@ -226,8 +227,8 @@ def test_a_failure_report_is_one_line_however_many_cells_failed():
 def test_a_rerun_with_nothing_changed_reads_the_assembled_tables_without_a_worker(tmp_path, monkeypatch):
     import pandas as pd
 
-    from prunelib import fetch
-    from prunelib.results import Results
+    from prunelib.data import sources as fetch
+    from prunelib.reporting.results import Results
 
     monkeypatch.setattr(fetch, "fetch", lambda name, data_dir=None: tmp_path)  # data "verified"
     calls = []
@@ -245,7 +246,7 @@ def test_a_rerun_with_nothing_changed_reads_the_assembled_tables_without_a_worke
     assert again.sweep.equals(first.sweep)
     study.run_study(replace(config, ks=(0, 90)), cache=tmp_path, progress=False)
     assert calls == [True, True]  # another config is another entry
-    from prunelib import provenance
+    from prunelib.base import provenance
 
     monkeypatch.setattr(provenance, "fingerprint", lambda modules: "edited source")
     study.run_study(config, cache=tmp_path, progress=False)

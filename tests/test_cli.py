@@ -59,7 +59,7 @@ def test_report_without_results_says_what_to_run(tmp_path, capsys):
 def test_clock_books_nested_phases_once():
     import time
 
-    from prunelib.experiment import PhaseClock
+    from prunelib.study.experiment import PhaseClock
 
     clock = PhaseClock()
     clock("outer", lambda: (time.sleep(0.05), clock("inner", lambda: time.sleep(0.1))))

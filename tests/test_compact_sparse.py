@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from prunelib import compact, pruning
-from prunelib.sparse import SparseMLP
+from prunelib.core import compact
+from prunelib.core import pruning
+from prunelib.inference.sparse import SparseMLP
 
 SIZES = (30, 24, 16, 12, 4)
 
@@ -93,7 +94,7 @@ def test_sparse_save_load_roundtrip(tmp_path):
 def test_compact_keras_model_roundtrips_with_same_predictions(tmp_path):
     import keras
 
-    from prunelib import model as mlp
+    from prunelib.models import mlp
 
     dense = mlp.from_kernels(kernels(), input_shape=(30,))
     pruned = mlp.prune_model(dense, 50, "unit")
@@ -121,7 +122,7 @@ def test_accounting_table_is_tidy():
 def test_pruned_keras_model_save_load_keeps_predictions_and_sparsity(tmp_path):
     import keras
 
-    from prunelib import model as mlp
+    from prunelib.models import mlp
 
     pruned = mlp.prune_model(mlp.from_kernels(kernels(), input_shape=(30,)), 90, "weight")
     pruned.save(tmp_path / "p.keras")

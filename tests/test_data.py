@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prunelib import data, fetch, paths
+from prunelib import data
+from prunelib.data import sources as fetch
+from prunelib.base import paths
 
 
 @pytest.fixture

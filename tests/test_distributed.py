@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunelib.cells import Cell, critical_path, estimate_wall
+from prunelib.study.tasks import Cell, critical_path, estimate_wall
 
 ray = pytest.importorskip("ray")
 
@@ -38,7 +38,7 @@ def flaky(path, name):
 
 
 def test_a_failing_cell_is_reported_and_the_rest_complete(local_ray, tmp_path):
-    from prunelib.distributed import execute
+    from prunelib.study.on_ray import execute
 
     cells = [Cell("a", ok, (str(tmp_path), "a")),
              Cell("bad", boom, (str(tmp_path), "bad")),
@@ -54,7 +54,7 @@ def test_a_failing_cell_is_reported_and_the_rest_complete(local_ray, tmp_path):
 
 
 def test_unknown_dependencies_and_duplicate_names_are_rejected(local_ray):
-    from prunelib.distributed import execute
+    from prunelib.study.on_ray import execute
 
     with pytest.raises(ValueError, match="unknown cells"):
         execute([Cell("a", ok, ("/tmp", "x"), after=("nope",))], progress=False)
@@ -63,7 +63,7 @@ def test_unknown_dependencies_and_duplicate_names_are_rejected(local_ray):
 
 
 def test_a_cell_no_node_can_run_is_refused_before_any_work(local_ray, tmp_path):
-    from prunelib.distributed import execute
+    from prunelib.study.on_ray import execute
 
     with pytest.raises(ValueError, match="'wide' declares 3 CPUs.*largest node has 2 CPUs.*--ray-table-cpus"):
         execute([Cell("a", ok, (str(tmp_path), "a")), Cell("wide", ok, (str(tmp_path), "wide"), cpus=3)],
@@ -94,17 +94,18 @@ def test_the_estimate_gives_a_cell_the_cpus_it_declares():
 
 
 def test_a_run_without_ray_never_imports_it():
-    code = ("import sys; import prunelib.cli, prunelib.experiment, prunelib.distributed; "
+    code = ("import sys; import prunelib.cli, prunelib.study.experiment, prunelib.study.on_ray; "
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.slow
 def test_quick_study_on_ray_equals_the_serial_study_table_for_table(local_ray):
-    from prunelib.config import AwareTarget, ExperimentConfig
+    from prunelib.models.config import AwareTarget
+    from prunelib.study.config import ExperimentConfig
     from tiny import require_real_data
-    from prunelib.distributed import run_experiment_on_ray
-    from prunelib.experiment import run_experiment
+    from prunelib.study.on_ray import run_experiment_on_ray
+    from prunelib.study.experiment import run_experiment
 
     require_real_data("mnist")
     config = ExperimentConfig.quick(datasets=("mnist",), ks=(0, 90), recovery_strategies=("finetune",),

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunelib import model as mlp
-from prunelib import pruning
-from prunelib.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
-from prunelib.results import Results, load_results, save_results
-from prunelib.stats import summary_table
-from prunelib.plotting import plot_sparsity_vs_accuracy
+from prunelib.models import mlp
+from prunelib.core import pruning
+from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
+from prunelib.reporting.results import Results, load_results, save_results
+from prunelib.reporting.stats import summary_table
+from prunelib.reporting.plotting import plot_sparsity_vs_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_plot_returns_axes_with_one_curve_per_method(tiny, tmp_path):
 
 
 def test_confidence_band_is_the_t_interval_over_seeds(tiny):
-    from prunelib.stats import ci95_interval
+    from prunelib.reporting.stats import ci95_interval
 
     kernels, x, y = tiny
     df = pd.concat([sweep(kernels, x, y, dataset="tiny", methods=["weight"], ks=[0, 50], seed=s,

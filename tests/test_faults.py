@@ -9,10 +9,11 @@ import stat
 import numpy as np
 import pytest
 
-from prunelib import paths, pruning
+from prunelib.base import paths
+from prunelib.core import pruning
 from tiny import require_real_data
 from prunelib.data import DATASETS, DataError, fetch
-from prunelib.sparse import SparseMLP
+from prunelib.inference.sparse import SparseMLP
 
 
 def kernels(seed=0, sizes=(10, 10, 8, 3)):
@@ -81,7 +82,7 @@ def test_empty_and_tilde_environment_paths(monkeypatch, tmp_path):
 
 
 def test_fetched_files_are_world_readable(tmp_path, monkeypatch):
-    from prunelib import fetch as fetching
+    from prunelib.data import sources as fetching
 
     [source] = require_real_data("fashion-mnist")
     monkeypatch.setattr(fetching, "DEBIAN_DIR", source)  # install from a local copy, as from Debian's
@@ -174,8 +175,8 @@ def test_good_file_still_round_trips(saved):
 def test_a_damaged_figure_leaves_report_and_docx_as_they_were(tmp_path):
     import pandas as pd
 
-    from prunelib import report
-    from prunelib.results import Results
+    from prunelib.reporting import report
+    from prunelib.reporting.results import Results
 
     rows = [{"dataset": "mnist", "method": m, "correction": "none", "k": float(k), "seed": 0,
              "sparsity": float(k), "prunable_sparsity": float(k), "accuracy": 98.0 - k / 10, "loss": 0.1,
@@ -202,7 +203,7 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
     import sys
     import time
 
-    from prunelib import provenance
+    from prunelib.base import provenance
 
     require_real_data("mnist")
     results, cache = tmp_path / "results", tmp_path / "cache"

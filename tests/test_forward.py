@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from prunelib import forward
-from prunelib.evaluate import evaluate_kernels
-from prunelib.inference import blas_forward
+from prunelib.core import forward
+from prunelib.core.evaluate import evaluate_kernels
+from prunelib.inference.predictor import blas_forward
 
 
 def _net(seed=0, sizes=(12, 9, 7, 4), bias=False):

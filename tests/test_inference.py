@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from prunelib import pruning
-from prunelib.inference import Predictor
+from prunelib.core import pruning
+from prunelib.inference.predictor import Predictor
 
 
 def kernels(seed=0, sizes=(30, 24, 16, 12, 10)):

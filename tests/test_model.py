@@ -3,9 +3,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from prunelib import model as mlp
-from prunelib.config import Architecture, ExperimentConfig, Recipe, TrainConfig
-from prunelib.evaluate import evaluate_kernels
+from prunelib.models import mlp
+from prunelib.models.config import Architecture, Recipe, TrainConfig
+from prunelib.study.config import ExperimentConfig
+from prunelib.core.evaluate import evaluate_kernels
 from tiny import TINY, tiny_data
 
 

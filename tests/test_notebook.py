@@ -45,7 +45,7 @@ def test_notebook_writes_tables_figures_and_report(executed):
     report = (results / "REPORT.md").read_text()
     assert "## Discussion" in report and "mnist/sparsity_vs_accuracy.png" in report
     assert (results / "report.docx").stat().st_size > 50_000
-    from prunelib.provenance import check_manifest
+    from prunelib.base.provenance import check_manifest
     assert check_manifest(results) == []  # the notebook publishes with a matching manifest
 
 

@@ -6,9 +6,9 @@ import shutil
 import pandas as pd
 import pytest
 
-from prunelib import model as mlp
-from prunelib import provenance
-from prunelib.experiment import cached_table
+from prunelib.models import mlp
+from prunelib.base import provenance
+from prunelib.study.experiment import cached_table
 from tiny import TINY, tiny_data
 
 
@@ -51,12 +51,12 @@ def build_all(data, cache, counts):
 
 
 @pytest.mark.parametrize("module, rebuilt", [
-    ("prunelib.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
-    ("prunelib.recovery", {"recovery"}),
-    ("prunelib.masked", {"recovery"}),  # masked training never enters a plain model's key
-    ("prunelib.reconstruct", {"sweep"}),
-    ("prunelib.model", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
-    ("prunelib.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
+    ("prunelib.core.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
+    ("prunelib.models.recovery", {"recovery"}),
+    ("prunelib.models.masked", {"recovery"}),  # masked training never enters a plain model's key
+    ("prunelib.core.reconstruct", {"sweep"}),
+    ("prunelib.models.mlp", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
+    ("prunelib.reporting.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
 ])
 def test_a_one_line_change_invalidates_exactly_what_it_determines(tmp_path, edit_module, module, rebuilt):
     data = tiny_data()
@@ -113,7 +113,7 @@ def test_damaged_tables_are_recomputed(tmp_path):
         out = cached_table("sweep", {"m": 1}, fn, cache=tmp_path, retrain=False)
     assert len(calls) == 2 and out["accuracy"].tolist() == [97.5]
     # A table that hashes right but fails its schema (e.g. written by other code) is recomputed too.
-    from prunelib.provenance import key_path, sha256_file
+    from prunelib.base.provenance import key_path, sha256_file
     path.write_text("dataset,k\ntiny,90\n")
     meta = json.loads(key_path(path).read_text())
     meta["sha256"] = sha256_file(path)
@@ -139,8 +139,8 @@ def test_manifest_says_whether_results_are_current(tmp_path, edit_module):
     problems = provenance.check_manifest(results)
     assert any("sweep.csv differs" in p for p in problems)
     assert any("stray.csv was not written" in p for p in problems)
-    edit_module("prunelib.pruning")
-    assert any("prunelib.pruning changed" in p for p in provenance.check_manifest(results))
+    edit_module("prunelib.core.pruning")
+    assert any("prunelib.core.pruning changed" in p for p in provenance.check_manifest(results))
     assert "missing" in provenance.check_manifest(tmp_path / "nowhere")[0]
 
 
@@ -156,7 +156,7 @@ def _build_slowly(args):
     import time
 
     path, log = args
-    from prunelib.provenance import cached_artifact
+    from prunelib.base.provenance import cached_artifact
 
     def build():
         with open(log, "a") as handle:
@@ -183,8 +183,8 @@ def test_manifest_records_the_code_a_run_started_with(tmp_path, edit_module):
     results = tmp_path / "results"
     results.mkdir()
     (results / "a.csv").write_text("x\n1\n")
-    edit_module("prunelib.evaluate")  # edited while the "run" was going
+    edit_module("prunelib.core.evaluate")  # edited while the "run" was going
     provenance.write_manifest(results, {}, "run")
     manifest = json.loads((results / "manifest.json").read_text())
-    assert manifest["source_edited_during_run"] == ["prunelib.evaluate"]
-    assert any("prunelib.evaluate changed" in p for p in provenance.check_manifest(results))
+    assert manifest["source_edited_during_run"] == ["prunelib.core.evaluate"]
+    assert any("prunelib.core.evaluate changed" in p for p in provenance.check_manifest(results))

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from prunelib import pruning
-from prunelib.config import DEFAULT_KS
+from prunelib.core import pruning
+from prunelib.study.config import DEFAULT_KS
 
 METHODS = ["weight", "unit"]
 ALL_METHODS = list(pruning.METHODS)

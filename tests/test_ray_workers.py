@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from prunelib.cells import Cell
+from prunelib.study.tasks import Cell
 
 ray = pytest.importorskip("ray")
 
@@ -19,7 +19,7 @@ def pid_after(path: str, name: str, seconds: float) -> None:
 
 @pytest.mark.slow
 def test_a_cell_holding_both_cpus_does_not_cost_the_other_worker(tmp_path):
-    from prunelib.distributed import execute
+    from prunelib.study.on_ray import execute
 
     assert not ray.is_initialized()
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/

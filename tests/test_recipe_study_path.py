@@ -7,9 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunelib import cli, experiment, figures, recipes, report
-from prunelib.config import DEFAULT_RECIPE, FIRST_RECIPE
-from prunelib.results import Results
+from prunelib import cli
+from prunelib.study import experiment
+from prunelib.reporting import figures
+from prunelib.study import recipes
+from prunelib.reporting import report
+from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE
+from prunelib.reporting.results import Results
 from test_analysis_report import fake_sweep
 from tiny import TINY, tiny_data
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunelib import recipes
-from prunelib.config import Recipe, TrainConfig
+from prunelib.study import recipes
+from prunelib.models.config import Recipe, TrainConfig
 from tiny import TINY, tiny_data
 
 
@@ -76,7 +76,7 @@ def test_summarize_and_choose():
 
 
 def test_train_steps_count_like_the_training_loop():
-    from prunelib.model import steps_per_epoch
+    from prunelib.models.mlp import steps_per_epoch
 
     assert recipes.MAX_STEPS == 10 * steps_per_epoch(60_000, 512) == 1180
     for n, batch, epochs in [(60_000, 512, 10), (60_000, 128, 10), (60_000, 64, 3), (1000, 7, 2), (5, 10, 1)]:

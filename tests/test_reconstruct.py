@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from prunelib import pruning
-from prunelib.evaluate import evaluate_kernels
-from prunelib.reconstruct import calibration_set, reconstruct
+from prunelib.core import pruning
+from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.reconstruct import calibration_set, reconstruct
 
 SIZES = (12, 10, 8, 6, 3)
 
@@ -164,7 +164,7 @@ def test_calibration_set_is_seeded_and_validated():
 
 @pytest.mark.parametrize("k", [0, 50, 90, 99])
 def test_obs_selection_prunes_exact_counts_and_keeps_logits(k):
-    from prunelib.reconstruct import obs_weight_masks
+    from prunelib.core.reconstruct import obs_weight_masks
 
     ws = kernels()
     masks = obs_weight_masks(ws, k, calib())

@@ -4,10 +4,13 @@ import keras
 import numpy as np
 import pytest
 
-from prunelib import masked, pruning, recovery
-from prunelib import strategies as registry
-from prunelib import model as mlp
-from prunelib.config import AwareTarget, ExperimentConfig, Recipe
+from prunelib.models import masked
+from prunelib.core import pruning
+from prunelib.models import recovery
+from prunelib.base import strategies as registry
+from prunelib.models import mlp
+from prunelib.models.config import AwareTarget, Recipe
+from prunelib.study.config import ExperimentConfig
 from tiny import TINY, tiny_data
 
 FAST = recovery.RecoveryConfig(Recipe(epochs=2, batch_size=32, learning_rate=1e-2, weight_decay=0.0,
@@ -238,7 +241,7 @@ def test_imp_with_init_rewind_prunes_to_target(trained):
 
 def test_recovery_recipe_states_every_optimizer_setting():
     """The recovery recipe is its own: changing Recipe's defaults must not change it."""
-    from prunelib.config import RecoveryConfig
+    from prunelib.models.config import RecoveryConfig
 
     r = RecoveryConfig().recipe
     assert (r.learning_rate, r.batch_size, r.weight_decay, r.lr_schedule, r.epochs, r.precision) == (
@@ -276,7 +279,7 @@ def test_masked_model_is_a_clone_and_strips_back_to_a_plain_model_with_the_same_
 def test_targeted_dropout_makes_the_network_robust_to_its_own_pruning():
     """What targeted dropout is for: trained while the weights weight pruning would remove are
     dropped, the network's logits move much less when they are removed than a plain network's do."""
-    from prunelib import forward
+    from prunelib.core import forward
 
     data = tiny_data(512)
     base = replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(64, 32))).with_recipe(epochs=4)

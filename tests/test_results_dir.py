@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from prunelib import cli, results as results_io
-from prunelib.config import ExperimentConfig
-from prunelib.provenance import check_manifest
-from prunelib.results import Results, ResultsDirError, check_replaceable, foreign_files, publish
+from prunelib import cli
+from prunelib.reporting import results as results_io
+from prunelib.study.config import ExperimentConfig
+from prunelib.base.provenance import check_manifest
+from prunelib.reporting.results import Results, ResultsDirError, check_replaceable, foreign_files, publish
 from test_analysis_report import fake_sweep
 
 
@@ -89,7 +90,7 @@ def test_a_previous_run_and_benchmarks_are_replaceable(published, tmp_path):
 
 
 def test_a_failure_while_writing_the_manifest_leaves_the_previous_results_whole(published, tmp_path, monkeypatch):
-    from prunelib import provenance
+    from prunelib.base import provenance
 
     directory = _copy(published, tmp_path / "results")
     before = {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunelib import cli, pruning, tables
-from prunelib.evaluate import evaluate_kernels, sweep
+from prunelib import cli
+from prunelib.core import pruning
+from prunelib.reporting import tables
+from prunelib.core.evaluate import evaluate_kernels, sweep
 
 
 # -- the command line: every option documented and exercised --------------------------------------
@@ -49,7 +51,9 @@ class _Calls:
     """Stands in for the study, the Ray study and publish: records what the CLI passed."""
 
     def __init__(self, monkeypatch):
-        from prunelib import distributed, results, study
+        from prunelib.study import on_ray as distributed
+        from prunelib.reporting import results
+        from prunelib.study import local as study
 
         self.study, self.ray, self.published = [], [], []
         monkeypatch.setattr(study, "run_study", lambda config, **kw: self.study.append((config, kw)) or "R")
@@ -81,7 +85,7 @@ def test_run_flags_reach_the_study(tmp_path, monkeypatch, argv, expected):
     for key, value in expected.items():
         assert kw[key] == value, key
     if "--memory-budget" not in argv:
-        from prunelib import study
+        from prunelib.study import local as study
 
         assert kw["memory_budget_gb"] == study.DEFAULT_MEMORY_BUDGET_GB
     res, published_config, results_dir, pkw = calls.published[0]
@@ -194,7 +198,7 @@ def test_edges_of_the_percent_range_are_accepted_and_files_are_read_and_validate
 # -- training: zero epochs is refused --------------------------------------------------------------
 
 def test_caching_a_zero_epoch_model_is_refused_before_any_work(tmp_path):
-    from prunelib import model as mlp
+    from prunelib.models import mlp
     from tiny import TINY, tiny_data
 
     with pytest.raises(ValueError, match="epochs must be at least 1 to train a model, got 0"):
@@ -209,7 +213,7 @@ def test_caching_a_zero_epoch_model_is_refused_before_any_work(tmp_path):
 def test_unwritable_data_dir_is_a_data_error_even_as_root(tmp_path, monkeypatch):
     """The chmod-based test in test_faults is skipped as root (root writes anywhere); here the
     permission check itself answers "no", so the same error path runs under CI's root too."""
-    from prunelib import fetch as fetching
+    from prunelib.data import sources as fetching
     from prunelib.data import DataError, fetch
 
     real_access = os.access
@@ -225,7 +229,7 @@ def test_unwritable_data_dir_is_a_data_error_even_as_root(tmp_path, monkeypatch)
 def test_a_write_that_fails_midway_is_a_data_error_and_leaves_nothing(tmp_path, monkeypatch):
     import hashlib
 
-    from prunelib import fetch as fetching
+    from prunelib.data import sources as fetching
     from prunelib.data import DataError
 
     source = tmp_path / "src.gz"

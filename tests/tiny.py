@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from prunelib.config import Architecture, Recipe, TrainConfig
+from prunelib.models.config import Architecture, Recipe, TrainConfig
 from prunelib.data import Dataset
 
 

@@ -1,6 +1,6 @@
 """Reading the recipe study's table: the one-shot area per recipe, and the recipe it chooses.
 
-Pure pandas on the table :func:`prunelib.recipes.recipe_tables` writes, so the report can
+Pure pandas on the table :func:`prunelib.study.recipes.recipe_tables` writes, so the report can
 summarize a run without loading a framework.
 """
 
@@ -24,7 +24,7 @@ speed or load; the measured seconds stay in the summary beside the steps."""
 
 def train_steps(epochs, batch_size, train_size: int = TRAIN_SIZE):
     """Optimizer steps of a recipe: ``epochs * ceil(train_size / batch_size)`` (as
-    :func:`prunelib.model.steps_per_epoch` counts them); works elementwise on columns."""
+    :func:`prunelib.models.mlp.steps_per_epoch` counts them); works elementwise on columns."""
     return epochs * -(-train_size // batch_size)
 
 

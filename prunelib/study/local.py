@@ -4,7 +4,7 @@ Why processes: every Keras training leaves 50-200 MB behind that neither
 ``keras.backend.clear_session`` nor ``gc`` nor ``malloc_trim`` returns (measured: 3 trainings, 2
 fine-tunings, 2 gradual prunings and 2 targeted-dropout trainings in one process grow it from
 0.84 to 1.75 GB), and the full study trains about 170 models. :func:`execute_local` runs the
-cells (:func:`prunelib.cells.study_cells`) in order in a child process and starts a fresh one
+cells (:func:`prunelib.study.tasks.study_cells`) in order in a child process and starts a fresh one
 whenever the child's resident memory passes a budget, so peak memory is bounded by the budget,
 whatever the number of seeds. :func:`run_study` never loads a deep-learning framework in the
 calling process: the final reading of the tables also happens in a worker, and its results come
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from prunelib.cells import Cell, Outcome, check_graph, raise_failures, study_cells
-from prunelib.config import ExperimentConfig
+from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
+from prunelib.study.config import ExperimentConfig
 
 
 DEFAULT_MEMORY_BUDGET_GB = 1.5
@@ -69,7 +69,7 @@ def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str 
     ``(index, "failed", error, peak, retiring)`` with the worker's peak resident bytes so far and
     whether it stops now (over budget); ``("source changed",)`` instead of ``("ready",)``.
     """
-    from prunelib.provenance import fingerprint, package_modules
+    from prunelib.base.provenance import fingerprint, package_modules
 
     if source is not None and fingerprint(package_modules()) != source:
         conn.send(("source changed",))
@@ -142,7 +142,7 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if source is None:
-        from prunelib.provenance import fingerprint, package_modules
+        from prunelib.base.provenance import fingerprint, package_modules
 
         source = fingerprint(package_modules())  # workers start later and must see this same code
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited
@@ -250,7 +250,7 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
 
 def assemble(config: ExperimentConfig, data_dir=None, cache=None, *, cache_only: bool = False,
              source: str | None = None):
-    """Run :func:`prunelib.experiment.run_experiment` (in a worker process).
+    """Run :func:`prunelib.study.experiment.run_experiment` (in a worker process).
 
     Args:
         cache_only: only read the cache; return ``None`` as soon as anything would have to be
@@ -259,10 +259,10 @@ def assemble(config: ExperimentConfig, data_dir=None, cache=None, *, cache_only:
             :class:`SourceChanged`.
 
     Returns:
-        The :class:`prunelib.results.Results`, or ``None`` (``cache_only`` and something missing).
+        The :class:`prunelib.reporting.results.Results`, or ``None`` (``cache_only`` and something missing).
     """
-    from prunelib import provenance
-    from prunelib.experiment import run_experiment
+    from prunelib.base import provenance
+    from prunelib.study.experiment import run_experiment
 
     if source is not None and provenance.fingerprint(provenance.package_modules()) != source:
         raise SourceChanged("prunelib's source changed during the run; run again")
@@ -297,13 +297,13 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
 
     Args:
         isolate: ``False`` runs everything in this process, as
-            :func:`prunelib.experiment.run_experiment` does (memory grows with every model trained).
+            :func:`prunelib.study.experiment.run_experiment` does (memory grows with every model trained).
         retrain: recompute every cached artifact (in this process: implies ``isolate=False``).
         workers, memory_budget_gb: see :func:`execute_local` (peak memory grows with ``workers``).
         progress: one bar over cells (with ``isolate``), else the in-process bars.
 
     Returns:
-        The :class:`prunelib.results.Results`; with ``isolate``, ``seconds["cells"]`` is the cells'
+        The :class:`prunelib.reporting.results.Results`; with ``isolate``, ``seconds["cells"]`` is the cells'
         wall time (absent when every table was cached); ``seconds`` is empty when the assembled
         tables themselves were reused.
 
@@ -312,14 +312,14 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
         SourceChanged: prunelib's source changed while the run was going.
     """
     if not isolate or retrain:
-        from prunelib.experiment import run_experiment
+        from prunelib.study.experiment import run_experiment
 
         return run_experiment(config, retrain=retrain, data_dir=data_dir, cache=cache, progress=progress)
     import pickle
     from pathlib import Path
 
-    from prunelib.paths import cache_dir, digest
-    from prunelib.provenance import cached_artifact, fingerprint, package_modules
+    from prunelib.base.paths import cache_dir, digest
+    from prunelib.base.provenance import cached_artifact, fingerprint, package_modules
 
     source = fingerprint(package_modules())
     key = results_key(config, source, data_dir)
@@ -359,8 +359,8 @@ def results_key(config: ExperimentConfig, source: str, data_dir=None) -> dict:
     (so the tables of a run can be reused without loading a framework)."""
     from dataclasses import asdict
 
-    from prunelib.fetch import fetch, spec
-    from prunelib.provenance import versions
+    from prunelib.data.sources import fetch, spec
+    from prunelib.base.provenance import versions
 
     data = {}
     for name in config.datasets:

@@ -9,14 +9,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import forward, pruning
-from prunelib.compact import account
+from prunelib.core import forward
+from prunelib.core import pruning
+from prunelib.core.compact import account
 
 SWEEP_COLUMNS = ["dataset", "method", "correction", "k", "seed", "sparsity", "prunable_sparsity",
                  "accuracy", "loss", "effective_params", "norm_kept", "seconds"]
 CORRECTIONS = ("none", "lstsq")
 """``none``: the challenge's one-shot pruning; ``lstsq``: the same masks, survivors re-fitted in closed
-form (:func:`prunelib.reconstruct.reconstruct`)."""
+form (:func:`prunelib.core.reconstruct.reconstruct`)."""
 
 
 def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
@@ -70,7 +71,7 @@ def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
         the output), ``norm_kept`` the percent of the hidden kernels' squared L2 norm that
         survives pruning, ``seconds`` the time of the correction (0 for ``none``).
     """
-    from prunelib.reconstruct import reconstruct
+    from prunelib.core.reconstruct import reconstruct
 
     kernels = pruning.validate_kernels(kernels)
     corrections = tuple(corrections)

@@ -2,7 +2,7 @@
 embeds them by the file names below.
 
 Each function takes tidy tables and returns a matplotlib Figure; :func:`save_all` draws every
-figure a :class:`prunelib.results.Results` supports into ``<results>/<dataset>/``.
+figure a :class:`prunelib.reporting.results.Results` supports into ``<results>/<dataset>/``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from prunelib.plotting import (plot_distributions, plot_recipes, plot_recovery, plot_sensitivity,
+from prunelib.reporting.plotting import (plot_distributions, plot_recipes, plot_recovery, plot_sensitivity,
                                plot_sparsity_vs_accuracy)
 
 MAIN = "sparsity_vs_accuracy.png"
@@ -145,12 +145,12 @@ def save_all(results, results_dir: str | os.PathLike = "results", *,
     """
     import shutil
 
-    from prunelib.paths import digest
-    from prunelib.provenance import cached_artifact, fingerprint, versions
+    from prunelib.base.paths import digest
+    from prunelib.base.provenance import cached_artifact, fingerprint, versions
 
     written = []
     if cache is not None:
-        code = fingerprint(("prunelib.figures", "prunelib.plotting", "prunelib.stats"))
+        code = fingerprint(("prunelib.reporting.figures", "prunelib.reporting.plotting", "prunelib.reporting.stats"))
         libraries = versions(("matplotlib", "seaborn", "pandas", "numpy"))
     for dataset, name, table, make in plan(results):
         out = Path(results_dir) / dataset

@@ -14,14 +14,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from prunelib import pruning  # noqa: E402
-from prunelib.config import Recipe, TrainConfig  # noqa: E402
+from prunelib.core import pruning  # noqa: E402
+from prunelib.models.config import Recipe, TrainConfig  # noqa: E402
 from prunelib.data import Dataset  # noqa: E402
-from prunelib.paths import cache_dir, digest  # noqa: E402
-from prunelib.provenance import MODEL_CODE, cached_artifact, fingerprint, versions  # noqa: E402
+from prunelib.base.paths import cache_dir, digest  # noqa: E402
+from prunelib.base.provenance import MODEL_CODE, cached_artifact, fingerprint, versions  # noqa: E402
 
 LOGITS = pruning.LOGITS
-"""Name of the output layer (:data:`prunelib.pruning.LOGITS`), the one layer never pruned."""
+"""Name of the output layer (:data:`prunelib.core.pruning.LOGITS`), the one layer never pruned."""
 
 
 def build_mlp(
@@ -122,7 +122,7 @@ def compact_model(model: keras.Model) -> keras.Model:
 
     Same predictions up to float rounding; the input and the logits keep their sizes.
     """
-    from prunelib.compact import compact_kernels
+    from prunelib.core.compact import compact_kernels
 
     kernels, biases = compact_kernels(get_kernels(model), get_biases(model))
     return from_kernels(kernels, biases, model.input_shape[1:])
@@ -273,7 +273,7 @@ def cached(name: str, build: Callable[[], keras.Model], *, key: dict | None = No
     """Load model ``name`` from the cache, or build it with ``build()`` and save it there.
 
     The model is stored with a key file (``key``, a checksum, the build time); a damaged entry is
-    recomputed with a warning (:func:`prunelib.provenance.cached_artifact`).
+    recomputed with a warning (:func:`prunelib.base.provenance.cached_artifact`).
 
     Returns:
         The model and the seconds ``build`` took when it ran (as first measured, for a cached one).
@@ -306,7 +306,7 @@ def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
 
     Args:
         retrain: train even if a cached model exists (and overwrite it).
-        cache: directory of cached models (default :func:`prunelib.paths.cache_dir`).
+        cache: directory of cached models (default :func:`prunelib.base.paths.cache_dir`).
         progress: show a tqdm bar over training epochs.
     """
     return train_cached(data, config, retrain=retrain, cache=cache, progress=progress)[0]

@@ -1,6 +1,6 @@
 """Training with pruning masks: a masked Dense layer and the callbacks that move its masks.
 
-One mechanism serves every recovery strategy of :mod:`prunelib.recovery`:
+One mechanism serves every recovery strategy of :mod:`prunelib.models.recovery`:
 
 * fine-tuning keeps a fixed mask;
 * gradual pruning tightens the mask on a schedule (:class:`GradualPruning`);
@@ -21,7 +21,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from prunelib import pruning
+from prunelib.core import pruning
 
 
 @keras.saving.register_keras_serializable(package="prunelib")
@@ -168,7 +168,7 @@ def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
     """A copy of a trained MLP whose hidden Dense layers are :class:`MaskedDense`.
 
     The model is cloned layer by layer (``keras.models.clone_model``), so any architecture built of
-    Dense layers works; the output layer (named :data:`prunelib.pruning.LOGITS`) stays a plain
+    Dense layers works; the output layer (named :data:`prunelib.core.pruning.LOGITS`) stays a plain
     Dense layer: it is never masked.
 
     Args:
@@ -278,7 +278,7 @@ class GradualPruning(_EveryNSteps):
     """Tighten the masks along :func:`cubic_schedule` from the start of training to ``end_step``.
 
     Args:
-        k: target percent (per layer, as :func:`prunelib.pruning.compute_masks` counts it).
+        k: target percent (per layer, as :func:`prunelib.core.pruning.compute_masks` counts it).
         method: ``"weight"`` or ``"unit"``.
         end_step: optimizer step at which the target is reached; training goes on at ``k`` after it.
         every: steps between mask updates (Zhu & Gupta's delta t).

@@ -1,7 +1,7 @@
 """The study as a graph of cells: what each computes, what it waits for, what it costs.
 
 The study is a graph of cells, each of which computes one cached artifact through exactly the
-functions :func:`prunelib.experiment.run_experiment` calls (so with exactly the same cache keys):
+functions :func:`prunelib.study.experiment.run_experiment` calls (so with exactly the same cache keys):
 
 * ``train``: one model per (dataset, seed); ``recipe``: one model per recipe of the study;
 * ``retrain-small``: the small network of unit pruning's sizes per (dataset, seed, k);
@@ -17,8 +17,8 @@ table cells ``table_cpus`` (default 2: their BLAS calls keep every core of a 2-c
 two of them sharing 2 cores each ran 2.8x slower, two trainings 1.6x).
 
 Cells write into the shared cache (atomically, under a per-entry lock), so whoever computes them
-(:mod:`prunelib.study` in local worker processes, :mod:`prunelib.distributed` on Ray), a final
-:func:`~prunelib.experiment.run_experiment` finds every model and table cached and returns the
+(:mod:`prunelib.study.local` in local worker processes, :mod:`prunelib.study.on_ray` on Ray), a final
+:func:`~prunelib.study.experiment.run_experiment` finds every model and table cached and returns the
 in-process run's tables. Building the graph loads no deep-learning framework.
 """
 
@@ -29,7 +29,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from prunelib.config import STUDY, ExperimentConfig, recipe_model
+from prunelib.models.config import recipe_model
+from prunelib.study.config import STUDY, ExperimentConfig
 
 @dataclass(frozen=True)
 class Cell:
@@ -82,21 +83,21 @@ def _data(dataset: str, data_dir):
 
 
 def train_cell(dataset: str, config, data_dir, cache) -> None:
-    from prunelib import model as mlp
+    from prunelib.models import mlp
 
     mlp.train_cached(_data(dataset, data_dir), config, cache=cache)
 
 
 def retrain_small_cell(dataset: str, config, k: float, data_dir, cache) -> None:
-    from prunelib import analysis
+    from prunelib.study import analysis
 
     analysis.retrain_baseline(_data(dataset, data_dir), config, [k], cache=cache)
 
 
 def recovery_cell(dataset: str, config: ExperimentConfig, seed: int, strategy: str, method: str,
                   k: float, data_dir, cache) -> None:
-    from prunelib import model as mlp
-    from prunelib import recovery
+    from prunelib.models import mlp
+    from prunelib.models import recovery
 
     data = _data(dataset, data_dir)
     tc = config.train_config(seed)
@@ -106,20 +107,20 @@ def recovery_cell(dataset: str, config: ExperimentConfig, seed: int, strategy: s
 
 
 def aware_cell(dataset: str, config: ExperimentConfig, seed: int, target, data_dir, cache) -> None:
-    from prunelib import recovery
+    from prunelib.models import recovery
 
     recovery.aware_table(_data(dataset, data_dir), config.train_config(seed), [target], cache=cache,
                          progress=False)
 
 
 def table_cell(dataset: str, config: ExperimentConfig, seed: int, phase: str, data_dir, cache) -> None:
-    from prunelib.experiment import seed_tables
+    from prunelib.study.experiment import seed_tables
 
     seed_tables(config, _data(dataset, data_dir), seed, only=(phase,), cache=cache, progress=False)
 
 
 def recipe_tables_cell(dataset: str, names: tuple[str, ...], data_dir, cache) -> None:
-    from prunelib.experiment import run_recipes
+    from prunelib.study.experiment import run_recipes
 
     run_recipes({dataset: names}, data_dir=data_dir, cache=cache, progress=False)
 

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from prunelib import forward
-from prunelib.pruning import split_logits, validate_kernels
+from prunelib.core import forward
+from prunelib.core.pruning import split_logits, validate_kernels
 
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
 
@@ -136,7 +136,7 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
 
     Args:
         kernels: the dense kernels in layer order, each (inputs, units); the last feeds the logits.
-        masks: boolean keep-masks shaped like the kernels (as :func:`prunelib.pruning.compute_masks`
+        masks: boolean keep-masks shaped like the kernels (as :func:`prunelib.core.pruning.compute_masks`
             returns them).
         x: calibration images (n, ...) flattened to (n, inputs); n must be at least the largest
             fan-in of a hidden layer, so every problem is determined by data rather than damping.
@@ -231,7 +231,7 @@ def obs_weight_masks(kernels: Sequence[np.ndarray], k: float, x: np.ndarray,
     removing it alone would cause after the others compensate. Exactly ``round(k/100 * size)``
     weights per hidden layer are masked out, ties broken by position; the logit mask keeps all.
     """
-    from prunelib.pruning import count_to_prune, smallest, validate_k
+    from prunelib.core.pruning import count_to_prune, smallest, validate_k
 
     k = validate_k(k)
     kernels = validate_kernels(kernels)

@@ -27,21 +27,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import TypeVar
 
-from prunelib.paths import atomic_write, digest
+from prunelib.base.paths import atomic_write, digest
 
 T = TypeVar("T")
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Which source modules determine which artifacts. A change to one of these files invalidates
 # exactly the cached artifacts listed against it (configs enter keys by value, not by source).
-MODEL_CODE = ("prunelib.model",)  # data enters by the hash of its arrays
-AWARE_CODE = ("prunelib.model", "prunelib.masked", "prunelib.recovery")  # pruning-aware training
-SWEEP_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.compact",
-              "prunelib.reconstruct")
-ANALYSIS_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.analysis")
-RECOVERY_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.recovery",
-                 "prunelib.masked")
-RECIPE_CODE = ("prunelib.pruning", "prunelib.forward", "prunelib.evaluate", "prunelib.recipes")
+MODEL_CODE = ("prunelib.models.mlp",)  # data enters by the hash of its arrays
+AWARE_CODE = ("prunelib.models.mlp", "prunelib.models.masked", "prunelib.models.recovery")  # pruning-aware training
+SWEEP_CODE = ("prunelib.core.pruning", "prunelib.core.forward", "prunelib.core.evaluate", "prunelib.core.compact",
+              "prunelib.core.reconstruct")
+ANALYSIS_CODE = ("prunelib.core.pruning", "prunelib.core.forward", "prunelib.core.evaluate", "prunelib.study.analysis")
+RECOVERY_CODE = ("prunelib.core.pruning", "prunelib.core.forward", "prunelib.core.evaluate", "prunelib.models.recovery",
+                 "prunelib.models.masked")
+RECIPE_CODE = ("prunelib.core.pruning", "prunelib.core.forward", "prunelib.core.evaluate", "prunelib.study.recipes")
 LIBRARIES = ("tensorflow", "keras", "numpy", "scipy", "pandas")
 
 

@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from prunelib.idx import DataError, verify_file, write_idx
-from prunelib.paths import data_dir as default_data_dir
+from prunelib.data.idx import DataError, verify_file, write_idx
+from prunelib.base.paths import data_dir as default_data_dir
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Fast inference with a pruned MLP: one entry point that runs the fastest path for the batch.
 
 :class:`Predictor` takes a pruned network's kernels, removes its dead units
-(:func:`prunelib.compact.compact_kernels`: unit pruning's removed units and every unit weight
+(:func:`prunelib.core.compact.compact_kernels`: unit pruning's removed units and every unit weight
 pruning cut off), and keeps three ways to compute the same logits:
 
 * ``blas``: a numpy chain of dense matmuls over the compacted kernels. Unit pruning's compact
@@ -29,9 +29,9 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from prunelib import forward
-from prunelib.compact import compact_kernels
-from prunelib.pruning import validate_kernels
+from prunelib.core import forward
+from prunelib.core.compact import compact_kernels
+from prunelib.core.pruning import validate_kernels
 
 TILE = 16
 """Samples per tile of the ``sparse`` path: a 1000-feature tile is 64 KB, so a layer's input and
@@ -86,7 +86,7 @@ def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no co
 
 def blas_forward(kernels: Sequence[np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers
-    (:func:`prunelib.forward.logits`)."""
+    (:func:`prunelib.core.forward.logits`)."""
     kernels = list(kernels)
     return lambda x: forward.logits(kernels, x)
 

@@ -1,6 +1,6 @@
 """Evidence beside the main sweep: layer sensitivity, weight distributions, retrain-from-scratch.
 
-Each function returns a tidy DataFrame; plotting lives in :mod:`prunelib.plotting`.
+Each function returns a tidy DataFrame; plotting lives in :mod:`prunelib.reporting.plotting`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import pruning
-from prunelib.config import TrainConfig
+from prunelib.core import pruning
+from prunelib.models.config import TrainConfig
 from prunelib.data import Dataset
-from prunelib.evaluate import evaluate_kernels
+from prunelib.core.evaluate import evaluate_kernels
 
 SENSITIVITY_COLUMNS = ["dataset", "method", "layer", "k", "seed", "sparsity", "accuracy", "loss"]
 
@@ -81,8 +81,8 @@ def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
     small network written into the full architecture (missing weights are zeros), and
     ``effective_params`` counts its weights, so both axes compare with unit pruning at the same k.
     """
-    from prunelib import model as mlp
-    from prunelib.evaluate import SWEEP_COLUMNS
+    from prunelib.models import mlp
+    from prunelib.core.evaluate import SWEEP_COLUMNS
 
     arch = config.architecture
     full = sum(a * b for a, b in zip((int(np.prod(data.x_train.shape[1:])), *arch.hidden_sizes),

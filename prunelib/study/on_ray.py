@@ -1,7 +1,7 @@
-"""Run the study's cells (:func:`prunelib.cells.study_cells`) as Ray tasks.
+"""Run the study's cells (:func:`prunelib.study.tasks.study_cells`) as Ray tasks.
 
 Cells write into the shared cache (atomically, under a per-entry lock); the driver finally calls
-:func:`prunelib.experiment.run_experiment`, which finds every model and table cached. The
+:func:`prunelib.study.experiment.run_experiment`, which finds every model and table cached. The
 tables are therefore the serial run's, whatever the number of workers or the order in which
 cells finish. A cell that raises is retried once; if it fails again it is reported by name, the
 cells that depend on it are skipped, and every other cell still completes (its work stays cached).
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from prunelib.cells import Cell, Outcome, check_graph, raise_failures, study_cells
-from prunelib.config import ExperimentConfig
+from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
+from prunelib.study.config import ExperimentConfig
 
 # Ray caps OMP_NUM_THREADS at a task's CPUs, and BLAS's LU (in the least-squares correction) then
 # rounds differently than in a serial run. The cells use the machine's cores as a serial run does,
@@ -60,7 +60,7 @@ def _check_fits(cells: Sequence[Cell]) -> None:
 
 
 def _assemble(config: ExperimentConfig, data_dir, cache):
-    from prunelib.experiment import run_experiment
+    from prunelib.study.experiment import run_experiment
 
     return run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
 
@@ -145,10 +145,10 @@ def run_experiment_on_ray(config: ExperimentConfig, *, address: str | None = Non
 
     Args:
         cpus, gpus, table_cpus: what each training / table cell declares
-            (:func:`prunelib.cells.study_cells`).
+            (:func:`prunelib.study.tasks.study_cells`).
 
     Returns:
-        ``(results, outcome)``: the :class:`prunelib.results.Results` the serial run would
+        ``(results, outcome)``: the :class:`prunelib.reporting.results.Results` the serial run would
         return, and the cells' :class:`Outcome` (with each cell's seconds).
 
     Raises:

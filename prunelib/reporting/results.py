@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunelib import figures, tables
-from prunelib.config import ExperimentConfig
-from prunelib.paths import atomic_write
+from prunelib.reporting import figures
+from prunelib.reporting import tables
+from prunelib.study.config import ExperimentConfig
+from prunelib.base.paths import atomic_write
 
 TABLES = ("sweep", "sensitivity", "recovery", "recipes", "recipe_layers")
 
@@ -168,7 +169,7 @@ def _fill(results: Results, results_dir: Path, stage: Path, *, run_seconds: floa
     _write_tables(results, stage)
     figures.save_all(results, stage, cache=figure_cache)
     if run_seconds is not None:
-        from prunelib.report import save_run_times
+        from prunelib.reporting.report import save_run_times
 
         if (results_dir / "run_times.csv").is_file():
             shutil.copy(results_dir / "run_times.csv", stage / "run_times.csv")
@@ -181,7 +182,7 @@ def save_results(results: Results, results_dir: str | os.PathLike = "results", *
     """Write every table as ``<results>/<dataset>/<table>.csv``, draw the figures, log the run.
 
     ``figure_cache``: reuse figures drawn before from identical tables
-    (:func:`prunelib.figures.save_all`).
+    (:func:`prunelib.reporting.figures.save_all`).
 
     Everything is written to a staging directory first and then replaces ``results_dir``'s
     contents as a whole (all but :data:`KEPT_ACROSS_RUNS`), so a report never mixes two runs
@@ -197,7 +198,7 @@ def load_results(results_dir: str | os.PathLike = "results") -> Results:
 
     Raises:
         FileNotFoundError: there is no ``*/sweep.csv`` (nothing has run into ``results_dir``).
-        prunelib.tables.TableError: a table is damaged (the message names the file).
+        prunelib.reporting.tables.TableError: a table is damaged (the message names the file).
     """
     from prunelib.data import DATASETS
 
@@ -232,7 +233,8 @@ def publish(results: Results, config: ExperimentConfig, results_dir: str | os.Pa
     directory's lock: a failure anywhere leaves the previous results whole, and two publishers
     into one directory take turns.
     """
-    from prunelib import provenance, report
+    from prunelib.base import provenance
+    from prunelib.reporting import report
 
     def fill(stage: Path) -> None:
         _fill(results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache)

@@ -1,6 +1,6 @@
 """The recipe study: how the training recipe decides how gracefully a network prunes one-shot.
 
-For each named recipe (a full :class:`~prunelib.config.TrainConfig`) the study trains a model
+For each named recipe (a full :class:`~prunelib.models.config.TrainConfig`) the study trains a model
 (cached), sweeps one-shot weight and unit pruning, and measures why it prunes as it does: per
 hidden layer the relative distance travelled from initialization ``||W - W0|| / ||W0||`` and the
 share of the squared norm held by the top 10 % of weights and of units. :func:`choose` picks the
@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import model as mlp
-from prunelib import pruning
-from prunelib.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, STUDY, TrainConfig,  # noqa: F401
+from prunelib.models import mlp
+from prunelib.core import pruning
+from prunelib.models.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, STUDY, TrainConfig,  # noqa: F401
                              get_recipe, recipe_model)
 from prunelib.data import Dataset
-from prunelib.evaluate import sweep
-from prunelib.recipe_summary import AUC_KS, MAX_STEPS, choose, summarize, train_steps  # noqa: F401
+from prunelib.core.evaluate import sweep
+from prunelib.reporting.recipe_summary import AUC_KS, MAX_STEPS, choose, summarize, train_steps  # noqa: F401
 
 RECIPE_COLUMNS = ["dataset", "recipe", "seed", "method", "k", "sparsity", "accuracy", "dense_accuracy",
                   "train_seconds", "epochs", "batch_size", "learning_rate", "lr_schedule", "precision",
@@ -63,7 +63,7 @@ def layer_diagnostics(kernels: Sequence[np.ndarray], init_kernels: Sequence[np.n
 
 
 def initial_kernels(config: TrainConfig, input_shape: tuple[int, ...]) -> list[np.ndarray]:
-    """The kernels :func:`prunelib.model.train` starts from for ``config`` (same seeds)."""
+    """The kernels :func:`prunelib.models.mlp.train` starts from for ``config`` (same seeds)."""
     return mlp.get_kernels(mlp.build(config, input_shape))
 
 

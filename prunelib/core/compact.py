@@ -119,7 +119,7 @@ def accounting_table(kernels: Sequence[np.ndarray], methods: Sequence[str] = ("w
     """
     import pandas as pd
 
-    from prunelib import pruning
+    from prunelib.core import pruning
 
     rows = []
     for method in methods:

@@ -1,8 +1,8 @@
 """The whole study in one process: train (or reuse the cache), prune, evaluate, into tidy tables.
 
 :func:`run_experiment` computes (or reads from the cache) every table of a config;
-:func:`prunelib.study.run_study` calls it after computing the cells in worker processes, and
-:mod:`prunelib.results` writes what it returns. Per dataset, ``<results>/<dataset>/`` holds:
+:func:`prunelib.study.local.run_study` calls it after computing the cells in worker processes, and
+:mod:`prunelib.reporting.results` writes what it returns. Per dataset, ``<results>/<dataset>/`` holds:
 
 * ``sweep.csv`` - one row per (method, k, seed): weight, unit, and (with baselines) global-weight
   pruning and ``retrain-small``, dense networks trained from scratch at unit pruning's sizes;
@@ -23,15 +23,17 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import analysis, recovery, tables
-from prunelib import model as mlp
-from prunelib.config import ExperimentConfig
+from prunelib.study import analysis
+from prunelib.models import recovery
+from prunelib.reporting import tables
+from prunelib.models import mlp
+from prunelib.study.config import ExperimentConfig
 from prunelib.data import Dataset, load_dataset
-from prunelib.paths import cache_dir, digest
-from prunelib.provenance import RECIPE_CODE, ANALYSIS_CODE, RECOVERY_CODE, SWEEP_CODE, cached_artifact, fingerprint
-from prunelib.evaluate import sweep
-from prunelib.reconstruct import calibration_set
-from prunelib.results import Results
+from prunelib.base.paths import cache_dir, digest
+from prunelib.base.provenance import RECIPE_CODE, ANALYSIS_CODE, RECOVERY_CODE, SWEEP_CODE, cached_artifact, fingerprint
+from prunelib.core.evaluate import sweep
+from prunelib.core.reconstruct import calibration_set
+from prunelib.reporting.results import Results
 
 class PhaseClock:
     """Accumulate wall-clock seconds per phase, exclusive of phases nested inside it.
@@ -71,7 +73,7 @@ def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache
                  schema: str | None = None) -> pd.DataFrame:
     """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it.
 
-    A cached table is validated when read (:func:`prunelib.tables.validate`); a damaged one is
+    A cached table is validated when read (:func:`prunelib.reporting.tables.validate`); a damaged one is
     recomputed with a warning.
     """
     code, default_schema = PHASES[phase]
@@ -86,7 +88,7 @@ def _release() -> None:
     """Drop Keras' global graph state and unreachable Python objects after a (dataset, seed).
 
     This does not keep an in-process run flat in memory: each training leaks 50-200 MB that
-    neither this nor ``malloc_trim`` returns (measured; see :mod:`prunelib.study`, whose worker
+    neither this nor ``malloc_trim`` returns (measured; see :mod:`prunelib.study.local`, whose worker
     processes are what bounds memory). Models the next phase needs come back from the cache."""
     import gc
 
@@ -202,7 +204,7 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     curves = layers = pd.DataFrame()
     if config.recipes:
-        from prunelib.config import STUDY
+        from prunelib.study.config import STUDY
 
         curves, layers = clock("recipes", lambda: run_recipes(
             {d: STUDY[d] for d in config.datasets if d in STUDY}, retrain=retrain, data_dir=data_dir,
@@ -214,14 +216,14 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
 def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain: bool = False,
                 data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
                 progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Run the recipe study: per dataset, the named recipes of :data:`prunelib.recipes.RECIPES`.
+    """Run the recipe study: per dataset, the named recipes of :data:`prunelib.study.recipes.RECIPES`.
 
     Both tables are cached (under the models' keys and the study's code), so a re-run only reads.
 
     Returns:
-        ``(curves, layers)`` for all datasets, as :func:`prunelib.recipes.recipe_tables` returns.
+        ``(curves, layers)`` for all datasets, as :func:`prunelib.study.recipes.recipe_tables` returns.
     """
-    from prunelib import recipes
+    from prunelib.study import recipes
 
     curves, layers = [], []
     for dataset, names in datasets.items():

@@ -3,7 +3,7 @@
 Every strategy the study compares against the challenge's one-shot pruning is declared here once;
 the CLI's choices, the order of the report's tables and of the figures' legends, the epochs a
 result row records and the validation of a config all come from :data:`STRATEGIES`. The training
-code of each strategy lives in :mod:`prunelib.recovery`, which refuses to import if its
+code of each strategy lives in :mod:`prunelib.models.recovery`, which refuses to import if its
 implementations and this registry disagree. Nothing here imports a deep-learning framework, so
 names are checked before any model is built.
 """
@@ -22,15 +22,15 @@ class Strategy:
         name: the name in tables, configs and on the command line.
         label: a short description for reports and legends.
         kind: ``"one-shot"`` (no training), ``"recovery"`` (trains a pruned copy of the dense
-            model, configured by :class:`~prunelib.config.RecoveryConfig`) or ``"from-scratch"``
-            (trains its own model, configured by :class:`~prunelib.config.AwareTarget`).
+            model, configured by :class:`~prunelib.models.config.RecoveryConfig`) or ``"from-scratch"``
+            (trains its own model, configured by :class:`~prunelib.models.config.AwareTarget`).
         epochs: the training epochs a recovery strategy spends, given its config.
     """
 
     name: str
     label: str
     kind: str
-    epochs: Callable[..., int] | None = None  # of a prunelib.config.RecoveryConfig
+    epochs: Callable[..., int] | None = None  # of a prunelib.models.config.RecoveryConfig
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
@@ -62,7 +62,7 @@ def get(name: str) -> Strategy:
 
 def epochs(name: str, config) -> int:
     """Training epochs of strategy ``name`` under ``config``, a
-    :class:`~prunelib.config.RecoveryConfig` (0 for one-shot).
+    :class:`~prunelib.models.config.RecoveryConfig` (0 for one-shot).
 
     Raises:
         ValueError: ``name`` is unknown or trains its own model (its epochs are its recipe's).

@@ -1,7 +1,7 @@
 """Recovering accuracy after pruning: fine-tuning, gradual pruning, iterative magnitude pruning,
 and pruning-aware training from scratch (targeted dropout).
 
-The strategies are declared in :mod:`prunelib.strategies`; this module holds their training code.
+The strategies are declared in :mod:`prunelib.base.strategies`; this module holds their training code.
 Every recovery strategy starts from a trained dense model, leaves it untouched, and returns a new
 plain MLP whose pruned weights are exactly zero. :func:`recovery_table` runs them into one tidy
 table, :func:`aware_table` the targeted-dropout models.
@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib import masked, pruning
-from prunelib import strategies as registry
-from prunelib import model as mlp
-from prunelib.config import AwareTarget, RecoveryConfig, TrainConfig
+from prunelib.models import masked
+from prunelib.core import pruning
+from prunelib.base import strategies as registry
+from prunelib.models import mlp
+from prunelib.models.config import AwareTarget, RecoveryConfig, TrainConfig
 from prunelib.data import Dataset
-from prunelib.evaluate import evaluate_kernels
-from prunelib.paths import digest
-from prunelib.provenance import AWARE_CODE, RECOVERY_CODE, fingerprint
+from prunelib.core.evaluate import evaluate_kernels
+from prunelib.base.paths import digest
+from prunelib.base.provenance import AWARE_CODE, RECOVERY_CODE, fingerprint
 
 RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
                     "prunable_sparsity", "accuracy", "loss", "seconds", "dense_accuracy"]
@@ -113,7 +114,7 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
 
     Args:
         init_kernels: the dense model's initial kernels, needed when ``config.imp_rewind == "init"``
-            (default: rebuilt from ``seed`` as :func:`prunelib.model.build_mlp` draws them).
+            (default: rebuilt from ``seed`` as :func:`prunelib.models.mlp.build_mlp` draws them).
     """
     if config.imp_rewind == "init" and init_kernels is None:
         init_kernels = mlp.get_kernels(mlp.build_mlp(
@@ -146,13 +147,13 @@ def one_shot(model: keras.Model, data: Dataset, k: float, method: str,
 
 _TRAINING = {"one-shot": one_shot, "finetune": finetune, "gradual": gradual, "imp": imp}
 if set(_TRAINING) != {n for n, s in registry.STRATEGIES.items() if s.kind != "from-scratch"}:
-    raise ImportError("prunelib.recovery and the registry prunelib.strategies disagree on the strategies")
+    raise ImportError("prunelib.models.recovery and the registry prunelib.base.strategies disagree on the strategies")
 
 
 def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, method: str,
                  config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
                  progress: bool = False) -> tuple[keras.Model, int]:
-    """Apply one strategy of :data:`prunelib.strategies.STRATEGIES` that starts from ``model``.
+    """Apply one strategy of :data:`prunelib.base.strategies.STRATEGIES` that starts from ``model``.
 
     Returns:
         The pruned model and its training epochs.
@@ -188,7 +189,7 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
     Args:
         base: the recipe that trained ``model``; when given, each recovered model is cached under
             a key of everything that determines it, so a re-run only evaluates.
-        cache: cache directory (default :func:`prunelib.paths.cache_dir`).
+        cache: cache directory (default :func:`prunelib.base.paths.cache_dir`).
         retrain: recompute even what is cached.
 
     Returns:
@@ -227,7 +228,7 @@ def train_aware(data: Dataset, config: TrainConfig, target: AwareTarget, progres
     """Train a fresh model with ``target``'s targeted dropout (and L1), returned as a plain MLP.
 
     ``config`` is the optimizer recipe (its batch size replaced by the target's); the hidden layers
-    train as :class:`prunelib.masked.MaskedDense` and are stripped afterwards.
+    train as :class:`prunelib.models.masked.MaskedDense` and are stripped afterwards.
     """
     config = target.train_config(config)
     mlp.seed_everything(config.seed)

@@ -1,6 +1,6 @@
 """MNIST and Fashion-MNIST as arrays: load a dataset, fetching and verifying its files first.
 
-Fetching lives in :mod:`prunelib.fetch`, the IDX format and hash checks in :mod:`prunelib.idx`;
+Fetching lives in :mod:`prunelib.data.sources`, the IDX format and hash checks in :mod:`prunelib.data.idx`;
 their public names are re-exported here.
 
 Command line: ``python -m prunelib.data fetch [mnist|fashion-mnist|all] [--data-dir DIR]``.
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunelib.fetch import DATASETS, DatasetSpec, fetch, spec  # noqa: F401
-from prunelib.idx import DataError, read_idx, sha256_of, verify_file, write_idx  # noqa: F401
+from prunelib.data.sources import DATASETS, DatasetSpec, fetch, spec  # noqa: F401
+from prunelib.data.idx import DataError, read_idx, sha256_of, verify_file, write_idx  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Datase
 
     Args:
         name: ``"mnist"`` or ``"fashion-mnist"``.
-        data_dir: parent directory of the per-dataset folders (default: ``prunelib.paths.data_dir()``).
+        data_dir: parent directory of the per-dataset folders (default: ``prunelib.base.paths.data_dir()``).
 
     Returns:
         A Dataset with float32 images in [0, 1] of shape (n, 28, 28) and uint8 labels.

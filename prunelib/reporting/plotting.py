@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from prunelib.stats import ci95_interval
-from prunelib.strategies import order as strategy_order
+from prunelib.reporting.stats import ci95_interval
+from prunelib.base.strategies import order as strategy_order
 
 XLABELS = {
     "sparsity": "measured sparsity (% of all weights that are zero)",
@@ -67,7 +67,7 @@ def plot_distributions(df: pd.DataFrame, axes=None, *, title: str | None = None)
 
     Args:
         df: long table with columns ``layer, quantity, value`` (see
-            :func:`prunelib.analysis.weight_distributions`).
+            :func:`prunelib.study.analysis.weight_distributions`).
         axes: two Axes to draw on (default: a new 1x2 figure).
 
     Returns:

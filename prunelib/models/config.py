@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 
-from prunelib.pruning import validate_k
+from prunelib.core.pruning import validate_k
 
 DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 
@@ -158,7 +158,7 @@ RECIPES: dict[str, Recipe] = {
 FIRST_RECIPE = "b512-lr1e-3-cosine"
 """The recipe of the first version (few large-batch steps at a small learning rate)."""
 DEFAULT_RECIPE = "b512-lr6e-3-cosine-wd1"
-"""The recipe :class:`Recipe` defaults to, chosen by :func:`prunelib.recipes.choose` on the
+"""The recipe :class:`Recipe` defaults to, chosen by :func:`prunelib.study.recipes.choose` on the
 study's MNIST results (largest one-shot area with dense >= 98.4 % and training <= 45 s)."""
 
 STUDY: dict[str, tuple[str, ...]] = {
@@ -262,7 +262,7 @@ class ExperimentConfig:
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
     sensitivity: bool = True  # prune one layer at a time
-    recipes: bool = True  # the recipe study (prunelib.recipes.STUDY), seed 0
+    recipes: bool = True  # the recipe study (prunelib.study.recipes.STUDY), seed 0
     # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
     recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")
@@ -279,7 +279,7 @@ class ExperimentConfig:
         bad = [t for t in self.aware_targets if not isinstance(t, AwareTarget)]
         if bad:
             raise ValueError(f"aware_targets must be AwareTarget instances, got {bad[0]!r}")
-        from prunelib.strategies import RECOVERY  # the registry imports this module
+        from prunelib.base.strategies import RECOVERY  # the registry imports this module
 
         unknown = [s for s in self.recovery_strategies if s not in RECOVERY]
         if unknown:
@@ -299,8 +299,8 @@ class ExperimentConfig:
 
     def tables(self, seed: int) -> tuple[str, ...]:
         """The cached tables this config computes for each dataset at ``seed``, in the order
-        :func:`prunelib.experiment.run_experiment` computes them (the table phases of
-        :data:`prunelib.experiment.PHASES`)."""
+        :func:`prunelib.study.experiment.run_experiment` computes them (the table phases of
+        :data:`prunelib.study.experiment.PHASES`)."""
         recovered = seed in self.recovery_seeds
         wanted = {"sweep": True, "retrain-small": self.baselines, "sensitivity": self.sensitivity,
                   "recovery": recovered and bool(self.recovery_strategies),
