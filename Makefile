@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env data results test test-fast lint bench bench-tfmot-env bench-tfmot
+.PHONY: env data results test test-fast lint bench bench-tfmot-env bench-tfmot mutation
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,13 @@ bench-tfmot-env: env
 
 bench-tfmot: data bench-tfmot-env
 	$(BIN)/python benchmarks/compare_tfmot.py
+
+# Mutation testing of the numpy core with mutmut (configured in pyproject.toml [tool.mutmut]; long,
+# not part of `make test`). MUTATE narrows it to some modules, e.g. MUTATE=prunelib/core/pruning.py.
+MUTATE ?=
+mutation: env
+	rm -rf mutants
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 PYTHONPATH= \
+		nice -n 15 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTATE),'$(subst /,.,$(m:.py=)).*')
+	$(BIN)/mutmut results --all true > mutation-results.txt || true
+	$(BIN)/python -c "import collections; s=collections.Counter(l.rsplit(': ', 1)[1].strip() for l in open('mutation-results.txt') if ': ' in l and 'not checked' not in l); n=sum(s.values()); print(dict(s), f'mutation score {s[\"killed\"]}/{n} = {100 * s[\"killed\"] / max(n, 1):.1f} %')"

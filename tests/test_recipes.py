@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from prunelib.study import recipes
-from prunelib.study.config import RECIPE_STUDY
 from prunelib.models.config import Recipe, TrainConfig
+from prunelib.study.config import RECIPE_STUDY
 from tiny import TINY, tiny_data
 
 
@@ -40,21 +40,48 @@ def test_recipe_tables_train_sweep_and_diagnose(tmp_path):
     pd.testing.assert_frame_equal(curves, again)  # cached models give the same table
 
 
-def test_summarize_and_choose():
+def _fake_curves(specs):
     rows = []
-    for recipe, dense, secs, acc in [("slow", 99.0, 100.0, 90.0), ("good", 98.6, 30.0, 80.0),
-                                     ("bad", 97.0, 10.0, 95.0), ("meh", 98.5, 20.0, 50.0)]:
+    for recipe, dense, secs, acc, epochs, batch in specs:
         for method in ("weight", "unit"):
             for k in (0, *recipes.AUC_KS):
                 rows.append({"dataset": "mnist", "recipe": recipe, "method": method, "k": float(k),
                              "accuracy": dense if k == 0 else acc, "dense_accuracy": dense,
-                             "train_seconds": secs})
-    summary = recipes.summarize(pd.DataFrame(rows))
-    assert summary.set_index("recipe").loc["good", "area"] == pytest.approx(80.0)
+                             "train_seconds": secs, "epochs": epochs, "batch_size": batch})
+    return pd.DataFrame(rows)
+
+
+def test_summarize_and_choose():
+    # (recipe, dense, seconds, one-shot accuracy, epochs, batch): "slow" does 4x the steps of the
+    # others; "quick-in-steps" took long in seconds (a loaded machine) but is within the budget
+    curves = _fake_curves([("slow", 99.0, 100.0, 90.0, 20, 256), ("good", 98.6, 30.0, 80.0, 10, 512),
+                           ("bad", 97.0, 10.0, 95.0, 10, 512), ("meh", 98.5, 20.0, 50.0, 10, 512),
+                           ("quick-in-steps", 98.5, 500.0, 85.0, 5, 512)])
+    summary = recipes.summarize(curves).set_index("recipe")
+    assert summary.loc["good", "area"] == pytest.approx(80.0)
+    assert summary.loc["good", "train_steps"] == 10 * 118 and summary.loc["slow", "train_steps"] == 20 * 235
+    assert summary.loc["good", "train_seconds"] == 30.0  # wall time reported beside the steps
+    summary = summary.reset_index()
     assert recipes.choose(summary) == "slow"
-    assert recipes.choose(summary, max_seconds=45) == "good"  # the accurate-enough fast one
+    assert recipes.choose(summary, max_steps=recipes.MAX_STEPS) == "quick-in-steps"
+    assert recipes.choose(summary, max_steps=10 * 118 - 1) == "quick-in-steps"  # 5 epochs = 590 steps
+    with pytest.raises(ValueError, match="within 589 optimizer steps"):
+        recipes.choose(summary, max_steps=589)
     with pytest.raises(ValueError, match="no recipe"):
         recipes.choose(summary, min_dense=99.5)
+    without = recipes.summarize(curves.drop(columns=["epochs", "batch_size"]))
+    assert without["train_steps"].isna().all()
+    assert recipes.choose(without) == "slow"
+    with pytest.raises(ValueError, match="epochs and batch_size"):
+        recipes.choose(without, max_steps=recipes.MAX_STEPS)
+
+
+def test_train_steps_count_like_the_training_loop():
+    from prunelib.models.mlp import steps_per_epoch
+
+    assert recipes.MAX_STEPS == 10 * steps_per_epoch(60_000, 512) == 1180
+    for n, batch, epochs in [(60_000, 512, 10), (60_000, 128, 10), (60_000, 64, 3), (1000, 7, 2), (5, 10, 1)]:
+        assert recipes.train_steps(epochs, batch, n) == epochs * steps_per_epoch(n, batch)
 
 
 def test_every_study_recipe_is_defined():
@@ -75,7 +102,28 @@ def test_the_default_recipe_is_the_studys_choice():
     if not committed.is_file():
         pytest.skip("no committed recipe study")
     summary = recipes.summarize(pd.read_csv(committed))
-    assert recipes.choose(summary, min_dense=98.4, max_seconds=45) == recipes.DEFAULT_RECIPE
+    assert recipes.choose(summary, min_dense=98.4, max_steps=recipes.MAX_STEPS) == recipes.DEFAULT_RECIPE
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
+@pytest.mark.parametrize("scale", [0.6, 1.0, 1.6])
+def test_the_choice_on_the_committed_study_does_not_depend_on_measured_time(dataset, scale):
+    """The step budget picks what the 45 s rule picked on the committed tables (b512-lr6e-3-cosine-wd1
+    on both datasets), and scaling every measured time leaves the choice alone."""
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "results" / dataset / "recipes.csv"
+    if not committed.is_file():
+        pytest.skip("no committed recipe study")
+    curves = pd.read_csv(committed)
+    min_dense = 98.4 if dataset == "mnist" else 0  # no Fashion-MNIST recipe reaches 98.4 %
+    summary = recipes.summarize(curves)
+    old_rule = summary[(summary["dataset"] == dataset) & (summary["dense_accuracy"] >= min_dense)
+                       & (summary["train_seconds"] <= 45)]  # the rule before the step budget
+    scaled = recipes.summarize(curves.assign(train_seconds=curves["train_seconds"] * scale))
+    chosen = recipes.choose(scaled, dataset=dataset, min_dense=min_dense, max_steps=recipes.MAX_STEPS)
+    assert chosen == recipes.DEFAULT_RECIPE == old_rule.loc[old_rule["area"].idxmax(), "recipe"]
+    np.testing.assert_allclose(scaled["train_seconds"], summary["train_seconds"] * scale)
 
 
 def test_recipes_do_not_depend_on_recipe_defaults():

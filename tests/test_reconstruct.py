@@ -175,3 +175,94 @@ def test_obs_selection_prunes_exact_counts_and_keeps_logits(k):
     x = np.eye(SIZES[0], dtype=np.float32).repeat(20, axis=0)
     first = obs_weight_masks(ws, k, x)[0]
     np.testing.assert_array_equal(first, pruning.weight_masks(ws, k)[0])
+
+
+def _reference_reconstruct(ws, masks, x, damping, biases=None):
+    """An independent float64 rendering of the layer-wise ridge fit (logit_targets=False): each hidden
+    layer's kept weights, column by column, solve min ||h_pruned w_s - h_dense w||^2 + lam ||w_s - w||^2
+    on the mask's support with np.linalg.lstsq on the stacked system."""
+    biases = biases or [np.zeros(w.shape[1]) for w in ws]
+    h_dense = h_pruned = x.reshape(len(x), -1).astype(np.float64)
+    out = []
+    for w, m, b in zip(ws[:-1], masks[:-1], biases[:-1]):
+        w = w.astype(np.float64)
+        target = h_dense @ w
+        lam = damping * np.mean(np.sum(h_pruned ** 2, axis=0))
+        new = np.zeros_like(w)
+        for j in range(w.shape[1]):
+            s = m[:, j]
+            if not s.any():
+                continue
+            a = np.vstack([h_pruned[:, s], np.sqrt(lam) * np.eye(s.sum())])
+            rhs = np.concatenate([target[:, j], np.sqrt(lam) * w[s, j]])
+            new[s, j] = np.linalg.lstsq(a, rhs, rcond=None)[0]
+        out.append(new)
+        h_dense = np.maximum(h_dense @ w + b, 0)
+        h_pruned = np.maximum(h_pruned @ new + b, 0)
+    return out + [ws[-1]]
+
+
+@pytest.mark.parametrize("method, k", [("weight", 50), ("weight", 90), ("unit", 50)])
+@pytest.mark.parametrize("with_biases", [False, True])
+def test_every_layer_matches_an_independent_float64_lstsq(method, k, with_biases):
+    ws = [w.astype(np.float64) for w in kernels(seed=7)]
+    x = calib(n=120).astype(np.float64)
+    rng = np.random.default_rng(8)
+    biases = [rng.normal(size=w.shape[1]) for w in ws] if with_biases else None
+    masks = pruning.compute_masks(ws, k, method)
+    out = reconstruct(ws, masks, x, damping=1e-3, biases=biases, logit_targets=False)
+    ref = _reference_reconstruct(ws, masks, x, 1e-3, biases)
+    for o, r in zip(out, ref):
+        np.testing.assert_allclose(o, r, rtol=2e-3, atol=2e-3)
+
+
+def test_first_layer_strictly_beats_the_masked_kernel_and_equals_lstsq_per_column():
+    """Not a no-op: on dense (not already sparse) kernels every partly pruned column of the first
+    layer moves to the least-squares solution on its support, and its error drops strictly."""
+    ws = [w.astype(np.float64) for w in kernels(seed=11)]
+    x = calib(n=200).astype(np.float64)
+    masks = pruning.compute_masks(ws, 60, "weight")
+    out = reconstruct(ws, masks, x, damping=1e-8, logit_targets=False)
+    masked = pruning.apply_masks(ws, masks)
+    target = x @ ws[0]
+    for j in range(ws[0].shape[1]):
+        s = masks[0][:, j]
+        if not s.any() or s.all():
+            continue
+        expected = np.linalg.lstsq(x[:, s], target[:, j], rcond=None)[0]
+        np.testing.assert_allclose(out[0][s, j], expected, rtol=1e-4, atol=1e-5)
+        err_new = np.linalg.norm(x @ out[0][:, j] - target[:, j])
+        err_masked = np.linalg.norm(x @ masked[0][:, j] - target[:, j])
+        assert err_new < err_masked - 1e-6  # lstsq is optimal; strictly better when it moved
+    assert not np.allclose(out[0], masked[0])
+
+
+def test_accuracy_is_that_of_an_independent_forward_pass_and_exact_on_the_support():
+    ws = kernels()
+    x = calib(n=64)
+    y = np.argmax(forward(ws, x), axis=1).astype(np.int32)
+    out = reconstruct(ws, pruning.compute_masks(ws, 50, "unit"), x)
+    acc, _ = evaluate_kernels(out, x, y)
+    assert acc == pytest.approx(100.0 * np.mean(np.argmax(forward(out, x), axis=1) == y))
+    # a network already living on the kept support is reconstructed to itself: every label right
+    masks = pruning.compute_masks(ws, 60, "weight")
+    on_support = [w.astype(np.float64) for w in pruning.apply_masks(ws, masks)]
+    x = calib(n=200)
+    y = np.argmax(forward(on_support, x), axis=1).astype(np.int32)
+    fixed = reconstruct(on_support, masks, x, damping=1e-8, logit_targets=False)
+    assert evaluate_kernels(fixed, x, y)[0] == 100.0
+
+
+@pytest.mark.parametrize("x", [np.array([["a"] * 12] * 64), np.array([[object()] * 12] * 64, dtype=object),
+                               np.zeros(12, np.float32)])
+def test_non_numeric_or_one_dimensional_calibration_inputs_are_rejected(x):
+    ws = kernels()
+    with pytest.raises(ValueError, match="numeric array"):
+        reconstruct(ws, pruning.compute_masks(ws, 50, "weight"), x)
+
+
+def test_a_wrong_number_of_biases_is_rejected():
+    ws = kernels()
+    masks = pruning.compute_masks(ws, 50, "weight")
+    with pytest.raises(ValueError, match=f"{len(ws)} kernels but {len(ws) - 1} biases"):
+        reconstruct(ws, masks, calib(), biases=[None] * (len(ws) - 1))

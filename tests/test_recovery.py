@@ -273,3 +273,25 @@ def test_masked_model_is_a_clone_and_strips_back_to_a_plain_model_with_the_same_
         np.testing.assert_array_equal(got, want)
     x = tiny_data().x_test
     np.testing.assert_allclose(plain.predict(x, verbose=0), net.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_targeted_dropout_makes_the_network_robust_to_its_own_pruning():
+    """What targeted dropout is for: trained while the weights weight pruning would remove are
+    dropped, the network's logits move much less when they are removed than a plain network's do."""
+    from prunelib.core import forward
+
+    data = tiny_data(512)
+    base = replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(64, 32))).with_recipe(epochs=4)
+    plain = mlp.train(data, base)
+    aware = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.9, rate=1.0,
+                                                         batch_size=base.recipe.batch_size))
+
+    def change(model):
+        kernels, biases = mlp.get_kernels(model), mlp.get_biases(model)
+        dense = forward.logits(kernels, data.x_test, biases)
+        masks = pruning.compute_masks(kernels, 90, "weight")
+        pruned = forward.logits(pruning.apply_masks(kernels, masks), data.x_test, biases)
+        return float(np.linalg.norm(pruned - dense) / np.linalg.norm(dense))
+
+    assert change(aware) < 0.75 * change(plain)  # measured 0.48 against 0.91

@@ -4,8 +4,8 @@ For each named recipe (a full :class:`~prunelib.models.config.TrainConfig`) the 
 (cached), sweeps one-shot weight and unit pruning, and measures why it prunes as it does: per
 hidden layer the relative distance travelled from initialization ``||W - W0|| / ||W0||`` and the
 share of the squared norm held by the top 10 % of weights and of units. :func:`choose` picks the
-recipe with the largest area under both one-shot curves among those that are accurate and fast
-enough.
+recipe with the largest area under both one-shot curves among those that are accurate enough and
+within a training budget counted in optimizer steps.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prunelib.models.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, Train
                                     get_recipe, recipe_model)
 from prunelib.data import Dataset
 from prunelib.core.evaluate import sweep
-from prunelib.reporting.recipe_summary import AUC_KS, choose, summarize  # noqa: F401
+from prunelib.reporting.recipe_summary import AUC_KS, MAX_STEPS, choose, summarize, train_steps  # noqa: F401
 
 RECIPE_COLUMNS = ["dataset", "recipe", "seed", "method", "k", "sparsity", "accuracy", "dense_accuracy",
                   "train_seconds", "epochs", "batch_size", "learning_rate", "lr_schedule", "precision",
