@@ -5,7 +5,6 @@ and the all-zero logits at k = 100."""
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
