@@ -19,7 +19,6 @@ keras = tf.keras  # tf_keras under TF_USE_LEGACY_KERAS=1
 
 from _timing import epoch_timer_class  # noqa: E402
 
-
 EpochTimer = epoch_timer_class(keras.callbacks.Callback)
 
 
@@ -38,7 +37,9 @@ def build(kernels: list[np.ndarray]) -> keras.Model:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--inputs", required=True, help="npz with kernels k0..kn, x_train, y_train, x_test, y_test")
-    parser.add_argument("--recipe", required=True, help="JSON: targets, epochs, batch_size, learning_rate, ramp_fraction, every, seed")
+    parser.add_argument(
+        "--recipe", required=True, help="JSON: targets, epochs, batch_size, learning_rate, ramp_fraction, every, seed"
+    )
     args = parser.parse_args()
     recipe = json.loads(args.recipe)
     arrays = np.load(args.inputs)
@@ -48,8 +49,13 @@ def main() -> None:
     for target in recipe["targets"]:
         keras.utils.set_random_seed(recipe["seed"])
         schedule = tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=target / 100, begin_step=0,
-            end_step=round(recipe["ramp_fraction"] * steps), power=3, frequency=recipe["every"])
+            initial_sparsity=0.0,
+            final_sparsity=target / 100,
+            begin_step=0,
+            end_step=round(recipe["ramp_fraction"] * steps),
+            power=3,
+            frequency=recipe["every"],
+        )
 
         def wrap(layer):  # the logit layer is never pruned, as in prunelib
             if isinstance(layer, keras.layers.Dense) and layer.name != "logits":
@@ -61,21 +67,34 @@ def main() -> None:
         model.get_layer("logits").trainable = recipe["train_logits"]
         lr = keras.optimizers.schedules.CosineDecay(recipe["learning_rate"], decay_steps=steps)
         model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        data = (tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=recipe["seed"])
-                .batch(recipe["batch_size"]).prefetch(tf.data.AUTOTUNE))
+        data = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=recipe["seed"])
+            .batch(recipe["batch_size"])
+            .prefetch(tf.data.AUTOTUNE)
+        )
         timer = EpochTimer()
         t0 = time.perf_counter()
-        model.fit(data, epochs=recipe["epochs"], verbose=0,
-                  callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), timer])
+        model.fit(data, epochs=recipe["epochs"], verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), timer])
         seconds = time.perf_counter() - t0
         stripped = tfmot.sparsity.keras.strip_pruning(model)
         pruned = [l.get_weights()[0] for l in stripped.layers if isinstance(l, keras.layers.Dense)]
         logits = stripped.predict(arrays["x_test"], batch_size=10_000, verbose=0)
         accuracy = 100.0 * float(np.mean(logits.argmax(1) == arrays["y_test"]))
         zeros = sum(int(np.sum(w == 0)) for w in pruned)
-        print(json.dumps({"tool": "tfmot", "k": target, "accuracy": accuracy, "seconds": seconds,
-                          "epoch_seconds": timer.times,
-                          "sparsity": 100.0 * zeros / sum(w.size for w in pruned)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "tool": "tfmot",
+                    "k": target,
+                    "accuracy": accuracy,
+                    "seconds": seconds,
+                    "epoch_seconds": timer.times,
+                    "sparsity": 100.0 * zeros / sum(w.size for w in pruned),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,13 @@ def rotation(names: Sequence[str], round_: int) -> list[str]:
     return names[shift:] + names[:shift]
 
 
-def interleaved(configs: Mapping[str, Callable[[], object]], *, repeats: int = 3, warmup: int = 1,
-                clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, list[float]], dict[str, object]]:
+def interleaved(
+    configs: Mapping[str, Callable[[], object]],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[dict[str, list[float]], dict[str, object]]:
     """Time each of ``configs`` (name -> zero-argument callable) ``repeats`` times, interleaved.
 
     Every callable first runs ``warmup`` times untimed (imports, allocations, JIT, caches). The
@@ -77,8 +82,14 @@ def spread(samples: Sequence[float], prefix: str = "") -> dict[str, float]:
     if a.size == 0:
         raise ValueError("no samples")
     q1, med, q3 = np.percentile(a, [25, 50, 75])
-    return {f"{prefix}median": float(med), f"{prefix}min": float(a.min()), f"{prefix}max": float(a.max()),
-            f"{prefix}q1": float(q1), f"{prefix}q3": float(q3), f"{prefix}n": int(a.size)}
+    return {
+        f"{prefix}median": float(med),
+        f"{prefix}min": float(a.min()),
+        f"{prefix}max": float(a.max()),
+        f"{prefix}q1": float(q1),
+        f"{prefix}q3": float(q3),
+        f"{prefix}n": int(a.size),
+    }
 
 
 def ratio_spread(numerator: Sequence[float], denominator: Sequence[float], prefix: str = "ratio_") -> dict[str, float]:

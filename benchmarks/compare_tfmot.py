@@ -38,13 +38,11 @@ import keras
 import numpy as np
 import pandas as pd
 
-from prunelib.models import masked
 from prunelib.core import pruning
-from prunelib.models import recovery
-from prunelib.models import mlp
-from prunelib.models.config import TrainConfig
-from prunelib.data import load_dataset
 from prunelib.core.evaluate import evaluate_kernels
+from prunelib.data import load_dataset
+from prunelib.models import masked, mlp, recovery
+from prunelib.models.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import epoch_timer_class, in_own_process, ratio_spread, rotation, spread  # noqa: E402
@@ -60,16 +58,44 @@ def run_tfmot(model, data, config: recovery.RecoveryConfig, targets, seed: int, 
         sys.exit(f"tfmot is not installed in {site}; run `make bench-tfmot-env` first")
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "inputs.npz"
-        np.savez(inputs, **{f"k{i}": w for i, w in enumerate(mlp.get_kernels(model))},
-                 x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test)
-        recipe = {"targets": list(targets), "epochs": config.recipe.epochs,
-                  "batch_size": config.recipe.batch_size, "learning_rate": config.recipe.learning_rate, "ramp_fraction": config.ramp_fraction,
-                  "every": config.every, "seed": seed, "train_logits": config.train_logits}
-        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-               "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "_tfmot_worker.py"),
-                              "--inputs", str(inputs), "--recipe", json.dumps(recipe)],
-                             env=env, check=True, capture_output=True, text=True)
+        np.savez(
+            inputs,
+            **{f"k{i}": w for i, w in enumerate(mlp.get_kernels(model))},
+            x_train=data.x_train,
+            y_train=data.y_train,
+            x_test=data.x_test,
+            y_test=data.y_test,
+        )
+        recipe = {
+            "targets": list(targets),
+            "epochs": config.recipe.epochs,
+            "batch_size": config.recipe.batch_size,
+            "learning_rate": config.recipe.learning_rate,
+            "ramp_fraction": config.ramp_fraction,
+            "every": config.every,
+            "seed": seed,
+            "train_logits": config.train_logits,
+        }
+        env = {
+            **os.environ,
+            "TF_USE_LEGACY_KERAS": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        }
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "_tfmot_worker.py"),
+                "--inputs",
+                str(inputs),
+                "--recipe",
+                json.dumps(recipe),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
@@ -84,8 +110,13 @@ def run_prunelib(model, data, config: recovery.RecoveryConfig, k: float, seed: i
     seconds = time.perf_counter() - t0
     kernels = mlp.get_kernels(masked.strip(net))
     accuracy, _ = evaluate_kernels(kernels, data.x_test, data.y_test)
-    return {"k": k, "accuracy": accuracy, "seconds": seconds, "epoch_seconds": timer.times,
-            "sparsity": pruning.sparsity(kernels)}
+    return {
+        "k": k,
+        "accuracy": accuracy,
+        "seconds": seconds,
+        "epoch_seconds": timer.times,
+        "sparsity": pruning.sparsity(kernels),
+    }
 
 
 def prunelib_job(recipe_name: str, epochs: int, k: float, seed: int) -> dict:
@@ -97,8 +128,10 @@ def prunelib_job(recipe_name: str, epochs: int, k: float, seed: int) -> dict:
 
 def configs(epochs: int) -> dict[str, recovery.RecoveryConfig]:
     default = recovery.RecoveryConfig().with_recipe(epochs=epochs)
-    return {"float32": replace(default.with_recipe(precision="float32"), distill=0.0),
-            "default (bf16 + distill)": default}
+    return {
+        "float32": replace(default.with_recipe(precision="float32"), distill=0.0),
+        "default (bf16 + distill)": default,
+    }
 
 
 def plain_epoch(model, data, config: recovery.RecoveryConfig, seed: int) -> float:
@@ -122,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset("mnist")
     model = mlp.train_or_load(data, TrainConfig(seed=args.seed))
     alike = configs(args.epochs)["float32"]
-    runs = {"tfmot float32": lambda k: run_tfmot(model, data, alike, [k], args.seed, args.site)[0],
-            **{f"prunelib {name}": (lambda k, name=name: in_own_process(prunelib_job, name, args.epochs, k,
-                                                                         args.seed)[0])
-               for name in configs(args.epochs)}}
+    runs = {
+        "tfmot float32": lambda k: run_tfmot(model, data, alike, [k], args.seed, args.site)[0],
+        **{
+            f"prunelib {name}": (lambda k, name=name: in_own_process(prunelib_job, name, args.epochs, k, args.seed)[0])
+            for name in configs(args.epochs)
+        },
+    }
     samples: dict[tuple[str, float], list[dict]] = {}
     for r in range(args.repeats):
         for k in args.targets:
@@ -137,15 +173,27 @@ def main(argv: list[str] | None = None) -> int:
         tool, recipe = name.split(" ", 1)
         firsts = [g["epoch_seconds"][0] for g in got]
         steady = [float(np.median(g["epoch_seconds"][1:])) if len(g["epoch_seconds"]) > 1 else np.nan for g in got]
-        row = {"tool": tool, "recipe": recipe, "k": k, "rounds": len(got),
-               "accuracy": float(np.median([g["accuracy"] for g in got])),
-               "sparsity": got[-1]["sparsity"], "epochs": args.epochs}
-        for column, values in (("seconds", [g["seconds"] for g in got]), ("first_epoch_s", firsts),
-                               ("steady_epoch_s", steady)):
+        row = {
+            "tool": tool,
+            "recipe": recipe,
+            "k": k,
+            "rounds": len(got),
+            "accuracy": float(np.median([g["accuracy"] for g in got])),
+            "sparsity": got[-1]["sparsity"],
+            "epochs": args.epochs,
+        }
+        for column, values in (
+            ("seconds", [g["seconds"] for g in got]),
+            ("first_epoch_s", firsts),
+            ("steady_epoch_s", steady),
+        ):
             row |= {key: v for key, v in spread(values, f"{column}_").items() if key[-2:] not in ("q1", "q3", "_n")}
         base = [g["seconds"] for g in samples[("tfmot float32", k)]]
-        row |= {key: v for key, v in ratio_spread([g["seconds"] for g in got], base, "seconds_vs_tfmot_").items()
-                if key[-2:] not in ("q1", "q3", "_n")}
+        row |= {
+            key: v
+            for key, v in ratio_spread([g["seconds"] for g in got], base, "seconds_vs_tfmot_").items()
+            if key[-2:] not in ("q1", "q3", "_n")
+        }
         rows.append(row)
     table = pd.DataFrame(rows)
     plain = [plain_epoch(model, data, alike, args.seed) for _ in range(args.repeats)]

@@ -38,9 +38,15 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "export.c
 
 def lenet(x: np.ndarray, y: np.ndarray, epochs: int) -> keras.Model:
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu"),
-                              keras.layers.Dense(100, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")], name="lenet")
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(300, activation="relu"),
+            keras.layers.Dense(100, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ],
+        name="lenet",
+    )
     if epochs:
         model.compile("adam", "sparse_categorical_crossentropy")
         model.fit(x, y, epochs=epochs, verbose=0)
@@ -58,13 +64,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = parser.parse_args(argv)
 
     data = load_dataset("mnist")
-    x = data.x_train[:max(args.train, 2048)].reshape(-1, 784)
-    model = lenet(x[:args.train], data.y_train[:args.train], args.epochs if args.train else 0)
+    x = data.x_train[: max(args.train, 2048)].reshape(-1, 784)
+    model = lenet(x[: args.train], data.y_train[: args.train], args.epochs if args.train else 0)
     x_cal = x[np.random.default_rng(0).permutation(len(x))[:2048]]
     weight = prunelib.reconstruct_model(model, prunelib.prune_model(model, 95), x_cal)
     unit = prunelib.reconstruct_model(model, prunelib.prune_model(model, 90, "unit"), x_cal)
-    models = {"dense": model, "weight95": weight, "weight95-compact": prunelib.compact_model(weight),
-              "unit90-compact": prunelib.compact_model(unit)}
+    models = {
+        "dense": model,
+        "weight95": weight,
+        "weight95-compact": prunelib.compact_model(weight),
+        "unit90-compact": prunelib.compact_model(unit),
+    }
     x_test = data.x_test.reshape(-1, 784)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,9 +84,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             for suffix in (".keras", ".onnx", ".tflite"):
                 path = prunelib.export(m, Path(tmp) / f"{name}{suffix}")
                 raw = path.read_bytes()
-                rows += [{"model": name, "format": suffix[1:], "metric": "bytes", "value": len(raw)},
-                         {"model": name, "format": suffix[1:], "metric": "gzip_bytes",
-                          "value": len(gzip.compress(raw, 9))}]
+                rows += [
+                    {"model": name, "format": suffix[1:], "metric": "bytes", "value": len(raw)},
+                    {"model": name, "format": suffix[1:], "metric": "gzip_bytes", "value": len(gzip.compress(raw, 9))},
+                ]
             sessions[name] = onnx_session(Path(tmp) / f"{name}.onnx", threads=args.threads)
             gap = float(np.max(np.abs(onnx_predict(sessions[name], x_test[:256]) - want)))
             assert gap < 1e-5, f"{name}: onnxruntime differs from Keras by {gap}"
@@ -97,11 +108,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             dense_median = float(np.median(times["dense"]))
             for n, ts in times.items():
                 q25, med, q75 = np.percentile(np.array(ts) * 1e3, [25, 50, 75])
-                rows += [{"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_median", "value": med},
-                         {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q25", "value": q25},
-                         {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q75", "value": q75},
-                         {"model": n, "format": "onnx", "metric": f"speedup_b{batch}",
-                          "value": dense_median / (med / 1e3)}]
+                rows += [
+                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_median", "value": med},
+                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q25", "value": q25},
+                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q75", "value": q75},
+                    {"model": n, "format": "onnx", "metric": f"speedup_b{batch}", "value": dense_median / (med / 1e3)},
+                ]
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

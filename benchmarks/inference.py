@@ -35,14 +35,16 @@ import seaborn as sns  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from prunelib.core import compact  # noqa: E402
-from prunelib.core import pruning
-from prunelib.models import mlp  # noqa: E402
-from prunelib.models.config import TrainConfig
-from prunelib.study.config import DEFAULT_KS  # noqa: E402
+from prunelib.core import (
+    compact,  # noqa: E402
+    pruning,
+)
 from prunelib.data import load_dataset  # noqa: E402
 from prunelib.inference.predictor import Predictor, blas_forward  # noqa: E402
 from prunelib.inference.sparse import SparseMLP  # noqa: E402
+from prunelib.models import mlp  # noqa: E402
+from prunelib.models.config import TrainConfig
+from prunelib.study.config import DEFAULT_KS  # noqa: E402
 
 
 def tf_forward(kernels):
@@ -95,9 +97,13 @@ def measure(kernels, batches, args, tmp: Path, run: int) -> list[dict]:
         predictor = Predictor(pruned)
         paths = {"dense-tf": tf_forward(pruned), "dense-numpy": blas_forward(pruned)}
         if k >= 50:  # below, sparse paths cannot win and take seconds per call
-            paths.update({"compact-tf": tf_forward(compact.compact_kernels(pruned)[0]),
-                          **{p: (lambda x, p=p: predictor.run(p, x)) for p in Predictor.PATHS},
-                          "auto": predictor.predict})
+            paths.update(
+                {
+                    "compact-tf": tf_forward(compact.compact_kernels(pruned)[0]),
+                    **{p: (lambda x, p=p: predictor.run(p, x)) for p in Predictor.PATHS},
+                    "auto": predictor.predict,
+                }
+            )
             if method == "weight":
                 paths["sparse-mlp"] = SparseMLP(pruned).predict
         reference = blas_forward(pruned)(x_all[:256])
@@ -108,12 +114,23 @@ def measure(kernels, batches, args, tmp: Path, run: int) -> list[dict]:
                 reps = args.repeats if batch == "throughput" else args.latency_repeats
                 seconds = median_seconds(fn, x, reps)
                 chosen = (predictor.path_for(len(x)) or "") if path == "auto" else ""
-                rows.append({
-                    "run": run, "method": method, "k": k, "sparsity": acc.sparsity,
-                    "effective_weights": acc.effective_weights, "macs": acc.macs_per_sample,
-                    "mac_ratio": acc.mac_ratio, "bytes": size, "bytes_ratio": dense_bytes / size,
-                    "path": path, "chosen": chosen, "batch": batch, "seconds": seconds,
-                })
+                rows.append(
+                    {
+                        "run": run,
+                        "method": method,
+                        "k": k,
+                        "sparsity": acc.sparsity,
+                        "effective_weights": acc.effective_weights,
+                        "macs": acc.macs_per_sample,
+                        "mac_ratio": acc.mac_ratio,
+                        "bytes": size,
+                        "bytes_ratio": dense_bytes / size,
+                        "path": path,
+                        "chosen": chosen,
+                        "batch": batch,
+                        "seconds": seconds,
+                    }
+                )
     return rows
 
 
@@ -156,8 +173,7 @@ def plot_speedup(df: pd.DataFrame) -> plt.Axes:
     sns.lineplot(data=d, x="sparsity", y="speedup", hue="series", marker="o", ax=ax)
     for method, g in df.groupby("method"):
         g = g.drop_duplicates("k")
-        ax.plot(g.sparsity, g.mac_ratio, linestyle="--", linewidth=1,
-                label=f"{method}: MAC ratio (limit)")
+        ax.plot(g.sparsity, g.mac_ratio, linestyle="--", linewidth=1, label=f"{method}: MAC ratio (limit)")
     ax.set_yscale("log")
     ax.axhline(1, color="grey", linewidth=0.8)
     ax.set_xlabel("measured sparsity (%)")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-
 from memory_tree import tree_rss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,8 +32,13 @@ from _timing import rotation, spread  # noqa: E402
 def peak_tree_gb(argv: list[str]) -> tuple[float, float, float]:
     """Run ``python -m prunelib`` with ``argv``: (peak tree GB, peak single-process GB, seconds)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "prunelib", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prunelib", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     root = psutil.Process(proc.pid)
     peak_sum = peak_one = 0
     while proc.poll() is None:
@@ -59,15 +63,34 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.repeats):
         for mode, n in rotation(configs, r):
             with tempfile.TemporaryDirectory() as tmp:
-                samples[(mode, n)].append(peak_tree_gb(
-                    ["run", "--quick", "--dataset", args.dataset, "--seeds", str(n), "--recovery-seeds", "1",
-                     "--results", f"{tmp}/results", "--cache", f"{tmp}/cache", "--no-progress", *modes[mode]]))
+                samples[(mode, n)].append(
+                    peak_tree_gb(
+                        [
+                            "run",
+                            "--quick",
+                            "--dataset",
+                            args.dataset,
+                            "--seeds",
+                            str(n),
+                            "--recovery-seeds",
+                            "1",
+                            "--results",
+                            f"{tmp}/results",
+                            "--cache",
+                            f"{tmp}/cache",
+                            "--no-progress",
+                            *modes[mode],
+                        ]
+                    )
+                )
             print(mode, n, f"round {r}", samples[(mode, n)][-1], flush=True)
     rows = []
     for (mode, n), got in samples.items():
         row = {"study": f"quick {args.dataset}", "mode": mode, "seeds": n, "rounds": len(got)}
         for i, column in enumerate(("peak_tree_rss_gb", "peak_process_rss_gb", "seconds")):
-            row |= {k: v for k, v in spread([g[i] for g in got], f"{column}_").items() if k[-2:] not in ("q1", "q3", "_n")}
+            row |= {
+                k: v for k, v in spread([g[i] for g in got], f"{column}_").items() if k[-2:] not in ("q1", "q3", "_n")
+            }
         rows.append(row)
     table = pd.DataFrame(rows)
     first = table.groupby("mode")["peak_tree_rss_gb_median"].transform("first")

@@ -51,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         total, largest = tree_rss(root)
         peak_sum, peak_one = max(peak_sum, total), max(peak_one, largest)
         time.sleep(args.interval)
-    row = {"finished": datetime.datetime.now().isoformat(timespec="seconds"), "label": args.label,
-           "command": shlex.join(command), "exit_code": child.returncode,
-           "seconds": round(time.perf_counter() - t0, 1), "peak_tree_rss_gb": round(peak_sum / 2**30, 3),
-           "peak_process_rss_gb": round(peak_one / 2**30, 3)}
+    row = {
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+        "label": args.label,
+        "command": shlex.join(command),
+        "exit_code": child.returncode,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_tree_rss_gb": round(peak_sum / 2**30, 3),
+        "peak_process_rss_gb": round(peak_one / 2**30, 3),
+    }
     print(row, flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     old = pd.read_csv(args.out) if args.out.is_file() else pd.DataFrame()

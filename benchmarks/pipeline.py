@@ -40,11 +40,11 @@ def core_job(recipe_name: str | None, cache: str, smoke: bool) -> dict:
     """One core job in this (fresh) process; imports and data loading happen before the clock."""
     import time
 
+    from prunelib.core.evaluate import sweep
+    from prunelib.data import load_dataset
     from prunelib.models import mlp
     from prunelib.models.config import RECIPES, TrainConfig
     from prunelib.study.config import DEFAULT_KS
-    from prunelib.data import load_dataset
-    from prunelib.core.evaluate import sweep
 
     data = load_dataset("mnist")
     config = TrainConfig() if recipe_name is None else TrainConfig(recipe=RECIPES[recipe_name])
@@ -57,10 +57,16 @@ def core_job(recipe_name: str | None, cache: str, smoke: bool) -> dict:
     t1 = time.perf_counter()
     table = sweep(mlp.get_kernels(model), data.x_test, data.y_test, dataset=data.name, ks=ks, progress=False)
     t2 = time.perf_counter()
-    return {"train_s": t1 - t0, "sweep_s": t2 - t1, "total_s": t2 - t0,
-            "dense_accuracy": float(table.loc[table.k == 0, "accuracy"].iloc[0]),
-            **{f"{m}_{k}_accuracy": float(table.query(f"method == '{m}' and k == {k}").accuracy.iloc[0])
-               for m, k in ACCURACIES}}
+    return {
+        "train_s": t1 - t0,
+        "sweep_s": t2 - t1,
+        "total_s": t2 - t0,
+        "dense_accuracy": float(table.loc[table.k == 0, "accuracy"].iloc[0]),
+        **{
+            f"{m}_{k}_accuracy": float(table.query(f"method == '{m}' and k == {k}").accuracy.iloc[0])
+            for m, k in ACCURACIES
+        },
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", action="store_true", help="also time the straightforward recipe")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds (each configuration once per round)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--smoke", action="store_true", help="1 epoch on 2,000 images, 2 rounds, no warm-up; writes nothing")
+    parser.add_argument(
+        "--smoke", action="store_true", help="1 epoch on 2,000 images, 2 rounds, no warm-up; writes nothing"
+    )
     parser.add_argument("--out", default="results/benchmarks/pipeline.csv")
     args = parser.parse_args(argv)
     repeats, warmup = (2, 0) if args.smoke else (args.repeats, args.warmup)
@@ -86,19 +94,27 @@ def main(argv: list[str] | None = None) -> int:
                 result, peak_gb = in_own_process(core_job, *jobs[name](r), args.smoke)
                 if r >= 0:
                     samples[name].append({**result, "peak_rss_gb": peak_gb})
-                print(name, "warm-up" if r < 0 else f"round {r}", {k: round(v, 2) for k, v in result.items()}, flush=True)
+                print(
+                    name, "warm-up" if r < 0 else f"round {r}", {k: round(v, 2) for k, v in result.items()}, flush=True
+                )
 
     rows = []
     for name, runs in samples.items():
         df = pd.DataFrame(runs)
         row = {"run": name, "rounds": len(df)}
         for column in ("train_s", "sweep_s", "total_s"):
-            row |= {k: v for k, v in spread(df[column], f"{column}_").items() if not k.endswith("_n")
-                    and not k.endswith(("_q1", "_q3"))}
-        row |= spread(df["peak_rss_gb"], "peak_rss_gb_") | {c: df[c].iloc[-1] for c in df.columns if c.endswith("accuracy")}
+            row |= {
+                k: v
+                for k, v in spread(df[column], f"{column}_").items()
+                if not k.endswith("_n") and not k.endswith(("_q1", "_q3"))
+            }
+        row |= spread(df["peak_rss_gb"], "peak_rss_gb_") | {
+            c: df[c].iloc[-1] for c in df.columns if c.endswith("accuracy")
+        }
         row = {k: v for k, v in row.items() if not k.startswith("peak_rss_gb_q") and k != "peak_rss_gb_n"}
-        row |= ratio_spread([s["total_s"] for s in runs], [s["total_s"] for s in samples["prunelib"]],
-                            "total_vs_prunelib_")
+        row |= ratio_spread(
+            [s["total_s"] for s in runs], [s["total_s"] for s in samples["prunelib"]], "total_vs_prunelib_"
+        )
         row = {k: v for k, v in row.items() if not k.startswith("total_vs_prunelib_q") and k != "total_vs_prunelib_n"}
         rows.append(row)
     table = pd.DataFrame(rows).assign(cores=os.cpu_count())

@@ -30,19 +30,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from prunelib.study import analysis
-from prunelib.models import mlp
-from prunelib.study.tasks import critical_path, estimate_wall, study_cells
-from prunelib.models.config import recipe_model
-from prunelib.study.config import ExperimentConfig
-from prunelib.data import load_dataset
-from prunelib.study.on_ray import run_study_on_ray
-from prunelib.study.experiment import run_experiment
-from prunelib.study.registry import builder_and_schema
-from prunelib.base.paths import cache_dir, digest
 from prunelib.base.fingerprint import code_fingerprint
+from prunelib.base.paths import cache_dir, digest
+from prunelib.data import load_dataset
+from prunelib.models import mlp
+from prunelib.models.config import recipe_model
 from prunelib.models.recovery import aware_key
+from prunelib.study import analysis
+from prunelib.study.config import ExperimentConfig
+from prunelib.study.experiment import run_experiment
 from prunelib.study.local import run_study
+from prunelib.study.on_ray import run_study_on_ray
+from prunelib.study.registry import builder_and_schema
+from prunelib.study.tasks import critical_path, estimate_wall, study_cells
 
 
 def quick(out: Path) -> float:
@@ -63,31 +63,64 @@ def quick(out: Path) -> float:
     serial, serial_s = timed(lambda: run_experiment(config, cache=tempfile.mkdtemp(), progress=False))
     default, default_s = timed(lambda: run_study(config, cache=tempfile.mkdtemp(), progress=False))
     two, two_s = timed(lambda: run_study(config, cache=tempfile.mkdtemp(), workers=2, progress=False))
-    (on_ray, outcome), ray_s = timed(lambda: run_study_on_ray(
-        config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False))
+    (on_ray, outcome), ray_s = timed(
+        lambda: run_study_on_ray(config, cache=tempfile.mkdtemp(), num_cpus=2, progress=False)
+    )
     ray.shutdown()
-    (one_ray, one_outcome), one_s = timed(lambda: run_study_on_ray(
-        config, cache=tempfile.mkdtemp(), num_cpus=2, cpus=2, progress=False))
+    (one_ray, one_outcome), one_s = timed(
+        lambda: run_study_on_ray(config, cache=tempfile.mkdtemp(), num_cpus=2, cpus=2, progress=False)
+    )
     ray.shutdown()
 
     def same(a, b):
-        return all(getattr(a, n).drop(columns=["seconds"], errors="ignore").equals(
-            getattr(b, n).drop(columns=["seconds"], errors="ignore")) for n in ("sweep", "sensitivity", "recovery"))
+        return all(
+            getattr(a, n)
+            .drop(columns=["seconds"], errors="ignore")
+            .equals(getattr(b, n).drop(columns=["seconds"], errors="ignore"))
+            for n in ("sweep", "sensitivity", "recovery")
+        )
 
     nan = float("nan")
-    rows = [{"run": "in-process", "seconds": serial_s, "cells": 0, "cell_seconds": nan,
-             "tables_identical_to_in_process": True},
-            {"run": "default (worker processes)", "seconds": default_s, "cells": 0, "cell_seconds": nan,
-             "tables_identical_to_in_process": same(serial, default)},
-            {"run": "--workers 2", "seconds": two_s, "cells": 0, "cell_seconds": nan,
-             "tables_identical_to_in_process": same(serial, two)},
-            {"run": "ray-local-2cpu", "seconds": ray_s, "cells": len(outcome.seconds),
-             "cell_seconds": sum(outcome.seconds.values()), "tables_identical_to_in_process": same(serial, on_ray)},
-            {"run": "ray-local-one-cell-at-a-time", "seconds": one_s, "cells": len(one_outcome.seconds),
-             "cell_seconds": sum(one_outcome.seconds.values()),
-             "tables_identical_to_in_process": same(serial, one_ray)}]
-    table = pd.DataFrame(rows).assign(vs_in_process=lambda t: t.seconds / serial_s - 1,
-                                      vs_default=lambda t: t.seconds / default_s - 1)
+    rows = [
+        {
+            "run": "in-process",
+            "seconds": serial_s,
+            "cells": 0,
+            "cell_seconds": nan,
+            "tables_identical_to_in_process": True,
+        },
+        {
+            "run": "default (worker processes)",
+            "seconds": default_s,
+            "cells": 0,
+            "cell_seconds": nan,
+            "tables_identical_to_in_process": same(serial, default),
+        },
+        {
+            "run": "--workers 2",
+            "seconds": two_s,
+            "cells": 0,
+            "cell_seconds": nan,
+            "tables_identical_to_in_process": same(serial, two),
+        },
+        {
+            "run": "ray-local-2cpu",
+            "seconds": ray_s,
+            "cells": len(outcome.seconds),
+            "cell_seconds": sum(outcome.seconds.values()),
+            "tables_identical_to_in_process": same(serial, on_ray),
+        },
+        {
+            "run": "ray-local-one-cell-at-a-time",
+            "seconds": one_s,
+            "cells": len(one_outcome.seconds),
+            "cell_seconds": sum(one_outcome.seconds.values()),
+            "tables_identical_to_in_process": same(serial, one_ray),
+        },
+    ]
+    table = pd.DataFrame(rows).assign(
+        vs_in_process=lambda t: t.seconds / serial_s - 1, vs_default=lambda t: t.seconds / default_s - 1
+    )
     table.to_csv(out, index=False, float_format="%.3f")
     print(table.to_string(index=False))
     return max(0.0, (one_s - serial_s) / len(one_outcome.seconds))
@@ -138,12 +171,21 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             exp, s, phase = cell.args[1], cell.args[2], cell.args[3]
             key = mlp.cache_key(data, exp.train_config(s))
             code = code_fingerprint(builder_and_schema(phase)[0])
-            part = [t for t in tables if t["key"]["phase"] == phase and t["key"].get("model") == key
-                    and t["key"].get("dataset") == d and t["key"].get("code") == code]
+            part = [
+                t
+                for t in tables
+                if t["key"]["phase"] == phase
+                and t["key"].get("model") == key
+                and t["key"].get("dataset") == d
+                and t["key"].get("code") == code
+            ]
             nested = [*models.values(), *recovered]
             latest = max(part, key=lambda t: t["written"], default=None)
-            seconds[cell.name] = (float("nan") if latest is None else
-                                  latest["seconds"] - sum(e["seconds"] for e in nested if inside(e, latest)))
+            seconds[cell.name] = (
+                float("nan")
+                if latest is None
+                else latest["seconds"] - sum(e["seconds"] for e in nested if inside(e, latest))
+            )
         elif "/recipe " in cell.name and not cell.name.endswith("tables"):
             seconds[cell.name] = model_seconds(data, cell.args[1])["seconds"]
         elif cell.name.endswith("/train"):
@@ -159,17 +201,28 @@ def measured_seconds(config: ExperimentConfig, cache: Path) -> dict[str, float]:
             seconds[cell.name] = hit["seconds"]
         elif cell.name.endswith("recipe tables"):
             code = code_fingerprint(builder_and_schema("recipes")[0])
-            part = [t for t in tables if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d
-                    and t["key"].get("code") == code]  # the curves and the layers table of this code
+            part = [
+                t
+                for t in tables
+                if t["key"]["phase"] == "recipes" and t["key"].get("dataset") == d and t["key"].get("code") == code
+            ]  # the curves and the layers table of this code
             recipe_models = [model_seconds(data, recipe_model(n)) for n in cell.args[1]]
-            seconds[cell.name] = sum(t["seconds"] - sum(m["seconds"] for m in recipe_models if inside(m, t))
-                                     for t in part)
+            seconds[cell.name] = sum(
+                t["seconds"] - sum(m["seconds"] for m in recipe_models if inside(m, t)) for t in part
+            )
         else:  # a recovery strategy
             exp, s, strategy, method, k = cell.args[1:6]
             base = mlp.cache_key(data, exp.train_config(s))
-            hit = [e for e in recovered if e["key"]["base"] == base and e["key"]["strategy"] == strategy
-                   and e["key"]["method"] == method and float(e["key"]["k"]) == float(k)
-                   and e["key"]["seed"] == s and all(e["key"].get(f) == v for f, v in asdict(exp.recovery).items())]
+            hit = [
+                e
+                for e in recovered
+                if e["key"]["base"] == base
+                and e["key"]["strategy"] == strategy
+                and e["key"]["method"] == method
+                and float(e["key"]["k"]) == float(k)
+                and e["key"]["seed"] == s
+                and all(e["key"].get(f) == v for f, v in asdict(exp.recovery).items())
+            ]
             seconds[cell.name] = hit[0]["seconds"] if hit else float("nan")
     return seconds
 
@@ -178,13 +231,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cache", type=Path, default=cache_dir())
     parser.add_argument("--skip-quick", action="store_true")
-    parser.add_argument("--cpus", type=float, default=2.0,
-                        help="CPUs per machine: training cells take 1 each (two share a 2-CPU machine, as "
-                             "in `run --workers 2`), table cells 2; the cache's seconds should come from "
-                             "a run that shared the cores the same way")
-    parser.add_argument("--overhead", type=float, default=None, metavar="S",
-                        help="per-cell overhead to add (default: measured by the quick step, or read "
-                             "from its ray.csv with --skip-quick)")
+    parser.add_argument(
+        "--cpus",
+        type=float,
+        default=2.0,
+        help="CPUs per machine: training cells take 1 each (two share a 2-CPU machine, as "
+        "in `run --workers 2`), table cells 2; the cache's seconds should come from "
+        "a run that shared the cores the same way",
+    )
+    parser.add_argument(
+        "--overhead",
+        type=float,
+        default=None,
+        metavar="S",
+        help="per-cell overhead to add (default: measured by the quick step, or read "
+        "from its ray.csv with --skip-quick)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -199,11 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no measured time for {len(missing)} cells (not in the cache), e.g. {missing[:3]}")
     seconds = {n: (0.0 if v != v else v) + overhead for n, v in seconds.items()}
     length, path = critical_path(cells, seconds)
-    rows = [{"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n, cpus=args.cpus)}
-            for n in (1, 2, 5, 10, 20)]
-    table = pd.DataFrame(rows).assign(cells=len(cells), cpus_per_machine=args.cpus, per_cell_overhead_s=overhead,
-                                      critical_path_s=length, critical_path=" -> ".join(path),
-                                      serial_cell_seconds=sum(seconds.values()))
+    rows = [
+        {"machines": n, "estimated_seconds": estimate_wall(cells, seconds, n, cpus=args.cpus)}
+        for n in (1, 2, 5, 10, 20)
+    ]
+    table = pd.DataFrame(rows).assign(
+        cells=len(cells),
+        cpus_per_machine=args.cpus,
+        per_cell_overhead_s=overhead,
+        critical_path_s=length,
+        critical_path=" -> ".join(path),
+        serial_cell_seconds=sum(seconds.values()),
+    )
     table.to_csv(args.out / "ray_estimate.csv", index=False, float_format="%.1f")
     print(table.drop(columns=["critical_path"]).to_string(index=False))
     print("critical path:", " -> ".join(f"{p} ({seconds[p]:.0f} s)" for p in path))

@@ -5,16 +5,24 @@
 
 Used for issue 21: the bias/activation support left all 684 arrays byte-identical.
 """
-import sys, numpy as np
-from prunelib.core import pruning
-from prunelib.core.reconstruct import reconstruct, obs_weight_masks
-from prunelib.core import forward
+
+import sys
+
+import numpy as np
+
+from prunelib.core import forward, pruning
+from prunelib.core.reconstruct import obs_weight_masks, reconstruct
+
 out = {}
 rng = np.random.default_rng(0)
 for seed in range(4):
     r = np.random.default_rng(seed)
     d = 20 if seed < 3 else 120
-    ks = [r.standard_normal((d, 16)).astype(np.float32), r.standard_normal((16, 12)).astype(np.float32), r.standard_normal((12, 5)).astype(np.float32)]
+    ks = [
+        r.standard_normal((d, 16)).astype(np.float32),
+        r.standard_normal((16, 12)).astype(np.float32),
+        r.standard_normal((12, 5)).astype(np.float32),
+    ]
     x = r.random((256, d)).astype(np.float32)
     bs = [r.standard_normal(16).astype(np.float32), r.standard_normal(12).astype(np.float32), None]
     for method in ("weight", "unit", "global-weight"):

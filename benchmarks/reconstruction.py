@@ -52,12 +52,12 @@ def _inputs(smoke: bool):
     if smoke:
         rng = np.random.default_rng(0)
         sizes = (784, 64, 32, 10)
-        kernels = [rng.normal(scale=a ** -0.5, size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+        kernels = [rng.normal(scale=a**-0.5, size=(a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
         x = rng.random((2000, 28, 28), dtype=np.float32)
         return kernels, x, x[:500], rng.integers(0, 10, 500)
+    from prunelib.data import load_dataset
     from prunelib.models import mlp
     from prunelib.models.config import TrainConfig
-    from prunelib.data import load_dataset
 
     data = load_dataset("mnist")
     return mlp.get_kernels(mlp.train_or_load(data, TrainConfig())), data.x_train, data.x_test, data.y_test
@@ -65,8 +65,7 @@ def _inputs(smoke: bool):
 
 def measure(kernels, x_train, x_test, y_test, *, grid=GRID, variants=VARIANTS, repeats: int = 3) -> pd.DataFrame:
     """One row per (variant, method, k): accuracies and the timings with their spread."""
-    calibration = {n: calibration_set(x_train, n, seed=0)
-                   for n in {opts.get("n", 4096) for opts in variants.values()}}
+    calibration = {n: calibration_set(x_train, n, seed=0) for n in {opts.get("n", 4096) for opts in variants.values()}}
     rows = []
     for method, k in grid:
         chosen = {v: o for v, o in variants.items() if not (o.get("select") == "obs" and method != "weight")}
@@ -81,18 +80,29 @@ def measure(kernels, x_train, x_test, y_test, *, grid=GRID, variants=VARIANTS, r
 
         def fitter(v, opts):
             x = calibration[opts.get("n", 4096)]
-            return lambda: reconstruct(kernels, masks[v], x, damping=opts.get("damping", 0.01),
-                                       logit_targets=opts.get("logit_targets", True))
+            return lambda: reconstruct(
+                kernels, masks[v], x, damping=opts.get("damping", 0.01), logit_targets=opts.get("logit_targets", True)
+            )
 
         lstsq_s, fixed = interleaved({v: fitter(v, o) for v, o in chosen.items()}, repeats=repeats)
         for v in chosen:
             plain = evaluate_kernels(pruning.apply_masks(kernels, masks[v]), x_test, y_test)[0]
-            rows.append({"variant": v, "method": method, "k": k, "plain_accuracy": plain,
-                         "lstsq_accuracy": evaluate_kernels(fixed[v], x_test, y_test)[0],
-                         "sparsity": pruning.sparsity(fixed[v]),
-                         **spread(lstsq_s[v], "lstsq_seconds_"), **spread(select_s[v], "select_seconds_")})
-            print({key: rows[-1][key] for key in ("variant", "method", "k", "lstsq_accuracy",
-                                                   "lstsq_seconds_median")}, flush=True)
+            rows.append(
+                {
+                    "variant": v,
+                    "method": method,
+                    "k": k,
+                    "plain_accuracy": plain,
+                    "lstsq_accuracy": evaluate_kernels(fixed[v], x_test, y_test)[0],
+                    "sparsity": pruning.sparsity(fixed[v]),
+                    **spread(lstsq_s[v], "lstsq_seconds_"),
+                    **spread(select_s[v], "select_seconds_"),
+                }
+            )
+            print(
+                {key: rows[-1][key] for key in ("variant", "method", "k", "lstsq_accuracy", "lstsq_seconds_median")},
+                flush=True,
+            )
     table = pd.DataFrame(rows)
     return table.drop(columns=["select_seconds_n"]).rename(columns={"lstsq_seconds_n": "repeats"})
 
@@ -106,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     kernels, x_train, x_test, y_test = _inputs(args.smoke)
     if args.smoke:
         variants = {v: {**o, "n": 1000} for v, o in VARIANTS.items()}  # >= the first fan-in, 784
-        table = measure(kernels, x_train, x_test, y_test, grid=[("weight", 90), ("unit", 50)],
-                        variants=variants, repeats=2)
+        table = measure(
+            kernels, x_train, x_test, y_test, grid=[("weight", 90), ("unit", 50)], variants=variants, repeats=2
+        )
         print(table.to_string(index=False))
         return 0
     t0 = time.perf_counter()

@@ -16,9 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import prunelib  # noqa: E402
+from prunelib.core.reconstruct import calibration_set, reconstruct  # noqa: E402
 from prunelib.data import load_dataset  # noqa: E402
 from prunelib.models.exporting import onnx_predict  # noqa: E402
-from prunelib.core.reconstruct import calibration_set, reconstruct  # noqa: E402
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -33,14 +33,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     data = load_dataset("mnist")
-    x_train, y_train = data.x_train[:args.train].reshape(-1, 784), data.y_train[:args.train]
+    x_train, y_train = data.x_train[: args.train].reshape(-1, 784), data.y_train[: args.train]
     x_test, y_test = data.x_test.reshape(-1, 784), data.y_test
 
     # A user's model, Keras defaults throughout: biases, softmax output, no special names.
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(300, activation="relu"),
-                              keras.layers.Dense(100, activation="relu"),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(300, activation="relu"),
+            keras.layers.Dense(100, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=args.epochs, verbose=0)
     results = {"dense": accuracy(model, x_test, y_test)}
@@ -59,9 +64,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results[f"{method}{k}+lstsq"] = accuracy(fixed, x_test, y_test)
         results[f"{method}{k} onnx"] = float(np.mean(np.argmax(probs, axis=1) == y_test))
         units = [layer.units for layer in small.layers if isinstance(layer, keras.layers.Dense)]
-        print(f"{method} {k}: pruned {results[f'{method}{k}']:.4f}, least squares "
-              f"{results[f'{method}{k}+lstsq']:.4f}, compact {units}, {path.name} "
-              f"{path.stat().st_size / 1024:.0f} KiB, onnxruntime max |diff| {gap:.1e}")
+        print(
+            f"{method} {k}: pruned {results[f'{method}{k}']:.4f}, least squares "
+            f"{results[f'{method}{k}+lstsq']:.4f}, compact {units}, {path.name} "
+            f"{path.stat().st_size / 1024:.0f} KiB, onnxruntime max |diff| {gap:.1e}"
+        )
 
     # Today's kernel-only correction (biases kept as they are), for comparison at weight 95.
     pruned = prunelib.prune_model(model, 95)
@@ -72,8 +79,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for layer, w in zip(old.layers, ws):
         layer.kernel.assign(w)
     results["weight95+kernel-only lstsq"] = accuracy(old, x_test, y_test)
-    print(f"dense {results['dense']:.4f}; weight 95 kernel-only least squares "
-          f"{results['weight95+kernel-only lstsq']:.4f} vs weights and biases {results['weight95+lstsq']:.4f}")
+    print(
+        f"dense {results['dense']:.4f}; weight 95 kernel-only least squares "
+        f"{results['weight95+kernel-only lstsq']:.4f} vs weights and biases {results['weight95+lstsq']:.4f}"
+    )
     return results
 
 

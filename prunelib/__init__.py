@@ -27,15 +27,35 @@ from prunelib.core.pruning import (
 )
 
 _LAZY = {
-    **{name: "prunelib.models.api" for name in (
-        "apply_model_masks", "compact_model", "load_masks", "model_masks", "predictor_from_model", "prune_model",
-        "reconstruct_model", "save_masks")},
+    **{
+        name: "prunelib.models.api"
+        for name in (
+            "apply_model_masks",
+            "compact_model",
+            "load_masks",
+            "model_masks",
+            "predictor_from_model",
+            "prune_model",
+            "reconstruct_model",
+            "save_masks",
+        )
+    },
     "export": "prunelib.models.exporting",
 }
 """Model-level names and their modules: they import Keras and TensorFlow, so only on first use."""
 
-__all__ = ["apply_masks", "compute_masks", "prune", "sparsity", "unit_masks", "unit_prune",
-           "validate_k", "weight_masks", "weight_prune", *_LAZY]
+__all__ = [
+    "apply_masks",
+    "compute_masks",
+    "prune",
+    "sparsity",
+    "unit_masks",
+    "unit_prune",
+    "validate_k",
+    "weight_masks",
+    "weight_prune",
+    *_LAZY,
+]
 __version__ = "0.3.0"
 
 

@@ -16,11 +16,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from prunelib.models.config import Recipe, RecoveryConfig
-from prunelib.study.config import DEFAULT_KS, PRESETS, RECIPE_STUDY, ExperimentConfig
-from prunelib.data import DATASETS, DataError
 from prunelib.base.paths import cache_dir, home
 from prunelib.base.strategies import RECOVERY
+from prunelib.data import DATASETS, DataError
+from prunelib.models.config import Recipe, RecoveryConfig
+from prunelib.study.config import DEFAULT_KS, PRESETS, RECIPE_STUDY, ExperimentConfig
 
 RECOVERY_CHOICES = list(RECOVERY)
 
@@ -45,6 +45,7 @@ def _positive(name: str, most: int = 10**6):
         if value > most:  # a typo's huge count would otherwise fill memory before any error
             raise argparse.ArgumentTypeError(f"{name} must be at most {most}, got {str(value)[:40]}")
         return value
+
     return parse
 
 
@@ -60,15 +61,18 @@ def _seed(text: str) -> int:
 
 def _real(name: str, positive: bool):
     """A finite float (positive, or not negative): inf and nan are refused here, not deep in a run."""
+
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{name} must be a number, got {text[:40]!r}") from None
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise argparse.ArgumentTypeError(f"{name} ({text[:40]}) must be {'positive' if positive else 'not negative'} "
-                                             "and finite")
+            raise argparse.ArgumentTypeError(
+                f"{name} ({text[:40]}) must be {'positive' if positive else 'not negative'} and finite"
+            )
         return value
+
     return parse
 
 
@@ -87,8 +91,10 @@ def _check_ray_address(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
     except OSError as err:
-        raise UsageError(f"--ray {address}: nothing answers there ({err.strerror or type(err).__name__}); "
-                         "start the cluster (`ray start --head`) or check the address") from None
+        raise UsageError(
+            f"--ray {address}: nothing answers there ({err.strerror or type(err).__name__}); "
+            "start the cluster (`ray start --head`) or check the address"
+        ) from None
 
 
 def _percent(text: str) -> float:
@@ -105,77 +111,162 @@ def parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m prunelib", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="train, prune, evaluate; write results/ and the report",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                         description="Train (or load cached) models, run the recipe study, every "
-                                     "sweep, baseline and recovery strategy, write tidy tables and "
-                                     "figures under --results, then rebuild the report and manifest.")
-    run.add_argument("--preset", choices=list(PRESETS), default="full",
-                     help="challenge: only the challenge's study (both datasets, 5 seeds, weight and "
-                          "unit pruning one-shot and + lstsq, global pruning; no recipe study, "
-                          "retrain-from-scratch, sensitivity, recovery or targeted dropout; writes to "
-                          "a scratch directory unless --results is given); full: everything")
-    run.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS),
-                     help="datasets to run")
-    run.add_argument("--seeds", type=_positive("--seeds", 1000), default=None,
-                     help="number of seeds (0 .. N-1) for every sweep (default 5; --quick: 1)")
-    run.add_argument("--epochs", type=_positive("--epochs", 100_000), default=None,
-                     help=f"training epochs per model (default {Recipe.epochs}; --quick: 1)")
-    run.add_argument("--methods", nargs="+", default=["weight", "unit"], choices=["weight", "unit"],
-                     help="the challenge's pruning methods")
-    run.add_argument("--ks", type=_percent, nargs="+", default=None,
-                     help=f"pruning percentages (default {' '.join(f'{k:g}' for k in DEFAULT_KS)})")
-    run.add_argument("--no-lstsq", action="store_true",
-                     help="skip the least-squares reconstruction of the one-shot survivors")
-    run.add_argument("--no-baselines", action="store_true",
-                     help="skip global magnitude pruning and the retrain-from-scratch baseline")
+    run = sub.add_parser(
+        "run",
+        help="train, prune, evaluate; write results/ and the report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train (or load cached) models, run the recipe study, every "
+        "sweep, baseline and recovery strategy, write tidy tables and "
+        "figures under --results, then rebuild the report and manifest.",
+    )
+    run.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="full",
+        help="challenge: only the challenge's study (both datasets, 5 seeds, weight and "
+        "unit pruning one-shot and + lstsq, global pruning; no recipe study, "
+        "retrain-from-scratch, sensitivity, recovery or targeted dropout; writes to "
+        "a scratch directory unless --results is given); full: everything",
+    )
+    run.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="datasets to run")
+    run.add_argument(
+        "--seeds",
+        type=_positive("--seeds", 1000),
+        default=None,
+        help="number of seeds (0 .. N-1) for every sweep (default 5; --quick: 1)",
+    )
+    run.add_argument(
+        "--epochs",
+        type=_positive("--epochs", 100_000),
+        default=None,
+        help=f"training epochs per model (default {Recipe.epochs}; --quick: 1)",
+    )
+    run.add_argument(
+        "--methods",
+        nargs="+",
+        default=["weight", "unit"],
+        choices=["weight", "unit"],
+        help="the challenge's pruning methods",
+    )
+    run.add_argument(
+        "--ks",
+        type=_percent,
+        nargs="+",
+        default=None,
+        help=f"pruning percentages (default {' '.join(f'{k:g}' for k in DEFAULT_KS)})",
+    )
+    run.add_argument(
+        "--no-lstsq", action="store_true", help="skip the least-squares reconstruction of the one-shot survivors"
+    )
+    run.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip global magnitude pruning and the retrain-from-scratch baseline",
+    )
     run.add_argument("--no-sensitivity", action="store_true", help="skip one-layer-at-a-time pruning")
     run.add_argument("--no-recipes", action="store_true", help="skip the recipe study")
-    run.add_argument("--recovery", nargs="*", default=RECOVERY_CHOICES, choices=RECOVERY_CHOICES,
-                     help="recovery strategies (give none to skip recovery)")
-    run.add_argument("--recovery-epochs", type=_positive("--recovery-epochs", 100_000), default=None,
-                     help=f"fine-tuning / gradual pruning epochs (default {RecoveryConfig().recipe.epochs})")
-    run.add_argument("--recovery-ks", type=_percent, nargs="+", default=None,
-                     help="pruning percentages for recovery (default 90 95 99; --quick: 90)")
-    run.add_argument("--recovery-seeds", type=_positive("--recovery-seeds", 1000), default=1,
-                     help="number of seeds (0 .. N-1) that also run recovery and pruning-aware training")
+    run.add_argument(
+        "--recovery",
+        nargs="*",
+        default=RECOVERY_CHOICES,
+        choices=RECOVERY_CHOICES,
+        help="recovery strategies (give none to skip recovery)",
+    )
+    run.add_argument(
+        "--recovery-epochs",
+        type=_positive("--recovery-epochs", 100_000),
+        default=None,
+        help=f"fine-tuning / gradual pruning epochs (default {RecoveryConfig().recipe.epochs})",
+    )
+    run.add_argument(
+        "--recovery-ks",
+        type=_percent,
+        nargs="+",
+        default=None,
+        help="pruning percentages for recovery (default 90 95 99; --quick: 90)",
+    )
+    run.add_argument(
+        "--recovery-seeds",
+        type=_positive("--recovery-seeds", 1000),
+        default=1,
+        help="number of seeds (0 .. N-1) that also run recovery and pruning-aware training",
+    )
     run.add_argument("--no-aware", action="store_true", help="skip targeted-dropout training")
-    run.add_argument("--quick", action="store_true",
-                     help="smoke run: 1 epoch on 2,000 images, small grids; explicit options still "
-                          "apply; writes to a scratch directory unless --results is given")
-    run.add_argument("--retrain", action="store_true",
-                     help="ignore cached models and train again (runs in this process)")
-    run.add_argument("--in-process", action="store_true",
-                     help="compute everything in this process instead of in short-lived worker "
-                          "processes (less start-up time, but memory grows with every model trained)")
-    run.add_argument("--workers", type=_positive("--workers", 1024), default=None, metavar="N",
-                     help="worker processes computing cells at the same time, as far as the CPUs the "
-                          "cells declare fit in N (a training 1, a table 2; default 1); peak memory "
-                          "grows with N; the tables are the same")
-    run.add_argument("--memory-budget", type=_real("--memory-budget", positive=True), default=None, metavar="GB",
-                     help="replace a worker process once it holds more than this many GB "
-                          "(default 1.5)")
-    run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                     help="run the study's cells as Ray tasks: on the cluster at ADDRESS (or 'auto', "
-                          "or $RAY_ADDRESS), or without ADDRESS on a local runtime")
-    run.add_argument("--ray-cpus", type=_real("--ray-cpus", positive=True), default=1.0, help="CPUs each Ray training cell declares")
-    run.add_argument("--ray-table-cpus", type=_real("--ray-table-cpus", positive=True), default=2.0,
-                     help="CPUs each Ray table cell declares (their BLAS keeps every core of a small node busy)")
-    run.add_argument("--ray-gpus", type=_real("--ray-gpus", positive=False), default=0.0, help="GPUs each training cell declares")
-    run.add_argument("--results", type=Path, default=None,
-                     help="output directory (default results; --quick: a scratch directory)")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 epoch on 2,000 images, small grids; explicit options still "
+        "apply; writes to a scratch directory unless --results is given",
+    )
+    run.add_argument(
+        "--retrain", action="store_true", help="ignore cached models and train again (runs in this process)"
+    )
+    run.add_argument(
+        "--in-process",
+        action="store_true",
+        help="compute everything in this process instead of in short-lived worker "
+        "processes (less start-up time, but memory grows with every model trained)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive("--workers", 1024),
+        default=None,
+        metavar="N",
+        help="worker processes computing cells at the same time, as far as the CPUs the "
+        "cells declare fit in N (a training 1, a table 2; default 1); peak memory "
+        "grows with N; the tables are the same",
+    )
+    run.add_argument(
+        "--memory-budget",
+        type=_real("--memory-budget", positive=True),
+        default=None,
+        metavar="GB",
+        help="replace a worker process once it holds more than this many GB (default 1.5)",
+    )
+    run.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run the study's cells as Ray tasks: on the cluster at ADDRESS (or 'auto', "
+        "or $RAY_ADDRESS), or without ADDRESS on a local runtime",
+    )
+    run.add_argument(
+        "--ray-cpus", type=_real("--ray-cpus", positive=True), default=1.0, help="CPUs each Ray training cell declares"
+    )
+    run.add_argument(
+        "--ray-table-cpus",
+        type=_real("--ray-table-cpus", positive=True),
+        default=2.0,
+        help="CPUs each Ray table cell declares (their BLAS keeps every core of a small node busy)",
+    )
+    run.add_argument(
+        "--ray-gpus", type=_real("--ray-gpus", positive=False), default=0.0, help="GPUs each training cell declares"
+    )
+    run.add_argument(
+        "--results", type=Path, default=None, help="output directory (default results; --quick: a scratch directory)"
+    )
     run.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
     run.add_argument("--cache", type=Path, default=None, help="model cache directory")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    rec = sub.add_parser("recipes", help="the recipe study: one-shot curves per training recipe",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                         description="Train one model per named recipe (cached), sweep one-shot weight "
-                                     "and unit pruning, measure drift from initialization and norm "
-                                     "concentration; write recipes.csv, recipe_layers.csv, recipes.png.")
+    rec = sub.add_parser(
+        "recipes",
+        help="the recipe study: one-shot curves per training recipe",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train one model per named recipe (cached), sweep one-shot weight "
+        "and unit pruning, measure drift from initialization and norm "
+        "concentration; write recipes.csv, recipe_layers.csv, recipes.png.",
+    )
     rec.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="datasets")
-    rec.add_argument("--recipes", nargs="+", default=None, metavar="NAME",
-                     help="recipes to run on every dataset (default: the study's list per dataset)")
+    rec.add_argument(
+        "--recipes",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="recipes to run on every dataset (default: the study's list per dataset)",
+    )
     rec.add_argument("--seed", type=_seed, default=0, help="training seed")
     rec.add_argument("--retrain", action="store_true", help="ignore cached models and tables")
     rec.add_argument("--results", type=Path, default=Path("results"), help="output directory")
@@ -183,17 +274,28 @@ def parser() -> argparse.ArgumentParser:
     rec.add_argument("--cache", type=Path, default=None, help="model cache directory")
     rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    report = sub.add_parser("report", help="rebuild REPORT.md and report.docx from the result tables",
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    report = sub.add_parser(
+        "report",
+        help="rebuild REPORT.md and report.docx from the result tables",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     report.add_argument("--results", type=Path, default=Path("results"), help="results directory")
-    report.add_argument("--check", action="store_true",
-                        help="only check that results/ was produced by the checked-out code "
-                             "(manifest.json); exit 1 and list the problems if not")
-    report.add_argument("--compare", type=Path, default=None, metavar="OTHER_DIR",
-                        help="compare OTHER_DIR's tables with --results': per (dataset, method, "
-                             "correction, k) a Welch test over seeds, naming the points that disagree "
-                             "at p < 0.05, and whether the tables are bit-identical; exit 1 if any "
-                             "point disagrees")
+    report.add_argument(
+        "--check",
+        action="store_true",
+        help="only check that results/ was produced by the checked-out code "
+        "(manifest.json); exit 1 and list the problems if not",
+    )
+    report.add_argument(
+        "--compare",
+        type=Path,
+        default=None,
+        metavar="OTHER_DIR",
+        help="compare OTHER_DIR's tables with --results': per (dataset, method, "
+        "correction, k) a Welch test over seeds, naming the points that disagree "
+        "at p < 0.05, and whether the tables are bit-identical; exit 1 if any "
+        "point disagrees",
+    )
     return parser
 
 
@@ -213,18 +315,26 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     base = ExperimentConfig.quick() if args.quick else ExperimentConfig()
     seeds = args.seeds if args.seeds is not None else len(base.seeds)
     train = base.train.with_recipe(epochs=args.epochs) if args.epochs is not None else base.train
-    rec = (base.recovery.with_recipe(epochs=args.recovery_epochs) if args.recovery_epochs is not None
-           else base.recovery)
+    rec = base.recovery.with_recipe(epochs=args.recovery_epochs) if args.recovery_epochs is not None else base.recovery
     ks = _unique(args.ks, "--ks") if args.ks is not None else base.ks
     rks = _unique(args.recovery_ks, "--recovery-ks") if args.recovery_ks is not None else base.recovery_ks
     return replace(
-        base, datasets=_unique(args.dataset, "--dataset"), methods=_unique(args.methods, "--methods"),
-        ks=ks, seeds=tuple(range(seeds)), train=train, baselines=not args.no_baselines,
+        base,
+        datasets=_unique(args.dataset, "--dataset"),
+        methods=_unique(args.methods, "--methods"),
+        ks=ks,
+        seeds=tuple(range(seeds)),
+        train=train,
+        baselines=not args.no_baselines,
         corrections=("none",) if args.no_lstsq else base.corrections,
-        sensitivity=not args.no_sensitivity, recipes=base.recipes and not args.no_recipes,
-        recovery=rec, recovery_strategies=_unique(args.recovery, "--recovery"), recovery_ks=rks,
+        sensitivity=not args.no_sensitivity,
+        recipes=base.recipes and not args.no_recipes,
+        recovery=rec,
+        recovery_strategies=_unique(args.recovery, "--recovery"),
+        recovery_ks=rks,
         recovery_seeds=tuple(range(min(args.recovery_seeds, seeds))),
-        aware_targets=() if args.no_aware else base.aware_targets).with_preset(args.preset)
+        aware_targets=() if args.no_aware else base.aware_targets,
+    ).with_preset(args.preset)
 
 
 def _writable_dir(path: Path, option: str) -> Path:
@@ -263,57 +373,89 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.cache is not None:
         _writable_dir(args.cache, "--cache")
     if results_dir != Path("results") and args.results is None:
-        print(f"{'quick' if args.quick else args.preset} run: writing to {results_dir} "
-              "(pass --results to choose)", file=sys.stderr)
+        print(
+            f"{'quick' if args.quick else args.preset} run: writing to {results_dir} (pass --results to choose)",
+            file=sys.stderr,
+        )
     if args.ray is not None and args.retrain:
-        raise UsageError("--retrain cannot be combined with --ray: delete the cache directory (or the "
-                         "entries to recompute) instead, so every node sees the same cache")
+        raise UsageError(
+            "--retrain cannot be combined with --ray: delete the cache directory (or the "
+            "entries to recompute) instead, so every node sees the same cache"
+        )
     if args.ray_cpus <= 0 or args.ray_table_cpus <= 0 or args.ray_gpus < 0:
-        raise UsageError(f"--ray-cpus ({args.ray_cpus:g}) and --ray-table-cpus ({args.ray_table_cpus:g}) must be "
-                         f"positive and --ray-gpus ({args.ray_gpus:g}) not negative")
+        raise UsageError(
+            f"--ray-cpus ({args.ray_cpus:g}) and --ray-table-cpus ({args.ray_table_cpus:g}) must be "
+            f"positive and --ray-gpus ({args.ray_gpus:g}) not negative"
+        )
     if args.memory_budget is not None and not args.memory_budget > 0:
         raise UsageError(f"--memory-budget must be a positive number of GB, got {args.memory_budget:g}")
     for flag, value in (("--memory-budget", args.memory_budget), ("--workers", args.workers)):
         if value is not None and (args.in_process or args.retrain or args.ray is not None):
-            raise UsageError(f"{flag} applies to worker processes; drop it or drop "
-                             "--in-process / --retrain / --ray")
+            raise UsageError(f"{flag} applies to worker processes; drop it or drop --in-process / --retrain / --ray")
     t0 = time.perf_counter()
     if args.ray is not None:
         address = None if args.ray == "local" else args.ray
         from prunelib.study.on_ray import run_study_on_ray
 
-        results, _ = run_study_on_ray(config, address=address, cpus=args.ray_cpus, gpus=args.ray_gpus,
-                                           table_cpus=args.ray_table_cpus,
-                                           data_dir=args.data_dir, cache=args.cache,
-                                           progress=not args.no_progress)
+        results, _ = run_study_on_ray(
+            config,
+            address=address,
+            cpus=args.ray_cpus,
+            gpus=args.ray_gpus,
+            table_cpus=args.ray_table_cpus,
+            data_dir=args.data_dir,
+            cache=args.cache,
+            progress=not args.no_progress,
+        )
     else:
-        results = study.run_study(config, retrain=args.retrain, data_dir=args.data_dir, cache=args.cache,
-                                  isolate=not args.in_process, workers=args.workers or 1,
-                                  memory_budget_gb=args.memory_budget or study.DEFAULT_MEMORY_BUDGET_GB,
-                                  progress=not args.no_progress)
+        results = study.run_study(
+            config,
+            retrain=args.retrain,
+            data_dir=args.data_dir,
+            cache=args.cache,
+            isolate=not args.in_process,
+            workers=args.workers or 1,
+            memory_budget_gb=args.memory_budget or study.DEFAULT_MEMORY_BUDGET_GB,
+            progress=not args.no_progress,
+        )
     from prunelib.reporting.results import publish
 
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     figure_cache = Path(args.cache or cache_dir()) / "figures"
-    for path in publish(results, config, results_dir, command=command, run_seconds=time.perf_counter() - t0,
-                        figure_cache=figure_cache, preset=args.preset):
+    for path in publish(
+        results,
+        config,
+        results_dir,
+        command=command,
+        run_seconds=time.perf_counter() - t0,
+        figure_cache=figure_cache,
+        preset=args.preset,
+    ):
         print(f"wrote {path}")
     return 0
 
 
 def _recipes(args: argparse.Namespace) -> int:
+    from prunelib.reporting.results import save_recipes
     from prunelib.study import recipes
     from prunelib.study.experiment import run_recipes
-    from prunelib.reporting.results import save_recipes
 
-    names = {d: _unique(args.recipes, "--recipes") if args.recipes else RECIPE_STUDY[d]
-             for d in _unique(args.dataset, "--dataset")}
+    names = {
+        d: _unique(args.recipes, "--recipes") if args.recipes else RECIPE_STUDY[d]
+        for d in _unique(args.dataset, "--dataset")
+    }
     for chosen in names.values():
         for name in chosen:
             recipes.get_recipe(name)  # unknown names fail before any training
     results_dir = _writable_dir(args.results, "--results")
-    curves, layers = run_recipes(names, seed=args.seed, retrain=args.retrain, data_dir=args.data_dir,
-                                 cache=args.cache, progress=not args.no_progress)
+    curves, layers = run_recipes(
+        names,
+        seed=args.seed,
+        retrain=args.retrain,
+        data_dir=args.data_dir,
+        cache=args.cache,
+        progress=not args.no_progress,
+    )
     for path in save_recipes(curves, layers, results_dir):
         print(f"wrote {path}")
     print(recipes.summarize(curves).to_string(index=False, float_format="%.2f"))
@@ -347,16 +489,27 @@ def _report(args: argparse.Namespace) -> int:
         problems = provenance.check_manifest(args.results)
         for problem in problems:
             print(problem)
-        print(f"{args.results}: " + ("current for the checked-out code" if not problems else
-                                     f"{len(problems)} problem(s); re-run `python -m prunelib run`"))
+        print(
+            f"{args.results}: "
+            + (
+                "current for the checked-out code"
+                if not problems
+                else f"{len(problems)} problem(s); re-run `python -m prunelib run`"
+            )
+        )
         return 1 if problems else 0
     if not Path(args.results).is_dir():  # one line, not a manifest warning followed by an error
-        raise UsageError(f"--results {args.results} is not a directory of results; run `python -m prunelib "
-                         "run` first or pass the directory it wrote")
+        raise UsageError(
+            f"--results {args.results} is not a directory of results; run `python -m prunelib "
+            "run` first or pass the directory it wrote"
+        )
     stale = provenance.check_manifest(args.results)
     if stale:
-        print(f"warning: {args.results} does not match its manifest ({stale[0]}; "
-              f"{len(stale)} problem(s)); the report shows the tables as they are", file=sys.stderr)
+        print(
+            f"warning: {args.results} does not match its manifest ({stale[0]}; "
+            f"{len(stale)} problem(s)); the report shows the tables as they are",
+            file=sys.stderr,
+        )
     for path in report.write_report(load_results(args.results), args.results):
         print(f"wrote {path}")
     return 0
@@ -390,17 +543,30 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         args = parser().parse_args(argv)
-        command = {"run": lambda: _run(args, argv), "recipes": lambda: _recipes(args),
-                   "report": lambda: _report(args)}[args.command]
+        command = {"run": lambda: _run(args, argv), "recipes": lambda: _recipes(args), "report": lambda: _report(args)}[
+            args.command
+        ]
         return command()
-    except (UsageError, ValueError, DataError, FileNotFoundError, NotADirectoryError,
-            PermissionError, RuntimeError, ConnectionError, TimeoutError) as err:
+    except (
+        UsageError,
+        ValueError,
+        DataError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+        RuntimeError,
+        ConnectionError,
+        TimeoutError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
-        print(f"{'terminated' if terminated else 'interrupted'}; worker processes ended, finished cache "
-              "entries are kept, results/ is unchanged", file=sys.stderr)
+        print(
+            f"{'terminated' if terminated else 'interrupted'}; worker processes ended, finished cache "
+            "entries are kept, results/ is unchanged",
+            file=sys.stderr,
+        )
         return 143 if terminated else 130
 
 

@@ -2,15 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
-
-from prunelib.study import analysis
-from prunelib.core import pruning
-from prunelib.reporting import report
-from prunelib.reporting import stats
-from prunelib.models import mlp
-from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
-from prunelib.reporting.results import Results
 from tiny import TINY, tiny_data
+
+from prunelib.core import pruning
+from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
+from prunelib.models import mlp
+from prunelib.reporting import report, stats
+from prunelib.reporting.results import Results
+from prunelib.study import analysis
 
 
 def kernels(seed=0, sizes=(12, 9, 7, 3)):
@@ -79,8 +78,9 @@ def test_retrain_baseline_trains_the_sizes_unit_pruning_leaves(tmp_path):
     assert table["sparsity"].tolist() == pytest.approx([0.0, 100 * (1 - small / full)])
     # Same effective parameters as unit pruning at that k: the axes line up.
     dense = mlp.train_or_load(data, TINY, cache=tmp_path)
-    swept = sweep(mlp.get_kernels(dense), data.x_test, data.y_test, dataset="tiny", methods=["unit"],
-                  ks=[50], progress=False)
+    swept = sweep(
+        mlp.get_kernels(dense), data.x_test, data.y_test, dataset="tiny", methods=["unit"], ks=[50], progress=False
+    )
     assert swept["effective_params"].iloc[0] <= small
 
 
@@ -93,10 +93,20 @@ def fake_sweep(acc_weight_90=91.0, seeds=(0, 1, 2)):
                     acc = 98.0 - (k / 100) ** 3 * (20 if method == "weight" else 60) + seed * 0.1
                     if method == "weight" and k == 90:
                         acc = acc_weight_90 + seed * 0.1
-                    rows.append({"dataset": dataset, "method": method, "k": k, "seed": seed,
-                                 "sparsity": k * 0.99, "prunable_sparsity": k, "accuracy": acc,
-                                 "loss": 0.1, "effective_params": 1000 * (100 - k),
-                                 "norm_kept": 100 - k / 2})
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "method": method,
+                            "k": k,
+                            "seed": seed,
+                            "sparsity": k * 0.99,
+                            "prunable_sparsity": k,
+                            "accuracy": acc,
+                            "loss": 0.1,
+                            "effective_params": 1000 * (100 - k),
+                            "norm_kept": 100 - k / 2,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -144,18 +154,41 @@ def test_recipe_paragraph_comes_from_the_recipe_tables():
     for recipe, acc, share, decay in ((FIRST_RECIPE, 59.5, 33.0, 0.0), (DEFAULT_RECIPE, 97.2, 96.0, 1.0)):
         for method in ("weight", "unit"):
             for k in (0, 80, 95):
-                curves.append({"dataset": "mnist", "recipe": recipe, "seed": 0, "method": method, "k": float(k),
-                               "sparsity": float(k), "accuracy": acc if k else 98.5, "dense_accuracy": 98.5,
-                               "train_seconds": 20.0, "epochs": 10, "batch_size": 512, "weight_decay": decay})
-        layers.append({"dataset": "mnist", "recipe": recipe, "seed": 0, "layer": "hidden_0", "drift": 0.5,
-                       "top10_weight_share": share, "top10_unit_share": share / 2})
+                curves.append(
+                    {
+                        "dataset": "mnist",
+                        "recipe": recipe,
+                        "seed": 0,
+                        "method": method,
+                        "k": float(k),
+                        "sparsity": float(k),
+                        "accuracy": acc if k else 98.5,
+                        "dense_accuracy": 98.5,
+                        "train_seconds": 20.0,
+                        "epochs": 10,
+                        "batch_size": 512,
+                        "weight_decay": decay,
+                    }
+                )
+        layers.append(
+            {
+                "dataset": "mnist",
+                "recipe": recipe,
+                "seed": 0,
+                "layer": "hidden_0",
+                "drift": 0.5,
+                "top10_weight_share": share,
+                "top10_unit_share": share / 2,
+            }
+        )
     results = Results(fake_sweep(), recipes=pd.DataFrame(curves), recipe_layers=pd.DataFrame(layers))
     text = " ".join(report.discussion(results).split())
     assert f"`{FIRST_RECIPE}` the top 10 % of weights held 33 %" in text and "gave 59.5 %" in text
     assert "weight decay pulls" in text and "96 % of the norm" in text and "keeps 97.2 %" in text
     no_decay = results.recipes.assign(weight_decay=0.0)
-    assert "weight decay" not in " ".join(report.discussion(Results(fake_sweep(), recipes=no_decay,
-                                                                    recipe_layers=results.recipe_layers)).split())
+    assert "weight decay" not in " ".join(
+        report.discussion(Results(fake_sweep(), recipes=no_decay, recipe_layers=results.recipe_layers)).split()
+    )
 
 
 def test_figures_drawn_from_identical_tables_are_reused(tmp_path, monkeypatch):
@@ -185,15 +218,24 @@ def _two_methods(weight_acc, unit_acc, dataset="mnist", seeds=(0, 1, 2), spread=
         noise = (seed - 1) * spread
         for k in (0, 50, 90):
             for method, acc in (("weight", weight_acc), ("unit", unit_acc)):
-                rows.append({"dataset": dataset, "method": method, "k": k, "seed": seed, "correction": "none",
-                             "accuracy": (98.0 if k == 0 else acc[k]) + noise})
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": method,
+                        "k": k,
+                        "seed": seed,
+                        "correction": "none",
+                        "accuracy": (98.0 if k == 0 else acc[k]) + noise,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_the_curves_differ_only_where_the_intervals_do_not_overlap():
     apart = _two_methods({50: 97.0, 90: 90.0}, {50: 96.8, 90: 60.0})
     assert report.differ_verdict(apart).startswith("Yes on mnist") and "weight above unit at k = 90." in (
-        report.differ_verdict(apart))
+        report.differ_verdict(apart)
+    )
     assert report.separated(apart) == {90.0: 1}  # at k = 50 the intervals overlap
     close = _two_methods({50: 97.0, 90: 90.0}, {50: 96.8, 90: 89.9})
     assert report.differ_verdict(close).startswith("Not beyond noise on mnist")

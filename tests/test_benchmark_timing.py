@@ -60,7 +60,6 @@ def test_pipeline_summary_pairs_rounds_and_reports_spread(monkeypatch, tmp_path,
     """pipeline.py's bookkeeping with the jobs replaced by fakes: per run the medians with min/max
     of each clock, its own peak, and the paired ratio to prunelib."""
     import pandas as pd
-
     import pipeline
 
     calls = []
@@ -70,8 +69,10 @@ def test_pipeline_summary_pairs_rounds_and_reports_spread(monkeypatch, tmp_path,
         calls.append(name)
         r = 0 if name == "filled" else int(name.split("-", 1)[1])
         total = {"empty": 2.0 + r, "base": 10.0 + r, "filled": 1.0}[name.split("-", 1)[0]]
-        return ({"train_s": total - 1.0, "sweep_s": 1.0, "total_s": total, "dense_accuracy": 98.0},
-                1.5 if recipe else 0.5)
+        return (
+            {"train_s": total - 1.0, "sweep_s": 1.0, "total_s": total, "dense_accuracy": 98.0},
+            1.5 if recipe else 0.5,
+        )
 
     monkeypatch.setattr(pipeline, "in_own_process", fake)
     out = tmp_path / "pipeline.csv"

@@ -5,28 +5,61 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tiny import require_real_data
 
 from prunelib import cli
-from prunelib.study.tasks import study_cells
 from prunelib.study.config import ExperimentConfig
-from tiny import require_real_data
+from prunelib.study.tasks import study_cells
 
 
 def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     text = capsys.readouterr().out
-    for option in ("--dataset", "--seeds", "--epochs", "--methods", "--ks", "--no-baselines",
-                   "--no-sensitivity", "--recovery", "--recovery-epochs", "--recovery-ks",
-                   "--recovery-seeds", "--no-aware", "--quick", "--retrain", "--results",
-                   "--data-dir", "--cache", "--no-progress", "--preset"):
+    for option in (
+        "--dataset",
+        "--seeds",
+        "--epochs",
+        "--methods",
+        "--ks",
+        "--no-baselines",
+        "--no-sensitivity",
+        "--recovery",
+        "--recovery-epochs",
+        "--recovery-ks",
+        "--recovery-seeds",
+        "--no-aware",
+        "--quick",
+        "--retrain",
+        "--results",
+        "--data-dir",
+        "--cache",
+        "--no-progress",
+        "--preset",
+    ):
         assert option in text
 
 
 def test_options_build_the_config():
-    args = cli.parser().parse_args(["run", "--dataset", "mnist", "--seeds", "3", "--epochs", "4",
-                                     "--ks", "0", "90", "--recovery", "finetune", "--no-aware",
-                                     "--recovery-seeds", "5"])
+    args = cli.parser().parse_args(
+        [
+            "run",
+            "--dataset",
+            "mnist",
+            "--seeds",
+            "3",
+            "--epochs",
+            "4",
+            "--ks",
+            "0",
+            "90",
+            "--recovery",
+            "finetune",
+            "--no-aware",
+            "--recovery-seeds",
+            "5",
+        ]
+    )
     config = cli.config_from_args(args)
     assert config.datasets == ("mnist",) and config.seeds == (0, 1, 2) and config.train.recipe.epochs == 4
     assert config.ks == (0.0, 90.0) and config.recovery_strategies == ("finetune",)
@@ -38,8 +71,22 @@ def test_quick_run_then_report(tmp_path):
     """A challenge run, then the full run on its cache (which recomputes nothing of it), then report."""
     require_real_data("mnist")
     results, cache = tmp_path / "results", tmp_path / "cache"
-    argv = ["run", "--quick", "--dataset", "mnist", "--seeds", "2", "--no-sensitivity", "--recovery",
-            "--no-aware", "--results", str(results), "--cache", str(cache), "--no-progress"]
+    argv = [
+        "run",
+        "--quick",
+        "--dataset",
+        "mnist",
+        "--seeds",
+        "2",
+        "--no-sensitivity",
+        "--recovery",
+        "--no-aware",
+        "--results",
+        str(results),
+        "--cache",
+        str(cache),
+        "--no-progress",
+    ]
     assert cli.main([*argv, "--preset", "challenge", "--results", str(tmp_path / "challenge")]) == 0
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and not p.name.startswith("results-")}
     assert cli.main(argv) == 0
@@ -84,23 +131,26 @@ def test_clock_books_nested_phases_once():
     assert 0.05 <= clock.seconds["outer"] < 0.1
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--seeds", "0"], "--seeds must be at least 1"),
-    (["run", "--ks", "150"], "k must be a percentage in [0, 100], got 150"),
-    (["run", "--ks", "abc"], "k must be a percentage"),
-    (["run", "--recovery-epochs", "0"], "--recovery-epochs must be at least 1"),
-    (["run", "--epochs", "0"], "--epochs must be at least 1"),
-    (["run", "--dataset", "mnist", "mnist"], "--dataset lists 'mnist' more than once"),
-    (["run", "--ks", "90", "90"], "--ks lists 90.0 more than once"),
-    (["run", "--dataset", "cifar"], "invalid choice"),
-    (["recipes", "--recipes", "nope"], "unknown recipe 'nope'"),
-    (["frobnicate"], "invalid choice"),
-    (["run", "--workers", "0"], "--workers must be at least 1"),
-    (["run", "--workers", "2", "--in-process"], "--workers applies to worker processes"),
-    (["run", "--memory-budget", "1", "--ray"], "--memory-budget applies to worker processes"),
-    (["run", "--ray", "--ray-table-cpus", "0"], "--ray-table-cpus (0) must be positive"),
-    (["run", "--ray", "--ray-cpus", "-1"], "--ray-cpus (-1)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--seeds", "0"], "--seeds must be at least 1"),
+        (["run", "--ks", "150"], "k must be a percentage in [0, 100], got 150"),
+        (["run", "--ks", "abc"], "k must be a percentage"),
+        (["run", "--recovery-epochs", "0"], "--recovery-epochs must be at least 1"),
+        (["run", "--epochs", "0"], "--epochs must be at least 1"),
+        (["run", "--dataset", "mnist", "mnist"], "--dataset lists 'mnist' more than once"),
+        (["run", "--ks", "90", "90"], "--ks lists 90.0 more than once"),
+        (["run", "--dataset", "cifar"], "invalid choice"),
+        (["recipes", "--recipes", "nope"], "unknown recipe 'nope'"),
+        (["frobnicate"], "invalid choice"),
+        (["run", "--workers", "0"], "--workers must be at least 1"),
+        (["run", "--workers", "2", "--in-process"], "--workers applies to worker processes"),
+        (["run", "--memory-budget", "1", "--ray"], "--memory-budget applies to worker processes"),
+        (["run", "--ray", "--ray-table-cpus", "0"], "--ray-table-cpus (0) must be positive"),
+        (["run", "--ray", "--ray-cpus", "-1"], "--ray-cpus (-1)"),
+    ],
+)
 def test_user_mistakes_print_one_line_and_exit_2(capsys, argv, message):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
@@ -116,8 +166,9 @@ def test_output_locations_are_checked_before_any_work(tmp_path, capsys):
 
 
 def test_quick_composes_with_explicit_options():
-    args = cli.parser().parse_args(["run", "--quick", "--epochs", "3", "--recovery-ks", "95",
-                                     "--recovery-epochs", "2", "--seeds", "2"])
+    args = cli.parser().parse_args(
+        ["run", "--quick", "--epochs", "3", "--recovery-ks", "95", "--recovery-epochs", "2", "--seeds", "2"]
+    )
     config = cli.config_from_args(args)
     assert config.train.recipe.epochs == 3 and config.train.train_subset == 2000  # quick's subset stays
     assert config.recovery_ks == (95.0,) and config.recovery.recipe.epochs == 2 and config.seeds == (0, 1)
@@ -128,12 +179,15 @@ def test_quick_composes_with_explicit_options():
 def test_damaged_tables_stop_the_report_with_one_line(tmp_path, capsys):
     d = tmp_path / "mnist"
     d.mkdir()
-    (d / "sweep.csv").write_text("dataset,method,correction,k,seed,sparsity,prunable_sparsity,loss\n"
-                                 "mnist,weight,none,0,0,0,0,0.1\n")  # accuracy column removed
+    (d / "sweep.csv").write_text(
+        "dataset,method,correction,k,seed,sparsity,prunable_sparsity,loss\nmnist,weight,none,0,0,0,0,0.1\n"
+    )  # accuracy column removed
     assert cli.main(["report", "--results", str(tmp_path)]) == 2
     assert "lacks column(s) ['accuracy']" in capsys.readouterr().err
-    (d / "sweep.csv").write_text("dataset,method,correction,k,seed,sparsity,prunable_sparsity,accuracy,loss\n"
-                                 "mnist,weight,none,0,0,0,0,98.1,0.1\nmnist,weight,none,50,0,49")  # cut mid-row
+    (d / "sweep.csv").write_text(
+        "dataset,method,correction,k,seed,sparsity,prunable_sparsity,accuracy,loss\n"
+        "mnist,weight,none,0,0,0,0,98.1,0.1\nmnist,weight,none,50,0,49"
+    )  # cut mid-row
     assert cli.main(["report", "--results", str(tmp_path)]) == 2
     assert "missing or non-numeric" in capsys.readouterr().err
 

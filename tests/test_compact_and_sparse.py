@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from prunelib.core import compact
-from prunelib.core import pruning
+from prunelib.core import compact, pruning
 from prunelib.inference.sparse import SparseMLP
 
 SIZES = (30, 24, 16, 12, 4)
@@ -128,5 +127,4 @@ def test_pruned_keras_model_save_load_keeps_predictions_and_sparsity(tmp_path):
     pruned.save(tmp_path / "p.keras")
     loaded = keras.models.load_model(tmp_path / "p.keras", compile=False)
     assert pruning.sparsity(mlp.get_kernels(loaded)) == pruning.sparsity(mlp.get_kernels(pruned))
-    np.testing.assert_array_equal(np.asarray(loaded.predict(X, verbose=0)),
-                                  np.asarray(pruned.predict(X, verbose=0)))
+    np.testing.assert_array_equal(np.asarray(loaded.predict(X, verbose=0)), np.asarray(pruned.predict(X, verbose=0)))

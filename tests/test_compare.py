@@ -20,9 +20,22 @@ def _results(tmp_path: Path, name: str, shift: float = 0.0, seconds: float = 0.5
         for k in (0.0, 90.0):
             for seed in range(5):
                 acc = 90.0 - k / 10 + rng.normal(0, 1) + (shift if (method, k) == ("weight", 90.0) else 0)
-                rows.append({"dataset": "mnist", "method": method, "correction": "none", "k": k, "seed": seed,
-                             "sparsity": k, "prunable_sparsity": k, "accuracy": acc, "loss": 0.1,
-                             "effective_params": 100, "norm_kept": 100.0, "seconds": seconds})
+                rows.append(
+                    {
+                        "dataset": "mnist",
+                        "method": method,
+                        "correction": "none",
+                        "k": k,
+                        "seed": seed,
+                        "sparsity": k,
+                        "prunable_sparsity": k,
+                        "accuracy": acc,
+                        "loss": 0.1,
+                        "effective_params": 100,
+                        "norm_kept": 100.0,
+                        "seconds": seconds,
+                    }
+                )
     out = tmp_path / name / "mnist"
     out.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(out / "sweep.csv", index=False)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from prunelib import data
-from prunelib.data import sources as fetch
 from prunelib.base import paths
+from prunelib.data import sources as fetch
 
 
 @pytest.fixture
@@ -79,8 +79,9 @@ def _fake_spec(tmp_path, monkeypatch, n_train=5, n_test=3):
     files = {role: f"{role}.gz" for role in arrays}
     for role, fname in files.items():
         data.write_idx(src / fname, arrays[role])
-    spec = data.DatasetSpec("fashion-mnist", files, {f: data.sha256_of(src / f) for f in files.values()},
-                            "fashion_mnist")
+    spec = data.DatasetSpec(
+        "fashion-mnist", files, {f: data.sha256_of(src / f) for f in files.values()}, "fashion_mnist"
+    )
     monkeypatch.setitem(data.DATASETS, "fashion-mnist", spec)
     monkeypatch.setattr(fetch, "DEBIAN_DIR", src)
     monkeypatch.setattr(fetch, "from_keras", lambda *a: None)  # stay offline in tests

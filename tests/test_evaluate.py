@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prunelib.models import mlp
 from prunelib.core import pruning
 from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
+from prunelib.models import mlp
+from prunelib.reporting.plotting import plot_sparsity_vs_accuracy
 from prunelib.reporting.results import Results, load_results, save_results
 from prunelib.reporting.stats import summary_table
-from prunelib.reporting.plotting import plot_sparsity_vs_accuracy
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,7 @@ def test_prune_model_returns_new_model_and_zeroes_unit_biases():
 
 def test_plot_returns_axes_with_one_curve_per_method(tiny, tmp_path):
     kernels, x, y = tiny
-    df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90], seed=s, progress=False)
-                    for s in (0, 1)])
+    df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90], seed=s, progress=False) for s in (0, 1)])
     ax = plot_sparsity_vs_accuracy(df)
     assert isinstance(ax, matplotlib.axes.Axes)
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
@@ -103,9 +102,14 @@ def test_confidence_band_is_the_t_interval_over_seeds(tiny):
     from prunelib.reporting.stats import ci95_interval
 
     kernels, x, y = tiny
-    df = pd.concat([sweep(kernels, x, y, dataset="tiny", methods=["weight"], ks=[0, 50], seed=s,
-                          progress=False).assign(accuracy=lambda d, s=s: d["accuracy"] + 2 * s)
-                    for s in (0, 1, 2)])
+    df = pd.concat(
+        [
+            sweep(kernels, x, y, dataset="tiny", methods=["weight"], ks=[0, 50], seed=s, progress=False).assign(
+                accuracy=lambda d, s=s: d["accuracy"] + 2 * s
+            )
+            for s in (0, 1, 2)
+        ]
+    )
     ax = plot_sparsity_vs_accuracy(df)
     band = ax.collections[0].get_paths()[0].vertices[:, 1]
     lo, hi = ci95_interval(df.loc[df.k == 50, "accuracy"])
@@ -118,12 +122,10 @@ def test_main_figure_plots_weights_remaining_on_a_log_axis(tiny):
     from prunelib.reporting import figures
 
     kernels, x, y = tiny
-    df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90, 99], seed=s, progress=False)
-                    for s in (0, 1)])
+    df = pd.concat([sweep(kernels, x, y, dataset="tiny", ks=[0, 50, 90, 99], seed=s, progress=False) for s in (0, 1)])
     ax = figures.sparsity_vs_accuracy(df, "tiny").axes[0]
     assert ax.get_xscale() == "log" and "remaining" in ax.get_xlabel()
     left, right = ax.get_xlim()
     assert left > 100 and right < 100 - df["sparsity"].max()  # dense on the left, k = 99 inside
     drawn = np.concatenate([line.get_xdata() for line in ax.get_lines() if len(line.get_xdata()) > 2])
-    np.testing.assert_allclose(sorted(set(np.round(drawn, 6))),
-                               sorted(set(np.round(100 - df["sparsity"], 6))))
+    np.testing.assert_allclose(sorted(set(np.round(drawn, 6))), sorted(set(np.round(100 - df["sparsity"], 6))))

@@ -1,7 +1,6 @@
 """The README's worked example, "Prune your own model", runs as a user would run it."""
 
 import pytest
-
 from tiny import require_real_data
 
 

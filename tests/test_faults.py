@@ -8,10 +8,10 @@ import stat
 
 import numpy as np
 import pytest
+from tiny import require_real_data
 
 from prunelib.base import paths
 from prunelib.core import pruning
-from tiny import require_real_data
 from prunelib.data import DATASETS, DataError, fetch
 from prunelib.inference.sparse import SparseMLP
 
@@ -22,6 +22,7 @@ def kernels(seed=0, sizes=(10, 10, 8, 3)):
 
 
 # -- silent wrong results in pruning ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["weight", "unit", "global-weight"])
 @pytest.mark.parametrize("nans", [5, 100])
@@ -51,6 +52,7 @@ def test_unchained_kernels_are_rejected():
 
 
 # -- data directory faults --------------------------------------------------------------------
+
 
 def test_data_dir_that_is_a_file_is_a_data_error(tmp_path):
     a_file = tmp_path / "file"
@@ -97,6 +99,7 @@ def test_fetched_files_are_world_readable(tmp_path, monkeypatch):
 
 # -- atomic writes ----------------------------------------------------------------------------
 
+
 def test_atomic_write_leaves_no_temporary_file_on_error(tmp_path):
     def failing(tmp):
         tmp.write_text("half")
@@ -114,6 +117,7 @@ def test_atomic_write_gives_normal_permissions(tmp_path):
 
 # -- sparse save / load -----------------------------------------------------------------------
 
+
 @pytest.fixture
 def saved(tmp_path):
     ws = kernels()
@@ -129,18 +133,21 @@ def rewrite(path, arrays, **changes):
     return path
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda a: {"0_indices": a["0_indices"] + 10_000}, "indices must number"),
-    (lambda a: {"0_indices": -a["0_indices"] - 1}, "indices must number"),
-    (lambda a: {"0_indptr": a["0_indptr"][::-1].copy()}, "indptr must rise"),
-    (lambda a: {"0_indptr": a["0_indptr"][:-1]}, "indptr must rise"),
-    (lambda a: {"0_shape": np.array([1000, 1000])}, "indptr must rise|do not chain|takes"),
-    (lambda a: {"1_shape": np.array([7, 8])}, "indptr|indices|takes"),
-    (lambda a: {"n_layers": np.array(2)}, "do not match"),
-    (lambda a: {"n_layers": np.array(4)}, "do not match"),
-    (lambda a: {"0_data": a["0_data"].astype(np.int64)}, "finite floats"),
-    (lambda a: {"0_data": np.full_like(a["0_data"], np.nan)}, "finite floats"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: {"0_indices": a["0_indices"] + 10_000}, "indices must number"),
+        (lambda a: {"0_indices": -a["0_indices"] - 1}, "indices must number"),
+        (lambda a: {"0_indptr": a["0_indptr"][::-1].copy()}, "indptr must rise"),
+        (lambda a: {"0_indptr": a["0_indptr"][:-1]}, "indptr must rise"),
+        (lambda a: {"0_shape": np.array([1000, 1000])}, "indptr must rise|do not chain|takes"),
+        (lambda a: {"1_shape": np.array([7, 8])}, "indptr|indices|takes"),
+        (lambda a: {"n_layers": np.array(2)}, "do not match"),
+        (lambda a: {"n_layers": np.array(4)}, "do not match"),
+        (lambda a: {"0_data": a["0_data"].astype(np.int64)}, "finite floats"),
+        (lambda a: {"0_data": np.full_like(a["0_data"], np.nan)}, "finite floats"),
+    ],
+)
 def test_damaged_sparse_files_raise_instead_of_crashing(saved, change, match):
     path, arrays = saved
     rewrite(path, arrays, **change(arrays))
@@ -178,10 +185,24 @@ def test_a_damaged_figure_leaves_report_and_docx_as_they_were(tmp_path):
     from prunelib.reporting import report
     from prunelib.reporting.results import Results
 
-    rows = [{"dataset": "mnist", "method": m, "correction": "none", "k": float(k), "seed": 0,
-             "sparsity": float(k), "prunable_sparsity": float(k), "accuracy": 98.0 - k / 10, "loss": 0.1,
-             "effective_params": 100.0, "norm_kept": 50.0, "seconds": 0.0}
-            for m in ("weight", "unit") for k in (0, 50, 80, 90, 95, 99)]
+    rows = [
+        {
+            "dataset": "mnist",
+            "method": m,
+            "correction": "none",
+            "k": float(k),
+            "seed": 0,
+            "sparsity": float(k),
+            "prunable_sparsity": float(k),
+            "accuracy": 98.0 - k / 10,
+            "loss": 0.1,
+            "effective_params": 100.0,
+            "norm_kept": 50.0,
+            "seconds": 0.0,
+        }
+        for m in ("weight", "unit")
+        for k in (0, 50, 80, 90, 95, 99)
+    ]
     results = Results(sweep=pd.DataFrame(rows))
     (tmp_path / "mnist").mkdir()
     report.write_report(results, tmp_path)
@@ -208,9 +229,24 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
     require_real_data("mnist")
     results, cache = tmp_path / "results", tmp_path / "cache"
     # The smallest study that still trains, sweeps and publishes: what matters is where it is killed.
-    argv = [sys.executable, "-m", "prunelib", "run", "--quick", "--dataset", "mnist", "--no-progress",
-            "--no-baselines", "--no-sensitivity", "--recovery", "--no-aware",
-            "--results", str(results), "--cache", str(cache)]
+    argv = [
+        sys.executable,
+        "-m",
+        "prunelib",
+        "run",
+        "--quick",
+        "--dataset",
+        "mnist",
+        "--no-progress",
+        "--no-baselines",
+        "--no-sensitivity",
+        "--recovery",
+        "--no-aware",
+        "--results",
+        str(results),
+        "--cache",
+        str(cache),
+    ]
     subprocess.run(argv, check=True, capture_output=True)
     before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
     assert provenance.check_manifest(results) == []
@@ -233,12 +269,16 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
 
 # -- issue 24: library entry points validate like the CLI ---------------------------------------
 
-@pytest.mark.parametrize("mask, match", [
-    (lambda w: np.ones(w.shape), "mask 0 must be a boolean array"),
-    (lambda w: np.full(w.shape, np.nan), "mask 0 must be a boolean array"),
-    (lambda w: np.ones(w.shape, np.int8), "mask 0 must be a boolean array"),
-    (lambda w: np.ones((w.shape[0] + 1, w.shape[1]), bool), "mask 0 has shape"),
-])
+
+@pytest.mark.parametrize(
+    "mask, match",
+    [
+        (lambda w: np.ones(w.shape), "mask 0 must be a boolean array"),
+        (lambda w: np.full(w.shape, np.nan), "mask 0 must be a boolean array"),
+        (lambda w: np.ones(w.shape, np.int8), "mask 0 must be a boolean array"),
+        (lambda w: np.ones((w.shape[0] + 1, w.shape[1]), bool), "mask 0 has shape"),
+    ],
+)
 def test_apply_masks_refuses_non_boolean_or_misshaped_masks(mask, match):
     ws = kernels()
     masks = [mask(ws[0]), *(np.ones(w.shape, bool) for w in ws[1:])]
@@ -262,13 +302,16 @@ def test_apply_masks_refuses_a_mask_count_mismatch_and_non_lists():
         pruning.apply_masks(ws, np.ones(3, bool))
 
 
-@pytest.mark.parametrize("ws, biases, match", [
-    ([np.ones((3, 4)), np.ones((5, 2))], None, "kernel 1 takes 5 inputs"),
-    ([np.ones((3, 4)), np.ones((4, 2))], [np.ones(3), None], r"bias 0 has shape \(3,\)"),
-    ([np.ones((3, 4)), np.ones((4, 2))], [None], "2 kernels but 1 biases"),
-    ([np.ones((3, 4)), np.full((4, 2), np.nan)], None, "kernel 1 contains 8 NaN"),
-    ([], None, "at least the logit layer"),
-])
+@pytest.mark.parametrize(
+    "ws, biases, match",
+    [
+        ([np.ones((3, 4)), np.ones((5, 2))], None, "kernel 1 takes 5 inputs"),
+        ([np.ones((3, 4)), np.ones((4, 2))], [np.ones(3), None], r"bias 0 has shape \(3,\)"),
+        ([np.ones((3, 4)), np.ones((4, 2))], [None], "2 kernels but 1 biases"),
+        ([np.ones((3, 4)), np.full((4, 2), np.nan)], None, "kernel 1 contains 8 NaN"),
+        ([], None, "at least the logit layer"),
+    ],
+)
 def test_compact_kernels_validates_kernels_and_biases(ws, biases, match):
     from prunelib.core.compact import compact_kernels
 
@@ -286,12 +329,15 @@ def test_compact_kernels_does_not_modify_its_inputs():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("ws, biases, shape, match", [
-    ([np.ones((30, 4)), np.ones((5, 2))], None, (30,), "kernel 1 takes 5 inputs"),
-    ([np.ones((30, 4)), np.ones((4, 2))], [np.ones(3), None], (30,), r"bias 0 has shape"),
-    ([np.ones((30, 4)), np.ones((4, 2))], None, (28, 28), "input_shape .* kernel 0's 30 inputs"),
-    ([np.ones((30, 4)), np.ones((4, 2))], None, (-30,), "input_shape"),
-])
+@pytest.mark.parametrize(
+    "ws, biases, shape, match",
+    [
+        ([np.ones((30, 4)), np.ones((5, 2))], None, (30,), "kernel 1 takes 5 inputs"),
+        ([np.ones((30, 4)), np.ones((4, 2))], [np.ones(3), None], (30,), r"bias 0 has shape"),
+        ([np.ones((30, 4)), np.ones((4, 2))], None, (28, 28), "input_shape .* kernel 0's 30 inputs"),
+        ([np.ones((30, 4)), np.ones((4, 2))], None, (-30,), "input_shape"),
+    ],
+)
 def test_from_kernels_validates_before_building(ws, biases, shape, match):
     from prunelib.models import mlp
 
@@ -299,20 +345,23 @@ def test_from_kernels_validates_before_building(ws, biases, shape, match):
         mlp.from_kernels(ws, biases, input_shape=shape)
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"ks": (50, 50.0)}, "ks lists 50.0 more than once"),
-    ({"seeds": (0, 1, 0)}, "seeds lists 0 more than once"),
-    ({"datasets": ("mnist", "mnist")}, "datasets lists 'mnist' more than once"),
-    ({"methods": ("weight", "weight")}, "methods lists 'weight' more than once"),
-    ({"recovery_strategies": ("finetune", "finetune")}, "recovery_strategies lists 'finetune'"),
-    ({"datasets": ("mnist", "cifar10")}, "unknown dataset 'cifar10'; choose from"),
-    ({"datasets": ()}, "at least one value"),
-    ({"datasets": "mnist"}, "datasets must be a tuple"),
-    ({"seeds": (-1,)}, r"seeds must be whole numbers in \[0, 2\*\*32\), got -1"),
-    ({"seeds": (0.5,)}, "seeds must be whole numbers"),
-    ({"seeds": (True,)}, "seeds must be whole numbers"),
-    ({"recovery_seeds": (7,)}, "recovery seed 7 is not one of the seeds"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"ks": (50, 50.0)}, "ks lists 50.0 more than once"),
+        ({"seeds": (0, 1, 0)}, "seeds lists 0 more than once"),
+        ({"datasets": ("mnist", "mnist")}, "datasets lists 'mnist' more than once"),
+        ({"methods": ("weight", "weight")}, "methods lists 'weight' more than once"),
+        ({"recovery_strategies": ("finetune", "finetune")}, "recovery_strategies lists 'finetune'"),
+        ({"datasets": ("mnist", "cifar10")}, "unknown dataset 'cifar10'; choose from"),
+        ({"datasets": ()}, "at least one value"),
+        ({"datasets": "mnist"}, "datasets must be a tuple"),
+        ({"seeds": (-1,)}, r"seeds must be whole numbers in \[0, 2\*\*32\), got -1"),
+        ({"seeds": (0.5,)}, "seeds must be whole numbers"),
+        ({"seeds": (True,)}, "seeds must be whole numbers"),
+        ({"recovery_seeds": (7,)}, "recovery seed 7 is not one of the seeds"),
+    ],
+)
 def test_experiment_config_refuses_what_the_cli_refuses(overrides, match):
     from prunelib.study.config import ExperimentConfig
 
@@ -329,13 +378,17 @@ def test_default_and_quick_configs_still_construct():
 
 # -- issue 24, own hunt: evaluation, accounting and bias helpers --------------------------------
 
-@pytest.mark.parametrize("x, y, match", [
-    (np.ones((4, 10)), np.array([0.0, 1.0, 2.0, 0.0]), "labels must be integers"),
-    (np.ones((4, 10)), np.array(["a"] * 4), "labels must be integers"),
-    (np.ones((0, 10)), np.zeros(0, int), "non-empty batch"),
-    (np.ones((4, 7)), np.zeros(4, int), "flattening to the first kernel's 10 inputs"),
-    (np.ones(10), np.zeros(1, int), "non-empty batch"),
-])
+
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        (np.ones((4, 10)), np.array([0.0, 1.0, 2.0, 0.0]), "labels must be integers"),
+        (np.ones((4, 10)), np.array(["a"] * 4), "labels must be integers"),
+        (np.ones((0, 10)), np.zeros(0, int), "non-empty batch"),
+        (np.ones((4, 7)), np.zeros(4, int), "flattening to the first kernel's 10 inputs"),
+        (np.ones(10), np.zeros(1, int), "non-empty batch"),
+    ],
+)
 def test_evaluate_kernels_refuses_bad_images_and_labels(x, y, match):
     from prunelib.core.evaluate import evaluate_kernels
 
@@ -376,18 +429,21 @@ def test_summary_table_names_missing_columns():
         summary_table(pd.DataFrame({"a": [1]}))
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda C: C.Architecture((1.5,)), "every size must be a positive integer, got 1.5"),
-    (lambda C: C.Architecture((300.0, 100)), None),  # whole floats still mean their int
-    (lambda C: C.Recipe(learning_rate=float("inf")), "learning_rate must be a finite number"),
-    (lambda C: C.Recipe(weight_decay=float("nan")), "weight_decay must be a finite number"),
-    (lambda C: C.Recipe(epochs=1.5), "epochs must be a whole number"),
-    (lambda C: C.TrainConfig(seed=-1), r"seed must be a whole number \[0, 4294967296\)"),
-    (lambda C: C.TrainConfig(seed=1.5), "seed must be a whole number"),
-    (lambda C: C.TrainConfig(train_subset=1.5), "train_subset must be a whole number"),
-    (lambda C: C.ExperimentConfig.quick(calibration_size=1.5), "calibration_size must be a whole number"),
-    (lambda C: C.ExperimentConfig.quick(calibration_size=True), "calibration_size must be a whole number"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda C: C.Architecture((1.5,)), "every size must be a positive integer, got 1.5"),
+        (lambda C: C.Architecture((300.0, 100)), None),  # whole floats still mean their int
+        (lambda C: C.Recipe(learning_rate=float("inf")), "learning_rate must be a finite number"),
+        (lambda C: C.Recipe(weight_decay=float("nan")), "weight_decay must be a finite number"),
+        (lambda C: C.Recipe(epochs=1.5), "epochs must be a whole number"),
+        (lambda C: C.TrainConfig(seed=-1), r"seed must be a whole number \[0, 4294967296\)"),
+        (lambda C: C.TrainConfig(seed=1.5), "seed must be a whole number"),
+        (lambda C: C.TrainConfig(train_subset=1.5), "train_subset must be a whole number"),
+        (lambda C: C.ExperimentConfig.quick(calibration_size=1.5), "calibration_size must be a whole number"),
+        (lambda C: C.ExperimentConfig.quick(calibration_size=True), "calibration_size must be a whole number"),
+    ],
+)
 def test_configs_refuse_numbers_they_would_silently_round_or_carry(make, match):
     from types import SimpleNamespace
 

@@ -25,17 +25,20 @@ def one_line_error(capsys, argv, status=2):
     return err
 
 
-@pytest.mark.parametrize("option, value, words", [
-    ("--memory-budget", "inf", "must be positive and finite"),
-    ("--memory-budget", "nan", "must be positive and finite"),
-    ("--memory-budget", "-1", "must be positive and finite"),
-    ("--seeds", "9" * 30, "at most 1000"),
-    ("--recovery-seeds", "9" * 30, "at most 1000"),
-    ("--workers", "9" * 12, "at most 1024"),
-    ("--epochs", "9" * 30, "at most"),
-    ("--ray-cpus", "nan", "must be positive and finite"),
-    ("--ray-gpus", "inf", "must be not negative and finite"),
-])
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--memory-budget", "inf", "must be positive and finite"),
+        ("--memory-budget", "nan", "must be positive and finite"),
+        ("--memory-budget", "-1", "must be positive and finite"),
+        ("--seeds", "9" * 30, "at most 1000"),
+        ("--recovery-seeds", "9" * 30, "at most 1000"),
+        ("--workers", "9" * 12, "at most 1024"),
+        ("--epochs", "9" * 30, "at most"),
+        ("--ray-cpus", "nan", "must be positive and finite"),
+        ("--ray-gpus", "inf", "must be not negative and finite"),
+    ],
+)
 def test_absurd_numbers_are_one_line(capsys, tmp_path, option, value, words):
     err = one_line_error(capsys, ["run", "--quick", "--results", str(tmp_path / "r"), option, value])
     assert words in err
@@ -53,8 +56,9 @@ def test_unreachable_ray_address_fails_fast_in_one_line(capsys, tmp_path, addres
 
 
 def test_ray_address_with_an_impossible_port_is_one_line(capsys, tmp_path):
-    assert "not in 1..65535" in one_line_error(capsys, ["run", "--quick", "--results", str(tmp_path / "r"),
-                                                        "--ray", "127.0.0.1:70000"])
+    assert "not in 1..65535" in one_line_error(
+        capsys, ["run", "--quick", "--results", str(tmp_path / "r"), "--ray", "127.0.0.1:70000"]
+    )
 
 
 @pytest.mark.parametrize("content", ["null", "[]", "3", '"text"'])
@@ -67,8 +71,9 @@ def test_cache_key_file_holding_a_non_object_means_recompute(tmp_path, content):
         return "x"
 
     def run():
-        return provenance.cached_artifact(path, {"a": 1}, build, lambda v, p: p.write_text(v),
-                                          lambda p: p.read_text())[0]
+        return provenance.cached_artifact(path, {"a": 1}, build, lambda v, p: p.write_text(v), lambda p: p.read_text())[
+            0
+        ]
 
     assert run() == "x"
     provenance.key_path(path).write_text(content)
@@ -80,15 +85,18 @@ def manifest_dir(tmp_path, manifest):
     return tmp_path
 
 
-@pytest.mark.parametrize("manifest, words", [
-    ([], "not an object"),
-    (None, "not an object"),
-    ({"code": None, "files": {}}, "field 'code'"),
-    ({"code": {}, "files": None}, "field 'files'"),
-    ({"code": {}, "files": {"x.csv": 3}}, "field 'files'"),
-    ({"code": {}, "files": {"../outside.csv": "00"}}, "not inside the results directory"),
-    ({"code": {}, "files": {"/etc/passwd": "00"}}, "not inside the results directory"),
-])
+@pytest.mark.parametrize(
+    "manifest, words",
+    [
+        ([], "not an object"),
+        (None, "not an object"),
+        ({"code": None, "files": {}}, "field 'code'"),
+        ({"code": {}, "files": None}, "field 'files'"),
+        ({"code": {}, "files": {"x.csv": 3}}, "field 'files'"),
+        ({"code": {}, "files": {"../outside.csv": "00"}}, "not inside the results directory"),
+        ({"code": {}, "files": {"/etc/passwd": "00"}}, "not inside the results directory"),
+    ],
+)
 def test_report_check_of_a_malformed_manifest_is_not_current(capsys, tmp_path, manifest, words):
     directory = manifest_dir(tmp_path, manifest)
     assert cli.main(["report", "--results", str(directory), "--check"]) == 1
@@ -134,8 +142,9 @@ def alive(pid):
 
 def start_driver():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not [c for c in children(driver.pid) if alive(c)]:
         time.sleep(0.2)
@@ -198,8 +207,9 @@ def test_sigterm_during_in_worker_does_not_wait_for_the_call():
             sys.exit(143)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    driver = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len([c for c in children(driver.pid) if alive(c)]) < 2:
         time.sleep(0.2)  # the pool's worker (and its resource tracker)

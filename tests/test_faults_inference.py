@@ -35,11 +35,13 @@ def in_child(code: str) -> subprocess.CompletedProcess:
 
 
 def test_sparse_mlp_one_image_as_1d_array_is_a_value_error_not_a_segfault():
-    code = ("import numpy as np; from prunelib import weight_prune; from prunelib.inference.sparse import SparseMLP\n"
-            "rng = np.random.default_rng(0)\n"
-            "ws = [rng.normal(size=(784, 50)).astype('f4'), rng.normal(size=(50, 10)).astype('f4')]\n"
-            "m = SparseMLP(weight_prune(ws, 95))\n"
-            "try:\n    m.predict(rng.random(784, dtype='f4'))\nexcept ValueError as e:\n    print('ok', e)\n")
+    code = (
+        "import numpy as np; from prunelib import weight_prune; from prunelib.inference.sparse import SparseMLP\n"
+        "rng = np.random.default_rng(0)\n"
+        "ws = [rng.normal(size=(784, 50)).astype('f4'), rng.normal(size=(50, 10)).astype('f4')]\n"
+        "m = SparseMLP(weight_prune(ws, 95))\n"
+        "try:\n    m.predict(rng.random(784, dtype='f4'))\nexcept ValueError as e:\n    print('ok', e)\n"
+    )
     done = in_child(code)
     assert done.returncode == 0 and done.stdout.startswith("ok") and "x[None]" in done.stdout, done
 
@@ -137,8 +139,9 @@ def test_a_unit_with_no_inputs_but_a_bias_is_kept():
     ws[0][:, 0] = 0  # unit 0 of layer 0 only outputs relu(bias)
     biases = [np.full(10, 2.0, np.float32), None, None]
     x = np.random.default_rng(3).random((4, 12)).astype(np.float32)
-    np.testing.assert_allclose(Predictor(ws, biases, paths=["blas"]).predict(x), reference(ws, x, biases),
-                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        Predictor(ws, biases, paths=["blas"]).predict(x), reference(ws, x, biases), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_sparse_path_with_biases_is_refused():
@@ -147,13 +150,16 @@ def test_sparse_path_with_biases_is_refused():
         Predictor(ws, [np.ones(10), None, None], paths=["sparse"])
 
 
-@pytest.mark.parametrize("biases, match", [
-    ([np.ones(9), None, None], r"bias 0 has shape \(9,\)"),
-    ([np.ones((10, 1)), None, None], "bias 0 has shape"),
-    ([None, None], "3 kernels but 2 biases"),
-    ([None, np.array([np.nan] * 8), None], "bias 1 contains 8 NaN"),
-    ([None, None, np.array(["a"] * 3)], "bias 2 must hold real numbers"),
-])
+@pytest.mark.parametrize(
+    "biases, match",
+    [
+        ([np.ones(9), None, None], r"bias 0 has shape \(9,\)"),
+        ([np.ones((10, 1)), None, None], "bias 0 has shape"),
+        ([None, None], "3 kernels but 2 biases"),
+        ([None, np.array([np.nan] * 8), None], "bias 1 contains 8 NaN"),
+        ([None, None, np.array(["a"] * 3)], "bias 2 must hold real numbers"),
+    ],
+)
 def test_bad_biases_are_refused(biases, match):
     with pytest.raises(ValueError, match=match):
         Predictor(kernels(), biases)
@@ -170,13 +176,15 @@ def test_bias_free_predictor_is_unchanged_and_paths_agree():
     p = Predictor(ws)
     assert p.paths == Predictor.PATHS and p.biases is None
     out = {path: p.run(path, x) for path in p.paths}
-    np.testing.assert_array_equal(out["blas"], pruning.np.asarray(
-        __import__("prunelib.core.forward", fromlist=["logits"]).logits(p.kernels, x)))
+    np.testing.assert_array_equal(
+        out["blas"], pruning.np.asarray(__import__("prunelib.core.forward", fromlist=["logits"]).logits(p.kernels, x))
+    )
     for path in p.paths:
         np.testing.assert_allclose(out[path], reference(ws, x), rtol=1e-4, atol=1e-4)
 
 
 # -- SparseMLP.load of damaged or hostile files ------------------------------------------------
+
 
 def test_load_of_a_tiny_file_claiming_millions_of_layers_fails_fast(tmp_path):
     path = tmp_path / "bomb.npz"
@@ -187,8 +195,16 @@ def test_load_of_a_tiny_file_claiming_millions_of_layers_fails_fast(tmp_path):
 
 def test_load_of_a_layer_claiming_a_huge_shape_fails_before_allocating(tmp_path):
     path = tmp_path / "huge.npz"
-    np.savez_compressed(path, n_layers=1, **{"0_shape": np.array([10**6, 10**6]), "0_data": np.zeros(0, np.float32),
-                                           "0_indices": np.zeros(0, np.int32), "0_indptr": np.zeros(10**6 + 1, np.int32)})
+    np.savez_compressed(
+        path,
+        n_layers=1,
+        **{
+            "0_shape": np.array([10**6, 10**6]),
+            "0_data": np.zeros(0, np.float32),
+            "0_indices": np.zeros(0, np.int32),
+            "0_indptr": np.zeros(10**6 + 1, np.int32),
+        },
+    )
     with pytest.raises(ValueError, match="exceeds"):
         SparseMLP.load(path)
 

@@ -76,9 +76,14 @@ def test_evaluation_and_inference_run_the_shared_forward_pass():
     np.testing.assert_array_equal(blas_forward(kernels)(x), forward.logits(kernels, x))
 
 
-@pytest.mark.parametrize("labels,match", [(np.zeros(29, int), "one integer label per image"),
-                                          (np.full(30, 4), r"labels must lie in \[0, 4\)"),
-                                          (np.full(30, -1), r"labels must lie in \[0, 4\)")])
+@pytest.mark.parametrize(
+    "labels,match",
+    [
+        (np.zeros(29, int), "one integer label per image"),
+        (np.full(30, 4), r"labels must lie in \[0, 4\)"),
+        (np.full(30, -1), r"labels must lie in \[0, 4\)"),
+    ],
+)
 def test_evaluation_names_bad_labels(labels, match):
     kernels, _ = _net()
     with pytest.raises(ValueError, match=match):

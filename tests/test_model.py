@@ -2,12 +2,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from tiny import TINY, tiny_data
 
+from prunelib.core.evaluate import evaluate_kernels
 from prunelib.models import mlp
 from prunelib.models.config import Architecture, Recipe, TrainConfig
 from prunelib.study.config import ExperimentConfig
-from prunelib.core.evaluate import evaluate_kernels
-from tiny import TINY, tiny_data
 
 
 def test_default_mlp_has_2386000_kernel_weights_and_named_logits():
@@ -42,7 +42,9 @@ def test_model_predictions_match_numpy_evaluation():
     model = mlp.train(data, TINY)
     logits = np.asarray(model.predict(data.x_test, verbose=0))
     # bf16 training, float32 evaluation of the same float32 weights: compare in float32
-    f32 = mlp.with_weights(mlp.build_mlp(TINY.architecture.hidden_sizes, 2, precision="float32"), mlp.get_kernels(model))
+    f32 = mlp.with_weights(
+        mlp.build_mlp(TINY.architecture.hidden_sizes, 2, precision="float32"), mlp.get_kernels(model)
+    )
     accuracy, _ = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)
     f32_logits = np.asarray(f32.predict(data.x_test, verbose=0))
     assert 100 * np.mean(f32_logits.argmax(1) == data.y_test) == pytest.approx(accuracy)

@@ -18,11 +18,17 @@ D = keras.layers.Dense
 
 def _seq(act="relu", out="softmax", bias=True, seed=0):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((4, 5)), keras.layers.Flatten(),
-                             D(12, activation=act, use_bias=bias, bias_initializer="glorot_uniform", name="h1"),
-                             keras.layers.Dropout(0.1),
-                             D(8, activation=act, use_bias=bias, bias_initializer="glorot_uniform", name="h2"),
-                             D(3, activation=out, use_bias=bias, name="out")], name="seq")
+    return keras.Sequential(
+        [
+            keras.Input((4, 5)),
+            keras.layers.Flatten(),
+            D(12, activation=act, use_bias=bias, bias_initializer="glorot_uniform", name="h1"),
+            keras.layers.Dropout(0.1),
+            D(8, activation=act, use_bias=bias, bias_initializer="glorot_uniform", name="h2"),
+            D(3, activation=out, use_bias=bias, name="out"),
+        ],
+        name="seq",
+    )
 
 
 def _functional(act="tanh", bias=True):
@@ -36,10 +42,14 @@ def _functional(act="tanh", bias=True):
 
 def _nested(bias=True):
     keras.utils.set_random_seed(2)
-    inner = keras.Sequential([keras.Input((20,)), D(12, activation="sigmoid", use_bias=bias,
-                                                    bias_initializer="glorot_uniform", name="h1"),
-                              D(8, activation="relu", use_bias=bias, bias_initializer="glorot_uniform",
-                                name="h2")], name="inner")
+    inner = keras.Sequential(
+        [
+            keras.Input((20,)),
+            D(12, activation="sigmoid", use_bias=bias, bias_initializer="glorot_uniform", name="h1"),
+            D(8, activation="relu", use_bias=bias, bias_initializer="glorot_uniform", name="h2"),
+        ],
+        name="inner",
+    )
     inp = keras.Input((4, 5))
     out = D(3, activation="softmax", name="out")(inner(keras.layers.Flatten()(inp)))
     return keras.Model(inp, out, name="nested")
@@ -112,7 +122,8 @@ def test_prune_reconstruct_compact_match_keras(name, method):
     np.testing.assert_allclose(_pred(small, x), _pred(fixed, x), atol=TOL)
     if method == "unit":
         assert sum(layer.units for layer in ch.dense_layers(small)) < sum(
-            layer.units for layer in ch.dense_layers(model))
+            layer.units for layer in ch.dense_layers(model)
+        )
     for a, b in zip(before, model.get_weights()):  # the input model is never mutated
         np.testing.assert_array_equal(a, b)
 
@@ -134,17 +145,20 @@ def test_skip_and_layers():
     assert (pruned.get_layer("h2").kernel.numpy() == 0).sum() == 48
 
 
-@pytest.mark.parametrize("bad,match", [
-    (lambda: prunelib.prune_model(keras.Sequential([keras.Input((4,)), keras.layers.Flatten()]), 50), "no Dense"),
-    (lambda: prunelib.prune_model(_seq(), 50, skip=["nope"]), "not layers"),
-    (lambda: prunelib.prune_model(_seq(), 50, skip="h1"), "list of layer names"),
-    (lambda: prunelib.prune_model(_seq(), 150), "percentage"),
-    (lambda: prunelib.prune_model(_seq(), 50, "magic"), "unknown pruning method"),
-    (lambda: prunelib.prune_model(_seq(), 50, layers=["out"]), "output layer"),
-    (lambda: prunelib.reconstruct_model(_seq(), _seq(), np.zeros((64, 7), np.float32)), "x_calib"),
-    (lambda: prunelib.reconstruct_model(_seq(), _seq(), np.zeros((5, 20), np.float32)), "too few"),
-    (lambda: prunelib.export(_seq(), "model.h5"), "suffix|format"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (lambda: prunelib.prune_model(keras.Sequential([keras.Input((4,)), keras.layers.Flatten()]), 50), "no Dense"),
+        (lambda: prunelib.prune_model(_seq(), 50, skip=["nope"]), "not layers"),
+        (lambda: prunelib.prune_model(_seq(), 50, skip="h1"), "list of layer names"),
+        (lambda: prunelib.prune_model(_seq(), 150), "percentage"),
+        (lambda: prunelib.prune_model(_seq(), 50, "magic"), "unknown pruning method"),
+        (lambda: prunelib.prune_model(_seq(), 50, layers=["out"]), "output layer"),
+        (lambda: prunelib.reconstruct_model(_seq(), _seq(), np.zeros((64, 7), np.float32)), "x_calib"),
+        (lambda: prunelib.reconstruct_model(_seq(), _seq(), np.zeros((5, 20), np.float32)), "too few"),
+        (lambda: prunelib.export(_seq(), "model.h5"), "suffix|format"),
+    ],
+)
 def test_bad_inputs_give_one_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
@@ -152,8 +166,15 @@ def test_bad_inputs_give_one_clear_error(bad, match):
 
 def _conv():
     keras.utils.set_random_seed(3)
-    return keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3, name="conv"),
-                             keras.layers.Flatten(), D(5, activation="relu", name="h"), D(3, name="out")])
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2D(2, 3, name="conv"),
+            keras.layers.Flatten(),
+            D(5, activation="relu", name="h"),
+            D(3, name="out"),
+        ]
+    )
 
 
 def test_conv_layers_are_left_untouched_with_a_warning_and_refused_where_needed():

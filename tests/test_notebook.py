@@ -8,7 +8,6 @@ import nbformat
 import pandas as pd
 import pytest
 from nbclient import NotebookClient
-
 from tiny import require_real_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +38,13 @@ def executed(tmp_path_factory):
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = parameterize_notebook(load_notebook_node(str(ROOT / "pruning_challenge.ipynb")), {"preset": "full"},
-                               kernel_name="python3", language="python")
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+    nb = parameterize_notebook(
+        load_notebook_node(str(ROOT / "pruning_challenge.ipynb")),
+        {"preset": "full"},
+        kernel_name="python3",
+        language="python",
+    )
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     mp.undo()
     return nb, out / "results"
 
@@ -65,8 +67,10 @@ def test_notebook_writes_tables_figures_and_report(executed):
     assert "## Discussion" in report and "mnist/sparsity_vs_accuracy.png" in report
     assert (results / "report.docx").stat().st_size > 50_000
     from prunelib.base.provenance import check_manifest
+
     assert check_manifest(results) == []  # the notebook publishes with a matching manifest
     import json
+
     assert json.loads((results / "manifest.json").read_text())["config"]["preset"] == "full"
 
 
@@ -78,8 +82,11 @@ def test_notebook_cells_ran_without_errors_and_show_a_plot(executed):
     assert any("image/png" in o.get("data", {}) for o in outputs)
 
 
-FRAMEWORK_LOG = re.compile(r"^[IWEF]\d{4} |oneDNN custom operations|cuInit|absl::InitializeLog|cuda_executor|"
-                           r"This TensorFlow binary is optimized|rebuild TensorFlow", re.M)
+FRAMEWORK_LOG = re.compile(
+    r"^[IWEF]\d{4} |oneDNN custom operations|cuInit|absl::InitializeLog|cuda_executor|"
+    r"This TensorFlow binary is optimized|rebuild TensorFlow",
+    re.M,
+)
 
 
 def _outputs_text(nb) -> str:

@@ -40,11 +40,13 @@ def flaky(path, name):
 def test_a_failing_cell_is_reported_and_the_rest_complete(local_ray, tmp_path):
     from prunelib.study.on_ray import execute
 
-    cells = [Cell("a", ok, (str(tmp_path), "a")),
-             Cell("bad", boom, (str(tmp_path), "bad")),
-             Cell("after-bad", ok, (str(tmp_path), "after-bad"), after=("bad",)),
-             Cell("after-a", ok, (str(tmp_path), "after-a"), after=("a",)),
-             Cell("flaky", flaky, (str(tmp_path), "flaky"))]
+    cells = [
+        Cell("a", ok, (str(tmp_path), "a")),
+        Cell("bad", boom, (str(tmp_path), "bad")),
+        Cell("after-bad", ok, (str(tmp_path), "after-bad"), after=("bad",)),
+        Cell("after-a", ok, (str(tmp_path), "after-a"), after=("a",)),
+        Cell("flaky", flaky, (str(tmp_path), "flaky")),
+    ]
     outcome = execute(cells, progress=False)
     assert set(outcome.seconds) == {"a", "after-a", "flaky"}  # flaky succeeded on its retry
     assert list(outcome.failed) == ["bad"] and "broke on purpose" in outcome.failed["bad"]
@@ -66,14 +68,19 @@ def test_a_cell_no_node_can_run_is_refused_before_any_work(local_ray, tmp_path):
     from prunelib.study.on_ray import execute
 
     with pytest.raises(ValueError, match="'wide' declares 3 CPUs.*largest node has 2 CPUs.*--ray-table-cpus"):
-        execute([Cell("a", ok, (str(tmp_path), "a")), Cell("wide", ok, (str(tmp_path), "wide"), cpus=3)],
-                progress=False)
+        execute(
+            [Cell("a", ok, (str(tmp_path), "a")), Cell("wide", ok, (str(tmp_path), "wide"), cpus=3)], progress=False
+        )
     assert not list(tmp_path.iterdir())
 
 
 def test_critical_path_and_list_scheduling_estimate():
-    cells = [Cell("train", ok), Cell("small", ok), Cell("recover", ok, after=("train",)),
-             Cell("tables", ok, after=("train", "small", "recover"))]
+    cells = [
+        Cell("train", ok),
+        Cell("small", ok),
+        Cell("recover", ok, after=("train",)),
+        Cell("tables", ok, after=("train", "small", "recover")),
+    ]
     seconds = {"train": 10.0, "small": 30.0, "recover": 25.0, "tables": 5.0}
     length, path = critical_path(cells, seconds)
     assert length == 40.0 and path == ["train", "recover", "tables"]
@@ -94,22 +101,30 @@ def test_the_estimate_gives_a_cell_the_cpus_it_declares():
 
 
 def test_a_run_without_ray_never_imports_it():
-    code = ("import sys; import prunelib.cli, prunelib.study.experiment, prunelib.study.on_ray; "
-            "assert 'ray' not in sys.modules, 'ray was imported'")
+    code = (
+        "import sys; import prunelib.cli, prunelib.study.experiment, prunelib.study.on_ray; "
+        "assert 'ray' not in sys.modules, 'ray was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @pytest.mark.slow
 def test_quick_study_on_ray_equals_the_serial_study_table_for_table(local_ray):
+    from tiny import require_real_data
+
     from prunelib.models.config import AwareTarget
     from prunelib.study.config import ExperimentConfig
-    from tiny import require_real_data
-    from prunelib.study.on_ray import run_study_on_ray
     from prunelib.study.experiment import run_experiment
+    from prunelib.study.on_ray import run_study_on_ray
 
     require_real_data("mnist")
-    config = ExperimentConfig.quick(datasets=("mnist",), ks=(0, 90), recovery_strategies=("finetune",),
-                                    recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9),))
+    config = ExperimentConfig.quick(
+        datasets=("mnist",),
+        ks=(0, 90),
+        recovery_strategies=("finetune",),
+        recovery_ks=(90,),
+        aware_targets=(AwareTarget("weight", 90, 0.9),),
+    )
     serial = run_experiment(config, cache=tempfile.mkdtemp(), progress=False)
     on_ray, outcome = run_study_on_ray(config, cache=tempfile.mkdtemp(), progress=False)
     assert outcome.ok and any(name.endswith("/sweep table") for name in outcome.seconds)

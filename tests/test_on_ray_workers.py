@@ -25,10 +25,12 @@ def test_a_cell_holding_both_cpus_does_not_cost_the_other_worker(tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     cells, before = [], ()
     for r in range(3):  # four trainings, two at a time, then a table cell alone, three times
-        trainings = [Cell(f"train {r}{i}", pid_after, (str(tmp_path), f"train {r}{i}", 1.5), after=before)
-                     for i in range(4)]
-        table = Cell(f"table {r}", pid_after, (str(tmp_path), f"table {r}", 3.0), cpus=2,
-                     after=tuple(c.name for c in trainings))
+        trainings = [
+            Cell(f"train {r}{i}", pid_after, (str(tmp_path), f"train {r}{i}", 1.5), after=before) for i in range(4)
+        ]
+        table = Cell(
+            f"table {r}", pid_after, (str(tmp_path), f"table {r}", 3.0), cpus=2, after=tuple(c.name for c in trainings)
+        )
         cells += [*trainings, table]
         before = (table.name,)
     try:

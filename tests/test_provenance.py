@@ -2,17 +2,16 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
-
-from prunelib.models import mlp
-from pathlib import Path
+from tiny import TINY, tiny_data
 
 from prunelib.base import fingerprint, paths, provenance
+from prunelib.models import mlp
 from prunelib.study.experiment import cached_table
 from prunelib.study.registry import DATASET_TABLES, TABLES
-from tiny import TINY, tiny_data
 
 
 def scratch_package(tmp_path) -> Path:
@@ -35,19 +34,32 @@ def edit_module(monkeypatch, tmp_path):
             handle.write("# a one-line change\n")
         if new_process:
             fingerprint._hashes_in.cache_clear()
+
     return edit
 
 
 def valid_table(phase, accuracy=97.0):
     """A one-row table that passes the schema of ``phase``'s table."""
-    row = {"dataset": "tiny", "method": "weight", "correction": "none", "strategy": "finetune",
-           "k": 90.0, "seed": 0, "epochs": 1, "sparsity": 89.0, "prunable_sparsity": 90.0,
-           "accuracy": accuracy, "loss": 0.1, "dense_accuracy": 98.0}
+    row = {
+        "dataset": "tiny",
+        "method": "weight",
+        "correction": "none",
+        "strategy": "finetune",
+        "k": 90.0,
+        "seed": 0,
+        "epochs": 1,
+        "sparsity": 89.0,
+        "prunable_sparsity": 90.0,
+        "accuracy": accuracy,
+        "loss": 0.1,
+        "dense_accuracy": 98.0,
+    }
     return pd.DataFrame([row])
 
 
 def build_all(data, cache, counts):
     """A model, a sweep table and a recovery table, counting what actually gets computed."""
+
     def train():
         counts["model"] += 1
         return mlp.train(data, TINY)
@@ -56,22 +68,27 @@ def build_all(data, cache, counts):
     mlp.cached(f"tiny-{paths.digest(key)}", train, key=key, cache=cache)
     model_key = mlp.cache_key(data, TINY)
     for phase in ("sweep", "recovery"):
+
         def table(phase=phase):
             counts[phase] += 1
             return valid_table(phase)
+
         cached_table(phase, {"model": model_key}, table, cache=cache, retrain=False)
 
 
-@pytest.mark.parametrize("module, rebuilt", [
-    ("prunelib.core.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
-    ("prunelib.models.recovery", {"recovery"}),
-    ("prunelib.models.masked", {"recovery"}),  # masked training never enters a plain model's key
-    # Recovery evaluates through prunelib.core.evaluate, which imports reconstruct: the hand-kept
-    # list of the old layout forgot it; the derived closure cannot.
-    ("prunelib.core.reconstruct", {"sweep", "recovery"}),
-    ("prunelib.models.mlp", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
-    ("prunelib.reporting.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
-])
+@pytest.mark.parametrize(
+    "module, rebuilt",
+    [
+        ("prunelib.core.evaluate", {"sweep", "recovery"}),  # both tables evaluate accuracy through it
+        ("prunelib.models.recovery", {"recovery"}),
+        ("prunelib.models.masked", {"recovery"}),  # masked training never enters a plain model's key
+        # Recovery evaluates through prunelib.core.evaluate, which imports reconstruct: the hand-kept
+        # list of the old layout forgot it; the derived closure cannot.
+        ("prunelib.core.reconstruct", {"sweep", "recovery"}),
+        ("prunelib.models.mlp", {"model", "sweep", "recovery"}),  # a new model invalidates its tables
+        ("prunelib.reporting.report", set()),  # the report is rebuilt from tables; nothing cached depends on it
+    ],
+)
 def test_a_one_line_change_invalidates_exactly_what_it_determines(tmp_path, edit_module, module, rebuilt):
     data = tiny_data()
     counts = {"model": 0, "sweep": 0, "recovery": 0}
@@ -128,6 +145,7 @@ def test_damaged_tables_are_recomputed(tmp_path):
     assert len(calls) == 2 and out["accuracy"].tolist() == [97.5]
     # A table that hashes right but fails its schema (e.g. written by other code) is recomputed too.
     from prunelib.base.provenance import key_path, sha256_file
+
     path.write_text("dataset,k\ntiny,90\n")
     meta = json.loads(key_path(path).read_text())
     meta["sha256"] = sha256_file(path)
@@ -195,7 +213,9 @@ def test_editing_any_module_invalidates_exactly_the_artifacts_that_import_it(tmp
         original = path.read_bytes()
         path.write_bytes(original + b"\n# an edit\n")
         fingerprint._hashes_in.cache_clear()
-        stale = {name for name, b in ARTIFACT_BUILDERS.items() if fingerprint.code_fingerprint(*_roots(b)) != before[name]}
+        stale = {
+            name for name, b in ARTIFACT_BUILDERS.items() if fingerprint.code_fingerprint(*_roots(b)) != before[name]
+        }
         path.write_bytes(original)
         fingerprint._hashes_in.cache_clear()
         # Expected from the graph alone: an artifact is stale iff its builder reaches the module.
@@ -226,8 +246,7 @@ def _build_slowly(args):
         time.sleep(0.5)
         return "value"
 
-    return cached_artifact(path, {"k": 1}, build, lambda v, tmp: tmp.write_text(v),
-                           lambda p: p.read_text())[0]
+    return cached_artifact(path, {"k": 1}, build, lambda v, tmp: tmp.write_text(v), lambda p: p.read_text())[0]
 
 
 def test_two_runs_sharing_a_cache_build_an_entry_once(tmp_path):

@@ -130,8 +130,10 @@ shapes = st.lists(st.integers(1, 9), min_size=2, max_size=4)
 @settings(max_examples=60, deadline=None)
 @given(sizes=shapes, k=st.floats(0, 100), method=st.sampled_from(ALL_METHODS), data=st.data())
 def test_properties_on_random_kernels(sizes, k, method, data):
-    kernels = [data.draw(hnp.arrays(np.float32, (a, b), elements=st.floats(-4, 4, width=32)))
-               for a, b in zip(sizes[:-1], sizes[1:])]
+    kernels = [
+        data.draw(hnp.arrays(np.float32, (a, b), elements=st.floats(-4, 4, width=32)))
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ]
     copies = [w.copy() for w in kernels]
     masks = pruning.compute_masks(kernels, k, method)
     pruned = pruning.apply_masks(kernels, masks)
@@ -162,11 +164,13 @@ def test_non_finite_weights_are_rejected_naming_the_layer(method, bad):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_kernels_of_wrong_rank_or_unchained_shapes_are_rejected(method):
     kernels = tiny_kernels()
-    for broken, match in [([kernels[0].ravel(), *kernels[1:]], "2-D"),
-                          ([kernels[0][..., None], *kernels[1:]], "2-D"),
-                          ([kernels[0], kernels[2], *kernels[3:]], "takes"),
-                          ([k.astype(bool) for k in kernels], "real numbers"),
-                          ([k.astype(np.complex64) for k in kernels], "real numbers")]:
+    for broken, match in [
+        ([kernels[0].ravel(), *kernels[1:]], "2-D"),
+        ([kernels[0][..., None], *kernels[1:]], "2-D"),
+        ([kernels[0], kernels[2], *kernels[3:]], "takes"),
+        ([k.astype(bool) for k in kernels], "real numbers"),
+        ([k.astype(np.complex64) for k in kernels], "real numbers"),
+    ]:
         with pytest.raises(ValueError, match=match):
             pruning.compute_masks(broken, 50, method)
     with pytest.raises(ValueError, match="list of 2-D arrays"):
@@ -185,6 +189,7 @@ def test_int8_minimum_ranks_as_the_largest_magnitude():
 def _reference_masks(kernels, k, method):
     """Independent reference: sort every score with a stable sort (ties keep position order) and
     drop the first round(k/100 * n); float64 scores, so int8's -128 ranks by its true magnitude."""
+
     def drop_first(scores, n):
         order = np.argsort(scores, kind="stable")
         keep = np.ones(scores.size, bool)
@@ -193,18 +198,22 @@ def _reference_masks(kernels, k, method):
 
     hidden = kernels[:-1]
     if method == "weight":
-        masks = [drop_first(np.abs(w.astype(np.float64)).ravel(), round(k / 100 * w.size)).reshape(w.shape)
-                 for w in hidden]
+        masks = [
+            drop_first(np.abs(w.astype(np.float64)).ravel(), round(k / 100 * w.size)).reshape(w.shape) for w in hidden
+        ]
     elif method == "unit":
-        masks = [np.broadcast_to(drop_first(np.sqrt((w.astype(np.float64) ** 2).sum(axis=0)),
-                                            round(k / 100 * w.shape[1])), w.shape)
-                 for w in hidden]
+        masks = [
+            np.broadcast_to(
+                drop_first(np.sqrt((w.astype(np.float64) ** 2).sum(axis=0)), round(k / 100 * w.shape[1])), w.shape
+            )
+            for w in hidden
+        ]
     else:
         pooled = np.concatenate([np.abs(w.astype(np.float64)).ravel() for w in hidden])
         keep = drop_first(pooled, round(k / 100 * pooled.size))
         masks, start = [], 0
         for w in hidden:
-            masks.append(keep[start:start + w.size].reshape(w.shape))
+            masks.append(keep[start : start + w.size].reshape(w.shape))
             start += w.size
     return [np.asarray(m) for m in masks] + [np.ones(kernels[-1].shape, bool)]
 
@@ -226,8 +235,11 @@ def networks(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(kernels=networks(), k=st.one_of(st.sampled_from([0.0, 50.0, 100.0, 12.5]), st.floats(0, 100)),
-       method=st.sampled_from(ALL_METHODS))
+@given(
+    kernels=networks(),
+    k=st.one_of(st.sampled_from([0.0, 50.0, 100.0, 12.5]), st.floats(0, 100)),
+    method=st.sampled_from(ALL_METHODS),
+)
 def test_selected_set_and_tie_rule_match_an_independent_reference(kernels, k, method):
     copies = [w.copy() for w in kernels]
     masks = pruning.compute_masks(kernels, k, method)
@@ -245,20 +257,24 @@ def test_selected_set_and_tie_rule_match_an_independent_reference(kernels, k, me
     assert pruned[-1].tobytes() == kernels[-1].tobytes()
     assert all(a.tobytes() == b.tobytes() for a, b in zip(kernels, copies))
     assert pruning.sparsity(pruned) == pytest.approx(
-        100.0 * sum(np.count_nonzero(p == 0) for p in pruned) / sum(p.size for p in pruned))
+        100.0 * sum(np.count_nonzero(p == 0) for p in pruned) / sum(p.size for p in pruned)
+    )
 
 
-@pytest.mark.parametrize("scores, n, expected", [
-    ([3.0, 1.0, 1.0, 1.0, 2.0], 2, [False, True, True, False, False]),  # ties: earlier positions first
-    ([1.0, 1.0, 1.0], 1, [True, False, False]),
-    ([0.0, 5.0, 0.0, 5.0], 3, [True, True, True, False]),
-    ([2.0, 1.0], 0, [False, False]),
-    ([2.0, 1.0], -1, [False, False]),
-    ([2.0, 1.0], 2, [True, True]),
-    ([2.0, 1.0], 5, [True, True]),
-    ([4.0, 3.0, 2.0, 1.0], 1, [False, False, False, True]),
-    ([4.0, 3.0, 2.0, 1.0], 3, [False, True, True, True]),
-])
+@pytest.mark.parametrize(
+    "scores, n, expected",
+    [
+        ([3.0, 1.0, 1.0, 1.0, 2.0], 2, [False, True, True, False, False]),  # ties: earlier positions first
+        ([1.0, 1.0, 1.0], 1, [True, False, False]),
+        ([0.0, 5.0, 0.0, 5.0], 3, [True, True, True, False]),
+        ([2.0, 1.0], 0, [False, False]),
+        ([2.0, 1.0], -1, [False, False]),
+        ([2.0, 1.0], 2, [True, True]),
+        ([2.0, 1.0], 5, [True, True]),
+        ([4.0, 3.0, 2.0, 1.0], 1, [False, False, False, True]),
+        ([4.0, 3.0, 2.0, 1.0], 3, [False, True, True, True]),
+    ],
+)
 def test_smallest_selects_exactly_n_with_ties_by_position(scores, n, expected):
     assert pruning.smallest(np.array(scores), n).tolist() == expected
 
@@ -272,7 +288,9 @@ def test_sparsity_of_nothing_is_zero_and_counts_exactly():
 def test_count_to_prune_is_round_of_k_percent():
     assert [pruning.count_to_prune(10, k) for k in (0, 14, 15, 16, 100)] == [0, 1, 2, 2, 10]
     assert pruning.count_to_prune(3, 50) == 2 and pruning.count_to_prune(0, 50) == 0
-    assert pruning.validate_k(0) == 0.0 and pruning.validate_k(100) == 100.0 and pruning.validate_k(np.float32(5)) == 5.0
+    assert (
+        pruning.validate_k(0) == 0.0 and pruning.validate_k(100) == 100.0 and pruning.validate_k(np.float32(5)) == 5.0
+    )
     assert isinstance(pruning.validate_k(7), float)
 
 
@@ -338,12 +356,15 @@ def test_kernel_errors_name_the_layers_and_the_numbers_exactly():
     import re
 
     k = tiny_kernels()  # shapes 12x9, 9x7, 7x5, 5x3
-    cases = [([k[0], k[2], k[3]], "kernel 1 takes 7 inputs but kernel 0 has 9 units; kernels must be in layer order"),
-             (iter(k), "kernels must be a list of 2-D arrays in layer order, one per Dense layer; got list_iterator")]
+    cases = [
+        ([k[0], k[2], k[3]], "kernel 1 takes 7 inputs but kernel 0 has 9 units; kernels must be in layer order"),
+        (iter(k), "kernels must be a list of 2-D arrays in layer order, one per Dense layer; got list_iterator"),
+    ]
     bad = [w.copy() for w in k]
     bad[2][0, 0] = np.inf
-    cases.append((bad, "kernel 2 contains 1 NaN or infinite values; magnitude pruning cannot rank them "
-                       "(check the training run)"))
+    cases.append(
+        (bad, "kernel 2 contains 1 NaN or infinite values; magnitude pruning cannot rank them (check the training run)")
+    )
     for kernels, message in cases:
         with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             pruning.compute_masks(kernels, 50, "weight")

@@ -6,16 +6,14 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-
-from prunelib import cli
-from prunelib.study import experiment
-from prunelib.reporting import figures
-from prunelib.study import recipes
-from prunelib.reporting import report
-from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE
-from prunelib.reporting.results import Results
 from test_analysis_report import fake_sweep
 from tiny import TINY, tiny_data
+
+from prunelib import cli
+from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE
+from prunelib.reporting import figures, report
+from prunelib.reporting.results import Results
+from prunelib.study import experiment, recipes
 
 NAMES = (FIRST_RECIPE, DEFAULT_RECIPE)
 
@@ -42,8 +40,22 @@ def tiny_study(monkeypatch):
 @pytest.mark.slow
 def test_recipes_subcommand_writes_tables_figure_and_feeds_the_report(tmp_path, tiny_study, capsys):
     results = tmp_path / "results"
-    argv = ["recipes", "--dataset", "mnist", "--recipes", *NAMES, "--seed", "1", "--results", str(results),
-            "--data-dir", str(tmp_path / "data"), "--cache", str(tmp_path / "cache"), "--no-progress"]
+    argv = [
+        "recipes",
+        "--dataset",
+        "mnist",
+        "--recipes",
+        *NAMES,
+        "--seed",
+        "1",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert tiny_study == [("mnist", tmp_path / "data")]  # --data-dir reaches the loader
@@ -86,15 +98,37 @@ def _fake_recipe_tables():
         for method in ("weight", "unit"):
             for k in (0, *recipes.AUC_KS):
                 acc = 98.0 if k == 0 else 90.0 - k / 10 - (10 * i if method == "unit" else 0)
-                rows.append({"dataset": "mnist", "recipe": name, "seed": 0, "method": method, "k": float(k),
-                             "sparsity": k * 0.99, "accuracy": acc, "dense_accuracy": 98.0,
-                             "train_seconds": 40.0 + i, "epochs": 10, "batch_size": 512,
-                             "learning_rate": 1e-3, "lr_schedule": "cosine", "precision": "mixed_bfloat16",
-                             "weight_decay": float(i)})
+                rows.append(
+                    {
+                        "dataset": "mnist",
+                        "recipe": name,
+                        "seed": 0,
+                        "method": method,
+                        "k": float(k),
+                        "sparsity": k * 0.99,
+                        "accuracy": acc,
+                        "dense_accuracy": 98.0,
+                        "train_seconds": 40.0 + i,
+                        "epochs": 10,
+                        "batch_size": 512,
+                        "learning_rate": 1e-3,
+                        "lr_schedule": "cosine",
+                        "precision": "mixed_bfloat16",
+                        "weight_decay": float(i),
+                    }
+                )
         for layer in ("hidden_0", "hidden_1"):
-            layer_rows.append({"dataset": "mnist", "recipe": name, "seed": 0, "layer": layer,
-                               "drift": 0.5 + i, "top10_weight_share": 30.0 + 60 * i,
-                               "top10_unit_share": 20.0 + i})
+            layer_rows.append(
+                {
+                    "dataset": "mnist",
+                    "recipe": name,
+                    "seed": 0,
+                    "layer": layer,
+                    "drift": 0.5 + i,
+                    "top10_weight_share": 30.0 + 60 * i,
+                    "top10_unit_share": 20.0 + i,
+                }
+            )
     return pd.DataFrame(rows), pd.DataFrame(layer_rows)
 
 
@@ -104,8 +138,9 @@ def test_report_recipe_summary_numbers_come_from_the_tables():
     assert list(table.index) == list(NAMES)
     new = table.loc[DEFAULT_RECIPE]
     part = curves[curves["recipe"] == DEFAULT_RECIPE]
-    area = np.mean([part[(part["method"] == m) & part["k"].isin(recipes.AUC_KS)]["accuracy"].mean()
-                    for m in ("weight", "unit")])
+    area = np.mean(
+        [part[(part["method"] == m) & part["k"].isin(recipes.AUC_KS)]["accuracy"].mean() for m in ("weight", "unit")]
+    )
     assert new["area"] == f"{area:.1f}" and new["dense (%)"] == "98.00" and new["train (s)"] == "41"
     assert new["weight 95"] == f"{90.0 - 9.5:.1f}" and new["unit 80"] == f"{90.0 - 8 - 10:.1f}"
     assert new["drift"] == "1.50" and new["top-10 % weights (%)"] == "90" and new["top-10 % units (%)"] == "21"

@@ -3,11 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-from prunelib.study import recipes
-from prunelib.models.config import Recipe, TrainConfig
-from prunelib.study.config import RECIPE_STUDY
 from tiny import TINY, tiny_data
+
+from prunelib.models.config import Recipe, TrainConfig
+from prunelib.study import recipes
+from prunelib.study.config import RECIPE_STUDY
 
 
 def test_top_share_of_uniform_and_concentrated_values():
@@ -45,18 +45,34 @@ def _fake_curves(specs):
     for recipe, dense, secs, acc, epochs, batch in specs:
         for method in ("weight", "unit"):
             for k in (0, *recipes.AUC_KS):
-                rows.append({"dataset": "mnist", "recipe": recipe, "method": method, "k": float(k),
-                             "accuracy": dense if k == 0 else acc, "dense_accuracy": dense,
-                             "train_seconds": secs, "epochs": epochs, "batch_size": batch})
+                rows.append(
+                    {
+                        "dataset": "mnist",
+                        "recipe": recipe,
+                        "method": method,
+                        "k": float(k),
+                        "accuracy": dense if k == 0 else acc,
+                        "dense_accuracy": dense,
+                        "train_seconds": secs,
+                        "epochs": epochs,
+                        "batch_size": batch,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def test_summarize_and_choose():
     # (recipe, dense, seconds, one-shot accuracy, epochs, batch): "slow" does 4x the steps of the
     # others; "quick-in-steps" took long in seconds (a loaded machine) but is within the budget
-    curves = _fake_curves([("slow", 99.0, 100.0, 90.0, 20, 256), ("good", 98.6, 30.0, 80.0, 10, 512),
-                           ("bad", 97.0, 10.0, 95.0, 10, 512), ("meh", 98.5, 20.0, 50.0, 10, 512),
-                           ("quick-in-steps", 98.5, 500.0, 85.0, 5, 512)])
+    curves = _fake_curves(
+        [
+            ("slow", 99.0, 100.0, 90.0, 20, 256),
+            ("good", 98.6, 30.0, 80.0, 10, 512),
+            ("bad", 97.0, 10.0, 95.0, 10, 512),
+            ("meh", 98.5, 20.0, 50.0, 10, 512),
+            ("quick-in-steps", 98.5, 500.0, 85.0, 5, 512),
+        ]
+    )
     summary = recipes.summarize(curves).set_index("recipe")
     assert summary.loc["good", "area"] == pytest.approx(80.0)
     assert summary.loc["good", "train_steps"] == 10 * 118 and summary.loc["slow", "train_steps"] == 20 * 235
@@ -118,8 +134,9 @@ def test_the_choice_on_the_committed_study_does_not_depend_on_measured_time(data
     curves = pd.read_csv(committed)
     min_dense = 98.4 if dataset == "mnist" else 0  # no Fashion-MNIST recipe reaches 98.4 %
     summary = recipes.summarize(curves)
-    old_rule = summary[(summary["dataset"] == dataset) & (summary["dense_accuracy"] >= min_dense)
-                       & (summary["train_seconds"] <= 45)]  # the rule before the step budget
+    old_rule = summary[
+        (summary["dataset"] == dataset) & (summary["dense_accuracy"] >= min_dense) & (summary["train_seconds"] <= 45)
+    ]  # the rule before the step budget
     scaled = recipes.summarize(curves.assign(train_seconds=curves["train_seconds"] * scale))
     chosen = recipes.choose(scaled, dataset=dataset, min_dense=min_dense, max_steps=recipes.MAX_STEPS)
     assert chosen == recipes.DEFAULT_RECIPE == old_rule.loc[old_rule["area"].idxmax(), "recipe"]

@@ -43,8 +43,11 @@ def test_masks_are_preserved_exactly_and_logits_are_bit_identical(method, k, log
         assert o.dtype == w.dtype and o.shape == w.shape
         assert np.all(o[~m] == 0)  # pruned stay zero
         assert np.all(o[m] != 0)  # kept stay kept, so the measured sparsity is the mask's
-        assert np.count_nonzero(~m) == (pruning.count_to_prune(w.size, k) if method == "weight"
-                                        else pruning.count_to_prune(w.shape[1], k) * w.shape[0])
+        assert np.count_nonzero(~m) == (
+            pruning.count_to_prune(w.size, k)
+            if method == "weight"
+            else pruning.count_to_prune(w.shape[1], k) * w.shape[0]
+        )
     assert pruning.sparsity(out) == pytest.approx(pruning.sparsity(pruning.apply_masks(ws, masks)))
 
 
@@ -76,8 +79,7 @@ def test_reduces_the_output_error_of_plain_pruning():
         plain = pruning.apply_masks(ws, masks)
         fixed = reconstruct(ws, masks, x)
         dense_out = forward(ws, x)
-        assert (np.linalg.norm(forward(fixed, x) - dense_out)
-                < 0.8 * np.linalg.norm(forward(plain, x) - dense_out))
+        assert np.linalg.norm(forward(fixed, x) - dense_out) < 0.8 * np.linalg.norm(forward(plain, x) - dense_out)
 
 
 def test_both_solver_paths_agree_with_a_direct_solve():
@@ -89,8 +91,7 @@ def test_both_solver_paths_agree_with_a_direct_solve():
     mask[0] = True
     x = rng.random((50, 10))
     y = x @ rng.normal(size=(10, 6))
-    out = reconstruct([w, np.ones((6, 2))], [mask, np.ones((6, 2), bool)], x, damping=0.01,
-                      logit_targets=False)[0]
+    out = reconstruct([w, np.ones((6, 2))], [mask, np.ones((6, 2), bool)], x, damping=0.01, logit_targets=False)[0]
     gram = x.T @ x
     lam = 0.01 * np.mean(np.diag(gram))
     target = x @ w
@@ -107,8 +108,7 @@ def test_logit_targets_help_unit_pruning_of_the_last_hidden_layer():
     x = calib(n=300, d=16)
     masks = pruning.compute_masks(ws, 50, "unit")
     dense_out = forward(ws, x)
-    err = {t: np.linalg.norm(forward(reconstruct(ws, masks, x, logit_targets=t), x) - dense_out)
-           for t in (False, True)}
+    err = {t: np.linalg.norm(forward(reconstruct(ws, masks, x, logit_targets=t), x) - dense_out) for t in (False, True)}
     assert err[True] < err[False]
 
 
@@ -121,16 +121,19 @@ def test_accuracy_on_evaluate_kernels_path_runs():
     assert 0 <= acc <= 100
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(x=np.zeros((5, 12), np.float32)), "too few"),
-    (dict(x=np.zeros((64, 11), np.float32)), "features"),
-    (dict(x=np.full((64, 12), np.nan, np.float32)), "NaN"),
-    (dict(damping=0.0), "damping"),
-    (dict(damping=float("nan")), "damping"),
-    (dict(masks="wrong-count"), "masks"),
-    (dict(masks="wrong-shape"), "shape"),
-    (dict(masks="not-bool"), "boolean"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(x=np.zeros((5, 12), np.float32)), "too few"),
+        (dict(x=np.zeros((64, 11), np.float32)), "features"),
+        (dict(x=np.full((64, 12), np.nan, np.float32)), "NaN"),
+        (dict(damping=0.0), "damping"),
+        (dict(damping=float("nan")), "damping"),
+        (dict(masks="wrong-count"), "masks"),
+        (dict(masks="wrong-shape"), "shape"),
+        (dict(masks="not-bool"), "boolean"),
+    ],
+)
 def test_bad_input_raises_a_clear_error(bad, match):
     ws = kernels()
     masks = pruning.compute_masks(ws, 50, "weight")
@@ -187,7 +190,7 @@ def _reference_reconstruct(ws, masks, x, damping, biases=None):
     for w, m, b in zip(ws[:-1], masks[:-1], biases[:-1]):
         w = w.astype(np.float64)
         target = h_dense @ w
-        lam = damping * np.mean(np.sum(h_pruned ** 2, axis=0))
+        lam = damping * np.mean(np.sum(h_pruned**2, axis=0))
         new = np.zeros_like(w)
         for j in range(w.shape[1]):
             s = m[:, j]
@@ -253,8 +256,9 @@ def test_accuracy_is_that_of_an_independent_forward_pass_and_exact_on_the_suppor
     assert evaluate_kernels(fixed, x, y)[0] == 100.0
 
 
-@pytest.mark.parametrize("x", [np.array([["a"] * 12] * 64), np.array([[object()] * 12] * 64, dtype=object),
-                               np.zeros(12, np.float32)])
+@pytest.mark.parametrize(
+    "x", [np.array([["a"] * 12] * 64), np.array([[object()] * 12] * 64, dtype=object), np.zeros(12, np.float32)]
+)
 def test_non_numeric_or_one_dimensional_calibration_inputs_are_rejected(x):
     ws = kernels()
     with pytest.raises(ValueError, match="numeric array"):

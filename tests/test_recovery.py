@@ -3,18 +3,17 @@ from dataclasses import replace
 import keras
 import numpy as np
 import pytest
-
-from prunelib.models import masked
-from prunelib.core import pruning
-from prunelib.models import recovery
-from prunelib.base import strategies as registry
-from prunelib.models import mlp
-from prunelib.models.config import AwareTarget, Recipe
-from prunelib.study.config import ExperimentConfig
 from tiny import TINY, tiny_data
 
-FAST = recovery.RecoveryConfig(Recipe(epochs=2, batch_size=32, learning_rate=1e-2, weight_decay=0.0,
-                                      precision="float32"), every=2, imp_rounds=2)
+from prunelib.base import strategies as registry
+from prunelib.core import pruning
+from prunelib.models import masked, mlp, recovery
+from prunelib.models.config import AwareTarget, Recipe
+from prunelib.study.config import ExperimentConfig
+
+FAST = recovery.RecoveryConfig(
+    Recipe(epochs=2, batch_size=32, learning_rate=1e-2, weight_decay=0.0, precision="float32"), every=2, imp_rounds=2
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,16 +103,24 @@ def test_training_logits_is_opt_in(trained):
 def test_finetuning_recovers_accuracy_lost_by_pruning():
     data = tiny_data(512)
     dense = mlp.train(data, replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(256, 64))))
-    table = recovery.recovery_table(dense, data, methods=["weight"], ks=[90],
-                                    strategies=["one-shot", "finetune"], config=FAST, progress=False)
+    table = recovery.recovery_table(
+        dense, data, methods=["weight"], ks=[90], strategies=["one-shot", "finetune"], config=FAST, progress=False
+    )
     acc = table.set_index("strategy")["accuracy"]
     assert acc["finetune"] > acc["one-shot"]
     assert acc["finetune"] >= 90
 
 
 def test_recovery_table_is_tidy(trained):
-    table = recovery.recovery_table(trained, tiny_data(), methods=["weight", "unit"], ks=[50, 90],
-                                    strategies=["one-shot", "gradual"], config=FAST, progress=False)
+    table = recovery.recovery_table(
+        trained,
+        tiny_data(),
+        methods=["weight", "unit"],
+        ks=[50, 90],
+        strategies=["one-shot", "gradual"],
+        config=FAST,
+        progress=False,
+    )
     assert list(table.columns) == recovery.RECOVERY_COLUMNS
     assert len(table) == 8
     assert not table.duplicated(["dataset", "method", "k", "strategy", "seed"]).any()
@@ -125,7 +132,7 @@ def test_gradual_schedule_is_cubic_and_masks_only_grow(trained):
     assert masked.cubic_schedule(0, 0, 100, 0, 90) == 0
     assert masked.cubic_schedule(100, 0, 100, 0, 90) == 90
     assert masked.cubic_schedule(500, 0, 100, 0, 90) == 90
-    assert masked.cubic_schedule(50, 0, 100, 0, 90) == pytest.approx(90 * (1 - 0.5 ** 3))
+    assert masked.cubic_schedule(50, 0, 100, 0, 90) == pytest.approx(90 * (1 - 0.5**3))
     ks = [masked.cubic_schedule(s, 0, 100, 0, 90) for s in range(0, 101, 5)]
     assert ks == sorted(ks)
 
@@ -186,11 +193,14 @@ def test_pruning_aware_training_returns_a_plain_mlp_and_l1_shrinks_weights():
     data = tiny_data(512)
     base = replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(64, 32))).with_recipe(epochs=4)
     plain = mlp.train(data, base)
-    aware = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.9, rate=1.0, batch_size=base.recipe.batch_size))
+    aware = recovery.train_aware(
+        data, base, AwareTarget("weight", 90, 0.9, rate=1.0, batch_size=base.recipe.batch_size)
+    )
     assert all(type(layer) is not masked.MaskedDense for layer in aware.layers)
     assert mlp.dense_layers(aware)[-1].name == mlp.LOGITS
-    l1 = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.0, rate=0.0, l1=1e-3,
-                                                      batch_size=base.recipe.batch_size))
+    l1 = recovery.train_aware(
+        data, base, AwareTarget("weight", 90, 0.0, rate=0.0, l1=1e-3, batch_size=base.recipe.batch_size)
+    )
     assert np.abs(mlp.get_kernels(l1)[0]).mean() < np.abs(mlp.get_kernels(plain)[0]).mean()
 
 
@@ -217,11 +227,21 @@ def test_distillation_loss_reduces_to_cross_entropy_at_weight_zero():
     same = np.concatenate([labels[:, None], logits], axis=1).astype(np.float32)
     other = np.concatenate([labels[:, None], -logits], axis=1).astype(np.float32)
     assert float(recovery.DistillationLoss(1.0, 2.0)(same, logits)) < float(
-        recovery.DistillationLoss(1.0, 2.0)(other, logits))
+        recovery.DistillationLoss(1.0, 2.0)(other, logits)
+    )
 
 
-@pytest.mark.parametrize("bad", [dict(recipe=Recipe(epochs=0)), dict(recipe="fast"), dict(ramp_fraction=0), dict(imp_rewind="x"),
-                                 dict(distill=2), dict(temperature=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(recipe=Recipe(epochs=0)),
+        dict(recipe="fast"),
+        dict(ramp_fraction=0),
+        dict(imp_rewind="x"),
+        dict(distill=2),
+        dict(temperature=0),
+    ],
+)
 def test_recovery_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         recovery.RecoveryConfig(**bad)
@@ -245,7 +265,13 @@ def test_recovery_recipe_states_every_optimizer_setting():
 
     r = RecoveryConfig().recipe
     assert (r.learning_rate, r.batch_size, r.weight_decay, r.lr_schedule, r.epochs, r.precision) == (
-        1e-2, 128, 0.0, "cosine", 2, "mixed_bfloat16")
+        1e-2,
+        128,
+        0.0,
+        "cosine",
+        2,
+        "mixed_bfloat16",
+    )
     assert Recipe().weight_decay != r.weight_decay  # the study's recipe decays, recovery does not
 
 
@@ -264,8 +290,9 @@ def test_registry_names_every_strategy_once_and_rejects_unknown_names_before_tra
 def test_masked_model_is_a_clone_and_strips_back_to_a_plain_model_with_the_same_outputs(trained):
     masks = pruning.compute_masks(mlp.get_kernels(trained), 50, "unit")[:-1]
     net = masked.masked_mlp(trained, masks, precision="float32")  # strip always gives float32
-    assert [type(layer).__name__ for layer in net.layers if "Dense" in type(layer).__name__] == \
-        ["MaskedDense"] * (len(mlp.dense_layers(trained)) - 1) + ["Dense"]
+    assert [type(layer).__name__ for layer in net.layers if "Dense" in type(layer).__name__] == ["MaskedDense"] * (
+        len(mlp.dense_layers(trained)) - 1
+    ) + ["Dense"]
     plain = masked.strip(net)
     assert [layer.name for layer in plain.layers] == [layer.name for layer in trained.layers]
     expected = pruning.apply_masks(mlp.get_kernels(trained), [*masks, np.ones_like(mlp.get_kernels(trained)[-1], bool)])
@@ -284,8 +311,9 @@ def test_targeted_dropout_makes_the_network_robust_to_its_own_pruning():
     data = tiny_data(512)
     base = replace(TINY, architecture=replace(TINY.architecture, hidden_sizes=(64, 32))).with_recipe(epochs=4)
     plain = mlp.train(data, base)
-    aware = recovery.train_aware(data, base, AwareTarget("weight", 90, 0.9, rate=1.0,
-                                                         batch_size=base.recipe.batch_size))
+    aware = recovery.train_aware(
+        data, base, AwareTarget("weight", 90, 0.9, rate=1.0, batch_size=base.recipe.batch_size)
+    )
 
     def change(model):
         kernels, biases = mlp.get_kernels(model), mlp.get_biases(model)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_analysis_report import fake_sweep
 
 from prunelib import cli
-from prunelib.reporting import results as results_io
-from prunelib.study.config import ExperimentConfig
 from prunelib.base.provenance import check_manifest
+from prunelib.reporting import results as results_io
 from prunelib.reporting.results import Results, ResultsDirError, check_replaceable, foreign_files, publish
-from test_analysis_report import fake_sweep
+from prunelib.study.config import ExperimentConfig
 
 
 def _sweep(accuracy: float) -> pd.DataFrame:
@@ -111,8 +111,7 @@ def test_a_repeated_row_fails_before_the_previous_results_are_touched(published,
     before = (directory / "manifest.json").read_bytes()
     sweep = _sweep(93.5)
     with pytest.raises(ValueError, match="repeats 1 row"):
-        publish(Results(sweep=pd.concat([sweep, sweep.iloc[:1]])), ExperimentConfig.quick(), directory,
-                command="test")
+        publish(Results(sweep=pd.concat([sweep, sweep.iloc[:1]])), ExperimentConfig.quick(), directory, command="test")
     assert (directory / "manifest.json").read_bytes() == before and check_manifest(directory) == []
 
 

@@ -8,10 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from prunelib.study import tasks as cells
 from prunelib.study import local as study
-from prunelib.study.tasks import Cell
+from prunelib.study import tasks as cells
 from prunelib.study.config import ExperimentConfig
+from prunelib.study.tasks import Cell
 
 
 # Cell functions run in spawned workers, which import this module by name (pytest puts tests/ on
@@ -48,8 +48,12 @@ def sleep_record(log: str, name: str, seconds: float) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_cells_run_in_order_failures_are_retried_then_reported_and_dependents_skipped(tmp_path, workers):
     log = str(tmp_path / "log")
-    graph = [Cell("a", record, (log, "a")), Cell("b", fail, (log, "b"), after=("a",)),
-             Cell("c", record, (log, "c"), after=("b",)), Cell("d", record, (log, "d"), after=("a",))]
+    graph = [
+        Cell("a", record, (log, "a")),
+        Cell("b", fail, (log, "b"), after=("a",)),
+        Cell("c", record, (log, "c"), after=("b",)),
+        Cell("d", record, (log, "d"), after=("a",)),
+    ]
     outcome = study.execute_local(graph, workers=workers, progress=False)
     names = [name for name, _ in lines(log)]
     assert names[0] == "a" and sorted(names) == ["a", "b", "b", "d"]  # b tried twice, c never
@@ -84,8 +88,11 @@ def test_a_worker_that_dies_is_replaced_and_the_cell_reported(tmp_path, workers)
 
 def test_workers_run_independent_cells_at_once_and_respect_dependencies(tmp_path):
     log = str(tmp_path / "log")
-    graph = [Cell("a", sleep_record, (log, "a", 1.0)), Cell("b", sleep_record, (log, "b", 1.0)),
-             Cell("c", sleep_record, (log, "c", 0.1), after=("a", "b"))]
+    graph = [
+        Cell("a", sleep_record, (log, "a", 1.0)),
+        Cell("b", sleep_record, (log, "b", 1.0)),
+        Cell("c", sleep_record, (log, "c", 0.1), after=("a", "b")),
+    ]
     outcome = study.execute_local(graph, workers=2, progress=False)
     assert outcome.ok and outcome.workers == 2
     times = {(name, event): float(t) for name, _, event, t in lines(log)}
@@ -97,8 +104,12 @@ def test_workers_run_independent_cells_at_once_and_respect_dependencies(tmp_path
 
 def test_a_cell_declaring_every_cpu_runs_alone_while_smaller_cells_go_ahead(tmp_path):
     log = str(tmp_path / "log")
-    graph = [Cell("a", sleep_record, (log, "a", 1.0)), Cell("wide", sleep_record, (log, "wide", 0.5), cpus=2),
-             Cell("b", sleep_record, (log, "b", 1.0)), Cell("huge", sleep_record, (log, "huge", 0.1), cpus=8)]
+    graph = [
+        Cell("a", sleep_record, (log, "a", 1.0)),
+        Cell("wide", sleep_record, (log, "wide", 0.5), cpus=2),
+        Cell("b", sleep_record, (log, "b", 1.0)),
+        Cell("huge", sleep_record, (log, "huge", 0.1), cpus=8),
+    ]
     outcome = study.execute_local(graph, workers=2, progress=False)
     assert outcome.ok
     times = {(name, event): float(t) for name, _, event, t in lines(log)}
@@ -115,11 +126,14 @@ def test_a_bad_worker_count_is_refused(workers):
         study.execute_local([Cell("a", record, ("/dev/null", "a"))], workers=workers, progress=False)
 
 
-@pytest.mark.parametrize("graph, message", [
-    ([Cell("a", record), Cell("a", record)], "unique"),
-    ([Cell("a", record, after=("z",))], "unknown cells"),
-    ([Cell("b", record, after=("a",)), Cell("a", record)], "comes before"),
-])
+@pytest.mark.parametrize(
+    "graph, message",
+    [
+        ([Cell("a", record), Cell("a", record)], "unique"),
+        ([Cell("a", record, after=("z",))], "unknown cells"),
+        ([Cell("b", record, after=("a",)), Cell("a", record)], "comes before"),
+    ],
+)
 def test_bad_graphs_are_refused_before_any_work(graph, message):
     with pytest.raises(ValueError, match=message):
         study.execute_local(graph, progress=False)
@@ -128,12 +142,14 @@ def test_bad_graphs_are_refused_before_any_work(graph, message):
 
 
 def test_the_driver_builds_the_study_without_loading_a_framework():
-    code = ("import sys\n"
-            "import prunelib.cli, prunelib.study.tasks, prunelib.study.local, prunelib.reporting.results, prunelib.reporting.report\n"
-            "from prunelib.study.config import ExperimentConfig\n"
-            "graph = prunelib.study.tasks.study_cells(ExperimentConfig())\n"
-            "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
-            "print(len(graph), loaded)\n")
+    code = (
+        "import sys\n"
+        "import prunelib.cli, prunelib.study.tasks, prunelib.study.local, prunelib.reporting.results, prunelib.reporting.report\n"
+        "from prunelib.study.config import ExperimentConfig\n"
+        "graph = prunelib.study.tasks.study_cells(ExperimentConfig())\n"
+        "loaded = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
+        "print(len(graph), loaded)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     count, loaded = out.stdout.split(" ", 1)
     assert loaded.strip() == "[]"
@@ -146,14 +162,23 @@ def test_each_table_of_a_seed_is_a_cell_after_the_models_it_reads():
     tables = {n: c for n, c in graph.items() if n.endswith(" table")}
     assert sorted(tables) == sorted(
         [f"mnist/seed 0/{t} table" for t in ("sweep", "retrain-small", "sensitivity", "recovery", "pruning-aware")]
-        + [f"mnist/seed 1/{t} table" for t in ("sweep", "retrain-small", "sensitivity")])  # recovery: seed 0 only
+        + [f"mnist/seed 1/{t} table" for t in ("sweep", "retrain-small", "sensitivity")]
+    )  # recovery: seed 0 only
     assert config.tables(1) == ("sweep", "retrain-small", "sensitivity")
-    assert tables["mnist/seed 0/sweep table"].after == tables["mnist/seed 0/sensitivity table"].after == (
-        "mnist/seed 0/train",)
+    assert (
+        tables["mnist/seed 0/sweep table"].after
+        == tables["mnist/seed 0/sensitivity table"].after
+        == ("mnist/seed 0/train",)
+    )
     assert set(tables["mnist/seed 0/recovery table"].after) == {
-        "mnist/seed 0/train", "mnist/seed 0/finetune weight k=90", "mnist/seed 0/finetune unit k=90"}
+        "mnist/seed 0/train",
+        "mnist/seed 0/finetune weight k=90",
+        "mnist/seed 0/finetune unit k=90",
+    }
     assert set(tables["mnist/seed 0/pruning-aware table"].after) == {
-        "mnist/seed 0/targeted-dropout weight k=90", "mnist/seed 0/targeted-dropout unit k=80"}
+        "mnist/seed 0/targeted-dropout weight k=90",
+        "mnist/seed 0/targeted-dropout unit k=80",
+    }
     assert all(a.startswith("mnist/seed 1/retrain-small k=") for a in tables["mnist/seed 1/retrain-small table"].after)
     assert {c.cpus for c in tables.values()} == {2} and {c.cpus for n, c in graph.items() if n not in tables} == {1}
     cells.check_graph(list(graph.values()))
@@ -173,8 +198,9 @@ def peak_tree_rss(argv: list[str]) -> int:
     import time
 
     psutil = pytest.importorskip("psutil")
-    proc = subprocess.Popen([sys.executable, "-m", "prunelib", *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prunelib", *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         total = 0
@@ -196,11 +222,31 @@ def test_peak_memory_of_the_study_does_not_grow_with_seeds(tmp_path):
     require_real_data("mnist")
     peaks = {}
     for n in (1, 3):
-        peaks[n] = peak_tree_rss(["run", "--quick", "--dataset", "mnist", "--seeds", str(n), "--recovery",
-                                  "--no-aware", "--no-sensitivity", "--no-lstsq", "--no-baselines", "--ks", "0", "90",
-                                  "--memory-budget", "1.0",
-                                  "--results", str(tmp_path / f"results{n}"), "--cache", str(tmp_path / f"cache{n}"),
-                                  "--no-progress"])
+        peaks[n] = peak_tree_rss(
+            [
+                "run",
+                "--quick",
+                "--dataset",
+                "mnist",
+                "--seeds",
+                str(n),
+                "--recovery",
+                "--no-aware",
+                "--no-sensitivity",
+                "--no-lstsq",
+                "--no-baselines",
+                "--ks",
+                "0",
+                "90",
+                "--memory-budget",
+                "1.0",
+                "--results",
+                str(tmp_path / f"results{n}"),
+                "--cache",
+                str(tmp_path / f"cache{n}"),
+                "--no-progress",
+            ]
+        )
     assert peaks[3] <= 1.10 * peaks[1], {n: round(p / 2**30, 2) for n, p in peaks.items()}
 
 

@@ -13,11 +13,11 @@ import pytest
 
 from prunelib import cli
 from prunelib.core import pruning
-from prunelib.reporting import tables
 from prunelib.core.evaluate import evaluate_kernels, sweep
-
+from prunelib.reporting import tables
 
 # -- the command line: every option documented and exercised --------------------------------------
+
 
 def _subcommands():
     parser = cli.parser()
@@ -41,8 +41,17 @@ def test_help_documents_every_option_of_every_subcommand(capsys):
             [action] = [a for a in sub._actions if option in a.option_strings]
             assert action.help and action.help != argparse.SUPPRESS, (name, option)
     # the ones an earlier list skipped, named so a rename shows up here
-    for option in ("--no-lstsq", "--no-recipes", "--in-process", "--workers", "--memory-budget", "--ray",
-                   "--ray-cpus", "--ray-table-cpus", "--ray-gpus"):
+    for option in (
+        "--no-lstsq",
+        "--no-recipes",
+        "--in-process",
+        "--workers",
+        "--memory-budget",
+        "--ray",
+        "--ray-cpus",
+        "--ray-table-cpus",
+        "--ray-gpus",
+    ):
         assert option in _options(subs["run"])
 
 
@@ -50,24 +59,38 @@ class _Calls:
     """Stands in for the study, the Ray study and publish: records what the CLI passed."""
 
     def __init__(self, monkeypatch):
-        from prunelib.study import on_ray as distributed
         from prunelib.reporting import results
         from prunelib.study import local as study
+        from prunelib.study import on_ray as distributed
 
         self.study, self.ray, self.published = [], [], []
         monkeypatch.setattr(study, "run_study", lambda config, **kw: self.study.append((config, kw)) or "R")
-        monkeypatch.setattr(distributed, "run_experiment_on_ray",
-                            lambda config, **kw: self.ray.append((config, kw)) or ("R", None))
-        monkeypatch.setattr(results, "publish",
-                            lambda res, config, results_dir, **kw: self.published.append((res, config, results_dir, kw))
-                            or [Path(results_dir) / "REPORT.md"])
+        monkeypatch.setattr(
+            distributed, "run_experiment_on_ray", lambda config, **kw: self.ray.append((config, kw)) or ("R", None)
+        )
+        monkeypatch.setattr(
+            results,
+            "publish",
+            lambda res, config, results_dir, **kw: (
+                self.published.append((res, config, results_dir, kw)) or [Path(results_dir) / "REPORT.md"]
+            ),
+        )
 
 
 # Each case: argv after "run", then what the study must receive. Together they pass every flag.
 RUN_CASES = [
-    (["--workers", "3", "--memory-budget", "2.5", "--data-dir", "D", "--cache", "C", "--no-progress"],
-     dict(isolate=True, workers=3, memory_budget_gb=2.5, data_dir=Path("D"), cache=Path("C"), progress=False,
-          retrain=False)),
+    (
+        ["--workers", "3", "--memory-budget", "2.5", "--data-dir", "D", "--cache", "C", "--no-progress"],
+        dict(
+            isolate=True,
+            workers=3,
+            memory_budget_gb=2.5,
+            data_dir=Path("D"),
+            cache=Path("C"),
+            progress=False,
+            retrain=False,
+        ),
+    ),
     (["--in-process"], dict(isolate=False, workers=1, retrain=False, progress=True)),
     (["--retrain"], dict(isolate=True, workers=1, retrain=True)),
 ]
@@ -95,10 +118,36 @@ def test_run_flags_reach_the_study(tmp_path, monkeypatch, argv, expected):
 def test_config_flags_map_onto_the_experiment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calls = _Calls(monkeypatch)
-    argv = ["run", "--dataset", "fashion-mnist", "--seeds", "2", "--epochs", "3", "--methods", "unit",
-            "--ks", "0", "95", "--no-lstsq", "--no-baselines", "--no-sensitivity", "--no-recipes",
-            "--recovery", "finetune", "--recovery-epochs", "4", "--recovery-ks", "95", "--recovery-seeds", "2",
-            "--no-aware", "--quick", "--results", str(tmp_path / "out")]
+    argv = [
+        "run",
+        "--dataset",
+        "fashion-mnist",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+        "--methods",
+        "unit",
+        "--ks",
+        "0",
+        "95",
+        "--no-lstsq",
+        "--no-baselines",
+        "--no-sensitivity",
+        "--no-recipes",
+        "--recovery",
+        "finetune",
+        "--recovery-epochs",
+        "4",
+        "--recovery-ks",
+        "95",
+        "--recovery-seeds",
+        "2",
+        "--no-aware",
+        "--quick",
+        "--results",
+        str(tmp_path / "out"),
+    ]
     assert cli.main(argv) == 0
     config, _ = calls.study[0]
     assert config.datasets == ("fashion-mnist",) and config.seeds == (0, 1) and config.train.recipe.epochs == 3
@@ -116,22 +165,42 @@ def test_config_flags_map_onto_the_experiment(tmp_path, monkeypatch):
 def test_ray_flags_reach_the_ray_study(tmp_path, monkeypatch, ray, address):
     monkeypatch.chdir(tmp_path)
     calls = _Calls(monkeypatch)
-    argv = ["run", "--ray", *ray, "--ray-cpus", "1.5", "--ray-table-cpus", "3", "--ray-gpus", "0.5",
-            "--data-dir", "D", "--cache", "C", "--results", str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        "run",
+        "--ray",
+        *ray,
+        "--ray-cpus",
+        "1.5",
+        "--ray-table-cpus",
+        "3",
+        "--ray-gpus",
+        "0.5",
+        "--data-dir",
+        "D",
+        "--cache",
+        "C",
+        "--results",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
     assert not calls.study and len(calls.ray) == 1
     _, kw = calls.ray[0]
-    assert kw == dict(address=address, cpus=1.5, gpus=0.5, table_cpus=3.0, data_dir=Path("D"), cache=Path("C"),
-                      progress=False)
+    assert kw == dict(
+        address=address, cpus=1.5, gpus=0.5, table_cpus=3.0, data_dir=Path("D"), cache=Path("C"), progress=False
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--ray", "--retrain"], "--retrain cannot be combined with --ray"),
-    (["--ray-gpus", "-1"], "--ray-gpus (-1) not negative"),
-    (["--memory-budget", "0"], "--memory-budget must be a positive number of GB, got 0"),
-    (["--memory-budget", "1", "--retrain"], "--memory-budget applies to worker processes"),
-    (["--workers", "2", "--ray"], "--workers applies to worker processes"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--ray", "--retrain"], "--retrain cannot be combined with --ray"),
+        (["--ray-gpus", "-1"], "--ray-gpus (-1) not negative"),
+        (["--memory-budget", "0"], "--memory-budget must be a positive number of GB, got 0"),
+        (["--memory-budget", "1", "--retrain"], "--memory-budget applies to worker processes"),
+        (["--workers", "2", "--ray"], "--workers applies to worker processes"),
+    ],
+)
 def test_run_flag_conflicts_stop_before_any_work(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
     calls = _Calls(monkeypatch)
@@ -150,9 +219,22 @@ def test_quick_without_results_writes_to_the_scratch_directory(tmp_path, monkeyp
 
 # -- tables: the error paths the README promises ----------------------------------------------------
 
+
 def _sweep_table(**changes):
-    rows = [{"dataset": "mnist", "method": "weight", "correction": "none", "k": k, "seed": 0, "sparsity": k,
-             "prunable_sparsity": k, "accuracy": 98.0 - k / 10, "loss": 0.1} for k in (0.0, 50.0, 90.0)]
+    rows = [
+        {
+            "dataset": "mnist",
+            "method": "weight",
+            "correction": "none",
+            "k": k,
+            "seed": 0,
+            "sparsity": k,
+            "prunable_sparsity": k,
+            "accuracy": 98.0 - k / 10,
+            "loss": 0.1,
+        }
+        for k in (0.0, 50.0, 90.0)
+    ]
     table = pd.DataFrame(rows)
     for column, value in changes.items():
         table.loc[1, column] = value
@@ -164,16 +246,19 @@ def test_a_valid_table_passes_unchanged():
     assert tables.validate(table, "sweep") is table
 
 
-@pytest.mark.parametrize("table, message", [
-    (_sweep_table().iloc[:0], "has no rows"),
-    (_sweep_table(accuracy=100.5), "column 'accuracy' has values outside [0, 100]"),
-    (_sweep_table(accuracy=-0.1), "column 'accuracy' has values outside [0, 100]"),
-    (_sweep_table(sparsity=101.0), "column 'sparsity' has values outside [0, 100]"),
-    (_sweep_table(k=-5.0), "column 'k' has values outside [0, 100]"),
-    (_sweep_table(k=0.0), "repeats 1 row(s) of the same dataset, method, correction, k, seed"),
-    (_sweep_table(loss=math.nan), "column 'loss' has 1 missing or non-numeric"),
-    (_sweep_table().drop(columns=["dataset"]), "lacks column(s) ['dataset']"),
-])
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (_sweep_table().iloc[:0], "has no rows"),
+        (_sweep_table(accuracy=100.5), "column 'accuracy' has values outside [0, 100]"),
+        (_sweep_table(accuracy=-0.1), "column 'accuracy' has values outside [0, 100]"),
+        (_sweep_table(sparsity=101.0), "column 'sparsity' has values outside [0, 100]"),
+        (_sweep_table(k=-5.0), "column 'k' has values outside [0, 100]"),
+        (_sweep_table(k=0.0), "repeats 1 row(s) of the same dataset, method, correction, k, seed"),
+        (_sweep_table(loss=math.nan), "column 'loss' has 1 missing or non-numeric"),
+        (_sweep_table().drop(columns=["dataset"]), "lacks column(s) ['dataset']"),
+    ],
+)
 def test_damaged_tables_are_rejected_naming_the_fault(table, message):
     with pytest.raises(tables.TableError, match=None) as err:
         tables.validate(table, "sweep", "sweep.csv")
@@ -196,9 +281,11 @@ def test_edges_of_the_percent_range_are_accepted_and_files_are_read_and_validate
 
 # -- training: zero epochs is refused --------------------------------------------------------------
 
+
 def test_caching_a_zero_epoch_model_is_refused_before_any_work(tmp_path):
-    from prunelib.models import mlp
     from tiny import TINY, tiny_data
+
+    from prunelib.models import mlp
 
     with pytest.raises(ValueError, match="epochs must be at least 1 to train a model, got 0"):
         mlp.train_cached(tiny_data(), TINY.with_recipe(epochs=0), cache=tmp_path)
@@ -209,17 +296,21 @@ def test_caching_a_zero_epoch_model_is_refused_before_any_work(tmp_path):
 
 # -- a data directory nobody may write (runs as root too) -----------------------------------------
 
+
 def test_unwritable_data_dir_is_a_data_error_even_as_root(tmp_path, monkeypatch):
     """The chmod-based test in test_faults is skipped as root (root writes anywhere); here the
     permission check itself answers "no", so the same error path runs under CI's root too."""
-    from prunelib.data import sources as fetching
     from prunelib.data import DataError, fetch
+    from prunelib.data import sources as fetching
 
     real_access = os.access
     denied = tmp_path / "ro"
     denied.mkdir()
-    monkeypatch.setattr(fetching.os, "access",
-                        lambda p, mode, **kw: False if Path(p) == denied and mode & os.W_OK else real_access(p, mode, **kw))
+    monkeypatch.setattr(
+        fetching.os,
+        "access",
+        lambda p, mode, **kw: False if Path(p) == denied and mode & os.W_OK else real_access(p, mode, **kw),
+    )
     with pytest.raises(DataError, match=f"missing and {denied}.* is not writable"):
         fetch("mnist", denied)
     assert list(denied.iterdir()) == []  # nothing half-written
@@ -228,8 +319,8 @@ def test_unwritable_data_dir_is_a_data_error_even_as_root(tmp_path, monkeypatch)
 def test_a_write_that_fails_midway_is_a_data_error_and_leaves_nothing(tmp_path, monkeypatch):
     import hashlib
 
-    from prunelib.data import sources as fetching
     from prunelib.data import DataError
+    from prunelib.data import sources as fetching
 
     source = tmp_path / "src.gz"
     source.write_bytes(b"payload")
@@ -246,6 +337,7 @@ def test_a_write_that_fails_midway_is_a_data_error_and_leaves_nothing(tmp_path, 
 
 
 # -- k = 100: all-zero logits ---------------------------------------------------------------------
+
 
 def test_k_100_leaves_all_zero_logits_so_accuracy_is_class_0s_share_and_loss_is_log_classes():
     rng = np.random.default_rng(0)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from prunelib.models.config import Architecture, Recipe, TrainConfig
 from prunelib.data import Dataset
+from prunelib.models.config import Architecture, Recipe, TrainConfig
 
 
 def tiny_data(n: int = 256, seed: int = 0) -> Dataset:
@@ -15,8 +15,9 @@ def tiny_data(n: int = 256, seed: int = 0) -> Dataset:
     return Dataset("tiny", x, y, x[:64], y[:64])
 
 
-TINY = TrainConfig(Architecture(hidden_sizes=(16, 8), num_classes=2),
-                   Recipe(epochs=3, batch_size=32, learning_rate=1e-2))
+TINY = TrainConfig(
+    Architecture(hidden_sizes=(16, 8), num_classes=2), Recipe(epochs=3, batch_size=32, learning_rate=1e-2)
+)
 
 
 def require_real_data(*names: str):

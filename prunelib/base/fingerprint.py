@@ -41,8 +41,11 @@ def _sources(package_dir: Path | None = None) -> dict[str, Path]:
 
 @functools.cache
 def _sources_in(package_dir: Path) -> dict[str, Path]:
-    return {_name(p, package_dir): p for p in sorted(package_dir.rglob("*.py"))
-            if p.stem != "__main__" and "__pycache__" not in p.parts}
+    return {
+        _name(p, package_dir): p
+        for p in sorted(package_dir.rglob("*.py"))
+        if p.stem != "__main__" and "__pycache__" not in p.parts
+    }
 
 
 def package_modules(package_dir: Path | None = None) -> list[str]:
@@ -84,7 +87,8 @@ def _hashes_in(package_dir: Path) -> dict[str, str]:
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(tree: ast.AST, modules: set[str]) -> set[str]:

@@ -11,13 +11,35 @@ from __future__ import annotations
 import os
 import platform
 
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimd",
+    "sve",
+)
 """The instruction-set features the numeric kernels dispatch on (x86 and Arm), as /proc/cpuinfo
 spells them."""
 
-THREAD_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                    "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+THREAD_VARIABLES = (
+    "TF_ENABLE_ONEDNN_OPTS",
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "TF_NUM_INTRAOP_THREADS",
+    "TF_NUM_INTEROP_THREADS",
+)
 """Environment variables that change which kernels run or on how many threads."""
 
 
@@ -46,7 +68,11 @@ def facts() -> dict[str, object]:
         usable = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         usable = os.cpu_count()
-    return {"cpu": info.get("model name") or platform.processor() or platform.machine(),
-            "arch": platform.machine(), "isa": [f for f in ISA_FLAGS if f in flags],
-            "cpus": os.cpu_count(), "usable_cpus": usable,
-            "env": {v: os.environ.get(v) for v in THREAD_VARIABLES}}
+    return {
+        "cpu": info.get("model name") or platform.processor() or platform.machine(),
+        "arch": platform.machine(),
+        "isa": [f for f in ISA_FLAGS if f in flags],
+        "cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "env": {v: os.environ.get(v) for v in THREAD_VARIABLES},
+    }

@@ -115,8 +115,15 @@ def cache_only() -> Iterator[None]:
         _CACHE_ONLY.pop()
 
 
-def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callable[[T, Path], object],
-                    load: Callable[[Path], T], *, recompute: bool = False) -> tuple[T, float]:
+def cached_artifact(
+    path: Path,
+    key: dict,
+    build: Callable[[], T],
+    save: Callable[[T, Path], object],
+    load: Callable[[Path], T],
+    *,
+    recompute: bool = False,
+) -> tuple[T, float]:
     """Load the artifact at ``path`` if its key file matches ``key`` and its checksum holds,
     else build it, save it atomically, and write the key file.
 
@@ -143,18 +150,32 @@ def cached_artifact(path: Path, key: dict, build: Callable[[], T], save: Callabl
         artifact = build()
         seconds = time.perf_counter() - t0
         atomic_write(path, lambda tmp: save(artifact, tmp))
-        _write_json(key_path(path), {"key": key, "sha256": sha256_file(path), "seconds": seconds,
-                                     "written": datetime.datetime.now().isoformat(timespec="seconds")})
+        _write_json(
+            key_path(path),
+            {
+                "key": key,
+                "sha256": sha256_file(path),
+                "seconds": seconds,
+                "written": datetime.datetime.now().isoformat(timespec="seconds"),
+            },
+        )
     return artifact, seconds
 
 
 def git_commit(cwd: Path = PACKAGE_DIR) -> tuple[str | None, bool]:
     """The checked-out commit and whether the package source differs from it (None if no git)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                                check=True, timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(PACKAGE_DIR)], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", str(PACKAGE_DIR)],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
         return commit, bool(dirty)
     except (OSError, subprocess.SubprocessError):
         return None, False
@@ -167,8 +188,11 @@ each row with the command that produced it, and a study run neither reads nor re
 
 
 def _recorded_files(results_dir: Path) -> list[Path]:
-    return [p for p in sorted(results_dir.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and p.relative_to(results_dir).parts[0] not in NOT_RECORDED]
+    return [
+        p
+        for p in sorted(results_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and p.relative_to(results_dir).parts[0] not in NOT_RECORDED
+    ]
 
 
 def _seal(manifest: dict) -> str:
@@ -193,9 +217,17 @@ def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -
     files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
     code = results_code()
     edited = sorted(m for m in code if code[m] != sha256_file(module_path(m)))
-    manifest = {"commit": commit, "source_differs_from_commit": dirty, "command": command,
-                "code": code, "source_edited_during_run": edited,
-                "versions": versions(), "machine": machine.facts(), "config": config, "files": files}
+    manifest = {
+        "commit": commit,
+        "source_differs_from_commit": dirty,
+        "command": command,
+        "code": code,
+        "source_edited_during_run": edited,
+        "versions": versions(),
+        "machine": machine.facts(),
+        "config": config,
+        "files": files,
+    }
     manifest["sealed"] = _seal(json.loads(json.dumps(manifest, default=str)))
     path = results_dir / MANIFEST
     _write_json(path, manifest)
@@ -219,8 +251,7 @@ def _manifest_field_problems(manifest: object, path: Path) -> list[str]:
     problems = []
     for field in ("code", "files"):
         value = manifest.get(field)
-        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                  for k, v in value.items()):
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             problems.append(f"{path}: field {field!r} must map names to hashes, got {str(value)[:60]}; {fix}")
     files = manifest.get("files")
     if isinstance(files, dict):

@@ -33,15 +33,21 @@ class Strategy:
     epochs: Callable[..., int] | None = None  # of a prunelib.models.config.RecoveryConfig
 
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
-    Strategy("one-shot", "prune once, no training", "one-shot", lambda c: 0),
-    Strategy("finetune", "prune once, then fine-tune with the mask fixed", "recovery", lambda c: c.recipe.epochs),
-    Strategy("gradual", "Zhu & Gupta's cubic schedule while training", "recovery", lambda c: c.recipe.epochs),
-    Strategy("imp", "iterative magnitude pruning: prune, retrain, repeat", "recovery",
-             lambda c: c.imp_epochs * c.imp_rounds),
-    Strategy("targeted-dropout", "train from scratch with targeted dropout, then prune once",
-             "from-scratch"),
-)}
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("one-shot", "prune once, no training", "one-shot", lambda c: 0),
+        Strategy("finetune", "prune once, then fine-tune with the mask fixed", "recovery", lambda c: c.recipe.epochs),
+        Strategy("gradual", "Zhu & Gupta's cubic schedule while training", "recovery", lambda c: c.recipe.epochs),
+        Strategy(
+            "imp",
+            "iterative magnitude pruning: prune, retrain, repeat",
+            "recovery",
+            lambda c: c.imp_epochs * c.imp_rounds,
+        ),
+        Strategy("targeted-dropout", "train from scratch with targeted dropout, then prune once", "from-scratch"),
+    )
+}
 """Every strategy, in the order reports and figures show them."""
 
 RECOVERY = tuple(name for name, s in STRATEGIES.items() if s.kind == "recovery")

@@ -15,13 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from prunelib.core.forward import per_layer
-from prunelib.core.pruning import DEFAULT_KS
-
-from prunelib.core.pruning import validate_biases, validate_kernel_shapes, validate_kernels
+from prunelib.core.pruning import DEFAULT_KS, validate_biases, validate_kernel_shapes, validate_kernels
 
 
-def live_units(kernels: Sequence[np.ndarray],
-               biases: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+def live_units(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
     """Boolean masks over each hidden layer's units: ``True`` where the unit can affect the output.
 
     Args:
@@ -68,9 +65,9 @@ def _rows(live: list[np.ndarray], i: int, n_inputs: int) -> np.ndarray:
     return live[i - 1] if i > 0 else np.ones(n_inputs, dtype=bool)
 
 
-def compact_kernels(kernels: Sequence[np.ndarray],
-                    biases: Sequence[np.ndarray | None] | None = None
-                    ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+def compact_kernels(
+    kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Physically smaller kernels (and biases) computing the same logits.
 
     Returns:
@@ -141,8 +138,9 @@ def account(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] |
     )
 
 
-def accounting_table(kernels: Sequence[np.ndarray], methods: Sequence[str] = ("weight", "unit"),
-                     ks: Sequence[float] = DEFAULT_KS):
+def accounting_table(
+    kernels: Sequence[np.ndarray], methods: Sequence[str] = ("weight", "unit"), ks: Sequence[float] = DEFAULT_KS
+):
     """Tidy table of :func:`account` for every (method, k): what pruning really removes.
 
     Columns: method, k, sparsity, zero_weights, effective_weights, macs_per_sample, mac_ratio.
@@ -155,7 +153,15 @@ def accounting_table(kernels: Sequence[np.ndarray], methods: Sequence[str] = ("w
     for method in methods:
         for k in ks:
             a = account(pruning.prune(kernels, k, method))
-            rows.append({"method": method, "k": float(k), "sparsity": a.sparsity,
-                         "zero_weights": a.zero_weights, "effective_weights": a.effective_weights,
-                         "macs_per_sample": a.macs_per_sample, "mac_ratio": a.mac_ratio})
+            rows.append(
+                {
+                    "method": method,
+                    "k": float(k),
+                    "sparsity": a.sparsity,
+                    "zero_weights": a.zero_weights,
+                    "effective_weights": a.effective_weights,
+                    "macs_per_sample": a.macs_per_sample,
+                    "mac_ratio": a.mac_ratio,
+                }
+            )
     return pd.DataFrame(rows)

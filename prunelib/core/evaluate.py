@@ -9,21 +9,36 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib.core import forward
-from prunelib.core import pruning
+from prunelib.core import forward, pruning
 from prunelib.core.compact import account
 from prunelib.core.pruning import DEFAULT_KS
 
-SWEEP_COLUMNS = ["dataset", "method", "correction", "k", "seed", "sparsity", "prunable_sparsity",
-                 "accuracy", "loss", "effective_params", "norm_kept", "seconds"]
+SWEEP_COLUMNS = [
+    "dataset",
+    "method",
+    "correction",
+    "k",
+    "seed",
+    "sparsity",
+    "prunable_sparsity",
+    "accuracy",
+    "loss",
+    "effective_params",
+    "norm_kept",
+    "seconds",
+]
 CORRECTIONS = ("none", "lstsq")
 """``none``: the challenge's one-shot pruning; ``lstsq``: the same masks, survivors re-fitted in closed
 form (:func:`prunelib.core.reconstruct.reconstruct`)."""
 
 
-def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray,
-                     biases: Sequence[np.ndarray | None] | None = None,
-                     batch_size: int = forward.CHUNK) -> tuple[float, float]:
+def evaluate_kernels(
+    kernels: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    biases: Sequence[np.ndarray | None] | None = None,
+    batch_size: int = forward.CHUNK,
+) -> tuple[float, float]:
     """Accuracy (percent) and mean cross-entropy of the MLP with these weights.
 
     Args:
@@ -41,8 +56,10 @@ def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
     kernels = pruning.validate_kernel_shapes(kernels)
     x_shape = np.shape(x)
     if len(x_shape) < 2 or len(x) == 0 or int(np.prod(x_shape[1:], dtype=np.int64)) != kernels[0].shape[0]:
-        raise ValueError(f"images of shape {x_shape} must be a non-empty batch (n, ...) flattening to the "
-                         f"first kernel's {kernels[0].shape[0]} inputs")
+        raise ValueError(
+            f"images of shape {x_shape} must be a non-empty batch (n, ...) flattening to the "
+            f"first kernel's {kernels[0].shape[0]} inputs"
+        )
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"need one integer label per image: {len(x)} images, labels of shape {y.shape}")
@@ -62,12 +79,20 @@ def evaluate_kernels(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray
     return 100.0 * correct / len(x), loss / len(x)
 
 
-def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
-          dataset: str, methods: Iterable[str] = ("weight", "unit"),
-          ks: Iterable[float] = DEFAULT_KS,
-          seed: int = 0, biases: Sequence[np.ndarray | None] | None = None,
-          corrections: Iterable[str] = ("none",), calibration: np.ndarray | None = None,
-          progress: bool = True) -> pd.DataFrame:
+def sweep(
+    kernels: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    dataset: str,
+    methods: Iterable[str] = ("weight", "unit"),
+    ks: Iterable[float] = DEFAULT_KS,
+    seed: int = 0,
+    biases: Sequence[np.ndarray | None] | None = None,
+    corrections: Iterable[str] = ("none",),
+    calibration: np.ndarray | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Prune with each method at each k (and correct the survivors, if asked) and evaluate.
 
     Args:
@@ -108,14 +133,22 @@ def sweep(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *,
                 pruned = pruning.apply_masks(kernels, masks)
             seconds = time.perf_counter() - t0 if correction != "none" else 0.0
             accuracy, loss = evaluate_kernels(pruned, x, y, pruned_biases)
-            rows.append({
-                "dataset": dataset, "method": method, "correction": correction, "k": k, "seed": seed,
-                "sparsity": pruning.sparsity(pruned),
-                "prunable_sparsity": pruning.sparsity(pruning.split_logits(pruned)[0]),
-                "accuracy": accuracy, "loss": loss,
-                "effective_params": account(pruned, pruned_biases).effective_weights,
-                "norm_kept": 100.0 * sum(float(np.sum(np.square(w, dtype=np.float64)))
-                                         for w in pruned[:-1]) / hidden_norm,
-                "seconds": seconds,
-            })
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "correction": correction,
+                    "k": k,
+                    "seed": seed,
+                    "sparsity": pruning.sparsity(pruned),
+                    "prunable_sparsity": pruning.sparsity(pruning.split_logits(pruned)[0]),
+                    "accuracy": accuracy,
+                    "loss": loss,
+                    "effective_params": account(pruned, pruned_biases).effective_weights,
+                    "norm_kept": 100.0
+                    * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in pruned[:-1])
+                    / hidden_norm,
+                    "seconds": seconds,
+                }
+            )
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -48,8 +48,7 @@ def per_layer(values: Sequence | None, kernels: Sequence[np.ndarray], what: str)
     """
     values = list(values) if values is not None else [None] * len(kernels)
     if len(values) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(values)} {what}; give one per kernel (None for the "
-                         "default)")
+        raise ValueError(f"{len(kernels)} kernels but {len(values)} {what}; give one per kernel (None for the default)")
     return values
 
 
@@ -69,14 +68,19 @@ def apply(activation: Activation, z: np.ndarray) -> np.ndarray:
     """
     out = np.asarray(activation(z), dtype=z.dtype)
     if out.shape != z.shape:
-        raise ValueError(f"activation {activation!r} turned shape {z.shape} into {out.shape}; "
-                         "only elementwise activations are supported")
+        raise ValueError(
+            f"activation {activation!r} turned shape {z.shape} into {out.shape}; "
+            "only elementwise activations are supported"
+        )
     return out
 
 
-def activations(kernels: Sequence[np.ndarray], x: np.ndarray,
-                biases: Sequence[np.ndarray | None] | None = None,
-                acts: Sequence[Activation | None] | None = None) -> Iterator[np.ndarray]:
+def activations(
+    kernels: Sequence[np.ndarray],
+    x: np.ndarray,
+    biases: Sequence[np.ndarray | None] | None = None,
+    acts: Sequence[Activation | None] | None = None,
+) -> Iterator[np.ndarray]:
     """Each layer's output in turn: the hidden layers' activations (ReLU by default), then the logits.
 
     Args:
@@ -102,8 +106,13 @@ def activations(kernels: Sequence[np.ndarray], x: np.ndarray,
         yield h
 
 
-def logits(kernels: Sequence[np.ndarray], x: np.ndarray, biases: Sequence[np.ndarray | None] | None = None,
-           chunk: int = CHUNK, acts: Sequence[Activation | None] | None = None) -> np.ndarray:
+def logits(
+    kernels: Sequence[np.ndarray],
+    x: np.ndarray,
+    biases: Sequence[np.ndarray | None] | None = None,
+    chunk: int = CHUNK,
+    acts: Sequence[Activation | None] | None = None,
+) -> np.ndarray:
     """The network's logits (n, classes) for inputs ``x`` (n, ...), computed in blocks of ``chunk`` rows.
 
     ``acts`` as in :func:`activations` (an output activation there makes these probabilities).
@@ -113,7 +122,7 @@ def logits(kernels: Sequence[np.ndarray], x: np.ndarray, biases: Sequence[np.nda
     x = _flat(x)
     out = np.empty((len(x), kernels[-1].shape[1]), np.result_type(x.dtype, kernels[-1].dtype))
     for start in range(0, len(x), chunk):
-        for h in activations(kernels, x[start:start + chunk], biases, acts):
+        for h in activations(kernels, x[start : start + chunk], biases, acts):  # noqa: B007 - h is used after
             pass  # only the last layer's output, the logits, is kept
-        out[start:start + chunk] = h
+        out[start : start + chunk] = h
     return out

@@ -55,8 +55,9 @@ def validate_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
         ValueError: naming the layer and what is wrong with it.
     """
     if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
-        raise ValueError("kernels must be a list of 2-D arrays in layer order, one per Dense layer; "
-                         f"got {type(kernels).__name__}")
+        raise ValueError(
+            f"kernels must be a list of 2-D arrays in layer order, one per Dense layer; got {type(kernels).__name__}"
+        )
     if len(kernels) < 1:
         raise ValueError("need at least the logit layer's kernel")
     out = []
@@ -67,11 +68,15 @@ def validate_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
         if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
             raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
         if np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
-            raise ValueError(f"kernel {i} contains {int(np.sum(~np.isfinite(w)))} NaN or infinite "
-                             "values; magnitude pruning cannot rank them (check the training run)")
+            raise ValueError(
+                f"kernel {i} contains {int(np.sum(~np.isfinite(w)))} NaN or infinite "
+                "values; magnitude pruning cannot rank them (check the training run)"
+            )
         if out and out[-1].shape[1] != w.shape[0]:
-            raise ValueError(f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
-                             f"{out[-1].shape[1]} units; kernels must be in layer order")
+            raise ValueError(
+                f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
+                f"{out[-1].shape[1]} units; kernels must be in layer order"
+            )
         out.append(w)
     return out
 
@@ -195,15 +200,19 @@ def validate_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -
     for i, (kernel, mask) in enumerate(zip(kernels, masks)):
         m = np.asarray(mask)
         if m.dtype != bool:
-            raise ValueError(f"mask {i} must be a boolean array (True keeps a weight), got dtype "
-                             f"{m.dtype}; convert it explicitly, e.g. mask != 0")
+            raise ValueError(
+                f"mask {i} must be a boolean array (True keeps a weight), got dtype "
+                f"{m.dtype}; convert it explicitly, e.g. mask != 0"
+            )
         if m.shape != kernel.shape:
             raise ValueError(f"mask {i} has shape {m.shape}, which does not match kernel shape {kernel.shape}")
         out.append(m)
     if not out[-1].all():
-        raise ValueError(f"the logit kernel's mask (mask {len(out) - 1}) prunes "
-                         f"{int(out[-1].size - np.count_nonzero(out[-1]))} weights; the logit layer is "
-                         "never pruned, so its mask must be all True")
+        raise ValueError(
+            f"the logit kernel's mask (mask {len(out) - 1}) prunes "
+            f"{int(out[-1].size - np.count_nonzero(out[-1]))} weights; the logit layer is "
+            "never pruned, so its mask must be all True"
+        )
     return out
 
 
@@ -252,8 +261,9 @@ def unit_prune(kernels: Sequence[np.ndarray], k: float) -> list[np.ndarray]:
     return prune(kernels, k, "unit")
 
 
-def prune_biases(biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray],
-                 method: str) -> list[np.ndarray | None]:
+def prune_biases(
+    biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray], method: str
+) -> list[np.ndarray | None]:
     """Zero the biases of units that unit pruning removed, so a pruned unit outputs exactly 0.
 
     Weight pruning leaves biases alone: a column it happens to empty is not a removed unit.
@@ -267,12 +277,13 @@ def prune_biases(biases: Sequence[np.ndarray | None], masks: Sequence[np.ndarray
         raise ValueError(f"{len(biases)} biases but {len(masks)} masks; give one bias (or None) per mask")
     for i, (b, m) in enumerate(zip(biases, masks)):
         if b is not None and (np.ndim(m) != 2 or np.shape(b) != (np.shape(m)[1],)):
-            raise ValueError(f"bias {i} has shape {np.shape(b)} but mask {i} has shape {np.shape(m)}; "
-                             "a bias has one entry per unit (column)")
+            raise ValueError(
+                f"bias {i} has shape {np.shape(b)} but mask {i} has shape {np.shape(m)}; "
+                "a bias has one entry per unit (column)"
+            )
     if method != "unit":
         return list(biases)
-    return [None if b is None else np.where(m.any(axis=0), b, np.zeros((), b.dtype))
-            for b, m in zip(biases, masks)]
+    return [None if b is None else np.where(m.any(axis=0), b, np.zeros((), b.dtype)) for b, m in zip(biases, masks)]
 
 
 def sparsity(arrays: Sequence[np.ndarray]) -> float:
@@ -282,8 +293,9 @@ def sparsity(arrays: Sequence[np.ndarray]) -> float:
     return 100.0 * zeros / total if total else 0.0
 
 
-def validate_biases(kernels: Sequence[np.ndarray],
-                    biases: Sequence[np.ndarray | None] | None) -> list[np.ndarray | None]:
+def validate_biases(
+    kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None
+) -> list[np.ndarray | None]:
     """Check per-layer biases against (validated) kernels; return them as a list (not copied).
 
     ``None`` (or a ``None`` entry) means no bias for that layer. Each bias must be a finite 1-D
@@ -307,8 +319,10 @@ def validate_biases(kernels: Sequence[np.ndarray],
         if b.dtype == bool or not (np.issubdtype(b.dtype, np.floating) or np.issubdtype(b.dtype, np.integer)):
             raise ValueError(f"bias {i} must hold real numbers, got dtype {b.dtype}")
         if b.shape != (kernel.shape[1],):
-            raise ValueError(f"bias {i} has shape {b.shape}; kernel {i} has {kernel.shape[1]} units, "
-                             f"so it must have shape ({kernel.shape[1]},)")
+            raise ValueError(
+                f"bias {i} has shape {b.shape}; kernel {i} has {kernel.shape[1]} units, "
+                f"so it must have shape ({kernel.shape[1]},)"
+            )
         if np.issubdtype(b.dtype, np.floating) and not np.isfinite(b).all():
             raise ValueError(f"bias {i} contains {int(np.sum(~np.isfinite(b)))} NaN or infinite values")
         out.append(b)
@@ -331,18 +345,23 @@ def validate_inputs(x: object, features: int) -> np.ndarray:
     if np.ma.is_masked(x):  # np.asarray would drop the mask and compute on the hidden values
         raise ValueError("inputs are a masked array with masked entries; fill them first (x.filled(...))")
     a = np.asarray(x)
-    if a.dtype == object or not (a.dtype == bool or np.issubdtype(a.dtype, np.floating)
-                                 or np.issubdtype(a.dtype, np.integer)):
+    if a.dtype == object or not (
+        a.dtype == bool or np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+    ):
         raise ValueError(f"inputs must be real numbers, got dtype {a.dtype}")
     if a.ndim < 2 or int(np.prod(a.shape[1:], dtype=np.int64)) != features:
-        raise ValueError(f"inputs of shape {a.shape} do not flatten to {features} features per sample; "
-                         "pass a batch (n, ...) even for one sample (x[None])")
+        raise ValueError(
+            f"inputs of shape {a.shape} do not flatten to {features} features per sample; "
+            "pass a batch (n, ...) even for one sample (x[None])"
+        )
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
         out = np.ascontiguousarray(a.reshape(len(a), features), dtype=np.float32)
     bad = out.size - int(np.count_nonzero(np.isfinite(out)))
     if bad:
-        raise ValueError(f"inputs contain {bad} NaN or infinite values (after conversion to float32); "
-                         "inference refuses them on every path, so clean or clip the inputs first")
+        raise ValueError(
+            f"inputs contain {bad} NaN or infinite values (after conversion to float32); "
+            "inference refuses them on every path, so clean or clip the inputs first"
+        )
     return out
 
 
@@ -355,8 +374,9 @@ def validate_kernel_shapes(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
         ValueError: naming the layer and what is wrong with it.
     """
     if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
-        raise ValueError("kernels must be a list of 2-D arrays in layer order, one per Dense layer; "
-                         f"got {type(kernels).__name__}")
+        raise ValueError(
+            f"kernels must be a list of 2-D arrays in layer order, one per Dense layer; got {type(kernels).__name__}"
+        )
     if len(kernels) < 1:
         raise ValueError("need at least the logit layer's kernel")
     out = []
@@ -367,7 +387,9 @@ def validate_kernel_shapes(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
         if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
             raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
         if out and out[-1].shape[1] != w.shape[0]:
-            raise ValueError(f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
-                             f"{out[-1].shape[1]} units; kernels must be in layer order")
+            raise ValueError(
+                f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
+                f"{out[-1].shape[1]} units; kernels must be in layer order"
+            )
         out.append(w)
     return out

@@ -59,13 +59,16 @@ def _check_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> 
             raise ValueError(f"mask {i} must be boolean (True keeps a weight), got dtype {m.dtype}")
         out.append(m)
     if not out[-1].all():
-        raise ValueError(f"the logit mask prunes {int(np.sum(~out[-1]))} weights, but the logit layer is "
-                         "never pruned or re-fitted; pass an all-True mask for it")
+        raise ValueError(
+            f"the logit mask prunes {int(np.sum(~out[-1]))} weights, but the logit layer is "
+            "never pruned or re-fitted; pass an all-True mask for it"
+        )
     return out
 
 
-def _batched_solve(matrix: np.ndarray, sets: np.ndarray, counts: np.ndarray,
-                   rhs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _batched_solve(
+    matrix: np.ndarray, sets: np.ndarray, counts: np.ndarray, rhs: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Solve ``matrix[S_c, S_c] z_c = rhs_c`` for a batch of index sets at once.
 
     Args:
@@ -93,12 +96,13 @@ def _chunks(order: np.ndarray, sizes: np.ndarray):
     while start < order.size:
         s = int(sizes[order[min(start + 7, order.size - 1)]])
         chunk = max(1, min(64, _CHUNK_BYTES // (8 * max(s, 1) ** 2)))  # small: little padding
-        yield order[start:start + chunk]
+        yield order[start : start + chunk]
         start += chunk
 
 
-def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.ndarray,
-                   lam: float, dtype: type = np.float32) -> np.ndarray:
+def _solve_columns(
+    gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.ndarray, lam: float, dtype: type = np.float32
+) -> np.ndarray:
     """Solve every column's ridge problem on its own support; pruned entries come back 0.
 
     A column keeping fewer weights than it loses is solved on its support directly. One keeping
@@ -137,8 +141,9 @@ def _solve_columns(gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np
     return out * mask
 
 
-def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray,
-                   dtype: type = np.float32) -> np.ndarray:
+def _logit_targets(
+    h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray, dtype: type = np.float32
+) -> np.ndarray:
     """Activations of the last hidden layer that reproduce the dense logits through the fixed
     logit kernel using only the kept units: the dense activations plus the minimum-norm change."""
     w = logits_kernel.astype(dtype)
@@ -150,10 +155,16 @@ def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndar
     return target
 
 
-def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: np.ndarray, *,
-                damping: float = 0.01, biases: Sequence[np.ndarray | None] | None = None,
-                logit_targets: bool = True,
-                acts: Sequence[Activation | None] | None = None) -> list[np.ndarray]:
+def reconstruct(
+    kernels: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    x: np.ndarray,
+    *,
+    damping: float = 0.01,
+    biases: Sequence[np.ndarray | None] | None = None,
+    logit_targets: bool = True,
+    acts: Sequence[Activation | None] | None = None,
+) -> list[np.ndarray]:
     """Re-fit the kept weights of each hidden layer to the dense network's pre-activations.
 
     Args:
@@ -195,12 +206,17 @@ def reconstruct(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], x: n
     return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=False)[0]
 
 
-def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
-                            masks: Sequence[np.ndarray], x: np.ndarray, *, damping: float = 0.01,
-                            pruned_biases: Sequence[np.ndarray | None] | None = None,
-                            logit_targets: bool = True,
-                            acts: Sequence[Activation | None] | None = None
-                            ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+def reconstruct_with_biases(
+    kernels: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray | None],
+    masks: Sequence[np.ndarray],
+    x: np.ndarray,
+    *,
+    damping: float = 0.01,
+    pruned_biases: Sequence[np.ndarray | None] | None = None,
+    logit_targets: bool = True,
+    acts: Sequence[Activation | None] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Like :func:`reconstruct`, but each kept unit's bias is fitted together with its weights.
 
     The bias is treated as the weight of an extra, never-pruned input of constant 1 (pulled
@@ -224,17 +240,19 @@ def reconstruct_with_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.n
         ((6,), True)
     """
     if biases is None:
-        raise ValueError("biases must be a list with one bias (or None) per kernel; "
-                         "use reconstruct() for a model without biases")
+        raise ValueError(
+            "biases must be a list with one bias (or None) per kernel; use reconstruct() for a model without biases"
+        )
     if pruned_biases is not None:
         pruned_biases = list(pruned_biases)
         if len(pruned_biases) != len(biases) or any(
-                (p is None) != (b is None) or (p is not None and np.shape(p) != np.shape(b))
-                for p, b in zip(pruned_biases, biases)):
-            raise ValueError("pruned_biases must match biases: one per layer, None where biases has None, "
-                             "same shapes")
-    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=True,
-                        pruned_biases=pruned_biases)
+            (p is None) != (b is None) or (p is not None and np.shape(p) != np.shape(b))
+            for p, b in zip(pruned_biases, biases)
+        ):
+            raise ValueError("pruned_biases must match biases: one per layer, None where biases has None, same shapes")
+    return _reconstruct(
+        kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=True, pruned_biases=pruned_biases
+    )
 
 
 def _float_dtype(w: np.ndarray) -> np.dtype:
@@ -242,8 +260,7 @@ def _float_dtype(w: np.ndarray) -> np.dtype:
     return w.dtype if np.issubdtype(w.dtype, np.floating) else np.result_type(w.dtype, np.float32)
 
 
-def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit_biases: bool,
-                 pruned_biases=None):
+def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit_biases: bool, pruned_biases=None):
     kernels = validate_kernels(kernels)
     masks = _check_masks(kernels, masks)
     if not (np.isfinite(damping) and damping > 0):
@@ -253,16 +270,17 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
         raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
     x = x.reshape(len(x), -1)
     if x.shape[1] != kernels[0].shape[0]:
-        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes "
-                         f"{kernels[0].shape[0]}")
+        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes {kernels[0].shape[0]}")
     if not np.isfinite(x).all():
         raise ValueError("calibration inputs contain NaN or infinity")
     hidden = kernels[:-1]
     need = max((w.shape[0] + fit_biases for w in hidden), default=0)
     if len(x) < need:
-        raise ValueError(f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
-                         f"{' (its bias counted as one)' if fit_biases else ''}, so pass at least {need} "
-                         "samples")
+        raise ValueError(
+            f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
+            f"{' (its bias counted as one)' if fit_biases else ''}, so pass at least {need} "
+            "samples"
+        )
     biases = validate_biases(kernels, biases)
     acts = forward.per_layer(acts, kernels, "activations")
     if any(a is not None and not callable(a) for a in acts):
@@ -271,12 +289,24 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
     for dtype in (np.float32, np.float64):
         with np.errstate(over="ignore", invalid="ignore"):
             try:
-                return _fit(kernels, masks, x.astype(dtype), damping, biases, logit_targets, acts,
-                            fit_biases, dtype, pruned_biases or biases)
+                return _fit(
+                    kernels,
+                    masks,
+                    x.astype(dtype),
+                    damping,
+                    biases,
+                    logit_targets,
+                    acts,
+                    fit_biases,
+                    dtype,
+                    pruned_biases or biases,
+                )
             except _NonFinite:
                 continue
-    raise ValueError("reconstruction is not finite even in float64: the calibration inputs or weights "
-                     "are too large (scale the inputs, e.g. to [0, 1])")
+    raise ValueError(
+        "reconstruction is not finite even in float64: the calibration inputs or weights "
+        "are too large (scale the inputs, e.g. to [0, 1])"
+    )
 
 
 def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype, pruned_biases):
@@ -322,7 +352,7 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
         lam = damping * (mean_diag if mean_diag > 0 else 1.0)
         fitted = _solve_columns(gram, cross, w0, mask, lam, dtype)
         _finite(fitted)
-        new = np.where(m, fitted[:len(w)], 0.0).astype(_float_dtype(w))
+        new = np.where(m, fitted[: len(w)], 0.0).astype(_float_dtype(w))
         # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
         collapsed = m & (new == 0) & (w != 0)
         new[collapsed] = w[collapsed]
@@ -360,8 +390,7 @@ def calibration_set(images: np.ndarray, n: int = 4096, seed: int = 0) -> np.ndar
     return images[np.random.default_rng(seed).permutation(len(images))[:n]]
 
 
-def obs_weight_masks(kernels: Sequence[np.ndarray], k: float, x: np.ndarray,
-                     damping: float = 0.01) -> list[np.ndarray]:
+def obs_weight_masks(kernels: Sequence[np.ndarray], k: float, x: np.ndarray, damping: float = 0.01) -> list[np.ndarray]:
     """Weight masks chosen by optimal-brain-surgeon saliency instead of magnitude.
 
     Per hidden layer, weight ``(i, j)`` scores ``w_ij^2 / [H^-1]_ii`` with ``H = X^T X + lam I`` the

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunelib.data.sources import DATASETS, DatasetSpec, fetch, spec  # noqa: F401
 from prunelib.data.idx import DataError, read_idx, sha256_of, verify_file, write_idx  # noqa: F401
+from prunelib.data.sources import DATASETS, DatasetSpec, fetch, spec  # noqa: F401
 
 
 @dataclass(frozen=True)

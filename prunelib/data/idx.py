@@ -28,8 +28,9 @@ def sha256_of(path: Path) -> str:
 def verify_file(path: Path, expected_sha256: str) -> None:
     """Raise DataError unless ``path`` exists and hashes to ``expected_sha256``."""
     if path.is_dir():
-        raise DataError(f"{path} is a directory where a data file belongs; remove it and run "
-                        "`python -m prunelib.data fetch`")
+        raise DataError(
+            f"{path} is a directory where a data file belongs; remove it and run `python -m prunelib.data fetch`"
+        )
     if not path.is_file():
         raise DataError(f"{path} is missing")
     try:
@@ -60,8 +61,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path} cannot be read ({err}); delete it and fetch it again") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(
-            f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); "
-            "delete it and fetch it again"
+            f"{path} is not an IDX file (bad magic number {raw[:4].hex() or 'empty'}); delete it and fetch it again"
         )
     ndim = raw[3]
     header = 4 + 4 * ndim
@@ -80,9 +80,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write a uint8 array as an IDX file (gzip-compressed if the name ends in ``.gz``)."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "wb") as handle:
         handle.write(header + array.tobytes())

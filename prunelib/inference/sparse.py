@@ -10,13 +10,12 @@ with the cut-off set from ``benchmarks/inference.py``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
 import zipfile
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from numbers import Real
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -120,8 +119,10 @@ def inference_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
         with np.errstate(over="ignore"):
             w32 = np.asarray(w, dtype=np.float32)
         if not np.isfinite(w32).all():
-            raise ValueError(f"kernel {i} has values beyond float32's range (largest |w| = "
-                             f"{float(np.max(np.abs(w.astype(np.float64)))):g}); inference runs in float32")
+            raise ValueError(
+                f"kernel {i} has values beyond float32's range (largest |w| = "
+                f"{float(np.max(np.abs(w.astype(np.float64)))):g}); inference runs in float32"
+            )
         out.append(w32)
     return out
 
@@ -174,8 +175,7 @@ class SparseMLP:
 
     def kernels(self) -> list[np.ndarray]:
         """The kernels back as dense (inputs, units) arrays."""
-        return [np.ascontiguousarray((l.weight_t.toarray() if l.is_sparse else l.weight_t).T)
-                for l in self.layers]
+        return [np.ascontiguousarray((l.weight_t.toarray() if l.is_sparse else l.weight_t).T) for l in self.layers]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Save as a compressed ``.npz``: CSR arrays for sparse layers, raw arrays for dense ones."""
@@ -190,7 +190,7 @@ class SparseMLP:
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
-    def load(cls, path: str | os.PathLike, dense_above: float = DENSE_ABOVE) -> "SparseMLP":
+    def load(cls, path: str | os.PathLike, dense_above: float = DENSE_ABOVE) -> SparseMLP:
         """Load a model written by :meth:`save`, checking every array before it is used.
 
         Raises:
@@ -216,21 +216,24 @@ class SparseMLP:
                 # 4 entries per layer: a count the file cannot hold is refused before anything
                 # is built from it (a tiny file may claim millions of layers)
                 if 4 * n + 1 != len(names):
-                    raise ValueError(f"'n_layers' says {n} layers but it holds {len(names)} entries, "
-                                     "which do not match (a file of n layers holds 4n + 1)")
-                expected = {"n_layers"} | {f"{i}_{part}" for i in range(n)
-                                           for part in ("data", "indices", "indptr", "shape")}
+                    raise ValueError(
+                        f"'n_layers' says {n} layers but it holds {len(names)} entries, "
+                        "which do not match (a file of n layers holds 4n + 1)"
+                    )
+                expected = {"n_layers"} | {
+                    f"{i}_{part}" for i in range(n) for part in ("data", "indices", "indptr", "shape")
+                }
                 if names != expected:
-                    raise ValueError(f"its entries {sorted(names ^ expected)[:4]} do not match "
-                                     f"{n} layers")
+                    raise ValueError(f"its entries {sorted(names ^ expected)[:4]} do not match {n} layers")
                 kernels = [_checked_layer(f, i) for i in range(n)]
-            except (ValueError, KeyError, OSError, EOFError, MemoryError, zipfile.BadZipFile,
-                    zlib.error) as err:
+            except (ValueError, KeyError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as err:
                 raise ValueError(f"{path} is not a valid SparseMLP file: {err}") from None
         for i in range(1, len(kernels)):
             if kernels[i].shape[0] != kernels[i - 1].shape[1]:
-                raise ValueError(f"{path} is not a valid SparseMLP file: layer {i} takes "
-                                 f"{kernels[i].shape[0]} inputs, layer {i - 1} has {kernels[i - 1].shape[1]}")
+                raise ValueError(
+                    f"{path} is not a valid SparseMLP file: layer {i} takes "
+                    f"{kernels[i].shape[0]} inputs, layer {i - 1} has {kernels[i - 1].shape[1]}"
+                )
         return cls(kernels, dense_above)
 
 
@@ -242,8 +245,10 @@ def _checked_layer(f, i: int) -> np.ndarray:
         raise ValueError(f"layer {i}: shape must be two positive integers, got {shape.tolist()}")
     rows, cols = (int(v) for v in shape)
     if rows * cols > MAX_LOAD_ENTRIES:
-        raise ValueError(f"layer {i}: shape {rows} x {cols} exceeds the {MAX_LOAD_ENTRIES} weights "
-                         "a loaded kernel may have (prunelib.inference.sparse.MAX_LOAD_ENTRIES)")
+        raise ValueError(
+            f"layer {i}: shape {rows} x {cols} exceeds the {MAX_LOAD_ENTRIES} weights "
+            "a loaded kernel may have (prunelib.inference.sparse.MAX_LOAD_ENTRIES)"
+        )
     # nnz <= rows * cols, so no honest array is larger than this; read nothing that claims more
     limit = 8 * (rows * cols + cols + 1)
     data, indices, indptr = (_read_checked(f, f"{i}_{part}", limit) for part in ("data", "indices", "indptr"))
@@ -270,11 +275,9 @@ def _read_checked(f, name: str, limit: int) -> np.ndarray:
         raise ValueError(f"entry {name!r} is missing") from None
     with f.zip.open(member) as fp:
         version = np.lib.format.read_magic(fp)
-        header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                  else np.lib.format.read_array_header_2_0)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = header(fp)
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if claimed > min(limit, info.file_size):
-        raise ValueError(f"entry {name!r} claims {claimed} bytes, more than the file holds or the "
-                         "layer's shape allows")
+        raise ValueError(f"entry {name!r} claims {claimed} bytes, more than the file holds or the layer's shape allows")
     return f[name]

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from prunelib.core import pruning
-from prunelib.models import chain as ch
 from prunelib.core.reconstruct import reconstruct_with_biases
+from prunelib.models import chain as ch
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]
@@ -30,8 +30,9 @@ def _twin_layers(model, twin) -> dict[str, object]:
     return {a.name: b for a, b in zip(ch.dense_layers(model), ch.dense_layers(twin))}
 
 
-def prune_model(model, k: float, method: str = "weight", *, skip: Sequence[str] | None = None,
-                layers: Sequence[str] | None = None):
+def prune_model(
+    model, k: float, method: str = "weight", *, skip: Sequence[str] | None = None, layers: Sequence[str] | None = None
+):
     """A new model with each hidden Dense layer pruned by ``method`` at ``k`` percent.
 
     Each pruned layer loses exactly ``round(k/100 * n)`` weights (``method="weight"``, smallest
@@ -98,13 +99,16 @@ def _check_masks(model, masks: Mapping[str, np.ndarray]) -> MaskDict:
     out = {}
     for name, mask in masks.items():
         if name not in dense:
-            raise ValueError(f"mask for {name!r}, which is not a Dense layer of model {model.name!r}; "
-                             f"its Dense layers are {sorted(dense)}")
+            raise ValueError(
+                f"mask for {name!r}, which is not a Dense layer of model {model.name!r}; "
+                f"its Dense layers are {sorted(dense)}"
+            )
         mask = np.asarray(mask)
         shape = tuple(dense[name].kernel.shape)
         if mask.dtype != bool or mask.shape != shape:
-            raise ValueError(f"mask for {name!r} must be a boolean array of shape {shape}, got "
-                             f"{mask.dtype} {mask.shape}")
+            raise ValueError(
+                f"mask for {name!r} must be a boolean array of shape {shape}, got {mask.dtype} {mask.shape}"
+            )
         if name == out_name and not mask.all():
             raise ValueError(f"mask for the output layer {name!r} prunes weights; it is never pruned")
         out[name] = mask
@@ -125,7 +129,8 @@ def save_masks(masks: Mapping[str, np.ndarray] | object, path: str | os.PathLike
     if isinstance(masks, keras.Model):
         masks = model_masks(masks)
     if not isinstance(masks, Mapping) or not all(
-            isinstance(n, str) and np.asarray(m).dtype == bool for n, m in masks.items()):
+        isinstance(n, str) and np.asarray(m).dtype == bool for n, m in masks.items()
+    ):
         raise ValueError("masks must be a dict {layer name: boolean array} or a pruned Keras model")
     with open(os.fspath(path), "wb") as f:
         np.savez_compressed(f, **{name: np.asarray(m) for name, m in masks.items()})
@@ -169,8 +174,15 @@ def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
     return twin
 
 
-def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str, np.ndarray] | None = None,
-                      damping: float = 0.01, logit_targets: bool = True):
+def reconstruct_model(
+    model,
+    pruned,
+    x_calib: np.ndarray,
+    *,
+    masks: Mapping[str, np.ndarray] | None = None,
+    damping: float = 0.01,
+    logit_targets: bool = True,
+):
     """Re-fit the kept weights and biases of ``pruned`` so its layers match the dense ``model``'s.
 
     Closed-form least squares, layer by layer (:func:`prunelib.core.reconstruct.reconstruct_with_biases`),
@@ -204,15 +216,16 @@ def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str,
     cp = ch.chain(pruned, "reconstruct_model")
     shapes = [tuple(layer.kernel.shape) for layer in c.layers]
     if shapes != [tuple(layer.kernel.shape) for layer in cp.layers]:
-        raise ValueError("pruned does not have the Dense layers of model (shapes differ); pass the model "
-                         "it was pruned from")
+        raise ValueError(
+            "pruned does not have the Dense layers of model (shapes differ); pass the model it was pruned from"
+        )
     x = np.asarray(x_calib)
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"x_calib must be a numeric array (n, {', '.join(map(str, c.input_shape))}), "
-                         f"got shape {x.shape}")
+        raise ValueError(
+            f"x_calib must be a numeric array (n, {', '.join(map(str, c.input_shape))}), got shape {x.shape}"
+        )
     if tuple(x.shape[1:]) != c.input_shape and int(np.prod(x.shape[1:])) != int(np.prod(c.input_shape)):
-        raise ValueError(f"x_calib has rows of shape {tuple(x.shape[1:])}, the model takes "
-                         f"{c.input_shape}")
+        raise ValueError(f"x_calib has rows of shape {tuple(x.shape[1:])}, the model takes {c.input_shape}")
     x = x.reshape((len(x), *c.input_shape)).astype(np.float32)
     ch.verify(c, model, x, "reconstruct_model")
     ch.verify(cp, pruned, x, "reconstruct_model")
@@ -222,17 +235,25 @@ def reconstruct_model(model, pruned, x_calib: np.ndarray, *, masks: Mapping[str,
     mask_list.append(np.ones(shapes[-1], bool))
     # the dense biases give the targets; a unit with no kept input keeps its bias in pruned
     # (zeroed by unit pruning); every other unit's bias is fitted with its weights
-    kernels, new_biases = reconstruct_with_biases(c.kernels, c.biases, mask_list, x, damping=damping,
-                                                  pruned_biases=cp.biases, acts=c.acts,
-                                                  logit_targets=logit_targets)
+    kernels, new_biases = reconstruct_with_biases(
+        c.kernels,
+        c.biases,
+        mask_list,
+        x,
+        damping=damping,
+        pruned_biases=cp.biases,
+        acts=c.acts,
+        logit_targets=logit_targets,
+    )
     twin = ch.clone(pruned)
     for layer, w, b in zip(ch.dense_layers(twin), kernels, new_biases):
         _assign(layer, w, b)
     return twin
 
 
-def compact_kernels_folded(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None],
-                           acts: Sequence) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
+def compact_kernels_folded(
+    kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None], acts: Sequence
+) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Remove every hidden unit that cannot change the output, folding constant units into biases.
 
     A unit whose incoming column is all zero outputs the constant ``act(b)`` (``act(0)`` without a
@@ -256,8 +277,7 @@ def compact_kernels_folded(kernels: Sequence[np.ndarray], biases: Sequence[np.nd
             no_input = ~np.any(w != 0, axis=0)
             no_output = ~np.any(nxt != 0, axis=1)
             drop = no_input | no_output
-            placeholder = (w.shape[1] == 1 and not np.any(w) and not np.any(nxt)
-                           and (bs[i] is None or not np.any(bs[i])))
+            placeholder = w.shape[1] == 1 and not np.any(w) and not np.any(nxt) and (bs[i] is None or not np.any(bs[i]))
             if not drop.any() or placeholder:
                 continue
             const_units = drop & no_input & ~no_output
@@ -320,8 +340,14 @@ def compact_model(pruned):
     for layer, after, w, b in zip(c.layers, c.post, kernels, biases):
         config = layer.get_config()
         config.update(units=w.shape[1], use_bias=b is not None, dtype="float32")
-        for key in ("kernel_constraint", "bias_constraint", "kernel_regularizer", "bias_regularizer",
-                    "activity_regularizer", "lora_rank"):
+        for key in (
+            "kernel_constraint",
+            "bias_constraint",
+            "kernel_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "lora_rank",
+        ):
             config.pop(key, None)
         new = keras.layers.Dense.from_config(config)
         dense.append((new, w, b))
@@ -359,13 +385,17 @@ def predictor_from_model(model, **kwargs):
     c = ch.chain(model, "predictor_from_model")
     names = [ch.activation_name(layer.activation) for layer in c.layers]
     if any(a is not None for a in c.acts[:-1]) or names[-1] != "linear" or c.post[-1]:
-        raise ValueError(f"Predictor computes ReLU hidden layers and linear outputs; model {model.name!r} "
-                         f"has activations {names} (use model.predict, or export it)")
+        raise ValueError(
+            f"Predictor computes ReLU hidden layers and linear outputs; model {model.name!r} "
+            f"has activations {names} (use model.predict, or export it)"
+        )
     biases = c.biases
     if any(b is not None and np.any(b != 0) for b in biases):
         try:
             return Predictor(c.kernels, biases=biases, **kwargs)
         except TypeError:
-            raise ValueError("this Predictor takes no biases and model "
-                             f"{model.name!r} has nonzero ones; use model.predict or export it") from None
+            raise ValueError(
+                "this Predictor takes no biases and model "
+                f"{model.name!r} has nonzero ones; use model.predict or export it"
+            ) from None
     return Predictor(c.kernels, **kwargs)

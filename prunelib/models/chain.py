@@ -20,17 +20,49 @@ import keras  # noqa: E402
 
 from prunelib.core.forward import Activation  # noqa: E402
 
-ELEMENTWISE = frozenset({
-    "linear", "relu", "relu6", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "swish", "mish",
-    "tanh", "sigmoid", "hard_sigmoid", "hard_silu", "hard_swish", "hard_tanh", "softplus", "softsign",
-    "exponential", "log_sigmoid", "sparse_plus", "squareplus", "tanh_shrink", "soft_shrink",
-    "hard_shrink", "threshold",
-})
+ELEMENTWISE = frozenset(
+    {
+        "linear",
+        "relu",
+        "relu6",
+        "leaky_relu",
+        "elu",
+        "selu",
+        "celu",
+        "gelu",
+        "silu",
+        "swish",
+        "mish",
+        "tanh",
+        "sigmoid",
+        "hard_sigmoid",
+        "hard_silu",
+        "hard_swish",
+        "hard_tanh",
+        "softplus",
+        "softsign",
+        "exponential",
+        "log_sigmoid",
+        "sparse_plus",
+        "squareplus",
+        "tanh_shrink",
+        "soft_shrink",
+        "hard_shrink",
+        "threshold",
+    }
+)
 """Keras activations that act on each unit alone, so a unit can be removed or re-fitted alone."""
 
-PASS_THROUGH = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Dropout,
-                keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
-                keras.layers.Identity)
+PASS_THROUGH = (
+    keras.layers.InputLayer,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    keras.layers.Dropout,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+    keras.layers.Identity,
+)
 """Weightless layers that do nothing at inference time but reshape (or drop out while training)."""
 
 ELEMENTWISE_LAYERS = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
@@ -46,8 +78,9 @@ def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
 
 
 def is_dense(layer: keras.layers.Layer) -> bool:
-    return type(layer) is keras.layers.Dense or (isinstance(layer, keras.layers.Dense)
-                                                 and not isinstance(layer, keras.layers.EinsumDense))
+    return type(layer) is keras.layers.Dense or (
+        isinstance(layer, keras.layers.Dense) and not isinstance(layer, keras.layers.EinsumDense)
+    )
 
 
 def check_model(model: object) -> keras.Model:
@@ -68,8 +101,9 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     names = [layer.name for layer in layers]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ValueError(f"Dense layer names {twice} occur more than once (in nested sub-models); "
-                         "give the layers unique names")
+        raise ValueError(
+            f"Dense layer names {twice} occur more than once (in nested sub-models); give the layers unique names"
+        )
     return layers
 
 
@@ -78,8 +112,9 @@ def other_weighted(model: keras.Model) -> list[keras.layers.Layer]:
     return [layer for layer in flat_layers(model) if layer.weights and not is_dense(layer)]
 
 
-def prunable(model: keras.Model, skip: Sequence[str] | None = None,
-             layers: Sequence[str] | None = None) -> list[keras.layers.Dense]:
+def prunable(
+    model: keras.Model, skip: Sequence[str] | None = None, layers: Sequence[str] | None = None
+) -> list[keras.layers.Dense]:
     """The Dense layers pruning touches: all but the output layer, minus ``skip``.
 
     Args:
@@ -94,20 +129,24 @@ def prunable(model: keras.Model, skip: Sequence[str] | None = None,
     every = {layer.name: layer for layer in flat_layers(model)}
     for arg, names in (("skip", skip), ("layers", layers)):
         if isinstance(names, str):
-            raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; "
-                             f"write {arg}=[{names!r}]")
+            raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; write {arg}=[{names!r}]")
         unknown = [n for n in (names or ()) if n not in every]
         if unknown:
-            raise ValueError(f"{arg} names {unknown}, which are not layers of model {model.name!r}; "
-                             f"its layers are {sorted(every)}")
+            raise ValueError(
+                f"{arg} names {unknown}, which are not layers of model {model.name!r}; its layers are {sorted(every)}"
+            )
     if layers is not None:
         for name in layers:
             if not is_dense(every[name]):
-                raise ValueError(f"layer {name!r} is a {type(every[name]).__name__}; prunelib prunes "
-                                 "Dense layers only (leave it out of layers=)")
+                raise ValueError(
+                    f"layer {name!r} is a {type(every[name]).__name__}; prunelib prunes "
+                    "Dense layers only (leave it out of layers=)"
+                )
             if every[name] is dense[-1]:
-                raise ValueError(f"layer {name!r} is the output layer (the last Dense), which is never "
-                                 "pruned: its units are the model's outputs")
+                raise ValueError(
+                    f"layer {name!r} is the output layer (the last Dense), which is never "
+                    "pruned: its units are the model's outputs"
+                )
     chosen = [layer for layer in dense[:-1] if layer.name not in set(skip or ())]
     return chosen if layers is None else [layer for layer in chosen if layer.name in set(layers)]
 
@@ -116,8 +155,11 @@ def warn_untouched(model: keras.Model) -> None:
     """Warn once that non-Dense weighted layers are left as they are."""
     others = other_weighted(model)
     if others:
-        warnings.warn(f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold "
-                      "weights but are not Dense; they are left untouched", stacklevel=3)
+        warnings.warn(
+            f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold "
+            "weights but are not Dense; they are left untouched",
+            stacklevel=3,
+        )
 
 
 def clone(model: keras.Model) -> keras.Model:
@@ -135,6 +177,7 @@ def activation_name(fn: object) -> str:
 def _numpy(fn) -> Activation:
     def act(z: np.ndarray) -> np.ndarray:
         return np.asarray(keras.ops.convert_to_numpy(fn(z)))
+
     act.__name__ = getattr(fn, "__name__", repr(fn))
     return act
 
@@ -169,8 +212,10 @@ def chain(model: keras.Model, what: str) -> Chain:
     """
     check_model(model)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"{what} needs a model with one input and one output; {model.name!r} has "
-                         f"{len(model.inputs)} and {len(model.outputs)}")
+        raise ValueError(
+            f"{what} needs a model with one input and one output; {model.name!r} has "
+            f"{len(model.inputs)} and {len(model.outputs)}"
+        )
     dense = dense_layers(model)
     post: list[list[keras.layers.Layer]] = []
     seen_dense = False
@@ -179,21 +224,25 @@ def chain(model: keras.Model, what: str) -> Chain:
             post.append([])
             seen_dense = True
         elif layer.weights:
-            raise ValueError(f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): it "
-                             "holds weights and is not Dense, so its inputs cannot be re-fitted or its "
-                             "units removed; prune_model leaves such layers untouched")
+            raise ValueError(
+                f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): it "
+                "holds weights and is not Dense, so its inputs cannot be re-fitted or its "
+                "units removed; prune_model leaves such layers untouched"
+            )
         elif isinstance(layer, PASS_THROUGH):
             if seen_dense and isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):
-                raise ValueError(f"{what} cannot handle {type(layer).__name__} layer {layer.name!r} "
-                                 "between Dense layers")
+                raise ValueError(
+                    f"{what} cannot handle {type(layer).__name__} layer {layer.name!r} between Dense layers"
+                )
         elif isinstance(layer, ELEMENTWISE_LAYERS) and seen_dense:
             if isinstance(layer, keras.layers.Activation):
-                _check_elementwise(layer.activation, layer.name, post_output=len(post) == len(dense),
-                                   what=what)
+                _check_elementwise(layer.activation, layer.name, post_output=len(post) == len(dense), what=what)
             post[-1].append(layer)
         else:
-            raise ValueError(f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): only "
-                             "Dense layers, reshapes, dropout and elementwise activations are supported")
+            raise ValueError(
+                f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): only "
+                "Dense layers, reshapes, dropout and elementwise activations are supported"
+            )
     acts: list[Activation | None] = []
     for i, (layer, after) in enumerate(zip(dense, post)):
         last = i == len(dense) - 1
@@ -206,8 +255,10 @@ def chain(model: keras.Model, what: str) -> Chain:
         acts.append(_numpy(_compose(fns)))
     in_shape = tuple(model.inputs[0].shape[1:])
     if None in in_shape or int(np.prod(in_shape)) != dense[0].kernel.shape[0]:
-        raise ValueError(f"{what} needs the input {in_shape} to flatten into the first Dense layer's "
-                         f"{dense[0].kernel.shape[0]} inputs")
+        raise ValueError(
+            f"{what} needs the input {in_shape} to flatten into the first Dense layer's "
+            f"{dense[0].kernel.shape[0]} inputs"
+        )
     for a, b in zip(dense[:-1], dense[1:]):
         if a.kernel.shape[1] != b.kernel.shape[0]:
             raise ValueError(f"Dense layers {a.name!r} and {b.name!r} do not chain")
@@ -219,6 +270,7 @@ def _compose(fns):
         for fn in fns:
             z = fn(z)
         return z
+
     return composed
 
 
@@ -226,9 +278,11 @@ def _check_elementwise(fn, name: str, *, post_output: bool, what: str) -> None:
     act = activation_name(fn)
     if act in ELEMENTWISE or (post_output and act in ("softmax", "log_softmax")):
         return
-    raise ValueError(f"{what} cannot handle activation {act!r} of layer {name!r}: it is not elementwise, "
-                     f"so one unit cannot be removed or re-fitted alone; elementwise ones are "
-                     f"{sorted(ELEMENTWISE)} (softmax only on the output)")
+    raise ValueError(
+        f"{what} cannot handle activation {act!r} of layer {name!r}: it is not elementwise, "
+        f"so one unit cannot be removed or re-fitted alone; elementwise ones are "
+        f"{sorted(ELEMENTWISE)} (softmax only on the output)"
+    )
 
 
 def predict_chain(c: Chain, x: np.ndarray, kernels=None, biases=None) -> np.ndarray:
@@ -236,8 +290,12 @@ def predict_chain(c: Chain, x: np.ndarray, kernels=None, biases=None) -> np.ndar
     from prunelib.core import forward
 
     acts = list(c.acts)
-    return forward.logits(c.kernels if kernels is None else kernels, np.asarray(x, np.float32),
-                          c.biases if biases is None else biases, acts=acts)
+    return forward.logits(
+        c.kernels if kernels is None else kernels,
+        np.asarray(x, np.float32),
+        c.biases if biases is None else biases,
+        acts=acts,
+    )
 
 
 def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str) -> None:
@@ -250,6 +308,8 @@ def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str) -> None:
     want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
     got = predict_chain(c, x)
     if want.shape != got.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):
-        raise ValueError(f"{what} reads model {model.name!r} as a chain of its Dense layers, but that chain "
-                         "does not reproduce the model's predictions (branches, skip connections or "
-                         "shared layers?); only plain chains are supported")
+        raise ValueError(
+            f"{what} reads model {model.name!r} as a chain of its Dense layers, but that chain "
+            "does not reproduce the model's predictions (branches, skip connections or "
+            "shared layers?); only plain chains are supported"
+        )

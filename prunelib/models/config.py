@@ -16,6 +16,7 @@ from numbers import Real
 
 from prunelib.core.pruning import validate_k
 
+
 @dataclass(frozen=True)
 class Architecture:
     """The MLP: ReLU hidden layers of ``hidden_sizes`` units, then ``num_classes`` linear logits."""
@@ -29,19 +30,24 @@ class Architecture:
             try:
                 _check_whole("a layer size", size, 1)
             except ValueError:
-                raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, num_classes="
-                                 f"{self.num_classes}; every size must be a positive integer, got {size!r}") from None
+                raise ValueError(
+                    f"invalid architecture: hidden_sizes={self.hidden_sizes}, num_classes="
+                    f"{self.num_classes}; every size must be a positive integer, got {size!r}"
+                ) from None
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1 or self.num_classes < 1:
-            raise ValueError(f"invalid architecture: hidden_sizes={self.hidden_sizes}, "
-                             f"num_classes={self.num_classes}; every size must be a positive integer")
+            raise ValueError(
+                f"invalid architecture: hidden_sizes={self.hidden_sizes}, "
+                f"num_classes={self.num_classes}; every size must be a positive integer"
+            )
 
 
 def _check_whole(name: str, value: object, low: int, high: int | None = None) -> None:
     """Raise ValueError unless ``value`` is a whole number (an int, or a float like 300.0) in
     [low, high)."""
-    whole = (not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value)
-             and float(value).is_integer())
+    whole = (
+        not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value) and float(value).is_integer()
+    )
     if not whole or value < low or (high is not None and value >= high):
         span = f"[{low}, {high})" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be a whole number {span}, got {value!r}")
@@ -75,8 +81,9 @@ class Recipe:
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if self.epochs < 0 or self.batch_size < 1 or not self.learning_rate > 0 or self.weight_decay < 0:
-            raise ValueError(f"invalid recipe: {self}; need epochs >= 0, batch_size >= 1, "
-                             f"learning_rate > 0, weight_decay >= 0")
+            raise ValueError(
+                f"invalid recipe: {self}; need epochs >= 0, batch_size >= 1, learning_rate > 0, weight_decay >= 0"
+            )
 
 
 @dataclass(frozen=True)
@@ -97,15 +104,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.architecture, Architecture) or not isinstance(self.recipe, Recipe):
-            raise ValueError(f"architecture and recipe must be Architecture and Recipe instances, got "
-                             f"{type(self.architecture).__name__} and {type(self.recipe).__name__}")
+            raise ValueError(
+                f"architecture and recipe must be Architecture and Recipe instances, got "
+                f"{type(self.architecture).__name__} and {type(self.recipe).__name__}"
+            )
         _check_whole("seed", self.seed, 0, 2**32)
         if self.train_subset is not None:
             _check_whole("train_subset", self.train_subset, 1)
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"train_subset must be a positive number of images or None, got {self.train_subset}")
 
-    def with_recipe(self, **changes) -> "TrainConfig":
+    def with_recipe(self, **changes) -> TrainConfig:
         """This config with some recipe fields changed (``with_recipe(epochs=1)``)."""
         return replace(self, recipe=replace(self.recipe, **changes))
 
@@ -150,8 +159,15 @@ class AwareTarget:
 # -- the recipe study's named recipes (plain data: importing them loads no framework) -----
 
 # Every field spelled out: a change of Recipe's defaults must never move a recipe of the study.
-_B512 = Recipe(epochs=10, batch_size=512, learning_rate=1e-3, lr_schedule="cosine", weight_decay=0.0,
-               precision="mixed_bfloat16", jit_compile=False)
+_B512 = Recipe(
+    epochs=10,
+    batch_size=512,
+    learning_rate=1e-3,
+    lr_schedule="cosine",
+    weight_decay=0.0,
+    precision="mixed_bfloat16",
+    jit_compile=False,
+)
 
 RECIPES: dict[str, Recipe] = {
     # The recipe of the first version: few large-batch steps at a small learning rate.
@@ -182,6 +198,7 @@ FIRST_RECIPE = "b512-lr1e-3-cosine"
 DEFAULT_RECIPE = "b512-lr6e-3-cosine-wd1"
 """The recipe :class:`Recipe` defaults to, chosen by :func:`prunelib.study.recipes.choose` on the
 study's MNIST results (largest one-shot area with dense >= 98.4 % within the step budget)."""
+
 
 def get_recipe(name: str) -> Recipe:
     """The :class:`Recipe` named ``name`` in :data:`RECIPES`.
@@ -230,9 +247,17 @@ class RecoveryConfig:
         train_subset: first n training images (None = all).
     """
 
-    recipe: Recipe = field(default_factory=lambda: Recipe(
-        epochs=2, batch_size=128, learning_rate=1e-2, lr_schedule="cosine", weight_decay=0.0,
-        precision="mixed_bfloat16", jit_compile=False))
+    recipe: Recipe = field(
+        default_factory=lambda: Recipe(
+            epochs=2,
+            batch_size=128,
+            learning_rate=1e-2,
+            lr_schedule="cosine",
+            weight_decay=0.0,
+            precision="mixed_bfloat16",
+            jit_compile=False,
+        )
+    )
     ramp_fraction: float = 0.5
     every: int = 20
     imp_rounds: int = 3
@@ -253,6 +278,6 @@ class RecoveryConfig:
         if self.imp_rewind not in ("lr", "init"):
             raise ValueError(f"imp_rewind must be 'lr' or 'init', got {self.imp_rewind!r}")
 
-    def with_recipe(self, **changes) -> "RecoveryConfig":
+    def with_recipe(self, **changes) -> RecoveryConfig:
         """This config with some recipe fields changed (``with_recipe(epochs=1)``)."""
         return replace(self, recipe=replace(self.recipe, **changes))

@@ -37,8 +37,9 @@ def export(model, path: str | os.PathLike) -> Path:
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot tell the export format from {path.name!r}; end the path with one of "
-                         f"{sorted(FORMATS)}")
+        raise ValueError(
+            f"cannot tell the export format from {path.name!r}; end the path with one of {sorted(FORMATS)}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt != "keras" and len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]:
         import numpy as np

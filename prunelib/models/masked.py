@@ -40,8 +40,7 @@ class MaskedDense(keras.layers.Dense):
     whose kernel column is fully masked also loses its bias.
     """
 
-    def __init__(self, units: int, dropout_rate: float = 0.0, dropout_variant: str = "weight",
-                 **kwargs) -> None:
+    def __init__(self, units: int, dropout_rate: float = 0.0, dropout_variant: str = "weight", **kwargs) -> None:
         super().__init__(units, **kwargs)
         if not 0.0 <= dropout_rate <= 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1], got {dropout_rate!r}")
@@ -53,11 +52,13 @@ class MaskedDense(keras.layers.Dense):
 
     def build(self, input_shape) -> None:
         super().build(input_shape)
-        self.mask = self.add_weight(shape=self.kernel.shape, initializer="ones", trainable=False,
-                                    name="mask", dtype="float32")
+        self.mask = self.add_weight(
+            shape=self.kernel.shape, initializer="ones", trainable=False, name="mask", dtype="float32"
+        )
         # Weights (or units) scoring below this are targeted by dropout; set by TargetedDropout.
-        self.threshold = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                         name="threshold", dtype="float32")
+        self.threshold = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="threshold", dtype="float32"
+        )
 
     def masked_kernel(self):
         """The kernel with pruned entries zeroed (float32)."""
@@ -82,8 +83,7 @@ class MaskedDense(keras.layers.Dense):
         else:
             targeted = ops.sqrt(ops.sum(kernel * kernel, axis=0)) < self.threshold
             shape = ops.shape(targeted)
-        drop = ops.logical_and(targeted, keras.random.uniform(shape, seed=self.seed_generator)
-                               < self.dropout_rate)
+        drop = ops.logical_and(targeted, keras.random.uniform(shape, seed=self.seed_generator) < self.dropout_rate)
         return ops.where(drop, ops.zeros_like(kernel), kernel)
 
     # Dense saves only its kernel and bias; the generic Layer routine saves every variable (mask too).
@@ -94,8 +94,7 @@ class MaskedDense(keras.layers.Dense):
         keras.layers.Layer.load_own_variables(self, store)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "dropout_rate": self.dropout_rate,
-                "dropout_variant": self.dropout_variant}
+        return {**super().get_config(), "dropout_rate": self.dropout_rate, "dropout_variant": self.dropout_variant}
 
 
 def masked_layers(model: keras.Model) -> list[MaskedDense]:
@@ -110,8 +109,11 @@ def get_masks(model: keras.Model) -> list[np.ndarray]:
 
 def effective_kernels(model: keras.Model) -> list[np.ndarray]:
     """All kernels in layer order as the model computes with them (masked ones multiplied out)."""
-    return [ops.convert_to_numpy(layer.masked_kernel() if isinstance(layer, MaskedDense) else layer.kernel)
-            for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    return [
+        ops.convert_to_numpy(layer.masked_kernel() if isinstance(layer, MaskedDense) else layer.kernel)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Dense)
+    ]
 
 
 def optimizer_slots(optimizer: keras.optimizers.Optimizer | None, variable) -> list:
@@ -161,10 +163,15 @@ def _copy_weights(source: keras.Model, target: keras.Model, *, strip: bool = Fal
             dst.bias.assign(bias)
 
 
-def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
-               dropout_rate: float = 0.0, dropout_variant: str = "weight",
-               l1: float = 0.0, precision: str | None = None,
-               train_logits: bool = True) -> keras.Model:
+def masked_mlp(
+    model: keras.Model,
+    masks: Sequence[np.ndarray] | None = None,
+    dropout_rate: float = 0.0,
+    dropout_variant: str = "weight",
+    l1: float = 0.0,
+    precision: str | None = None,
+    train_logits: bool = True,
+) -> keras.Model:
     """A copy of a trained MLP whose hidden Dense layers are :class:`MaskedDense`.
 
     The model is cloned layer by layer (``keras.models.clone_model``), so any architecture built of
@@ -180,14 +187,16 @@ def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
         train_logits: whether training may update the logit layer; ``False`` freezes it, so a pruned
             and fine-tuned model keeps the original logit weights bit for bit.
     """
+
     def wrap(layer):
         if not isinstance(layer, keras.layers.Dense):
             return layer.__class__.from_config(layer.get_config())
         config = layer.get_config()
         if layer.name == pruning.LOGITS:
             return keras.layers.Dense.from_config({**config, "trainable": train_logits})
-        config.update(dtype=precision or layer.dtype_policy,
-                      kernel_regularizer=keras.regularizers.L1(l1) if l1 > 0 else None)
+        config.update(
+            dtype=precision or layer.dtype_policy, kernel_regularizer=keras.regularizers.L1(l1) if l1 > 0 else None
+        )
         return MaskedDense(dropout_rate=dropout_rate, dropout_variant=dropout_variant, **config)
 
     clone = keras.models.clone_model(model, clone_function=wrap)
@@ -201,6 +210,7 @@ def masked_mlp(model: keras.Model, masks: Sequence[np.ndarray] | None = None,
 
 def strip(model: keras.Model) -> keras.Model:
     """A copy of a masked model with plain float32 Dense layers holding the masked weights."""
+
     def unwrap(layer):
         config = layer.get_config()
         if isinstance(layer, MaskedDense):
@@ -225,8 +235,7 @@ def cubic_schedule(step: int, start: int, end: int, k_initial: float, k_final: f
     return k_final + (k_initial - k_final) * (1.0 - t) ** 3
 
 
-def tighten(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: float,
-            method: str) -> list[np.ndarray]:
+def tighten(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: float, method: str) -> list[np.ndarray]:
     """Hidden-layer keep-masks at ``k`` percent that keep every already-pruned weight pruned.
 
     Args:
@@ -237,8 +246,9 @@ def tighten(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: float
     only ever adds to what is pruned, whatever exact zeros the surviving weights hold.
     """
     tiny = np.finfo(np.float32).tiny
-    scored = [np.where(m, np.maximum(pruning.weight_scores(w), tiny), 0.0).astype(np.float32)
-              for w, m in zip(kernels, masks)]
+    scored = [
+        np.where(m, np.maximum(pruning.weight_scores(w), tiny), 0.0).astype(np.float32) for w, m in zip(kernels, masks)
+    ]
     new = pruning.compute_masks([*scored, kernels[-1]], k, method)[:-1]
     return [n & m for n, m in zip(new, masks)]
 
@@ -285,8 +295,7 @@ class GradualPruning(_EveryNSteps):
         k_initial: sparsity at step 0.
     """
 
-    def __init__(self, k: float, method: str, end_step: int, every: int = 20,
-                 k_initial: float = 0.0) -> None:
+    def __init__(self, k: float, method: str, end_step: int, every: int = 20, k_initial: float = 0.0) -> None:
         super().__init__(every)
         self.k, self.method, self.end_step, self.k_initial = pruning.validate_k(k), method, end_step, k_initial
         self.history: list[tuple[int, float]] = []
@@ -338,4 +347,3 @@ def targeting_threshold(kernel: np.ndarray, gamma: float, variant: str) -> float
     if n >= scores.size:
         return float(np.inf)
     return float(np.partition(scores, n)[n])
-

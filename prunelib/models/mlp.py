@@ -15,12 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from prunelib.core import pruning  # noqa: E402
-from prunelib.models.config import Recipe, TrainConfig  # noqa: E402
-from prunelib.data import Dataset  # noqa: E402
-from prunelib.base.paths import cache_dir, digest  # noqa: E402
 from prunelib.base.fingerprint import code_fingerprint  # noqa: E402
+from prunelib.base.paths import cache_dir, digest  # noqa: E402
 from prunelib.base.provenance import cached_artifact, versions  # noqa: E402
+from prunelib.core import pruning  # noqa: E402
+from prunelib.data import Dataset  # noqa: E402
+from prunelib.models.config import Recipe, TrainConfig  # noqa: E402
 
 LOGITS = pruning.LOGITS
 """Name of the output layer (:data:`prunelib.core.pruning.LOGITS`), the one layer never pruned."""
@@ -44,12 +44,21 @@ def build_mlp(
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Flatten(name="flatten")(inputs)
     for i, units in enumerate(hidden_sizes):
-        x = keras.layers.Dense(units, activation="relu", use_bias=use_bias,
-                               kernel_initializer=init(seed=seed + i), dtype=precision,
-                               name=f"hidden_{i}")(x)
-    outputs = keras.layers.Dense(num_classes, use_bias=use_bias,
-                                 kernel_initializer=init(seed=seed + len(hidden_sizes)), dtype="float32",
-                                 name=LOGITS)(x)
+        x = keras.layers.Dense(
+            units,
+            activation="relu",
+            use_bias=use_bias,
+            kernel_initializer=init(seed=seed + i),
+            dtype=precision,
+            name=f"hidden_{i}",
+        )(x)
+    outputs = keras.layers.Dense(
+        num_classes,
+        use_bias=use_bias,
+        kernel_initializer=init(seed=seed + len(hidden_sizes)),
+        dtype="float32",
+        name=LOGITS,
+    )(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 
@@ -81,16 +90,18 @@ def get_biases(model: keras.Model) -> list[np.ndarray | None]:
     return [None if layer.bias is None else np.array(layer.bias.numpy()) for layer in dense_layers(model)]
 
 
-def with_weights(model: keras.Model, kernels: Sequence[np.ndarray],
-                 biases: Sequence[np.ndarray | None] | None = None) -> keras.Model:
+def with_weights(
+    model: keras.Model, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None
+) -> keras.Model:
     """Return a new model of the same architecture holding ``kernels`` (and ``biases``)."""
     clone = keras.models.clone_model(model)
     assign_weights(clone, kernels, get_biases(model) if biases is None else biases)
     return clone
 
 
-def assign_weights(model: keras.Model, kernels: Sequence[np.ndarray],
-                   biases: Sequence[np.ndarray | None] | None) -> None:
+def assign_weights(
+    model: keras.Model, kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None
+) -> None:
     """Load kernels (and, for layers that have one, biases; missing ones become zeros) in place."""
     for i, layer in enumerate(dense_layers(model)):
         layer.kernel.assign(kernels[i])
@@ -110,8 +121,11 @@ def prune_model(model: keras.Model, k: float, method: str = "weight") -> keras.M
     return with_weights(model, pruning.apply_masks(kernels, masks), biases)
 
 
-def from_kernels(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None,
-                 input_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
+def from_kernels(
+    kernels: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray | None] | None = None,
+    input_shape: tuple[int, ...] = (28, 28),
+) -> keras.Model:
     """A float32 MLP whose layer sizes are read off ``kernels`` and which holds them.
 
     Raises:
@@ -122,10 +136,15 @@ def from_kernels(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | No
     kernels = pruning.validate_kernels(kernels)
     biases = pruning.validate_biases(kernels, biases)
     dims = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
-    if (not dims or not all(isinstance(d, Integral) and not isinstance(d, bool) and d > 0 for d in dims)
-            or int(np.prod(dims, dtype=object)) != kernels[0].shape[0]):
-        raise ValueError(f"input_shape {input_shape!r} must be a tuple of positive ints flattening to "
-                         f"kernel 0's {kernels[0].shape[0]} inputs")
+    if (
+        not dims
+        or not all(isinstance(d, Integral) and not isinstance(d, bool) and d > 0 for d in dims)
+        or int(np.prod(dims, dtype=object)) != kernels[0].shape[0]
+    ):
+        raise ValueError(
+            f"input_shape {input_shape!r} must be a tuple of positive ints flattening to "
+            f"kernel 0's {kernels[0].shape[0]} inputs"
+        )
     input_shape = tuple(int(d) for d in dims)
     use_bias = biases is not None and any(b is not None for b in biases)
     model = build_mlp([w.shape[1] for w in kernels[:-1]], kernels[-1].shape[1], input_shape, use_bias)
@@ -144,8 +163,7 @@ def compact_model(model: keras.Model) -> keras.Model:
     return from_kernels(kernels, biases, model.input_shape[1:])
 
 
-def compile_model(model: keras.Model, recipe: Recipe, steps: int,
-                  loss: keras.losses.Loss | None = None) -> keras.Model:
+def compile_model(model: keras.Model, recipe: Recipe, steps: int, loss: keras.losses.Loss | None = None) -> keras.Model:
     """Compile for training from logits with ``recipe``'s Adam(W) over ``steps`` optimizer steps.
 
     Args:
@@ -154,8 +172,11 @@ def compile_model(model: keras.Model, recipe: Recipe, steps: int,
     lr = recipe.learning_rate
     if recipe.lr_schedule == "cosine" and steps > 0:
         lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps)
-    optimizer = (keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay) if recipe.weight_decay > 0
-                 else keras.optimizers.Adam(lr))
+    optimizer = (
+        keras.optimizers.AdamW(lr, weight_decay=recipe.weight_decay)
+        if recipe.weight_decay > 0
+        else keras.optimizers.Adam(lr)
+    )
     model.compile(
         optimizer=optimizer,
         loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -199,10 +220,20 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return -(-n // batch_size)
 
 
-def fit(model: keras.Model, data: Dataset, recipe: Recipe, *, seed: int, train_subset: int | None = None,
-        verbose: int = 0, callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
-        desc: str = "train", targets: np.ndarray | None = None,
-        loss: keras.losses.Loss | None = None) -> keras.Model:
+def fit(
+    model: keras.Model,
+    data: Dataset,
+    recipe: Recipe,
+    *,
+    seed: int,
+    train_subset: int | None = None,
+    verbose: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    progress: bool = False,
+    desc: str = "train",
+    targets: np.ndarray | None = None,
+    loss: keras.losses.Loss | None = None,
+) -> keras.Model:
     """Compile ``model`` with ``recipe``'s optimizer and train it in place for ``recipe.epochs``.
 
     Args:
@@ -221,16 +252,26 @@ def fit(model: keras.Model, data: Dataset, recipe: Recipe, *, seed: int, train_s
         callbacks = [*callbacks, TqdmCallback(verbose=0, desc=desc)]
     x, y = training_subset(data, train_subset)
     if targets is not None:
-        y = targets[:len(x)]
+        y = targets[: len(x)]
     compile_model(model, recipe, steps=recipe.epochs * steps_per_epoch(len(x), recipe.batch_size), loss=loss)
     # shuffle=False: the tf.data pipeline already reshuffles every epoch with the seed
-    model.fit(train_dataset(x, y, recipe.batch_size, seed), epochs=recipe.epochs,
-              shuffle=False, verbose=verbose, callbacks=list(callbacks))
+    model.fit(
+        train_dataset(x, y, recipe.batch_size, seed),
+        epochs=recipe.epochs,
+        shuffle=False,
+        verbose=verbose,
+        callbacks=list(callbacks),
+    )
     return model
 
 
-def train(data: Dataset, config: TrainConfig, verbose: int = 0,
-          callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False) -> keras.Model:
+def train(
+    data: Dataset,
+    config: TrainConfig,
+    verbose: int = 0,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    progress: bool = False,
+) -> keras.Model:
     """Build and train a fresh model on ``data`` as ``config`` says (no caching).
 
     Args:
@@ -240,17 +281,26 @@ def train(data: Dataset, config: TrainConfig, verbose: int = 0,
     """
     seed_everything(config.seed)
     model = build(config, data.x_train.shape[1:])
-    return fit(model, data, config.recipe, seed=config.seed, train_subset=config.train_subset,
-               verbose=verbose, callbacks=callbacks, progress=progress,
-               desc=f"train {data.name} seed {config.seed}")
+    return fit(
+        model,
+        data,
+        config.recipe,
+        seed=config.seed,
+        train_subset=config.train_subset,
+        verbose=verbose,
+        callbacks=callbacks,
+        progress=progress,
+        desc=f"train {data.name} seed {config.seed}",
+    )
 
 
 def build(config: TrainConfig, input_shape: tuple[int, ...] = (28, 28)) -> keras.Model:
     """The untrained MLP of ``config``'s architecture, initialized from its seed, in its recipe's
     precision."""
     arch = config.architecture
-    return build_mlp(arch.hidden_sizes, arch.num_classes, input_shape, arch.use_bias, config.seed,
-                     config.recipe.precision)
+    return build_mlp(
+        arch.hidden_sizes, arch.num_classes, input_shape, arch.use_bias, config.seed, config.recipe.precision
+    )
 
 
 _DATA_DIGESTS: dict[int, tuple[Dataset, str]] = {}
@@ -271,8 +321,13 @@ def data_digest(data: Dataset) -> str:
 def cache_description(data: Dataset, config: TrainConfig) -> dict:
     """Everything that determines the trained weights: the training data, the config, the source
     of the code that trains, library versions."""
-    return {"dataset": data.name, "data": data_digest(data), **asdict(config),
-            "code": code_fingerprint(__name__), "versions": versions()}
+    return {
+        "dataset": data.name,
+        "data": data_digest(data),
+        **asdict(config),
+        "code": code_fingerprint(__name__),
+        "versions": versions(),
+    }
 
 
 def cache_key(data: Dataset, config: TrainConfig) -> str:
@@ -284,8 +339,14 @@ def _load(path: Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
 
 
-def cached(name: str, build: Callable[[], keras.Model], *, key: dict | None = None,
-           cache: str | os.PathLike | None = None, retrain: bool = False) -> tuple[keras.Model, float]:
+def cached(
+    name: str,
+    build: Callable[[], keras.Model],
+    *,
+    key: dict | None = None,
+    cache: str | os.PathLike | None = None,
+    retrain: bool = False,
+) -> tuple[keras.Model, float]:
     """Load model ``name`` from the cache, or build it with ``build()`` and save it there.
 
     The model is stored with a key file (``key``, a checksum, the build time); a damaged entry is
@@ -295,12 +356,24 @@ def cached(name: str, build: Callable[[], keras.Model], *, key: dict | None = No
         The model and the seconds ``build`` took when it ran (as first measured, for a cached one).
     """
     path = Path(cache or cache_dir()) / f"{name}.keras"
-    return cached_artifact(path, key if key is not None else {"name": name}, build,
-                           lambda model, tmp: model.save(tmp), _load, recompute=retrain)
+    return cached_artifact(
+        path,
+        key if key is not None else {"name": name},
+        build,
+        lambda model, tmp: model.save(tmp),
+        _load,
+        recompute=retrain,
+    )
 
 
-def train_cached(data: Dataset, config: TrainConfig, *, retrain: bool = False,
-                 cache: str | os.PathLike | None = None, progress: bool = False) -> tuple[keras.Model, float]:
+def train_cached(
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    retrain: bool = False,
+    cache: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> tuple[keras.Model, float]:
     """The trained model for ``(data, config)`` from the cache, or trained and cached now.
 
     Returns:
@@ -312,12 +385,22 @@ def train_cached(data: Dataset, config: TrainConfig, *, retrain: bool = False,
     if config.recipe.epochs < 1:
         raise ValueError(f"epochs must be at least 1 to train a model, got {config.recipe.epochs}")
     key = cache_description(data, config)
-    return cached(f"{data.name}-{digest(key)}", lambda: train(data, config, progress=progress), key=key,
-                  cache=cache, retrain=retrain)
+    return cached(
+        f"{data.name}-{digest(key)}",
+        lambda: train(data, config, progress=progress),
+        key=key,
+        cache=cache,
+        retrain=retrain,
+    )
 
 
-def train_or_load(data: Dataset, config: TrainConfig, retrain: bool = False,
-                  cache: str | os.PathLike | None = None, progress: bool = False) -> keras.Model:
+def train_or_load(
+    data: Dataset,
+    config: TrainConfig,
+    retrain: bool = False,
+    cache: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> keras.Model:
     """Return the trained model for ``(data, config)``, from the cache when it is there.
 
     Args:

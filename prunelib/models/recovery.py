@@ -19,18 +19,29 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib.models import masked
-from prunelib.core import pruning
 from prunelib.base import strategies as registry
-from prunelib.models import mlp
-from prunelib.models.config import AwareTarget, RecoveryConfig, TrainConfig
-from prunelib.data import Dataset
-from prunelib.core.evaluate import evaluate_kernels
-from prunelib.base.paths import digest
 from prunelib.base.fingerprint import code_fingerprint
+from prunelib.base.paths import digest
+from prunelib.core import pruning
+from prunelib.core.evaluate import evaluate_kernels
+from prunelib.data import Dataset
+from prunelib.models import masked, mlp
+from prunelib.models.config import AwareTarget, RecoveryConfig, TrainConfig
 
-RECOVERY_COLUMNS = ["dataset", "method", "k", "strategy", "seed", "epochs", "sparsity",
-                    "prunable_sparsity", "accuracy", "loss", "seconds", "dense_accuracy"]
+RECOVERY_COLUMNS = [
+    "dataset",
+    "method",
+    "k",
+    "strategy",
+    "seed",
+    "epochs",
+    "sparsity",
+    "prunable_sparsity",
+    "accuracy",
+    "loss",
+    "seconds",
+    "dense_accuracy",
+]
 
 
 @keras.saving.register_keras_serializable(package="prunelib")
@@ -63,9 +74,16 @@ class DistillationLoss(keras.losses.Loss):
         return {**super().get_config(), "weight": self.weight, "temperature": self.temperature}
 
 
-def fit_recovery(net: keras.Model, teacher: keras.Model, data: Dataset, config: RecoveryConfig, seed: int,
-         callbacks: Sequence[keras.callbacks.Callback] = (), progress: bool = False,
-         desc: str = "recover") -> None:
+def fit_recovery(
+    net: keras.Model,
+    teacher: keras.Model,
+    data: Dataset,
+    config: RecoveryConfig,
+    seed: int,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    progress: bool = False,
+    desc: str = "recover",
+) -> None:
     """Train ``net`` with the recovery recipe, distilling from ``teacher`` if configured."""
     targets = loss = None
     if config.distill > 0:
@@ -74,26 +92,49 @@ def fit_recovery(net: keras.Model, teacher: keras.Model, data: Dataset, config: 
         targets = np.concatenate([y[:, None].astype(np.float32), logits], axis=1)
         loss = DistillationLoss(config.distill, config.temperature)
     mlp.seed_everything(seed)
-    mlp.fit(net, data, config.recipe, seed=seed, train_subset=config.train_subset, callbacks=callbacks,
-            progress=progress, desc=desc, targets=targets, loss=loss)
+    mlp.fit(
+        net,
+        data,
+        config.recipe,
+        seed=seed,
+        train_subset=config.train_subset,
+        callbacks=callbacks,
+        progress=progress,
+        desc=desc,
+        targets=targets,
+        loss=loss,
+    )
 
 
-def finetune(model: keras.Model, data: Dataset, k: float, method: str,
-             config: RecoveryConfig = RecoveryConfig(), seed: int = 0, progress: bool = False) -> keras.Model:
+def finetune(
+    model: keras.Model,
+    data: Dataset,
+    k: float,
+    method: str,
+    config: RecoveryConfig = RecoveryConfig(),
+    seed: int = 0,
+    progress: bool = False,
+) -> keras.Model:
     """Prune ``model`` once at ``k`` percent, then train the survivors with the mask fixed.
 
     Returns:
         A plain MLP; pruned weights are exactly zero. ``model`` is not modified.
     """
     masks = pruning.compute_masks(mlp.get_kernels(model), k, method)[:-1]
-    net = masked.masked_mlp(model, masks, precision=config.recipe.precision,
-                             train_logits=config.train_logits)
+    net = masked.masked_mlp(model, masks, precision=config.recipe.precision, train_logits=config.train_logits)
     fit_recovery(net, model, data, config, seed, progress=progress, desc=f"finetune {method} {k:g}")
     return masked.strip(net)
 
 
-def gradual(model: keras.Model, data: Dataset, k: float, method: str,
-            config: RecoveryConfig = RecoveryConfig(), seed: int = 0, progress: bool = False) -> keras.Model:
+def gradual(
+    model: keras.Model,
+    data: Dataset,
+    k: float,
+    method: str,
+    config: RecoveryConfig = RecoveryConfig(),
+    seed: int = 0,
+    progress: bool = False,
+) -> keras.Model:
     """Prune from dense to ``k`` percent along Zhu & Gupta's cubic schedule while training.
 
     The target is reached after ``ramp_fraction`` of the budget; training goes on at ``k`` after.
@@ -101,15 +142,21 @@ def gradual(model: keras.Model, data: Dataset, k: float, method: str,
     net = masked.masked_mlp(model, precision=config.recipe.precision, train_logits=config.train_logits)
     n = len(mlp.training_subset(data, config.train_subset)[0])
     steps = config.recipe.epochs * mlp.steps_per_epoch(n, config.recipe.batch_size)
-    schedule = masked.GradualPruning(k, method, end_step=round(config.ramp_fraction * steps),
-                                     every=config.every)
+    schedule = masked.GradualPruning(k, method, end_step=round(config.ramp_fraction * steps), every=config.every)
     fit_recovery(net, model, data, config, seed, [schedule], progress, f"gradual {method} {k:g}")
     return masked.strip(net)
 
 
-def imp(model: keras.Model, data: Dataset, k: float, method: str,
-        config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
-        init_kernels: Sequence[np.ndarray] | None = None, progress: bool = False) -> keras.Model:
+def imp(
+    model: keras.Model,
+    data: Dataset,
+    k: float,
+    method: str,
+    config: RecoveryConfig = RecoveryConfig(),
+    seed: int = 0,
+    init_kernels: Sequence[np.ndarray] | None = None,
+    progress: bool = False,
+) -> keras.Model:
     """Iterative magnitude pruning: ``imp_rounds`` rounds of prune, rewind, retrain.
 
     Args:
@@ -117,9 +164,11 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
             (default: rebuilt from ``seed`` as :func:`prunelib.models.mlp.build_mlp` draws them).
     """
     if config.imp_rewind == "init" and init_kernels is None:
-        init_kernels = mlp.get_kernels(mlp.build_mlp(
-            [w.shape[1] for w in mlp.get_kernels(model)[:-1]], seed=seed,
-            input_shape=model.input_shape[1:]))
+        init_kernels = mlp.get_kernels(
+            mlp.build_mlp(
+                [w.shape[1] for w in mlp.get_kernels(model)[:-1]], seed=seed, input_shape=model.input_shape[1:]
+            )
+        )
     current = model
     for r in range(1, config.imp_rounds + 1):
         k_r = 100.0 * (1.0 - (1.0 - k / 100.0) ** (r / config.imp_rounds)) if r < config.imp_rounds else k
@@ -129,18 +178,34 @@ def imp(model: keras.Model, data: Dataset, k: float, method: str,
         else:  # never un-prune: the previous round's zeros stay zero
             masks = masked.tighten(kernels, [w != 0 for w in kernels[:-1]], k_r, method)
         # Rewinding restores the hidden kernels only: the logit layer keeps its trained weights.
-        start = current if config.imp_rewind == "lr" else mlp.with_weights(
-            current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
-        net = masked.masked_mlp(start, masks, precision=config.recipe.precision,
-                                 train_logits=config.train_logits)
-        fit_recovery(net, model, data, config.with_recipe(epochs=config.imp_epochs), seed + r, progress=progress,
-             desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}")
+        start = (
+            current
+            if config.imp_rewind == "lr"
+            else mlp.with_weights(current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
+        )
+        net = masked.masked_mlp(start, masks, precision=config.recipe.precision, train_logits=config.train_logits)
+        fit_recovery(
+            net,
+            model,
+            data,
+            config.with_recipe(epochs=config.imp_epochs),
+            seed + r,
+            progress=progress,
+            desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}",
+        )
         current = masked.strip(net)
     return current
 
 
-def one_shot(model: keras.Model, data: Dataset, k: float, method: str,
-             config: RecoveryConfig = RecoveryConfig(), seed: int = 0, progress: bool = False) -> keras.Model:
+def one_shot(
+    model: keras.Model,
+    data: Dataset,
+    k: float,
+    method: str,
+    config: RecoveryConfig = RecoveryConfig(),
+    seed: int = 0,
+    progress: bool = False,
+) -> keras.Model:
     """Prune ``model`` once at ``k`` percent (no training; the signature of every strategy)."""
     return mlp.prune_model(model, k, method)
 
@@ -150,9 +215,16 @@ if set(_TRAINING) != {n for n, s in registry.STRATEGIES.items() if s.kind != "fr
     raise ImportError("prunelib.models.recovery and the registry prunelib.base.strategies disagree on the strategies")
 
 
-def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, method: str,
-                 config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
-                 progress: bool = False) -> tuple[keras.Model, int]:
+def run_strategy(
+    strategy: str,
+    model: keras.Model,
+    data: Dataset,
+    k: float,
+    method: str,
+    config: RecoveryConfig = RecoveryConfig(),
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[keras.Model, int]:
     """Apply one strategy of :data:`prunelib.base.strategies.STRATEGIES` that starts from ``model``.
 
     Returns:
@@ -168,22 +240,50 @@ def run_strategy(strategy: str, model: keras.Model, data: Dataset, k: float, met
     return _TRAINING[strategy](model, data, k, method, config, seed, progress), registry.epochs(strategy, config)
 
 
-def _row(data: Dataset, pruned: keras.Model, *, method: str, k: float, strategy: str, seed: int,
-         epochs: int, seconds: float, dense_accuracy: float) -> dict:
+def _row(
+    data: Dataset,
+    pruned: keras.Model,
+    *,
+    method: str,
+    k: float,
+    strategy: str,
+    seed: int,
+    epochs: int,
+    seconds: float,
+    dense_accuracy: float,
+) -> dict:
     kernels = mlp.get_kernels(pruned)
     accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(pruned))
-    return {"dataset": data.name, "method": method, "k": k, "strategy": strategy, "seed": seed,
-            "epochs": epochs, "sparsity": pruning.sparsity(kernels),
-            "prunable_sparsity": pruning.sparsity(kernels[:-1]), "accuracy": accuracy, "loss": loss,
-            "seconds": seconds, "dense_accuracy": dense_accuracy}
+    return {
+        "dataset": data.name,
+        "method": method,
+        "k": k,
+        "strategy": strategy,
+        "seed": seed,
+        "epochs": epochs,
+        "sparsity": pruning.sparsity(kernels),
+        "prunable_sparsity": pruning.sparsity(kernels[:-1]),
+        "accuracy": accuracy,
+        "loss": loss,
+        "seconds": seconds,
+        "dense_accuracy": dense_accuracy,
+    }
 
 
-def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] = ("weight", "unit"),
-                   ks: Iterable[float] = (90, 95, 99),
-                   strategies: Iterable[str] = ("one-shot", *registry.RECOVERY),
-                   config: RecoveryConfig = RecoveryConfig(), seed: int = 0,
-                   base: TrainConfig | None = None, cache: str | os.PathLike | None = None,
-                   retrain: bool = False, progress: bool = True) -> pd.DataFrame:
+def recovery_table(
+    model: keras.Model,
+    data: Dataset,
+    *,
+    methods: Iterable[str] = ("weight", "unit"),
+    ks: Iterable[float] = (90, 95, 99),
+    strategies: Iterable[str] = ("one-shot", *registry.RECOVERY),
+    config: RecoveryConfig = RecoveryConfig(),
+    seed: int = 0,
+    base: TrainConfig | None = None,
+    cache: str | os.PathLike | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Run every (strategy, method, k) from ``model`` and evaluate on the test set.
 
     Args:
@@ -201,8 +301,7 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
     for name in strategies:
         registry.get(name)
     grid = [(s, m, pruning.validate_k(k)) for s in registry.order(strategies) for m in methods for k in ks]
-    dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test,
-                                      mlp.get_biases(model))[0]
+    dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test, mlp.get_biases(model))[0]
     rows = []
     for strategy, method, k in tqdm(grid, desc=f"recovery {data.name} seed {seed}", disable=not progress):
         epochs = registry.epochs(strategy, config)
@@ -215,12 +314,30 @@ def recovery_table(model: keras.Model, data: Dataset, *, methods: Iterable[str] 
             pruned = build()
             seconds = time.perf_counter() - t0
         else:
-            key = {"base": mlp.cache_key(data, base), "strategy": strategy, "method": method,
-                   "k": k, "seed": seed, **asdict(config), "code": code_fingerprint(__name__)}
+            key = {
+                "base": mlp.cache_key(data, base),
+                "strategy": strategy,
+                "method": method,
+                "k": k,
+                "seed": seed,
+                **asdict(config),
+                "code": code_fingerprint(__name__),
+            }
             name = f"{data.name}-recovery-{digest(key)}"
             pruned, seconds = mlp.cached(name, build, key=key, cache=cache, retrain=retrain)
-        rows.append(_row(data, pruned, method=method, k=k, strategy=strategy, seed=seed, epochs=epochs,
-                         seconds=seconds, dense_accuracy=dense_accuracy))
+        rows.append(
+            _row(
+                data,
+                pruned,
+                method=method,
+                k=k,
+                strategy=strategy,
+                seed=seed,
+                epochs=epochs,
+                seconds=seconds,
+                dense_accuracy=dense_accuracy,
+            )
+        )
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
 
 
@@ -232,38 +349,68 @@ def train_aware(data: Dataset, config: TrainConfig, target: AwareTarget, progres
     """
     config = target.train_config(config)
     mlp.seed_everything(config.seed)
-    net = masked.masked_mlp(mlp.build(config, data.x_train.shape[1:]), dropout_rate=target.rate,
-                            dropout_variant=target.method, l1=target.l1)
+    net = masked.masked_mlp(
+        mlp.build(config, data.x_train.shape[1:]), dropout_rate=target.rate, dropout_variant=target.method, l1=target.l1
+    )
     callbacks = [masked.TargetedDropout(target.gamma)] if target.rate > 0 and target.gamma > 0 else []
-    mlp.fit(net, data, config.recipe, seed=config.seed, train_subset=config.train_subset,
-            callbacks=callbacks, progress=progress,
-            desc=f"train {data.name} (targeted dropout {target.method} {target.k:g})")
+    mlp.fit(
+        net,
+        data,
+        config.recipe,
+        seed=config.seed,
+        train_subset=config.train_subset,
+        callbacks=callbacks,
+        progress=progress,
+        desc=f"train {data.name} (targeted dropout {target.method} {target.k:g})",
+    )
     return masked.strip(net)
 
 
 def aware_key(data: Dataset, config: TrainConfig, target: AwareTarget) -> dict:
     """Everything that determines a pruning-aware model (its cache key)."""
-    return {**mlp.cache_description(data, target.train_config(config)), "aware": asdict(target),
-            "code": code_fingerprint(__name__)}
+    return {
+        **mlp.cache_description(data, target.train_config(config)),
+        "aware": asdict(target),
+        "code": code_fingerprint(__name__),
+    }
 
 
-def aware_table(data: Dataset, base: TrainConfig, targets: Iterable[AwareTarget], *,
-                cache: str | os.PathLike | None = None, retrain: bool = False,
-                progress: bool = True) -> pd.DataFrame:
+def aware_table(
+    data: Dataset,
+    base: TrainConfig,
+    targets: Iterable[AwareTarget],
+    *,
+    cache: str | os.PathLike | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Train with targeted dropout for each target (cached), then prune one-shot at its k.
 
     Rows have strategy ``targeted-dropout``; ``epochs`` and ``seconds`` are those of the
     pruning-aware training from scratch, ``dense_accuracy`` the unpruned pruning-aware model's.
     """
     rows = []
-    for target in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}",
-                       disable=not progress):
+    for target in tqdm(list(targets), desc=f"targeted dropout {data.name} seed {base.seed}", disable=not progress):
         key = aware_key(data, base, target)
-        model, seconds = mlp.cached(f"{data.name}-aware-{digest(key)}",
-                                    lambda target=target: train_aware(data, base, target), key=key,
-                                    cache=cache, retrain=retrain)
+        model, seconds = mlp.cached(
+            f"{data.name}-aware-{digest(key)}",
+            lambda target=target: train_aware(data, base, target),
+            key=key,
+            cache=cache,
+            retrain=retrain,
+        )
         dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]
-        rows.append(_row(data, mlp.prune_model(model, target.k, target.method), method=target.method,
-                         k=target.k, strategy="targeted-dropout", seed=base.seed, epochs=base.recipe.epochs,
-                         seconds=seconds, dense_accuracy=dense_accuracy))
+        rows.append(
+            _row(
+                data,
+                mlp.prune_model(model, target.k, target.method),
+                method=target.method,
+                k=target.k,
+                strategy="targeted-dropout",
+                seed=base.seed,
+                epochs=base.recipe.epochs,
+                seconds=seconds,
+                dense_accuracy=dense_accuracy,
+            )
+        )
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)

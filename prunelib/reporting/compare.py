@@ -46,17 +46,27 @@ class Comparison:
 
     def summary(self, ours: str, other: str) -> str:
         """A few lines for a person: bitwise verdict, then the points that disagree."""
-        lines = [f"{other} against {ours}: tables "
-                 + ("bit-identical" if self.identical_files else
-                    "identical in every value but run times" if self.identical_values else
-                    "differ (same machine, same code: they should not; another CPU: expected)")]
+        lines = [
+            f"{other} against {ours}: tables "
+            + (
+                "bit-identical"
+                if self.identical_files
+                else "identical in every value but run times"
+                if self.identical_values
+                else "differ (same machine, same code: they should not; another CPU: expected)"
+            )
+        ]
         tested = int(self.points["p"].notna().sum())
-        lines.append(f"Welch test per (dataset, method, correction, k) over seeds: {len(self.disagree)} of "
-                     f"{tested} tested points disagree at p < {self.alpha:g} (by chance alone expect "
-                     f"about {self.alpha * tested:.1f})")
+        lines.append(
+            f"Welch test per (dataset, method, correction, k) over seeds: {len(self.disagree)} of "
+            f"{tested} tested points disagree at p < {self.alpha:g} (by chance alone expect "
+            f"about {self.alpha * tested:.1f})"
+        )
         for r in self.disagree.itertuples():
-            lines.append(f"  {r.dataset} {r.method} {r.correction} k={r.k:g}: {r.mean_ours:.2f} "
-                         f"({r.seeds_ours} seeds) vs {r.mean_other:.2f} ({r.seeds_other} seeds), p = {r.p:.3g}")
+            lines.append(
+                f"  {r.dataset} {r.method} {r.correction} k={r.k:g}: {r.mean_ours:.2f} "
+                f"({r.seeds_ours} seeds) vs {r.mean_other:.2f} ({r.seeds_other} seeds), p = {r.p:.3g}"
+            )
         if self.only_one_side:
             lines.append(f"{len(self.only_one_side)} point(s) in one sweep only, e.g. {self.only_one_side[0]}")
         return "\n".join(lines)
@@ -78,8 +88,11 @@ def welch_p(a, b) -> float:
 
 def _tables(results_dir: Path) -> dict[str, Path]:
     # Benchmark CSVs time the machine; they are not the study's tables.
-    return {p.relative_to(results_dir).as_posix(): p for p in sorted(results_dir.glob("*/*.csv"))
-            if p.parent.name != "benchmarks"}
+    return {
+        p.relative_to(results_dir).as_posix(): p
+        for p in sorted(results_dir.glob("*/*.csv"))
+        if p.parent.name != "benchmarks"
+    }
 
 
 def compare(ours: str | os.PathLike, other: str | os.PathLike, alpha: float = 0.05) -> Comparison:
@@ -103,18 +116,33 @@ def compare(ours: str | os.PathLike, other: str | os.PathLike, alpha: float = 0.
     for key, a in groups[0].items():
         if key in groups[1]:
             b = groups[1][key]
-            rows.append({**dict(zip(POINT, key)), "mean_ours": a.mean(), "mean_other": b.mean(),
-                         "seeds_ours": a.size, "seeds_other": b.size, "p": welch_p(a, b)})
+            rows.append(
+                {
+                    **dict(zip(POINT, key)),
+                    "mean_ours": a.mean(),
+                    "mean_other": b.mean(),
+                    "seeds_ours": a.size,
+                    "seeds_other": b.size,
+                    "p": welch_p(a, b),
+                }
+            )
     points = pd.DataFrame(rows, columns=[*POINT, "mean_ours", "mean_other", "seeds_ours", "seeds_other", "p"])
-    lone = sorted(" ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in key)
-                  for key in set(groups[0]) ^ set(groups[1]))
+    lone = sorted(
+        " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in key) for key in set(groups[0]) ^ set(groups[1])
+    )
     mine, theirs = _tables(ours), _tables(other)
     common = sorted(set(mine) & set(theirs))
     same_set = set(mine) == set(theirs)
     identical_files = same_set and all(mine[n].read_bytes() == theirs[n].read_bytes() for n in common)
     identical_values = same_set and all(_values(mine[n]).equals(_values(theirs[n])) for n in common)
-    return Comparison(points, points[points["p"] < alpha].reset_index(drop=True), alpha,
-                      identical_files, identical_values, tuple(lone))
+    return Comparison(
+        points,
+        points[points["p"] < alpha].reset_index(drop=True),
+        alpha,
+        identical_files,
+        identical_values,
+        tuple(lone),
+    )
 
 
 def _values(path: Path) -> pd.DataFrame:

@@ -41,8 +41,7 @@ def facts(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     out = {}
     for dataset, full in table.groupby("dataset", sort=False):
         df, fixed = challenge_rows(full), lstsq_rows(full)
-        f = {"dense": _acc(df, "weight", 0), "dense_ci": _ci(df, "weight", 0),
-             "seeds": int(df["seed"].nunique())}
+        f = {"dense": _acc(df, "weight", 0), "dense_ci": _ci(df, "weight", 0), "seeds": int(df["seed"].nunique())}
         for method in ("weight", "unit", "global-weight", "retrain-small"):
             if method not in set(df["method"]):
                 continue
@@ -68,8 +67,12 @@ def _pm(f: dict, key: str) -> str:
 def _recovered(recovery: pd.DataFrame | None, dataset: str, method: str, k: float, strategy: str) -> float:
     if recovery is None or recovery.empty:
         return float("nan")
-    sel = recovery[(recovery["dataset"] == dataset) & (recovery["method"] == method)
-                   & (recovery["k"] == k) & (recovery["strategy"] == strategy)]
+    sel = recovery[
+        (recovery["dataset"] == dataset)
+        & (recovery["method"] == method)
+        & (recovery["k"] == k)
+        & (recovery["strategy"] == strategy)
+    ]
     return float(sel["accuracy"].mean()) if len(sel) else float("nan")
 
 
@@ -147,8 +150,11 @@ def differ_verdict(sweep: pd.DataFrame) -> str:
     else:
         out = f"Yes on {first}: the 95 % CIs over {seeds} seeds do not overlap, {_separation(sep)}."
     for name, other in others:
-        same = bool(other) == bool(sep) and all(sep.get(k, s) == s for k, s in other.items()) and (
-            not sep or any(sep.get(k) == s for k, s in other.items()))
+        same = (
+            bool(other) == bool(sep)
+            and all(sep.get(k, s) == s for k, s in other.items())
+            and (not sep or any(sep.get(k) == s for k, s in other.items()))
+        )
         detail = _separation(other) if other else "the CIs overlap at every k"
         out += f" {name} {'agrees' if same else 'differs'}: {detail}."
     return out
@@ -173,25 +179,26 @@ def discussion(results) -> str:
     m = fx.get("mnist") or next(iter(fx.values()))
     f = fx.get("fashion-mnist", m)
     text = f"""\
-**Do the curves differ?** {differ_verdict(results.sweep)} On MNIST (dense {_pm(m, 'dense')}) weight
-pruning stays within a point of dense up to {m['weight_safe']:.0f} % measured sparsity ({_pm(m, 'weight_95')}
-at k = 95); unit pruning to {m['unit_safe']:.0f} % ({_pm(m, 'unit_90')} at k = 90). Fashion-MNIST
-(dense {_pm(f, 'dense')}): {_pm(f, 'weight_90')} against {_pm(f, 'unit_90')} at k = 90.
+**Do the curves differ?** {differ_verdict(results.sweep)} On MNIST (dense {_pm(m, "dense")}) weight
+pruning stays within a point of dense up to {m["weight_safe"]:.0f} % measured sparsity ({_pm(m, "weight_95")}
+at k = 95); unit pruning to {m["unit_safe"]:.0f} % ({_pm(m, "unit_90")} at k = 90). Fashion-MNIST
+(dense {_pm(f, "dense")}): {_pm(f, "weight_90")} against {_pm(f, "unit_90")} at k = 90.
 
 **Why?** Weight pruning drops the least important weights wherever they sit; unit pruning drops
 whole columns, and each removed unit also silences a row of the next layer."""
     if not np.isnan(m.get("weight_90_norm", np.nan)):
-        text += f""" At k = 90 the kept weights hold {m['weight_90_norm']:.0f} % of the squared norm,
-the kept units {m['unit_90_norm']:.0f} %."""
+        text += f""" At k = 90 the kept weights hold {m["weight_90_norm"]:.0f} % of the squared norm,
+the kept units {m["unit_90_norm"]:.0f} %."""
     r = recipe_facts(results.recipes, results.recipe_layers) if not results.recipes.empty else {}
     if r:
         text += f"""
 
-**The recipe decides how much can go** (seed 0). With the first version's `{r['old_name']}` the top
-10 % of weights held {r['old_top10']:.0f} % of the squared norm, and one-shot weight 95 gave
-{r['old_weight_95']:.1f} %. The chosen `{r['new_name']}` {'takes as many steps' if r['new_steps'] == r['old_steps'] else 'trains differently'}{
-", but its weight decay pulls weights the loss does not need toward zero" if r['new_decay'] > 0 else ""}:
-{r['new_top10']:.0f} % of the norm sits in the top 10 %, and weight 95 keeps {r['new_weight_95']:.1f} %."""
+**The recipe decides how much can go** (seed 0). With the first version's `{r["old_name"]}` the top
+10 % of weights held {r["old_top10"]:.0f} % of the squared norm, and one-shot weight 95 gave
+{r["old_weight_95"]:.1f} %. The chosen `{r["new_name"]}` {
+            "takes as many steps" if r["new_steps"] == r["old_steps"] else "trains differently"
+        }{", but its weight decay pulls weights the loss does not need toward zero" if r["new_decay"] > 0 else ""}:
+{r["new_top10"]:.0f} % of the norm sits in the top 10 %, and weight 95 keeps {r["new_weight_95"]:.1f} %."""
     weights = _weights(results.sweep)
     text += f"""
 
@@ -199,12 +206,10 @@ the kept units {m['unit_90_norm']:.0f} %."""
 more than the task needs."""
     if "retrain-small_90" in m:
         text += f""" Networks of unit pruning's k = 90 sizes trained from scratch reach
-{_pm(m, 'retrain-small_90')}."""
+{_pm(m, "retrain-small_90")}."""
     if "lstsq_weight_99" in m:
         text += f""" Without any gradient step, re-fitting the survivors by least squares on
-calibration images lifts weight 99 to {_pm(m, 'lstsq_weight_99')} and unit 90 to
-{_pm(m, 'lstsq_unit_90')}: what one-shot pruning loses is mostly the survivors' calibration,
+calibration images lifts weight 99 to {_pm(m, "lstsq_weight_99")} and unit 90 to
+{_pm(m, "lstsq_unit_90")}: what one-shot pruning loses is mostly the survivors' calibration,
 not capacity."""
     return text + "\n"
-
-

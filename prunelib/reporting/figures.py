@@ -14,8 +14,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from prunelib.reporting.plotting import (plot_distributions, plot_recipes, plot_recovery, plot_sensitivity,
-                               plot_sparsity_vs_accuracy)
+from prunelib.reporting.plotting import (
+    plot_distributions,
+    plot_recipes,
+    plot_recovery,
+    plot_sensitivity,
+    plot_sparsity_vs_accuracy,
+)
 
 MAIN = "sparsity_vs_accuracy.png"
 BASELINES = "baselines.png"
@@ -26,7 +31,7 @@ RECOVERY = "recovery.png"
 
 CAPTIONS = {
     MAIN: "accuracy vs weights remaining (100 - measured sparsity, log axis); dashed: survivors "
-          "re-fitted by least squares (lstsq)",
+    "re-fitted by least squares (lstsq)",
     RECIPES: "one-shot pruning of models trained with each recipe of the study",
     BASELINES: "baselines: global pruning; retrain from scratch vs effective parameters",
     SENSITIVITY: "pruning one layer at a time",
@@ -44,8 +49,11 @@ def sparsity_vs_accuracy(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
     corrected = "correction" in main_rows and main_rows["correction"].nunique() > 1
     # Weights remaining on a log axis: k = 90 ... 99, where the curves part, get half the width.
     ax = plot_sparsity_vs_accuracy(
-        main_rows, x="remaining", style="correction" if corrected else None,
-        title=f"{dataset}: one-shot pruning, mean and 95 % CI over {sweep['seed'].nunique()} seeds")
+        main_rows,
+        x="remaining",
+        style="correction" if corrected else None,
+        title=f"{dataset}: one-shot pruning, mean and 95 % CI over {sweep['seed'].nunique()} seeds",
+    )
     return ax.figure
 
 
@@ -53,10 +61,15 @@ def baselines(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
     """Layer-wise vs global weight pruning; unit pruning vs the same sizes trained from scratch."""
     df = sweep[sweep["correction"] == "none"] if "correction" in sweep else sweep
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-    plot_sparsity_vs_accuracy(df[df["method"].isin(["weight", "global-weight"])], axes[0],
-                              title="layer-wise vs global weight pruning")
-    plot_sparsity_vs_accuracy(df[df["method"].isin(["unit", "retrain-small"])], axes[1],
-                              x="effective_params", title="unit pruning vs the same sizes trained from scratch")
+    plot_sparsity_vs_accuracy(
+        df[df["method"].isin(["weight", "global-weight"])], axes[0], title="layer-wise vs global weight pruning"
+    )
+    plot_sparsity_vs_accuracy(
+        df[df["method"].isin(["unit", "retrain-small"])],
+        axes[1],
+        x="effective_params",
+        title="unit pruning vs the same sizes trained from scratch",
+    )
     fig.suptitle(dataset)
     return fig
 
@@ -81,8 +94,9 @@ def recipes(curves: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
     for ax, method in zip(axes, ["weight", "unit"]):
         plot_recipes(curves, ax, method=method)
-    fig.suptitle(f"{curves['dataset'].iloc[0]}: one-shot pruning by training recipe "
-                 f"(seed {int(curves['seed'].iloc[0])})")
+    fig.suptitle(
+        f"{curves['dataset'].iloc[0]}: one-shot pruning by training recipe (seed {int(curves['seed'].iloc[0])})"
+    )
     return fig
 
 
@@ -94,6 +108,7 @@ def recovery(table: pd.DataFrame, dataset: str) -> plt.Figure:
 def plan(results, dataset: str | None = None) -> Iterator[tuple[str, str, pd.DataFrame, Callable[[], plt.Figure]]]:
     """Every figure ``results`` supports, not yet drawn: ``(dataset, file name, its table, draw)``,
     in report order."""
+
     def of(table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:
         if table.empty:
             return iter(())
@@ -136,8 +151,9 @@ def _table_digest(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
-def save_all(results, results_dir: str | os.PathLike = "results", *,
-             cache: str | os.PathLike | None = None) -> list[Path]:
+def save_all(
+    results, results_dir: str | os.PathLike = "results", *, cache: str | os.PathLike | None = None
+) -> list[Path]:
     """Draw every figure of ``results`` into ``<results>/<dataset>/<file name>``.
 
     Args:
@@ -147,8 +163,8 @@ def save_all(results, results_dir: str | os.PathLike = "results", *,
     """
     import shutil
 
-    from prunelib.base.paths import digest
     from prunelib.base.fingerprint import code_fingerprint
+    from prunelib.base.paths import digest
     from prunelib.base.provenance import cached_artifact, versions
 
     written = []
@@ -161,8 +177,7 @@ def save_all(results, results_dir: str | os.PathLike = "results", *,
         if cache is None:
             written.append(save(make(), out / name))
             continue
-        key = {"figure": name, "dataset": dataset, "table": _table_digest(table), "code": code,
-               "versions": libraries}
+        key = {"figure": name, "dataset": dataset, "table": _table_digest(table), "code": code, "versions": libraries}
         path = Path(cache) / f"{dataset}-{Path(name).stem}-{digest(key)}.png"
         cached_artifact(path, key, make, lambda fig, tmp: save(fig, tmp), lambda p: p)
         shutil.copyfile(path, out / name)

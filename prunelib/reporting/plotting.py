@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from prunelib.reporting.stats import ci95_interval
 from prunelib.base.strategies import order as strategy_order
+from prunelib.reporting.stats import ci95_interval
 
 XLABELS = {
     "sparsity": "measured sparsity (% of all weights that are zero)",
@@ -40,9 +40,15 @@ def _remaining_axis(ax: plt.Axes, remaining: pd.Series) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
-                              x: str = "sparsity", hue: str = "method", style: str | None = None,
-                              title: str | None = None) -> plt.Axes:
+def plot_sparsity_vs_accuracy(
+    df: pd.DataFrame,
+    ax: plt.Axes | None = None,
+    *,
+    x: str = "sparsity",
+    hue: str = "method",
+    style: str | None = None,
+    title: str | None = None,
+) -> plt.Axes:
     """Accuracy (%) against measured sparsity (%), one curve per ``hue`` value.
 
     With several seeds per point the curve is the mean and the band its 95 % t confidence
@@ -55,12 +61,10 @@ def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
         _, ax = plt.subplots(figsize=(7, 4.5))
     if x == "remaining":
         df = with_remaining(df)
-    sns.lineplot(data=df, x=x, y="accuracy", hue=hue, style=style, marker="o",
-                 errorbar=ci95_interval, ax=ax)
+    sns.lineplot(data=df, x=x, y="accuracy", hue=hue, style=style, marker="o", errorbar=ci95_interval, ax=ax)
     dense = df.loc[df["k"] == 0, "accuracy"]
     if len(dense):
-        ax.axhline(dense.mean(), color="grey", linestyle="--", linewidth=1,
-                   label=f"dense ({dense.mean():.2f} %)")
+        ax.axhline(dense.mean(), color="grey", linestyle="--", linewidth=1, label=f"dense ({dense.mean():.2f} %)")
     if x == "effective_params":
         ax.set_xscale("log")
         ax.invert_xaxis()
@@ -76,13 +80,15 @@ def plot_sparsity_vs_accuracy(df: pd.DataFrame, ax: plt.Axes | None = None, *,
     return ax
 
 
-def plot_sensitivity(df: pd.DataFrame, ax: plt.Axes | None = None, *, method: str = "weight",
-                     title: str | None = None) -> plt.Axes:
+def plot_sensitivity(
+    df: pd.DataFrame, ax: plt.Axes | None = None, *, method: str = "weight", title: str | None = None
+) -> plt.Axes:
     """Accuracy when only one hidden layer is pruned at k, one curve per layer (mean, 95 % CI)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=df[df["method"] == method], x="k", y="accuracy", hue="layer", marker="o",
-                 errorbar=ci95_interval, ax=ax)
+    sns.lineplot(
+        data=df[df["method"] == method], x="k", y="accuracy", hue="layer", marker="o", errorbar=ci95_interval, ax=ax
+    )
     ax.set_xlabel(XLABELS["k"])
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
@@ -106,8 +112,17 @@ def plot_distributions(df: pd.DataFrame, axes=None, *, title: str | None = None)
         _, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, quantity in zip(axes, ["|weight|", "unit L2 norm"]):
         part = df[df["quantity"] == quantity]
-        sns.histplot(data=part, x="value", hue="layer", element="step", fill=False, stat="density",
-                     common_norm=False, bins=60, ax=ax)
+        sns.histplot(
+            data=part,
+            x="value",
+            hue="layer",
+            element="step",
+            fill=False,
+            stat="density",
+            common_norm=False,
+            bins=60,
+            ax=ax,
+        )
         ax.set_xlabel(quantity)
         ax.set_title(f"{quantity} per hidden layer")
     if title:
@@ -115,16 +130,26 @@ def plot_distributions(df: pd.DataFrame, axes=None, *, title: str | None = None)
     return axes
 
 
-def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, x: str = "sparsity",
-                  title: str | None = None) -> plt.Axes:
+def plot_recovery(
+    df: pd.DataFrame, ax: plt.Axes | None = None, *, x: str = "sparsity", title: str | None = None
+) -> plt.Axes:
     """Accuracy against measured sparsity (or ``x="remaining"``: weights remaining, log axis),
     colour = recovery strategy, line style = method."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))
     if x == "remaining":
         df = with_remaining(df)
-    sns.lineplot(data=df, x=x, y="accuracy", hue="strategy", style="method", marker="o",
-                 hue_order=strategy_order(df["strategy"].unique()), errorbar=ci95_interval, ax=ax)
+    sns.lineplot(
+        data=df,
+        x=x,
+        y="accuracy",
+        hue="strategy",
+        style="method",
+        marker="o",
+        hue_order=strategy_order(df["strategy"].unique()),
+        errorbar=ci95_interval,
+        ax=ax,
+    )
     if x == "remaining":
         _remaining_axis(ax, df["remaining"])
     ax.set_xlabel(XLABELS[x])
@@ -135,8 +160,9 @@ def plot_recovery(df: pd.DataFrame, ax: plt.Axes | None = None, *, x: str = "spa
     return ax
 
 
-def plot_recipes(df: pd.DataFrame, ax: plt.Axes | None = None, *, method: str = "weight",
-                 title: str | None = None) -> plt.Axes:
+def plot_recipes(
+    df: pd.DataFrame, ax: plt.Axes | None = None, *, method: str = "weight", title: str | None = None
+) -> plt.Axes:
     """One-shot accuracy against k for each training recipe (a recipe-study table, one method)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4.5))

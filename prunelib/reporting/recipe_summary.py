@@ -28,8 +28,7 @@ def train_steps(epochs, batch_size, train_size: int = TRAIN_SIZE):
     return epochs * -(-train_size // batch_size)
 
 
-def summarize(curves: pd.DataFrame, ks: Sequence[float] = AUC_KS, *,
-              train_size: int = TRAIN_SIZE) -> pd.DataFrame:
+def summarize(curves: pd.DataFrame, ks: Sequence[float] = AUC_KS, *, train_size: int = TRAIN_SIZE) -> pd.DataFrame:
     """Per (dataset, recipe): dense accuracy, training steps and seconds, the one-shot area per method.
 
     The area is the mean accuracy over ``ks`` (percent), one number per method; ``area`` is the
@@ -52,8 +51,9 @@ def summarize(curves: pd.DataFrame, ks: Sequence[float] = AUC_KS, *,
     return out.reset_index()
 
 
-def choose(summary: pd.DataFrame, *, dataset: str = "mnist", min_dense: float = 98.4,
-           max_steps: int | None = None) -> str:
+def choose(
+    summary: pd.DataFrame, *, dataset: str = "mnist", min_dense: float = 98.4, max_steps: int | None = None
+) -> str:
     """The recipe with the largest one-shot area on ``dataset`` among those with dense accuracy of
     at least ``min_dense`` and (if given) at most ``max_steps`` optimizer steps of training
     (:data:`MAX_STEPS` is the study's budget). Measured seconds play no part: they vary with the
@@ -69,6 +69,8 @@ def choose(summary: pd.DataFrame, *, dataset: str = "mnist", min_dense: float = 
             raise ValueError("a step budget needs the recipes' epochs and batch_size columns")
         part = part[part["train_steps"] <= max_steps]
     if part.empty:
-        raise ValueError(f"no recipe on {dataset!r} reaches {min_dense} % dense accuracy"
-                         + (f" within {max_steps} optimizer steps" if max_steps is not None else ""))
+        raise ValueError(
+            f"no recipe on {dataset!r} reaches {min_dense} % dense accuracy"
+            + (f" within {max_steps} optimizer steps" if max_steps is not None else "")
+        )
     return str(part.loc[part["area"].idxmax(), "recipe"])

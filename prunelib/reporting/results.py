@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from prunelib.reporting import figures
-from prunelib.reporting import tables
 from prunelib.base.paths import atomic_write
+from prunelib.reporting import figures, tables
 
 if TYPE_CHECKING:  # the study's config is only read (asdict) here
     from prunelib.study.config import ExperimentConfig
@@ -71,8 +70,11 @@ def _is_product(rel: Path) -> bool:
         return True
     if len(parts) == 1:
         return parts[0] in PRODUCTS
-    return (len(parts) == 2 and parts[0] in DATASETS
-            and (parts[1] in {f"{name}.csv" for name in TABLES} or parts[1] in figures.FILE_NAMES))
+    return (
+        len(parts) == 2
+        and parts[0] in DATASETS
+        and (parts[1] in {f"{name}.csv" for name in TABLES} or parts[1] in figures.FILE_NAMES)
+    )
 
 
 def foreign_files(results_dir: str | os.PathLike) -> list[Path]:
@@ -86,8 +88,7 @@ def foreign_files(results_dir: str | os.PathLike) -> list[Path]:
         return []
     if not results_dir.is_dir():
         raise ResultsDirError(f"{results_dir} is a file, not a directory; choose another results directory")
-    return sorted(p for p in results_dir.rglob("*")
-                  if not p.is_dir() and not _is_product(p.relative_to(results_dir)))
+    return sorted(p for p in results_dir.rglob("*") if not p.is_dir() and not _is_product(p.relative_to(results_dir)))
 
 
 def check_replaceable(results_dir: str | os.PathLike) -> None:
@@ -99,8 +100,10 @@ def check_replaceable(results_dir: str | os.PathLike) -> None:
     foreign = foreign_files(results_dir)
     if foreign:
         names = ", ".join(str(p) for p in foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ResultsDirError(f"{results_dir} holds files no prunelib run wrote ({names}); "
-                              "a run replaces its results directory, so give an empty or new one")
+        raise ResultsDirError(
+            f"{results_dir} holds files no prunelib run wrote ({names}); "
+            "a run replaces its results directory, so give an empty or new one"
+        )
 
 
 @contextmanager
@@ -152,8 +155,12 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
         results_dir.mkdir(parents=True, exist_ok=True)
         stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
         trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
-        for leftover in (stage, trash, *results_dir.parent.glob(f".{results_dir.name}.staging-*"),
-                         *results_dir.parent.glob(f".{results_dir.name}.old-*")):
+        for leftover in (
+            stage,
+            trash,
+            *results_dir.parent.glob(f".{results_dir.name}.staging-*"),
+            *results_dir.parent.glob(f".{results_dir.name}.old-*"),
+        ):
             shutil.rmtree(leftover, ignore_errors=True)  # a killed publisher's (we hold the lock)
         try:
             stage.mkdir()
@@ -165,8 +172,15 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
     return sorted(p for p in results_dir.rglob("*") if p.is_file())
 
 
-def _fill(results: Results, results_dir: Path, stage: Path, *, run_seconds: float | None, command: str | None,
-          figure_cache: str | os.PathLike | None) -> None:
+def _fill(
+    results: Results,
+    results_dir: Path,
+    stage: Path,
+    *,
+    run_seconds: float | None,
+    command: str | None,
+    figure_cache: str | os.PathLike | None,
+) -> None:
     import shutil
 
     _write_tables(results, stage)
@@ -179,9 +193,14 @@ def _fill(results: Results, results_dir: Path, stage: Path, *, run_seconds: floa
         save_run_times(results.seconds, run_seconds, command or "", stage)
 
 
-def save_results(results: Results, results_dir: str | os.PathLike = "results", *,
-                 run_seconds: float | None = None, command: str | None = None,
-                 figure_cache: str | os.PathLike | None = None) -> list[Path]:
+def save_results(
+    results: Results,
+    results_dir: str | os.PathLike = "results",
+    *,
+    run_seconds: float | None = None,
+    command: str | None = None,
+    figure_cache: str | os.PathLike | None = None,
+) -> list[Path]:
     """Write every table as ``<results>/<dataset>/<table>.csv``, draw the figures, log the run.
 
     ``figure_cache``: reuse figures drawn before from identical tables
@@ -192,8 +211,12 @@ def save_results(results: Results, results_dir: str | os.PathLike = "results", *
     and a run that fails half-way leaves the previous results in place. A directory holding
     files no run wrote is refused (:class:`ResultsDirError`), never emptied.
     """
-    return _stage_and_swap(results_dir, lambda stage: _fill(
-        results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache))
+    return _stage_and_swap(
+        results_dir,
+        lambda stage: _fill(
+            results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache
+        ),
+    )
 
 
 def load_results(results_dir: str | os.PathLike = "results") -> Results:
@@ -212,8 +235,7 @@ def load_results(results_dir: str | os.PathLike = "results") -> Results:
     return Results(**found)
 
 
-def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
-                 results_dir: str | os.PathLike = "results") -> list[Path]:
+def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame, results_dir: str | os.PathLike = "results") -> list[Path]:
     """Write ``recipes.csv``, ``recipe_layers.csv`` and ``recipes.png`` per dataset."""
     written = []
     for dataset, df in curves.groupby("dataset", sort=False):
@@ -226,9 +248,16 @@ def save_recipes(curves: pd.DataFrame, layers: pd.DataFrame,
     return written
 
 
-def publish(results: Results, config: "ExperimentConfig", results_dir: str | os.PathLike = "results", *,
-            command: str, run_seconds: float | None = None,
-            figure_cache: str | os.PathLike | None = None, preset: str | None = None) -> list[Path]:
+def publish(
+    results: Results,
+    config: ExperimentConfig,
+    results_dir: str | os.PathLike = "results",
+    *,
+    command: str,
+    run_seconds: float | None = None,
+    figure_cache: str | os.PathLike | None = None,
+    preset: str | None = None,
+) -> list[Path]:
     """Save the tables and figures, write the report from what was saved, then the manifest.
 
     What both ``python -m prunelib run`` and the notebook call, so ``results/`` always ends with a

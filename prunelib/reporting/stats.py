@@ -40,6 +40,11 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"summary_table needs the sweep's columns; missing {missing}")
     keys = ["dataset", "method", *(["correction"] if "correction" in table else []), "k"]
     grouped = table.groupby(keys, sort=False)
-    out = grouped.agg(sparsity=("sparsity", "mean"), prunable_sparsity=("prunable_sparsity", "mean"),
-                      accuracy=("accuracy", "mean"), ci95=("accuracy", ci95), seeds=("seed", "nunique"))
+    out = grouped.agg(
+        sparsity=("sparsity", "mean"),
+        prunable_sparsity=("prunable_sparsity", "mean"),
+        accuracy=("accuracy", "mean"),
+        ci95=("accuracy", ci95),
+        seeds=("seed", "nunique"),
+    )
     return out.reset_index()

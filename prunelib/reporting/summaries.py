@@ -108,14 +108,23 @@ def recipe_summary(curves: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for recipe in summary.index:
         s = summary.loc[recipe]
-        rows.append({"recipe": recipe, "dense (%)": f"{s['dense_accuracy']:.2f}",
-                     "train (s)": f"{s['train_seconds']:.0f}",
-                     **{f"{m} {k:g}": f"{pivot.loc[recipe, (m, float(k))]:.1f}"
-                        for m, ks in (("weight", (90, 95, 97, 99)), ("unit", (70, 80, 90)))
-                        for k in ks if (m, float(k)) in pivot.columns},
-                     "area": f"{s['area']:.1f}", "drift": f"{diag.loc[recipe, 'drift']:.2f}",
-                     "top-10 % weights (%)": f"{diag.loc[recipe, 'top10_weight_share']:.0f}",
-                     "top-10 % units (%)": f"{diag.loc[recipe, 'top10_unit_share']:.0f}"})
+        rows.append(
+            {
+                "recipe": recipe,
+                "dense (%)": f"{s['dense_accuracy']:.2f}",
+                "train (s)": f"{s['train_seconds']:.0f}",
+                **{
+                    f"{m} {k:g}": f"{pivot.loc[recipe, (m, float(k))]:.1f}"
+                    for m, ks in (("weight", (90, 95, 97, 99)), ("unit", (70, 80, 90)))
+                    for k in ks
+                    if (m, float(k)) in pivot.columns
+                },
+                "area": f"{s['area']:.1f}",
+                "drift": f"{diag.loc[recipe, 'drift']:.2f}",
+                "top-10 % weights (%)": f"{diag.loc[recipe, 'top10_weight_share']:.0f}",
+                "top-10 % units (%)": f"{diag.loc[recipe, 'top10_unit_share']:.0f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -123,8 +132,13 @@ def lstsq_seconds(df: pd.DataFrame) -> pd.DataFrame:
     """Mean seconds of the least-squares correction per (method, k), calibration included."""
     fixed = lstsq_rows(df)
     table = fixed.pivot_table(index="k", columns="method", values="seconds", aggfunc="mean")
-    return table.map(lambda v: f"{v:.2f}").rename_axis(None, axis=1).reset_index().rename(
-        columns={"k": "k (%)"}).assign(**{"k (%)": lambda t: t["k (%)"].map(lambda k: f"{k:g}")})
+    return (
+        table.map(lambda v: f"{v:.2f}")
+        .rename_axis(None, axis=1)
+        .reset_index()
+        .rename(columns={"k": "k (%)"})
+        .assign(**{"k (%)": lambda t: t["k (%)"].map(lambda k: f"{k:g}")})
+    )
 
 
 def lstsq_vs_finetune(sweep: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFrame:
@@ -140,10 +154,15 @@ def lstsq_vs_finetune(sweep: pd.DataFrame, recovery: pd.DataFrame) -> pd.DataFra
             continue
         one = challenge_rows(sweep)
         one = one[(one["method"] == method) & (one["k"] == k) & one["seed"].isin(seeds)]
-        rows.append({"method": method, "k (%)": f"{k:g}", "one-shot": f"{one['accuracy'].mean():.2f}",
-                     "lstsq": f"{ls['accuracy'].mean():.2f}", "lstsq (s)": f"{ls['seconds'].mean():.1f}",
-                     f"fine-tune ({int(part['epochs'].iloc[0])} ep.)": f"{part['accuracy'].mean():.2f}",
-                     "fine-tune (s)": f"{part['seconds'].mean():.0f}"})
+        rows.append(
+            {
+                "method": method,
+                "k (%)": f"{k:g}",
+                "one-shot": f"{one['accuracy'].mean():.2f}",
+                "lstsq": f"{ls['accuracy'].mean():.2f}",
+                "lstsq (s)": f"{ls['seconds'].mean():.1f}",
+                f"fine-tune ({int(part['epochs'].iloc[0])} ep.)": f"{part['accuracy'].mean():.2f}",
+                "fine-tune (s)": f"{part['seconds'].mean():.0f}",
+            }
+        )
     return pd.DataFrame(rows)
-
-

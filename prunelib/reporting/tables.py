@@ -27,19 +27,31 @@ class Schema:
 
 
 SCHEMAS: dict[str, Schema] = {
-    "sweep": Schema(("dataset", "method", "correction", "k", "seed"),
-                    ("k", "seed", "sparsity", "prunable_sparsity", "accuracy", "loss"),
-                    ("dataset", "method", "correction")),
-    "sensitivity": Schema(("dataset", "method", "layer", "k", "seed"),
-                          ("k", "seed", "sparsity", "accuracy", "loss"), ("dataset", "method", "layer")),
-    "recovery": Schema(("dataset", "method", "k", "strategy", "seed"),
-                       ("k", "seed", "epochs", "sparsity", "accuracy", "dense_accuracy"),
-                       ("dataset", "method", "strategy")),
-    "recipes": Schema(("dataset", "recipe", "method", "k", "seed"),
-                      ("k", "seed", "sparsity", "accuracy", "dense_accuracy", "train_seconds"),
-                      ("dataset", "recipe", "method")),
-    "recipe_layers": Schema(("dataset", "recipe", "layer", "seed"),
-                            ("drift", "top10_weight_share", "top10_unit_share"), ("dataset", "recipe", "layer")),
+    "sweep": Schema(
+        ("dataset", "method", "correction", "k", "seed"),
+        ("k", "seed", "sparsity", "prunable_sparsity", "accuracy", "loss"),
+        ("dataset", "method", "correction"),
+    ),
+    "sensitivity": Schema(
+        ("dataset", "method", "layer", "k", "seed"),
+        ("k", "seed", "sparsity", "accuracy", "loss"),
+        ("dataset", "method", "layer"),
+    ),
+    "recovery": Schema(
+        ("dataset", "method", "k", "strategy", "seed"),
+        ("k", "seed", "epochs", "sparsity", "accuracy", "dense_accuracy"),
+        ("dataset", "method", "strategy"),
+    ),
+    "recipes": Schema(
+        ("dataset", "recipe", "method", "k", "seed"),
+        ("k", "seed", "sparsity", "accuracy", "dense_accuracy", "train_seconds"),
+        ("dataset", "recipe", "method"),
+    ),
+    "recipe_layers": Schema(
+        ("dataset", "recipe", "layer", "seed"),
+        ("drift", "top10_weight_share", "top10_unit_share"),
+        ("dataset", "recipe", "layer"),
+    ),
 }
 
 
@@ -54,14 +66,18 @@ def validate(table: pd.DataFrame, name: str, source: str | os.PathLike = "<table
         raise TableError(f"{source} has no rows; re-run `python -m prunelib run`")
     missing = [c for c in (*schema.texts, *schema.numbers) if c not in table.columns]
     if missing:
-        raise TableError(f"{source} lacks column(s) {missing}; it is damaged or from another "
-                         "version: re-run `python -m prunelib run`")
+        raise TableError(
+            f"{source} lacks column(s) {missing}; it is damaged or from another "
+            "version: re-run `python -m prunelib run`"
+        )
     for column in schema.numbers:
         values = pd.to_numeric(table[column], errors="coerce")
         bad = int(values.isna().sum())
         if bad:
-            raise TableError(f"{source}: column {column!r} has {bad} missing or non-numeric value(s) "
-                             "(truncated or edited?); re-run `python -m prunelib run`")
+            raise TableError(
+                f"{source}: column {column!r} has {bad} missing or non-numeric value(s) "
+                "(truncated or edited?); re-run `python -m prunelib run`"
+            )
     for column in ("k", "accuracy", "sparsity"):
         if column in schema.numbers and not table[column].between(0, 100).all():
             raise TableError(f"{source}: column {column!r} has values outside [0, 100]")

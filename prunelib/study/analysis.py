@@ -14,18 +14,25 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib.core import pruning
-from prunelib.models.config import TrainConfig
-from prunelib.data import Dataset
 from prunelib.core.evaluate import evaluate_kernels
 from prunelib.core.pruning import DEFAULT_KS
+from prunelib.data import Dataset
+from prunelib.models.config import TrainConfig
 
 SENSITIVITY_COLUMNS = ["dataset", "method", "layer", "k", "seed", "sparsity", "accuracy", "loss"]
 
 
-def layer_sensitivity(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, *, dataset: str,
-                      methods: Iterable[str] = ("weight", "unit"),
-                      ks: Iterable[float] = DEFAULT_KS,
-                      seed: int = 0, progress: bool = False) -> pd.DataFrame:
+def layer_sensitivity(
+    kernels: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    dataset: str,
+    methods: Iterable[str] = ("weight", "unit"),
+    ks: Iterable[float] = DEFAULT_KS,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Prune one hidden layer at a time at each k, leaving the others dense, and evaluate.
 
     Returns:
@@ -35,22 +42,29 @@ def layer_sensitivity(kernels: Sequence[np.ndarray], x: np.ndarray, y: np.ndarra
     hidden, logits = pruning.split_logits(kernels)
     grid = [(m, i, pruning.validate_k(k)) for m in methods for i in range(len(hidden)) for k in ks]
     rows = []
-    for method, i, k in tqdm(grid, desc=f"sensitivity {dataset} seed {seed}", disable=not progress,
-                             leave=False):
+    for method, i, k in tqdm(grid, desc=f"sensitivity {dataset} seed {seed}", disable=not progress, leave=False):
         # A stand-in logit kernel that chains with layer i: only layer i's mask is used.
         stand_in = np.zeros((hidden[i].shape[1], 1), hidden[i].dtype)
         mask = pruning.compute_masks([hidden[i], stand_in], k, method)[0]
         pruned = list(kernels)
         pruned[i] = pruning.apply_masks([hidden[i], stand_in], [mask, np.ones(stand_in.shape, bool)])[0]
         accuracy, loss = evaluate_kernels(pruned, x, y)
-        rows.append({"dataset": dataset, "method": method, "layer": f"hidden_{i}", "k": k,
-                     "seed": seed, "sparsity": pruning.sparsity(pruned), "accuracy": accuracy,
-                     "loss": loss})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "layer": f"hidden_{i}",
+                "k": k,
+                "seed": seed,
+                "sparsity": pruning.sparsity(pruned),
+                "accuracy": accuracy,
+                "loss": loss,
+            }
+        )
     return pd.DataFrame(rows, columns=SENSITIVITY_COLUMNS)
 
 
-def weight_distributions(kernels: Sequence[np.ndarray], max_per_layer: int = 20_000,
-                         seed: int = 0) -> pd.DataFrame:
+def weight_distributions(kernels: Sequence[np.ndarray], max_per_layer: int = 20_000, seed: int = 0) -> pd.DataFrame:
     """Per hidden layer, weight magnitudes (a uniform sample of at most ``max_per_layer``) and all
     unit (column) L2 norms, as a long table: ``layer, quantity, value``.
 
@@ -63,8 +77,10 @@ def weight_distributions(kernels: Sequence[np.ndarray], max_per_layer: int = 20_
         if mags.size > max_per_layer:
             mags = rng.choice(mags, max_per_layer, replace=False)
         norms = pruning.unit_scores(w)
-        frames += [pd.DataFrame({"layer": f"hidden_{i}", "quantity": "|weight|", "value": mags}),
-                   pd.DataFrame({"layer": f"hidden_{i}", "quantity": "unit L2 norm", "value": norms})]
+        frames += [
+            pd.DataFrame({"layer": f"hidden_{i}", "quantity": "|weight|", "value": mags}),
+            pd.DataFrame({"layer": f"hidden_{i}", "quantity": "unit L2 norm", "value": norms}),
+        ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -73,38 +89,63 @@ def units_left(hidden_sizes: Sequence[int], k: float) -> tuple[int, ...]:
     return tuple(n - pruning.count_to_prune(n, k) for n in hidden_sizes)
 
 
-def retrain_baseline(data: Dataset, config: TrainConfig, ks: Iterable[float], *,
-                     cache: str | os.PathLike | None = None, retrain: bool = False,
-                     progress: bool = False) -> pd.DataFrame:
+def retrain_baseline(
+    data: Dataset,
+    config: TrainConfig,
+    ks: Iterable[float],
+    *,
+    cache: str | os.PathLike | None = None,
+    retrain: bool = False,
+    progress: bool = False,
+) -> pd.DataFrame:
     """Train, from scratch, dense networks with the unit counts unit pruning leaves at each k.
 
     Rows have method ``retrain-small`` and the sweep's columns. ``sparsity`` is measured with the
     small network written into the full architecture (missing weights are zeros), and
     ``effective_params`` counts its weights, so both axes compare with unit pruning at the same k.
     """
-    from prunelib.models import mlp
     from prunelib.core.evaluate import SWEEP_COLUMNS
+    from prunelib.models import mlp
 
     arch = config.architecture
-    full = sum(a * b for a, b in zip((int(np.prod(data.x_train.shape[1:])), *arch.hidden_sizes),
-                                      (*arch.hidden_sizes, arch.num_classes)))
+    full = sum(
+        a * b
+        for a, b in zip(
+            (int(np.prod(data.x_train.shape[1:])), *arch.hidden_sizes), (*arch.hidden_sizes, arch.num_classes)
+        )
+    )
     full_hidden = full - arch.hidden_sizes[-1] * arch.num_classes
     rows = []
-    for k in tqdm([pruning.validate_k(k) for k in ks], desc=f"retrain-small {data.name} seed {config.seed}",
-                  disable=not progress, leave=False):
+    for k in tqdm(
+        [pruning.validate_k(k) for k in ks],
+        desc=f"retrain-small {data.name} seed {config.seed}",
+        disable=not progress,
+        leave=False,
+    ):
         sizes = units_left(arch.hidden_sizes, k)
         if min(sizes) < 1:
             continue  # k = 100 leaves no network to train
-        model = mlp.train_or_load(data, replace(config, architecture=replace(arch, hidden_sizes=sizes)), retrain=retrain, cache=cache)
+        model = mlp.train_or_load(
+            data, replace(config, architecture=replace(arch, hidden_sizes=sizes)), retrain=retrain, cache=cache
+        )
         kernels = mlp.get_kernels(model)
         accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(model))
         params = sum(w.size for w in kernels)
         hidden_params = params - kernels[-1].size
-        rows.append({"dataset": data.name, "method": "retrain-small", "correction": "none", "k": k,
-                     "seed": config.seed, "seconds": float("nan"),
-                     "sparsity": 100.0 * (1 - params / full),
-                     "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
-                     "accuracy": accuracy, "loss": loss, "effective_params": params,
-                     "norm_kept": float("nan")})
+        rows.append(
+            {
+                "dataset": data.name,
+                "method": "retrain-small",
+                "correction": "none",
+                "k": k,
+                "seed": config.seed,
+                "seconds": float("nan"),
+                "sparsity": 100.0 * (1 - params / full),
+                "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
+                "accuracy": accuracy,
+                "loss": loss,
+                "effective_params": params,
+                "norm_kept": float("nan"),
+            }
+        )
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-

@@ -15,16 +15,22 @@ from prunelib.models.config import RECIPES, AwareTarget, RecoveryConfig, TrainCo
 
 RECIPE_STUDY: dict[str, tuple[str, ...]] = {
     "mnist": tuple(RECIPES),
-    "fashion-mnist": ("b512-lr1e-3-cosine", "b512-lr4e-3-cosine", "b512-lr8e-3-cosine",
-                      "b512-lr4e-3-cosine-wd0.1", "b512-lr4e-3-cosine-wd1", "b512-lr4e-3-cosine-wd3",
-                      "b512-lr6e-3-cosine-wd1", "b128-lr1e-3-constant"),
+    "fashion-mnist": (
+        "b512-lr1e-3-cosine",
+        "b512-lr4e-3-cosine",
+        "b512-lr8e-3-cosine",
+        "b512-lr4e-3-cosine-wd0.1",
+        "b512-lr4e-3-cosine-wd1",
+        "b512-lr4e-3-cosine-wd3",
+        "b512-lr6e-3-cosine-wd1",
+        "b128-lr1e-3-constant",
+    ),
 }
 """The recipes the study runs per dataset (Fashion-MNIST: a subset, to check the MNIST ranking)."""
 
 PRESETS: tuple[str, ...] = ("challenge", "full")
 """What ``run --preset`` and the notebook's ``preset`` parameter choose between
 (:meth:`ExperimentConfig.with_preset`): the challenge's study alone, or everything."""
-
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,11 @@ class ExperimentConfig:
     # above k leaves a margin: the weights ranked just inside k were also dropped in training
     # (measured on MNIST, see README).
     aware_targets: tuple[AwareTarget, ...] = (
-        AwareTarget("weight", 95, 0.95, 0.75), AwareTarget("weight", 97, 0.98, 0.90),
-        AwareTarget("unit", 80, 0.80, 0.75), AwareTarget("unit", 90, 0.90, 0.90))
+        AwareTarget("weight", 95, 0.95, 0.75),
+        AwareTarget("weight", 97, 0.98, 0.90),
+        AwareTarget("unit", 80, 0.80, 0.75),
+        AwareTarget("unit", 90, 0.90, 0.90),
+    )
 
     def __post_init__(self) -> None:
         bad = [t for t in self.aware_targets if not isinstance(t, AwareTarget)]
@@ -89,8 +98,17 @@ class ExperimentConfig:
         non-negative ints (a repeated k or seed would write the same table rows twice)."""
         from prunelib.data import DATASETS
 
-        for name in ("datasets", "methods", "ks", "seeds", "corrections", "recovery_strategies",
-                     "recovery_ks", "recovery_seeds", "aware_targets"):
+        for name in (
+            "datasets",
+            "methods",
+            "ks",
+            "seeds",
+            "corrections",
+            "recovery_strategies",
+            "recovery_ks",
+            "recovery_seeds",
+            "aware_targets",
+        ):
             values = getattr(self, name)
             if isinstance(values, str) or not isinstance(values, tuple):
                 raise ValueError(f"{name} must be a tuple, got {values!r}")
@@ -103,14 +121,19 @@ class ExperimentConfig:
         if unknown:
             raise ValueError(f"unknown dataset {unknown[0]!r}; choose from {list(DATASETS)}")
         for name in ("seeds", "recovery_seeds"):
-            bad = [s for s in getattr(self, name)
-                   if isinstance(s, bool) or not isinstance(s, Integral) or not 0 <= s < 2**32]
+            bad = [
+                s
+                for s in getattr(self, name)
+                if isinstance(s, bool) or not isinstance(s, Integral) or not 0 <= s < 2**32
+            ]
             if bad:
                 raise ValueError(f"{name} must be whole numbers in [0, 2**32), got {bad[0]!r}")
         stray = [s for s in self.recovery_seeds if s not in self.seeds]
         if stray:
-            raise ValueError(f"recovery seed {stray[0]!r} is not one of the seeds {list(self.seeds)}; "
-                             "recovery runs on a subset of the seeds")
+            raise ValueError(
+                f"recovery seed {stray[0]!r} is not one of the seeds {list(self.seeds)}; "
+                "recovery runs on a subset of the seeds"
+            )
 
     def tables(self, seed: int) -> tuple[str, ...]:
         """The cached tables this config computes for each dataset at ``seed``, in the order a run
@@ -135,20 +158,27 @@ class ExperimentConfig:
             raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
         if name == "full":
             return self
-        return replace(self, retrain_small=False, sensitivity=False, recipes=False,
-                       recovery_strategies=(), aware_targets=())
+        return replace(
+            self, retrain_small=False, sensitivity=False, recipes=False, recovery_strategies=(), aware_targets=()
+        )
 
     @classmethod
-    def quick(cls, **overrides) -> "ExperimentConfig":
+    def quick(cls, **overrides) -> ExperimentConfig:
         """A config for smoke runs: 1 epoch on 2,000 images, 4 values of k, every part exercised."""
-        base = cls(ks=(0, 50, 90, 99), seeds=(0,), train=TrainConfig(train_subset=2000).with_recipe(epochs=1),
-                   recipes=False, calibration_size=1000,
-                   recovery=RecoveryConfig(imp_rounds=2, train_subset=2000).with_recipe(epochs=1),
-                   recovery_ks=(90,), aware_targets=(AwareTarget("weight", 90, 0.9), AwareTarget("unit", 80, 0.8)))
+        base = cls(
+            ks=(0, 50, 90, 99),
+            seeds=(0,),
+            train=TrainConfig(train_subset=2000).with_recipe(epochs=1),
+            recipes=False,
+            calibration_size=1000,
+            recovery=RecoveryConfig(imp_rounds=2, train_subset=2000).with_recipe(epochs=1),
+            recovery_ks=(90,),
+            aware_targets=(AwareTarget("weight", 90, 0.9), AwareTarget("unit", 80, 0.8)),
+        )
         return replace(base, **overrides)
 
     @classmethod
-    def from_env(cls, **overrides) -> "ExperimentConfig":
+    def from_env(cls, **overrides) -> ExperimentConfig:
         """The full config, or :meth:`quick` when ``PRUNELIB_QUICK=1`` is set."""
         if os.environ.get("PRUNELIB_QUICK", "") not in ("", "0"):
             return cls.quick(**overrides)

@@ -22,16 +22,17 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib.study import analysis
-from prunelib.reporting import tables
-from prunelib.models import mlp
-from prunelib.study.config import ExperimentConfig
-from prunelib.data import Dataset, load_dataset
-from prunelib.base.paths import cache_dir, digest
 from prunelib.base.fingerprint import code_fingerprint
+from prunelib.base.paths import cache_dir, digest
 from prunelib.base.provenance import cached_artifact
-from prunelib.study.registry import TABLES, RunContext, SeedInputs, Table, builder_and_schema
+from prunelib.data import Dataset, load_dataset
+from prunelib.models import mlp
+from prunelib.reporting import tables
 from prunelib.reporting.results import Results
+from prunelib.study import analysis
+from prunelib.study.config import ExperimentConfig
+from prunelib.study.registry import TABLES, RunContext, SeedInputs, Table, builder_and_schema
+
 
 class PhaseClock:
     """Accumulate wall-clock seconds per phase, exclusive of phases nested inside it.
@@ -56,8 +57,9 @@ class PhaseClock:
                 self._nested[-1] += elapsed
 
 
-def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool,
-                 schema: str | None = None) -> pd.DataFrame:
+def cached_table(
+    phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache, retrain: bool, schema: str | None = None
+) -> pd.DataFrame:
     """``fn()``'s table, cached as CSV under a hash of ``key`` and the code that computes it.
 
     A cached table is validated when read (:func:`prunelib.reporting.tables.validate`); a damaged one is
@@ -67,8 +69,14 @@ def cached_table(phase: str, key: dict, fn: Callable[[], pd.DataFrame], *, cache
     key = {"phase": phase, **key, "code": code_fingerprint(code)}
     path = Path(cache or cache_dir()) / "tables" / f"{phase}-{digest(key)}.csv"
     name = schema or default_schema
-    return cached_artifact(path, key, fn, lambda table, tmp: table.to_csv(tmp, index=False),
-                           lambda p: tables.read(p, name), recompute=retrain)[0]
+    return cached_artifact(
+        path,
+        key,
+        fn,
+        lambda table, tmp: table.to_csv(tmp, index=False),
+        lambda p: tables.read(p, name),
+        recompute=retrain,
+    )[0]
 
 
 def _release() -> None:
@@ -85,9 +93,16 @@ def _release() -> None:
     gc.collect()
 
 
-def seed_model(data: Dataset, config: ExperimentConfig, seed: int, *, retrain: bool = False,
-               cache: str | os.PathLike | None = None, progress: bool = True,
-               clock: PhaseClock | None = None) -> Callable[[], object]:
+def seed_model(
+    data: Dataset,
+    config: ExperimentConfig,
+    seed: int,
+    *,
+    retrain: bool = False,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    clock: PhaseClock | None = None,
+) -> Callable[[], object]:
     """The seed's trained model, trained or loaded from the cache on the first call only (the
     time booked under ``train``)."""
     clock = clock or PhaseClock()
@@ -95,10 +110,18 @@ def seed_model(data: Dataset, config: ExperimentConfig, seed: int, *, retrain: b
     return functools.cache(lambda: clock("train", lambda: mlp.train_or_load(data, tc, retrain, cache, progress)))
 
 
-def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tuple[str, ...] | None = None,
-                model: Callable[[], object] | None = None, retrain: bool = False,
-                cache: str | os.PathLike | None = None, progress: bool = True,
-                clock: PhaseClock | None = None) -> dict[str, pd.DataFrame]:
+def seed_tables(
+    config: ExperimentConfig,
+    data: Dataset,
+    seed: int,
+    *,
+    only: tuple[str, ...] | None = None,
+    model: Callable[[], object] | None = None,
+    retrain: bool = False,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+    clock: PhaseClock | None = None,
+) -> dict[str, pd.DataFrame]:
     """The cached tables of one (dataset, seed): those ``config.tables(seed)`` names, or just ``only``.
 
     Each table is read from the cache or computed; the seed's model is trained or loaded only if a
@@ -120,8 +143,7 @@ def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tup
     if only is not None:
         unknown = [p for p in only if p not in parts]
         if unknown:
-            raise ValueError(f"the config computes no {unknown[0]!r} table for seed {seed}; "
-                             f"it computes {list(parts)}")
+            raise ValueError(f"the config computes no {unknown[0]!r} table for seed {seed}; it computes {list(parts)}")
         parts = tuple(p for p in parts if p in only)
     clock = clock or PhaseClock()
     run = RunContext(cache=cache, retrain=retrain, progress=progress)
@@ -131,15 +153,21 @@ def seed_tables(config: ExperimentConfig, data: Dataset, seed: int, *, only: tup
 
     def table(spec: Table) -> pd.DataFrame:
         key = {**base, **spec.key(inputs)}
-        return clock(spec.name, lambda: cached_table(spec.name, key, lambda: spec.compute(inputs), cache=cache,
-                                                     retrain=retrain))
+        return clock(
+            spec.name, lambda: cached_table(spec.name, key, lambda: spec.compute(inputs), cache=cache, retrain=retrain)
+        )
 
     return {p: table(TABLES[p]) for p in parts}
 
 
-def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
-                   data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-                   progress: bool = True) -> Results:
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    retrain: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Results:
     """Run everything ``config`` asks for on every dataset and seed.
 
     Trained and recovered models, and the tables computed from them, are cached under hashes of
@@ -152,8 +180,9 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
         data = clock("load", lambda: load_dataset(dataset, data_dir))
         for seed in tqdm(config.seeds, desc=f"{dataset} seeds", disable=not progress):
             model = seed_model(data, config, seed, retrain=retrain, cache=cache, progress=progress, clock=clock)
-            for phase, table in seed_tables(config, data, seed, model=model, retrain=retrain, cache=cache,
-                                            progress=progress, clock=clock).items():
+            for phase, table in seed_tables(
+                config, data, seed, model=model, retrain=retrain, cache=cache, progress=progress, clock=clock
+            ).items():
                 found[TABLES[phase].joins].append(table)
             if seed == config.seeds[0]:
                 dists[dataset] = analysis.weight_distributions(mlp.get_kernels(model()))
@@ -164,16 +193,36 @@ def run_experiment(config: ExperimentConfig, *, retrain: bool = False,
     if config.recipes:
         from prunelib.study.config import RECIPE_STUDY
 
-        curves, layers = clock("recipes", lambda: run_recipes(
-            {d: RECIPE_STUDY[d] for d in config.datasets if d in RECIPE_STUDY}, retrain=retrain, data_dir=data_dir,
-            cache=cache, progress=progress))
-    return Results(concat(found["sweep"]), concat(found["sensitivity"]), concat(found["recovery"]), curves,
-                   layers, dists, clock.seconds)
+        curves, layers = clock(
+            "recipes",
+            lambda: run_recipes(
+                {d: RECIPE_STUDY[d] for d in config.datasets if d in RECIPE_STUDY},
+                retrain=retrain,
+                data_dir=data_dir,
+                cache=cache,
+                progress=progress,
+            ),
+        )
+    return Results(
+        concat(found["sweep"]),
+        concat(found["sensitivity"]),
+        concat(found["recovery"]),
+        curves,
+        layers,
+        dists,
+        clock.seconds,
+    )
 
 
-def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain: bool = False,
-                data_dir: str | os.PathLike | None = None, cache: str | os.PathLike | None = None,
-                progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_recipes(
+    datasets: dict[str, tuple[str, ...]],
+    *,
+    seed: int = 0,
+    retrain: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    cache: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run the recipe study: per dataset, the named recipes of :data:`prunelib.study.recipes.RECIPES`.
 
     Both tables are cached (under the models' keys and the study's code), so a re-run only reads.
@@ -192,14 +241,21 @@ def run_recipes(datasets: dict[str, tuple[str, ...]], *, seed: int = 0, retrain:
 
         def part(i: int) -> pd.DataFrame:
             if "both" not in tables:  # one computation serves both tables
-                tables["both"] = recipes.recipe_tables(data, chosen, seed=seed, cache=cache,
-                                                       retrain=retrain, progress=progress)
+                tables["both"] = recipes.recipe_tables(
+                    data, chosen, seed=seed, cache=cache, retrain=retrain, progress=progress
+                )
             return tables["both"][i]
 
         key = {"dataset": dataset, "seed": seed, "models": models}
         curves.append(cached_table("recipes", key, lambda: part(0), cache=cache, retrain=retrain))
-        layers.append(cached_table("recipes", {**key, "part": "layers"}, lambda: part(1), cache=cache,
-                                   retrain=retrain, schema="recipe_layers"))
+        layers.append(
+            cached_table(
+                "recipes",
+                {**key, "part": "layers"},
+                lambda: part(1),
+                cache=cache,
+                retrain=retrain,
+                schema="recipe_layers",
+            )
+        )
     return pd.concat(curves, ignore_index=True), pd.concat(layers, ignore_index=True)
-
-

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
 from prunelib.study.config import ExperimentConfig
-
+from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
 
 DEFAULT_MEMORY_BUDGET_GB = 1.5
 """A worker process that has grown past this after a cell is replaced by a fresh one: above what a
@@ -98,7 +97,7 @@ def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str 
     conn.send(("ready",))
     while (index := conn.recv()) is not None:
         cell = cells[index]
-        for attempt in range(retries + 1):
+        for _attempt in range(retries + 1):
             t0 = time.perf_counter()
             try:
                 cell.fn(*cell.args)
@@ -123,9 +122,16 @@ class _Slot:
     ready: bool = False
 
 
-def execute_local(cells: Sequence[Cell], *, workers: int = 1,
-                  memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB, retries: int = 1,
-                  progress: bool = True, desc: str = "cells", source: str | None = None) -> Outcome:
+def execute_local(
+    cells: Sequence[Cell],
+    *,
+    workers: int = 1,
+    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+    retries: int = 1,
+    progress: bool = True,
+    desc: str = "cells",
+    source: str | None = None,
+) -> Outcome:
     """Run ``cells`` in up to ``workers`` child processes at once, each replaced once it grows past
     the budget.
 
@@ -205,8 +211,12 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
         slot.conn.close()
         slot.process.join()
 
-    bar = tqdm(total=sum(c.weight for c in cells), desc=desc, disable=not progress,
-               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}")
+    bar = tqdm(
+        total=sum(c.weight for c in cells),
+        desc=desc,
+        disable=not progress,
+        bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}",
+    )
     try:
         while len(finished) < len(cells):
             ready = runnable()
@@ -250,7 +260,8 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
                     stop(slot)
                     raise SourceChanged(
                         f"prunelib's source changed during the run ({len(outcome.seconds)} cells finished "
-                        "and are cached); run again to compute the rest with the new code")
+                        "and are cached); run again to compute the rest with the new code"
+                    )
                 if message == ("ready",):
                     slot.ready = True
                     continue
@@ -268,8 +279,9 @@ def execute_local(cells: Sequence[Cell], *, workers: int = 1,
     return outcome
 
 
-def assemble(config: ExperimentConfig, data_dir=None, cache=None, *, cache_only: bool = False,
-             source: str | None = None):
+def assemble(
+    config: ExperimentConfig, data_dir=None, cache=None, *, cache_only: bool = False, source: str | None = None
+):
     """Run :func:`prunelib.study.experiment.run_experiment` (in a worker process).
 
     Args:
@@ -301,8 +313,9 @@ def in_worker(fn: Callable, *args, **kwargs):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_die_with_driver)
+    pool = ProcessPoolExecutor(
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_driver
+    )
     try:
         result = pool.submit(fn, *args, **kwargs).result()
     except Exception:  # the call raised: its worker is idle and shuts down at once
@@ -319,9 +332,17 @@ def in_worker(fn: Callable, *args, **kwargs):
     return result
 
 
-def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: bool = False,
-              isolate: bool = True, workers: int = 1, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
-              progress: bool = True):
+def run_study(
+    config: ExperimentConfig,
+    *,
+    data_dir=None,
+    cache=None,
+    retrain: bool = False,
+    isolate: bool = True,
+    workers: int = 1,
+    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+    progress: bool = True,
+):
     """The whole study: compute its cells in short-lived processes, then assemble the results.
 
     With ``isolate`` (the default) this process never loads a deep-learning framework. The
@@ -353,8 +374,8 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
     import pickle
     from pathlib import Path
 
-    from prunelib.base.paths import cache_dir, digest
     from prunelib.base.fingerprint import code_fingerprint, package_fingerprint
+    from prunelib.base.paths import cache_dir, digest
     from prunelib.base.provenance import RESULTS_CODE, cached_artifact
 
     source = package_fingerprint()
@@ -368,9 +389,14 @@ def run_study(config: ExperimentConfig, *, data_dir=None, cache=None, retrain: b
         results = in_worker(assemble, config, data_dir, cache, cache_only=True, source=source)
         if results is not None:
             return results
-        outcome = execute_local(study_cells(config, data_dir=data_dir, cache=cache), workers=workers,
-                                memory_budget_gb=memory_budget_gb, progress=progress, desc="study cells",
-                                source=source)
+        outcome = execute_local(
+            study_cells(config, data_dir=data_dir, cache=cache),
+            workers=workers,
+            memory_budget_gb=memory_budget_gb,
+            progress=progress,
+            desc="study cells",
+            source=source,
+        )
         raise_failures(outcome)
         results = in_worker(assemble, config, data_dir, cache, source=source)
         results.seconds = {**results.seconds, "cells": outcome.wall}
@@ -397,8 +423,8 @@ def results_key(config: ExperimentConfig, source: str, data_dir=None) -> dict:
     (so the tables of a run can be reused without loading a framework)."""
     from dataclasses import asdict
 
-    from prunelib.data.sources import fetch, spec
     from prunelib.base.provenance import versions
+    from prunelib.data.sources import fetch, spec
 
     data = {}
     for name in config.datasets:

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
 from prunelib.study.config import ExperimentConfig
+from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
 
 # Ray caps OMP_NUM_THREADS at a task's CPUs, and BLAS's LU (in the least-squares correction) then
 # rounds differently than in a serial run. The cells use the machine's cores as a serial run does,
@@ -64,9 +64,11 @@ def _check_fits(cells: Sequence[Cell]) -> None:
     gpus = max((r.get("GPU", 0.0) for r in alive), default=0.0)
     for cell in cells:
         if cell.cpus > largest or cell.gpus > gpus:
-            raise ValueError(f"cell {cell.name!r} declares {cell.cpus:g} CPUs and {cell.gpus:g} GPUs, but the "
-                             f"largest node has {largest:g} CPUs and {gpus:g} GPUs; declare less "
-                             "(--ray-cpus, --ray-table-cpus, --ray-gpus) or add a larger node")
+            raise ValueError(
+                f"cell {cell.name!r} declares {cell.cpus:g} CPUs and {cell.gpus:g} GPUs, but the "
+                f"largest node has {largest:g} CPUs and {gpus:g} GPUs; declare less "
+                "(--ray-cpus, --ray-table-cpus, --ray-gpus) or add a larger node"
+            )
 
 
 def _assemble(config: ExperimentConfig, data_dir, cache):
@@ -75,8 +77,15 @@ def _assemble(config: ExperimentConfig, data_dir, cache):
     return run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
 
 
-def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int | None = None,
-            retries: int = 1, progress: bool = True, desc: str = "cells") -> Outcome:
+def execute(
+    cells: Sequence[Cell],
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    retries: int = 1,
+    progress: bool = True,
+    desc: str = "cells",
+) -> Outcome:
     """Run ``cells`` on Ray, each as soon as the cells it waits for have finished.
 
     Args:
@@ -120,8 +129,9 @@ def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int 
             elif all(a in outcome.seconds for a in cell.after):
                 pending.remove(name)
                 tries[name] += 1
-                ref = run.options(num_cpus=cell.cpus, num_gpus=cell.gpus, max_retries=0,
-                                  runtime_env=_THREADS).remote(cell.fn, cell.args)
+                ref = run.options(num_cpus=cell.cpus, num_gpus=cell.gpus, max_retries=0, runtime_env=_THREADS).remote(
+                    cell.fn, cell.args
+                )
                 running[ref] = name
 
     submit_ready()
@@ -147,9 +157,18 @@ def execute(cells: Sequence[Cell], *, address: str | None = None, num_cpus: int 
     return outcome
 
 
-def run_study_on_ray(config: ExperimentConfig, *, address: str | None = None,
-                          num_cpus: int | None = None, cpus: float = 1.0, gpus: float = 0.0,
-                          table_cpus: float = 2.0, data_dir=None, cache=None, progress: bool = True):
+def run_study_on_ray(
+    config: ExperimentConfig,
+    *,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    table_cpus: float = 2.0,
+    data_dir=None,
+    cache=None,
+    progress: bool = True,
+):
     """Compute every cell of the study on Ray, then assemble the results from the cache (in a
     Ray task too, so the driver never loads a deep-learning framework).
 
@@ -171,9 +190,8 @@ def run_study_on_ray(config: ExperimentConfig, *, address: str | None = None,
     raise_failures(outcome)
     # Every table is cached by now: reading them back takes one CPU, on a worker that has
     # imported the framework already.
-    results = ray.get(ray.remote(_assemble).options(num_cpus=1, max_retries=1, runtime_env=_THREADS).remote(
-        config, data_dir, cache))
+    results = ray.get(
+        ray.remote(_assemble).options(num_cpus=1, max_retries=1, runtime_env=_THREADS).remote(config, data_dir, cache)
+    )
     results.seconds = {**results.seconds, "ray_cells": outcome.wall}
     return results, outcome
-
-

@@ -18,17 +18,32 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib.models import mlp
 from prunelib.core import pruning
-from prunelib.models.config import (DEFAULT_RECIPE, FIRST_RECIPE, RECIPES, TrainConfig,  # noqa: F401
-                                    get_recipe, recipe_model)
-from prunelib.data import Dataset
 from prunelib.core.evaluate import sweep
+from prunelib.data import Dataset
+from prunelib.models import mlp
+from prunelib.models.config import (
+    TrainConfig,  # noqa: F401
+)
 from prunelib.reporting.recipe_summary import AUC_KS, MAX_STEPS, choose, summarize, train_steps  # noqa: F401
 
-RECIPE_COLUMNS = ["dataset", "recipe", "seed", "method", "k", "sparsity", "accuracy", "dense_accuracy",
-                  "train_seconds", "epochs", "batch_size", "learning_rate", "lr_schedule", "precision",
-                  "weight_decay"]
+RECIPE_COLUMNS = [
+    "dataset",
+    "recipe",
+    "seed",
+    "method",
+    "k",
+    "sparsity",
+    "accuracy",
+    "dense_accuracy",
+    "train_seconds",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_schedule",
+    "precision",
+    "weight_decay",
+]
 LAYER_COLUMNS = ["dataset", "recipe", "seed", "layer", "drift", "top10_weight_share", "top10_unit_share"]
 
 
@@ -55,10 +70,14 @@ def layer_diagnostics(kernels: Sequence[np.ndarray], init_kernels: Sequence[np.n
     rows = []
     for i, (w, w0) in enumerate(zip(hidden, init_kernels)):
         w64, w064 = w.astype(np.float64), w0.astype(np.float64)
-        rows.append({"layer": f"hidden_{i}",
-                     "drift": float(np.linalg.norm(w64 - w064) / np.linalg.norm(w064)),
-                     "top10_weight_share": top_share(np.square(w64)),
-                     "top10_unit_share": top_share(np.square(w64).sum(axis=0))})
+        rows.append(
+            {
+                "layer": f"hidden_{i}",
+                "drift": float(np.linalg.norm(w64 - w064) / np.linalg.norm(w064)),
+                "top10_weight_share": top_share(np.square(w64)),
+                "top10_unit_share": top_share(np.square(w64).sum(axis=0)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -67,9 +86,16 @@ def initial_kernels(config: TrainConfig, input_shape: tuple[int, ...]) -> list[n
     return mlp.get_kernels(mlp.build(config, input_shape))
 
 
-def recipe_tables(data: Dataset, recipes: Mapping[str, TrainConfig], *, seed: int = 0,
-                  ks: Iterable[float] = (0, *AUC_KS), cache: str | os.PathLike | None = None,
-                  retrain: bool = False, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def recipe_tables(
+    data: Dataset,
+    recipes: Mapping[str, TrainConfig],
+    *,
+    seed: int = 0,
+    ks: Iterable[float] = (0, *AUC_KS),
+    cache: str | os.PathLike | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train (or load) one model per recipe and measure its one-shot curves and diagnostics.
 
     Returns:
@@ -82,16 +108,16 @@ def recipe_tables(data: Dataset, recipes: Mapping[str, TrainConfig], *, seed: in
         config = replace(config, seed=seed)
         model, seconds = mlp.train_cached(data, config, cache=cache, retrain=retrain, progress=progress)
         kernels = mlp.get_kernels(model)
-        table = sweep(kernels, data.x_test, data.y_test, dataset=data.name, ks=ks, seed=seed,
-                      progress=False)
+        table = sweep(kernels, data.x_test, data.y_test, dataset=data.name, ks=ks, seed=seed, progress=False)
         dense = float(table.loc[table["k"] == 0, "accuracy"].iloc[0]) if 0 in ks else float("nan")
-        params = {f: getattr(config.recipe, f) for f in ("epochs", "batch_size", "learning_rate", "lr_schedule",
-                                                   "precision", "weight_decay")}
+        params = {
+            f: getattr(config.recipe, f)
+            for f in ("epochs", "batch_size", "learning_rate", "lr_schedule", "precision", "weight_decay")
+        }
         curves.append(table.assign(recipe=name, dense_accuracy=dense, train_seconds=seconds, **params))
         diag = layer_diagnostics(kernels, initial_kernels(config, data.x_train.shape[1:]))
         layers.append(diag.assign(dataset=data.name, recipe=name, seed=seed))
-    return (pd.concat(curves, ignore_index=True)[RECIPE_COLUMNS],
-            pd.concat(layers, ignore_index=True)[LAYER_COLUMNS])
+    return (pd.concat(curves, ignore_index=True)[RECIPE_COLUMNS], pd.concat(layers, ignore_index=True)[LAYER_COLUMNS])
 
 
 def describe(config: TrainConfig) -> dict:

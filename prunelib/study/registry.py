@@ -94,8 +94,17 @@ def _sweep(i: SeedInputs) -> pd.DataFrame:
     config, data = i.config, i.data
     kernels, biases = mlp.get_kernels(i.model()), mlp.get_biases(i.model())
     common = dict(dataset=data.name, ks=config.ks, seed=i.seed, biases=biases, progress=i.run.progress)
-    frames = [sweep(kernels, data.x_test, data.y_test, methods=config.methods, corrections=config.corrections,
-                    calibration=calibration_set(data.x_train, config.calibration_size, i.seed), **common)]
+    frames = [
+        sweep(
+            kernels,
+            data.x_test,
+            data.y_test,
+            methods=config.methods,
+            corrections=config.corrections,
+            calibration=calibration_set(data.x_train, config.calibration_size, i.seed),
+            **common,
+        )
+    ]
     if config.baselines:
         frames.append(sweep(kernels, data.x_test, data.y_test, methods=("global-weight",), **common))
     return pd.concat(frames, ignore_index=True)
@@ -108,17 +117,25 @@ def _sweep_methods(config: ExperimentConfig) -> tuple[str, ...]:
 def _retrain_small(i: SeedInputs) -> pd.DataFrame:
     from prunelib.study import analysis
 
-    return analysis.retrain_baseline(i.data, i.train, i.config.ks, cache=i.run.cache, retrain=i.run.retrain,
-                                     progress=i.run.progress)
+    return analysis.retrain_baseline(
+        i.data, i.train, i.config.ks, cache=i.run.cache, retrain=i.run.retrain, progress=i.run.progress
+    )
 
 
 def _sensitivity(i: SeedInputs) -> pd.DataFrame:
     from prunelib.models import mlp
     from prunelib.study import analysis
 
-    return analysis.layer_sensitivity(mlp.get_kernels(i.model()), i.data.x_test, i.data.y_test,
-                                      dataset=i.data.name, methods=i.config.methods, ks=i.config.ks,
-                                      seed=i.seed, progress=i.run.progress)
+    return analysis.layer_sensitivity(
+        mlp.get_kernels(i.model()),
+        i.data.x_test,
+        i.data.y_test,
+        dataset=i.data.name,
+        methods=i.config.methods,
+        ks=i.config.ks,
+        seed=i.seed,
+        progress=i.run.progress,
+    )
 
 
 def _strategies(config: ExperimentConfig) -> tuple[str, ...]:
@@ -129,9 +146,19 @@ def _recovery(i: SeedInputs) -> pd.DataFrame:
     from prunelib.models import recovery
 
     c = i.config
-    return recovery.recovery_table(i.model(), i.data, methods=c.methods, ks=c.recovery_ks,
-                                   strategies=_strategies(c), config=c.recovery, seed=i.seed, base=i.train,
-                                   cache=i.run.cache, retrain=i.run.retrain, progress=i.run.progress)
+    return recovery.recovery_table(
+        i.model(),
+        i.data,
+        methods=c.methods,
+        ks=c.recovery_ks,
+        strategies=_strategies(c),
+        config=c.recovery,
+        seed=i.seed,
+        base=i.train,
+        cache=i.run.cache,
+        retrain=i.run.retrain,
+        progress=i.run.progress,
+    )
 
 
 def _aware_key(i: SeedInputs) -> dict:
@@ -143,25 +170,75 @@ def _aware_key(i: SeedInputs) -> dict:
 def _aware(i: SeedInputs) -> pd.DataFrame:
     from prunelib.models import recovery
 
-    return recovery.aware_table(i.data, i.train, i.config.aware_targets, cache=i.run.cache,
-                                retrain=i.run.retrain, progress=i.run.progress)
+    return recovery.aware_table(
+        i.data, i.train, i.config.aware_targets, cache=i.run.cache, retrain=i.run.retrain, progress=i.run.progress
+    )
 
 
-TABLES: dict[str, Table] = {t.name: t for t in (
-    Table("sweep", "prunelib.core.evaluate", "sweep", "model", 55.0, lambda c, s: True,
-          lambda i: {"methods": _sweep_methods(i.config), "corrections": i.config.corrections,
-                     "calibration": i.config.calibration_size}, _sweep),
-    Table("retrain-small", "prunelib.study.analysis", "sweep", "retrain-small", 3.0,
-          lambda c, s: c.baselines and c.retrain_small, lambda i: {}, _retrain_small),
-    Table("sensitivity", "prunelib.study.analysis", "sensitivity", "model", 12.0,
-          lambda c, s: c.sensitivity, lambda i: {"methods": i.config.methods}, _sensitivity),
-    Table("recovery", "prunelib.models.recovery", "recovery", "recovery", 10.0,
-          lambda c, s: s in c.recovery_seeds and bool(c.recovery_strategies),
-          lambda i: {"recovery": asdict(i.config.recovery), "methods": i.config.methods,
-                     "strategies": _strategies(i.config), "rks": i.config.recovery_ks}, _recovery),
-    Table("pruning-aware", "prunelib.models.recovery", "recovery", "aware", 5.0,
-          lambda c, s: s in c.recovery_seeds and bool(c.aware_targets), _aware_key, _aware),
-)}
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "sweep",
+            "prunelib.core.evaluate",
+            "sweep",
+            "model",
+            55.0,
+            lambda c, s: True,
+            lambda i: {
+                "methods": _sweep_methods(i.config),
+                "corrections": i.config.corrections,
+                "calibration": i.config.calibration_size,
+            },
+            _sweep,
+        ),
+        Table(
+            "retrain-small",
+            "prunelib.study.analysis",
+            "sweep",
+            "retrain-small",
+            3.0,
+            lambda c, s: c.baselines and c.retrain_small,
+            lambda i: {},
+            _retrain_small,
+        ),
+        Table(
+            "sensitivity",
+            "prunelib.study.analysis",
+            "sensitivity",
+            "model",
+            12.0,
+            lambda c, s: c.sensitivity,
+            lambda i: {"methods": i.config.methods},
+            _sensitivity,
+        ),
+        Table(
+            "recovery",
+            "prunelib.models.recovery",
+            "recovery",
+            "recovery",
+            10.0,
+            lambda c, s: s in c.recovery_seeds and bool(c.recovery_strategies),
+            lambda i: {
+                "recovery": asdict(i.config.recovery),
+                "methods": i.config.methods,
+                "strategies": _strategies(i.config),
+                "rks": i.config.recovery_ks,
+            },
+            _recovery,
+        ),
+        Table(
+            "pruning-aware",
+            "prunelib.models.recovery",
+            "recovery",
+            "aware",
+            5.0,
+            lambda c, s: s in c.recovery_seeds and bool(c.aware_targets),
+            _aware_key,
+            _aware,
+        ),
+    )
+}
 """Every table computed per (dataset, seed), in the order a run computes and reports them."""
 
 DATASET_TABLES: dict[str, tuple[str, str]] = {

@@ -33,6 +33,7 @@ from prunelib.models.config import recipe_model
 from prunelib.study.config import RECIPE_STUDY, ExperimentConfig
 from prunelib.study.registry import TABLES
 
+
 @dataclass(frozen=True)
 class Cell:
     """One unit of work: a named call with the cells it waits for and the resources it needs."""
@@ -48,8 +49,14 @@ class Cell:
 
 # Typical seconds of a task of each kind that trains (the tables' are in the table registry); only
 # their ratios matter, to weigh the progress bar.
-WEIGHTS = {"recipe": 40.0, "recipe tables": 40.0, "train": 21.0, "retrain-small": 7.0, "recovery": 21.0,
-           "targeted-dropout": 150.0}
+WEIGHTS = {
+    "recipe": 40.0,
+    "recipe tables": 40.0,
+    "train": 21.0,
+    "retrain-small": 7.0,
+    "recovery": 21.0,
+    "targeted-dropout": 150.0,
+}
 
 
 @dataclass
@@ -74,6 +81,7 @@ class CellsFailed(RuntimeError):
 
 # -- the cells' work: module-level functions, so Ray ships them by reference --------------------
 
+
 @functools.lru_cache(maxsize=2)
 def _data(dataset: str, data_dir):
     """The dataset, loaded once per worker process (workers run many cells)."""
@@ -94,23 +102,32 @@ def retrain_small_cell(dataset: str, config, k: float, data_dir, cache) -> None:
     analysis.retrain_baseline(_data(dataset, data_dir), config, [k], cache=cache)
 
 
-def recovery_cell(dataset: str, config: ExperimentConfig, seed: int, strategy: str, method: str,
-                  k: float, data_dir, cache) -> None:
-    from prunelib.models import mlp
-    from prunelib.models import recovery
+def recovery_cell(
+    dataset: str, config: ExperimentConfig, seed: int, strategy: str, method: str, k: float, data_dir, cache
+) -> None:
+    from prunelib.models import mlp, recovery
 
     data = _data(dataset, data_dir)
     tc = config.train_config(seed)
     model = mlp.train_or_load(data, tc, cache=cache)
-    recovery.recovery_table(model, data, methods=[method], ks=[k], strategies=[strategy],
-                            config=config.recovery, seed=seed, base=tc, cache=cache, progress=False)
+    recovery.recovery_table(
+        model,
+        data,
+        methods=[method],
+        ks=[k],
+        strategies=[strategy],
+        config=config.recovery,
+        seed=seed,
+        base=tc,
+        cache=cache,
+        progress=False,
+    )
 
 
 def aware_cell(dataset: str, config: ExperimentConfig, seed: int, target, data_dir, cache) -> None:
     from prunelib.models import recovery
 
-    recovery.aware_table(_data(dataset, data_dir), config.train_config(seed), [target], cache=cache,
-                         progress=False)
+    recovery.aware_table(_data(dataset, data_dir), config.train_config(seed), [target], cache=cache, progress=False)
 
 
 def table_cell(dataset: str, config: ExperimentConfig, seed: int, phase: str, data_dir, cache) -> None:
@@ -125,8 +142,15 @@ def recipe_tables_cell(dataset: str, names: tuple[str, ...], data_dir, cache) ->
     run_recipes({dataset: names}, data_dir=data_dir, cache=cache, progress=False)
 
 
-def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: float = 1.0,
-                gpus: float = 0.0, table_cpus: float = 2.0) -> list[Cell]:
+def study_cells(
+    config: ExperimentConfig,
+    *,
+    data_dir=None,
+    cache=None,
+    cpus: float = 1.0,
+    gpus: float = 0.0,
+    table_cpus: float = 2.0,
+) -> list[Cell]:
     """The cells of ``config``'s study, in an order that respects their dependencies.
 
     Args:
@@ -139,35 +163,91 @@ def study_cells(config: ExperimentConfig, *, data_dir=None, cache=None, cpus: fl
     for d in config.datasets:
         if config.recipes and d in RECIPE_STUDY:
             names = RECIPE_STUDY[d]
-            recipe_cells = [Cell(f"{d}/recipe {n}", train_cell, (d, recipe_model(n), data_dir, cache),
-                                 cpus=cpus, gpus=gpus, weight=WEIGHTS["recipe"]) for n in names]
+            recipe_cells = [
+                Cell(
+                    f"{d}/recipe {n}",
+                    train_cell,
+                    (d, recipe_model(n), data_dir, cache),
+                    cpus=cpus,
+                    gpus=gpus,
+                    weight=WEIGHTS["recipe"],
+                )
+                for n in names
+            ]
             out += recipe_cells
-            out.append(Cell(f"{d}/recipe tables", recipe_tables_cell, (d, names, data_dir, cache),
-                            after=tuple(c.name for c in recipe_cells), cpus=table_cpus,
-                            weight=WEIGHTS["recipe tables"]))
+            out.append(
+                Cell(
+                    f"{d}/recipe tables",
+                    recipe_tables_cell,
+                    (d, names, data_dir, cache),
+                    after=tuple(c.name for c in recipe_cells),
+                    cpus=table_cpus,
+                    weight=WEIGHTS["recipe tables"],
+                )
+            )
         for s in config.seeds:
             tc = config.train_config(s)
-            train = Cell(f"{d}/seed {s}/train", train_cell, (d, tc, data_dir, cache), cpus=cpus, gpus=gpus,
-                         weight=WEIGHTS["train"])
+            train = Cell(
+                f"{d}/seed {s}/train",
+                train_cell,
+                (d, tc, data_dir, cache),
+                cpus=cpus,
+                gpus=gpus,
+                weight=WEIGHTS["train"],
+            )
             models: dict[str, list[Cell]] = {"model": [train], "retrain-small": [], "recovery": [train], "aware": []}
             if "retrain-small" in config.tables(s):
                 models["retrain-small"] = [
-                    Cell(f"{d}/seed {s}/retrain-small k={k:g}", retrain_small_cell, (d, tc, k, data_dir, cache),
-                         cpus=cpus, gpus=gpus, weight=WEIGHTS["retrain-small"]) for k in config.ks if k < 100]
+                    Cell(
+                        f"{d}/seed {s}/retrain-small k={k:g}",
+                        retrain_small_cell,
+                        (d, tc, k, data_dir, cache),
+                        cpus=cpus,
+                        gpus=gpus,
+                        weight=WEIGHTS["retrain-small"],
+                    )
+                    for k in config.ks
+                    if k < 100
+                ]
             if s in config.recovery_seeds:
                 models["recovery"] += [
-                    Cell(f"{d}/seed {s}/{st} {m} k={k:g}", recovery_cell, (d, config, s, st, m, k, data_dir, cache),
-                         after=(train.name,), cpus=cpus, gpus=gpus, weight=WEIGHTS["recovery"])
-                    for st in config.recovery_strategies for m in config.methods for k in config.recovery_ks]
+                    Cell(
+                        f"{d}/seed {s}/{st} {m} k={k:g}",
+                        recovery_cell,
+                        (d, config, s, st, m, k, data_dir, cache),
+                        after=(train.name,),
+                        cpus=cpus,
+                        gpus=gpus,
+                        weight=WEIGHTS["recovery"],
+                    )
+                    for st in config.recovery_strategies
+                    for m in config.methods
+                    for k in config.recovery_ks
+                ]
                 models["aware"] = [
-                    Cell(f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}", aware_cell,
-                         (d, config, s, t, data_dir, cache), cpus=cpus, gpus=gpus,
-                         weight=WEIGHTS["targeted-dropout"]) for t in config.aware_targets]
+                    Cell(
+                        f"{d}/seed {s}/targeted-dropout {t.method} k={t.k:g}",
+                        aware_cell,
+                        (d, config, s, t, data_dir, cache),
+                        cpus=cpus,
+                        gpus=gpus,
+                        weight=WEIGHTS["targeted-dropout"],
+                    )
+                    for t in config.aware_targets
+                ]
             tables = [TABLES[p] for p in config.tables(s)]
             out += {c.name: c for t in tables for c in models[t.reads]}.values()  # trainings first, so they overlap
-            out += [Cell(f"{d}/seed {s}/{t.name} table", table_cell, (d, config, s, t.name, data_dir, cache),
-                         after=tuple(c.name for c in models[t.reads]), cpus=table_cpus, weight=t.cost)
-                    for t in tables]
+            out += [
+                Cell(
+                    f"{d}/seed {s}/{t.name} table",
+                    table_cell,
+                    (d, config, s, t.name, data_dir, cache),
+                    after=tuple(c.name for c in models[t.reads]),
+                    cpus=table_cpus,
+                    weight=t.cost,
+                )
+                for t in tables
+            ]
     return out
 
 
@@ -193,8 +273,9 @@ def estimate_wall(cells: Sequence[Cell], seconds: dict[str, float], machines: in
     running: list[tuple[float, str, int, float]] = []
     clock = 0.0
     while remaining or running:
-        ready = sorted((c for c in remaining if all(a in finish for a in c.after)),
-                       key=lambda c: -seconds.get(c.name, 0.0))
+        ready = sorted(
+            (c for c in remaining if all(a in finish for a in c.after)), key=lambda c: -seconds.get(c.name, 0.0)
+        )
         for cell in ready:
             need = min(float(cell.cpus), float(cpus))
             m = next((m for m, f in enumerate(free) if f >= need - 1e-9), None)
@@ -241,10 +322,13 @@ def raise_failures(outcome: Outcome) -> None:
         return
     lines = [f"{n}: {e}" for n, e in outcome.failed.items()]
     lines += [f"{n}: skipped, waits for {w}" for n, w in outcome.skipped.items()]
-    shown = "; ".join(lines[:MAX_REPORTED]) + (f"; and {len(lines) - MAX_REPORTED} more"
-                                                if len(lines) > MAX_REPORTED else "")
-    raise CellsFailed(f"{len(outcome.failed)} cell(s) failed and {len(outcome.skipped)} were skipped "
-                      f"({len(outcome.seconds)} finished and are cached): {shown}")
+    shown = "; ".join(lines[:MAX_REPORTED]) + (
+        f"; and {len(lines) - MAX_REPORTED} more" if len(lines) > MAX_REPORTED else ""
+    )
+    raise CellsFailed(
+        f"{len(outcome.failed)} cell(s) failed and {len(outcome.skipped)} were skipped "
+        f"({len(outcome.seconds)} finished and are cached): {shown}"
+    )
 
 
 MAX_REPORTED = 6
