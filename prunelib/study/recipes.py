@@ -22,8 +22,13 @@ from prunelib.core import pruning
 from prunelib.core.evaluate import sweep
 from prunelib.data import Dataset
 from prunelib.models import mlp
-from prunelib.models.config import (
-    TrainConfig,  # noqa: F401
+from prunelib.models.config import (  # noqa: F401 - the recipe study's names, read from here too
+    DEFAULT_RECIPE,
+    FIRST_RECIPE,
+    RECIPES,
+    TrainConfig,
+    get_recipe,
+    recipe_model,
 )
 from prunelib.reporting.recipe_summary import AUC_KS, MAX_STEPS, choose, summarize, train_steps  # noqa: F401
 
