@@ -267,3 +267,19 @@ def test_every_k_prunes_the_exact_count_and_compacts_exactly(k, act):
             assert gone == round(k / 100 * n)
         small = prunelib.compact_model(pruned)
         np.testing.assert_allclose(_pred(small, x), _pred(pruned, x), atol=TOL)
+
+
+def test_predictor_from_model_equals_the_model_with_biases_and_refuses_softmax():
+    from prunelib.inference.predictor import Predictor
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(9, "relu"), keras.layers.Dense(4)])
+    for layer in model.layers:  # nonzero biases, so the test can tell a bias-free answer apart
+        layer.bias.assign(np.linspace(-1, 1, layer.units).astype(np.float32))
+    x = np.random.default_rng(0).random((16, 12), dtype=np.float32)
+    pruned = prunelib.prune_model(model, 90, "unit")
+    for m in (model, pruned):
+        np.testing.assert_allclose(Predictor.from_model(m).predict(x), m(x).numpy(), atol=1e-5)
+    soft = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="softmax")])
+    with pytest.raises(ValueError, match="linear outputs"):
+        Predictor.from_model(soft)

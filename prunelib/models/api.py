@@ -364,17 +364,16 @@ def compact_model(pruned):
 def predictor_from_model(model, **kwargs):
     """A :class:`prunelib.inference.predictor.Predictor` computing what the Keras ``model`` computes.
 
-    The Predictor runs a bias-free ReLU MLP with linear outputs; a model it cannot compute
+    The Predictor runs a ReLU MLP with biases and linear outputs; a model it cannot compute
     exactly is refused rather than approximated.
 
     Raises:
-        ValueError: the model has biases, a hidden activation other than ReLU, or an output
-            activation (the Predictor returns logits).
+        ValueError: the model has a hidden activation other than ReLU or an output activation
+            (the Predictor returns logits).
 
     Example:
         >>> import keras, numpy as np, prunelib
-        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, "relu", use_bias=False),
-        ...                           keras.layers.Dense(3, use_bias=False)])
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, "relu"), keras.layers.Dense(3)])
         >>> fast = prunelib.predictor_from_model(model)
         >>> x = np.ones((2, 8), np.float32)
         >>> bool(np.allclose(fast.predict(x), model.predict(x, verbose=0), atol=1e-5))
@@ -389,13 +388,4 @@ def predictor_from_model(model, **kwargs):
             f"Predictor computes ReLU hidden layers and linear outputs; model {model.name!r} "
             f"has activations {names} (use model.predict, or export it)"
         )
-    biases = c.biases
-    if any(b is not None and np.any(b != 0) for b in biases):
-        try:
-            return Predictor(c.kernels, biases=biases, **kwargs)
-        except TypeError:
-            raise ValueError(
-                "this Predictor takes no biases and model "
-                f"{model.name!r} has nonzero ones; use model.predict or export it"
-            ) from None
-    return Predictor(c.kernels, **kwargs)
+    return Predictor(c.kernels, biases=c.biases, **kwargs)
