@@ -296,6 +296,13 @@ def parser() -> argparse.ArgumentParser:
         "at p < 0.05, and whether the tables are bit-identical; exit 1 if any "
         "point disagrees",
     )
+    report.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        metavar="README",
+        help="rewrite README's generated headline rows (one per dataset) from --results' sweep tables",
+    )
     return parser
 
 
@@ -472,11 +479,39 @@ def _recorded_preset(results_dir: Path) -> str | None:
         return None
 
 
+def update_readme(path: Path, sweep) -> Path:
+    """Replace the README's generated headline rows (:data:`prunelib.reporting.report.HEADLINE_ROW`)
+    by those of ``sweep``, in order; the rest of the file is kept byte for byte.
+
+    Raises:
+        UsageError: the file has no such rows, or another number of them than datasets.
+    """
+    from prunelib.reporting.report import HEADLINE_ROW, headline_rows
+
+    new = headline_rows(sweep)
+    lines = path.read_text().splitlines(keepends=True)
+    at = [i for i, line in enumerate(lines) if HEADLINE_ROW.match(line)]
+    if len(at) != len(new):
+        raise UsageError(
+            f"{path} has {len(at)} generated headline rows, the tables give {len(new)}; "
+            "add or remove rows of the form '| <dataset>, prunelib one-shot (+ lstsq) | ...'"
+        )
+    for i, row in zip(at, new):
+        lines[i] = row + "\n"
+    path.write_text("".join(lines))
+    return path
+
+
 def _report(args: argparse.Namespace) -> int:
     from prunelib.base import provenance
     from prunelib.reporting import report
     from prunelib.reporting.results import load_results
 
+    if args.readme is not None:
+        if args.check or args.compare is not None:
+            raise UsageError("--readme rewrites a file; give it without --check or --compare")
+        print(f"wrote {update_readme(args.readme, load_results(args.results).sweep)}")
+        return 0
     if args.compare is not None:
         if args.check:
             raise UsageError("--compare and --check are separate questions; give one")

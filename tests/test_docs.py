@@ -169,3 +169,22 @@ def test_readme_headline_numbers_are_the_committed_tables():
 
     quoted = [line for line in (ROOT / "README.md").read_text().splitlines() if HEADLINE_ROW.match(line)]
     assert quoted == headline_rows(load_results(ROOT / "results").sweep)
+
+
+def test_report_readme_regenerates_the_headline_rows(tmp_path, capsys):
+    from prunelib import cli
+    from prunelib.reporting.report import HEADLINE_ROW
+
+    readme = tmp_path / "README.md"
+    text = (ROOT / "README.md").read_text()
+    stale = "\n".join(
+        re.sub(r"\| [\d.]+ \(", "| 12.34 (", line, count=1) if HEADLINE_ROW.match(line) else line
+        for line in text.splitlines()
+    )
+    readme.write_text(stale + "\n")
+    assert readme.read_text() != text
+    assert cli.main(["report", "--results", str(ROOT / "results"), "--readme", str(readme)]) == 0
+    assert readme.read_text() == text  # every generated row back, the rest untouched
+    readme.write_text("# no table here\n")
+    assert cli.main(["report", "--results", str(ROOT / "results"), "--readme", str(readme)]) == 2
+    assert "0 generated headline rows" in capsys.readouterr().err
