@@ -295,3 +295,22 @@ def test_a_rerun_with_nothing_changed_reads_the_assembled_tables_without_a_worke
     monkeypatch.setattr(fingerprint, "code_fingerprint", lambda *roots: "edited source")
     study.run_study(config, cache=tmp_path, progress=False)
     assert calls == [True, True, True]  # edited code: the tables are read again
+
+
+def test_both_runners_schedule_by_one_rule():
+    """triage: ready cells wait only for finished cells; a failure skips its dependents, transitively."""
+    from prunelib.study import on_ray
+
+    a, b, c, d = (
+        Cell("a", record),
+        Cell("b", record, after=("a",)),
+        Cell("c", record, after=("b",)),
+        Cell("d", record, after=("x",)),
+    )
+    assert cells.triage([b, c, d], cells.Outcome(seconds={"a": 1.0, "x": 1.0})) == ([b, d], {})
+    assert cells.triage([b, c, d], cells.Outcome(failed={"a": "boom"}, seconds={"x": 1.0})) == (
+        [d],
+        {"b": "a", "c": "b"},
+    )
+    assert cells.triage([c], cells.Outcome(skipped={"b": "a"})) == ([], {"c": "b"})
+    assert on_ray.triage is cells.triage and study.triage is cells.triage  # one rule, imported by both

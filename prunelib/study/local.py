@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from prunelib.study.config import ExperimentConfig
-from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
+from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells, triage
 
 DEFAULT_MEMORY_BUDGET_GB = 1.5
 """A worker process that has grown past this after a cell is replaced by a fresh one: above what a
@@ -191,13 +191,14 @@ def execute_local(
         # targeted-dropout training (minutes) against a small retraining (seconds).
         bar.update(cells[i].weight)
 
+    index = {c.name: i for i, c in enumerate(cells)}
+
     def runnable() -> list[int]:
-        for i in list(waiting):  # cells waiting for a failed or skipped cell never run
-            blocked = [a for a in cells[i].after if a in outcome.failed or a in outcome.skipped]
-            if blocked:
-                waiting.remove(i)
-                settle(i, "skipped", blocked[0])
-        return [i for i in waiting if all(a in finished for a in cells[i].after)]
+        ready, blocked = triage([cells[i] for i in waiting], outcome)
+        for name, waits_for in blocked.items():  # cells waiting for a failed or skipped cell never run
+            waiting.remove(index[name])
+            settle(index[name], "skipped", waits_for)
+        return [index[c.name] for c in ready]
 
     def stop(slot: _Slot, kill: bool = False) -> None:
         slots.remove(slot)

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from tqdm.auto import tqdm
 
 from prunelib.study.config import ExperimentConfig
-from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells
+from prunelib.study.local import assemble
+from prunelib.study.tasks import Cell, Outcome, check_graph, raise_failures, study_cells, triage
 
 # Ray caps OMP_NUM_THREADS at a task's CPUs, and BLAS's LU (in the least-squares correction) then
 # rounds differently than in a serial run. The cells use the machine's cores as a serial run does,
@@ -71,12 +72,6 @@ def _check_fits(cells: Sequence[Cell]) -> None:
             )
 
 
-def _assemble(config: ExperimentConfig, data_dir, cache):
-    from prunelib.study.experiment import run_experiment
-
-    return run_experiment(config, data_dir=data_dir, cache=cache, progress=False)
-
-
 def execute(
     cells: Sequence[Cell],
     *,
@@ -119,20 +114,18 @@ def execute(
     bar = tqdm(total=len(cells), desc=desc, disable=not progress)
 
     def submit_ready() -> None:
-        for name in list(pending):
-            cell = by_name[name]
-            blocked = [a for a in cell.after if a in outcome.failed or a in outcome.skipped]
-            if blocked:
-                pending.remove(name)
-                outcome.skipped[name] = blocked[0]
-                bar.update()
-            elif all(a in outcome.seconds for a in cell.after):
-                pending.remove(name)
-                tries[name] += 1
-                ref = run.options(num_cpus=cell.cpus, num_gpus=cell.gpus, max_retries=0, runtime_env=_THREADS).remote(
-                    cell.fn, cell.args
-                )
-                running[ref] = name
+        ready, blocked = triage([by_name[n] for n in pending], outcome)
+        for name, waits_for in blocked.items():  # cells waiting for a failed or skipped cell never run
+            pending.remove(name)
+            outcome.skipped[name] = waits_for
+            bar.update()
+        for cell in ready:
+            pending.remove(cell.name)
+            tries[cell.name] += 1
+            ref = run.options(num_cpus=cell.cpus, num_gpus=cell.gpus, max_retries=0, runtime_env=_THREADS).remote(
+                cell.fn, cell.args
+            )
+            running[ref] = cell.name
 
     submit_ready()
     while running or pending:
@@ -191,7 +184,7 @@ def run_study_on_ray(
     # Every table is cached by now: reading them back takes one CPU, on a worker that has
     # imported the framework already.
     results = ray.get(
-        ray.remote(_assemble).options(num_cpus=1, max_retries=1, runtime_env=_THREADS).remote(config, data_dir, cache)
+        ray.remote(assemble).options(num_cpus=1, max_retries=1, runtime_env=_THREADS).remote(config, data_dir, cache)
     )
     results.seconds = {**results.seconds, "ray_cells": outcome.wall}
     return results, outcome

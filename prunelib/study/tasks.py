@@ -251,6 +251,33 @@ def study_cells(
     return out
 
 
+def triage(waiting: Sequence[Cell], outcome: Outcome) -> tuple[list[Cell], dict[str, str]]:
+    """The one scheduling rule both runners follow: of the cells not started yet, those ready now
+    (every cell they wait for has finished), and those that never will run, each with the failed
+    or skipped cell it waits for (directly, or through another cell of ``waiting`` it skips).
+
+    Example:
+        >>> a, b, c = Cell("a", print), Cell("b", print, after=("a",)), Cell("c", print, after=("b",))
+        >>> ready, blocked = triage([b, c], Outcome(failed={"a": "boom"}))
+        >>> ready, blocked
+        ([], {'b': 'a', 'c': 'b'})
+    """
+    blocked: dict[str, str] = {}
+    changed = True
+    while changed:  # a cell waiting for a cell skipped in this pass is skipped too
+        changed = False
+        for cell in waiting:
+            if cell.name not in blocked:
+                stuck = next(
+                    (a for a in cell.after if a in outcome.failed or a in outcome.skipped or a in blocked), None
+                )
+                if stuck is not None:
+                    blocked[cell.name] = stuck
+                    changed = True
+    ready = [c for c in waiting if c.name not in blocked and all(a in outcome.seconds for a in c.after)]
+    return ready, blocked
+
+
 def critical_path(cells: Sequence[Cell], seconds: dict[str, float]) -> tuple[float, list[str]]:
     """The longest chain of dependent cells by measured seconds: the wall time of the study on
     unlimited machines. Returns its length and its cells in order."""
