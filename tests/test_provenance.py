@@ -270,3 +270,21 @@ def test_manifest_records_the_code_a_run_started_with(tmp_path, edit_module):
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["source_edited_during_run"] == ["prunelib.core.evaluate"]
     assert any("prunelib.core.evaluate changed" in p for p in provenance.check_manifest(results))
+
+
+def test_a_hand_edit_of_any_manifest_field_is_not_current(tmp_path):
+    results = tmp_path / "results"
+    (results / "mnist").mkdir(parents=True)
+    (results / "mnist" / "sweep.csv").write_text("a\n1\n")
+    provenance.write_manifest(results, {"seeds": [0, 1]}, "python -m prunelib run")
+    assert provenance.check_manifest(results) == []
+    path = results / "manifest.json"
+    for field, value in (("config", {"seeds": [0, 1, 2]}), ("command", "edited"), ("versions", {})):
+        manifest = json.loads(path.read_text())
+        manifest[field] = value
+        path.write_text(json.dumps(manifest))
+        assert any("edited after the run wrote it" in p for p in provenance.check_manifest(results)), field
+        provenance.write_manifest(results, {"seeds": [0, 1]}, "python -m prunelib run")
+    for bad in ("[]", '{"code": null, "files": {}}', '{"code": {}, "files": {"../x": "00"}}'):
+        path.write_text(bad)
+        assert len(provenance.check_manifest(results)) == 1  # one line naming the problem, no traceback
