@@ -301,8 +301,7 @@ def test_both_runners_schedule_by_one_rule():
     """triage: ready cells wait only for finished cells; a failure skips its dependents, transitively."""
     from prunelib.study import on_ray
 
-    a, b, c, d = (
-        Cell("a", record),
+    b, c, d = (
         Cell("b", record, after=("a",)),
         Cell("c", record, after=("b",)),
         Cell("d", record, after=("x",)),
