@@ -11,7 +11,7 @@ from tiny import TINY, tiny_data
 
 from prunelib import cli
 from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE
-from prunelib.reporting import figures, report
+from prunelib.reporting import discussion, figures, report
 from prunelib.reporting.results import Results
 from prunelib.study import experiment, recipes
 
@@ -144,10 +144,10 @@ def test_report_recipe_summary_numbers_come_from_the_tables():
     assert new["area"] == f"{area:.1f}" and new["dense (%)"] == "98.00" and new["train (s)"] == "41"
     assert new["weight 95"] == f"{90.0 - 9.5:.1f}" and new["unit 80"] == f"{90.0 - 8 - 10:.1f}"
     assert new["drift"] == "1.50" and new["top-10 % weights (%)"] == "90" and new["top-10 % units (%)"] == "21"
-    facts = report.recipe_facts(curves, layers)
+    facts = discussion.recipe_facts(curves, layers)
     assert facts["old_top10"] == 30.0 and facts["new_top10"] == 90.0 and facts["new_decay"] == 1.0
     assert facts["new_steps"] == facts["old_steps"] == (10, 512)
-    assert report.recipe_facts(curves, layers, dataset="fashion-mnist") == {}
+    assert discussion.recipe_facts(curves, layers, dataset="fashion-mnist") == {}
     text = " ".join(report.discussion(Results(fake_sweep(), recipes=curves, recipe_layers=layers)).split())
     assert "takes as many steps, but its weight decay pulls" in text
 
