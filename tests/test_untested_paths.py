@@ -66,7 +66,7 @@ class _Calls:
         self.study, self.ray, self.published = [], [], []
         monkeypatch.setattr(study, "run_study", lambda config, **kw: self.study.append((config, kw)) or "R")
         monkeypatch.setattr(
-            distributed, "run_experiment_on_ray", lambda config, **kw: self.ray.append((config, kw)) or ("R", None)
+            distributed, "run_study_on_ray", lambda config, **kw: self.ray.append((config, kw)) or ("R", None)
         )
         monkeypatch.setattr(
             results,
@@ -165,6 +165,8 @@ def test_config_flags_map_onto_the_experiment(tmp_path, monkeypatch):
 def test_ray_flags_reach_the_ray_study(tmp_path, monkeypatch, ray, address):
     monkeypatch.chdir(tmp_path)
     calls = _Calls(monkeypatch)
+    checked = []  # the address's fail-fast TCP check has its own tests (test_faults_cli)
+    monkeypatch.setattr(cli, "_check_ray_address", checked.append)
     argv = [
         "run",
         "--ray",
@@ -195,8 +197,8 @@ def test_ray_flags_reach_the_ray_study(tmp_path, monkeypatch, ray, address):
     "argv, message",
     [
         (["--ray", "--retrain"], "--retrain cannot be combined with --ray"),
-        (["--ray-gpus", "-1"], "--ray-gpus (-1) not negative"),
-        (["--memory-budget", "0"], "--memory-budget must be a positive number of GB, got 0"),
+        (["--ray-gpus", "-1"], "--ray-gpus (-1) must be not negative and finite"),
+        (["--memory-budget", "0"], "--memory-budget (0) must be positive and finite"),
         (["--memory-budget", "1", "--retrain"], "--memory-budget applies to worker processes"),
         (["--workers", "2", "--ray"], "--workers applies to worker processes"),
     ],
