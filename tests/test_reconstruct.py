@@ -270,3 +270,93 @@ def test_a_wrong_number_of_biases_is_rejected():
     masks = pruning.compute_masks(ws, 50, "weight")
     with pytest.raises(ValueError, match=f"{len(ws)} kernels but {len(ws) - 1} biases"):
         reconstruct(ws, masks, calib(), biases=[None] * (len(ws) - 1))
+
+
+def _force_conjugate_gradients(monkeypatch, tolerance=None, iterations=None):
+    """Send every column of these tiny layers to conjugate gradients (they are all below the
+    exact-solve size); the list returned collects (columns given, columns left unconverged)."""
+    from prunelib.core import reconstruct as module
+
+    solved = []
+    inner = module._cg_columns
+
+    def spy(hessian, rhs, start, mask, cols, out):
+        left = inner(hessian, rhs, start, mask, cols, out)
+        solved.append((cols.size, left.size))
+        return left
+
+    monkeypatch.setattr(module, "_EXACT_SIZE", 0)
+    monkeypatch.setattr(module, "_cg_columns", spy)
+    if tolerance is not None:
+        monkeypatch.setattr(module, "_CG_TOLERANCE", tolerance)
+    if iterations is not None:
+        monkeypatch.setattr(module, "_CG_MAX_ITERATIONS", iterations)
+    return solved
+
+
+@pytest.mark.parametrize("method, k", [("weight", 25), ("weight", 50), ("weight", 80), ("global-weight", 60)])
+@pytest.mark.parametrize("with_biases", [False, True])
+def test_conjugate_gradients_converge_to_the_independent_lstsq(monkeypatch, method, k, with_biases):
+    ws = [w.astype(np.float64) for w in kernels(seed=7)]
+    x = calib(n=120).astype(np.float64)
+    biases = [np.random.default_rng(8).normal(size=w.shape[1]) for w in ws] if with_biases else None
+    masks = pruning.compute_masks(ws, k, method)
+    solved = _force_conjugate_gradients(monkeypatch, tolerance=1e-9)
+    out = reconstruct(ws, masks, x, damping=1e-3, biases=biases, logit_targets=False)
+    assert sum(given for given, _ in solved) > 0 and all(left == 0 for _, left in solved)
+    for o, r in zip(out, _reference_reconstruct(ws, masks, x, 1e-3, biases)):
+        np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-4)  # float32 arithmetic
+
+
+def test_conjugate_gradients_at_their_default_tolerance_stay_close_to_the_exact_solve(monkeypatch):
+    ws, x = kernels(seed=3), calib(n=200, seed=4)
+    masks = pruning.weight_masks(ws, 50)
+    exact = reconstruct(ws, masks, x, exact=True)
+    solved = _force_conjugate_gradients(monkeypatch)
+    approx = reconstruct(ws, masks, x)
+    assert sum(given for given, _ in solved) > 0 and all(left == 0 for _, left in solved)
+    for a, e, m in zip(approx, exact, masks):
+        assert np.array_equal(a != 0, m)  # zero exactly where pruned, nonzero where kept
+        assert np.linalg.norm(a - e) <= 1e-2 * np.linalg.norm(e)
+
+
+def test_columns_conjugate_gradients_leave_unconverged_are_solved_exactly(monkeypatch):
+    ws, x = kernels(seed=5), calib(n=200, seed=6)
+    masks = pruning.weight_masks(ws, 50)
+    exact = reconstruct(ws, masks, x, exact=True)
+    solved = _force_conjugate_gradients(monkeypatch, iterations=0)
+    fallback = reconstruct(ws, masks, x)
+    assert all(given == left > 0 for given, left in solved)
+    for f, e in zip(fallback, exact):
+        np.testing.assert_allclose(f, e, rtol=1e-5, atol=1e-6)
+
+
+def test_columns_with_one_support_share_one_solve():
+    from prunelib.core.reconstruct import _same_support
+
+    mask = np.array([[1, 1, 0, 1, 0], [0, 0, 1, 0, 0], [1, 1, 1, 1, 0]], dtype=bool)
+    groups = _same_support(mask, np.arange(5))
+    assert sorted(map(list, groups)) == [[0, 1, 3], [2], [4]]
+    assert _same_support(mask, np.array([], dtype=np.intp)) == []
+
+
+def test_unit_pruning_is_solved_by_shared_factorizations(monkeypatch):
+    """Unit pruning keeps the same inputs for every kept unit of a layer: no column needs the
+    per-column solvers, and the answer is the independent lstsq's."""
+    from prunelib.core import reconstruct as module
+
+    ws = [w.astype(np.float64) for w in kernels(seed=7)]
+    x = calib(n=120).astype(np.float64)
+    masks = pruning.unit_masks(ws, 50)
+    per_column = []
+    monkeypatch.setattr(module, "_exact_columns", lambda h, r, m, cols, out: per_column.append(cols.size))
+    out = reconstruct(ws, masks, x, damping=1e-3, logit_targets=False)
+    assert sum(per_column) == 0
+    for o, r in zip(out, _reference_reconstruct(ws, masks, x, 1e-3)):
+        np.testing.assert_allclose(o, r, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("exact", [1, "yes", None])
+def test_exact_must_be_a_bool(exact):
+    with pytest.raises(ValueError, match="exact must be True or False"):
+        reconstruct(kernels(), pruning.weight_masks(kernels(), 50), calib(), exact=exact)

@@ -100,10 +100,72 @@ def _chunks(order: np.ndarray, sizes: np.ndarray):
         start += chunk
 
 
+# Columns whose smaller side (kept or pruned rows) is at most this many rows are solved exactly by
+# batched factorizations; larger ones by conjugate gradients (see _solve_columns).
+_EXACT_SIZE = 128
+_CG_TOLERANCE = 3e-4  # relative residual ||H_SS w - r_S|| / ||r_S|| per column
+_CG_MAX_ITERATIONS = 500  # a column not converged by then is solved exactly instead
+
+
 def _solve_columns(
-    gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.ndarray, lam: float, dtype: type = np.float32
+    gram: np.ndarray,
+    cross: np.ndarray,
+    w0: np.ndarray,
+    mask: np.ndarray,
+    lam: float,
+    dtype: type = np.float32,
+    *,
+    exact: bool = False,
 ) -> np.ndarray:
-    """Solve every column's ridge problem on its own support; pruned entries come back 0.
+    """Solve every column's ridge problem ``H_SS w_S = r_S`` on its own support; pruned entries are 0.
+
+    Three solvers share the work, by what each column's support costs:
+
+    - columns with the same support (unit pruning keeps the same inputs for every kept unit) share
+      one factorization;
+    - a column whose support or pruned set is small is solved exactly in a batch
+      (:func:`_exact_columns`);
+    - the rest (weight pruning around k = 50, where both sides are hundreds of rows and an exact
+      solve costs ``min(|S|, |P|)^3`` per column) by conjugate gradients, all columns at once, so
+      each iteration is one matrix product with the shared ``H``. Jacobi-preconditioned and started
+      from the dense weights, a column stops at a relative residual of ``_CG_TOLERANCE``.
+
+    With ``exact`` every column is solved by factorization.
+    """
+    d = mask.shape[0]
+    # float32 systems: damping keeps them well conditioned, and the products run twice as fast
+    hessian = (gram + lam * np.eye(d)).astype(dtype)
+    rhs = (cross + lam * w0).astype(dtype)
+    _finite(hessian, rhs)  # float32 overflows past 3.4e38: the caller redoes the layer in float64
+    out = np.zeros(w0.shape, dtype=np.float64)
+    kept = mask.sum(axis=0)
+    alone = []
+    for cols in _same_support(mask, np.flatnonzero(kept > 0)):
+        if cols.size == 1:
+            alone.append(cols[0])
+            continue
+        rows = np.flatnonzero(mask[:, cols[0]])
+        out[rows[:, None], cols] = np.linalg.solve(hessian[rows[:, None], rows], rhs[rows[:, None], cols])
+    alone = np.asarray(alone, dtype=np.intp)
+    large = alone[np.minimum(kept[alone], d - kept[alone]) > (d if exact else _EXACT_SIZE)]
+    unconverged = _cg_columns(hessian, rhs, w0.astype(dtype), mask, large, out) if large.size else large
+    _exact_columns(hessian, rhs, mask, np.union1d(np.setdiff1d(alone, large), unconverged), out)
+    return out * mask
+
+
+def _same_support(mask: np.ndarray, cols: np.ndarray) -> list[np.ndarray]:
+    """``cols`` grouped by identical columns of ``mask``, each group in ascending order."""
+    if cols.size == 0:
+        return []
+    # one bytes key per column (8 rows a byte) makes the comparison cheap
+    packed = np.ascontiguousarray(np.packbits(mask[:, cols], axis=0).T)
+    _, group = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_inverse=True)
+    order = np.argsort(group, kind="stable")
+    return np.split(cols[order], np.flatnonzero(np.diff(group[order])) + 1)
+
+
+def _exact_columns(hessian: np.ndarray, rhs: np.ndarray, mask: np.ndarray, cols: np.ndarray, out: np.ndarray) -> None:
+    """Solve the columns ``cols`` exactly, writing them into ``out``.
 
     A column keeping fewer weights than it loses is solved on its support directly. One keeping
     more is solved unconstrained and then projected onto ``w_P = 0`` (P its pruned rows), the
@@ -111,34 +173,79 @@ def _solve_columns(
     |P|^3 instead of |S|^3. Both give the same minimizer.
     """
     d = mask.shape[0]
-    # float32 systems: damping keeps them well conditioned, and LU runs twice as fast
-    hessian = (gram + lam * np.eye(d)).astype(dtype)
-    rhs = (cross + lam * w0).astype(dtype)
-    _finite(hessian, rhs)  # float32 overflows past 3.4e38: the caller redoes the layer in float64
-    out = np.zeros(w0.shape, dtype=np.float64)
-    kept = mask.sum(axis=0)
-    pruned = d - kept
-    direct = np.flatnonzero((kept > 0) & (kept <= pruned))
-    for cols in _chunks(direct[np.argsort(kept[direct], kind="stable")], kept):
-        s = int(kept[cols].max())
-        rows = np.argsort(~mask[:, cols], axis=0, kind="stable")[:s].T  # kept rows first
-        z, valid = _batched_solve(hessian, rows, kept[cols], rhs[rows, cols[:, None]])
-        out[rows[valid], np.repeat(cols, valid.sum(axis=1))] = z[valid]
-    projected = np.flatnonzero(kept > pruned)
-    if projected.size:
-        inverse = np.linalg.inv(hessian.astype(np.float64)).astype(dtype)
-        free = inverse @ rhs[:, projected]  # unconstrained minimizers
-        out[:, projected] = free
-        partial = projected[pruned[projected] > 0]
-        position = {c: i for i, c in enumerate(projected)}
-        for cols in _chunks(partial[np.argsort(pruned[partial], kind="stable")], pruned):
-            p = int(pruned[cols].max())
-            rows = np.argsort(mask[:, cols], axis=0, kind="stable")[:p].T  # pruned rows first
-            at = np.array([position[c] for c in cols])
-            z, _ = _batched_solve(inverse, rows, pruned[cols], free[rows, at[:, None]])
-            # w = w* - H^-1[:, P] z, one column at a time through a batched matmul
-            out[:, cols] -= np.einsum("dcp,cp->dc", inverse[:, rows], z)
-    return out * mask
+    kept = mask[:, cols].sum(axis=0)
+    direct = cols[kept <= d - kept]
+    sizes = mask.sum(axis=0)
+    for chunk in _chunks(direct[np.argsort(sizes[direct], kind="stable")], sizes):
+        s = int(sizes[chunk].max())
+        rows = np.argsort(~mask[:, chunk], axis=0, kind="stable")[:s].T  # kept rows first
+        z, valid = _batched_solve(hessian, rows, sizes[chunk], rhs[rows, chunk[:, None]])
+        out[rows[valid], np.repeat(chunk, valid.sum(axis=1))] = z[valid]
+    projected = cols[kept > d - kept]
+    if projected.size == 0:
+        return
+    inverse = np.linalg.inv(hessian.astype(np.float64)).astype(hessian.dtype)
+    free = inverse @ rhs[:, projected]  # unconstrained minimizers
+    out[:, projected] = free
+    pruned = d - sizes
+    partial = projected[pruned[projected] > 0]
+    position = {c: i for i, c in enumerate(projected)}
+    for chunk in _chunks(partial[np.argsort(pruned[partial], kind="stable")], pruned):
+        p = int(pruned[chunk].max())
+        rows = np.argsort(mask[:, chunk], axis=0, kind="stable")[:p].T  # pruned rows first
+        at = np.array([position[c] for c in chunk])
+        z, _ = _batched_solve(inverse, rows, pruned[chunk], free[rows, at[:, None]])
+        # w = w* - H^-1[:, P] z, one column at a time through a batched matmul
+        out[:, chunk] -= np.einsum("dcp,cp->dc", inverse[:, rows], z)
+
+
+def _cg_columns(
+    hessian: np.ndarray, rhs: np.ndarray, start: np.ndarray, mask: np.ndarray, cols: np.ndarray, out: np.ndarray
+) -> np.ndarray:
+    """Preconditioned conjugate gradients on ``H_SS w_S = r_S`` for the columns ``cols`` at once.
+
+    Writes each converged column into ``out`` and returns the columns that did not converge within
+    ``_CG_MAX_ITERATIONS`` (left for an exact solve).
+    """
+    m = mask[:, cols].astype(hessian.dtype)
+    inv_diag = 1.0 / np.diag(hessian)[:, None]
+    x = start[:, cols] * m
+    b = rhs[:, cols] * m
+    r = b - m * (hessian @ x)
+    goal = np.square(_CG_TOLERANCE * np.linalg.norm(b, axis=0))
+    z = r * inv_diag
+    p = z.copy()
+    rz = np.einsum("ij,ij->j", r, z)
+    for _ in range(_CG_MAX_ITERATIONS + 1):
+        done = np.einsum("ij,ij->j", r, r) <= goal
+        # Converged columns leave the batch once they are an eighth of it (or all of it): copying
+        # the batch each time one column converges would cost more than iterating it along.
+        if done.all() or 8 * done.sum() >= done.size:
+            out[:, cols[done]] = x[:, done]
+            keep = ~done
+            cols, m, x, r, p, rz, goal = (
+                cols[keep],
+                m[:, keep],
+                x[:, keep],
+                r[:, keep],
+                p[:, keep],
+                rz[keep],
+                goal[keep],
+            )
+            if cols.size == 0:
+                break
+        q = hessian @ p
+        q *= m
+        pq = np.einsum("ij,ij->j", p, q)
+        alpha = rz / np.where(pq > 0, pq, np.inf)
+        x += alpha * p
+        r -= alpha * q
+        z = r * inv_diag
+        rz_next = np.einsum("ij,ij->j", r, z)
+        p *= rz_next / np.where(rz > 0, rz, np.inf)
+        p += z
+        rz = rz_next
+    return cols
 
 
 def _logit_targets(
@@ -164,6 +271,7 @@ def reconstruct(
     biases: Sequence[np.ndarray | None] | None = None,
     logit_targets: bool = True,
     acts: Sequence[Activation | None] | None = None,
+    exact: bool = False,
 ) -> list[np.ndarray]:
     """Re-fit the kept weights of each hidden layer to the dense network's pre-activations.
 
@@ -181,6 +289,9 @@ def reconstruct(
             where that layer's activation is ReLU.
         acts: per-layer elementwise activations (:data:`prunelib.core.forward.Activation`); ``None``
             means ReLU for every hidden layer. The last entry (the output's) is not used.
+        exact: solve every column by factorization. By default columns whose kept and pruned sets
+            are both large are solved by conjugate gradients to a relative residual of 3e-4
+            (about 10x faster around k = 50, the same accuracy to within float32 noise).
 
     Returns:
         New kernels: zero exactly where the masks are False, the logit kernel bit-identical, float
@@ -203,7 +314,7 @@ def reconstruct(
         >>> bool(np.all(fixed[0][~masks[0]] == 0)), bool(np.array_equal(fixed[1], ws[1]))
         (True, True)
     """
-    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=False)[0]
+    return _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=False, exact=exact)[0]
 
 
 def reconstruct_with_biases(
@@ -216,6 +327,7 @@ def reconstruct_with_biases(
     pruned_biases: Sequence[np.ndarray | None] | None = None,
     logit_targets: bool = True,
     acts: Sequence[Activation | None] | None = None,
+    exact: bool = False,
 ) -> tuple[list[np.ndarray], list[np.ndarray | None]]:
     """Like :func:`reconstruct`, but each kept unit's bias is fitted together with its weights.
 
@@ -251,7 +363,16 @@ def reconstruct_with_biases(
         ):
             raise ValueError("pruned_biases must match biases: one per layer, None where biases has None, same shapes")
     return _reconstruct(
-        kernels, masks, x, damping, biases, logit_targets, acts, fit_biases=True, pruned_biases=pruned_biases
+        kernels,
+        masks,
+        x,
+        damping,
+        biases,
+        logit_targets,
+        acts,
+        fit_biases=True,
+        pruned_biases=pruned_biases,
+        exact=exact,
     )
 
 
@@ -260,11 +381,25 @@ def _float_dtype(w: np.ndarray) -> np.dtype:
     return w.dtype if np.issubdtype(w.dtype, np.floating) else np.result_type(w.dtype, np.float32)
 
 
-def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit_biases: bool, pruned_biases=None):
+def _reconstruct(
+    kernels,
+    masks,
+    x,
+    damping,
+    biases,
+    logit_targets,
+    acts,
+    *,
+    fit_biases: bool,
+    pruned_biases=None,
+    exact: bool = False,
+):
     kernels = validate_kernels(kernels)
     masks = _check_masks(kernels, masks)
     if not (np.isfinite(damping) and damping > 0):
         raise ValueError(f"damping must be a positive number, got {damping!r}")
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact must be True or False, got {exact!r}")
     x = np.asarray(x)
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
@@ -300,6 +435,7 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
                     fit_biases,
                     dtype,
                     pruned_biases or biases,
+                    exact,
                 )
             except _NonFinite:
                 continue
@@ -309,7 +445,7 @@ def _reconstruct(kernels, masks, x, damping, biases, logit_targets, acts, *, fit
     )
 
 
-def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype, pruned_biases):
+def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype, pruned_biases, exact):
     hidden, logits = split_logits(kernels)
     out: list[np.ndarray] = []
     out_b: list[np.ndarray | None] = []
@@ -350,7 +486,7 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
         _finite(gram, cross)
         mean_diag = float(np.mean(np.diag(gram)))
         lam = damping * (mean_diag if mean_diag > 0 else 1.0)
-        fitted = _solve_columns(gram, cross, w0, mask, lam, dtype)
+        fitted = _solve_columns(gram, cross, w0, mask, lam, dtype, exact=exact)
         _finite(fitted)
         new = np.where(m, fitted[: len(w)], 0.0).astype(_float_dtype(w))
         # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
