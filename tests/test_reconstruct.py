@@ -360,3 +360,22 @@ def test_unit_pruning_is_solved_by_shared_factorizations(monkeypatch):
 def test_exact_must_be_a_bool(exact):
     with pytest.raises(ValueError, match="exact must be True or False"):
         reconstruct(kernels(), pruning.weight_masks(kernels(), 50), calib(), exact=exact)
+
+
+def test_fit_layer_is_reconstructs_first_layer_and_validates():
+    from prunelib.core.reconstruct import fit_layer
+
+    ws, x = kernels(seed=2), calib(n=100, seed=3)
+    masks = pruning.weight_masks(ws, 60)
+    whole = reconstruct(ws, masks, x, logit_targets=False)
+    alone = fit_layer(x, x @ ws[0], ws[0], masks[0])
+    np.testing.assert_allclose(alone, whole[0], rtol=1e-6, atol=1e-7)
+    assert alone.dtype == np.float64 and np.all(alone[~masks[0]] == 0)
+    with pytest.raises(ValueError, match="must be boolean"):
+        fit_layer(x, x @ ws[0], ws[0], masks[0].astype(int))
+    with pytest.raises(ValueError, match=r"kernel \(12, 10\) and mask \(12, 9\)"):
+        fit_layer(x, x @ ws[0], ws[0], masks[0][:, :9])
+    with pytest.raises(ValueError, match="same rows"):
+        fit_layer(x[:50], x @ ws[0], ws[0], masks[0])
+    with pytest.raises(ValueError, match="damping"):
+        fit_layer(x, x @ ws[0], ws[0], masks[0], damping=0)

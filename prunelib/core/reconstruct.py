@@ -481,13 +481,7 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
             inputs = np.hstack([h_pruned, np.ones((len(h_pruned), 1), dtype)])
             mask = np.vstack([m, m.any(axis=0)])
             w0 = np.vstack([w0, np.asarray(given, np.float64)[None]])
-        gram = (inputs.T @ inputs).astype(np.float64)
-        cross = (inputs.T @ target).astype(np.float64)
-        _finite(gram, cross)
-        mean_diag = float(np.mean(np.diag(gram)))
-        lam = damping * (mean_diag if mean_diag > 0 else 1.0)
-        fitted = _solve_columns(gram, cross, w0, mask, lam, dtype, exact=exact)
-        _finite(fitted)
+        fitted = _fit_layer(inputs, target, w0, mask, damping, dtype, exact)
         new = np.where(m, fitted[: len(w)], 0.0).astype(_float_dtype(w))
         # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
         collapsed = m & (new == 0) & (w != 0)
@@ -509,6 +503,84 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
         _finite(h_dense, h_pruned)
     out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
     return out + [np.array(logits, copy=True)], out_b
+
+
+def _fit_layer(
+    inputs: np.ndarray, targets: np.ndarray, w0: np.ndarray, mask: np.ndarray, damping: float, dtype: type, exact: bool
+) -> np.ndarray:
+    """The ridge fit of one layer's kept weights (float64, zero off ``mask``); raises _NonFinite."""
+    gram = (inputs.T @ inputs).astype(np.float64)
+    cross = (inputs.T @ targets).astype(np.float64)
+    _finite(gram, cross)
+    mean_diag = float(np.mean(np.diag(gram)))
+    lam = damping * (mean_diag if mean_diag > 0 else 1.0)
+    fitted = _solve_columns(gram, cross, w0, mask, lam, dtype, exact=exact)
+    _finite(fitted)
+    return fitted
+
+
+def fit_layer(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    kernel: np.ndarray,
+    mask: np.ndarray,
+    *,
+    damping: float = 0.01,
+    exact: bool = False,
+) -> np.ndarray:
+    """Least-squares fit of one layer's kept weights toward ``targets``, the building block of
+    :func:`reconstruct` for callers that choose masks layer by layer (post-training pruning).
+
+    Solves, per column ``j`` on its kept rows ``S``,
+    ``min ||inputs[:, S] w - targets[:, j]||^2 + lam ||w - kernel[S, j]||^2`` with ``lam`` =
+    ``damping`` times the mean diagonal of ``inputs^T inputs``.
+
+    Args:
+        inputs: (n, d) the layer's inputs (as the pruned network computes them).
+        targets: (n, units) the pre-activations to reproduce (the dense network's).
+        kernel: (d, units) the weights the ridge term pulls toward.
+        mask: (d, units) boolean, True where a weight is kept.
+        damping: ridge strength relative to the mean diagonal of the Gram matrix.
+        exact: factorize every column instead of conjugate gradients for the large ones.
+
+    Returns:
+        The fitted kernel in float64, exactly zero where ``mask`` is False.
+
+    Raises:
+        ValueError: shapes that do not fit, a mask that is not boolean, a bad ``damping``, or a
+            result that is not finite even in float64.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x, w = rng.random((64, 8)), rng.standard_normal((8, 3))
+        >>> mask = np.abs(w) > 0.5
+        >>> fitted = fit_layer(x, x @ w, w, mask)
+        >>> bool(np.all(fitted[~mask] == 0))
+        True
+    """
+    inputs, targets, kernel, mask = (np.asarray(a) for a in (inputs, targets, kernel, mask))
+    if inputs.ndim != 2 or targets.ndim != 2 or len(inputs) != len(targets):
+        raise ValueError(f"inputs {inputs.shape} and targets {targets.shape} must be 2-D with the same rows")
+    if kernel.shape != (inputs.shape[1], targets.shape[1]) or mask.shape != kernel.shape:
+        raise ValueError(
+            f"kernel {kernel.shape} and mask {mask.shape} must both be (inputs, units) = "
+            f"{(inputs.shape[1], targets.shape[1])}"
+        )
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean (True keeps a weight), got dtype {mask.dtype}")
+    if not (np.isfinite(damping) and damping > 0):
+        raise ValueError(f"damping must be a positive number, got {damping!r}")
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact must be True or False, got {exact!r}")
+    for dtype in (np.float32, np.float64):
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                w0 = kernel.astype(np.float64) * mask
+                return _fit_layer(inputs.astype(dtype), targets.astype(dtype), w0, mask, damping, dtype, exact) * mask
+            except _NonFinite:
+                continue
+    raise ValueError("the layer fit is not finite even in float64: scale the inputs (e.g. to [0, 1])")
 
 
 def _activate(act: Activation | None, z: np.ndarray) -> np.ndarray:
