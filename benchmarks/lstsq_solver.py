@@ -12,6 +12,10 @@ speed-up per round.
 
     python benchmarks/lstsq_solver.py [--datasets mnist fashion-mnist] [--seeds 0] [--repeats 3]
     python benchmarks/lstsq_solver.py --smoke   # a random network, seconds, writes nothing
+    python benchmarks/lstsq_solver.py --write-docs   # the README line and the docs table from the CSV
+
+README.md and docs/least-squares.md quote the CSV between ``<!-- lstsq-solver -->`` markers;
+tests/test_docs.py checks that they are what :func:`docs_blocks` makes of the committed CSV.
 """
 
 from __future__ import annotations
@@ -84,6 +88,50 @@ def measure(kernels, calibration, x_test, y_test, grid, *, repeats: int = 3) -> 
     return pd.DataFrame(rows)[keep].assign(repeats=repeats)
 
 
+DOCS = {"README.md": "headline", "docs/least-squares.md": "table"}
+BEGIN, END = "<!-- lstsq-solver:begin -->", "<!-- lstsq-solver:end -->"
+
+
+def docs_blocks(table: pd.DataFrame) -> dict[str, str]:
+    """The README line and the docs' per-k table, from a CSV this script wrote."""
+    per_k = table.groupby(["method", "k"]).agg(
+        exact=("exact_seconds_median", "mean"),
+        default=("default_seconds_median", "mean"),
+        worst=("accuracy_difference", lambda d: float(np.max(np.abs(d)))),
+    )
+    where = f"{', '.join(table['dataset'].unique())}, seed{'s' if table['seed'].nunique() > 1 else ''} "
+    where += f"{', '.join(map(str, sorted(table['seed'].unique())))}, median of {int(table['repeats'].max())} interleaved rounds"
+    slowest = per_k["exact"].idxmax()
+    headline = (
+        f"Least squares takes at most {per_k['default'].max():.2f} s per (method, k) "
+        f"({per_k.loc[slowest, 'exact']:.1f} s before, at {slowest[0]} {slowest[1]:g}); the test accuracy moves "
+        f"by at most {per_k['worst'].max():.2f} points ({where}; `benchmarks/lstsq_solver.py`)."
+    )
+    lines = [
+        f"Seconds per call of `reconstruct` ({where}; the mean over datasets of the medians):",
+        "",
+        "| k | weight: exact | weight: default | unit: exact | unit: default | largest accuracy change |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in sorted(table["k"].unique()):
+        w, u = per_k.loc[("weight", k)], per_k.loc[("unit", k)]
+        worst = max(w["worst"], u["worst"])
+        lines.append(
+            f"| {k:g} | {w['exact']:.2f} | {w['default']:.2f} | {u['exact']:.2f} | {u['default']:.2f} | {worst:.2f} |"
+        )
+    return {"headline": headline, "table": "\n".join(lines)}
+
+
+def write_docs(csv: Path, root: Path = Path(".")) -> None:
+    """Replace the text between the markers in each page of :data:`DOCS` with :func:`docs_blocks`."""
+    blocks = docs_blocks(pd.read_csv(csv))
+    for page, block in DOCS.items():
+        text = (root / page).read_text()
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        (root / page).write_text(f"{head}{BEGIN}\n{blocks[block]}\n{END}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion-mnist"])
@@ -91,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per solver (after one warm-up)")
     parser.add_argument("--out", type=Path, default=Path("results/benchmarks/lstsq_solver.csv"))
     parser.add_argument("--smoke", action="store_true", help="a random network, 2 rounds; writes nothing")
+    parser.add_argument("--write-docs", action="store_true", help="only rewrite the docs' blocks from --out")
     args = parser.parse_args(argv)
+    if args.write_docs:
+        write_docs(args.out)
+        return 0
     if args.smoke:
         grid = [("weight", 50), ("unit", 50)]
         print(measure(*_inputs("smoke", 0, True), grid, repeats=2).to_string(index=False))

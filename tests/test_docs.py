@@ -188,3 +188,19 @@ def test_report_readme_regenerates_the_headline_rows(tmp_path, capsys):
     readme.write_text("# no table here\n")
     assert cli.main(["report", "--results", str(ROOT / "results"), "--readme", str(readme)]) == 2
     assert "0 generated headline rows" in capsys.readouterr().err
+
+
+def test_least_squares_seconds_in_the_docs_are_the_committed_benchmark():
+    """README.md and docs/least-squares.md quote results/benchmarks/lstsq_solver.csv through
+    benchmarks/lstsq_solver.py's generator, between its markers."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lstsq_solver
+
+    blocks = lstsq_solver.docs_blocks(pd.read_csv(ROOT / "results/benchmarks/lstsq_solver.csv"))
+    for page, block in lstsq_solver.DOCS.items():
+        text = (ROOT / page).read_text()
+        assert f"{lstsq_solver.BEGIN}\n{blocks[block]}\n{lstsq_solver.END}" in text, (
+            f"{page} does not quote the benchmark; run python benchmarks/lstsq_solver.py --write-docs"
+        )
