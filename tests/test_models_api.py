@@ -283,3 +283,21 @@ def test_predictor_from_model_equals_the_model_with_biases_and_refuses_softmax()
     soft = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="softmax")])
     with pytest.raises(ValueError, match="linear outputs"):
         Predictor.from_model(soft)
+
+
+def test_reconstruct_model_exact_and_default_solvers_agree(monkeypatch):
+    """``exact=True`` reaches the core's factorizations; the default's conjugate gradients (forced
+    onto these tiny layers) fit the same function: they stop at a small residual, which bounds the
+    error of the fit's outputs, not of each weight along directions the inputs barely excite."""
+    from prunelib.core import reconstruct as core
+
+    model, x = _seq(), _x()
+    pruned = prunelib.prune_model(model, 50)
+    exact = prunelib.reconstruct_model(model, pruned, x, exact=True)
+    monkeypatch.setattr(core, "_EXACT_SIZE", 0)
+    default = prunelib.reconstruct_model(model, pruned, x)
+    for a, b in zip(ch.dense_layers(default), ch.dense_layers(exact)):
+        assert np.array_equal(a.kernel.numpy() == 0, b.kernel.numpy() == 0)
+    np.testing.assert_allclose(_pred(default, x), _pred(exact, x), atol=1e-3)
+    with pytest.raises(ValueError, match="exact must be True or False"):
+        prunelib.reconstruct_model(model, pruned, x, exact="yes")

@@ -182,6 +182,7 @@ def reconstruct_model(
     masks: Mapping[str, np.ndarray] | None = None,
     damping: float = 0.01,
     logit_targets: bool = True,
+    exact: bool = False,
 ):
     """Re-fit the kept weights and biases of ``pruned`` so its layers match the dense ``model``'s.
 
@@ -195,7 +196,7 @@ def reconstruct_model(
         x_calib: calibration inputs shaped like the model's input, at least as many as the widest
             Dense layer's inputs (+1 for its bias).
         masks: the masks to keep (default: :func:`model_masks` of ``pruned``).
-        damping, logit_targets: as in :func:`prunelib.core.reconstruct.reconstruct` (logit targets can
+        damping, logit_targets, exact: as in :func:`prunelib.core.reconstruct.reconstruct` (logit targets can
             hurt when the last hidden layer keeps about as many units as there are outputs: on a
             1-epoch LeNet-300-100 at unit 90, 38.7 % pruned, 27.0 % with them, 46.4 % without).
 
@@ -244,6 +245,7 @@ def reconstruct_model(
         pruned_biases=cp.biases,
         acts=c.acts,
         logit_targets=logit_targets,
+        exact=exact,
     )
     twin = ch.clone(pruned)
     for layer, w, b in zip(ch.dense_layers(twin), kernels, new_biases):
