@@ -149,9 +149,10 @@ def test_activation_aware_unit_selection_beats_column_norm():
     assert activation < norm
 
 
-def test_compress_keeps_the_normal_equations():
+def test_normal_equations_factor_keeps_the_fit():
     rng = np.random.default_rng(0)
-    x, y = rng.random((50, 6)), rng.standard_normal((50, 3))
+    x, y, w = rng.random((50, 6)), rng.standard_normal((50, 3)), rng.standard_normal((6, 3))
     x[:, 2] = 0.0  # an always-zero input makes the Gram matrix singular
-    r, z = pt._compress(x, y, x.T @ x)
-    assert np.allclose(r.T @ r, x.T @ x) and np.allclose(r.T @ z, x.T @ y)
+    mask = rng.random((6, 3)) > 0.4
+    direct = fit_layer(x, y, w, mask, exact=True)
+    assert np.allclose(pt._Normal(x, x.T @ x).fit(y, w, mask, 0.01), direct, atol=1e-4)

@@ -63,6 +63,8 @@ class PostTrainingMethod:
     update: str = "lstsq"
     schedule: str = "one-shot"
     allocation: str = "uniform"
+    keep: float = 0.5  # share of the kept weights each gradual step keeps
+    relu_refits: int = 0  # re-fits toward ReLU-aware targets after the last step (see _relu_targets)
 
     def __post_init__(self) -> None:
         if self.granularity not in SELECTIONS:
@@ -112,16 +114,19 @@ def get_method(method: str | PostTrainingMethod) -> PostTrainingMethod:
         raise ValueError(f"unknown post-training method {method!r}; choose one of {list(POST_TRAINING_METHODS)}") from None
 
 
-def gradual_levels(k: float) -> list[float]:
-    """The sparsities a gradual schedule passes through: 50, 75, 87.5, ... below ``k``, then ``k``.
+def gradual_levels(k: float, keep: float = 0.5) -> list[float]:
+    """The sparsities a gradual schedule passes through: each step keeps ``keep`` of the weights the
+    previous one kept (50, 75, 87.5, ... for 0.5) while below ``k``, then ``k``.
 
     Example:
         >>> gradual_levels(90)
         [50.0, 75.0, 87.5, 90.0]
     """
     k = validate_k(k)
+    if not 0 < keep < 1:
+        raise ValueError(f"keep must lie in (0, 1), got {keep!r}")
     levels, t = [], 1
-    while (level := 100.0 * (1.0 - 0.5**t)) < k:
+    while (level := 100.0 * (1.0 - keep**t)) < k:
         levels.append(level)
         t += 1
     return [*levels, k] if k > 0 else [0.0]
@@ -175,30 +180,42 @@ def _weight_scores(selection: str, w: np.ndarray, x: np.ndarray, gram: np.ndarra
     return np.square(w) / _inverse_diagonal(gram, damping)[:, None]
 
 
-def _compress(x: np.ndarray, y: np.ndarray, gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A (d, d) stand-in ``(r, z)`` for ``(x, y)`` with ``r^T r = x^T x`` (= ``gram``) and ``r^T z = x^T y``.
+class _Normal:
+    """The normal equations of one layer, kept as a (d, d) factor ``r`` with ``r^T r = x^T x``.
 
-    ``fit_layer`` reads its inputs only through these two products, so a gradual schedule's many
-    fits need not multiply the n calibration rows again each time. An eigen-decomposition rather than
-    a Cholesky factor, because always-zero inputs make ``x^T x`` singular.
+    ``fit_layer`` reads its inputs only through ``x^T x`` and ``x^T y``, so passing ``r`` and
+    ``z = r^-T x^T y`` in their place gives the same fit without multiplying the n calibration rows
+    again at every step of a gradual schedule. A jitter of 1e-10 of the mean diagonal (far below the
+    damping) lets always-zero inputs through the Cholesky factorization.
     """
-    if len(x) <= x.shape[1]:
-        return x, y
-    cross = x.T @ y
-    values, vectors = np.linalg.eigh(gram)
-    keep = values > values.max(initial=0.0) * 1e-12
-    root = np.sqrt(values[keep])
-    r = root[:, None] * vectors[:, keep].T
-    z = (vectors[:, keep].T @ cross) / root[:, None]
-    return r, z
+
+    def __init__(self, x: np.ndarray, gram: np.ndarray) -> None:
+        self.x = x
+        self.compressed = len(x) > x.shape[1]
+        if self.compressed:
+            jitter = 1e-10 * max(float(np.mean(np.diag(gram))), 1e-300)
+            self.lower = np.linalg.cholesky(gram + jitter * np.eye(len(gram)))
+
+    def fit(self, targets: np.ndarray, w: np.ndarray, mask: np.ndarray, damping: float) -> np.ndarray:
+        if self.compressed:
+            fitted = fit_layer(self.lower.T, np.linalg.solve(self.lower, self.x.T @ targets), w, mask, damping=damping)
+        else:
+            fitted = fit_layer(self.x, targets, w, mask, damping=damping)
+        # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
+        collapsed = mask & (fitted == 0)
+        fitted[collapsed] = w[collapsed]
+        return fitted
 
 
 def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, mask: np.ndarray, damping: float) -> np.ndarray:
-    fitted = fit_layer(x, y, w, mask, damping=damping)
-    # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
-    collapsed = mask & (fitted == 0)
-    fitted[collapsed] = w[collapsed]
-    return fitted
+    return _Normal(x, x.T @ x).fit(y, w, mask, damping)
+
+
+def _relu_targets(dense: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The dense pre-activations where they are positive; elsewhere any value at or below zero gives
+    the same ReLU output, so the nearest such one to the current fit (a projection, so each re-fit
+    can only lower the error of what the next layer sees)."""
+    return np.where(dense > 0, dense, np.minimum(current, 0.0))
 
 
 def _prune_weights_of_layer(
@@ -208,24 +225,38 @@ def _prune_weights_of_layer(
     target: np.ndarray,
     count: int,
     damping: float,
+    fixed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(new kernel in float64, keep-mask) of one layer with ``count`` weights removed."""
+    """(new kernel in float64, keep-mask) of one layer with ``count`` weights removed.
+
+    The last ``fixed`` rows of ``w`` (a bias, as the weight of a constant input) are never pruned,
+    and selection ranks the other rows only.
+    """
     gram = x.T @ x
     w64 = w.astype(np.float64)
-    if method.update == "none":
-        mask = ~smallest(_weight_scores(method.selection, w64, x, gram, damping).ravel(), count).reshape(w.shape)
-        return np.where(mask, w64, 0.0), mask
-    fx, fy = _compress(x, target, gram)
-    levels = [100.0 * count / w.size]
-    if method.schedule == "gradual":
-        levels = gradual_levels(levels[0])
-    current, mask = w64, np.ones(w.shape, dtype=bool)
-    for level in levels:
-        n = count if level == levels[-1] else min(count, round(level / 100 * w.size))
+    size = w64[: len(w64) - fixed].size
+
+    def select(current: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
         scores = _weight_scores(method.selection, current, x, gram, damping)
         scores[~mask] = -np.inf  # never un-prune: a gradual step only adds to the pruned set
-        mask = ~smallest(scores.ravel(), n).reshape(w.shape)
-        current = _fit(fx, fy, w64, mask, damping)
+        chosen = ~smallest(scores[: len(w64) - fixed].ravel(), n)
+        return np.vstack([chosen.reshape(-1, w64.shape[1]), np.ones((fixed, w64.shape[1]), bool)])
+
+    mask = np.ones(w64.shape, dtype=bool)
+    if method.update == "none":
+        mask = select(w64, mask, count)
+        return np.where(mask, w64, 0.0), mask
+    normal = _Normal(x, gram)
+    levels = [100.0 * count / size]
+    if method.schedule == "gradual":
+        levels = gradual_levels(levels[0], method.keep)
+    current = w64
+    for level in levels:
+        n = count if level == levels[-1] else min(count, round(level / 100 * size))
+        mask = select(current, mask, n)
+        current = normal.fit(target, w64, mask, damping)
+    for _ in range(method.relu_refits):
+        current = normal.fit(_relu_targets(target, x @ current), w64, mask, damping)
     return current, mask
 
 
@@ -424,25 +455,11 @@ def _with_bias_input(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tupl
 
 
 def _weight_layer(spec, w, b, x, target, count, damping):
-    if b is None:
-        new, mask = _prune_weights_of_layer(spec, w, x, target, count, damping)
-        return new, mask, None
-    # The bias joins as a never-pruned row: selection ranks the kernel's weights only.
     xb, wb = _with_bias_input(x, w, b)
-    if spec.update == "none":
-        new, mask = _prune_weights_of_layer(spec, w, x, target, count, damping)
-        return new, mask, b
-    gram = xb.T @ xb
-    fx, fy = _compress(xb, target, gram)
-    levels = gradual_levels(100.0 * count / w.size) if spec.schedule == "gradual" else [100.0 * count / w.size]
-    current, mask = wb, np.ones(wb.shape, dtype=bool)
-    for level in levels:
-        n = count if level == levels[-1] else min(count, round(level / 100 * w.size))
-        scores = _weight_scores(spec.selection, current, xb, gram, damping)[:-1]
-        scores[~mask[:-1]] = -np.inf
-        mask = np.vstack([~smallest(scores.ravel(), n).reshape(w.shape), np.ones((1, w.shape[1]), bool)])
-        current = _fit(fx, fy, wb, mask, damping)
-    return current[:-1], mask[:-1], current[-1]
+    new, mask = _prune_weights_of_layer(spec, wb, xb, target, count, damping, fixed=int(b is not None))
+    if b is None:
+        return new, mask, None
+    return new[:-1], mask[:-1], new[-1]
 
 
 def _unit_layer(spec, w, b, x, pre_dense, count, damping, nxt, last):
