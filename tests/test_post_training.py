@@ -43,7 +43,7 @@ def test_contract_of_every_method(name, bias):
             assert [int((~m.any(axis=0)).sum()) for m in masks[:-1]] == [count_to_prune(w.shape[1], k) for w in ws[:-1]]
             if bs is not None:  # removed units output exactly 0
                 assert all(np.all(b[~m.any(axis=0)] == 0) for b, m in zip(new_b[:-1], masks[:-1]))
-        elif spec.allocation == "global":
+        elif spec.allocation in ("global", "per-unit"):
             assert sum(pruned) == count_to_prune(sum(w.size for w in ws[:-1]), k)
         else:
             assert pruned == [count_to_prune(w.size, k) for w in ws[:-1]]
@@ -156,3 +156,11 @@ def test_normal_equations_factor_keeps_the_fit():
     mask = rng.random((6, 3)) > 0.4
     direct = fit_layer(x, y, w, mask, exact=True)
     assert np.allclose(pt._Normal(x, x.T @ x).fit(y, w, mask, 0.01), direct, atol=1e-4)
+
+
+def test_per_unit_allocation_spreads_the_kept_weights_by_units():
+    ws = [np.ones((100, 30)), np.ones((30, 10)), np.ones((10, 2))]
+    counts = pt._per_unit_counts(ws[:-1], 90)  # 3,300 weights, 330 kept over 40 units
+    assert sum(counts) == 2970 and [w.size - c for w, c in zip(ws, counts)] == [248, 82]
+    # a layer that would keep more than it has keeps everything
+    assert pt._per_unit_counts([np.ones((100, 30)), np.ones((2, 10))], 50) == [1510, 0]

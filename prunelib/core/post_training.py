@@ -16,7 +16,9 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
   early is ranked on what it is worth after the compensation;
 * *allocation*: ``uniform`` (``round(k/100 * n)`` per hidden layer, the challenge's convention) or
   ``global`` (one ranking of the saliencies normalized by their layer's mean, pooled over the hidden
-  layers; the exact total ``round(k/100 * N)``).
+  layers; the exact total ``round(k/100 * N)``) or ``per-unit`` (the same exact total, spread so that
+  every hidden unit keeps the same number of weights on average: a narrow layer late in the network
+  keeps a larger share than a wide first layer).
 
 Layers are processed sequentially, as in OBC / SparseGPT: layer i's selection and fit see the inputs
 the already-pruned network computes, and its targets are the dense network's pre-activations. Under
@@ -46,7 +48,7 @@ from prunelib.core.reconstruct import fit_layer
 SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
 UPDATES = ("none", "lstsq")
 SCHEDULES = ("one-shot", "gradual")
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "global", "per-unit")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
     "obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual"),
     "global-obs+lstsq": PostTrainingMethod(selection="obs", allocation="global"),
     "global-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="global"),
+    "per-unit-obs+lstsq": PostTrainingMethod(selection="obs", allocation="per-unit"),
+    "per-unit-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="per-unit"),
     "unit-norm+lstsq": PostTrainingMethod("unit", "norm"),
     "unit-activation+lstsq": PostTrainingMethod("unit", "activation"),
     "unit-obs+lstsq": PostTrainingMethod("unit", "obs"),
@@ -277,6 +281,29 @@ def _global_counts(
     return [int(p.sum()) for p in np.split(chosen, np.cumsum([w.size for w in hidden])[:-1])]
 
 
+def _per_unit_counts(hidden: list[np.ndarray], k: float) -> list[int]:
+    """Per-layer counts that leave every hidden unit the same number of kept weights on average
+    (the kept total spread over layers in proportion to their units, largest remainders first, no
+    layer above its size); the total removed is exactly ``round(k/100 * N)``."""
+    sizes = np.array([w.size for w in hidden])
+    units = np.array([w.shape[1] for w in hidden], dtype=np.float64)
+    kept = int(sizes.sum()) - count_to_prune(int(sizes.sum()), k)
+    share = np.zeros(len(hidden))
+    free = np.ones(len(hidden), dtype=bool)
+    while free.any():  # a layer that would keep more than it has keeps all, the rest share the remainder
+        left = kept - share[~free].sum()
+        share[free] = left * units[free] / units[free].sum()
+        over = free & (share > sizes)
+        if not over.any():
+            break
+        share[over] = sizes[over]
+        free &= ~over
+    whole = np.floor(share).astype(int)
+    order = np.argsort(-(share - whole), kind="stable")
+    whole[order[: kept - int(whole.sum())]] += 1
+    return [int(n - w) for n, w in zip(sizes, whole)]
+
+
 def _unit_scores(
     selection: str, w: np.ndarray, x: np.ndarray, b: np.ndarray | None, nxt: np.ndarray, damping: float, count: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -412,11 +439,12 @@ def _prune(kernels, biases, k, calibration, method, damping):
     need = max((w.shape[0] + (b is not None) for w, b in zip(hidden, biases)), default=0)
     x = _check_calibration(calibration, kernels, need).astype(np.float64)
     if spec.granularity == "weight":
-        counts = (
-            _global_counts(spec, hidden, x, biases, k, damping)
-            if spec.allocation == "global"
-            else [count_to_prune(w.size, k) for w in hidden]
-        )
+        if spec.allocation == "global":
+            counts = _global_counts(spec, hidden, x, biases, k, damping)
+        elif spec.allocation == "per-unit":
+            counts = _per_unit_counts(hidden, k)
+        else:
+            counts = [count_to_prune(w.size, k) for w in hidden]
     else:
         counts = [count_to_prune(w.shape[1], k) for w in hidden]
     out, out_b, masks = [], [], []
