@@ -57,7 +57,7 @@ DEFAULT_METHODS = (
     "wanda+lstsq",
     "obs+lstsq",
     "obs-gradual",
-    "global-obs-gradual",
+    "per-unit-obs-gradual",
     "unit-norm+lstsq",
     "unit-activation+lstsq",
     "unit-obs+lstsq",
@@ -156,6 +156,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
     from prunelib.reporting.stats import ci95
 
+    table = table.astype({"k": float, "sparsity": float, "accuracy": float, "finetune_epochs": int, "seed": int})
     panels = table.groupby(["model", "dataset", "granularity"], sort=True)
     fig, axes = plt.subplots(1, panels.ngroups, figsize=(5.2 * panels.ngroups, 4.2), squeeze=False)
     for ax, ((model, dataset, granularity), part) in zip(axes[0], panels):
@@ -194,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sparsities", nargs="+", type=float, default=list(WEIGHT_KS))
     parser.add_argument("--unit-ks", nargs="+", type=float, default=list(UNIT_KS))
     parser.add_argument("--calibration", type=int, default=8192)
-    parser.add_argument("--finetune-methods", nargs="*", default=["obs-gradual", "unit-obs+lstsq"])
+    parser.add_argument("--finetune-methods", nargs="*", default=["magnitude", "per-unit-obs-gradual"])
     parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[1, 2])
-    parser.add_argument("--finetune-ks", nargs="*", type=float, default=None, help="default: every k")
+    parser.add_argument("--finetune-ks", nargs="*", type=float, default=[98, 99], help="k to fine-tune at")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "post_training.csv")
     parser.add_argument("--figure", type=Path, default=ROOT / "results" / "post_training.png")
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
