@@ -122,7 +122,9 @@ def run_model(
         for k in unit_ks if spec.granularity == "unit" else weight_ks:
             base = {"model": model, "dataset": dataset, "seed": seed, "method": name, "k": float(k)}
             base |= {"granularity": spec.granularity, "dense_accuracy": dense, "calibration": calibration}
-            tune = [e for e in finetune_epochs if name in finetune_methods and (finetune_ks is None or k in finetune_ks)]
+            tune = [
+                e for e in finetune_epochs if name in finetune_methods and (finetune_ks is None or k in finetune_ks)
+            ]
             wanted = [e for e in (0, *tune) if (model, dataset, seed, name, float(k), e, calibration) not in done]
             if not wanted:
                 continue
@@ -171,8 +173,13 @@ def figure(table: pd.DataFrame, path: Path) -> None:
             label = method if epochs == 0 else f"{method} + {epochs} ep fine-tuning"
             style = "-" if epochs == 0 else "--"
             (handle,) = ax.plot(g["remaining"], g["mean"], style, marker="o", ms=3, label=label)
-            ax.fill_between(g["remaining"], g["mean"] - g["ci"].fillna(0), g["mean"] + g["ci"].fillna(0),
-                            color=handle.get_color(), alpha=0.15)
+            ax.fill_between(
+                g["remaining"],
+                g["mean"] - g["ci"].fillna(0),
+                g["mean"] + g["ci"].fillna(0),
+                color=handle.get_color(),
+                alpha=0.15,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("weights remaining (% of all kernels, log scale)")
         ax.set_ylabel("test accuracy (%)")

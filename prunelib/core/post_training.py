@@ -115,7 +115,9 @@ def get_method(method: str | PostTrainingMethod) -> PostTrainingMethod:
     try:
         return POST_TRAINING_METHODS[method]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown post-training method {method!r}; choose one of {list(POST_TRAINING_METHODS)}") from None
+        raise ValueError(
+            f"unknown post-training method {method!r}; choose one of {list(POST_TRAINING_METHODS)}"
+        ) from None
 
 
 def gradual_levels(k: float, keep: float = 0.5) -> list[float]:
