@@ -148,6 +148,27 @@ def run_model(
     return rows
 
 
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy with its 95 % t half-width over seeds, per (model, dataset, method, fine-tuning
+    epochs, k), with the mean measured sparsity and seconds."""
+    from prunelib.reporting.stats import ci95
+
+    table = table.astype({"k": float, "sparsity": float, "accuracy": float, "seconds": float})
+    keys = ["model", "dataset", "granularity", "method", "finetune_epochs", "k"]
+    return (
+        table.groupby(keys, sort=True)
+        .agg(
+            accuracy=("accuracy", "mean"),
+            ci95=("accuracy", ci95),
+            seeds=("seed", "nunique"),
+            sparsity=("sparsity", "mean"),
+            seconds=("seconds", "mean"),
+            dense=("dense_accuracy", "mean"),
+        )
+        .reset_index()
+    )
+
+
 def figure(table: pd.DataFrame, path: Path) -> None:
     """Accuracy against the share of weights remaining (log axis), one line per method, fine-tuning
     dashed; mean and 95 % t interval over seeds; one panel per (model, dataset, granularity)."""
@@ -208,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "post_training.csv")
     parser.add_argument("--figure", type=Path, default=ROOT / "results" / "post_training.png")
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
+    parser.add_argument("--summary", action="store_true", help="print mean and 95 %% CI per point of --out")
     parser.add_argument("--smoke", action="store_true", help="a random tiny network, seconds; writes nothing")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -217,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         print(pd.DataFrame(rows, columns=COLUMNS).to_string(index=False))
         return 0
     table = pd.read_csv(args.out) if args.out.exists() else pd.DataFrame(columns=COLUMNS)
+    if args.summary:
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(summary(table).round(2).to_string(index=False))
+        return 0
     if not args.figure_only:
         done = set(table[KEY].itertuples(index=False, name=None))
         for model in args.models:
