@@ -66,7 +66,6 @@ class PostTrainingMethod:
     schedule: str = "one-shot"
     allocation: str = "uniform"
     keep: float = 0.5  # share of the kept weights each gradual step keeps
-    relu_refits: int = 0  # re-fits toward ReLU-aware targets after the last step (see _relu_targets)
 
     def __post_init__(self) -> None:
         if self.granularity not in SELECTIONS:
@@ -217,13 +216,6 @@ def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, mask: np.ndarray, damping:
     return _Normal(x, x.T @ x).fit(y, w, mask, damping)
 
 
-def _relu_targets(dense: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """The dense pre-activations where they are positive; elsewhere any value at or below zero gives
-    the same ReLU output, so the nearest such one to the current fit (a projection, so each re-fit
-    can only lower the error of what the next layer sees)."""
-    return np.where(dense > 0, dense, np.minimum(current, 0.0))
-
-
 def _prune_weights_of_layer(
     method: PostTrainingMethod,
     w: np.ndarray,
@@ -261,8 +253,6 @@ def _prune_weights_of_layer(
         n = count if level == levels[-1] else min(count, round(level / 100 * size))
         mask = select(current, mask, n)
         current = normal.fit(target, w64, mask, damping)
-    for _ in range(method.relu_refits):
-        current = normal.fit(_relu_targets(target, x @ current), w64, mask, damping)
     return current, mask
 
 
