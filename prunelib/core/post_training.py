@@ -1,0 +1,520 @@
+"""Post-training pruning: choose the mask and re-fit the survivors from calibration data, no gradient step.
+
+A separate axis from the challenge (whose curves keep magnitude masks, uniform per layer). Each
+method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` composed from
+
+* *selection*, which weights (or units) to remove: ``magnitude`` (|w|), ``wanda`` (|w_ij| * ||x_i||,
+  Sun et al. 2023), ``obs`` (w_ij^2 / [H^-1]_ii with H = X^T X + lam I, the optimal-brain-surgeon
+  saliency: the error removing the weight alone causes once the others compensate); for units
+  ``norm`` (column L2 norm), ``activation`` (||h_j|| * ||W_next[j, :]||, the unit's share of the
+  next layer's input) or ``obs`` (greedy OBS over the next layer's input rows, which re-computes the
+  saliencies after every removal);
+* *update*: ``none`` (the mask applied) or ``lstsq``
+  (:func:`prunelib.core.reconstruct.fit_layer` toward the dense network's pre-activations);
+* *schedule*: ``one-shot`` or ``gradual`` within each layer (prune to 50 %, re-fit, re-select on the
+  re-fitted weights at 75 %, 87.5 %, ... until the target): a weight the fit can compensate for
+  early is ranked on what it is worth after the compensation;
+* *allocation*: ``uniform`` (``round(k/100 * n)`` per hidden layer, the challenge's convention) or
+  ``global`` (one ranking of the saliencies normalized by their layer's mean, pooled over the hidden
+  layers; the exact total ``round(k/100 * N)``) or ``per-unit`` (the same exact total, spread so that
+  every hidden unit keeps the same number of weights on average: a narrow layer late in the network
+  keeps a larger share than a wide first layer).
+
+Layers are processed sequentially, as in OBC / SparseGPT: layer i's selection and fit see the inputs
+the already-pruned network computes, and its targets are the dense network's pre-activations. Under
+unit pruning the last hidden layer is fitted to the logit targets of
+:mod:`prunelib.core.reconstruct` (the activations that best reproduce the dense logits through the
+fixed logit kernel). The logit kernel comes back bit-identical; nothing is mutated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from prunelib.core import forward
+from prunelib.core.pruning import (
+    count_to_prune,
+    smallest,
+    split_logits,
+    validate_biases,
+    validate_k,
+    validate_kernels,
+)
+from prunelib.core.reconstruct import fit_layer
+
+SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
+UPDATES = ("none", "lstsq")
+SCHEDULES = ("one-shot", "gradual")
+ALLOCATIONS = ("uniform", "global", "per-unit")
+
+
+@dataclass(frozen=True)
+class PostTrainingMethod:
+    """One post-training pruning method: how it selects, updates, schedules and allocates.
+
+    Raises:
+        ValueError: an unknown component, or a combination that means nothing (a gradual schedule
+            without a re-fit is the one-shot selection; unit pruning is one-shot and uniform).
+    """
+
+    granularity: str = "weight"
+    selection: str = "magnitude"
+    update: str = "lstsq"
+    schedule: str = "one-shot"
+    allocation: str = "uniform"
+    keep: float = 0.5  # share of the kept weights each gradual step keeps
+
+    def __post_init__(self) -> None:
+        if self.granularity not in SELECTIONS:
+            raise ValueError(f"granularity must be one of {sorted(SELECTIONS)}, got {self.granularity!r}")
+        for name, allowed in (
+            ("selection", SELECTIONS[self.granularity]),
+            ("update", UPDATES),
+            ("schedule", SCHEDULES),
+            ("allocation", ALLOCATIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.schedule == "gradual" and self.update != "lstsq":
+            raise ValueError("a gradual schedule re-selects on re-fitted weights, so it needs update='lstsq'")
+        if self.granularity == "unit" and (self.schedule, self.allocation) != ("one-shot", "uniform"):
+            raise ValueError("unit pruning is one-shot with a uniform allocation")
+
+
+POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
+    "magnitude": PostTrainingMethod(selection="magnitude", update="none"),
+    "magnitude+lstsq": PostTrainingMethod(selection="magnitude"),
+    "wanda": PostTrainingMethod(selection="wanda", update="none"),
+    "wanda+lstsq": PostTrainingMethod(selection="wanda"),
+    "obs+lstsq": PostTrainingMethod(selection="obs"),
+    "magnitude-gradual": PostTrainingMethod(selection="magnitude", schedule="gradual"),
+    "obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual"),
+    "global-obs+lstsq": PostTrainingMethod(selection="obs", allocation="global"),
+    "global-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="global"),
+    "per-unit-obs+lstsq": PostTrainingMethod(selection="obs", allocation="per-unit"),
+    "per-unit-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="per-unit"),
+    "unit-norm+lstsq": PostTrainingMethod("unit", "norm"),
+    "unit-activation+lstsq": PostTrainingMethod("unit", "activation"),
+    "unit-obs+lstsq": PostTrainingMethod("unit", "obs"),
+}
+"""The registered post-training methods by name (``unit-*`` prune whole units)."""
+
+
+def get_method(method: str | PostTrainingMethod) -> PostTrainingMethod:
+    """The method named ``method`` (or ``method`` itself if it is one).
+
+    Raises:
+        ValueError: an unknown name; the message lists the registered ones.
+    """
+    if isinstance(method, PostTrainingMethod):
+        return method
+    try:
+        return POST_TRAINING_METHODS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown post-training method {method!r}; choose one of {list(POST_TRAINING_METHODS)}"
+        ) from None
+
+
+def gradual_levels(k: float, keep: float = 0.5) -> list[float]:
+    """The sparsities a gradual schedule passes through: each step keeps ``keep`` of the weights the
+    previous one kept (50, 75, 87.5, ... for 0.5) while below ``k``, then ``k``.
+
+    Example:
+        >>> gradual_levels(90)
+        [50.0, 75.0, 87.5, 90.0]
+    """
+    k = validate_k(k)
+    if not 0 < keep < 1:
+        raise ValueError(f"keep must lie in (0, 1), got {keep!r}")
+    levels, t = [], 1
+    while (level := 100.0 * (1.0 - keep**t)) < k:
+        levels.append(level)
+        t += 1
+    return [*levels, k] if k > 0 else [0.0]
+
+
+def _ridge(gram: np.ndarray, damping: float) -> float:
+    mean_diag = float(np.mean(np.diag(gram))) if gram.size else 0.0
+    return damping * (mean_diag if mean_diag > 0 else 1.0)
+
+
+def _inverse_diagonal(gram: np.ndarray, damping: float) -> np.ndarray:
+    """diag((G + lam I)^-1) in float64: the damping keeps always-zero inputs (border pixels) invertible."""
+    g = np.asarray(gram, np.float64)
+    return np.diag(np.linalg.inv(g + _ridge(g, damping) * np.eye(len(g))))
+
+
+def obs_scores(kernel: np.ndarray, inputs: np.ndarray, damping: float = 0.01) -> np.ndarray:
+    """Optimal-brain-surgeon saliency of every weight: ``w_ij^2 / [H^-1]_ii``, ``H = X^T X + lam I``.
+
+    It is the increase of ``||X (v - w)||^2 + lam ||v - w||^2`` when weight ``(i, j)`` alone is
+    removed and the rest of column ``j`` re-fitted (``lam`` = ``damping`` times the mean diagonal of
+    ``X^T X``).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.eye(2)  # H = I + 0.01 I: the score is w^2 * 1.01
+        >>> obs_scores(np.array([[1.0], [2.0]]), x).round(2).ravel().tolist()
+        [1.01, 4.04]
+    """
+    x = np.asarray(inputs, np.float64)
+    return np.square(np.asarray(kernel, np.float64)) / _inverse_diagonal(x.T @ x, damping)[:, None]
+
+
+def wanda_scores(kernel: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """Wanda's score of every weight: ``|w_ij| * ||x_i||_2`` over the calibration inputs ``x``.
+
+    Example:
+        >>> import numpy as np
+        >>> wanda_scores(np.array([[1.0], [-1.0]]), np.array([[3.0, 0.0], [4.0, 1.0]])).ravel().tolist()
+        [5.0, 1.0]
+    """
+    norms = np.linalg.norm(np.asarray(inputs, np.float64), axis=0)
+    return np.abs(np.asarray(kernel, np.float64)) * norms[:, None]
+
+
+def _weight_scores(selection: str, w: np.ndarray, x: np.ndarray, gram: np.ndarray, damping: float) -> np.ndarray:
+    if selection == "magnitude":
+        return np.abs(w)
+    if selection == "wanda":
+        return np.abs(w) * np.sqrt(np.maximum(np.diag(gram), 0.0))[:, None]
+    return np.square(w) / _inverse_diagonal(gram, damping)[:, None]
+
+
+class _Normal:
+    """The normal equations of one layer, kept as a (d, d) factor ``r`` with ``r^T r = x^T x``.
+
+    ``fit_layer`` reads its inputs only through ``x^T x`` and ``x^T y``, so passing ``r`` and
+    ``z = r^-T x^T y`` in their place gives the same fit without multiplying the n calibration rows
+    again at every step of a gradual schedule. A jitter of 1e-10 of the mean diagonal (far below the
+    damping) lets always-zero inputs through the Cholesky factorization.
+    """
+
+    def __init__(self, x: np.ndarray, gram: np.ndarray) -> None:
+        self.x = x
+        self.compressed = len(x) > x.shape[1]
+        if self.compressed:
+            jitter = 1e-10 * max(float(np.mean(np.diag(gram))), 1e-300)
+            self.lower = np.linalg.cholesky(gram + jitter * np.eye(len(gram)))
+
+    def fit(self, targets: np.ndarray, w: np.ndarray, mask: np.ndarray, damping: float) -> np.ndarray:
+        if self.compressed:
+            fitted = fit_layer(self.lower.T, np.linalg.solve(self.lower, self.x.T @ targets), w, mask, damping=damping)
+        else:
+            fitted = fit_layer(self.x, targets, w, mask, damping=damping)
+        # A kept weight must stay a kept (nonzero) weight, or the measured sparsity would drift.
+        collapsed = mask & (fitted == 0)
+        fitted[collapsed] = w[collapsed]
+        return fitted
+
+
+def _fit(x: np.ndarray, y: np.ndarray, w: np.ndarray, mask: np.ndarray, damping: float) -> np.ndarray:
+    return _Normal(x, x.T @ x).fit(y, w, mask, damping)
+
+
+def _prune_weights_of_layer(
+    method: PostTrainingMethod,
+    w: np.ndarray,
+    x: np.ndarray,
+    target: np.ndarray,
+    count: int,
+    damping: float,
+    fixed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(new kernel in float64, keep-mask) of one layer with ``count`` weights removed.
+
+    The last ``fixed`` rows of ``w`` (a bias, as the weight of a constant input) are never pruned,
+    and selection ranks the other rows only.
+    """
+    gram = x.T @ x
+    w64 = w.astype(np.float64)
+    size = w64[: len(w64) - fixed].size
+
+    def select(current: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+        scores = _weight_scores(method.selection, current, x, gram, damping)
+        scores[~mask] = -np.inf  # never un-prune: a gradual step only adds to the pruned set
+        chosen = ~smallest(scores[: len(w64) - fixed].ravel(), n)
+        return np.vstack([chosen.reshape(-1, w64.shape[1]), np.ones((fixed, w64.shape[1]), bool)])
+
+    mask = np.ones(w64.shape, dtype=bool)
+    if method.update == "none":
+        mask = select(w64, mask, count)
+        return np.where(mask, w64, 0.0), mask
+    normal = _Normal(x, gram)
+    levels = [100.0 * count / size]
+    if method.schedule == "gradual":
+        levels = gradual_levels(levels[0], method.keep)
+    current = w64
+    for level in levels:
+        n = count if level == levels[-1] else min(count, round(level / 100 * size))
+        mask = select(current, mask, n)
+        current = normal.fit(target, w64, mask, damping)
+    return current, mask
+
+
+def _global_counts(
+    method: PostTrainingMethod, hidden: list[np.ndarray], x: np.ndarray, biases: list, k: float, damping: float
+) -> list[int]:
+    """Per-layer counts of a global ranking on the dense network; the total is exactly ``round(k/100 N)``."""
+    pooled, h = [], x
+    for w, b in zip(hidden, biases):
+        w64 = w.astype(np.float64)
+        scores = _weight_scores(method.selection, w64, h, h.T @ h, damping)
+        # Normalized by the layer's mean so that layers of different scales compete on relative terms.
+        mean = float(scores.mean())
+        pooled.append((scores / (mean if mean > 0 else 1.0)).ravel())
+        h = forward.layer(h, w64, None if b is None else np.asarray(b, np.float64), relu=True)
+    flat = np.concatenate(pooled)
+    chosen = smallest(flat, count_to_prune(flat.size, k))
+    return [int(p.sum()) for p in np.split(chosen, np.cumsum([w.size for w in hidden])[:-1])]
+
+
+def _per_unit_counts(hidden: list[np.ndarray], k: float) -> list[int]:
+    """Per-layer counts that leave every hidden unit the same number of kept weights on average
+    (the kept total spread over layers in proportion to their units, largest remainders first, no
+    layer above its size); the total removed is exactly ``round(k/100 * N)``."""
+    sizes = np.array([w.size for w in hidden])
+    units = np.array([w.shape[1] for w in hidden], dtype=np.float64)
+    kept = int(sizes.sum()) - count_to_prune(int(sizes.sum()), k)
+    share = np.zeros(len(hidden))
+    free = np.ones(len(hidden), dtype=bool)
+    while free.any():  # a layer that would keep more than it has keeps all, the rest share the remainder
+        left = kept - share[~free].sum()
+        share[free] = left * units[free] / units[free].sum()
+        over = free & (share > sizes)
+        if not over.any():
+            break
+        share[over] = sizes[over]
+        free &= ~over
+    whole = np.floor(share).astype(int)
+    order = np.argsort(-(share - whole), kind="stable")
+    whole[order[: kept - int(whole.sum())]] += 1
+    return [int(n - w) for n, w in zip(sizes, whole)]
+
+
+def _unit_scores(
+    selection: str, w: np.ndarray, x: np.ndarray, b: np.ndarray | None, nxt: np.ndarray, damping: float, count: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(scores, removal order or None) of a layer's units; low scores go first."""
+    if selection == "norm":
+        return np.linalg.norm(w, axis=0), None
+    h = forward.layer(x, w, b, relu=True)
+    if selection == "activation":
+        return np.linalg.norm(h, axis=0) * np.linalg.norm(nxt, axis=1), None
+    return np.zeros(w.shape[1]), _greedy_obs_rows(h, nxt, damping, count)
+
+
+def _greedy_obs_rows(h: np.ndarray, nxt: np.ndarray, damping: float, count: int) -> np.ndarray:
+    """The first ``count`` rows greedy group OBS removes from the next layer's inputs, in order.
+
+    Removing row ``j`` of ``V`` (= unit ``j``) while the other rows compensate costs
+    ``||V_j||^2 / [H^-1]_jj`` (``H = h^T h + lam I``); after each removal the inverse and the rows are
+    updated (Frantar & Alistarh 2022's row-wise OBS, applied to the shared input Hessian).
+    """
+    gram = h.T @ h
+    inv = np.linalg.inv(gram + _ridge(gram, damping) * np.eye(len(gram)))
+    v = np.array(nxt, dtype=np.float64)
+    alive = np.ones(len(v), dtype=bool)
+    order = []
+    for _ in range(count):
+        cost = np.where(alive, np.sum(v * v, axis=1) / np.where(alive, np.diag(inv), 1.0), np.inf)
+        j = int(np.argmin(cost))
+        order.append(j)
+        col = inv[:, j] / inv[j, j]
+        v -= np.outer(col, v[j])
+        inv -= np.outer(col, inv[j])
+        alive[j] = False
+        v[j] = 0.0
+        inv[j, :] = inv[:, j] = 0.0
+    return np.asarray(order)
+
+
+def _check_calibration(x: object, kernels: list[np.ndarray], need: int) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
+    x = x.reshape(len(x), -1)
+    if x.shape[1] != kernels[0].shape[0]:
+        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes {kernels[0].shape[0]}")
+    if not np.isfinite(x).all():
+        raise ValueError("calibration inputs contain NaN or infinity")
+    if len(x) < need:
+        raise ValueError(
+            f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs, so pass at least {need}"
+        )
+    return x
+
+
+def post_training_prune(
+    kernels: Sequence[np.ndarray],
+    k: float,
+    calibration: np.ndarray,
+    *,
+    method: str | PostTrainingMethod = "obs-gradual",
+    damping: float = 0.01,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Prune a bias-free MLP at ``k`` percent with a post-training method.
+
+    Args:
+        kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
+        k: percent of each hidden layer's weights (or units, for ``unit-*`` methods) to remove; of
+            all hidden weights together under a ``global`` allocation.
+        calibration: calibration inputs (n, ...) flattening to the first kernel's inputs; n must be
+            at least the largest fan-in of a hidden layer.
+        method: a name of :data:`POST_TRAINING_METHODS` or a :class:`PostTrainingMethod`.
+        damping: ridge strength relative to the mean diagonal of each layer's input Gram matrix.
+
+    Returns:
+        ``(kernels, masks)``: new kernels, zero exactly where the boolean masks are False, the logit
+        kernel bit-identical and its mask all True. At ``k = 0`` the kernels are the dense ones.
+
+    Raises:
+        ValueError: a bad ``k``, ``damping`` or method name, invalid kernels, or calibration inputs
+            that do not fit or are too few.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> ws = [rng.standard_normal((8, 6)), rng.standard_normal((6, 3))]
+        >>> new, masks = post_training_prune(ws, 50, rng.random((32, 8)), method="obs-gradual")
+        >>> int((~masks[0]).sum()), bool(np.array_equal(new[1], ws[1]))
+        (24, True)
+    """
+    new, _, masks = _prune(kernels, None, k, calibration, method, damping)
+    return new, masks
+
+
+def post_training_prune_with_biases(
+    kernels: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray | None],
+    k: float,
+    calibration: np.ndarray,
+    *,
+    method: str | PostTrainingMethod = "obs-gradual",
+    damping: float = 0.01,
+) -> tuple[list[np.ndarray], list[np.ndarray | None], list[np.ndarray]]:
+    """Like :func:`post_training_prune`, with each hidden unit's bias fitted with its weights.
+
+    The bias is the weight of an extra, never-pruned input of constant 1 (as in
+    :func:`prunelib.core.reconstruct.reconstruct_with_biases`); a removed unit's bias becomes 0, so it
+    outputs exactly 0. The logit layer's bias is returned as given.
+
+    Returns:
+        ``(kernels, biases, masks)``.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> ws, bs = [rng.standard_normal((8, 6)), rng.standard_normal((6, 3))], [np.ones(6), np.zeros(3)]
+        >>> new, new_b, masks = post_training_prune_with_biases(ws, bs, 50, rng.random((32, 8)),
+        ...                                                     method="unit-activation+lstsq")
+        >>> int((new_b[0] == 0).sum()), new_b[1].tolist()
+        (3, [0.0, 0.0, 0.0])
+    """
+    if biases is None:
+        raise ValueError("biases must be a list with one bias (or None) per kernel; use post_training_prune()")
+    return _prune(kernels, biases, k, calibration, method, damping)
+
+
+def _prune(kernels, biases, k, calibration, method, damping):
+    k = validate_k(k)
+    spec = get_method(method)
+    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (np.isfinite(damping) and damping > 0):
+        raise ValueError(f"damping must be a positive number, got {damping!r}")
+    kernels = validate_kernels(kernels)
+    biases = validate_biases(kernels, biases)
+    hidden, logits = split_logits(kernels)
+    need = max((w.shape[0] + (b is not None) for w, b in zip(hidden, biases)), default=0)
+    x = _check_calibration(calibration, kernels, need).astype(np.float64)
+    if spec.granularity == "weight":
+        if spec.allocation == "global":
+            counts = _global_counts(spec, hidden, x, biases, k, damping)
+        elif spec.allocation == "per-unit":
+            counts = _per_unit_counts(hidden, k)
+        else:
+            counts = [count_to_prune(w.size, k) for w in hidden]
+    else:
+        counts = [count_to_prune(w.shape[1], k) for w in hidden]
+    out, out_b, masks = [], [], []
+    h_dense = h_pruned = x
+    changed = False
+    for i, (w, given, count) in enumerate(zip(hidden, biases, counts)):
+        w64 = w.astype(np.float64)
+        b = None if given is None else np.asarray(given, np.float64)
+        pre_dense = forward.layer(h_dense, w64, b, relu=False)
+        dtype = w.dtype if np.issubdtype(w.dtype, np.floating) else np.float32
+        if count == 0 and not changed:
+            # nothing removed and the inputs unchanged: the layer is the dense one, bit for bit
+            new, mask, new_b = np.array(w, dtype=dtype), np.ones(w.shape, dtype=bool), b
+        elif spec.granularity == "weight":
+            new, mask, new_b = _weight_layer(spec, w64, b, h_pruned, pre_dense, count, damping)
+        else:
+            nxt = (hidden + [logits])[i + 1].astype(np.float64)
+            last = i == len(hidden) - 1
+            new, mask, new_b = _unit_layer(spec, w64, b, h_pruned, pre_dense, count, damping, nxt, last)
+        out.append(np.asarray(new, dtype=dtype))
+        out_b.append(None if given is None else np.asarray(new_b, dtype=np.asarray(given).dtype))
+        masks.append(mask)
+        changed = changed or count > 0
+        h_dense = forward.relu(pre_dense)
+        h_pruned = h_dense if not changed else forward.layer(h_pruned, out[-1].astype(np.float64), new_b, relu=True)
+    out.append(np.array(logits, copy=True))
+    out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
+    masks.append(np.ones(logits.shape, dtype=bool))
+    return out, out_b, masks
+
+
+def _with_bias_input(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if b is None:
+        return x, w
+    return np.hstack([x, np.ones((len(x), 1))]), np.vstack([w, b[None]])
+
+
+def _weight_layer(spec, w, b, x, target, count, damping):
+    xb, wb = _with_bias_input(x, w, b)
+    new, mask = _prune_weights_of_layer(spec, wb, xb, target, count, damping, fixed=int(b is not None))
+    if b is None:
+        return new, mask, None
+    return new[:-1], mask[:-1], new[-1]
+
+
+def _unit_layer(spec, w, b, x, pre_dense, count, damping, nxt, last):
+    # The logit kernel is never re-fitted, so no row of it can compensate: rank by activation there.
+    selection = "activation" if spec.selection == "obs" and last else spec.selection
+    scores, order = _unit_scores(selection, w, x, b, nxt, damping, count)
+    removed = np.zeros(w.shape[1], dtype=bool)
+    if order is not None:
+        removed[order[:count]] = True
+    else:
+        removed = smallest(scores, count)
+    keep = ~removed
+    mask = np.broadcast_to(keep, w.shape).copy()
+    target = pre_dense
+    if last and keep.any() and not keep.all():
+        wanted = _logit_targets(forward.relu(pre_dense), keep, nxt)
+        # where the wanted activation is not positive, any pre-activation at or below zero will do
+        target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
+    if spec.update == "none":
+        new = np.where(mask, w, 0.0)
+        return new, mask, None if b is None else np.where(keep, b, 0.0)
+    xb, wb = _with_bias_input(x, w, b)
+    mb = mask if b is None else np.vstack([mask, keep[None]])
+    fitted = _fit(xb, target, wb, mb, damping)
+    if b is None:
+        return fitted, mask, None
+    return fitted[:-1], mask, np.where(keep, fitted[-1], 0.0)
+
+
+def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray) -> np.ndarray:
+    """Activations of the last hidden layer that reproduce the dense logits through the fixed logit
+    kernel with the kept units only: the dense activations plus the minimum-norm change (the idea of
+    :mod:`prunelib.core.reconstruct`'s logit targets)."""
+    residual = h_dense[:, ~keep] @ logits_kernel[~keep]
+    target = h_dense.copy()
+    target[:, keep] += residual @ np.linalg.pinv(logits_kernel[keep])
+    target[:, ~keep] = 0.0
+    return target

@@ -1,0 +1,166 @@
+"""Post-training pruning (prunelib.core.post_training): the contract of every registered method, and
+value checks that can fail (hand-computed selections, OBS against brute force, orderings of error)."""
+
+import numpy as np
+import pytest
+
+from prunelib.core import post_training as pt
+from prunelib.core.forward import logits
+from prunelib.core.pruning import count_to_prune
+from prunelib.core.reconstruct import fit_layer
+
+METHODS = list(pt.POST_TRAINING_METHODS)
+
+
+def _net(seed=0, sizes=(24, 16, 12, 4), n=96, bias=False):
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(0, a**-0.5, (a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.normal(0, 0.1, b).astype(np.float32) for b in sizes[1:]] if bias else None
+    return ws, bs, rng.random((n, sizes[0]), dtype=np.float32)
+
+
+def _run(name, ws, bs, k, x):
+    if bs is None:
+        new, masks = pt.post_training_prune(ws, k, x, method=name)
+        return new, None, masks
+    return pt.post_training_prune_with_biases(ws, bs, k, x, method=name)
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+@pytest.mark.parametrize("name", METHODS)
+def test_contract_of_every_method(name, bias):
+    ws, bs, x = _net(bias=bias)
+    copies = [w.copy() for w in ws], None if bs is None else [b.copy() for b in bs], x.copy()
+    spec = pt.POST_TRAINING_METHODS[name]
+    for k in (50, 90):
+        new, new_b, masks = _run(name, ws, bs, k, x)
+        assert all(m.dtype == bool and m.shape == w.shape for m, w in zip(masks, ws))
+        assert all(np.all(w[~m] == 0) for w, m in zip(new, masks))
+        assert np.array_equal(new[-1], ws[-1]) and new[-1].dtype == ws[-1].dtype and masks[-1].all()
+        assert all(np.isfinite(w).all() and w.dtype == np.float32 for w in new)
+        pruned = [int((~m).sum()) for m in masks[:-1]]
+        if spec.granularity == "unit":
+            assert [int((~m.any(axis=0)).sum()) for m in masks[:-1]] == [count_to_prune(w.shape[1], k) for w in ws[:-1]]
+            if bs is not None:  # removed units output exactly 0
+                assert all(np.all(b[~m.any(axis=0)] == 0) for b, m in zip(new_b[:-1], masks[:-1]))
+        elif spec.allocation in ("global", "per-unit"):
+            assert sum(pruned) == count_to_prune(sum(w.size for w in ws[:-1]), k)
+        else:
+            assert pruned == [count_to_prune(w.size, k) for w in ws[:-1]]
+        if bs is not None:
+            assert np.array_equal(new_b[-1], bs[-1])
+    assert all(np.array_equal(a, b) for a, b in zip(ws, copies[0]))
+    assert bs is None or all(np.array_equal(a, b) for a, b in zip(bs, copies[1]))
+    assert np.array_equal(x, copies[2])
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_identity_at_k0(name):
+    ws, bs, x = _net(bias=True)
+    new, masks = pt.post_training_prune(ws, 0, x, method=name)
+    assert all(np.array_equal(a, b) for a, b in zip(new, ws)) and all(m.all() for m in masks)
+    new, new_b, _ = pt.post_training_prune_with_biases(ws, bs, 0, x, method=name)
+    assert all(np.array_equal(a, b) for a, b in zip(new, ws)) and all(np.array_equal(a, b) for a, b in zip(new_b, bs))
+
+
+def test_bad_inputs_raise():
+    ws, _, x = _net()
+    with pytest.raises(ValueError, match="101"):
+        pt.post_training_prune(ws, 101, x)
+    with pytest.raises(ValueError, match="nope.*obs-gradual"):
+        pt.post_training_prune(ws, 50, x, method="nope")
+    with pytest.raises(ValueError, match="damping"):
+        pt.post_training_prune(ws, 50, x, damping=0)
+    with pytest.raises(ValueError, match="damping"):
+        pt.post_training_prune(ws, 50, x, damping=float("nan"))
+    with pytest.raises(ValueError, match="too few.*24"):
+        pt.post_training_prune(ws, 50, x[:10])
+    with pytest.raises(ValueError, match="features"):
+        pt.post_training_prune(ws, 50, x[:, :5])
+    with pytest.raises(ValueError, match="NaN"):
+        pt.post_training_prune(ws, 50, np.where(x > 0.5, np.nan, x))
+    with pytest.raises(ValueError, match="needs update='lstsq'"):
+        pt.PostTrainingMethod(update="none", schedule="gradual")
+    with pytest.raises(ValueError, match="selection"):
+        pt.PostTrainingMethod(granularity="unit", selection="wanda")
+    with pytest.raises(ValueError, match="biases"):
+        pt.post_training_prune_with_biases(ws, None, 50, x)
+
+
+def test_wanda_selection_on_a_hand_computed_3x2_example():
+    w = np.array([[1.0, -4.0], [3.0, 0.5], [-2.0, 2.0]])
+    x = np.array([[3.0, 0.0, 1.0], [4.0, 1.0, 0.0]])  # input norms 5, 1, 1
+    # |w| * norm: [[5, 20], [3, 0.5], [2, 2]]; the three smallest: 0.5, then 2 and 2
+    scores = pt.wanda_scores(w, x)
+    assert scores.tolist() == [[5.0, 20.0], [3.0, 0.5], [2.0, 2.0]]
+    ws = [w, np.ones((2, 1))]
+    _, masks = pt.post_training_prune(ws, 50, x.repeat(2, axis=0), method="wanda")
+    assert (~masks[0]).tolist() == [[False, False], [False, True], [True, True]]
+
+
+def test_obs_score_is_the_error_of_removing_one_weight_and_refitting():
+    rng = np.random.default_rng(3)
+    x, w = rng.random((40, 5)), rng.standard_normal((5, 2))
+    damping = 0.05
+    lam = damping * np.mean(np.diag(x.T @ x))
+    scores = pt.obs_scores(w, x, damping)
+    for i in range(5):
+        for j in range(2):
+            mask = np.ones(w.shape, bool)
+            mask[i, j] = False
+            v = fit_layer(x, x @ w, w, mask, damping=damping, exact=True)
+            d = v[:, j] - w[:, j]
+            brute = np.sum((x @ d) ** 2) + lam * np.sum(d**2)
+            assert scores[i, j] == pytest.approx(brute, rel=1e-3)
+
+
+def test_gradual_levels():
+    assert pt.gradual_levels(0) == [0.0]
+    assert pt.gradual_levels(50) == [50.0]
+    assert pt.gradual_levels(98)[:3] == [50.0, 75.0, 87.5] and pt.gradual_levels(98)[-1] == 98.0
+
+
+def _teacher():
+    """A network whose calibration inputs are known; errors are measured on the dense logits."""
+    ws, _, x = _net(seed=5, sizes=(32, 24, 16, 6), n=400)
+    return ws, x
+
+
+def _logit_error(name, k, ws, x):
+    new, _ = pt.post_training_prune(ws, k, x, method=name)
+    return float(np.mean((logits(new, x) - logits(ws, x)) ** 2))
+
+
+@pytest.mark.parametrize("k", [70, 90])
+def test_obs_beats_magnitude_and_gradual_beats_one_shot(k):
+    ws, x = _teacher()
+    magnitude, fitted = _logit_error("magnitude", k, ws, x), _logit_error("magnitude+lstsq", k, ws, x)
+    obs, gradual = _logit_error("obs+lstsq", k, ws, x), _logit_error("obs-gradual", k, ws, x)
+    assert fitted < magnitude
+    assert obs <= fitted
+    assert gradual <= obs
+
+
+def test_activation_aware_unit_selection_beats_column_norm():
+    ws, x = _teacher()
+    # the inputs' scale differs by feature, so column norms mislead
+    x = x * np.linspace(0.05, 2.0, x.shape[1], dtype=np.float32)
+    norm, activation = (_logit_error(n, 50, ws, x) for n in ("unit-norm+lstsq", "unit-activation+lstsq"))
+    assert activation < norm
+
+
+def test_normal_equations_factor_keeps_the_fit():
+    rng = np.random.default_rng(0)
+    x, y, w = rng.random((50, 6)), rng.standard_normal((50, 3)), rng.standard_normal((6, 3))
+    x[:, 2] = 0.0  # an always-zero input makes the Gram matrix singular
+    mask = rng.random((6, 3)) > 0.4
+    direct = fit_layer(x, y, w, mask, exact=True)
+    assert np.allclose(pt._Normal(x, x.T @ x).fit(y, w, mask, 0.01), direct, atol=1e-4)
+
+
+def test_per_unit_allocation_spreads_the_kept_weights_by_units():
+    ws = [np.ones((100, 30)), np.ones((30, 10)), np.ones((10, 2))]
+    counts = pt._per_unit_counts(ws[:-1], 90)  # 3,300 weights, 330 kept over 40 units
+    assert sum(counts) == 2970 and [w.size - c for w, c in zip(ws, counts)] == [248, 82]
+    # a layer that would keep more than it has keeps everything
+    assert pt._per_unit_counts([np.ones((100, 30)), np.ones((2, 10))], 50) == [1510, 0]
