@@ -11,8 +11,8 @@ the pruned network with its masks fixed and the logit layer frozen
 ``--finetune-epochs``); those rows have ``finetune_epochs`` > 0 and ``seconds`` that include the
 post-training step. ``sparsity`` is measured over all kernels, the logit kernel included.
 
-Writes ``results/post_training.csv`` (rows already there for the same key are kept and not re-run,
-so a run can be resumed or extended) and the figure ``results/post_training.png``.
+Writes ``results/benchmarks/post_training.csv`` (rows already there for the same key are kept and not re-run,
+so a run can be resumed or extended) and the figure ``results/benchmarks/post_training.png``.
 
     python benchmarks/post_training.py --models lenet-300-100 --datasets mnist --seeds 0 1 2 3 4
     python benchmarks/post_training.py --smoke   # a random tiny network, seconds, writes nothing
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune-methods", nargs="*", default=["magnitude", "per-unit-obs-gradual"])
     parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--finetune-ks", nargs="*", type=float, default=[98, 99], help="k to fine-tune at")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "post_training.csv")
-    parser.add_argument("--figure", type=Path, default=ROOT / "results" / "post_training.png")
+    parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "post_training.csv")
+    parser.add_argument("--figure", type=Path, default=ROOT / "results" / "benchmarks" / "post_training.png")
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
     parser.add_argument("--summary", action="store_true", help="print mean and 95 %% CI per point of --out")
     parser.add_argument("--smoke", action="store_true", help="a random tiny network, seconds; writes nothing")

@@ -204,3 +204,25 @@ def test_least_squares_seconds_in_the_docs_are_the_committed_benchmark():
         assert f"{lstsq_solver.BEGIN}\n{blocks[block]}\n{lstsq_solver.END}" in text, (
             f"{page} does not quote the benchmark; run python benchmarks/lstsq_solver.py --write-docs"
         )
+
+
+def test_post_training_page_quotes_the_committed_benchmark():
+    """Every "mean ± CI" docs/post-training.md quotes is a point of benchmarks/post_training.py's
+    summary of results/benchmarks/post_training.csv, in the table row of its method."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import post_training
+
+    points = post_training.summary(pd.read_csv(ROOT / "results/benchmarks/post_training.csv"))
+    quoted = {(f"{a:.2f}", f"{c:.2f}"): m for a, c, m in zip(points["accuracy"], points["ci95"], points["method"])}
+    text = (ROOT / "docs/post-training.md").read_text()
+    pairs = re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", text)
+    assert len(pairs) > 50
+    for pair in pairs:
+        assert pair in quoted, f"docs/post-training.md quotes {pair[0]} ± {pair[1]}, which the CSV does not give"
+    for line in text.splitlines():
+        if line.startswith("| `"):
+            method = line.split("`")[1]
+            for pair in re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", line):
+                assert quoted[pair] == method, f"{pair} is quoted for {method}, the CSV has it for {quoted[pair]}"
