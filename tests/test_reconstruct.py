@@ -379,3 +379,13 @@ def test_fit_layer_is_reconstructs_first_layer_and_validates():
         fit_layer(x[:50], x @ ws[0], ws[0], masks[0])
     with pytest.raises(ValueError, match="damping"):
         fit_layer(x, x @ ws[0], ws[0], masks[0], damping=0)
+
+
+def test_conjugate_gradients_converge_within_the_support_size(monkeypatch):
+    """Conjugate gradients solve an s-dimensional system in at most s steps (up to rounding): a
+    slower method (steepest descent, a lost search direction) would be left unconverged here."""
+    ws, x = kernels(seed=11), calib(n=400, seed=12)
+    masks = pruning.weight_masks(ws, 50)
+    solved = _force_conjugate_gradients(monkeypatch, iterations=max(w.shape[0] for w in ws))
+    reconstruct(ws, masks, x)
+    assert sum(given for given, _ in solved) > 0 and all(left == 0 for _, left in solved)
