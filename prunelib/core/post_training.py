@@ -43,7 +43,7 @@ from prunelib.core.pruning import (
     validate_k,
     validate_kernels,
 )
-from prunelib.core.reconstruct import fit_layer
+from prunelib.core.reconstruct import check_calibration, fit_layer
 
 SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
 UPDATES = ("none", "lstsq")
@@ -333,22 +333,6 @@ def _greedy_obs_rows(h: np.ndarray, nxt: np.ndarray, damping: float, count: int)
     return np.asarray(order)
 
 
-def _check_calibration(x: object, kernels: list[np.ndarray], need: int) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
-    x = x.reshape(len(x), -1)
-    if x.shape[1] != kernels[0].shape[0]:
-        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes {kernels[0].shape[0]}")
-    if not np.isfinite(x).all():
-        raise ValueError("calibration inputs contain NaN or infinity")
-    if len(x) < need:
-        raise ValueError(
-            f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs, so pass at least {need}"
-        )
-    return x
-
-
 def post_training_prune(
     kernels: Sequence[np.ndarray],
     k: float,
@@ -428,8 +412,10 @@ def _prune(kernels, biases, k, calibration, method, damping):
     kernels = validate_kernels(kernels)
     biases = validate_biases(kernels, biases)
     hidden, logits = split_logits(kernels)
-    need = max((w.shape[0] + (b is not None) for w, b in zip(hidden, biases)), default=0)
-    x = _check_calibration(calibration, kernels, need).astype(np.float64)
+    fan_ins = [w.shape[0] + (b is not None) for w, b in zip(hidden, biases)]
+    x = check_calibration(calibration, kernels, fan_ins, biases_counted=any(b is not None for b in biases[:-1])).astype(
+        np.float64
+    )
     if spec.granularity == "weight":
         if spec.allocation == "global":
             counts = _global_counts(spec, hidden, x, biases, k, damping)

@@ -376,6 +376,47 @@ def reconstruct_with_biases(
     )
 
 
+def check_calibration(
+    x: object, kernels: Sequence[np.ndarray], fan_ins: Sequence[int], *, biases_counted: bool = False
+) -> np.ndarray:
+    """Calibration inputs as a 2-D array ``(n, inputs)``, validated before any work.
+
+    Args:
+        x: calibration inputs ``(n, ...)``, flattened per sample.
+        kernels: the network's kernels; ``x`` must fit the first.
+        fan_ins: the inputs of each layer to be fitted; ``n`` must be at least the largest, so every
+            problem is determined by data rather than by damping.
+        biases_counted: ``fan_ins`` count a fitted bias as one input (said in the error).
+
+    Raises:
+        ValueError: not a numeric array of at least 2 dimensions, the wrong number of features,
+            NaN or infinity, or fewer samples than the largest fan-in.
+
+    Example:
+        >>> import numpy as np
+        >>> check_calibration(np.zeros((4, 2, 3)), [np.ones((6, 2)), np.ones((2, 1))], [6]).shape
+        Traceback (most recent call last):
+        ...
+        ValueError: 4 calibration samples are too few: a hidden layer has 6 inputs, so pass at least 6 samples
+    """
+    x = np.asarray(x)
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
+    x = x.reshape(len(x), -1)
+    if x.shape[1] != kernels[0].shape[0]:
+        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes {kernels[0].shape[0]}")
+    if not np.isfinite(x).all():
+        raise ValueError("calibration inputs contain NaN or infinity")
+    need = max(fan_ins, default=0)
+    if len(x) < need:
+        raise ValueError(
+            f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
+            f"{' (its bias counted as one)' if biases_counted else ''}, so pass at least {need} "
+            "samples"
+        )
+    return x
+
+
 def _float_dtype(w: np.ndarray) -> np.dtype:
     """The dtype a re-fitted kernel comes back in: its own if float, else a float that holds it."""
     return w.dtype if np.issubdtype(w.dtype, np.floating) else np.result_type(w.dtype, np.float32)
@@ -400,22 +441,7 @@ def _reconstruct(
         raise ValueError(f"damping must be a positive number, got {damping!r}")
     if not isinstance(exact, bool):
         raise ValueError(f"exact must be True or False, got {exact!r}")
-    x = np.asarray(x)
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise ValueError(f"calibration inputs must be a numeric array (n, ...), got shape {x.shape}")
-    x = x.reshape(len(x), -1)
-    if x.shape[1] != kernels[0].shape[0]:
-        raise ValueError(f"calibration inputs have {x.shape[1]} features, the first kernel takes {kernels[0].shape[0]}")
-    if not np.isfinite(x).all():
-        raise ValueError("calibration inputs contain NaN or infinity")
-    hidden = kernels[:-1]
-    need = max((w.shape[0] + fit_biases for w in hidden), default=0)
-    if len(x) < need:
-        raise ValueError(
-            f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
-            f"{' (its bias counted as one)' if fit_biases else ''}, so pass at least {need} "
-            "samples"
-        )
+    x = check_calibration(x, kernels, [w.shape[0] + fit_biases for w in kernels[:-1]], biases_counted=fit_biases)
     biases = validate_biases(kernels, biases)
     acts = forward.per_layer(acts, kernels, "activations")
     if any(a is not None and not callable(a) for a in acts):
