@@ -273,8 +273,10 @@ def execute_local(
                 if retiring:
                     stop(slot)
     finally:
+        # A worker in the middle of a cell is terminated; so is one still starting (it holds no
+        # cell, and waiting for its imports would keep a Ctrl-C waiting); an idle one is told to go.
         for slot in list(slots):
-            stop(slot, kill=slot.cell is not None)
+            stop(slot, kill=slot.cell is not None or not slot.ready)
         bar.close()
     outcome.wall = time.perf_counter() - t0
     return outcome
