@@ -247,11 +247,15 @@ def test_sigkill_mid_run_leaves_the_previous_results_and_a_usable_cache(tmp_path
         "--cache",
         str(cache),
     ]
+    start = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True)
+    whole_run = time.monotonic() - start
     before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
     assert provenance.check_manifest(results) == []
-    killed = [*argv[:-1], str(tmp_path / "cache-killed")]  # from an empty cache: slow enough to kill
-    for delay in (8.0, 16.0):  # killed while training, then while sweeping / recovering
+    killed = [*argv[:-1], str(tmp_path / "cache-killed")]  # from an empty cache, like the run above
+    # Killed a third of the way in (starting up or training), then, resuming from what that left
+    # in the cache, two thirds in (sweeping, recovering or publishing), on a machine of any speed.
+    for delay in (whole_run / 3, 2 * whole_run / 3):
         proc = subprocess.Popen(killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         finished = proc.poll() is not None

@@ -27,13 +27,16 @@ not finite raises ``ValueError`` rather than returning NaN kernels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from prunelib.core import forward
 from prunelib.core.forward import Activation
 from prunelib.core.pruning import split_logits, validate_biases, validate_kernels
+
+_T = TypeVar("_T")
 
 _CHUNK_BYTES = 256 * 2**20  # memory of one batch of stacked normal-equation matrices
 
@@ -437,38 +440,48 @@ def _reconstruct(
 ):
     kernels = validate_kernels(kernels)
     masks = _check_masks(kernels, masks)
-    if not (np.isfinite(damping) and damping > 0):
-        raise ValueError(f"damping must be a positive number, got {damping!r}")
-    if not isinstance(exact, bool):
-        raise ValueError(f"exact must be True or False, got {exact!r}")
+    _check_options(damping, exact)
     x = check_calibration(x, kernels, [w.shape[0] + fit_biases for w in kernels[:-1]], biases_counted=fit_biases)
     biases = validate_biases(kernels, biases)
     acts = forward.per_layer(acts, kernels, "activations")
     if any(a is not None and not callable(a) for a in acts):
         raise ValueError("activations must be callables on numpy arrays (or None for ReLU)")
-    # float32 first (the study's numbers); a float32 overflow anywhere redoes everything in float64
+    return _float32_then_float64(
+        lambda dtype: _fit(
+            kernels,
+            masks,
+            x.astype(dtype),
+            damping,
+            biases,
+            logit_targets,
+            acts,
+            fit_biases,
+            dtype,
+            pruned_biases or biases,
+            exact,
+        ),
+        "reconstruction is not finite even in float64: the calibration inputs or weights "
+        "are too large (scale the inputs, e.g. to [0, 1])",
+    )
+
+
+def _check_options(damping: float, exact: bool) -> None:
+    if not (np.isfinite(damping) and damping > 0):
+        raise ValueError(f"damping must be a positive number, got {damping!r}")
+    if not isinstance(exact, bool):
+        raise ValueError(f"exact must be True or False, got {exact!r}")
+
+
+def _float32_then_float64(fit: Callable[[type], _T], failure: str) -> _T:
+    """``fit(np.float32)``, or ``fit(np.float64)`` where float32 overflowed anywhere (``fit`` raised
+    _NonFinite): float32 first, because it gives the study's numbers."""
     for dtype in (np.float32, np.float64):
         with np.errstate(over="ignore", invalid="ignore"):
             try:
-                return _fit(
-                    kernels,
-                    masks,
-                    x.astype(dtype),
-                    damping,
-                    biases,
-                    logit_targets,
-                    acts,
-                    fit_biases,
-                    dtype,
-                    pruned_biases or biases,
-                    exact,
-                )
+                return fit(dtype)
             except _NonFinite:
                 continue
-    raise ValueError(
-        "reconstruction is not finite even in float64: the calibration inputs or weights "
-        "are too large (scale the inputs, e.g. to [0, 1])"
-    )
+    raise ValueError(failure)
 
 
 def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dtype, pruned_biases, exact):
@@ -595,18 +608,12 @@ def fit_layer(
         )
     if mask.dtype != bool:
         raise ValueError(f"mask must be boolean (True keeps a weight), got dtype {mask.dtype}")
-    if not (np.isfinite(damping) and damping > 0):
-        raise ValueError(f"damping must be a positive number, got {damping!r}")
-    if not isinstance(exact, bool):
-        raise ValueError(f"exact must be True or False, got {exact!r}")
-    for dtype in (np.float32, np.float64):
-        with np.errstate(over="ignore", invalid="ignore"):
-            try:
-                w0 = kernel.astype(np.float64) * mask
-                return _fit_layer(inputs.astype(dtype), targets.astype(dtype), w0, mask, damping, dtype, exact) * mask
-            except _NonFinite:
-                continue
-    raise ValueError("the layer fit is not finite even in float64: scale the inputs (e.g. to [0, 1])")
+    _check_options(damping, exact)
+    w0 = kernel.astype(np.float64) * mask
+    return _float32_then_float64(
+        lambda dtype: _fit_layer(inputs.astype(dtype), targets.astype(dtype), w0, mask, damping, dtype, exact),
+        "the layer fit is not finite even in float64: scale the inputs (e.g. to [0, 1])",
+    )
 
 
 def _activate(act: Activation | None, z: np.ndarray) -> np.ndarray:
