@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
-from tiny import TINY, tiny_data
+from tiny import TINY, fake_sweep, tiny_data
 
 from prunelib.core import pruning
 from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
@@ -82,32 +82,6 @@ def test_retrain_baseline_trains_the_sizes_unit_pruning_leaves(tmp_path):
         mlp.get_kernels(dense), data.x_test, data.y_test, dataset="tiny", methods=["unit"], ks=[50], progress=False
     )
     assert swept["effective_params"].iloc[0] <= small
-
-
-def fake_sweep(acc_weight_90=91.0, seeds=(0, 1, 2)):
-    rows = []
-    for dataset in ("mnist", "fashion-mnist"):
-        for seed in seeds:
-            for method in ("weight", "unit", "global-weight", "retrain-small"):
-                for k in (0, 50, 80, 90, 95, 99):
-                    acc = 98.0 - (k / 100) ** 3 * (20 if method == "weight" else 60) + seed * 0.1
-                    if method == "weight" and k == 90:
-                        acc = acc_weight_90 + seed * 0.1
-                    rows.append(
-                        {
-                            "dataset": dataset,
-                            "method": method,
-                            "k": k,
-                            "seed": seed,
-                            "sparsity": k * 0.99,
-                            "prunable_sparsity": k,
-                            "accuracy": acc,
-                            "loss": 0.1,
-                            "effective_params": 1000 * (100 - k),
-                            "norm_kept": 100 - k / 2,
-                        }
-                    )
-    return pd.DataFrame(rows)
 
 
 def test_discussion_numbers_come_from_the_table():

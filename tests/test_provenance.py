@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from tiny import TINY, tiny_data
+from workers import build_slowly
 
 from prunelib.base import fingerprint, paths, provenance
 from prunelib.models import mlp
@@ -234,27 +235,12 @@ def test_editing_any_module_invalidates_exactly_the_artifacts_that_import_it(tmp
     assert "prunelib.cli" not in fingerprint.closure(provenance.RESULTS_CODE)  # the CLI determines no result
 
 
-def _build_slowly(args):
-    import time
-
-    path, log = args
-    from prunelib.base.provenance import cached_artifact
-
-    def build():
-        with open(log, "a") as handle:
-            handle.write("built\n")
-        time.sleep(0.5)
-        return "value"
-
-    return cached_artifact(path, {"k": 1}, build, lambda v, tmp: tmp.write_text(v), lambda p: p.read_text())[0]
-
-
 def test_two_runs_sharing_a_cache_build_an_entry_once(tmp_path):
     import multiprocessing
 
     log = tmp_path / "log"
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        values = pool.map(_build_slowly, [(tmp_path / "entry.txt", log)] * 2)
+        values = pool.map(build_slowly, [(tmp_path / "entry.txt", log)] * 2)
     assert values == ["value", "value"]
     assert log.read_text().count("built") == 1
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries

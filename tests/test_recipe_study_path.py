@@ -6,8 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from test_analysis_report import fake_sweep
-from tiny import TINY, tiny_data
+from tiny import TINY, fake_sweep, tiny_data
 
 from prunelib import cli
 from prunelib.models.config import DEFAULT_RECIPE, FIRST_RECIPE

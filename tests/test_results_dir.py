@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_analysis_report import fake_sweep
+from tiny import fake_sweep
+from workers import publish_fake
 
 from prunelib import cli
 from prunelib.base.provenance import check_manifest
@@ -25,8 +26,7 @@ def _sweep(accuracy: float) -> pd.DataFrame:
 
 
 def _publish(directory: Path, accuracy: float, command: str = "test") -> None:
-    sweep = _sweep(accuracy)
-    publish(Results(sweep=sweep), ExperimentConfig.quick(), directory, command=command, run_seconds=1.0)
+    publish_fake(str(directory), accuracy, command)
 
 
 @pytest.fixture(scope="module")
@@ -115,16 +115,12 @@ def test_a_repeated_row_fails_before_the_previous_results_are_touched(published,
     assert (directory / "manifest.json").read_bytes() == before and check_manifest(directory) == []
 
 
-def _publisher(directory: str, accuracy: float) -> None:
-    _publish(Path(directory), accuracy, command=f"run {accuracy}")
-
-
 @pytest.mark.slow
 def test_concurrent_publishers_take_turns_and_the_manifest_matches_the_tables(tmp_path):
     directory = tmp_path / "results"
     accuracies = [90.0, 91.0, 92.0, 93.0]
     context = multiprocessing.get_context("spawn")
-    procs = [context.Process(target=_publisher, args=(str(directory), a)) for a in accuracies]
+    procs = [context.Process(target=publish_fake, args=(str(directory), a, f"run {a}")) for a in accuracies]
     for p in procs:
         p.start()
     for p in procs:

@@ -1,6 +1,7 @@
 """Tiny synthetic inputs for fast tests (never used outside tests)."""
 
 import numpy as np
+import pandas as pd
 
 from prunelib.data import Dataset
 from prunelib.models.config import Architecture, Recipe, TrainConfig
@@ -30,3 +31,31 @@ def require_real_data(*names: str):
         return [fetch(name) for name in names]
     except DataError as err:
         pytest.skip(f"{', '.join(names)} unavailable: {err}")
+
+
+def fake_sweep(acc_weight_90=91.0, seeds=(0, 1, 2)) -> pd.DataFrame:
+    """A sweep table of both datasets and all four methods, shaped like the study's; weight 90's
+    accuracy is ``acc_weight_90`` (plus 0.1 per seed), so tests can tell two tables apart."""
+    rows = []
+    for dataset in ("mnist", "fashion-mnist"):
+        for seed in seeds:
+            for method in ("weight", "unit", "global-weight", "retrain-small"):
+                for k in (0, 50, 80, 90, 95, 99):
+                    acc = 98.0 - (k / 100) ** 3 * (20 if method == "weight" else 60) + seed * 0.1
+                    if method == "weight" and k == 90:
+                        acc = acc_weight_90 + seed * 0.1
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "method": method,
+                            "k": k,
+                            "seed": seed,
+                            "sparsity": k * 0.99,
+                            "prunable_sparsity": k,
+                            "accuracy": acc,
+                            "loss": 0.1,
+                            "effective_params": 1000 * (100 - k),
+                            "norm_kept": 100 - k / 2,
+                        }
+                    )
+    return pd.DataFrame(rows)
