@@ -19,9 +19,9 @@ import numpy as np
 import scipy.sparse as sp
 
 TILE = 64
-"""Samples per tile, chosen in ``benchmarks/inference.py``'s setting (docs/benchmarks.md#inference):
-64 lets the compiler vectorise the inner loop, where 16 and 32 ran several times slower, and
-128 gained nothing."""
+"""Samples per tile, chosen by measurement in ``benchmarks/inference.py``'s setting (docs/benchmarks.md,
+"One sparse kernel"): at 64 the compiler vectorises the inner loop, where 16 and 32 ran several
+times slower; 128 gained little on large batches and lost on small ones (more padding)."""
 
 
 # No bounds checks: every index is proven in range before the call. The CSR arrays come from scipy

@@ -196,7 +196,7 @@ class Predictor:
         if self.biases is not None:  # refused in __init__; kept as a guard for the bias-free kernel
             raise ValueError("the 'sparse' path computes bias-free networks only")
         hidden, logits = CsrChain(layers), self.kernels[-1]
-        # the logit layer is narrow and dense after compaction: one BLAS call on the untiled batch
+        # the logit layer is a few units wide: one dense BLAS call on the untiled batch, no CSR walk
         return lambda x: from_tiles(hidden(to_tiles(x), relu_last=True), len(x)) @ logits
 
     def _build_csr(self):
