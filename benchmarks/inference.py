@@ -5,10 +5,12 @@ For each method and k, in one process so the ratios are fair:
   * ``dense-numpy``: the same as a numpy/BLAS chain;
   * ``compact-tf``: dead units removed, in a compiled tf.function (the previous fast path);
   * ``blas``, ``sparse``, ``csr``: the paths of :class:`prunelib.inference.predictor.Predictor` (dead units
-    removed; dense numpy chain / fused numba CSR per tile of 16 / scipy CSR);
+    removed; dense numpy chain / fused numba CSR per tile of 64, ``prunelib.inference.kernels`` /
+    scipy CSR);
   * ``auto``: ``Predictor.predict``, which times its paths on the first batch of each size and
     keeps the fastest (``chosen`` says which);
-  * ``sparse-mlp``: ``prunelib.inference.sparse.SparseMLP``, the on-disk sparse format's own predict.
+  * ``sparse-mlp``: ``prunelib.inference.sparse.SparseMLP``, the on-disk sparse format's own predict
+    (the same kernel, on the uncompacted layers, dense ones by BLAS).
 Throughput: all 10,000 test images; latency: batch 1. Median of repeated runs. Speedups are
 against the fastest dense path at k = 0 for that batch size, within the same run. The whole
 measurement runs ``--runs`` times in a row (default 2) so the noise is visible (column ``run``).

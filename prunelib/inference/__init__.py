@@ -1,2 +1,2 @@
-"""Fast CPU inference of pruned networks: the predictor that picks a dense or sparse path, and
-the sparse kernels it runs. No deep-learning framework."""
+"""Fast CPU inference of pruned networks: the predictor that picks a dense or sparse path, the
+sparse on-disk format, and the one sparse kernel both run. No deep-learning framework."""

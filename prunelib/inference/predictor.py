@@ -7,9 +7,9 @@ pruning cut off), and keeps three ways to compute the same logits:
 * ``blas``: a numpy chain of dense matmuls over the compacted kernels. Unit pruning's compact
   network is small and dense, so this is its fast path at every batch size (no framework call
   overhead at batch 1).
-* ``sparse``: the hidden layers as CSR in one compiled (numba) pass per tile of 16 samples: the
-  tile is transposed once into a feature-major block that stays in L1/L2 through every layer, and
-  each stored weight multiplies a 16-wide run of samples. Weight pruning's fast path for large
+* ``sparse``: the hidden layers as CSR in one fused, compiled pass per tile of samples
+  (:class:`prunelib.inference.kernels.CsrChain`, the kernel :class:`~prunelib.inference.sparse.SparseMLP`
+  runs too), then the logit layer as one dense matmul. Weight pruning's candidate for large
   batches.
 * ``csr``: the same CSR layers through ``scipy.sparse``, one matrix-vector product per layer;
   the cheapest call for a single image.
@@ -23,8 +23,8 @@ One input policy on every path (:func:`prunelib.core.pruning.validate_inputs`): 
 (one sample is ``x[None]``; a 1-D array is refused), real, and finite. NaN or inf inputs are a
 ``ValueError``, never a path-dependent answer: the sparse paths skip pruned weights, so they
 would give finite logits where the dense path gives NaN. An empty batch gives ``(0, classes)``.
-Networks with biases run on ``blas`` and ``csr``; the fused ``sparse`` kernel is bias-free and
-is refused for them. The activation is ReLU between layers and linear logits, nothing else.
+Networks with biases run on ``blas`` and ``csr``; the ``sparse`` kernel is bias-free and is
+refused for them. The activation is ReLU between layers and linear logits, nothing else.
 """
 
 from __future__ import annotations
@@ -32,66 +32,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-import numba
 import numpy as np
-import scipy.sparse as sp
 
 from prunelib.core import forward
 from prunelib.core.compact import compact_kernels
 from prunelib.core.pruning import validate_biases, validate_inputs, validate_kernels
-
-TILE = 16
-"""Samples per tile of the ``sparse`` path: a 1000-feature tile is 64 KB, so a layer's input and
-output blocks stay in L1/L2 while every stored weight reuses a whole cache line of samples."""
+from prunelib.inference.kernels import CsrChain, csr_t, from_tiles, to_tiles
 
 BUCKETS = (1, 32, 1024)
 """Upper ends of the batch-size buckets a path is chosen for (larger batches form the last one)."""
-
-
-# No bounds checks: every index is proven in range before the call. The CSR layers come from scipy
-# on the compacted kernels (which chain: validate_kernels), and the input width is checked
-# (validate_inputs) before any path runs.
-@numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _sparse_chain(x, indptrs, indices, values, widths, logits):  # pragma: no cover - compiled
-    """ReLU MLP with CSR hidden layers (rows = units) and a dense logit kernel, per tile of TILE."""
-    n, features = x.shape
-    n_tiles = (n + TILE - 1) // TILE
-    classes = logits.shape[1]
-    widest = features
-    for w in widths:
-        widest = max(widest, w)
-    out = np.empty((n, classes), dtype=np.float32)
-    for t in numba.prange(n_tiles):
-        a = np.zeros((widest, TILE), dtype=np.float32)
-        b = np.empty((widest, TILE), dtype=np.float32)
-        acc = np.empty(TILE, dtype=np.float32)
-        lo = t * TILE
-        hi = min(n, lo + TILE)
-        for s in range(lo, hi):  # one transposed copy of the tile: features x samples
-            for c in range(features):
-                a[c, s - lo] = x[s, c]
-        width = features
-        for layer in range(len(indptrs)):
-            indptr, index, value = indptrs[layer], indices[layer], values[layer]
-            for r in range(widths[layer]):
-                for j in range(TILE):
-                    acc[j] = 0.0
-                for p in range(indptr[r], indptr[r + 1]):
-                    v = value[p]
-                    c = index[p]
-                    for j in range(TILE):
-                        acc[j] += v * a[c, j]
-                for j in range(TILE):
-                    b[r, j] = acc[j] if acc[j] > 0.0 else 0.0
-            a, b = b, a
-            width = widths[layer]
-        for s in range(lo, hi):
-            for o in range(classes):
-                total = np.float32(0.0)
-                for c in range(width):
-                    total += a[c, s - lo] * logits[c, o]
-                out[s, o] = total
-    return out
 
 
 def blas_forward(
@@ -238,12 +187,7 @@ class Predictor:
         return blas_forward(self.kernels, self.biases)
 
     def _csr_layers(self):
-        layers = []
-        for w in self.kernels[:-1]:
-            m = sp.csr_matrix(np.ascontiguousarray(w.T))  # rows = units
-            m.sort_indices()
-            layers.append(m)
-        return layers
+        return [csr_t(w) for w in self.kernels[:-1]]
 
     def _build_sparse(self):
         layers = self._csr_layers()
@@ -251,12 +195,9 @@ class Predictor:
             return self._build_blas()
         if self.biases is not None:  # refused in __init__; kept as a guard for the bias-free kernel
             raise ValueError("the 'sparse' path computes bias-free networks only")
-        indptrs = numba.typed.List([m.indptr.astype(np.int64) for m in layers])
-        indices = numba.typed.List([m.indices.astype(np.int64) for m in layers])
-        values = numba.typed.List([m.data.astype(np.float32) for m in layers])
-        widths = np.array([m.shape[0] for m in layers], dtype=np.int64)
-        logits = self.kernels[-1]
-        return lambda x: _sparse_chain(x, indptrs, indices, values, widths, logits)
+        hidden, logits = CsrChain(layers), self.kernels[-1]
+        # the logit layer is a few units wide: one dense BLAS call on the untiled batch, no CSR walk
+        return lambda x: from_tiles(hidden(to_tiles(x), relu_last=True), len(x)) @ logits
 
     def _build_csr(self):
         layers = [*self._csr_layers(), np.ascontiguousarray(self.kernels[-1].T)]

@@ -1,27 +1,30 @@
-"""Sparse inference for weight-pruned MLPs: CSR kernels and a cache-tiled numba SpMM.
+"""Sparse inference for weight-pruned MLPs: CSR kernels by density, and their file format.
 
-Activations are kept in tiles of TILE samples, feature-major inside a tile ``(tiles, features,
-TILE)``, so one stored weight multiplies a contiguous run of samples: the inner loop is a SIMD
-multiply-add over a tile that stays in L2 while every row of the layer reuses it, and the tiles
-are spread over the cores. Each layer is run sparse or dense (BLAS) by its density,
-with the cut-off set from ``benchmarks/inference.py``.
+Each layer is stored sparse (CSR) or dense by its density, with the cut-off set from
+``benchmarks/inference.py``. :meth:`SparseMLP.predict` keeps the activations tiled (``(tiles,
+features, TILE)``, :mod:`prunelib.inference.kernels`) from the first layer to the last: each run
+of consecutive sparse layers is one fused pass of :class:`~prunelib.inference.kernels.CsrChain`
+(the kernel of the predictor's ``sparse`` path too), each dense layer a batched BLAS matmul.
+:meth:`SparseMLP.save` and :meth:`SparseMLP.load` write and read a compressed ``.npz``, every array
+checked before it is used.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from prunelib.core.pruning import validate_inputs, validate_kernels
+from prunelib.inference.kernels import CsrChain, csr_t, from_tiles, to_tiles
 
 DENSE_ABOVE = 0.30
 """Layers whose fraction of nonzeros exceeds this run as dense BLAS matmuls.
@@ -29,53 +32,9 @@ DENSE_ABOVE = 0.30
 A conservative cut: in ``benchmarks/inference.py`` the all-sparse network was already no faster
 than dense at 20 % density (weight k = 80) and faster at 10 % (k = 90)."""
 
-TILE = 64
-"""Samples per tile: a 1000-feature tile is 256 KB, so input and output tiles sit in L2 together."""
-
 MAX_LOAD_ENTRIES = 2**28
 """Largest kernel (inputs x units) :meth:`SparseMLP.load` accepts: 1 GiB of float32 once dense.
 A file claiming more is refused before anything is allocated."""
-
-
-# No bounds checks: every index is proven in range before the call. CSR arrays come from scipy on
-# our own dense arrays or from SparseMLP.load's checks, kernels chain (inference_kernels), and
-# predict checks the input width (validate_inputs).
-@numba.njit(parallel=True, fastmath=True, boundscheck=False, cache=True)
-def _spmm_tiles(indptr, indices, data, a, relu):  # pragma: no cover - compiled
-    """``out[t] = W_T @ a[t]`` per tile, W_T in CSR (units x inputs), ``a`` of shape (tiles, inputs, TILE)."""
-    n_rows = indptr.shape[0] - 1
-    n_tiles = a.shape[0]
-    out = np.empty((n_tiles, n_rows, TILE), dtype=np.float32)
-    for t in numba.prange(n_tiles):
-        # one sequential read of the tile lets the prefetcher stream it in; the CSR walk below
-        # then hits rows in random order, which straight from memory costs a miss per row
-        src = a[t].copy()
-        acc = np.empty(TILE, dtype=np.float32)
-        for r in range(n_rows):
-            for j in range(TILE):
-                acc[j] = 0.0
-            for p in range(indptr[r], indptr[r + 1]):
-                v = data[p]
-                c = indices[p]
-                for j in range(TILE):
-                    acc[j] += v * src[c, j]
-            for j in range(TILE):
-                out[t, r, j] = max(acc[j], 0.0) if relu else acc[j]
-    return out
-
-
-def to_tiles(x: np.ndarray) -> np.ndarray:
-    """(n, features) -> (tiles, features, TILE), zero-padding the last tile."""
-    n, f = x.shape
-    n_tiles = -(-n // TILE)
-    padded = np.zeros((n_tiles * TILE, f), dtype=np.float32)
-    padded[:n] = x
-    return np.ascontiguousarray(padded.reshape(n_tiles, TILE, f).transpose(0, 2, 1))
-
-
-def from_tiles(a: np.ndarray, n: int) -> np.ndarray:
-    """(tiles, features, TILE) -> (n, features)."""
-    return np.ascontiguousarray(a.transpose(0, 2, 1).reshape(-1, a.shape[1])[:n])
 
 
 @dataclass(frozen=True)
@@ -92,14 +51,6 @@ class SparseLayer:
     @property
     def nnz(self) -> int:
         return int(self.weight_t.nnz if self.is_sparse else np.count_nonzero(self.weight_t))
-
-    def __call__(self, a: np.ndarray, relu: bool) -> np.ndarray:
-        """Apply the layer to tiled activations (tiles, inputs, TILE)."""
-        if self.is_sparse:
-            w = self.weight_t
-            return _spmm_tiles(w.indptr, w.indices, w.data, a, relu)
-        out = np.matmul(self.weight_t, a)  # batched BLAS over tiles
-        return np.maximum(out, 0, out=out) if relu else out
 
 
 def inference_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -149,14 +100,10 @@ class SparseMLP:
         kernels = inference_kernels(kernels)
         self.layers = []
         for w in kernels:
-            w_t = np.ascontiguousarray(w.T)
-            density = np.count_nonzero(w_t) / w_t.size
-            stored = w_t if density > dense_above else sp.csr_matrix(w_t)
-            if sp.issparse(stored):
-                stored.sort_indices()
-                stored.indices = stored.indices.astype(np.int64)
-                stored.indptr = stored.indptr.astype(np.int64)
+            density = np.count_nonzero(w) / w.size
+            stored = np.ascontiguousarray(w.T) if density > dense_above else csr_t(w)
             self.layers.append(SparseLayer(stored, tuple(w.shape)))
+        self._steps = _steps(self.layers)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits (n, classes) for images (n, ...).
@@ -169,8 +116,8 @@ class SparseMLP:
         if len(x) == 0:
             return np.zeros((0, self.layers[-1].shape[1]), dtype=np.float32)
         a = to_tiles(x)
-        for i, layer in enumerate(self.layers):
-            a = layer(a, relu=i < len(self.layers) - 1)
+        for i, step in enumerate(self._steps):
+            a = step(a, i < len(self._steps) - 1)
         return from_tiles(a, len(x))
 
     def kernels(self) -> list[np.ndarray]:
@@ -235,6 +182,26 @@ class SparseMLP:
                     f"{kernels[i].shape[0]} inputs, layer {i - 1} has {kernels[i - 1].shape[1]}"
                 )
         return cls(kernels, dense_above)
+
+
+def _steps(layers: Sequence[SparseLayer]) -> list[Callable[[np.ndarray, bool], np.ndarray]]:
+    """``(tiles, relu) -> tiles`` per run of consecutive sparse layers (one fused pass) or dense layer."""
+    steps, run = [], []
+    for layer in [*layers, None]:  # None closes the last run
+        if layer is not None and layer.is_sparse:
+            run.append(layer.weight_t)
+            continue
+        if run:
+            steps.append(CsrChain(run))
+            run = []
+        if layer is not None:
+            steps.append(functools.partial(_dense_step, layer.weight_t))
+    return steps
+
+
+def _dense_step(weight_t: np.ndarray, a: np.ndarray, relu: bool) -> np.ndarray:
+    out = np.matmul(weight_t, a)  # batched BLAS over tiles
+    return np.maximum(out, 0, out=out) if relu else out
 
 
 def _checked_layer(f, i: int) -> np.ndarray:
