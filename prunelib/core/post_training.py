@@ -43,7 +43,7 @@ from prunelib.core.pruning import (
     validate_k,
     validate_kernels,
 )
-from prunelib.core.reconstruct import check_calibration, fit_layer
+from prunelib.core.reconstruct import check_calibration, fit_layer, logit_matching_targets
 
 SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
 UPDATES = ("none", "lstsq")
@@ -481,7 +481,7 @@ def _unit_layer(spec, w, b, x, pre_dense, count, damping, nxt, last):
     mask = np.broadcast_to(keep, w.shape).copy()
     target = pre_dense
     if last and keep.any() and not keep.all():
-        wanted = _logit_targets(forward.relu(pre_dense), keep, nxt)
+        wanted = logit_matching_targets(forward.relu(pre_dense), keep, nxt, nxt.dtype)
         # where the wanted activation is not positive, any pre-activation at or below zero will do
         target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
     if spec.update == "none":
@@ -493,14 +493,3 @@ def _unit_layer(spec, w, b, x, pre_dense, count, damping, nxt, last):
     if b is None:
         return fitted, mask, None
     return fitted[:-1], mask, np.where(keep, fitted[-1], 0.0)
-
-
-def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray) -> np.ndarray:
-    """Activations of the last hidden layer that reproduce the dense logits through the fixed logit
-    kernel with the kept units only: the dense activations plus the minimum-norm change (the idea of
-    :mod:`prunelib.core.reconstruct`'s logit targets)."""
-    residual = h_dense[:, ~keep] @ logits_kernel[~keep]
-    target = h_dense.copy()
-    target[:, keep] += residual @ np.linalg.pinv(logits_kernel[keep])
-    target[:, ~keep] = 0.0
-    return target

@@ -251,11 +251,27 @@ def _cg_columns(
     return cols
 
 
-def _logit_targets(
+def logit_matching_targets(
     h_dense: np.ndarray, keep: np.ndarray, logits_kernel: np.ndarray, dtype: type = np.float32
 ) -> np.ndarray:
     """Activations of the last hidden layer that reproduce the dense logits through the fixed
-    logit kernel using only the kept units: the dense activations plus the minimum-norm change."""
+    logit kernel using only the kept units: the dense activations plus the minimum-norm change.
+
+    Args:
+        h_dense: (n, units) the dense network's last hidden activations.
+        keep: (units,) boolean, the units that stay.
+        logits_kernel: (units, classes) the logit kernel, never changed.
+        dtype: the float type the logit kernel is computed in.
+
+    Returns:
+        (n, units) targets, zero for removed units.
+
+    Example:
+        >>> import numpy as np
+        >>> h, w = np.array([[1.0, 2.0]]), np.array([[1.0], [1.0]])
+        >>> logit_matching_targets(h, np.array([True, False]), w, np.float64)
+        array([[3., 0.]])
+    """
     w = logits_kernel.astype(dtype)
     residual = h_dense[:, ~keep] @ w[~keep]  # what the removed units contributed to the logits
     delta = residual @ np.linalg.pinv(w[keep])
@@ -509,7 +525,7 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
         if logit_targets and last and act is None:
             keep = m.any(axis=0)
             if keep.any() and not keep.all():
-                wanted = _logit_targets(forward.relu(pre_dense), keep, logits, dtype)
+                wanted = logit_matching_targets(forward.relu(pre_dense), keep, logits, dtype)
                 # Where the wanted activation is positive, hit it; where it is not, any
                 # pre-activation at or below zero will do, so keep the dense one if it is lower.
                 target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
