@@ -481,12 +481,12 @@ def test_exact_reaches_the_solver_from_every_entry_point(monkeypatch, entry, exa
 
 
 def _whitened_then_mixed(d=8, units=6, reps=10, seed=0):
-    """Inputs whose first d/2 features are orthogonal (an identity repeated: the Gram block is
-    diagonal) and whose other features are random mixtures."""
+    """Inputs whose first d/2 features are orthogonal (a scaled identity repeated: the Gram block
+    is diagonal, its entries unequal) and whose other features are random mixtures."""
     rng = np.random.default_rng(seed)
     half = d // 2
     x = np.zeros((half * reps, d))
-    x[:, :half] = np.eye(half).repeat(reps, axis=0)
+    x[:, :half] = np.eye(half).repeat(reps, axis=0) * np.arange(1, half + 1)  # a diagonal Gram of unequal scales
     x[:, half:] = rng.random((half * reps, d - half))
     return x, rng.normal(size=(half * reps, units)), rng.normal(size=(d, units))
 
@@ -575,6 +575,7 @@ def test_a_network_without_hidden_layers_needs_one_sample_and_comes_back_as_it_w
 def test_error_messages_name_the_bad_value(change, message):
     ws = kernels()
     masks = pruning.weight_masks(ws, 50)
+    change = dict(change)  # the parameter is shared between runs
     masks[-1].ravel()[: change.pop("logit_pruned", 0)] = False
     x = change.pop("x", calib())
     with pytest.raises(ValueError, match=message):
@@ -617,3 +618,55 @@ def test_calibration_set_takes_any_size_from_one_to_all_and_defaults_to_4096_wit
         assert chosen.shape == (n, 1) and len(np.unique(chosen)) == n
     np.testing.assert_array_equal(calibration_set(images), calibration_set(images, 4096, seed=0))
     assert len(calibration_set(images)) == 4096
+
+
+@pytest.mark.parametrize("sizes, n", [((4, 6, 3, 2), 5), ((4, 3, 8, 2), 3)])
+def test_the_largest_fan_in_of_any_hidden_layer_sets_the_fewest_samples(sizes, n):
+    """The largest hidden fan-in may be a later layer's; the logit layer's is not counted."""
+    ws = kernels(sizes=sizes)
+    masks = pruning.weight_masks(ws, 50)
+    need = max(sizes[:-2])
+    with pytest.raises(ValueError, match=f"^{n} calibration samples are too few: a hidden layer has {need} inputs,"):
+        reconstruct(ws, masks, calib(n=n, d=sizes[0]))
+    reconstruct(ws, masks, calib(n=need, d=sizes[0]))
+
+
+def test_check_calibration_flattens_samples_and_names_what_is_wrong():
+    from prunelib.core.reconstruct import check_calibration
+
+    ws = [np.ones((6, 2)), np.ones((2, 1))]
+    x = np.arange(7 * 6, dtype=np.float32).reshape(7, 2, 3)
+    np.testing.assert_array_equal(check_calibration(x, ws, [6]), x.reshape(7, 6))
+    with pytest.raises(ValueError, match="^4 calibration samples are too few: a hidden layer has 6 inputs, so pass"):
+        check_calibration(x[:4], ws, [6])
+    with pytest.raises(ValueError, match=r"^calibration inputs must be a numeric array \(n, ...\), got shape \(7,\)$"):
+        check_calibration(np.zeros(7), ws, [6])
+
+
+def test_batches_of_stacked_systems_stay_within_the_memory_budget(monkeypatch):
+    """Every batch of s x s systems holds at most _CHUNK_BYTES of float64 matrices; however the
+    columns are batched, each is its own exact ridge solution."""
+    from itertools import combinations
+
+    from prunelib.core import reconstruct as module
+    from prunelib.core.reconstruct import fit_layer
+
+    d, budget = 8, 8 * 3**2 * 5  # five 3 x 3 systems
+    rng = np.random.default_rng(0)
+    supports = [set(c) for c in combinations(range(d), 3)]  # 56 columns keep 3 rows, 56 prune 3
+    mask = np.array([[i in s for s in supports] + [i not in s for s in supports] for i in range(d)])
+    x, w = rng.random((30, d)), rng.normal(size=mask.shape)
+    target = x @ rng.normal(size=mask.shape)
+    calls = _routing(monkeypatch)
+    monkeypatch.setattr(module, "_CHUNK_BYTES", budget)
+    out = fit_layer(x, target, w, mask, damping=1e-3, exact=True)
+    assert len(calls["sizes"]) >= 2 * 56 // 5
+    batched = module._batched_solve
+
+    def check(matrix, sets, counts, rhs):
+        assert 8 * sets.shape[0] * sets.shape[1] ** 2 <= budget
+        return batched(matrix, sets, counts, rhs)
+
+    monkeypatch.setattr(module, "_batched_solve", check)
+    np.testing.assert_array_equal(fit_layer(x, target, w, mask, damping=1e-3, exact=True), out)
+    np.testing.assert_allclose(out, _lstsq_columns(x, target, w, mask, 1e-3), rtol=1e-4, atol=1e-5)

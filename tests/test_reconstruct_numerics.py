@@ -175,7 +175,7 @@ def test_fitted_biases_match_an_independent_lstsq_with_a_constant_input(method, 
 def test_logit_targets_match_an_independent_minimum_norm_rendering(fit_biases):
     """Unit pruning of a small last hidden layer: samples where every removed unit is inactive give
     the kept units exactly their dense activations, where a negative pre-activation stays the target."""
-    ws, bs, x = _net(3, sizes=(6, 5, 4, 3))
+    ws, bs, x = _net(4, sizes=(6, 5, 4, 3))
     ws, bs, x = [w.astype(np.float64) for w in ws], [b.astype(np.float64) for b in bs], x.astype(np.float64)
     masks = unit_masks(ws, 50)
     if fit_biases:
@@ -357,3 +357,16 @@ def test_a_kept_weight_whose_fit_underflows_keeps_its_dense_value():
     tiny = masks[0] & (np.abs(ws[0]) < 1e-40)
     assert tiny.any()
     np.testing.assert_array_equal(out[0][tiny], ws[0][tiny])
+
+
+def test_fit_layer_with_an_infinite_weight_raises_without_warnings():
+    from prunelib.core.reconstruct import fit_layer
+
+    rng = np.random.default_rng(0)
+    x, w = rng.random((20, 4)), rng.standard_normal((4, 2))
+    mask = np.ones((4, 2), bool)
+    w[0, 0], mask[0, 0] = np.inf, False  # even a pruned one: inf * 0 is not a number
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="not finite even in float64"):
+            fit_layer(x, x @ np.ones((4, 2)), w, mask)
