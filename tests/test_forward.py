@@ -88,3 +88,75 @@ def test_evaluation_names_bad_labels(labels, match):
     kernels, _ = _net()
     with pytest.raises(ValueError, match=match):
         evaluate_kernels(kernels, np.zeros((30, 12), np.float32), labels)
+
+
+def test_relu_writes_into_out_when_given():
+    x = np.array([[-1.5, 0.0, 2.0]], np.float32)
+    buf = np.full_like(x, 7.0)
+    result = forward.relu(x, out=buf)
+    assert result is buf
+    np.testing.assert_array_equal(buf, [[0.0, 0.0, 2.0]])
+    np.testing.assert_array_equal(x, [[-1.5, 0.0, 2.0]])  # the input stays as it was
+
+
+def _reference_acts(kernels, x, biases, acts):
+    h = x.reshape(len(x), kernels[0].shape[0]).astype(np.float64)
+    for i, (w, b, f) in enumerate(zip(kernels, biases, acts)):
+        h = h @ w.astype(np.float64) + b
+        h = (np.maximum(h, 0) if i < len(kernels) - 1 else h) if f is None else f(h)
+    return h
+
+
+@pytest.mark.parametrize(
+    "acts",
+    [[np.tanh, np.tanh, None], [None, np.sin, np.tanh], [np.tanh, None, np.exp]],
+    ids=["hidden", "mixed", "output"],
+)
+def test_given_activations_replace_the_default_per_layer(acts):
+    kernels, biases = _net(bias=True)
+    x = np.random.default_rng(5).random((20, 12), dtype=np.float32)
+    expected = _reference_acts(kernels, x, biases, acts)
+    layers = list(forward.activations(kernels, x, biases, acts=acts))
+    assert [h.dtype for h in layers] == [np.float32] * 3
+    np.testing.assert_allclose(layers[-1], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(forward.logits(kernels, x, biases, chunk=7, acts=acts), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_apply_keeps_the_dtype_and_refuses_non_elementwise_activations():
+    z = np.array([[1.0, -2.0]], np.float32)
+    out = forward.apply(lambda a: a.astype(np.float64) * 2, z)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [[2.0, -4.0]])
+    with pytest.raises(
+        ValueError, match=r"turned shape \(1, 2\) into \(1,\); only elementwise activations are supported$"
+    ):
+        forward.apply(lambda a: a.sum(axis=1), z)
+
+
+@pytest.mark.parametrize("n_acts", [2, 4])
+def test_activation_count_must_match(n_acts):
+    kernels, _ = _net()
+    x = np.zeros((1, 12), np.float32)
+    with pytest.raises(ValueError, match=f"3 kernels but {n_acts} activations; give one per kernel"):
+        forward.logits(kernels, x, acts=[None] * n_acts)
+    with pytest.raises(ValueError, match=f"3 kernels but {n_acts} activations; give one per kernel"):
+        list(forward.activations(kernels, x, acts=[None] * n_acts))
+
+
+@pytest.mark.parametrize(
+    "x_dtype, kernel_dtypes, expected",
+    [
+        (np.float64, (np.float32, np.float32, np.float32), np.float64),
+        (np.float32, (np.float64, np.float64, np.float64), np.float64),
+        (np.float32, (np.float32, np.float32, np.float64), np.float64),
+    ],
+)
+def test_logits_keep_the_precision_of_the_computation(x_dtype, kernel_dtypes, expected):
+    """Float64 inputs or a float64 logit kernel give float64 logits: the last layer's own values."""
+    kernels, _ = _net()
+    kernels = [w.astype(t) for w, t in zip(kernels, kernel_dtypes)]
+    x = np.random.default_rng(6).random((9, 12)).astype(x_dtype)
+    out = forward.logits(kernels, x)
+    *_, last = forward.activations(kernels, x)
+    assert out.dtype == last.dtype == expected
+    np.testing.assert_array_equal(out, last)

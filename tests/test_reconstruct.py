@@ -389,3 +389,284 @@ def test_conjugate_gradients_converge_within_the_support_size(monkeypatch):
     solved = _force_conjugate_gradients(monkeypatch, iterations=max(w.shape[0] for w in ws))
     reconstruct(ws, masks, x)
     assert sum(given for given, _ in solved) > 0 and all(left == 0 for _, left in solved)
+
+
+def _routing(monkeypatch):
+    """Spies on the per-column solvers: the calls record which columns conjugate gradients get (and
+    leave unconverged), which the exact solver gets, and the size of every batched system."""
+    from prunelib.core import reconstruct as module
+
+    calls = {"cg": [], "exact": [], "sizes": []}
+    cg, exact, batched = module._cg_columns, module._exact_columns, module._batched_solve
+
+    def cg_spy(hessian, rhs, start, mask, cols, out):
+        left = cg(hessian, rhs, start, mask, cols, out)
+        calls["cg"].append((set(cols.tolist()), set(left.tolist())))
+        return left
+
+    def exact_spy(hessian, rhs, mask, cols, out):
+        calls["exact"].append(set(cols.tolist()))
+        return exact(hessian, rhs, mask, cols, out)
+
+    def batched_spy(matrix, sets, counts, rhs):
+        calls["sizes"].append(sets.shape[1])
+        return batched(matrix, sets, counts, rhs)
+
+    monkeypatch.setattr(module, "_cg_columns", cg_spy)
+    monkeypatch.setattr(module, "_exact_columns", exact_spy)
+    monkeypatch.setattr(module, "_batched_solve", batched_spy)
+    return calls
+
+
+def _staircase(d=8, seed=0):
+    """A layer whose column j keeps its first j + 1 inputs (every support different): the smaller
+    side min(kept, pruned) runs 1, 2, .., d/2, .., 1, 0."""
+    rng = np.random.default_rng(seed)
+    mask = np.arange(d)[:, None] <= np.arange(d)[None, :]
+    x = rng.random((60, d))
+    return x, x @ rng.normal(size=(d, d)), rng.normal(size=(d, d)), mask
+
+
+def _lstsq_columns(x, target, w, mask, damping):
+    lam = damping * np.mean(np.sum(x**2, axis=0))
+    out = np.zeros(mask.shape)
+    for j in range(mask.shape[1]):
+        s = mask[:, j]
+        a = np.vstack([x[:, s], np.sqrt(lam) * np.eye(s.sum())])
+        out[s, j] = np.linalg.lstsq(a, np.concatenate([target[:, j], np.sqrt(lam) * w[s, j]]), rcond=None)[0]
+    return out
+
+
+@pytest.mark.parametrize("exact", [False, True, None])
+@pytest.mark.parametrize("threshold", [2, 3])
+def test_columns_reach_the_solver_their_smaller_side_calls_for(monkeypatch, exact, threshold):
+    """Columns whose smaller side exceeds the exact-solve size go to conjugate gradients, the rest
+    (and, with exact=True, all) to factorizations of min(kept, pruned) rows, never larger."""
+    from prunelib.core import reconstruct as module
+    from prunelib.core.reconstruct import fit_layer
+
+    monkeypatch.setattr(module, "_EXACT_SIZE", threshold)
+    calls = _routing(monkeypatch)
+    x, target, w, mask = _staircase()
+    kwargs = {} if exact is None else {"exact": exact}
+    out = fit_layer(x, target, w, mask, damping=1e-3, **kwargs)
+    kept = mask.sum(axis=0)
+    smaller = np.minimum(kept, len(mask) - kept)
+    large = set() if exact else set(np.flatnonzero(smaller > threshold).tolist())
+    assert [given for given, _ in calls["cg"]] == ([large] if large else [])
+    left = set().union(*(left for _, left in calls["cg"]))
+    assert calls["exact"] == [(set(range(mask.shape[1])) - large) | left]
+    assert max(calls["sizes"]) == max(smaller[sorted(calls["exact"][0])])
+    expected = _lstsq_columns(x, target, w, mask, 1e-3)
+    solved_exactly = sorted(calls["exact"][0])
+    np.testing.assert_allclose(out[:, solved_exactly], expected[:, solved_exactly], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out, expected, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("entry", ["reconstruct", "reconstruct_with_biases"])
+@pytest.mark.parametrize("exact", [False, True, None])
+def test_exact_reaches_the_solver_from_every_entry_point(monkeypatch, entry, exact):
+    from prunelib.core import reconstruct as module
+
+    monkeypatch.setattr(module, "_EXACT_SIZE", 0)
+    calls = _routing(monkeypatch)
+    x, _, w, mask = _staircase()
+    ws, masks = [w, np.ones((8, 2))], [mask, np.ones((8, 2), bool)]
+    kwargs = {} if exact is None else {"exact": exact}
+    if entry == "reconstruct":
+        module.reconstruct(ws, masks, x, **kwargs)
+    else:
+        module.reconstruct_with_biases(ws, [np.zeros(8), None], masks, x, **kwargs)
+    assert bool(calls["cg"]) == (not exact)
+
+
+def _whitened_then_mixed(d=8, units=6, reps=10, seed=0):
+    """Inputs whose first d/2 features are orthogonal (a scaled identity repeated: the Gram block
+    is diagonal, its entries unequal) and whose other features are random mixtures."""
+    rng = np.random.default_rng(seed)
+    half = d // 2
+    x = np.zeros((half * reps, d))
+    x[:, :half] = np.eye(half).repeat(reps, axis=0) * np.arange(1, half + 1)  # a diagonal Gram of unequal scales
+    x[:, half:] = rng.random((half * reps, d - half))
+    return x, rng.normal(size=(half * reps, units)), rng.normal(size=(d, units))
+
+
+@pytest.mark.parametrize("cap", [0, 1, 2])
+def test_conjugate_gradients_stop_at_the_iteration_cap(monkeypatch, cap):
+    """Jacobi-preconditioned CG solves a column whose kept inputs are orthogonal in one step, one
+    with correlated inputs not: a cap of 0 leaves every column to the exact solver, a cap of 1 only
+    the correlated ones, and the answer is the exact one regardless."""
+    from prunelib.core import reconstruct as module
+    from prunelib.core.reconstruct import fit_layer
+
+    monkeypatch.setattr(module, "_EXACT_SIZE", 0)
+    monkeypatch.setattr(module, "_CG_MAX_ITERATIONS", cap)
+    calls = _routing(monkeypatch)
+    x, target, w = _whitened_then_mixed()
+    mask = np.zeros((8, 6), bool)
+    for j in range(3):  # orthogonal supports: 2, 3 and 4 of the first four inputs
+        mask[: j + 2, j] = True
+    for j in range(3, 6):  # supports mixing all the correlated inputs in
+        mask[: j - 2, j] = mask[4:, j] = True
+    out = fit_layer(x, target, w, mask, damping=1e-3)
+    ((given, left),) = calls["cg"]
+    assert given == set(range(6))
+    assert left == ({0, 1, 2, 3, 4, 5} if cap == 0 else {3, 4, 5} if cap == 1 else left & {3, 4, 5})
+    np.testing.assert_allclose(out, _lstsq_columns(x, target, w, mask, 1e-3), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "n, fit_biases, message",
+    [
+        (11, False, "^11 calibration samples are too few: a hidden layer has 12 inputs, so pass at least 12 samples$"),
+        (
+            12,
+            True,
+            r"^12 calibration samples are too few: a hidden layer has 13 inputs \(its bias counted as one\), "
+            "so pass at least 13 samples$",
+        ),
+    ],
+)
+def test_the_fewest_samples_are_the_largest_fan_in(n, fit_biases, message):
+    from prunelib.core.reconstruct import reconstruct_with_biases
+
+    ws = kernels()
+    masks = pruning.weight_masks(ws, 50)
+
+    def run(x):
+        if fit_biases:
+            return reconstruct_with_biases(ws, [np.zeros(w.shape[1]) for w in ws], masks, x)[0]
+        return reconstruct(ws, masks, x)
+
+    with pytest.raises(ValueError, match=message):
+        run(calib(n=n))
+    assert all(np.all(o[~m] == 0) for o, m in zip(run(calib(n=n + 1)), masks))
+
+
+def test_a_network_without_hidden_layers_needs_one_sample_and_comes_back_as_it_was():
+    w = np.ones((3, 2), np.float32)
+    (out,) = reconstruct([w], [np.ones((3, 2), bool)], np.zeros((1, 3)))
+    assert out.tobytes() == w.tobytes() and out is not w
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(x=np.zeros((64, 11), np.float32)), "^calibration inputs have 11 features, the first kernel takes 12$"),
+        (dict(x=np.full((64, 12), np.inf, np.float32)), "^calibration inputs contain NaN or infinity$"),
+        (
+            dict(logit_pruned=2),
+            "^the logit mask prunes 2 weights, but the logit layer is never pruned or re-fitted; "
+            "pass an all-True mask for it$",
+        ),
+        (dict(acts=[None, None]), "^4 kernels but 2 activations; give one per kernel"),
+        (
+            dict(acts=["relu", None, None, None]),
+            r"^activations must be callables on numpy arrays \(or None for ReLU\)$",
+        ),
+        (
+            dict(x=calib().astype(np.float64) * 1e300),
+            r"^reconstruction is not finite even in float64: the calibration inputs or weights are too large "
+            r"\(scale the inputs, e.g. to \[0, 1\]\)$",
+        ),
+    ],
+    ids=["features", "infinity", "logit-mask", "activation-count", "activation-type", "not-finite"],
+)
+def test_error_messages_name_the_bad_value(change, message):
+    ws = kernels()
+    masks = pruning.weight_masks(ws, 50)
+    change = dict(change)  # the parameter is shared between runs
+    masks[-1].ravel()[: change.pop("logit_pruned", 0)] = False
+    x = change.pop("x", calib())
+    with pytest.raises(ValueError, match=message):
+        reconstruct(ws, masks, x, **change)
+
+
+def _reference_obs_masks(ws, k, x, damping):
+    """OBS saliency w_ij^2 / [H^-1]_ii, H = X^T X + lam I on the dense float32 forward pass, ranked in
+    float64: the count_to_prune smallest per layer masked out, ties by position."""
+    h, masks = x.astype(np.float32), []
+    for w in ws[:-1]:
+        gram = h.T.astype(np.float64) @ h.astype(np.float64)
+        hinv = np.linalg.inv(gram + damping * np.mean(np.diag(gram)) * np.eye(len(gram)))
+        scores = (w.astype(np.float64) ** 2 / np.diag(hinv)[:, None]).ravel()
+        mask = np.ones(w.size, bool)
+        mask[np.argsort(scores, kind="stable")[: pruning.count_to_prune(w.size, k)]] = False
+        masks.append(mask.reshape(w.shape))
+        h = np.maximum(h @ w.astype(np.float32), 0)
+    return masks + [np.ones(ws[-1].shape, bool)]
+
+
+@pytest.mark.parametrize("damping", [None, 0.01, 3.0])
+def test_obs_masks_rank_by_the_saliency_of_their_definition(damping):
+    from prunelib.core.reconstruct import obs_weight_masks
+
+    ws = kernels(seed=4)
+    x = np.random.default_rng(5).normal(size=(80, SIZES[0])).astype(np.float32) @ np.triu(np.ones((12, 12)))
+    masks = obs_weight_masks(ws, 60, x) if damping is None else obs_weight_masks(ws, 60, x, damping)
+    expected = _reference_obs_masks(ws, 60, x, 0.01 if damping is None else damping)
+    for m, e in zip(masks, expected):
+        assert m.dtype == bool
+        np.testing.assert_array_equal(m, e)
+    assert not np.array_equal(masks[0], pruning.weight_masks(ws, 60)[0])  # not plain magnitude
+
+
+def test_calibration_set_takes_any_size_from_one_to_all_and_defaults_to_4096_with_seed_0():
+    images = np.arange(5000, dtype=np.float32).reshape(5000, 1)
+    for n in (1, 5000):
+        chosen = calibration_set(images, n)
+        assert chosen.shape == (n, 1) and len(np.unique(chosen)) == n
+    np.testing.assert_array_equal(calibration_set(images), calibration_set(images, 4096, seed=0))
+    assert len(calibration_set(images)) == 4096
+
+
+@pytest.mark.parametrize("sizes, n", [((4, 6, 3, 2), 5), ((4, 3, 8, 2), 3)])
+def test_the_largest_fan_in_of_any_hidden_layer_sets_the_fewest_samples(sizes, n):
+    """The largest hidden fan-in may be a later layer's; the logit layer's is not counted."""
+    ws = kernels(sizes=sizes)
+    masks = pruning.weight_masks(ws, 50)
+    need = max(sizes[:-2])
+    with pytest.raises(ValueError, match=f"^{n} calibration samples are too few: a hidden layer has {need} inputs,"):
+        reconstruct(ws, masks, calib(n=n, d=sizes[0]))
+    reconstruct(ws, masks, calib(n=need, d=sizes[0]))
+
+
+def test_check_calibration_flattens_samples_and_names_what_is_wrong():
+    from prunelib.core.reconstruct import check_calibration
+
+    ws = [np.ones((6, 2)), np.ones((2, 1))]
+    x = np.arange(7 * 6, dtype=np.float32).reshape(7, 2, 3)
+    np.testing.assert_array_equal(check_calibration(x, ws, [6]), x.reshape(7, 6))
+    with pytest.raises(ValueError, match="^4 calibration samples are too few: a hidden layer has 6 inputs, so pass"):
+        check_calibration(x[:4], ws, [6])
+    with pytest.raises(ValueError, match=r"^calibration inputs must be a numeric array \(n, ...\), got shape \(7,\)$"):
+        check_calibration(np.zeros(7), ws, [6])
+
+
+def test_batches_of_stacked_systems_stay_within_the_memory_budget(monkeypatch):
+    """Every batch of s x s systems holds at most _CHUNK_BYTES of float64 matrices; however the
+    columns are batched, each is its own exact ridge solution."""
+    from itertools import combinations
+
+    from prunelib.core import reconstruct as module
+    from prunelib.core.reconstruct import fit_layer
+
+    d, budget = 8, 8 * 3**2 * 5  # five 3 x 3 systems
+    rng = np.random.default_rng(0)
+    supports = [set(c) for c in combinations(range(d), 3)]  # 56 columns keep 3 rows, 56 prune 3
+    mask = np.array([[i in s for s in supports] + [i not in s for s in supports] for i in range(d)])
+    x, w = rng.random((30, d)), rng.normal(size=mask.shape)
+    target = x @ rng.normal(size=mask.shape)
+    calls = _routing(monkeypatch)
+    monkeypatch.setattr(module, "_CHUNK_BYTES", budget)
+    out = fit_layer(x, target, w, mask, damping=1e-3, exact=True)
+    assert len(calls["sizes"]) >= 2 * 56 // 5
+    batched = module._batched_solve
+
+    def check(matrix, sets, counts, rhs):
+        assert 8 * sets.shape[0] * sets.shape[1] ** 2 <= budget
+        return batched(matrix, sets, counts, rhs)
+
+    monkeypatch.setattr(module, "_batched_solve", check)
+    np.testing.assert_array_equal(fit_layer(x, target, w, mask, damping=1e-3, exact=True), out)
+    np.testing.assert_allclose(out, _lstsq_columns(x, target, w, mask, 1e-3), rtol=1e-4, atol=1e-5)

@@ -84,3 +84,289 @@ def test_non_elementwise_activation_is_refused():
     ws, bs, x = _net()
     with pytest.raises(ValueError, match="elementwise"):
         reconstruct(ws, weight_masks(ws, 50), x, acts=[lambda z: z.sum(axis=1), None, None])
+
+
+def _ridge_columns(inputs, target, w0, mask, damping):
+    """Per column j on its kept rows S: min ||inputs_S w - target_j||^2 + lam ||w - w0_Sj||^2 by lstsq,
+    with lam = damping times the mean diagonal of inputs^T inputs."""
+    lam = damping * np.mean(np.sum(inputs**2, axis=0))
+    out = np.zeros(mask.shape)
+    for j in range(mask.shape[1]):
+        s = mask[:, j]
+        if s.any():
+            a = np.vstack([inputs[:, s], np.sqrt(lam) * np.eye(s.sum())])
+            rhs = np.concatenate([target[:, j], np.sqrt(lam) * w0[s, j]])
+            out[s, j] = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    return out
+
+
+def _reference(ws, bs, masks, x, damping=1e-3, acts=None, fit_biases=False, logit_targets=False, pruned_bs=None):
+    """The layer-wise fit rendered independently in float64: targets are the dense pre-activations
+    (minus a bias that is not fitted); a fitted bias is the weight of a constant-1 input; the last
+    hidden layer's targets with ``logit_targets`` are the dense activations plus the minimum-norm
+    change (lstsq) that gives the removed units' share of the logits to the kept units."""
+    ws = [np.asarray(w, np.float64) for w in ws]
+    bs = bs or [None] * len(ws)
+    pruned_bs = pruned_bs or bs
+    acts = acts or [None] * len(ws)
+    h_dense = h_pruned = x.reshape(len(x), -1).astype(np.float64)
+    out_w, out_b, changed = [], [], False
+    for i, (w, m) in enumerate(zip(ws[:-1], masks[:-1])):
+        act = acts[i] or (lambda z: np.maximum(z, 0))
+        b = np.zeros(w.shape[1]) if bs[i] is None else np.asarray(bs[i], np.float64)
+        pre_dense = h_dense @ w + b
+        if not changed and m.all():
+            out_w.append(w)
+            out_b.append(bs[i])
+            h_dense = h_pruned = act(pre_dense)
+            continue
+        fit_b = fit_biases and bs[i] is not None
+        target = pre_dense
+        keep = m.any(axis=0)
+        if logit_targets and i == len(ws) - 2 and acts[i] is None and keep.any() and not keep.all():
+            h, w_out = np.maximum(pre_dense, 0), ws[-1]
+            delta = np.linalg.lstsq(w_out[keep].T, (h[:, ~keep] @ w_out[~keep]).T, rcond=None)[0].T
+            wanted = np.where(keep, h, 0.0)
+            wanted[:, keep] += delta
+            target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
+        if fit_b:
+            fitted = _ridge_columns(
+                np.hstack([h_pruned, np.ones((len(x), 1))]),
+                target,
+                np.vstack([w * m, b]),
+                np.vstack([m, keep]),
+                damping,
+            )
+            new, b = fitted[:-1], np.where(keep, fitted[-1], np.asarray(pruned_bs[i], np.float64))
+        else:
+            new = _ridge_columns(h_pruned, target - b, w * m, m, damping)
+        out_w.append(new)
+        out_b.append(b if fit_b else bs[i])
+        changed = True
+        h_dense = act(pre_dense)
+        h_pruned = act(h_pruned @ new + b)
+    return out_w + [ws[-1]], out_b + [bs[-1]]
+
+
+def _assert_layers_close(got, want, rtol=2e-3, atol=2e-3):
+    for g, w in zip(got, want):
+        assert (g is None) == (w is None)
+        if g is not None:
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("act", [None, np.tanh])
+def test_fitted_biases_match_an_independent_lstsq_with_a_constant_input(method, act):
+    ws, bs, x = _net(2)
+    ws, bs, x = [w.astype(np.float64) for w in ws], [b.astype(np.float64) for b in bs], x.astype(np.float64)
+    masks = (weight_masks if method == "weight" else unit_masks)(ws, 50)
+    acts = None if act is None else [act, act, None]
+    pruned_bs = prune_biases(bs, masks, method)
+    new_ws, new_bs = reconstruct_with_biases(
+        ws, bs, masks, x, damping=1e-3, pruned_biases=pruned_bs, logit_targets=False, acts=acts
+    )
+    ref_ws, ref_bs = _reference(ws, bs, masks, x, acts=acts, fit_biases=True, pruned_bs=pruned_bs)
+    _assert_layers_close(new_ws, ref_ws)
+    _assert_layers_close(new_bs, ref_bs)
+
+
+@pytest.mark.parametrize("fit_biases", [False, True])
+def test_logit_targets_match_an_independent_minimum_norm_rendering(fit_biases):
+    """Unit pruning of a small last hidden layer: samples where every removed unit is inactive give
+    the kept units exactly their dense activations, where a negative pre-activation stays the target."""
+    ws, bs, x = _net(4, sizes=(6, 5, 4, 3))
+    ws, bs, x = [w.astype(np.float64) for w in ws], [b.astype(np.float64) for b in bs], x.astype(np.float64)
+    masks = unit_masks(ws, 50)
+    if fit_biases:
+        new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x, damping=1e-3, logit_targets=True)
+    else:
+        new_ws, new_bs = reconstruct(ws, masks, x, damping=1e-3, biases=bs, logit_targets=True), bs
+    ref_ws, ref_bs = _reference(ws, bs, masks, x, fit_biases=fit_biases, logit_targets=True)
+    _assert_layers_close(new_ws, ref_ws)
+    _assert_layers_close(new_bs, ref_bs)
+    plain = reconstruct_with_biases(ws, bs, masks, x, damping=1e-3, logit_targets=False)[0]
+    assert not np.allclose(plain[1], new_ws[1], rtol=1e-2, atol=1e-2)  # the targets did change the fit
+
+
+def test_a_fully_kept_layer_after_a_pruned_one_is_refitted_with_its_own_activation():
+    """Once a layer changed, the next one's inputs differ from the dense network's: it is re-fitted
+    even if its mask keeps everything, and an unchanged first layer passes on its own activation."""
+    ws, bs, x = _net(4)
+    ws, x = [w.astype(np.float64) for w in ws], x.astype(np.float64)
+    acts = [np.tanh, np.tanh, None]
+    full = [np.ones(w.shape, bool) for w in ws]
+    for masks in ([weight_masks(ws, 50)[0], *full[1:]], [full[0], weight_masks(ws, 50)[1], full[2]]):
+        out = reconstruct(ws, masks, x, damping=1e-3, logit_targets=False, acts=acts)
+        _assert_layers_close(out, _reference(ws, None, masks, x, acts=acts)[0])
+        assert not np.allclose(out[1], ws[1], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "dtype, expected",
+    [(np.int8, np.float32), (np.int32, np.float64), (np.float16, np.float16), (np.float64, np.float64)],
+)
+@pytest.mark.parametrize("k", [0, 50])
+def test_kernels_and_biases_come_back_in_a_float_dtype_that_holds_them(dtype, expected, k):
+    rng = np.random.default_rng(0)
+    ws = [(rng.standard_normal((10, 8)) * 20).astype(dtype), (rng.standard_normal((8, 3)) * 20).astype(dtype)]
+    bs = [(rng.standard_normal(8) * 20).astype(dtype), None]
+    masks = weight_masks(ws, k)
+    x = rng.random((32, 10))
+    out = reconstruct(ws, masks, x)
+    new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x)
+    assert [w.dtype for w in out[:-1]] == [w.dtype for w in new_ws[:-1]] == [np.dtype(expected)]
+    assert new_bs[0].dtype == expected and new_bs[1] is None
+    assert out[-1].dtype == new_ws[-1].dtype == dtype
+    if k == 0:  # nothing changed: the values as given
+        np.testing.assert_array_equal(out[0], ws[0].astype(expected))
+        np.testing.assert_array_equal(new_bs[0], bs[0].astype(expected))
+
+
+@pytest.mark.parametrize("k", [0, 50])
+def test_results_share_no_memory_with_the_inputs(k):
+    ws, bs, x = _net()
+    masks = weight_masks(ws, k)
+    out = reconstruct(ws, masks, x, biases=bs)
+    new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x)
+    for given, results in [(ws, out), (ws, new_ws), (bs, new_bs)]:
+        for i, (a, b) in enumerate(zip(given, results)):
+            assert not np.shares_memory(a, b)
+            if k == 0 or i == len(given) - 1:  # unchanged: equal values in a copy
+                np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("none_at", [(0,), (1,), (2,), (1, 2), (0, 1, 2)])
+@pytest.mark.parametrize("k", [0, 50])
+def test_a_layer_without_bias_gets_none_back_and_the_others_their_bias(none_at, k):
+    ws, bs, x = _net()
+    bs = [None if i in none_at else b for i, b in enumerate(bs)]
+    masks = weight_masks(ws, k)
+    new_bs = reconstruct_with_biases(ws, bs, masks, x)[1]
+    assert [b is None for b in new_bs] == [b is None for b in bs]
+    for b, new in zip(bs, new_bs):
+        if b is not None:
+            assert new.shape == b.shape and new.dtype == b.dtype
+    if bs[-1] is not None:
+        np.testing.assert_array_equal(new_bs[-1], bs[-1])
+    if k == 0 and bs[0] is not None:
+        np.testing.assert_array_equal(new_bs[0], bs[0])
+
+
+def test_biases_must_be_given_to_fit_them():
+    ws, _, x = _net()
+    with pytest.raises(
+        ValueError,
+        match=r"^biases must be a list with one bias \(or None\) per kernel; use reconstruct\(\) for a model "
+        "without biases$",
+    ):
+        reconstruct_with_biases(ws, None, weight_masks(ws, 50), x)
+
+
+@pytest.mark.parametrize("bad", ["short", "none-for-a-bias", "shape"])
+def test_pruned_biases_must_match_biases(bad):
+    ws, bs, x = _net()
+    masks = weight_masks(ws, 50)
+    pruned = {"short": bs[:-1], "none-for-a-bias": [bs[0], None, bs[2]], "shape": [bs[0], bs[1][:-1], bs[2]]}[bad]
+    with pytest.raises(
+        ValueError, match="^pruned_biases must match biases: one per layer, None where biases has None, same shapes$"
+    ):
+        reconstruct_with_biases(ws, bs, masks, x, pruned_biases=pruned)
+    # without pruned_biases the removed units keep the given biases
+    new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x)
+    same_ws, same_bs = reconstruct_with_biases(ws, bs, masks, x, pruned_biases=bs)
+    for a, b in zip(new_ws + new_bs, same_ws + same_bs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_logit_targets_are_on_by_default_and_help_when_fitting_biases_too():
+    ws, bs, x = _net(2, sizes=(16, 24, 24, 5))
+    x = np.random.default_rng(3).random((300, 16), dtype=np.float32)
+    masks = unit_masks(ws, 50)
+    pruned_bs = prune_biases(bs, masks, "unit")
+    dense = forward.logits(ws, x, bs)
+    err = {}
+    for targets in (None, True, False):
+        kwargs = {} if targets is None else {"logit_targets": targets}
+        new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x, pruned_biases=pruned_bs, **kwargs)
+        err[targets] = float(np.mean((forward.logits(new_ws, x, new_bs) - dense) ** 2))
+    assert err[None] == err[True] < err[False]
+
+
+def test_fit_layer_redoes_a_float32_overflow_in_float64_silently():
+    from prunelib.core.reconstruct import fit_layer
+
+    rng = np.random.default_rng(0)
+    x, w = rng.random((40, 6)) * 1e30, rng.standard_normal((6, 3))
+    mask = np.abs(w) > 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow RuntimeWarning escapes
+        fitted = fit_layer(x, x @ w, w, mask)
+    assert np.isfinite(fitted).all() and np.all(fitted[~mask] == 0)
+    np.testing.assert_allclose(fitted, fit_layer(x / 1e30, x @ w / 1e30, w, mask), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match=r"^the layer fit is not finite even in float64: scale the inputs \(e.g."):
+        fit_layer(x / 1e30 * 1e300, x @ w, w, mask)
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 10.0])
+@pytest.mark.parametrize("damping", [0.01, 1.0])
+def test_fit_layer_damping_is_relative_to_the_mean_gram_diagonal_at_any_scale(scale, damping):
+    """The ridge strength is damping * mean(diag(X^T X)), also when that mean is below 1."""
+    from prunelib.core.reconstruct import fit_layer
+
+    rng = np.random.default_rng(1)
+    x, w = rng.random((20, 6)) * scale, rng.standard_normal((6, 3))
+    target = x @ rng.standard_normal((6, 3))
+    mask = np.abs(w) > 0.4
+    expected = _ridge_columns(x, target, w, mask, damping)
+    np.testing.assert_allclose(fit_layer(x, target, w, mask, damping=damping), expected, rtol=2e-3, atol=2e-3 * scale)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((np.ones((8, 3)), np.ones(8)), r"^inputs \(8, 3\) and targets \(8,\) must be 2-D with the same rows$"),
+        ((np.ones(8), np.ones((8, 2))), r"^inputs \(8,\) and targets \(8, 2\) must be 2-D with the same rows$"),
+    ],
+)
+def test_fit_layer_wants_2d_inputs_and_targets(args, message):
+    from prunelib.core.reconstruct import fit_layer
+
+    with pytest.raises(ValueError, match=message):
+        fit_layer(*args, np.ones((3, 2)), np.ones((3, 2), bool))
+
+
+def test_fit_layer_exact_must_be_a_bool():
+    from prunelib.core.reconstruct import fit_layer
+
+    with pytest.raises(ValueError, match="^exact must be True or False, got 1$"):
+        fit_layer(np.ones((8, 3)), np.ones((8, 2)), np.ones((3, 2)), np.ones((3, 2), bool), exact=1)
+
+
+def test_a_kept_weight_whose_fit_underflows_keeps_its_dense_value():
+    """Weights so small (float32 subnormals) that their fit rounds to zero stay kept: the mask's
+    sparsity is what gets measured."""
+    ws, _, x = _net(5, sizes=(10, 8, 3))
+    x *= np.float32(0.49)  # every product with a subnormal weight rounds to 0: zero targets
+    ws[0][:, :4] = np.float32(1e-45)  # the smallest subnormal
+    masks = weight_masks(ws, 50)
+    masks[0][:5, :4] = True
+    out = reconstruct(ws, masks, x)
+    assert np.isfinite(out[0]).all()
+    assert np.all(out[0][masks[0]] != 0) and np.all(out[0][~masks[0]] == 0)
+    tiny = masks[0] & (np.abs(ws[0]) < 1e-40)
+    assert tiny.any()
+    np.testing.assert_array_equal(out[0][tiny], ws[0][tiny])
+
+
+def test_fit_layer_with_an_infinite_weight_raises_without_warnings():
+    from prunelib.core.reconstruct import fit_layer
+
+    rng = np.random.default_rng(0)
+    x, w = rng.random((20, 4)), rng.standard_normal((4, 2))
+    mask = np.ones((4, 2), bool)
+    w[0, 0], mask[0, 0] = np.inf, False  # even a pruned one: inf * 0 is not a number
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="not finite even in float64"):
+            fit_layer(x, x @ np.ones((4, 2)), w, mask)
