@@ -625,9 +625,10 @@ def fit_layer(
     if mask.dtype != bool:
         raise ValueError(f"mask must be boolean (True keeps a weight), got dtype {mask.dtype}")
     _check_options(damping, exact)
-    w0 = kernel.astype(np.float64) * mask
-    return _float32_then_float64(
-        lambda dtype: _fit_layer(inputs.astype(dtype), targets.astype(dtype), w0, mask, damping, dtype, exact),
+    return _float32_then_float64(  # w0 inside: an infinite pruned weight times 0 is caught there
+        lambda dtype: _fit_layer(
+            inputs.astype(dtype), targets.astype(dtype), kernel.astype(np.float64) * mask, mask, damping, dtype, exact
+        ),
         "the layer fit is not finite even in float64: scale the inputs (e.g. to [0, 1])",
     )
 
