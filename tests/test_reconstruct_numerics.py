@@ -370,3 +370,18 @@ def test_fit_layer_with_an_infinite_weight_raises_without_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="not finite even in float64"):
             fit_layer(x, x @ np.ones((4, 2)), w, mask)
+
+
+def test_logit_matching_targets_reproduce_the_dense_logits_through_the_kept_units_only():
+    """The public building block: removed units' targets are exactly 0, and where the kept rows of
+    the logit kernel have full column rank the kept targets give the dense logits back."""
+    from prunelib.core.reconstruct import logit_matching_targets
+
+    rng = np.random.default_rng(3)
+    h, w = rng.random((16, 6)), rng.standard_normal((6, 2))
+    keep = np.array([True, False, True, True, False, True])
+    before = h.copy()
+    targets = logit_matching_targets(h, keep, w, np.float64)
+    assert np.array_equal(h, before)  # a new array, the input untouched
+    assert np.all(targets[:, ~keep] == 0)
+    np.testing.assert_allclose(targets[:, keep] @ w[keep], h @ w, rtol=1e-10, atol=1e-12)
