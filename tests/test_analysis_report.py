@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,6 +9,7 @@ from tiny import TINY, fake_sweep, tiny_data
 from prunelib.core import pruning
 from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels, sweep
 from prunelib.models import mlp
+from prunelib.models.config import Architecture
 from prunelib.reporting import report, stats
 from prunelib.reporting.results import Results
 from prunelib.study import analysis
@@ -82,6 +85,30 @@ def test_retrain_baseline_trains_the_sizes_unit_pruning_leaves(tmp_path):
         mlp.get_kernels(dense), data.x_test, data.y_test, dataset="tiny", methods=["unit"], ks=[50], progress=False
     )
     assert swept["effective_params"].iloc[0] <= small
+
+
+def test_retrain_baseline_answers_a_k_that_leaves_zero_units_without_training(tmp_path):
+    # A last hidden layer of 2 units keeps round(0.25 * 2) = 0 at k = 75 (and nothing is left at k = 100).
+    data = tiny_data()
+    config = replace(TINY, architecture=Architecture(hidden_sizes=(16, 2), num_classes=3))
+    assert analysis.units_left((16, 2), 75) == (4, 0)
+    analysis.retrain_baseline(data, config, [0], cache=tmp_path)
+    cached = sorted(p.name for p in tmp_path.rglob("*"))
+    table = analysis.retrain_baseline(data, config, [0, 75, 100], cache=tmp_path)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == cached  # no network trained or cached for 75, 100
+    assert table["k"].tolist() == [0, 75, 100]  # one row per requested k, none missing
+    assert list(table["method"]) == ["retrain-small"] * 3
+    full = 784 * 16 + 16 * 2 + 2 * 3
+    small = {75: 784 * 4 + 4 * 0 + 0 * 3, 100: 0}
+    # Its output does not depend on the input: all-zero logits, so class 0 and a loss of ln(3).
+    expected_accuracy = 100.0 * np.mean(np.asarray(data.y_test) == 0)
+    for k in (75, 100):
+        row = table[table["k"] == k].iloc[0]
+        assert row["accuracy"] == pytest.approx(expected_accuracy)
+        assert row["loss"] == pytest.approx(np.log(3))
+        assert row["effective_params"] == small[k]
+        assert row["sparsity"] == pytest.approx(100 * (1 - small[k] / full))
+        assert row["prunable_sparsity"] == pytest.approx(100 * (1 - small[k] / (784 * 16 + 16 * 2)))
 
 
 def test_discussion_numbers_come_from_the_table():

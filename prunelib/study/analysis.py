@@ -103,17 +103,19 @@ def retrain_baseline(
     Rows have method ``retrain-small`` and the sweep's columns. ``sparsity`` is measured with the
     small network written into the full architecture (missing weights are zeros), and
     ``effective_params`` counts its weights, so both axes compare with unit pruning at the same k.
+
+    A k that leaves a hidden layer with 0 units (k = 100, or a small layer at a high k) still gets
+    its row, computed without training: no input reaches the logits through a layer of no units, so
+    such a network's output does not depend on the image (as unit pruning's at that k does not),
+    and the row is the all-zero network's: zero logits, every image called class 0, loss
+    ln(classes).
     """
     from prunelib.core.evaluate import SWEEP_COLUMNS
     from prunelib.models import mlp
 
     arch = config.architecture
-    full = sum(
-        a * b
-        for a, b in zip(
-            (int(np.prod(data.x_train.shape[1:])), *arch.hidden_sizes), (*arch.hidden_sizes, arch.num_classes)
-        )
-    )
+    inputs = int(np.prod(data.x_train.shape[1:]))
+    full = sum(a * b for a, b in zip((inputs, *arch.hidden_sizes), (*arch.hidden_sizes, arch.num_classes)))
     full_hidden = full - arch.hidden_sizes[-1] * arch.num_classes
     rows = []
     for k in tqdm(
@@ -124,12 +126,17 @@ def retrain_baseline(
     ):
         sizes = units_left(arch.hidden_sizes, k)
         if min(sizes) < 1:
-            continue  # k = 100 leaves no network to train
-        model = mlp.train_or_load(
-            data, replace(config, architecture=replace(arch, hidden_sizes=sizes)), retrain=retrain, cache=cache
-        )
-        kernels = mlp.get_kernels(model)
-        accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(model))
+            # Nothing to train: a layer of no units cuts the input off. Evaluate the all-zero
+            # network of these (zero-width) shapes; no training, nothing cached.
+            widths = (inputs, *sizes, arch.num_classes)
+            kernels = [np.zeros((a, b), np.float32) for a, b in zip(widths, widths[1:])]
+            biases = [np.zeros(b, np.float32) for b in widths[1:]] if arch.use_bias else None
+        else:
+            model = mlp.train_or_load(
+                data, replace(config, architecture=replace(arch, hidden_sizes=sizes)), retrain=retrain, cache=cache
+            )
+            kernels, biases = mlp.get_kernels(model), mlp.get_biases(model)
+        accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, biases)
         params = sum(w.size for w in kernels)
         hidden_params = params - kernels[-1].size
         rows.append(
