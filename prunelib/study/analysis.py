@@ -108,7 +108,8 @@ def retrain_baseline(
     its row, computed without training: no input reaches the logits through a layer of no units, so
     such a network's output does not depend on the image (as unit pruning's at that k does not),
     and the row is the all-zero network's: zero logits, every image called class 0, loss
-    ln(classes).
+    ln(classes), ``effective_params`` 0 (no weight reaches the logits); ``sparsity`` still counts
+    the small network's shapes.
     """
     from prunelib.core.evaluate import SWEEP_COLUMNS
     from prunelib.models import mlp
@@ -151,7 +152,7 @@ def retrain_baseline(
                 "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
                 "accuracy": accuracy,
                 "loss": loss,
-                "effective_params": params,
+                "effective_params": params if min(sizes) >= 1 else 0,  # as unit pruning's: none reach the logits
                 "norm_kept": float("nan"),
             }
         )
