@@ -51,6 +51,38 @@ def test_predict_times_each_path_once_per_batch_size_bucket_and_reuses_the_winne
     assert predictor.timings == timings  # same bucket as 64: no new measurement
 
 
+@pytest.mark.parametrize("slow", [False, True])
+def test_each_path_is_probed_several_times_on_a_small_batch_and_once_on_a_slow_one(monkeypatch, slow):
+    """The fastest of PROBE_ROUNDS calls decides for a batch whose call lasts microseconds (one
+    timing is noise there); a call that outlasts PROBE_SECONDS is timed in one round."""
+    import time
+
+    from prunelib.inference import predictor as module
+
+    p = Predictor(pruning.prune(kernels(), 90, "weight"))
+    x = np.random.default_rng(2).random((3, 30), dtype=np.float32)
+    for path in p.paths:
+        p.run(path, x)  # built; every later call is counted
+    calls = dict.fromkeys(p.paths, 0)
+
+    def counted(path, fn):
+        def call(batch):
+            calls[path] += 1
+            if slow:
+                time.sleep(module.PROBE_SECONDS)
+            return fn(batch)
+
+        return call
+
+    p._built = {path: counted(path, fn) for path, fn in p._built.items()}
+    p.predict(x)
+    rounds = 1 if slow else module.PROBE_ROUNDS
+    winner = p.path_for(3)
+    assert {path: n - (path == winner) for path, n in calls.items()} == dict.fromkeys(p.paths, 1 + rounds)
+    [timings] = p.timings.values()
+    assert winner == min(timings, key=timings.get)
+
+
 def test_dead_units_are_compacted_away():
     pruned = pruning.prune(kernels(sizes=(30, 40, 20, 10)), 50, "unit")
     predictor = Predictor(pruned)
