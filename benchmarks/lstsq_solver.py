@@ -33,6 +33,7 @@ from prunelib.core.evaluate import evaluate_kernels
 from prunelib.core.reconstruct import calibration_set, reconstruct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _docs  # noqa: E402
 from _timing import interleaved, ratio_spread, spread  # noqa: E402
 
 SOLVERS = {"default": False, "exact": True}
@@ -89,7 +90,7 @@ def measure(kernels, calibration, x_test, y_test, grid, *, repeats: int = 3) -> 
 
 
 DOCS = {"README.md": "headline", "docs/least-squares.md": "table"}
-BEGIN, END = "<!-- lstsq-solver:begin -->", "<!-- lstsq-solver:end -->"
+BLOCK = "lstsq-solver"  # the marker name in both pages (benchmarks/_docs.py)
 
 
 def docs_blocks(table: pd.DataFrame) -> dict[str, str]:
@@ -127,10 +128,7 @@ def write_docs(csv: Path, root: Path = Path(".")) -> None:
     """Replace the text between the markers in each page of :data:`DOCS` with :func:`docs_blocks`."""
     blocks = docs_blocks(pd.read_csv(csv))
     for page, block in DOCS.items():
-        text = (root / page).read_text()
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        (root / page).write_text(f"{head}{BEGIN}\n{blocks[block]}\n{END}{tail}")
+        _docs.write(root / page, BLOCK, blocks[block])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -196,14 +196,41 @@ def test_least_squares_seconds_in_the_docs_are_the_committed_benchmark():
     import pandas as pd
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _docs
     import lstsq_solver
 
     blocks = lstsq_solver.docs_blocks(pd.read_csv(ROOT / "results/benchmarks/lstsq_solver.csv"))
     for page, block in lstsq_solver.DOCS.items():
-        text = (ROOT / page).read_text()
-        assert f"{lstsq_solver.BEGIN}\n{blocks[block]}\n{lstsq_solver.END}" in text, (
+        assert _docs.quoted((ROOT / page).read_text(), lstsq_solver.BLOCK, blocks[block]), (
             f"{page} does not quote the benchmark; run python benchmarks/lstsq_solver.py --write-docs"
         )
+
+
+@pytest.mark.parametrize("name", ["pipeline", "tfmot", "inference"])
+def test_benchmark_tables_in_the_docs_are_the_committed_csvs(name):
+    """docs/benchmarks.md quotes pipeline.csv, tfmot.csv and inference.csv through benchmarks/_docs.py."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _docs
+
+    csv, page, block = _docs.BLOCKS[name]
+    assert _docs.quoted((ROOT / page).read_text(), name, block(pd.read_csv(ROOT / csv))), (
+        f"{page} does not quote {csv}; run python benchmarks/_docs.py"
+    )
+
+
+def test_a_docs_block_is_replaced_between_its_markers_only(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _docs
+
+    page = tmp_path / "page.md"
+    page.write_text("before\n<!-- t:begin -->\nold\n<!-- t:end -->\nafter\n")
+    _docs.write(page, "t", "new\nlines")
+    assert page.read_text() == "before\n<!-- t:begin -->\nnew\nlines\n<!-- t:end -->\nafter\n"
+    assert _docs.quoted(page.read_text(), "t", "new\nlines") and not _docs.quoted(page.read_text(), "t", "new")
+    with pytest.raises(ValueError, match="no <!-- u:begin -->"):
+        _docs.write(page, "u", "x")
 
 
 def test_post_training_page_quotes_the_committed_benchmark():
