@@ -54,31 +54,7 @@ def validate_kernels(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
     Raises:
         ValueError: naming the layer and what is wrong with it.
     """
-    if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
-        raise ValueError(
-            f"kernels must be a list of 2-D arrays in layer order, one per Dense layer; got {type(kernels).__name__}"
-        )
-    if len(kernels) < 1:
-        raise ValueError("need at least the logit layer's kernel")
-    out = []
-    for i, kernel in enumerate(kernels):
-        w = np.asarray(kernel)
-        if w.ndim != 2:
-            raise ValueError(f"kernel {i} must be 2-D (inputs, units), got shape {w.shape}")
-        if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
-            raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
-        if np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
-            raise ValueError(
-                f"kernel {i} contains {int(np.sum(~np.isfinite(w)))} NaN or infinite "
-                "values; magnitude pruning cannot rank them (check the training run)"
-            )
-        if out and out[-1].shape[1] != w.shape[0]:
-            raise ValueError(
-                f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
-                f"{out[-1].shape[1]} units; kernels must be in layer order"
-            )
-        out.append(w)
-    return out
+    return _checked_kernels(kernels, finite=True)
 
 
 def weight_scores(kernel: np.ndarray) -> np.ndarray:
@@ -373,6 +349,12 @@ def validate_kernel_shapes(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
     Raises:
         ValueError: naming the layer and what is wrong with it.
     """
+    return _checked_kernels(kernels, finite=False)
+
+
+def _checked_kernels(kernels: Sequence[np.ndarray], *, finite: bool) -> list[np.ndarray]:
+    """:func:`validate_kernels` (``finite=True``) or :func:`validate_kernel_shapes`: one pass, the
+    first fault in layer order raised."""
     if isinstance(kernels, np.ndarray) or not isinstance(kernels, Sequence):
         raise ValueError(
             f"kernels must be a list of 2-D arrays in layer order, one per Dense layer; got {type(kernels).__name__}"
@@ -386,6 +368,11 @@ def validate_kernel_shapes(kernels: Sequence[np.ndarray]) -> list[np.ndarray]:
             raise ValueError(f"kernel {i} must be 2-D (inputs, units), got shape {w.shape}")
         if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)):
             raise ValueError(f"kernel {i} must hold real numbers, got dtype {w.dtype}")
+        if finite and np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
+            raise ValueError(
+                f"kernel {i} contains {int(np.sum(~np.isfinite(w)))} NaN or infinite "
+                "values; magnitude pruning cannot rank them (check the training run)"
+            )
         if out and out[-1].shape[1] != w.shape[0]:
             raise ValueError(
                 f"kernel {i} takes {w.shape[0]} inputs but kernel {i - 1} has "
