@@ -22,6 +22,11 @@ results: data
 	$(BIN)/python -m prunelib run
 	$(BIN)/papermill --execution-timeout 7200 -p preset full pruning_challenge.ipynb pruning_challenge.ipynb
 
+# The suite runs on JOBS pytest-xdist workers (one per core by default; JOBS=0: in this process),
+# each test file's tests on one worker, then the tests that start Ray on their own (tests/conftest.py).
+JOBS ?= auto
+PYTEST := $(BIN)/python -m pytest -q
+
 # Import contracts, lint and format, then whether results/ matches the checked-out code (reads
 # hashes, runs nothing), then the whole suite; `make test-fast` skips the slow end-to-end tests.
 test: data
@@ -29,7 +34,8 @@ test: data
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m prunelib report --check
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -n $(JOBS) --dist loadgroup -m "not ray"
+	$(PYTEST) -m ray
 
 # Format and fix what ruff can, in place.
 lint: env
@@ -37,7 +43,8 @@ lint: env
 	$(BIN)/ruff check --fix .
 
 test-fast: env
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -n $(JOBS) --dist loadgroup -m "not slow and not ray"
+	$(PYTEST) -m "ray and not slow"
 
 bench: data
 	$(BIN)/python benchmarks/pipeline.py
