@@ -184,10 +184,39 @@ def inference_block(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+MEMORY_MODES = {"worker processes": "worker processes (default)", "in-process": "`--in-process`"}
+
+
+def memory_block(table: pd.DataFrame) -> str:
+    """docs/benchmarks.md's memory-in-the-seeds table, from results/benchmarks/memory.csv."""
+    seeds = sorted(table["seeds"].unique())
+    lines = [
+        f"Median (min–max) over {int(table['rounds'].min())} rotating rounds, each from an empty cache; peak "
+        "resident memory summed over the process tree:",
+        "",
+        "| "
+        + str(table["study"].iloc[0])
+        + " | "
+        + " | ".join(f"peak, {n} seed{'s' if n > 1 else ''}" for n in seeds)
+        + " | growth | "
+        + " | ".join(f"seconds, {n} seed{'s' if n > 1 else ''}" for n in seeds)
+        + " |",
+        "|---|" + "---:|" * (2 * len(seeds) + 1),
+    ]
+    for mode, group in table.groupby("mode", sort=False):
+        rows = group.set_index("seeds")
+        peaks = [f"{rows.loc[n, 'peak_tree_rss_gb_median']:.2f} GB" for n in seeds]
+        growth = f"{100 * rows.loc[seeds[-1], 'growth_vs_first']:+.1f} %"
+        seconds = [_range(rows.loc[n], "seconds", 0) for n in seeds]
+        lines.append(f"| {MEMORY_MODES.get(mode, mode)} | {' | '.join(peaks)} | {growth} | {' | '.join(seconds)} |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, tuple[str, str, Callable[[pd.DataFrame], str]]] = {
     "pipeline": ("results/benchmarks/pipeline.csv", "docs/benchmarks.md", pipeline_block),
     "tfmot": ("results/benchmarks/tfmot.csv", "docs/benchmarks.md", tfmot_block),
     "inference": ("results/benchmarks/inference.csv", "docs/benchmarks.md", inference_block),
+    "memory": ("results/benchmarks/memory.csv", "docs/benchmarks.md", memory_block),
 }
 """Block name -> (the CSV it quotes, the page that holds it, the function that writes it)."""
 

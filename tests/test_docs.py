@@ -206,9 +206,9 @@ def test_least_squares_seconds_in_the_docs_are_the_committed_benchmark():
         )
 
 
-@pytest.mark.parametrize("name", ["pipeline", "tfmot", "inference"])
+@pytest.mark.parametrize("name", ["pipeline", "tfmot", "inference", "memory"])
 def test_benchmark_tables_in_the_docs_are_the_committed_csvs(name):
-    """docs/benchmarks.md quotes pipeline.csv, tfmot.csv and inference.csv through benchmarks/_docs.py."""
+    """docs/benchmarks.md quotes the pipeline, tfmot, inference and memory CSVs through benchmarks/_docs.py."""
     import pandas as pd
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
