@@ -1,10 +1,12 @@
-"""The docs stay true: every fenced Python block in README.md and docs/ runs, every relative link
-and image resolves.
+"""The docs stay true: every fenced Python block in README.md and docs/ runs, every docstring
+example (``>>>``) in prunelib runs and prints what it says, every relative link and image resolves.
 
 Blocks of one page run in order in one namespace (a page reads top to bottom), in a scratch working
 directory with prunelib's cache and data under it, so they never touch the repository's results.
 """
 
+import doctest
+import importlib
 import os
 import re
 import subprocess
@@ -43,6 +45,33 @@ def test_every_python_block_runs(page, tmp_path):
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, f"{page.name}: {done.stderr[-3000:]}"
+
+
+PACKAGE = ROOT / "prunelib"
+EXAMPLE_MODULES = sorted(
+    ".".join(f.relative_to(ROOT).with_suffix("").parts)
+    for f in PACKAGE.rglob("*.py")
+    if ">>> " in f.read_text() and f.name != "__main__.py"
+)
+
+
+def test_docstring_examples_are_found():
+    # The parametrization below would pass vacuously if the search found nothing.
+    assert {"prunelib.core.forward", "prunelib.models.zoo"} <= set(EXAMPLE_MODULES)
+
+
+@pytest.mark.parametrize("module", EXAMPLE_MODULES)
+def test_docstring_examples_run(module, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNELIB_CACHE", str(tmp_path / "cache"))
+    failed, attempted = doctest.testmod(importlib.import_module(module), optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert attempted > 0 and failed == 0, f"{module}: {failed} of {attempted} examples failed (output above)"
+
+
+def test_a_wrong_docstring_example_fails():
+    wrong = type(sys)("wrong")
+    wrong.__doc__ = ">>> 1 + 1\n3\n"
+    assert doctest.testmod(wrong, report=False).failed == 1
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
