@@ -307,7 +307,7 @@ def test_apply_masks_refuses_a_mask_count_mismatch_and_non_lists():
     ws = kernels()
     with pytest.raises(ValueError, match="3 kernels but 2 masks"):
         pruning.apply_masks(ws, [np.ones(w.shape, bool) for w in ws[:2]])
-    with pytest.raises(ValueError, match="list of boolean arrays"):
+    with pytest.raises(ValueError, match="masks must be a list with one boolean array per kernel"):
         pruning.apply_masks(ws, np.ones(3, bool))
 
 

@@ -96,7 +96,7 @@ def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(tr
 
 def test_training_logits_is_opt_in(trained):
     config = replace(FAST, train_logits=True)
-    pruned = recovery.finetune(trained, tiny_data(), 50, "weight", config)
+    pruned = recovery.run_strategy("finetune", trained, tiny_data(), 50, "weight", config)[0]
     assert not np.array_equal(mlp.get_kernels(pruned)[-1], mlp.get_kernels(trained)[-1])
 
 
@@ -254,7 +254,7 @@ def test_unknown_strategy_is_named(trained):
 
 def test_imp_with_init_rewind_prunes_to_target(trained):
     config = replace(FAST, imp_rewind="init")
-    pruned = recovery.imp(trained, tiny_data(), 75, "weight", config)
+    pruned = recovery.run_strategy("imp", trained, tiny_data(), 75, "weight", config)[0]
     for w in mlp.get_kernels(pruned)[:-1]:
         assert np.count_nonzero(w == 0) == pruning.count_to_prune(w.size, 75)
 

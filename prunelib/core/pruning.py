@@ -158,6 +158,15 @@ def compute_masks(kernels: Sequence[np.ndarray], k: float, method: str) -> Masks
     return fn(kernels, k)
 
 
+def _one_per_kernel(values: object, kernels: Sequence[np.ndarray], what: str, each: str) -> None:
+    """Refuse anything but a list or tuple of one entry per kernel (``each`` says what an entry is);
+    an array is refused too, since iterating it would yield its rows."""
+    if isinstance(values, np.ndarray) or not isinstance(values, Sequence):
+        raise ValueError(f"{what} must be a list with {each} per kernel; got {type(values).__name__}")
+    if len(values) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(values)} {what}; give {each} per kernel")
+
+
 def validate_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Check masks against (validated) kernels and return them as a list of arrays (not copied).
 
@@ -168,10 +177,7 @@ def validate_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -
     Raises:
         ValueError: naming the mask and what is wrong with it.
     """
-    if isinstance(masks, np.ndarray) or not isinstance(masks, Sequence):
-        raise ValueError(f"masks must be a list of boolean arrays, one per kernel; got {type(masks).__name__}")
-    if len(kernels) != len(masks):
-        raise ValueError(f"{len(kernels)} kernels but {len(masks)} masks; give one mask per kernel")
+    _one_per_kernel(masks, kernels, "masks", "one boolean array")
     out = []
     for i, (kernel, mask) in enumerate(zip(kernels, masks)):
         m = np.asarray(mask)
@@ -205,34 +211,42 @@ def apply_masks(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> l
 
 
 def prune(kernels: Sequence[np.ndarray], k: float, method: str) -> list[np.ndarray]:
-    """Prune ``kernels`` by ``method`` at ``k`` percent; the logit kernel comes back bit-identical."""
+    """Prune ``kernels`` by ``method`` at ``k`` percent; the logit kernel comes back bit-identical.
+
+    Args:
+        kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
+        k: percent in [0, 100]; each hidden kernel loses exactly ``round(k/100 * n)`` of its n
+            weights (``"weight"``) or units (``"unit"``).
+        method: ``"weight"`` (smallest |w|) or ``"unit"`` (columns of smallest L2 norm).
+
+    Returns:
+        New kernels; the inputs are not modified.
+    """
     # apply_masks selects values (np.where) rather than multiplying, so kept weights, the logit
     # kernel included, come back bit-identical (no -0.0 or NaN surprises).
     return apply_masks(kernels, compute_masks(kernels, k, method))
 
 
 def weight_prune(kernels: Sequence[np.ndarray], k: float) -> list[np.ndarray]:
-    """Zero the ``round(k/100 * size)`` smallest-|w| weights of each hidden kernel.
+    """Zero the ``round(k/100 * size)`` smallest-|w| weights of each hidden kernel (:func:`prune`).
 
-    Args:
-        kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
-        k: percent in [0, 100].
-
-    Returns:
-        New kernels; the logit kernel is returned bit-identical.
+    Example:
+        >>> hidden, logit = np.array([[0.1, -3.0], [2.0, -0.2]]), np.ones((2, 1))
+        >>> weight_prune([hidden, logit], 50)[0]
+        array([[ 0., -3.],
+               [ 2.,  0.]])
     """
     return prune(kernels, k, "weight")
 
 
 def unit_prune(kernels: Sequence[np.ndarray], k: float) -> list[np.ndarray]:
-    """Zero the ``round(k/100 * units)`` columns of smallest L2 norm of each hidden kernel.
+    """Zero the ``round(k/100 * units)`` columns of smallest L2 norm of each hidden kernel (:func:`prune`).
 
-    Args:
-        kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
-        k: percent in [0, 100].
-
-    Returns:
-        New kernels; the logit kernel is returned bit-identical.
+    Example:
+        >>> hidden, logit = np.array([[0.1, -3.0], [2.0, -0.2]]), np.ones((2, 1))
+        >>> unit_prune([hidden, logit], 50)[0]  # column norms 2.0 and 3.0: the first goes
+        array([[ 0. , -3. ],
+               [ 0. , -0.2]])
     """
     return prune(kernels, k, "unit")
 
@@ -282,10 +296,7 @@ def validate_biases(
     """
     if biases is None:
         return [None] * len(kernels)
-    if isinstance(biases, np.ndarray) or not isinstance(biases, Sequence):
-        raise ValueError(f"biases must be a list with one 1-D array (or None) per kernel; got {type(biases).__name__}")
-    if len(biases) != len(kernels):
-        raise ValueError(f"{len(kernels)} kernels but {len(biases)} biases; give one per kernel (None for none)")
+    _one_per_kernel(biases, kernels, "biases", "one 1-D array (or None)")
     out = []
     for i, (kernel, bias) in enumerate(zip(kernels, biases)):
         if bias is None:

@@ -271,6 +271,9 @@ def train(
     verbose: int = 0,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     progress: bool = False,
+    *,
+    wrap: Callable[[keras.Model], keras.Model] | None = None,
+    desc: str | None = None,
 ) -> keras.Model:
     """Build and train a fresh model on ``data`` as ``config`` says (no caching).
 
@@ -278,11 +281,14 @@ def train(
         verbose: Keras' own per-epoch output level.
         callbacks: extra Keras callbacks.
         progress: show a tqdm bar over epochs.
+        wrap: turns the freshly built model into the network to train (e.g. with masked layers);
+            the wrapped network is what is trained and returned.
+        desc: the progress bar's label (default: dataset and seed).
     """
     seed_everything(config.seed)
     model = build(config, data.x_train.shape[1:])
     return fit(
-        model,
+        wrap(model) if wrap is not None else model,
         data,
         config.recipe,
         seed=config.seed,
@@ -290,7 +296,7 @@ def train(
         verbose=verbose,
         callbacks=callbacks,
         progress=progress,
-        desc=f"train {data.name} seed {config.seed}",
+        desc=desc or f"train {data.name} seed {config.seed}",
     )
 
 

@@ -106,15 +106,7 @@ def fit_recovery(
     )
 
 
-def finetune(
-    model: keras.Model,
-    data: Dataset,
-    k: float,
-    method: str,
-    config: RecoveryConfig = RecoveryConfig(),
-    seed: int = 0,
-    progress: bool = False,
-) -> keras.Model:
+def _finetune(model, data, k, method, config, seed, progress) -> keras.Model:
     """Prune ``model`` once at ``k`` percent, then train the survivors with the mask fixed.
 
     Returns:
@@ -126,15 +118,7 @@ def finetune(
     return masked.strip(net)
 
 
-def gradual(
-    model: keras.Model,
-    data: Dataset,
-    k: float,
-    method: str,
-    config: RecoveryConfig = RecoveryConfig(),
-    seed: int = 0,
-    progress: bool = False,
-) -> keras.Model:
+def _gradual(model, data, k, method, config, seed, progress) -> keras.Model:
     """Prune from dense to ``k`` percent along Zhu & Gupta's cubic schedule while training.
 
     The target is reached after ``ramp_fraction`` of the budget; training goes on at ``k`` after.
@@ -147,23 +131,13 @@ def gradual(
     return masked.strip(net)
 
 
-def imp(
-    model: keras.Model,
-    data: Dataset,
-    k: float,
-    method: str,
-    config: RecoveryConfig = RecoveryConfig(),
-    seed: int = 0,
-    init_kernels: Sequence[np.ndarray] | None = None,
-    progress: bool = False,
-) -> keras.Model:
+def _imp(model, data, k, method, config, seed, progress) -> keras.Model:
     """Iterative magnitude pruning: ``imp_rounds`` rounds of prune, rewind, retrain.
 
-    Args:
-        init_kernels: the dense model's initial kernels, needed when ``config.imp_rewind == "init"``
-            (default: rebuilt from ``seed`` as :func:`prunelib.models.mlp.build_mlp` draws them).
+    Rewinding to ``"init"`` restores the dense model's initial kernels, rebuilt from ``seed`` as
+    :func:`prunelib.models.mlp.build_mlp` draws them.
     """
-    if config.imp_rewind == "init" and init_kernels is None:
+    if config.imp_rewind == "init":
         init_kernels = mlp.get_kernels(
             mlp.build_mlp(
                 [w.shape[1] for w in mlp.get_kernels(model)[:-1]], seed=seed, input_shape=model.input_shape[1:]
@@ -197,20 +171,15 @@ def imp(
     return current
 
 
-def one_shot(
-    model: keras.Model,
-    data: Dataset,
-    k: float,
-    method: str,
-    config: RecoveryConfig = RecoveryConfig(),
-    seed: int = 0,
-    progress: bool = False,
-) -> keras.Model:
-    """Prune ``model`` once at ``k`` percent (no training; the signature of every strategy)."""
+def _one_shot(model, data, k, method, config, seed, progress) -> keras.Model:
+    """Prune ``model`` once at ``k`` percent (no training)."""
     return mlp.prune_model(model, k, method)
 
 
-_TRAINING = {"one-shot": one_shot, "finetune": finetune, "gradual": gradual, "imp": imp}
+# Every strategy that starts from a trained model, called as
+# strategy(model, data, k, method, config, seed, progress) -> a new plain MLP; run_strategy is the entry
+# point, which validates its arguments first.
+_TRAINING = {"one-shot": _one_shot, "finetune": _finetune, "gradual": _gradual, "imp": _imp}
 if set(_TRAINING) != {n for n, s in registry.STRATEGIES.items() if s.kind != "from-scratch"}:
     raise ImportError("prunelib.models.recovery and the registry prunelib.base.strategies disagree on the strategies")
 
@@ -240,34 +209,12 @@ def run_strategy(
     return _TRAINING[strategy](model, data, k, method, config, seed, progress), registry.epochs(strategy, config)
 
 
-def _row(
-    data: Dataset,
-    pruned: keras.Model,
-    *,
-    method: str,
-    k: float,
-    strategy: str,
-    seed: int,
-    epochs: int,
-    seconds: float,
-    dense_accuracy: float,
-) -> dict:
+def _row(data: Dataset, pruned: keras.Model, *identity: object, seconds: float, dense_accuracy: float) -> dict:
+    """One row of :data:`RECOVERY_COLUMNS`: ``identity`` is (method, k, strategy, seed, epochs)."""
     kernels = mlp.get_kernels(pruned)
     accuracy, loss = evaluate_kernels(kernels, data.x_test, data.y_test, mlp.get_biases(pruned))
-    return {
-        "dataset": data.name,
-        "method": method,
-        "k": k,
-        "strategy": strategy,
-        "seed": seed,
-        "epochs": epochs,
-        "sparsity": pruning.sparsity(kernels),
-        "prunable_sparsity": pruning.sparsity(kernels[:-1]),
-        "accuracy": accuracy,
-        "loss": loss,
-        "seconds": seconds,
-        "dense_accuracy": dense_accuracy,
-    }
+    measured = (pruning.sparsity(kernels), pruning.sparsity(kernels[:-1]), accuracy, loss)
+    return dict(zip(RECOVERY_COLUMNS, (data.name, *identity, *measured, seconds, dense_accuracy), strict=True))
 
 
 def recovery_table(
@@ -326,17 +273,7 @@ def recovery_table(
             name = f"{data.name}-recovery-{digest(key)}"
             pruned, seconds = mlp.cached(name, build, key=key, cache=cache, retrain=retrain)
         rows.append(
-            _row(
-                data,
-                pruned,
-                method=method,
-                k=k,
-                strategy=strategy,
-                seed=seed,
-                epochs=epochs,
-                seconds=seconds,
-                dense_accuracy=dense_accuracy,
-            )
+            _row(data, pruned, method, k, strategy, seed, epochs, seconds=seconds, dense_accuracy=dense_accuracy)
         )
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)
 
@@ -347,20 +284,14 @@ def train_aware(data: Dataset, config: TrainConfig, target: AwareTarget, progres
     ``config`` is the optimizer recipe (its batch size replaced by the target's); the hidden layers
     train as :class:`prunelib.models.masked.MaskedDense` and are stripped afterwards.
     """
-    config = target.train_config(config)
-    mlp.seed_everything(config.seed)
-    net = masked.masked_mlp(
-        mlp.build(config, data.x_train.shape[1:]), dropout_rate=target.rate, dropout_variant=target.method, l1=target.l1
-    )
-    callbacks = [masked.TargetedDropout(target.gamma)] if target.rate > 0 and target.gamma > 0 else []
-    mlp.fit(
-        net,
+    net = mlp.train(
         data,
-        config.recipe,
-        seed=config.seed,
-        train_subset=config.train_subset,
-        callbacks=callbacks,
+        target.train_config(config),
+        callbacks=[masked.TargetedDropout(target.gamma)] if target.rate > 0 and target.gamma > 0 else [],
         progress=progress,
+        wrap=lambda model: masked.masked_mlp(
+            model, dropout_rate=target.rate, dropout_variant=target.method, l1=target.l1
+        ),
         desc=f"train {data.name} (targeted dropout {target.method} {target.k:g})",
     )
     return masked.strip(net)
@@ -400,17 +331,7 @@ def aware_table(
             retrain=retrain,
         )
         dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test)[0]
-        rows.append(
-            _row(
-                data,
-                mlp.prune_model(model, target.k, target.method),
-                method=target.method,
-                k=target.k,
-                strategy="targeted-dropout",
-                seed=base.seed,
-                epochs=base.recipe.epochs,
-                seconds=seconds,
-                dense_accuracy=dense_accuracy,
-            )
-        )
+        pruned = mlp.prune_model(model, target.k, target.method)
+        identity = (target.method, target.k, "targeted-dropout", base.seed, base.recipe.epochs)
+        rows.append(_row(data, pruned, *identity, seconds=seconds, dense_accuracy=dense_accuracy))
     return pd.DataFrame(rows, columns=RECOVERY_COLUMNS)

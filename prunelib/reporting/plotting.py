@@ -40,6 +40,19 @@ def _remaining_axis(ax: plt.Axes, remaining: pd.Series) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _accuracy_axes(ax: plt.Axes, xlabel: str, title: str | None, *, full_range: bool = True) -> plt.Axes:
+    """The house style of an accuracy plot: the x label, test accuracy (%) on y (0 to 100 unless
+    ``full_range`` is off), a light grid and the title if any."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    if full_range:
+        ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
 def plot_sparsity_vs_accuracy(
     df: pd.DataFrame,
     ax: plt.Axes | None = None,
@@ -70,14 +83,8 @@ def plot_sparsity_vs_accuracy(
         ax.invert_xaxis()
     elif x == "remaining":
         _remaining_axis(ax, df["remaining"])
-    ax.set_xlabel(XLABELS.get(x, x))
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
-    if title:
-        ax.set_title(title)
-    return ax
+    return _accuracy_axes(ax, XLABELS.get(x, x), title)
 
 
 def plot_sensitivity(
@@ -89,12 +96,7 @@ def plot_sensitivity(
     sns.lineplot(
         data=df[df["method"] == method], x="k", y="accuracy", hue="layer", marker="o", errorbar=ci95_interval, ax=ax
     )
-    ax.set_xlabel(XLABELS["k"])
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.set_title(title or f"{method} pruning of one layer at a time")
-    return ax
+    return _accuracy_axes(ax, XLABELS["k"], title or f"{method} pruning of one layer at a time")
 
 
 def plot_distributions(df: pd.DataFrame, axes=None, *, title: str | None = None):
@@ -152,12 +154,8 @@ def plot_recovery(
     )
     if x == "remaining":
         _remaining_axis(ax, df["remaining"])
-    ax.set_xlabel(XLABELS[x])
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title)
-    return ax
+    # Recovered networks sit close together near the top: the axis follows the data.
+    return _accuracy_axes(ax, XLABELS[x], title, full_range=False)
 
 
 def plot_recipes(
@@ -168,10 +166,7 @@ def plot_recipes(
         _, ax = plt.subplots(figsize=(7, 4.5))
     part = df[df["method"] == method]
     sns.lineplot(data=part, x="k", y="accuracy", hue="recipe", marker="o", errorbar=None, ax=ax)
-    ax.set_xlabel(f"k (% pruned per layer, {method} pruning)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=7)
-    ax.set_title(title or f"{method} pruning by training recipe")
-    return ax
+    return _accuracy_axes(
+        ax, f"k (% pruned per layer, {method} pruning)", title or f"{method} pruning by training recipe"
+    )

@@ -126,7 +126,8 @@ def retrain_baseline(
         leave=False,
     ):
         sizes = units_left(arch.hidden_sizes, k)
-        if min(sizes) < 1:
+        cut_off = min(sizes) < 1
+        if cut_off:
             # Nothing to train: a layer of no units cuts the input off. Evaluate the all-zero
             # network of these (zero-width) shapes; no training, nothing cached.
             widths = (inputs, *sizes, arch.num_classes)
@@ -152,7 +153,7 @@ def retrain_baseline(
                 "prunable_sparsity": 100.0 * (1 - hidden_params / full_hidden),
                 "accuracy": accuracy,
                 "loss": loss,
-                "effective_params": params if min(sizes) >= 1 else 0,  # as unit pruning's: none reach the logits
+                "effective_params": 0 if cut_off else params,  # as unit pruning's: none reach the logits
                 "norm_kept": float("nan"),
             }
         )
