@@ -169,6 +169,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+COLUMNS = 4
+
+
 def figure(table: pd.DataFrame, path: Path) -> None:
     """Accuracy against the share of weights remaining (log axis), one line per method, fine-tuning
     dashed; mean and 95 % t interval over seeds; one panel per (model, dataset, granularity)."""
@@ -181,8 +184,12 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
     table = table.astype({"k": float, "sparsity": float, "accuracy": float, "finetune_epochs": int, "seed": int})
     panels = table.groupby(["model", "dataset", "granularity"], sort=True)
-    fig, axes = plt.subplots(1, panels.ngroups, figsize=(5.2 * panels.ngroups, 4.2), squeeze=False)
-    for ax, ((model, dataset, granularity), part) in zip(axes[0], panels):
+    # Rows of at most COLUMNS panels, so the picture stays readable as the zoo grows.
+    rows, columns = -(-panels.ngroups // COLUMNS), min(COLUMNS, panels.ngroups)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.ravel()[panels.ngroups :]:
+        ax.set_visible(False)
+    for ax, ((model, dataset, granularity), part) in zip(axes.ravel(), panels):
         for (method, epochs), line in part.groupby(["method", "finetune_epochs"], sort=True):
             g = line.groupby("k").agg(
                 remaining=("sparsity", lambda s: 100 - s.mean()),
