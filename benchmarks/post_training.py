@@ -169,7 +169,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-COLUMNS = 4
+PANELS_PER_ROW = 4
 
 
 def figure(table: pd.DataFrame, path: Path) -> None:
@@ -184,8 +184,8 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
     table = table.astype({"k": float, "sparsity": float, "accuracy": float, "finetune_epochs": int, "seed": int})
     panels = table.groupby(["model", "dataset", "granularity"], sort=True)
-    # Rows of at most COLUMNS panels, so the picture stays readable as the zoo grows.
-    rows, columns = -(-panels.ngroups // COLUMNS), min(COLUMNS, panels.ngroups)
+    # Rows of at most PANELS_PER_ROW panels, so the picture stays readable as the zoo grows.
+    rows, columns = -(-panels.ngroups // PANELS_PER_ROW), min(PANELS_PER_ROW, panels.ngroups)
     fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
     for ax in axes.ravel()[panels.ngroups :]:
         ax.set_visible(False)
