@@ -7,7 +7,7 @@ import pytest
 from prunelib.core import post_training as pt
 from prunelib.core.forward import logits
 from prunelib.core.pruning import count_to_prune
-from prunelib.core.reconstruct import fit_layer
+from prunelib.core.reconstruct import fit_layer, logit_matching_targets
 
 METHODS = list(pt.POST_TRAINING_METHODS)
 
@@ -164,3 +164,57 @@ def test_per_unit_allocation_spreads_the_kept_weights_by_units():
     assert sum(counts) == 2970 and [w.size - c for w, c in zip(ws, counts)] == [248, 82]
     # a layer that would keep more than it has keeps everything
     assert pt._per_unit_counts([np.ones((100, 30)), np.ones((2, 10))], 50) == [1510, 0]
+
+
+def test_nonnegative_rows_match_scipy_nnls():
+    from scipy.optimize import nnls
+
+    rng = np.random.default_rng(0)
+    v, z = rng.standard_normal((4, 6)), rng.standard_normal((20, 6)) * 3
+    ours = pt._nonnegative_rows(z, v, iters=2000)
+    exact = np.array([nnls(v.T, row)[0] for row in z])
+    assert (ours >= 0).all() and np.allclose(ours, exact, atol=1e-6)
+    batched = pt._nonnegative_rows(z, np.stack([v, v[::-1]]), iters=2000)  # one problem per batch entry
+    assert np.allclose(batched[0], exact, atol=1e-6) and np.allclose(batched[1], exact[:, ::-1], atol=1e-6)
+
+
+def _detector_layer(rng, n=400):
+    """A last hidden layer of 8 units over 3 classes: units 5, 6, 7 each raise one class (small rows
+    of the logit kernel), units 0-4 have large rows that raise every class alike (no effect on the
+    softmax, every effect on a score of each unit alone)."""
+    v = np.vstack([np.repeat(np.arange(5.0, 10.0)[:, None], 3, axis=1), 0.5 * np.eye(3)])
+    h = rng.random((n, 8))
+    h[:, 5:] *= 4.0 * rng.random((n, 1))
+    return h, v
+
+
+def test_logit_targets_are_nonnegative_and_reproduce_reachable_logits():
+    h, v = _detector_layer(np.random.default_rng(1))
+    keep = np.array([False, True, False, False, False, True, True, True])
+    t = pt._logit_targets(h, keep, v, iters=3000)
+    assert (t >= 0).all() and np.all(t[:, ~keep] == 0)
+    # the detectors span every centred logit vector with non-negative weights: the fit is exact
+    centred = lambda a: a - a.mean(axis=1, keepdims=True)  # noqa: E731
+    assert np.allclose(centred(t @ v), centred(h @ v), atol=1e-6)
+
+
+def test_logit_targets_keep_predictions_the_clipped_minimum_norm_change_loses():
+    rng = np.random.default_rng(3)
+    v = np.vstack([np.eye(3), [-2.0, -1.0, -2.0]])  # the removed unit lowers every class
+    h, keep = rng.random((200, 4)) * [1, 1, 1, 3], np.array([True, True, True, False])
+    dense = np.argmax(h @ v, axis=1)
+    ours = pt._logit_targets(h, keep, v, iters=3000)
+    assert np.array_equal(np.argmax(ours @ v, axis=1), dense)
+    minimum_norm = logit_matching_targets(h, keep, v, np.float64)
+    assert (minimum_norm < 0).any()  # it ignores the ReLU, and clipping changes predictions
+    assert not np.array_equal(np.argmax(np.maximum(minimum_norm, 0) @ v, axis=1), dense)
+
+
+def test_greedy_logit_units_find_the_class_detectors_a_score_per_unit_misses():
+    h, v = _detector_layer(np.random.default_rng(2))
+    keep = pt._greedy_logit_units(h, v, 3)
+    assert np.flatnonzero(keep).tolist() == [5, 6, 7]
+    activation = np.linalg.norm(h, axis=0) * np.linalg.norm(v, axis=1)
+    assert not set(np.argsort(-activation)[:3]) & {5, 6, 7}
+    # beyond one unit per class the rest come by the activation score
+    assert np.flatnonzero(pt._greedy_logit_units(h, v, 5)).tolist() == sorted([5, 6, 7, *np.argsort(-activation)[:2]])

@@ -6,9 +6,11 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
 * *selection*, which weights (or units) to remove: ``magnitude`` (|w|), ``wanda`` (|w_ij| * ||x_i||,
   Sun et al. 2023), ``obs`` (w_ij^2 / [H^-1]_ii with H = X^T X + lam I, the optimal-brain-surgeon
   saliency: the error removing the weight alone causes once the others compensate); for units
-  ``norm`` (column L2 norm), ``activation`` (||h_j|| * ||W_next[j, :]||, the unit's share of the
+  ``norm`` (column L2 norm), ``activation`` (||h_j|| * ||W_next[j, kept]||, the unit's share of the
   next layer's input) or ``obs`` (greedy OBS over the next layer's input rows, which re-computes the
-  saliencies after every removal);
+  saliencies after every removal; in the last hidden layer, whose next kernel is frozen, the units
+  whose non-negative activations best reproduce the dense predictions). Units are chosen on the
+  dense network from the last hidden layer backward, each layer judged by the units the next keeps;
 * *update*: ``none`` (the mask applied) or ``lstsq``
   (:func:`prunelib.core.reconstruct.fit_layer` toward the dense network's pre-activations);
 * *schedule*: ``one-shot`` or ``gradual`` within each layer (prune to 50 %, re-fit, re-select on the
@@ -20,11 +22,11 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
   every hidden unit keeps the same number of weights on average: a narrow layer late in the network
   keeps a larger share than a wide first layer).
 
-Layers are processed sequentially, as in OBC / SparseGPT: layer i's selection and fit see the inputs
-the already-pruned network computes, and its targets are the dense network's pre-activations. Under
-unit pruning the last hidden layer is fitted to the logit targets of
-:mod:`prunelib.core.reconstruct` (the activations that best reproduce the dense logits through the
-fixed logit kernel). The logit kernel comes back bit-identical; nothing is mutated.
+Layers are fitted sequentially, as in OBC / SparseGPT: layer i's fit (and its weight selection) sees
+the inputs the already-pruned network computes, and its targets are the dense network's pre-activations. Under
+unit pruning the last hidden layer is fitted to non-negative activations of its kept units that
+reproduce the dense logits through the fixed logit kernel as closely as they can, up to a shift per
+row (which softmax ignores). The logit kernel comes back bit-identical; nothing is mutated.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from prunelib.core.pruning import (
     validate_k,
     validate_kernels,
 )
-from prunelib.core.reconstruct import check_calibration, fit_layer, logit_matching_targets
+from prunelib.core.reconstruct import check_calibration, fit_layer
 
 SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
 UPDATES = ("none", "lstsq")
@@ -296,16 +298,38 @@ def _per_unit_counts(hidden: list[np.ndarray], k: float) -> list[int]:
     return [int(n - w) for n, w in zip(sizes, whole)]
 
 
-def _unit_scores(
-    selection: str, w: np.ndarray, x: np.ndarray, b: np.ndarray | None, nxt: np.ndarray, damping: float, count: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(scores, removal order or None) of a layer's units; low scores go first."""
-    if selection == "norm":
-        return np.linalg.norm(w, axis=0), None
-    h = forward.layer(x, w, b, relu=True)
-    if selection == "activation":
-        return np.linalg.norm(h, axis=0) * np.linalg.norm(nxt, axis=1), None
-    return np.zeros(w.shape[1]), _greedy_obs_rows(h, nxt, damping, count)
+def _unit_keeps(
+    selection: str, hidden: list, biases: list, logits: np.ndarray, x: np.ndarray, counts: list[int], damping: float
+) -> list[np.ndarray]:
+    """Boolean keep-vector of every hidden layer's units, chosen on the dense network from the last
+    hidden layer backward, so that each layer is judged by the units the next one keeps.
+
+    ``norm`` ranks column norms; ``activation`` ranks ``||h_j|| * ||W_next[j, kept]||``; ``obs``
+    removes units by greedy OBS over the next layer's kept columns (:func:`_greedy_obs_rows`), and in
+    the last hidden layer, whose next kernel (the logits) is never re-fitted, picks units by how well
+    non-negative activations of them reproduce the dense predictions (:func:`_greedy_logit_units`).
+    """
+    acts, h = [], x
+    for w, b in zip(hidden, biases):
+        h = forward.layer(h, w.astype(np.float64), None if b is None else np.asarray(b, np.float64), relu=True)
+        acts.append(h)
+    nexts = [w.astype(np.float64) for w in hidden[1:]] + [np.asarray(logits, np.float64)]
+    keeps: list[np.ndarray] = [np.ones(0, bool)] * len(hidden)
+    kept_next = np.ones(logits.shape[1], dtype=bool)
+    for i in reversed(range(len(hidden))):
+        w, h, nxt, count = hidden[i], acts[i], nexts[i][:, kept_next], counts[i]
+        keep = np.ones(w.shape[1], dtype=bool)
+        if count and selection == "obs" and i == len(hidden) - 1:
+            keep = _greedy_logit_units(h, nxt, w.shape[1] - count)
+        elif count and selection == "obs":
+            keep[_greedy_obs_rows(h, nxt, damping, count)] = False
+        elif count:
+            scores = np.linalg.norm(w, axis=0)
+            if selection == "activation":
+                scores = np.linalg.norm(h, axis=0) * np.linalg.norm(nxt, axis=1)
+            keep = ~smallest(scores, count)
+        keeps[i] = kept_next = keep
+    return keeps
 
 
 def _greedy_obs_rows(h: np.ndarray, nxt: np.ndarray, damping: float, count: int) -> np.ndarray:
@@ -425,6 +449,7 @@ def _prune(kernels, biases, k, calibration, method, damping):
             counts = [count_to_prune(w.size, k) for w in hidden]
     else:
         counts = [count_to_prune(w.shape[1], k) for w in hidden]
+        keeps = _unit_keeps(spec.selection, hidden, biases, logits, x, counts, damping)
     out, out_b, masks = [], [], []
     h_dense = h_pruned = x
     changed = False
@@ -441,7 +466,7 @@ def _prune(kernels, biases, k, calibration, method, damping):
         else:
             nxt = (hidden + [logits])[i + 1].astype(np.float64)
             last = i == len(hidden) - 1
-            new, mask, new_b = _unit_layer(spec, w64, b, h_pruned, pre_dense, count, damping, nxt, last)
+            new, mask, new_b = _unit_layer(spec, w64, b, h_pruned, pre_dense, keeps[i], damping, nxt, last)
         out.append(np.asarray(new, dtype=dtype))
         out_b.append(None if given is None else np.asarray(new_b, dtype=np.asarray(given).dtype))
         masks.append(mask)
@@ -468,22 +493,88 @@ def _weight_layer(spec, w, b, x, target, count, damping):
     return new[:-1], mask[:-1], new[-1]
 
 
-def _unit_layer(spec, w, b, x, pre_dense, count, damping, nxt, last):
-    # The logit kernel is never re-fitted, so no row of it can compensate: rank by activation there.
-    selection = "activation" if spec.selection == "obs" and last else spec.selection
-    scores, order = _unit_scores(selection, w, x, b, nxt, damping, count)
-    removed = np.zeros(w.shape[1], dtype=bool)
-    if order is not None:
-        removed[order[:count]] = True
-    else:
-        removed = smallest(scores, count)
-    keep = ~removed
+def _nonnegative_rows(z: np.ndarray, v: np.ndarray, iters: int) -> np.ndarray:
+    """Rows ``a >= 0`` minimizing ``||a v - z||^2``, one small non-negative least-squares problem per
+    row, all solved together by FISTA (accelerated projected gradient) from the clipped unconstrained
+    solution (a start near the answer matters: the answers can be far larger than the activations).
+
+    ``v`` may carry leading batch dimensions, ``(..., m, c)`` with ``z`` ``(n, c)``: each batch entry
+    is a separate problem, and the result is ``(..., n, m)``.
+    """
+    vt = np.swapaxes(v, -1, -2)
+    gram, rhs = v @ vt, z @ vt
+    # 1 / the largest eigenvalue of the Gram matrix is a step that never overshoots
+    step = 1.0 / np.maximum(np.linalg.eigvalsh(gram)[..., -1], 1e-12)[..., None, None]
+    a = y = np.maximum(z @ np.linalg.pinv(v), 0.0)
+    t = 1.0
+    for _ in range(iters):
+        new = np.maximum(y - (y @ gram - rhs) * step, 0.0)
+        t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        y = new + ((t - 1.0) / t_next) * (new - a)
+        a, t = new, t_next
+    return a
+
+
+def _centred(v: np.ndarray) -> np.ndarray:
+    # softmax and argmax ignore a shift of all the logits of a row, so only their centred part counts
+    return v - v.mean(axis=-1, keepdims=True)
+
+
+def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logit_kernel: np.ndarray, iters: int = 300) -> np.ndarray:
+    """Last-hidden activations that reproduce the dense logits through the fixed logit kernel as
+    closely as non-negative (post-ReLU) activations of the kept units can, up to a shift per row.
+
+    The minimum-norm change of :func:`prunelib.core.reconstruct.logit_matching_targets` ignores the
+    ReLU: with few kept units it asks for negative activations, and clipping them loses the logits.
+    """
+    v = _centred(logit_kernel)
+    out = np.zeros_like(h_dense)
+    out[:, keep] = _nonnegative_rows(h_dense @ v, v[keep], iters)
+    return out
+
+
+def _greedy_logit_units(h_dense: np.ndarray, logit_kernel: np.ndarray, keep_count: int, rows: int = 1024) -> np.ndarray:
+    """Boolean keep-vector of the last hidden layer: its first ``min(keep_count, classes)`` units
+    chosen one at a time, each the unit whose addition lets non-negative activations of the chosen
+    units reproduce the most dense predictions (argmax of the logits; the squared error breaks ties)
+    on the first ``rows`` calibration rows; the rest by the activation score.
+
+    With the logit kernel frozen, the kept rows of it must span every class with non-negative
+    weights; a score of each unit alone (norm, activation) cannot see that, and at ``keep_count``
+    near the number of classes it decides whether the network still classifies.
+    """
+    h, v = h_dense[:rows], _centred(logit_kernel)
+    z = h @ v
+    wanted = np.argmax(z, axis=1)
+    chosen: list[int] = []
+    for _ in range(min(keep_count, v.shape[1])):
+        cand = np.setdiff1d(np.arange(len(v)), chosen)
+        vs = np.concatenate(
+            [np.broadcast_to(v[chosen], (len(cand), len(chosen), v.shape[1])), v[cand][:, None]], axis=1
+        )
+        fits = _nonnegative_rows(z, vs, iters=30)
+        out = fits @ vs
+        agree = np.sum(np.argmax(out, axis=2) == wanted, axis=1)
+        error = np.sum(np.square(out - z), axis=(1, 2))
+        best = int(np.lexsort((error, -agree))[0])
+        chosen.append(int(cand[best]))
+    keep = np.zeros(len(v), dtype=bool)
+    keep[chosen] = True
+    rest = keep_count - len(chosen)
+    if rest > 0:
+        score = np.where(keep, -np.inf, np.linalg.norm(h_dense, axis=0) * np.linalg.norm(logit_kernel, axis=1))
+        keep[np.argsort(-score, kind="stable")[:rest]] = True
+    return keep
+
+
+def _unit_layer(spec, w, b, x, pre_dense, keep, damping, nxt, last):
+    h_dense = forward.relu(pre_dense)
     mask = np.broadcast_to(keep, w.shape).copy()
     target = pre_dense
     if last and keep.any() and not keep.all():
-        wanted = logit_matching_targets(forward.relu(pre_dense), keep, nxt, nxt.dtype)
-        # where the wanted activation is not positive, any pre-activation at or below zero will do
-        target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
+        wanted = _logit_targets(h_dense, keep, nxt)
+        # where the wanted activation is zero, any pre-activation at or below zero will do
+        target = np.where(wanted > 0, wanted, np.minimum(pre_dense, 0.0))
     if spec.update == "none":
         new = np.where(mask, w, 0.0)
         return new, mask, None if b is None else np.where(keep, b, 0.0)
