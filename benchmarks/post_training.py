@@ -12,7 +12,7 @@ the pruned network with its masks fixed and the logit layer frozen
 post-training step. ``sparsity`` is measured over all kernels, the logit kernel included.
 
 Writes ``results/benchmarks/post_training.csv`` (rows already there for the same key are kept and not re-run,
-so a run can be resumed or extended) and the figure ``results/benchmarks/post_training.png``.
+so a run can be resumed or extended; ``--replace`` re-runs them and replaces their rows) and the figure ``results/benchmarks/post_training.png``.
 
     python benchmarks/post_training.py --models lenet-300-100 --datasets mnist --seeds 0 1 2 3 4
     python benchmarks/post_training.py --smoke   # a random tiny network, seconds, writes nothing
@@ -236,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "post_training.csv")
     parser.add_argument("--figure", type=Path, default=ROOT / "results" / "benchmarks" / "post_training.png")
     parser.add_argument("--figure-only", action="store_true", help="redraw the figure from --out")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="re-run keys already in --out and replace their rows (after a method changed)",
+    )
     parser.add_argument("--summary", action="store_true", help="print mean and 95 %% CI per point of --out")
     parser.add_argument("--smoke", action="store_true", help="a random tiny network, seconds; writes nothing")
     args = parser.parse_args(argv)
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             print(summary(table).round(2).to_string(index=False))
         return 0
     if not args.figure_only:
-        done = set(table[KEY].itertuples(index=False, name=None))
+        done = set() if args.replace else set(table[KEY].itertuples(index=False, name=None))
         for model in args.models:
             for dataset in args.datasets:
                 for seed in args.seeds:
@@ -269,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                         done=done,
                     )
                     if rows:  # saved after every model, so an interrupted run keeps what it measured
-                        table = pd.concat([table, pd.DataFrame(rows, columns=COLUMNS)], ignore_index=True)
+                        new = pd.DataFrame(rows, columns=COLUMNS)
+                        stale = pd.MultiIndex.from_frame(table[KEY]).isin(pd.MultiIndex.from_frame(new[KEY]))
+                        table = pd.concat([table[~stale], new], ignore_index=True)
                         args.out.parent.mkdir(parents=True, exist_ok=True)
                         table.to_csv(args.out, index=False, float_format="%.6g")
     if len(table):
