@@ -169,6 +169,30 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _method_order(methods) -> list[str]:
+    registered = list(POST_TRAINING_METHODS)
+    return sorted(methods, key=lambda m: registered.index(m) if m in registered else len(registered))
+
+
+def docs_blocks(table: pd.DataFrame) -> dict[str, str]:
+    """The Markdown tables docs/post-training.md quotes, by block name ``pt-MODEL-DATASET-GRANULARITY``:
+    one row per method (and per fine-tuning length after it), one column per k, mean ± 95 % CI."""
+    points = summary(table)
+    blocks = {}
+    for (model, dataset, granularity), part in points.groupby(["model", "dataset", "granularity"], sort=True):
+        ks = sorted(part["k"].unique())
+        cells = {(r.method, int(r.finetune_epochs), r.k): f"{r.accuracy:.2f} ± {r.ci95:.2f}" for r in part.itertuples()}
+        # a unit table names the granularity in every column, a weight table in its first only
+        labels = [f"{granularity} {k:g}" if granularity == "unit" or i == 0 else f"{k:g}" for i, k in enumerate(ks)]
+        lines = ["| method | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(ks)]
+        for method in _method_order(part["method"].unique()):
+            for epochs in sorted(int(e) for e in part.loc[part["method"] == method, "finetune_epochs"].unique()):
+                name = f"`{method}`" + (f" + {epochs} epoch{'s' * (epochs > 1)} fine-tuning" if epochs else "")
+                lines.append(f"| {name} | " + " | ".join(cells.get((method, epochs, k), "") for k in ks) + " |")
+        blocks[f"pt-{model}-{dataset}-{granularity}"] = "\n".join(lines)
+    return blocks
+
+
 PANELS_PER_ROW = 4
 
 
@@ -242,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         help="re-run keys already in --out and replace their rows (after a method changed)",
     )
     parser.add_argument("--summary", action="store_true", help="print mean and 95 %% CI per point of --out")
+    parser.add_argument("--docs", type=Path, help="rewrite this page's generated tables from --out, then stop")
     parser.add_argument("--smoke", action="store_true", help="a random tiny network, seconds; writes nothing")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -254,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(summary(table).round(2).to_string(index=False))
+        return 0
+    if args.docs:
+        from _docs import write
+
+        for name, block in docs_blocks(table).items():
+            if f"<!-- {name}:begin -->" in args.docs.read_text():
+                write(args.docs, name, block)
         return 0
     if not args.figure_only:
         done = set() if args.replace else set(table[KEY].itertuples(index=False, name=None))

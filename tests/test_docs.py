@@ -262,6 +262,21 @@ def test_a_docs_block_is_replaced_between_its_markers_only(tmp_path):
         _docs.write(page, "u", "x")
 
 
+def test_post_training_tables_are_generated_from_the_committed_benchmark():
+    """docs/post-training.md holds every table benchmarks/post_training.py --docs writes, as written."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _docs
+    import post_training
+
+    text = (ROOT / "docs/post-training.md").read_text()
+    blocks = post_training.docs_blocks(pd.read_csv(ROOT / "results/benchmarks/post_training.csv"))
+    assert len(blocks) >= 10 and set(re.findall(r"<!-- (pt-[\w.-]+):begin -->", text)) == set(blocks)
+    for name, block in blocks.items():
+        assert _docs.quoted(text, name, block), f"docs/post-training.md's {name} table is stale: run --docs"
+
+
 def test_post_training_page_quotes_the_committed_benchmark():
     """Every "mean ± CI" docs/post-training.md quotes is a point of benchmarks/post_training.py's
     summary of results/benchmarks/post_training.csv, in the table row of its method."""

@@ -218,3 +218,22 @@ def test_greedy_logit_units_find_the_class_detectors_a_score_per_unit_misses():
     assert not set(np.argsort(-activation)[:3]) & {5, 6, 7}
     # beyond one unit per class the rest come by the activation score
     assert np.flatnonzero(pt._greedy_logit_units(h, v, 5)).tolist() == sorted([5, 6, 7, *np.argsort(-activation)[:2]])
+
+
+@pytest.mark.parametrize("k", [70, 90])
+def test_network_targets_bring_the_logits_closer_than_layer_targets(k):
+    ws, x = _teacher()
+    layer = _logit_error("per-unit-obs-gradual", k, ws, x)
+    assert _logit_error("per-unit-obs-gradual+network", k, ws, x) < layer
+
+
+def test_network_targets_keep_masks_and_need_a_refit():
+    ws, bs, x = _net(bias=True)
+    layer = pt.post_training_prune_with_biases(ws, bs, 80, x, method="per-unit-obs-gradual")
+    network = pt.post_training_prune_with_biases(ws, bs, 80, x, method="per-unit-obs-gradual+network")
+    assert all(np.array_equal(a, b) for a, b in zip(layer[2], network[2]))  # same masks, new values
+    assert not np.array_equal(layer[0][0], network[0][0]) and not np.array_equal(layer[1][0], network[1][0])
+    with pytest.raises(ValueError, match="update='lstsq'"):
+        pt.PostTrainingMethod(update="none", targets="network")
+    with pytest.raises(ValueError, match="rounds"):
+        pt.PostTrainingMethod(targets="network", rounds=0)

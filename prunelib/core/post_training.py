@@ -51,6 +51,7 @@ SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activat
 UPDATES = ("none", "lstsq")
 SCHEDULES = ("one-shot", "gradual")
 ALLOCATIONS = ("uniform", "global", "per-unit")
+TARGETS = ("layer", "network")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class PostTrainingMethod:
     schedule: str = "one-shot"
     allocation: str = "uniform"
     keep: float = 0.5  # share of the kept weights each gradual step keeps
+    targets: str = "layer"
+    rounds: int = 4  # of the network-target alternation
 
     def __post_init__(self) -> None:
         if self.granularity not in SELECTIONS:
@@ -77,13 +80,22 @@ class PostTrainingMethod:
             ("update", UPDATES),
             ("schedule", SCHEDULES),
             ("allocation", ALLOCATIONS),
+            ("targets", TARGETS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.schedule == "gradual" and self.update != "lstsq":
             raise ValueError("a gradual schedule re-selects on re-fitted weights, so it needs update='lstsq'")
-        if self.granularity == "unit" and (self.schedule, self.allocation) != ("one-shot", "uniform"):
-            raise ValueError("unit pruning is one-shot with a uniform allocation")
+        if self.granularity == "unit" and (self.schedule, self.allocation, self.targets) != (
+            "one-shot",
+            "uniform",
+            "layer",
+        ):
+            raise ValueError("unit pruning is one-shot with a uniform allocation and layer targets")
+        if self.targets == "network" and self.update != "lstsq":
+            raise ValueError("network targets re-fit the kept weights, so they need update='lstsq'")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
 
 
 POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
@@ -98,6 +110,9 @@ POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
     "global-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="global"),
     "per-unit-obs+lstsq": PostTrainingMethod(selection="obs", allocation="per-unit"),
     "per-unit-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="per-unit"),
+    "per-unit-obs-gradual+network": PostTrainingMethod(
+        selection="obs", schedule="gradual", allocation="per-unit", targets="network"
+    ),
     "unit-norm+lstsq": PostTrainingMethod("unit", "norm"),
     "unit-activation+lstsq": PostTrainingMethod("unit", "activation"),
     "unit-obs+lstsq": PostTrainingMethod("unit", "obs"),
@@ -473,10 +488,62 @@ def _prune(kernels, biases, k, calibration, method, damping):
         changed = changed or count > 0
         h_dense = forward.relu(pre_dense)
         h_pruned = h_dense if not changed else forward.layer(h_pruned, out[-1].astype(np.float64), new_b, relu=True)
+    if spec.targets == "network" and changed:
+        dense_logits = forward.layer(h_dense, logits.astype(np.float64), _float64(biases[-1]), relu=False)
+        out, out_b = _network_rounds(out, out_b, masks, logits, biases[-1], x, dense_logits, spec.rounds, damping)
     out.append(np.array(logits, copy=True))
     out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
     masks.append(np.ones(logits.shape, dtype=bool))
     return out, out_b, masks
+
+
+def _float64(b):
+    return None if b is None else np.asarray(b, np.float64)
+
+
+def _network_rounds(hidden, biases, masks, logits, logit_bias, x, dense_logits, rounds, damping):
+    """Hidden kernels (and biases) re-fitted toward the network's output, masks fixed: SparseLLM's
+    alternation (Bai et al. 2024) with the dense logits as the last target.
+
+    Each hidden layer ``l`` gets auxiliary pre-activations ``z_l`` and activations ``a_l``, and a
+    round minimizes ``sum_l ||a_(l-1) W_l + b_l - z_l||^2 + ||a_l - relu(z_l)||^2`` in turn over every
+    ``a_l`` (a ridge solve through the next layer, the last one through the frozen logit kernel toward
+    the dense logits), every ``z_l`` (elementwise, the better of its ReLU's two branches) and every
+    ``W_l`` (least squares on the kept weights). The variables start at the sequentially pruned
+    network's values, so a layer is pulled toward what the layers after it need instead of toward its
+    own dense output.
+    """
+    ws, bs = [w.astype(np.float64) for w in hidden], [_float64(b) for b in biases]
+    z, a, h = [], [], x
+    for w, b in zip(ws, bs):
+        z.append(forward.layer(h, w, b, relu=False))
+        h = forward.relu(z[-1])
+        a.append(h)
+    nexts, next_bs = [*ws[1:], logits.astype(np.float64)], [*bs[1:], _float64(logit_bias)]
+    for _ in range(rounds):
+        for i, (v, c) in enumerate(zip(nexts, next_bs)):
+            wanted = dense_logits if i == len(ws) - 1 else z[i + 1]
+            if c is not None:
+                wanted = wanted - c
+            gram = v @ v.T + np.eye(len(v))
+            a[i] = np.linalg.solve(gram, (wanted @ v.T + forward.relu(z[i])).T).T
+        inputs = [x, *a[:-1]]
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            p = forward.layer(inputs[i], w, b, relu=False)
+            positive = np.maximum((p + a[i]) / 2.0, 0.0)
+            negative = np.minimum(p, 0.0)
+            cost_positive = np.square(positive - p) + np.square(a[i] - positive)
+            cost_negative = np.square(negative - p) + np.square(a[i])
+            z[i] = np.where(cost_positive <= cost_negative, positive, negative)
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            xb, wb = _with_bias_input(inputs[i], w, b)
+            mb = masks[i] if b is None else np.vstack([masks[i], np.ones((1, w.shape[1]), bool)])
+            fitted = _fit(xb, z[i], wb, mb, damping)
+            ws[i], bs[i] = (fitted, None) if b is None else (fitted[:-1], fitted[-1])
+    return (
+        [w.astype(old.dtype) for w, old in zip(ws, hidden)],
+        [None if b is None else b.astype(old.dtype) for b, old in zip(bs, biases)],
+    )
 
 
 def _with_bias_input(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
