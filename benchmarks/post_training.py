@@ -181,7 +181,11 @@ def docs_blocks(table: pd.DataFrame) -> dict[str, str]:
     blocks = {}
     for (model, dataset, granularity), part in points.groupby(["model", "dataset", "granularity"], sort=True):
         ks = sorted(part["k"].unique())
-        cells = {(r.method, int(r.finetune_epochs), r.k): f"{r.accuracy:.2f} ± {r.ci95:.2f}" for r in part.itertuples()}
+        cells = {
+            (r.method, int(r.finetune_epochs), r.k): f"{r.accuracy:.2f}"
+            + ("" if np.isnan(r.ci95) else f" ± {r.ci95:.2f}")
+            for r in part.itertuples()
+        }  # one seed has no interval
         # a unit table names the granularity in every column, a weight table in its first only
         labels = [f"{granularity} {k:g}" if granularity == "unit" or i == 0 else f"{k:g}" for i, k in enumerate(ks)]
         lines = ["| method | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(ks)]
@@ -284,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         from _docs import write
 
         for name, block in docs_blocks(table).items():
-            if f"<!-- {name}:begin -->" in args.docs.read_text():
-                write(args.docs, name, block)
+            write(args.docs, name, block)  # a table without its markers on the page is an error
         return 0
     if not args.figure_only:
         done = set() if args.replace else set(table[KEY].itertuples(index=False, name=None))

@@ -212,12 +212,14 @@ def test_logit_targets_keep_predictions_the_clipped_minimum_norm_change_loses():
 
 def test_greedy_logit_units_find_the_class_detectors_a_score_per_unit_misses():
     h, v = _detector_layer(np.random.default_rng(2))
-    keep = pt._greedy_logit_units(h, v, 3)
+    keep = pt._greedy_logit_units(h, v, None, 3)
     assert np.flatnonzero(keep).tolist() == [5, 6, 7]
     activation = np.linalg.norm(h, axis=0) * np.linalg.norm(v, axis=1)
     assert not set(np.argsort(-activation)[:3]) & {5, 6, 7}
     # beyond one unit per class the rest come by the activation score
-    assert np.flatnonzero(pt._greedy_logit_units(h, v, 5)).tolist() == sorted([5, 6, 7, *np.argsort(-activation)[:2]])
+    assert np.flatnonzero(pt._greedy_logit_units(h, v, None, 5)).tolist() == sorted(
+        [5, 6, 7, *np.argsort(-activation)[:2]]
+    )
 
 
 @pytest.mark.parametrize("k", [70, 90])
@@ -237,3 +239,25 @@ def test_network_targets_keep_masks_and_need_a_refit():
         pt.PostTrainingMethod(update="none", targets="network")
     with pytest.raises(ValueError, match="rounds"):
         pt.PostTrainingMethod(targets="network", rounds=0)
+
+
+def test_network_rounds_never_raise_their_objective():
+    ws, bs, x = _net(bias=True, sizes=(20, 16, 12, 5), n=400)
+    x = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)  # centred inputs
+    spec = pt.POST_TRAINING_METHODS["per-unit-obs-gradual"]
+    new, new_b, masks = pt.post_training_prune_with_biases(ws, bs, 80, x, method=spec)
+    h = x.astype(np.float64)
+    for w, b in zip(ws[:-1], bs[:-1]):
+        h = np.maximum(h @ w + b, 0)
+    dense = h @ ws[-1] + bs[-1]
+    history = []
+    pt._network_rounds(new[:-1], new_b[:-1], masks[:-1], ws[-1], bs[-1], x.astype(np.float64), dense, 12, 0.01, history)
+    assert len(history) == 12 and all(b <= a * (1 + 1e-9) for a, b in zip(history, history[1:]))
+
+
+def test_greedy_logit_units_judge_predictions_with_the_logit_bias():
+    # the bias makes class 1 the dense prediction; unit 0 alone keeps it, unit 1 alone (the closer
+    # fit of the centred logits, chosen when the bias is left out) turns it into class 0
+    h, v = np.array([[1.0, 1.0, 0.0]] * 10), np.array([[1.0, 0.8, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert np.flatnonzero(pt._greedy_logit_units(h, v, np.array([0.0, 1.5, 0.0]), 1)).tolist() == [0]
+    assert np.flatnonzero(pt._greedy_logit_units(h, v, None, 1)).tolist() == [1]

@@ -20,7 +20,10 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
   ``global`` (one ranking of the saliencies normalized by their layer's mean, pooled over the hidden
   layers; the exact total ``round(k/100 * N)``) or ``per-unit`` (the same exact total, spread so that
   every hidden unit keeps the same number of weights on average: a narrow layer late in the network
-  keeps a larger share than a wide first layer).
+  keeps a larger share than a wide first layer);
+* *targets*: ``layer`` (each layer's own dense pre-activations, below) or ``network`` (then
+  ``rounds`` of SparseLLM's alternation pull every hidden layer toward what the layers after it need
+  to reproduce the dense logits, masks fixed; kept only if the calibration logits come closer).
 
 Layers are fitted sequentially, as in OBC / SparseGPT: layer i's fit (and its weight selection) sees
 the inputs the already-pruned network computes, and its targets are the dense network's pre-activations. Under
@@ -31,6 +34,7 @@ row (which softmax ignores). The logit kernel comes back bit-identical; nothing 
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,7 +98,7 @@ class PostTrainingMethod:
             raise ValueError("unit pruning is one-shot with a uniform allocation and layer targets")
         if self.targets == "network" and self.update != "lstsq":
             raise ValueError("network targets re-fit the kept weights, so they need update='lstsq'")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 1:
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, numbers.Integral) or self.rounds < 1:
             raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
 
 
@@ -335,7 +339,7 @@ def _unit_keeps(
         w, h, nxt, count = hidden[i], acts[i], nexts[i][:, kept_next], counts[i]
         keep = np.ones(w.shape[1], dtype=bool)
         if count and selection == "obs" and i == len(hidden) - 1:
-            keep = _greedy_logit_units(h, nxt, w.shape[1] - count)
+            keep = _greedy_logit_units(h, nxt, _float64(biases[-1]), w.shape[1] - count)
         elif count and selection == "obs":
             keep[_greedy_obs_rows(h, nxt, damping, count)] = False
         elif count:
@@ -475,7 +479,7 @@ def _prune(kernels, biases, k, calibration, method, damping):
         dtype = w.dtype if np.issubdtype(w.dtype, np.floating) else np.float32
         if count == 0 and not changed:
             # nothing removed and the inputs unchanged: the layer is the dense one, bit for bit
-            new, mask, new_b = np.array(w, dtype=dtype), np.ones(w.shape, dtype=bool), b
+            new, mask, new_b = np.array(w, dtype=dtype), np.ones(w.shape, dtype=bool), None if b is None else b.copy()
         elif spec.granularity == "weight":
             new, mask, new_b = _weight_layer(spec, w64, b, h_pruned, pre_dense, count, damping)
         else:
@@ -490,7 +494,12 @@ def _prune(kernels, biases, k, calibration, method, damping):
         h_pruned = h_dense if not changed else forward.layer(h_pruned, out[-1].astype(np.float64), new_b, relu=True)
     if spec.targets == "network" and changed:
         dense_logits = forward.layer(h_dense, logits.astype(np.float64), _float64(biases[-1]), relu=False)
-        out, out_b = _network_rounds(out, out_b, masks, logits, biases[-1], x, dense_logits, spec.rounds, damping)
+        refined = _network_rounds(out, out_b, masks, logits, biases[-1], x, dense_logits, spec.rounds, damping)
+        # kept only where the network's own output on the calibration set comes closer (it may not)
+        if _logit_error(*refined, logits, biases[-1], x, dense_logits) < _logit_error(
+            out, out_b, logits, biases[-1], x, dense_logits
+        ):
+            out, out_b = refined
     out.append(np.array(logits, copy=True))
     out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
     masks.append(np.ones(logits.shape, dtype=bool))
@@ -501,17 +510,18 @@ def _float64(b):
     return None if b is None else np.asarray(b, np.float64)
 
 
-def _network_rounds(hidden, biases, masks, logits, logit_bias, x, dense_logits, rounds, damping):
+def _network_rounds(hidden, biases, masks, logits, logit_bias, x, dense_logits, rounds, damping, history=None):
     """Hidden kernels (and biases) re-fitted toward the network's output, masks fixed: SparseLLM's
     alternation (Bai et al. 2024) with the dense logits as the last target.
 
     Each hidden layer ``l`` gets auxiliary pre-activations ``z_l`` and activations ``a_l``, and a
-    round minimizes ``sum_l ||a_(l-1) W_l + b_l - z_l||^2 + ||a_l - relu(z_l)||^2`` in turn over every
-    ``a_l`` (a ridge solve through the next layer, the last one through the frozen logit kernel toward
-    the dense logits), every ``z_l`` (elementwise, the better of its ReLU's two branches) and every
-    ``W_l`` (least squares on the kept weights). The variables start at the sequentially pruned
-    network's values, so a layer is pulled toward what the layers after it need instead of toward its
-    own dense output.
+    round minimizes ``sum_l ||a_(l-1) W_l + b_l - z_l||^2 + ||a_l - relu(z_l)||^2`` (with ``a_L``'s
+    term the frozen logit layer's distance to the dense logits) in turn over every ``a_l`` (a ridge
+    solve through the next layer), every ``z_l`` (elementwise, the better of its ReLU's two branches)
+    and every ``W_l`` (least squares on the kept weights, its ridge a proximal term toward the
+    current ``W_l``, so no round increases the objective; ``history`` collects it after each round).
+    The variables start at the sequentially pruned network's values, so a layer is pulled toward what
+    the layers after it need instead of toward its own dense output.
     """
     ws, bs = [w.astype(np.float64) for w in hidden], [_float64(b) for b in biases]
     z, a, h = [], [], x
@@ -519,14 +529,14 @@ def _network_rounds(hidden, biases, masks, logits, logit_bias, x, dense_logits, 
         z.append(forward.layer(h, w, b, relu=False))
         h = forward.relu(z[-1])
         a.append(h)
-    nexts, next_bs = [*ws[1:], logits.astype(np.float64)], [*bs[1:], _float64(logit_bias)]
+    top, top_b = logits.astype(np.float64), _float64(logit_bias)
     for _ in range(rounds):
-        for i, (v, c) in enumerate(zip(nexts, next_bs)):
+        # each a_l through the next layer as it is now (re-fitted in the previous round)
+        for i, (v, c) in enumerate(zip([*ws[1:], top], [*bs[1:], top_b])):
             wanted = dense_logits if i == len(ws) - 1 else z[i + 1]
             if c is not None:
                 wanted = wanted - c
-            gram = v @ v.T + np.eye(len(v))
-            a[i] = np.linalg.solve(gram, (wanted @ v.T + forward.relu(z[i])).T).T
+            a[i] = np.linalg.solve(v @ v.T + np.eye(len(v)), (wanted @ v.T + forward.relu(z[i])).T).T
         inputs = [x, *a[:-1]]
         for i, (w, b) in enumerate(zip(ws, bs)):
             p = forward.layer(inputs[i], w, b, relu=False)
@@ -540,9 +550,31 @@ def _network_rounds(hidden, biases, masks, logits, logit_bias, x, dense_logits, 
             mb = masks[i] if b is None else np.vstack([masks[i], np.ones((1, w.shape[1]), bool)])
             fitted = _fit(xb, z[i], wb, mb, damping)
             ws[i], bs[i] = (fitted, None) if b is None else (fitted[:-1], fitted[-1])
+        if history is not None:
+            history.append(_network_objective(ws, bs, top, top_b, x, a, z, dense_logits))
     return (
         [w.astype(old.dtype) for w, old in zip(ws, hidden)],
         [None if b is None else b.astype(old.dtype) for b, old in zip(bs, biases)],
+    )
+
+
+def _network_objective(ws, bs, top, top_b, x, a, z, dense_logits) -> float:
+    inputs = [x, *a[:-1]]
+    total = sum(
+        float(np.sum(np.square(forward.layer(i, w, b, relu=False) - zz))) for i, w, b, zz in zip(inputs, ws, bs, z)
+    )
+    total += sum(float(np.sum(np.square(aa - forward.relu(zz)))) for aa, zz in zip(a, z))
+    return total + float(np.sum(np.square(forward.layer(a[-1], top, top_b, relu=False) - dense_logits)))
+
+
+def _logit_error(hidden, biases, logits, logit_bias, x, dense_logits) -> float:
+    out = x
+    for w, b in zip(hidden, biases):
+        out = forward.layer(out, w.astype(np.float64), _float64(b), relu=True)
+    return float(
+        np.mean(
+            np.square(forward.layer(out, logits.astype(np.float64), _float64(logit_bias), relu=False) - dense_logits)
+        )
     )
 
 
@@ -600,7 +632,9 @@ def _logit_targets(h_dense: np.ndarray, keep: np.ndarray, logit_kernel: np.ndarr
     return out
 
 
-def _greedy_logit_units(h_dense: np.ndarray, logit_kernel: np.ndarray, keep_count: int, rows: int = 1024) -> np.ndarray:
+def _greedy_logit_units(
+    h_dense: np.ndarray, logit_kernel: np.ndarray, logit_bias: np.ndarray | None, keep_count: int, rows: int = 1024
+) -> np.ndarray:
     """Boolean keep-vector of the last hidden layer: its first ``min(keep_count, classes)`` units
     chosen one at a time, each the unit whose addition lets non-negative activations of the chosen
     units reproduce the most dense predictions (argmax of the logits; the squared error breaks ties)
@@ -612,7 +646,8 @@ def _greedy_logit_units(h_dense: np.ndarray, logit_kernel: np.ndarray, keep_coun
     """
     h, v = h_dense[:rows], _centred(logit_kernel)
     z = h @ v
-    wanted = np.argmax(z, axis=1)
+    bias = 0.0 if logit_bias is None else logit_bias  # it cancels in the fit, not in the argmax
+    wanted = np.argmax(z + bias, axis=1)
     chosen: list[int] = []
     for _ in range(min(keep_count, v.shape[1])):
         cand = np.setdiff1d(np.arange(len(v)), chosen)
@@ -621,7 +656,7 @@ def _greedy_logit_units(h_dense: np.ndarray, logit_kernel: np.ndarray, keep_coun
         )
         fits = _nonnegative_rows(z, vs, iters=30)
         out = fits @ vs
-        agree = np.sum(np.argmax(out, axis=2) == wanted, axis=1)
+        agree = np.sum(np.argmax(out + bias, axis=2) == wanted, axis=1)
         error = np.sum(np.square(out - z), axis=(1, 2))
         best = int(np.lexsort((error, -agree))[0])
         chosen.append(int(cand[best]))
