@@ -287,7 +287,9 @@ def test_post_training_page_quotes_the_committed_benchmark():
     import post_training
 
     points = post_training.summary(pd.read_csv(ROOT / "results/benchmarks/post_training.csv"))
-    quoted = {(f"{a:.2f}", f"{c:.2f}"): m for a, c, m in zip(points["accuracy"], points["ci95"], points["method"])}
+    quoted: dict[tuple[str, str], set[str]] = {}  # two methods can share a mean ± CI to two decimals
+    for a, c, m in zip(points["accuracy"], points["ci95"], points["method"]):
+        quoted.setdefault((f"{a:.2f}", f"{c:.2f}"), set()).add(m)
     text = (ROOT / "docs/post-training.md").read_text()
     pairs = re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", text)
     assert len(pairs) > 50
@@ -297,4 +299,4 @@ def test_post_training_page_quotes_the_committed_benchmark():
         if line.startswith("| `"):
             method = line.split("`")[1]
             for pair in re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", line):
-                assert quoted[pair] == method, f"{pair} is quoted for {method}, the CSV has it for {quoted[pair]}"
+                assert method in quoted[pair], f"{pair} is quoted for {method}, the CSV has it for {quoted[pair]}"
