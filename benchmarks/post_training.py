@@ -246,8 +246,9 @@ PANELS_PER_ROW = 4
 
 
 def figure(table: pd.DataFrame, path: Path) -> None:
-    """Accuracy against the share of weights remaining (log axis), one line per method, fine-tuning
-    dashed; mean and 95 % t interval over seeds; one panel per (model, dataset, granularity)."""
+    """Accuracy against the share of weights remaining (log axis), one line per method (one colour per
+    method throughout), fine-tuning dashed (1 epoch) or dotted (more); mean and 95 % t interval over
+    seeds; one panel per (model, dataset, granularity)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -256,6 +257,9 @@ def figure(table: pd.DataFrame, path: Path) -> None:
     from prunelib.reporting.stats import ci95
 
     table = table.astype({"k": float, "sparsity": float, "accuracy": float, "finetune_epochs": int, "seed": int})
+    # one colour per method in every panel (fine-tuning: the method's colour, dashed / dotted)
+    palette = plt.get_cmap("tab20").colors
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(_method_order(table["method"].unique()))}
     panels = table.groupby(["model", "dataset", "granularity"], sort=True)
     # Rows of at most PANELS_PER_ROW panels, so the picture stays readable as the zoo grows.
     rows, columns = -(-panels.ngroups // PANELS_PER_ROW), min(PANELS_PER_ROW, panels.ngroups)
@@ -272,13 +276,13 @@ def figure(table: pd.DataFrame, path: Path) -> None:
             )
             g = g.sort_values("remaining")
             label = method if epochs == 0 else f"{method} + {epochs} ep fine-tuning"
-            style = "-" if epochs == 0 else "--"
-            (handle,) = ax.plot(g["remaining"], g["mean"], style, marker="o", ms=3, label=label)
+            style = {0: "-", 1: "--"}.get(epochs, ":")
+            ax.plot(g["remaining"], g["mean"], style, color=colour[method], marker="o", ms=3, label=label)
             ax.fill_between(
                 g["remaining"],
                 g["mean"] - g["ci"].fillna(0),
                 g["mean"] + g["ci"].fillna(0),
-                color=handle.get_color(),
+                color=colour[method],
                 alpha=0.15,
             )
         ax.set_xscale("log")
