@@ -258,7 +258,7 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
     table = table.astype({"k": float, "sparsity": float, "accuracy": float, "finetune_epochs": int, "seed": int})
     # one colour per method in every panel (fine-tuning: the method's colour, dashed / dotted)
-    palette = plt.get_cmap("tab20").colors
+    palette = plt.get_cmap("tab10").colors + plt.get_cmap("Dark2").colors  # 18 strong colours
     colour = {m: palette[i % len(palette)] for i, m in enumerate(_method_order(table["method"].unique()))}
     panels = table.groupby(["model", "dataset", "granularity"], sort=True)
     # Rows of at most PANELS_PER_ROW panels, so the picture stays readable as the zoo grows.
