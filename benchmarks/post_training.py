@@ -175,8 +175,9 @@ def _method_order(methods) -> list[str]:
 
 
 def docs_blocks(table: pd.DataFrame) -> dict[str, str]:
-    """The Markdown tables docs/post-training.md quotes, by block name ``pt-MODEL-DATASET-GRANULARITY``:
-    one row per method (and per fine-tuning length after it), one column per k, mean ± 95 % CI."""
+    """The Markdown tables docs/post-training.md quotes, by block name: ``pt-MODEL-DATASET-GRANULARITY``
+    (one row per method and per fine-tuning length after it, one column per k, mean ± 95 % CI) and
+    ``pt-goals`` (:func:`goals_block`)."""
     points = summary(table)
     blocks = {}
     for (model, dataset, granularity), part in points.groupby(["model", "dataset", "granularity"], sort=True):
@@ -194,7 +195,7 @@ def docs_blocks(table: pd.DataFrame) -> dict[str, str]:
                 name = f"`{method}`" + (f" + {epochs} epoch{'s' * (epochs > 1)} fine-tuning" if epochs else "")
                 lines.append(f"| {name} | " + " | ".join(cells.get((method, epochs, k), "") for k in ks) + " |")
         blocks[f"pt-{model}-{dataset}-{granularity}"] = "\n".join(lines)
-    return blocks
+    return {**blocks, "pt-goals": goals_block(table)}
 
 
 GOALS = (  # issue 22's goals: (what, model, dataset, granularity, k, fine-tuning epochs, wanted accuracy)
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.docs:
         from _docs import write
 
-        for name, block in {**docs_blocks(table), "pt-goals": goals_block(table)}.items():
+        for name, block in docs_blocks(table).items():
             write(args.docs, name, block)  # a table without its markers on the page is an error
         return 0
     if not args.figure_only:

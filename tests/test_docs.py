@@ -272,7 +272,7 @@ def test_post_training_tables_are_generated_from_the_committed_benchmark():
 
     text = (ROOT / "docs/post-training.md").read_text()
     table = pd.read_csv(ROOT / "results/benchmarks/post_training.csv")
-    blocks = {**post_training.docs_blocks(table), "pt-goals": post_training.goals_block(table)}
+    blocks = post_training.docs_blocks(table)
     assert len(blocks) >= 11 and set(re.findall(r"<!-- (pt-[\w.-]+):begin -->", text)) == set(blocks)
     for name, block in blocks.items():
         assert _docs.quoted(text, name, block), f"docs/post-training.md's {name} table is stale: run --docs"

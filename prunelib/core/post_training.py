@@ -288,7 +288,7 @@ def _global_counts(
         # Normalized by the layer's mean so that layers of different scales compete on relative terms.
         mean = float(scores.mean())
         pooled.append((scores / (mean if mean > 0 else 1.0)).ravel())
-        h = forward.layer(h, w64, None if b is None else np.asarray(b, np.float64), relu=True)
+        h = forward.layer(h, w64, _float64(b), relu=True)
     flat = np.concatenate(pooled)
     chosen = smallest(flat, count_to_prune(flat.size, k))
     return [int(p.sum()) for p in np.split(chosen, np.cumsum([w.size for w in hidden])[:-1])]
@@ -330,7 +330,7 @@ def _unit_keeps(
     """
     acts, h = [], x
     for w, b in zip(hidden, biases):
-        h = forward.layer(h, w.astype(np.float64), None if b is None else np.asarray(b, np.float64), relu=True)
+        h = forward.layer(h, w.astype(np.float64), _float64(b), relu=True)
         acts.append(h)
     nexts = [w.astype(np.float64) for w in hidden[1:]] + [np.asarray(logits, np.float64)]
     keeps: list[np.ndarray] = [np.ones(0, bool)] * len(hidden)
@@ -474,7 +474,7 @@ def _prune(kernels, biases, k, calibration, method, damping):
     changed = False
     for i, (w, given, count) in enumerate(zip(hidden, biases, counts)):
         w64 = w.astype(np.float64)
-        b = None if given is None else np.asarray(given, np.float64)
+        b = _float64(given)
         pre_dense = forward.layer(h_dense, w64, b, relu=False)
         dtype = w.dtype if np.issubdtype(w.dtype, np.floating) else np.float32
         if count == 0 and not changed:
@@ -568,14 +568,9 @@ def _network_objective(ws, bs, top, top_b, x, a, z, dense_logits) -> float:
 
 
 def _logit_error(hidden, biases, logits, logit_bias, x, dense_logits) -> float:
-    out = x
-    for w, b in zip(hidden, biases):
-        out = forward.layer(out, w.astype(np.float64), _float64(b), relu=True)
-    return float(
-        np.mean(
-            np.square(forward.layer(out, logits.astype(np.float64), _float64(logit_bias), relu=False) - dense_logits)
-        )
-    )
+    kernels = [w.astype(np.float64) for w in [*hidden, logits]]
+    out = forward.logits(kernels, x, [_float64(b) for b in [*biases, logit_bias]])
+    return float(np.mean(np.square(out - dense_logits)))
 
 
 def _with_bias_input(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
