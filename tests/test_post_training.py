@@ -4,6 +4,7 @@ value checks that can fail (hand-computed selections, OBS against brute force, o
 import numpy as np
 import pytest
 
+from prunelib.core import allocation
 from prunelib.core import post_training as pt
 from prunelib.core.forward import logits
 from prunelib.core.pruning import count_to_prune
@@ -43,7 +44,7 @@ def test_contract_of_every_method(name, bias):
             assert [int((~m.any(axis=0)).sum()) for m in masks[:-1]] == [count_to_prune(w.shape[1], k) for w in ws[:-1]]
             if bs is not None:  # removed units output exactly 0
                 assert all(np.all(b[~m.any(axis=0)] == 0) for b, m in zip(new_b[:-1], masks[:-1]))
-        elif spec.allocation in ("global", "per-unit"):
+        elif spec.allocation != "uniform":
             assert sum(pruned) == count_to_prune(sum(w.size for w in ws[:-1]), k)
         else:
             assert pruned == [count_to_prune(w.size, k) for w in ws[:-1]]
@@ -160,10 +161,68 @@ def test_normal_equations_factor_keeps_the_fit():
 
 def test_per_unit_allocation_spreads_the_kept_weights_by_units():
     ws = [np.ones((100, 30)), np.ones((30, 10)), np.ones((10, 2))]
-    counts = pt._per_unit_counts(ws[:-1], 90)  # 3,300 weights, 330 kept over 40 units
+    counts = allocation.power_counts(ws[:-1], 90)  # 3,300 weights, 330 kept over 40 units
     assert sum(counts) == 2970 and [w.size - c for w, c in zip(ws, counts)] == [248, 82]
     # a layer that would keep more than it has keeps everything
-    assert pt._per_unit_counts([np.ones((100, 30)), np.ones((2, 10))], 50) == [1510, 0]
+    assert allocation.power_counts([np.ones((100, 30)), np.ones((2, 10))], 50) == [1510, 0]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_every_allocation_removes_the_exact_total_and_no_layer_more_than_it_has(seed):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 400, rng.integers(1, 5)).tolist()
+    k = float(rng.choice([0, 12.5, 50, 90, 99, 99.9, 100, rng.uniform(0, 100)]))
+    weights = rng.uniform(0.01, 5, len(sizes))
+    for counts in (
+        allocation.spread_counts(sizes, k, weights),
+        allocation.owl_counts(rng.random(len(sizes)), sizes, k, lam=0.5),
+    ):
+        assert sum(counts) == count_to_prune(sum(sizes), k)
+        assert all(0 <= c <= n for c, n in zip(counts, sizes))
+
+
+def test_power_and_owl_allocations_keep_more_where_they_should():
+    ws = [np.ones((100, 30)), np.ones((30, 10))]
+    uniform = allocation.power_counts(ws, 90, alpha=1.0)
+    assert uniform == [count_to_prune(w.size, 90) for w in ws]  # alpha = 1 keeps the same fraction
+    assert allocation.power_counts(ws, 90, alpha=-0.5)[1] < allocation.power_counts(ws, 90)[1] < uniform[1]
+    sizes = [w.size for w in ws]
+    assert allocation.owl_counts([0.02, 0.02], sizes, 90) == uniform  # equal outlier ratios: uniform
+    first_more, second_more = (
+        allocation.owl_counts([0.05, 0.01], sizes, 90),
+        allocation.owl_counts([0.01, 0.05], sizes, 90),
+    )
+    assert first_more[0] < uniform[0] < second_more[0]  # the layer with more outliers removes fewer
+    with pytest.raises(ValueError, match="weights"):
+        allocation.spread_counts([10, 10], 50, [1.0, 0.0])
+    with pytest.raises(ValueError, match="lam"):
+        allocation.owl_counts([0.1, 0.2], [10, 10], 50, lam=1.0)
+
+
+def test_outlier_ratio_counts_scores_above_m_times_the_mean():
+    w = np.ones((10, 10))
+    w[0, 0] = 100.0  # mean score 1.99: one weight above 5x
+    assert allocation.outlier_ratio(w, np.ones((4, 10))) == 0.01
+    assert allocation.outlier_ratio(np.ones((10, 10)), np.ones((4, 10))) == 0.0
+
+
+@pytest.mark.parametrize("bias", [False, True], ids=["no-bias", "bias"])
+def test_search_keeps_the_tried_allocation_that_agrees_most_with_the_dense_predictions(bias):
+    ws, bs, x = _net(seed=1, bias=bias)
+    searched = _run("search-obs-gradual", ws, bs, 90, x)
+    errors = {}
+    for alpha in allocation.SEARCH_ALPHAS:
+        counts = allocation.power_counts(ws[:-1], 90, alpha)
+        spec = pt.PostTrainingMethod(selection="obs", schedule="gradual", allocation="per-unit")
+        xs = x.astype(np.float64)
+        trial = pt._prune_layers(spec, ws[:-1], bs or [None] * len(ws), xs, counts, None, ws[-1], 0.01)
+        dense = pt._dense_logits(ws[:-1], bs or [None] * len(ws), ws[-1], xs)
+        z = logits([*trial[0], ws[-1]], xs, None if bs is None else [*trial[1], bs[-1]])
+        errors[alpha] = ((np.mean(z.argmax(1) != dense.argmax(1)), np.mean((z - dense) ** 2)), trial[2])
+    best = min(errors, key=lambda a: errors[a][0])
+    assert all(np.array_equal(a, b) for a, b in zip(searched[2], errors[best][1]))  # the best one's masks
+    # here agreement and the logit error disagree, and neither picks per-unit: the choice is tested
+    assert best != 0.0 and best != min(errors, key=lambda a: errors[a][0][1])
 
 
 def test_nonnegative_rows_match_scipy_nnls():

@@ -20,7 +20,10 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
   ``global`` (one ranking of the saliencies normalized by their layer's mean, pooled over the hidden
   layers; the exact total ``round(k/100 * N)``) or ``per-unit`` (the same exact total, spread so that
   every hidden unit keeps the same number of weights on average: a narrow layer late in the network
-  keeps a larger share than a wide first layer);
+  keeps a larger share than a wide first layer) or ``owl`` (layers with more outlier weights keep
+  more, Yin et al. 2024) or ``search`` (a few allocations between ``per-unit`` and uniform tried, the
+  one whose calibration logits come closest to the dense ones kept; see
+  :mod:`prunelib.core.allocation`);
 * *targets*: ``layer`` (each layer's own dense pre-activations, below) or ``network`` (then
   ``rounds`` of SparseLLM's alternation pull every hidden layer toward what the layers after it need
   to reproduce the dense logits, masks fixed; kept only if the calibration logits come closer).
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunelib.core import forward
+from prunelib.core import allocation, forward
 from prunelib.core.pruning import (
     count_to_prune,
     smallest,
@@ -54,7 +57,7 @@ from prunelib.core.reconstruct import check_calibration, fit_layer
 SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
 UPDATES = ("none", "lstsq")
 SCHEDULES = ("one-shot", "gradual")
-ALLOCATIONS = ("uniform", "global", "per-unit")
+ALLOCATIONS = ("uniform", "global", "per-unit", "owl", "search")
 TARGETS = ("layer", "network")
 
 
@@ -114,6 +117,8 @@ POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
     "global-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="global"),
     "per-unit-obs+lstsq": PostTrainingMethod(selection="obs", allocation="per-unit"),
     "per-unit-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="per-unit"),
+    "owl-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="owl"),
+    "search-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="search"),
     "per-unit-obs-gradual+network": PostTrainingMethod(
         selection="obs", schedule="gradual", allocation="per-unit", targets="network"
     ),
@@ -294,29 +299,6 @@ def _global_counts(
     return [int(p.sum()) for p in np.split(chosen, np.cumsum([w.size for w in hidden])[:-1])]
 
 
-def _per_unit_counts(hidden: list[np.ndarray], k: float) -> list[int]:
-    """Per-layer counts that leave every hidden unit the same number of kept weights on average
-    (the kept total spread over layers in proportion to their units, largest remainders first, no
-    layer above its size); the total removed is exactly ``round(k/100 * N)``."""
-    sizes = np.array([w.size for w in hidden])
-    units = np.array([w.shape[1] for w in hidden], dtype=np.float64)
-    kept = int(sizes.sum()) - count_to_prune(int(sizes.sum()), k)
-    share = np.zeros(len(hidden))
-    free = np.ones(len(hidden), dtype=bool)
-    while free.any():  # a layer that would keep more than it has keeps all, the rest share the remainder
-        left = kept - share[~free].sum()
-        share[free] = left * units[free] / units[free].sum()
-        over = free & (share > sizes)
-        if not over.any():
-            break
-        share[over] = sizes[over]
-        free &= ~over
-    whole = np.floor(share).astype(int)
-    order = np.argsort(-(share - whole), kind="stable")
-    whole[order[: kept - int(whole.sum())]] += 1
-    return [int(n - w) for n, w in zip(sizes, whole)]
-
-
 def _unit_keeps(
     selection: str, hidden: list, biases: list, logits: np.ndarray, x: np.ndarray, counts: list[int], damping: float
 ) -> list[np.ndarray]:
@@ -459,16 +441,63 @@ def _prune(kernels, biases, k, calibration, method, damping):
     x = check_calibration(calibration, kernels, fan_ins, biases_counted=any(b is not None for b in biases[:-1])).astype(
         np.float64
     )
+    keeps = None
     if spec.granularity == "weight":
-        if spec.allocation == "global":
-            counts = _global_counts(spec, hidden, x, biases, k, damping)
-        elif spec.allocation == "per-unit":
-            counts = _per_unit_counts(hidden, k)
-        else:
-            counts = [count_to_prune(w.size, k) for w in hidden]
+        candidates = _candidate_counts(spec, hidden, x, biases, k, damping)
     else:
-        counts = [count_to_prune(w.shape[1], k) for w in hidden]
-        keeps = _unit_keeps(spec.selection, hidden, biases, logits, x, counts, damping)
+        candidates = [[count_to_prune(w.shape[1], k) for w in hidden]]
+        keeps = _unit_keeps(spec.selection, hidden, biases, logits, x, candidates[0], damping)
+    if len(candidates) > 1 or spec.targets == "network":
+        dense_logits = _dense_logits(hidden, biases, logits, x)
+    out, out_b, masks, changed = _prune_layers(spec, hidden, biases, x, candidates[0], keeps, logits, damping)
+    if len(candidates) > 1:
+        best = _disagreement(out, out_b, logits, biases[-1], x, dense_logits)
+        for counts in candidates[1:]:
+            trial = _prune_layers(spec, hidden, biases, x, counts, keeps, logits, damping)
+            error = _disagreement(*trial[:2], logits, biases[-1], x, dense_logits)
+            if error < best:
+                best, (out, out_b, masks, changed) = error, trial
+    if spec.targets == "network" and changed:
+        refined = _network_rounds(out, out_b, masks, logits, biases[-1], x, dense_logits, spec.rounds, damping)
+        # kept only where the network's own output on the calibration set comes closer (it may not)
+        if _logit_error(*refined, logits, biases[-1], x, dense_logits) < _logit_error(
+            out, out_b, logits, biases[-1], x, dense_logits
+        ):
+            out, out_b = refined
+    out.append(np.array(logits, copy=True))
+    out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
+    masks.append(np.ones(logits.shape, dtype=bool))
+    return out, out_b, masks
+
+
+def _candidate_counts(spec, hidden, x, biases, k, damping) -> list[list[int]]:
+    """The per-layer counts to remove that ``spec``'s allocation tries (one list unless it searches)."""
+    if spec.allocation == "global":
+        return [_global_counts(spec, hidden, x, biases, k, damping)]
+    if spec.allocation == "per-unit":
+        return [allocation.power_counts(hidden, k, 0.0)]
+    if spec.allocation == "owl":
+        ratios, h = [], x
+        for w, b in zip(hidden, biases):
+            ratios.append(allocation.outlier_ratio(w, h))
+            h = forward.layer(h, w.astype(np.float64), _float64(b), relu=True)
+        return [allocation.owl_counts(ratios, [w.size for w in hidden], k)]
+    if spec.allocation == "search":
+        tried = [allocation.power_counts(hidden, k, a) for a in allocation.SEARCH_ALPHAS]
+        return [c for i, c in enumerate(tried) if c not in tried[:i]]
+    return [[count_to_prune(w.size, k) for w in hidden]]
+
+
+def _dense_logits(hidden, biases, logits, x) -> np.ndarray:
+    h = x
+    for w, b in zip(hidden, biases):
+        h = forward.layer(h, w.astype(np.float64), _float64(b), relu=True)
+    return forward.layer(h, logits.astype(np.float64), _float64(biases[-1]), relu=False)
+
+
+def _prune_layers(spec, hidden, biases, x, counts, keeps, logits, damping):
+    """The hidden layers pruned in order, each fitted on the inputs the already-pruned layers compute:
+    ``(kernels, biases, masks, changed)``."""
     out, out_b, masks = [], [], []
     h_dense = h_pruned = x
     changed = False
@@ -492,18 +521,7 @@ def _prune(kernels, biases, k, calibration, method, damping):
         changed = changed or count > 0
         h_dense = forward.relu(pre_dense)
         h_pruned = h_dense if not changed else forward.layer(h_pruned, out[-1].astype(np.float64), new_b, relu=True)
-    if spec.targets == "network" and changed:
-        dense_logits = forward.layer(h_dense, logits.astype(np.float64), _float64(biases[-1]), relu=False)
-        refined = _network_rounds(out, out_b, masks, logits, biases[-1], x, dense_logits, spec.rounds, damping)
-        # kept only where the network's own output on the calibration set comes closer (it may not)
-        if _logit_error(*refined, logits, biases[-1], x, dense_logits) < _logit_error(
-            out, out_b, logits, biases[-1], x, dense_logits
-        ):
-            out, out_b = refined
-    out.append(np.array(logits, copy=True))
-    out_b.append(None if biases[-1] is None else np.array(biases[-1], copy=True))
-    masks.append(np.ones(logits.shape, dtype=bool))
-    return out, out_b, masks
+    return out, out_b, masks, changed
 
 
 def _float64(b):
@@ -567,10 +585,20 @@ def _network_objective(ws, bs, top, top_b, x, a, z, dense_logits) -> float:
     return total + float(np.sum(np.square(forward.layer(a[-1], top, top_b, relu=False) - dense_logits)))
 
 
-def _logit_error(hidden, biases, logits, logit_bias, x, dense_logits) -> float:
+def _pruned_logits(hidden, biases, logits, logit_bias, x) -> np.ndarray:
     kernels = [w.astype(np.float64) for w in [*hidden, logits]]
-    out = forward.logits(kernels, x, [_float64(b) for b in [*biases, logit_bias]])
-    return float(np.mean(np.square(out - dense_logits)))
+    return forward.logits(kernels, x, [_float64(b) for b in [*biases, logit_bias]])
+
+
+def _logit_error(hidden, biases, logits, logit_bias, x, dense_logits) -> float:
+    return float(np.mean(np.square(_pruned_logits(hidden, biases, logits, logit_bias, x) - dense_logits)))
+
+
+def _disagreement(hidden, biases, logits, logit_bias, x, dense_logits) -> tuple[float, float]:
+    """(share of calibration rows whose prediction differs from the dense network's, mean squared
+    logit error): how a ``search`` allocation ranks its candidates (the second breaks ties)."""
+    out = _pruned_logits(hidden, biases, logits, logit_bias, x)
+    return float(np.mean(out.argmax(1) != dense_logits.argmax(1))), float(np.mean(np.square(out - dense_logits)))
 
 
 def _with_bias_input(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
