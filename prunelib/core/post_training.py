@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from prunelib.core import allocation, forward
+from prunelib.core.greedy import greedy_supports
 from prunelib.core.pruning import (
     count_to_prune,
     smallest,
@@ -54,7 +55,7 @@ from prunelib.core.pruning import (
 )
 from prunelib.core.reconstruct import check_calibration, fit_layer
 
-SELECTIONS = {"weight": ("magnitude", "wanda", "obs"), "unit": ("norm", "activation", "obs")}
+SELECTIONS = {"weight": ("magnitude", "wanda", "obs", "greedy"), "unit": ("norm", "activation", "obs")}
 UPDATES = ("none", "lstsq")
 SCHEDULES = ("one-shot", "gradual")
 ALLOCATIONS = ("uniform", "global", "per-unit", "owl", "search")
@@ -91,6 +92,8 @@ class PostTrainingMethod:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.selection == "greedy" and (self.update, self.schedule) != ("lstsq", "one-shot"):
+            raise ValueError("greedy selection builds each row's support from nothing: one-shot, update='lstsq'")
         if self.schedule == "gradual" and self.update != "lstsq":
             raise ValueError("a gradual schedule re-selects on re-fitted weights, so it needs update='lstsq'")
         if self.granularity == "unit" and (self.schedule, self.allocation, self.targets) != (
@@ -119,6 +122,7 @@ POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
     "per-unit-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="per-unit"),
     "owl-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="owl"),
     "search-obs-gradual": PostTrainingMethod(selection="obs", schedule="gradual", allocation="search"),
+    "per-unit-greedy+lstsq": PostTrainingMethod(selection="greedy", allocation="per-unit"),
     "per-unit-obs-gradual+network": PostTrainingMethod(
         selection="obs", schedule="gradual", allocation="per-unit", targets="network"
     ),
@@ -271,6 +275,9 @@ def _prune_weights_of_layer(
         mask = select(w64, mask, count)
         return np.where(mask, w64, 0.0), mask
     normal = _Normal(x, gram)
+    if method.selection == "greedy":
+        mask = greedy_supports(gram, x.T @ target, size - count, _ridge(gram, damping), fixed)
+        return normal.fit(target, w64, mask, damping), mask
     levels = [100.0 * count / size]
     if method.schedule == "gradual":
         levels = gradual_levels(levels[0], method.keep)
