@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from prunelib.core import forward
-from prunelib.core.post_training import _logit_targets
 from prunelib.core.reconstruct import logit_matching_targets
+from prunelib.core.unit_selection import logit_targets
 
 
 def rows(seed: int, kept: list[int], model: str = "challenge", dataset: str = "mnist") -> list[dict]:
@@ -44,7 +44,7 @@ def rows(seed: int, kept: list[int], model: str = "challenge", dataset: str = "m
         acts = {
             "kept as they are": np.where(keep, h, 0.0),
             "minimum-norm, clipped": forward.relu(logit_matching_targets(h, keep, v, np.float64)),
-            "non-negative fit": _logit_targets(h, keep, v),
+            "non-negative fit": logit_targets(h, keep, v),
         }
         for name, a in acts.items():
             accuracy = 100 * float(np.mean(np.argmax(a @ v, axis=1) == data.y_test))

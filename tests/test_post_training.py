@@ -4,7 +4,7 @@ value checks that can fail (hand-computed selections, OBS against brute force, o
 import numpy as np
 import pytest
 
-from prunelib.core import allocation
+from prunelib.core import allocation, layer_fit, network_targets, unit_selection
 from prunelib.core import post_training as pt
 from prunelib.core.forward import logits
 from prunelib.core.pruning import count_to_prune
@@ -156,7 +156,7 @@ def test_normal_equations_factor_keeps_the_fit():
     x[:, 2] = 0.0  # an always-zero input makes the Gram matrix singular
     mask = rng.random((6, 3)) > 0.4
     direct = fit_layer(x, y, w, mask, exact=True)
-    assert np.allclose(pt._Normal(x, x.T @ x).fit(y, w, mask, 0.01), direct, atol=1e-4)
+    assert np.allclose(layer_fit.Normal(x, x.T @ x).fit(y, w, mask, 0.01), direct, atol=1e-4)
 
 
 def test_per_unit_allocation_spreads_the_kept_weights_by_units():
@@ -230,10 +230,10 @@ def test_nonnegative_rows_match_scipy_nnls():
 
     rng = np.random.default_rng(0)
     v, z = rng.standard_normal((4, 6)), rng.standard_normal((20, 6)) * 3
-    ours = pt._nonnegative_rows(z, v, iters=2000)
+    ours = unit_selection.nonnegative_rows(z, v, iters=2000)
     exact = np.array([nnls(v.T, row)[0] for row in z])
     assert (ours >= 0).all() and np.allclose(ours, exact, atol=1e-6)
-    batched = pt._nonnegative_rows(z, np.stack([v, v[::-1]]), iters=2000)  # one problem per batch entry
+    batched = unit_selection.nonnegative_rows(z, np.stack([v, v[::-1]]), iters=2000)  # one problem per batch entry
     assert np.allclose(batched[0], exact, atol=1e-6) and np.allclose(batched[1], exact[:, ::-1], atol=1e-6)
 
 
@@ -250,7 +250,7 @@ def _detector_layer(rng, n=400):
 def test_logit_targets_are_nonnegative_and_reproduce_reachable_logits():
     h, v = _detector_layer(np.random.default_rng(1))
     keep = np.array([False, True, False, False, False, True, True, True])
-    t = pt._logit_targets(h, keep, v, iters=3000)
+    t = unit_selection.logit_targets(h, keep, v, iters=3000)
     assert (t >= 0).all() and np.all(t[:, ~keep] == 0)
     # the detectors span every centred logit vector with non-negative weights: the fit is exact
     centred = lambda a: a - a.mean(axis=1, keepdims=True)  # noqa: E731
@@ -262,7 +262,7 @@ def test_logit_targets_keep_predictions_the_clipped_minimum_norm_change_loses():
     v = np.vstack([np.eye(3), [-2.0, -1.0, -2.0]])  # the removed unit lowers every class
     h, keep = rng.random((200, 4)) * [1, 1, 1, 3], np.array([True, True, True, False])
     dense = np.argmax(h @ v, axis=1)
-    ours = pt._logit_targets(h, keep, v, iters=3000)
+    ours = unit_selection.logit_targets(h, keep, v, iters=3000)
     assert np.array_equal(np.argmax(ours @ v, axis=1), dense)
     minimum_norm = logit_matching_targets(h, keep, v, np.float64)
     assert (minimum_norm < 0).any()  # it ignores the ReLU, and clipping changes predictions
@@ -271,12 +271,12 @@ def test_logit_targets_keep_predictions_the_clipped_minimum_norm_change_loses():
 
 def test_greedy_logit_units_find_the_class_detectors_a_score_per_unit_misses():
     h, v = _detector_layer(np.random.default_rng(2))
-    keep = pt._greedy_logit_units(h, v, None, 3)
+    keep = unit_selection.greedy_logit_units(h, v, None, 3)
     assert np.flatnonzero(keep).tolist() == [5, 6, 7]
     activation = np.linalg.norm(h, axis=0) * np.linalg.norm(v, axis=1)
     assert not set(np.argsort(-activation)[:3]) & {5, 6, 7}
     # beyond one unit per class the rest come by the activation score
-    assert np.flatnonzero(pt._greedy_logit_units(h, v, None, 5)).tolist() == sorted(
+    assert np.flatnonzero(unit_selection.greedy_logit_units(h, v, None, 5)).tolist() == sorted(
         [5, 6, 7, *np.argsort(-activation)[:2]]
     )
 
@@ -310,7 +310,9 @@ def test_network_rounds_never_raise_their_objective():
         h = np.maximum(h @ w + b, 0)
     dense = h @ ws[-1] + bs[-1]
     history = []
-    pt._network_rounds(new[:-1], new_b[:-1], masks[:-1], ws[-1], bs[-1], x.astype(np.float64), dense, 12, 0.01, history)
+    network_targets.network_rounds(
+        new[:-1], new_b[:-1], masks[:-1], ws[-1], bs[-1], x.astype(np.float64), dense, 12, 0.01, history
+    )
     assert len(history) == 12 and all(b <= a * (1 + 1e-9) for a, b in zip(history, history[1:]))
 
 
@@ -318,5 +320,5 @@ def test_greedy_logit_units_judge_predictions_with_the_logit_bias():
     # the bias makes class 1 the dense prediction; unit 0 alone keeps it, unit 1 alone (the closer
     # fit of the centred logits, chosen when the bias is left out) turns it into class 0
     h, v = np.array([[1.0, 1.0, 0.0]] * 10), np.array([[1.0, 0.8, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
-    assert np.flatnonzero(pt._greedy_logit_units(h, v, np.array([0.0, 1.5, 0.0]), 1)).tolist() == [0]
-    assert np.flatnonzero(pt._greedy_logit_units(h, v, None, 1)).tolist() == [1]
+    assert np.flatnonzero(unit_selection.greedy_logit_units(h, v, np.array([0.0, 1.5, 0.0]), 1)).tolist() == [0]
+    assert np.flatnonzero(unit_selection.greedy_logit_units(h, v, None, 1)).tolist() == [1]
