@@ -132,6 +132,9 @@ POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
     "per-unit-obs-gradual+network": PostTrainingMethod(
         selection="obs", schedule="gradual", allocation="per-unit", targets="network"
     ),
+    "search-obs-gradual+network": PostTrainingMethod(
+        selection="obs", schedule="gradual", allocation="search", targets="network"
+    ),
     "unit-norm+lstsq": PostTrainingMethod("unit", "norm"),
     "unit-activation+lstsq": PostTrainingMethod("unit", "activation"),
     "unit-obs+lstsq": PostTrainingMethod("unit", "obs"),
