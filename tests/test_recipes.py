@@ -87,8 +87,14 @@ def test_summarize_and_choose():
     assert recipes.choose(summary, max_steps=10 * 118 - 1) == "quick-in-steps"  # 5 epochs = 590 steps
     with pytest.raises(ValueError, match="within 589 optimizer steps"):
         recipes.choose(summary, max_steps=589)
-    with pytest.raises(ValueError, match="no recipe"):
-        recipes.choose(summary, min_dense=99.5)
+    assert recipes.choose(summary, within=0) == "slow"  # only the most accurate recipe qualifies
+    assert recipes.choose(summary, within=2.0) == "bad"  # 97.0 is within 2 points of 99.0
+    assert recipes.choose(summary, within=1.9) == "slow"
+    for bad in (-0.1, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match="within must be"):
+            recipes.choose(summary, within=bad)
+    with pytest.raises(ValueError, match="no recipe on 'cifar'"):
+        recipes.choose(summary, dataset="cifar")
     without = recipes.summarize(curves.drop(columns=["epochs", "batch_size"]))
     assert without["train_steps"].isna().all()
     assert recipes.choose(without) == "slow"
@@ -121,28 +127,39 @@ def recipe_study(dataset: str) -> Path:
     return committed if committed.is_file() else ROOT / "tests" / "data" / "recipe_study" / f"{dataset}.csv"
 
 
+STUDY_CHOICE = {"mnist": recipes.DEFAULT_RECIPE, "fashion-mnist": "b512-lr4e-3-cosine"}
+"""What the rule (dense within 0.5 points of the dataset's best, largest area, within the step
+budget) picks on each dataset's committed recipe study. Fashion-MNIST's pick is not the default:
+it is 1.1 points more accurate dense (89.28 against 88.15 %) and 10 points lower in one-shot area
+(46.8 against 56.8) on seed 0, a trade issue 22's goals do not settle, so the default stays."""
+
+
 def test_the_default_recipe_is_the_studys_choice():
     assert recipes.RECIPES[recipes.DEFAULT_RECIPE] == Recipe() == TrainConfig().recipe
     assert recipes.DEFAULT_RECIPE in RECIPE_STUDY["mnist"] and recipes.DEFAULT_RECIPE in RECIPE_STUDY["fashion-mnist"]
     summary = recipes.summarize(pd.read_csv(recipe_study("mnist")))
-    assert recipes.choose(summary, min_dense=98.4, max_steps=recipes.MAX_STEPS) == recipes.DEFAULT_RECIPE
+    assert recipes.choose(summary, max_steps=recipes.MAX_STEPS) == recipes.DEFAULT_RECIPE
+    # the rule before it was relative (dense >= 98.4 %, MNIST only) picked the same
+    absolute = summary[(summary["dense_accuracy"] >= 98.4) & (summary["train_steps"] <= recipes.MAX_STEPS)]
+    assert absolute.loc[absolute["area"].idxmax(), "recipe"] == recipes.DEFAULT_RECIPE
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion-mnist"])
 @pytest.mark.parametrize("scale", [0.6, 1.0, 1.6])
 def test_the_choice_on_the_committed_study_does_not_depend_on_measured_time(dataset, scale):
-    """The step budget picks what the 45 s rule picked on the committed tables (b512-lr6e-3-cosine-wd1
-    on both datasets), and scaling every measured time leaves the choice alone."""
+    """The rule picks :data:`STUDY_CHOICE` on each committed table, the most accurate recipe within
+    the budget stays within 0.5 points of what it picks, and scaling every measured time leaves the
+    choice alone."""
     curves = pd.read_csv(recipe_study(dataset))
-    min_dense = 98.4 if dataset == "mnist" else 0  # no Fashion-MNIST recipe reaches 98.4 %
-    summary = recipes.summarize(curves)
-    old_rule = summary[
-        (summary["dataset"] == dataset) & (summary["dense_accuracy"] >= min_dense) & (summary["train_seconds"] <= 45)
-    ]  # the rule before the step budget
     scaled = recipes.summarize(curves.assign(train_seconds=curves["train_seconds"] * scale))
-    chosen = recipes.choose(scaled, dataset=dataset, min_dense=min_dense, max_steps=recipes.MAX_STEPS)
-    assert chosen == recipes.DEFAULT_RECIPE == old_rule.loc[old_rule["area"].idxmax(), "recipe"]
-    np.testing.assert_allclose(scaled["train_seconds"], summary["train_seconds"] * scale)
+    chosen = recipes.choose(scaled, dataset=dataset, max_steps=recipes.MAX_STEPS)
+    assert chosen == STUDY_CHOICE[dataset]
+    budget = scaled[scaled["train_steps"] <= recipes.MAX_STEPS].set_index("recipe")
+    more_area = budget[budget["area"] > budget.loc[chosen, "area"]]
+    assert budget["dense_accuracy"].max() - budget.loc[chosen, "dense_accuracy"] <= 0.5 + 1e-9
+    # every recipe with more area is more than 0.5 points less accurate dense than the best
+    assert (more_area["dense_accuracy"] < budget["dense_accuracy"].max() - 0.5).all()
+    np.testing.assert_allclose(scaled["train_seconds"], recipes.summarize(curves)["train_seconds"] * scale)
 
 
 def test_recipes_do_not_depend_on_recipe_defaults():

@@ -22,6 +22,11 @@ images (1,180 steps). Counted in work, not seconds, so the choice does not move 
 speed or load; the measured seconds stay in the summary beside the steps."""
 
 
+DENSE_MARGIN = 0.5
+"""A recipe is accurate enough when its dense accuracy is within this many points of the best
+recipe's on the same dataset (one rule for every dataset)."""
+
+
 def train_steps(epochs, batch_size, train_size: int = TRAIN_SIZE):
     """Optimizer steps of a recipe: ``epochs * ceil(train_size / batch_size)`` (as
     :func:`prunelib.models.mlp.steps_per_epoch` counts them); works elementwise on columns."""
@@ -52,25 +57,36 @@ def summarize(curves: pd.DataFrame, ks: Sequence[float] = AUC_KS, *, train_size:
 
 
 def choose(
-    summary: pd.DataFrame, *, dataset: str = "mnist", min_dense: float = 98.4, max_steps: int | None = None
+    summary: pd.DataFrame, *, dataset: str = "mnist", within: float = DENSE_MARGIN, max_steps: int | None = None
 ) -> str:
-    """The recipe with the largest one-shot area on ``dataset`` among those with dense accuracy of
-    at least ``min_dense`` and (if given) at most ``max_steps`` optimizer steps of training
-    (:data:`MAX_STEPS` is the study's budget). Measured seconds play no part: they vary with the
-    machine and its load.
+    """The recipe with the largest one-shot area on ``dataset`` among those whose dense accuracy is
+    within ``within`` points of the best recipe's on the same dataset and (if given) that train in at
+    most ``max_steps`` optimizer steps (:data:`MAX_STEPS` is the study's budget; the best dense
+    accuracy is taken among the recipes within it). Measured seconds play no part: they vary with
+    the machine and its load.
 
     Raises:
-        ValueError: no recipe of ``dataset`` meets the constraints, or a step budget is given and
-            the summary has no step counts.
+        ValueError: ``within`` is negative, ``dataset`` has no recipe (within the budget), or a step
+            budget is given and the summary has no step counts.
+
+    Example:
+        >>> import pandas as pd
+        >>> table = pd.DataFrame({"dataset": ["mnist"] * 3, "recipe": ["a", "b", "c"],
+        ...                       "dense_accuracy": [98.6, 98.2, 97.0], "area": [40.0, 60.0, 90.0]})
+        >>> choose(table), choose(table, within=0.3)
+        ('b', 'a')
     """
-    part = summary[(summary["dataset"] == dataset) & (summary["dense_accuracy"] >= min_dense)]
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or not within >= 0:
+        raise ValueError(f"within must be a non-negative number of points, got {within!r}")
+    part = summary[summary["dataset"] == dataset]
     if max_steps is not None:
         if part["train_steps"].isna().any():
             raise ValueError("a step budget needs the recipes' epochs and batch_size columns")
         part = part[part["train_steps"] <= max_steps]
     if part.empty:
         raise ValueError(
-            f"no recipe on {dataset!r} reaches {min_dense} % dense accuracy"
-            + (f" within {max_steps} optimizer steps" if max_steps is not None else "")
+            f"no recipe on {dataset!r}" + (f" within {max_steps} optimizer steps" if max_steps is not None else "")
         )
+    # Accuracies are multiples of 0.01 %: the tolerance keeps a recipe exactly `within` below the best.
+    part = part[part["dense_accuracy"] >= part["dense_accuracy"].max() - within - 1e-9]
     return str(part.loc[part["area"].idxmax(), "recipe"])
