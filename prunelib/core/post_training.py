@@ -21,9 +21,9 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
   layers; the exact total ``round(k/100 * N)``) or ``per-unit`` (the same exact total, spread so that
   every hidden unit keeps the same number of weights on average: a narrow layer late in the network
   keeps a larger share than a wide first layer) or ``owl`` (layers with more outlier weights keep
-  more, Yin et al. 2024) or ``search`` (a few allocations between ``per-unit`` and uniform tried, the
-  one whose calibration logits come closest to the dense ones kept; see
-  :mod:`prunelib.core.allocation`);
+  more, Yin et al. 2024) or ``search`` (a few allocations of the family from ``per-unit`` to uniform
+  tried, the one whose pruned network agrees most with the dense network's predictions on the
+  calibration inputs kept; see :mod:`prunelib.core.allocation`);
 * *targets*: ``layer`` (each layer's own dense pre-activations, below) or ``network`` (then
   ``rounds`` of SparseLLM's alternation pull every hidden layer toward what the layers after it need
   to reproduce the dense logits, masks fixed; kept only if the calibration logits come closer).
@@ -292,7 +292,7 @@ def post_training_prune(
     Args:
         kernels: kernels in layer order, each (inputs, units); the last feeds the logits.
         k: percent of each hidden layer's weights (or units, for ``unit-*`` methods) to remove; of
-            all hidden weights together under a ``global`` allocation.
+            all hidden weights together under any allocation but ``uniform``.
         calibration: calibration inputs (n, ...) flattening to the first kernel's inputs; n must be
             at least the largest fan-in of a hidden layer.
         method: a name of :data:`POST_TRAINING_METHODS` or a :class:`PostTrainingMethod`.
