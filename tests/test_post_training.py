@@ -196,7 +196,30 @@ def test_power_and_owl_allocations_keep_more_where_they_should():
     with pytest.raises(ValueError, match="weights"):
         allocation.spread_counts([10, 10], 50, [1.0, 0.0])
     with pytest.raises(ValueError, match="lam"):
-        allocation.owl_counts([0.1, 0.2], [10, 10], 50, lam=1.0)
+        allocation.owl_counts([0.1, 0.2], [10, 10], 50, lam=0.51)
+
+
+@pytest.mark.parametrize("alpha", [-120.0, -30.0, 30.0, 105.0, 110.0])
+def test_extreme_exponents_neither_overflow_nor_remove_more_than_a_layer_has(alpha):
+    ws = [np.ones((784, 300)), np.ones((300, 100))]
+    counts = allocation.power_counts(ws, 90, alpha)
+    assert sum(counts) == count_to_prune(265_200, 90) and all(0 <= c <= w.size for c, w in zip(counts, ws))
+    assert allocation.spread_counts([10, 10], 50, [1e308, 1e308]) == [5, 5]
+
+
+def test_bad_allocation_arguments_raise():
+    with pytest.raises(ValueError, match="alpha must be"):
+        allocation.power_counts([np.ones((4, 2))], 50, "x")
+    for ratios in ([0.1], [0.1, 0.2, 0.3], [0.1, float("nan")], []):
+        with pytest.raises(ValueError, match="ratios must be"):
+            allocation.owl_counts(ratios, [10, 20], 50)
+    with pytest.raises(ValueError, match="lam must"):
+        allocation.owl_counts([0, 1, 1, 1, 1], [100] * 5, 90, lam=0.9)  # a factor would be negative
+    assert sum(allocation.owl_counts([0, 1, 1, 1, 1], [100] * 5, 90, lam=0.5)) == 450
+    with pytest.raises(ValueError, match="sizes must be"):
+        allocation.spread_counts([], 50, [])
+    with pytest.raises(ValueError, match="global allocation"):
+        pt.PostTrainingMethod(selection="greedy", allocation="global")
 
 
 def test_outlier_ratio_counts_scores_above_m_times_the_mean():

@@ -20,6 +20,7 @@ which also judges candidate allocations by the whole network's calibration outpu
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,8 +44,14 @@ def spread_counts(sizes: Sequence[int], k: float, weights: Sequence[float]) -> l
     """
     sizes_a = np.asarray(sizes, dtype=np.int64)
     w = np.asarray(weights, dtype=np.float64)
-    if sizes_a.ndim != 1 or w.shape != sizes_a.shape or not np.all(np.isfinite(w)) or np.any(w <= 0):
+    if sizes_a.ndim != 1 or not len(sizes_a) or np.any(sizes_a < 1):
+        raise ValueError(f"sizes must be one positive whole number per layer, got {list(sizes)!r}")
+    if w.shape != sizes_a.shape or not np.all(np.isfinite(w)) or np.any(w <= 0):
         raise ValueError(f"weights must be one positive finite number per layer, got {list(weights)!r}")
+    with np.errstate(over="ignore"):
+        huge = not np.isfinite(w.sum() * max(1, int(sizes_a.sum())))
+    if huge:
+        w = w / w.max()  # only the ratios count; rescaled only here, so usual weights round as given
     total = int(sizes_a.sum())
     kept = total - count_to_prune(total, k)
     share = np.zeros(len(sizes_a))
@@ -60,7 +67,9 @@ def spread_counts(sizes: Sequence[int], k: float, weights: Sequence[float]) -> l
     whole = np.floor(share).astype(np.int64)
     order = np.argsort(-(share - whole), kind="stable")
     whole[order[: kept - int(whole.sum())]] += 1
-    return [int(n - m) for n, m in zip(sizes_a, whole)]
+    counts = [int(n - m) for n, m in zip(sizes_a, whole)]
+    assert sum(counts) == total - kept and all(0 <= c <= n for c, n in zip(counts, sizes_a)), counts
+    return counts
 
 
 def power_counts(hidden: Sequence[np.ndarray], k: float, alpha: float = 0.0) -> list[int]:
@@ -72,9 +81,17 @@ def power_counts(hidden: Sequence[np.ndarray], k: float, alpha: float = 0.0) -> 
         >>> power_counts(ws, 90), power_counts(ws, 90, alpha=1.0)
         ([2752, 218], [2700, 270])
     """
-    if isinstance(alpha, bool) or not np.isfinite(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number, got {alpha!r}")
-    return spread_counts([w.size for w in hidden], k, [w.shape[1] * float(w.shape[0]) ** alpha for w in hidden])
+    try:
+        weights = np.array([w.shape[1] * float(w.shape[0]) ** alpha for w in hidden])
+    except OverflowError:
+        weights = np.zeros(len(hidden))
+    if not np.all(np.isfinite(weights) & (weights > 0)):
+        # a large |alpha| overflows (or underflows to 0): the same ratios, from logs
+        logs = np.array([np.log(w.shape[1]) + alpha * np.log(w.shape[0]) for w in hidden])
+        weights = np.exp(logs - logs.max())
+    return spread_counts([w.size for w in hidden], k, weights)
 
 
 def outlier_ratio(kernel: np.ndarray, inputs: np.ndarray, m: float = 5.0) -> float:
@@ -97,8 +114,11 @@ def owl_counts(ratios: Sequence[float], sizes: Sequence[int], k: float, lam: flo
         [925, 875]
     """
     r = np.asarray(ratios, dtype=np.float64)
-    if not 0 <= lam < 1:
-        raise ValueError(f"lam must lie in [0, 1), got {lam!r}")
+    if r.shape != (len(sizes),) or not len(r) or not np.all(np.isfinite(r)):
+        raise ValueError(f"ratios must be one finite number per layer of sizes {list(sizes)!r}, got {list(ratios)!r}")
+    # the smallest factor is 1 - 2 lam (n - 1) / n: positive for every n only up to lam = 0.5
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not 0 <= lam <= 0.5:
+        raise ValueError(f"lam must lie in [0, 0.5], got {lam!r}")
     spread = r.max() - r.min()
     scaled = (r - r.min()) / spread if spread > 0 else np.zeros_like(r)
     factor = 1.0 + 2.0 * lam * (scaled - scaled.mean())

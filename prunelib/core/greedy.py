@@ -15,6 +15,8 @@ a layer's removals over its rows.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from prunelib.core.pruning import smallest
@@ -44,8 +46,12 @@ def greedy_supports(gram: np.ndarray, cross: np.ndarray, keep: int, ridge: float
     """
     d, units = cross.shape
     free = d - fixed
-    if not 0 <= keep <= free * units:
-        raise ValueError(f"keep must lie in [0, {free * units}], got {keep}")
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Integral) or not 0 <= keep <= free * units:
+        raise ValueError(f"keep must be a whole number in [0, {free * units}], got {keep!r}")
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not (np.isfinite(ridge) and ridge > 0):
+        raise ValueError(f"ridge must be a positive finite number, got {ridge!r}")
+    if keep == free * units:  # every weight kept: nothing to choose
+        return np.ones((d, units), dtype=bool)
     h = np.asarray(gram, np.float64) + ridge * np.eye(d)
     steps = min(free, -(-SPARE * keep // units)) if keep else 0
     order = np.zeros((units, steps), dtype=np.int64)
@@ -53,7 +59,7 @@ def greedy_supports(gram: np.ndarray, cross: np.ndarray, keep: int, ridge: float
     block = max(1, _CHUNK_ELEMENTS // max(1, d * (steps + fixed)))
     for start in range(0, units, block):
         cols = slice(start, min(units, start + block))
-        order[cols], gains[cols] = _forward(h, np.asarray(cross[:, cols], np.float64).T, steps, fixed)
+        order[cols], gains[cols] = _forward(h, np.asarray(cross[:, cols], np.float64).T, steps, fixed, ridge)
     mask = np.zeros((d, units), dtype=bool)
     mask[free:] = True
     if keep:
@@ -65,25 +71,28 @@ def greedy_supports(gram: np.ndarray, cross: np.ndarray, keep: int, ridge: float
     return mask
 
 
-def _forward(h: np.ndarray, b: np.ndarray, steps: int, fixed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Forward orthogonal least squares for each row of ``b`` (rows, d) against ``h``: the inputs
-    added in order and each one's drop in error, after the last ``fixed`` inputs (added first)."""
+def _forward(h: np.ndarray, b: np.ndarray, steps: int, fixed: int, ridge: float) -> tuple[np.ndarray, np.ndarray]:
+    """Forward orthogonal least squares for each row of ``b`` (rows, d) against ``h`` (a Gram matrix
+    with ``ridge`` on its diagonal): the inputs added in order and each one's drop in error, after
+    the last ``fixed`` inputs (added first)."""
     rows, d = b.shape
     r = np.arange(rows)
     basis = np.zeros((rows, d, steps + fixed))  # h-space images of an orthonormal basis of the chosen columns
     g = b.copy()  # correlation of every input with the current residual
-    denom = np.tile(np.diag(h), (rows, 1))  # squared norm of every input's part orthogonal to the chosen ones
+    # squared norm of every input's part orthogonal to the chosen ones: at least ridge in exact
+    # arithmetic, so rounding below it (a duplicated input) is floored there instead of a huge gain
+    denom = np.tile(np.diag(h), (rows, 1))
     alive = np.ones((rows, d), dtype=bool)
     order, gains = np.zeros((rows, steps), np.int64), np.zeros((rows, steps))
     for t in range(steps + fixed):
         if t < fixed:
             p = np.full(rows, d - fixed + t)
         else:
-            score = np.where(alive, np.square(g) / np.maximum(denom, 1e-300), -np.inf)
+            score = np.where(alive, np.square(g) / np.maximum(denom, ridge), -np.inf)
             score[:, d - fixed :] = -np.inf
             p = np.argmax(score, axis=1)
             order[:, t - fixed], gains[:, t - fixed] = p, score[r, p]
-        norm = np.sqrt(np.maximum(denom[r, p], 1e-300))
+        norm = np.sqrt(np.maximum(denom[r, p], ridge))
         q = (h[:, p].T - np.matmul(basis[:, :, :t], basis[r, p, :t][:, :, None])[:, :, 0]) / norm[:, None]
         g -= q * (g[r, p] / norm)[:, None]
         denom -= np.square(q)

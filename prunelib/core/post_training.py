@@ -21,8 +21,8 @@ method of :data:`POST_TRAINING_METHODS` is a frozen :class:`PostTrainingMethod` 
   layers; the exact total ``round(k/100 * N)``) or ``per-unit`` (the same exact total, spread so that
   every hidden unit keeps the same number of weights on average: a narrow layer late in the network
   keeps a larger share than a wide first layer) or ``owl`` (layers with more outlier weights keep
-  more, Yin et al. 2024) or ``search`` (a few allocations of the family from ``per-unit`` to uniform
-  tried, the one whose pruned network agrees most with the dense network's predictions on the
+  more, Yin et al. 2024) or ``search`` (a few allocations of the family through ``per-unit`` and toward
+  uniform tried, the one whose pruned network agrees most with the dense network's predictions on the
   calibration inputs kept; see :mod:`prunelib.core.allocation`);
 * *targets*: ``layer`` (each layer's own dense pre-activations, below) or ``network`` (then
   ``rounds`` of SparseLLM's alternation pull every hidden layer toward what the layers after it need
@@ -100,6 +100,8 @@ class PostTrainingMethod:
                 raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
         if self.selection == "greedy" and (self.update, self.schedule) != ("lstsq", "one-shot"):
             raise ValueError("greedy selection builds each row's support from nothing: one-shot, update='lstsq'")
+        if self.selection == "greedy" and self.allocation == "global":
+            raise ValueError("a global allocation ranks saliency scores, which greedy selection has none of")
         if self.schedule == "gradual" and self.update != "lstsq":
             raise ValueError("a gradual schedule re-selects on re-fitted weights, so it needs update='lstsq'")
         if self.granularity == "unit" and (self.schedule, self.allocation, self.targets) != (
