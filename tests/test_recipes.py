@@ -95,6 +95,11 @@ def test_summarize_and_choose():
             recipes.choose(summary, within=bad)
     with pytest.raises(ValueError, match="no recipe on 'cifar'"):
         recipes.choose(summary, dataset="cifar")
+    for column in ("dense_accuracy", "area"):
+        broken = summary.copy()
+        broken.loc[broken["recipe"] == "meh", column] = float("nan")
+        with pytest.raises(ValueError, match=r"recipes \['meh'\] on 'mnist' have no dense accuracy"):
+            recipes.choose(broken)
     without = recipes.summarize(curves.drop(columns=["epochs", "batch_size"]))
     assert without["train_steps"].isna().all()
     assert recipes.choose(without) == "slow"

@@ -66,8 +66,9 @@ def choose(
     the machine and its load.
 
     Raises:
-        ValueError: ``within`` is negative, ``dataset`` has no recipe (within the budget), or a step
-            budget is given and the summary has no step counts.
+        ValueError: ``within`` is negative, ``dataset`` has no recipe (within the budget), a recipe
+            considered has no dense accuracy or area, or a step budget is given and the summary has
+            no step counts.
 
     Example:
         >>> import pandas as pd
@@ -86,6 +87,11 @@ def choose(
     if part.empty:
         raise ValueError(
             f"no recipe on {dataset!r}" + (f" within {max_steps} optimizer steps" if max_steps is not None else "")
+        )
+    missing = part.loc[part["dense_accuracy"].isna() | part["area"].isna(), "recipe"].tolist()
+    if missing:
+        raise ValueError(
+            f"recipes {missing} on {dataset!r} have no dense accuracy or one-shot area; re-run the recipe study for them"
         )
     # Accuracies are multiples of 0.01 %: the tolerance keeps a recipe exactly `within` below the best.
     part = part[part["dense_accuracy"] >= part["dense_accuracy"].max() - within - 1e-9]
