@@ -90,7 +90,8 @@ def test_summarize_and_choose():
     assert recipes.choose(summary, within=0) == "slow"  # only the most accurate recipe qualifies
     assert recipes.choose(summary, within=2.0) == "bad"  # 97.0 is within 2 points of 99.0
     assert recipes.choose(summary, within=1.9) == "slow"
-    for bad in (-0.1, float("nan"), "0.5", True):
+    assert recipes.choose(summary, within=np.int64(2)) == "bad"  # numpy numbers are numbers
+    for bad in (-0.1, float("nan"), float("inf"), "0.5", True):
         with pytest.raises(ValueError, match="within must be"):
             recipes.choose(summary, within=bad)
     with pytest.raises(ValueError, match="no recipe on 'cifar'"):

@@ -6,6 +6,7 @@ summarize a run without loading a framework.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import pandas as pd
@@ -77,8 +78,8 @@ def choose(
         >>> choose(table), choose(table, within=0.3)
         ('b', 'a')
     """
-    if isinstance(within, bool) or not isinstance(within, (int, float)) or not within >= 0:
-        raise ValueError(f"within must be a non-negative number of points, got {within!r}")
+    if isinstance(within, bool) or not isinstance(within, numbers.Real) or not 0 <= within < float("inf"):
+        raise ValueError(f"within must be a non-negative finite number of points, got {within!r}")
     part = summary[summary["dataset"] == dataset]
     if max_steps is not None:
         if part["train_steps"].isna().any():
