@@ -88,8 +88,7 @@ def _forward(h: np.ndarray, b: np.ndarray, steps: int, fixed: int, ridge: float)
         if t < fixed:
             p = np.full(rows, d - fixed + t)
         else:
-            score = np.where(alive, np.square(g) / np.maximum(denom, ridge), -np.inf)
-            score[:, d - fixed :] = -np.inf
+            score = np.where(alive, np.square(g) / np.maximum(denom, ridge), -np.inf)  # fixed: added, not alive
             p = np.argmax(score, axis=1)
             order[:, t - fixed], gains[:, t - fixed] = p, score[r, p]
         norm = np.sqrt(np.maximum(denom[r, p], ridge))

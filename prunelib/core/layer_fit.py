@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from prunelib.core import forward
 from prunelib.core.reconstruct import fit_layer
 
 
@@ -73,3 +74,9 @@ def with_bias_input(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple
 def float64(b):
     """``b`` as float64 (None stays None)."""
     return None if b is None else np.asarray(b, np.float64)
+
+
+def dense_activations(kernels: list[np.ndarray], biases: list, x: np.ndarray) -> list[np.ndarray]:
+    """Every layer's output of the network in float64: the hidden activations (after ReLU), then the
+    logits; ``biases`` has one entry (or None) per kernel."""
+    return list(forward.activations([np.asarray(w, np.float64) for w in kernels], x, [float64(b) for b in biases]))

@@ -265,17 +265,16 @@ def _prune_weights_of_layer(
 
 
 def _global_counts(
-    method: PostTrainingMethod, hidden: list[np.ndarray], x: np.ndarray, biases: list, k: float, damping: float
+    method: PostTrainingMethod, hidden: list[np.ndarray], inputs: list[np.ndarray], k: float, damping: float
 ) -> list[int]:
-    """Per-layer counts of a global ranking on the dense network; the total is exactly ``round(k/100 N)``."""
-    pooled, h = [], x
-    for w, b in zip(hidden, biases):
-        w64 = w.astype(np.float64)
-        scores = _weight_scores(method.selection, w64, h, h.T @ h, damping)
+    """Per-layer counts of a global ranking on the dense network (``inputs``: each hidden layer's dense
+    inputs); the total is exactly ``round(k/100 N)``."""
+    pooled = []
+    for w, h in zip(hidden, inputs):
+        scores = _weight_scores(method.selection, w.astype(np.float64), h, h.T @ h, damping)
         # Normalized by the layer's mean so that layers of different scales compete on relative terms.
         mean = float(scores.mean())
         pooled.append((scores / (mean if mean > 0 else 1.0)).ravel())
-        h = forward.layer(h, w64, layer_fit.float64(b), relu=True)
     flat = np.concatenate(pooled)
     chosen = smallest(flat, count_to_prune(flat.size, k))
     return [int(p.sum()) for p in np.split(chosen, np.cumsum([w.size for w in hidden])[:-1])]
@@ -366,7 +365,7 @@ def _prune(kernels, biases, k, calibration, method, damping):
     )
     keeps = None
     if spec.granularity == "weight":
-        candidates = _candidate_counts(spec, hidden, x, biases, k, damping)
+        candidates = _candidate_counts(spec, hidden, logits, x, biases, k, damping)
     else:
         candidates = [[count_to_prune(w.shape[1], k) for w in hidden]]
         keeps = unit_selection.unit_keeps(spec.selection, hidden, biases, logits, x, candidates[0], damping)
@@ -395,17 +394,16 @@ def _prune(kernels, biases, k, calibration, method, damping):
     return out, out_b, masks
 
 
-def _candidate_counts(spec, hidden, x, biases, k, damping) -> list[list[int]]:
+def _candidate_counts(spec, hidden, logits, x, biases, k, damping) -> list[list[int]]:
     """The per-layer counts to remove that ``spec``'s allocation tries (one list unless it searches)."""
+    if spec.allocation in ("global", "owl"):
+        inputs = [x, *layer_fit.dense_activations([*hidden, logits], biases, x)[: len(hidden) - 1]]
     if spec.allocation == "global":
-        return [_global_counts(spec, hidden, x, biases, k, damping)]
+        return [_global_counts(spec, hidden, inputs, k, damping)]
     if spec.allocation == "per-unit":
         return [allocation.power_counts(hidden, k, 0.0)]
     if spec.allocation == "owl":
-        ratios, h = [], x
-        for w, b in zip(hidden, biases):
-            ratios.append(allocation.outlier_ratio(w, h))
-            h = forward.layer(h, w.astype(np.float64), layer_fit.float64(b), relu=True)
+        ratios = [allocation.outlier_ratio(w, h) for w, h in zip(hidden, inputs)]
         return [allocation.owl_counts(ratios, [w.size for w in hidden], k)]
     if spec.allocation == "search":
         tried = [allocation.power_counts(hidden, k, a) for a in allocation.SEARCH_ALPHAS]
@@ -414,10 +412,7 @@ def _candidate_counts(spec, hidden, x, biases, k, damping) -> list[list[int]]:
 
 
 def _dense_logits(hidden, biases, logits, x) -> np.ndarray:
-    h = x
-    for w, b in zip(hidden, biases):
-        h = forward.layer(h, w.astype(np.float64), layer_fit.float64(b), relu=True)
-    return forward.layer(h, logits.astype(np.float64), layer_fit.float64(biases[-1]), relu=False)
+    return layer_fit.dense_activations([*hidden, logits], biases, x)[-1]
 
 
 def _prune_layers(spec, hidden, biases, x, counts, keeps, logits, damping):

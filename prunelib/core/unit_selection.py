@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from prunelib.core import forward
-from prunelib.core.layer_fit import float64, ridge
+from prunelib.core.layer_fit import dense_activations, float64, ridge
 from prunelib.core.pruning import smallest
 
 
@@ -30,10 +29,7 @@ def unit_keeps(
     the last hidden layer, whose next kernel (the logits) is never re-fitted, picks units by how well
     non-negative activations of them reproduce the dense predictions (:func:`greedy_logit_units`).
     """
-    acts, h = [], x
-    for w, b in zip(hidden, biases):
-        h = forward.layer(h, w.astype(np.float64), float64(b), relu=True)
-        acts.append(h)
+    acts = dense_activations([*hidden, logits], biases, x)[:-1]
     nexts = [w.astype(np.float64) for w in hidden[1:]] + [np.asarray(logits, np.float64)]
     keeps: list[np.ndarray] = [np.ones(0, bool)] * len(hidden)
     kept_next = np.ones(logits.shape[1], dtype=bool)
