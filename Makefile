@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env data results test test-fast lint bench bench-tfmot-env bench-tfmot mutation
+.PHONY: env data results study test test-fast lint bench bench-tfmot-env bench-tfmot mutation
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,9 +18,16 @@ env: $(STAMP)
 data: env
 	$(BIN)/python -m prunelib.data fetch all
 
+# The challenge (the notebook's default preset): minutes on 2 cores, published into results/.
 results: data
+	$(BIN)/python -m prunelib run --preset challenge --results results
+	PRUNELIB_RESULTS=results $(BIN)/papermill --execution-timeout 7200 -p preset challenge pruning_challenge.ipynb pruning_challenge.ipynb
+	@echo "results/ holds the challenge; the whole study (recipes, recovery, sensitivity, ...): make study"
+
+# The whole study (every table kind; about 72 min on a 2-core bf16 CPU, 3-4 h on a 2-core AVX2 CPU).
+study: data
 	$(BIN)/python -m prunelib run
-	$(BIN)/papermill --execution-timeout 7200 -p preset full pruning_challenge.ipynb pruning_challenge.ipynb
+	$(BIN)/papermill --execution-timeout 14400 -p preset full pruning_challenge.ipynb pruning_challenge.ipynb
 
 # The suite runs on JOBS pytest-xdist workers (one per core by default; JOBS=0: in this process),
 # each test file's tests on one worker, then the tests that start Ray on their own (tests/conftest.py).
