@@ -31,7 +31,7 @@ import keras  # noqa: E402
 
 import prunelib  # noqa: E402
 from prunelib.data import load_dataset  # noqa: E402
-from prunelib.models.exporting import onnx_predict, onnx_session  # noqa: E402
+from prunelib.toolkit.exporting import onnx_predict, onnx_session  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "export.csv"
 

@@ -18,7 +18,7 @@ import keras  # noqa: E402
 import prunelib  # noqa: E402
 from prunelib.core.reconstruct import calibration_set, reconstruct  # noqa: E402
 from prunelib.data import load_dataset  # noqa: E402
-from prunelib.models.exporting import onnx_predict  # noqa: E402
+from prunelib.toolkit.exporting import onnx_predict  # noqa: E402
 
 
 def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:

@@ -10,7 +10,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import prunelib  # noqa: E402
-from prunelib.models import chain as ch  # noqa: E402
+from prunelib.toolkit import chain as ch  # noqa: E402
 
 TOL = 1e-5
 D = keras.layers.Dense
@@ -239,7 +239,7 @@ def test_predictor_from_model_is_exact_or_refuses():
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".keras"])
 def test_export_matches_keras(tmp_path, suffix):
     pytest.importorskip("onnxruntime") if suffix == ".onnx" else None
-    from prunelib.models.exporting import onnx_predict, tflite_predict
+    from prunelib.toolkit.exporting import onnx_predict, tflite_predict
 
     model = prunelib.compact_model(prunelib.prune_model(_seq(), 50, "unit"))
     x = _x(16)
@@ -270,8 +270,6 @@ def test_every_k_prunes_the_exact_count_and_compacts_exactly(k, act):
 
 
 def test_predictor_from_model_equals_the_model_with_biases_and_refuses_softmax():
-    from prunelib.inference.predictor import Predictor
-
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(9, "relu"), keras.layers.Dense(4)])
     for layer in model.layers:  # nonzero biases, so the test can tell a bias-free answer apart
@@ -279,10 +277,10 @@ def test_predictor_from_model_equals_the_model_with_biases_and_refuses_softmax()
     x = np.random.default_rng(0).random((16, 12), dtype=np.float32)
     pruned = prunelib.prune_model(model, 90, "unit")
     for m in (model, pruned):
-        np.testing.assert_allclose(Predictor.from_model(m).predict(x), m(x).numpy(), atol=1e-5)
+        np.testing.assert_allclose(prunelib.predictor_from_model(m).predict(x), m(x).numpy(), atol=1e-5)
     soft = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="softmax")])
     with pytest.raises(ValueError, match="linear outputs"):
-        Predictor.from_model(soft)
+        prunelib.predictor_from_model(soft)
 
 
 def test_reconstruct_model_exact_and_default_solvers_agree(monkeypatch):

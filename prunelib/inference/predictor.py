@@ -90,24 +90,6 @@ class Predictor:
 
     PATHS = ("blas", "sparse", "csr")
 
-    @classmethod
-    def from_model(cls, model, **kwargs) -> Predictor:
-        """The Predictor of a Keras model of Dense layers (ReLU hidden layers, linear outputs,
-        biases or not), read through :func:`prunelib.models.api.predictor_from_model`; a model it
-        cannot compute exactly is refused with a ``ValueError`` that says why.
-
-        Example:
-            >>> import keras, numpy as np
-            >>> from prunelib.inference.predictor import Predictor
-            >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, "relu"), keras.layers.Dense(3)])
-            >>> x = np.ones((2, 8), np.float32)
-            >>> bool(np.allclose(Predictor.from_model(model).predict(x), model(x).numpy(), atol=1e-5))
-            True
-        """
-        from prunelib.models.api import predictor_from_model  # Keras, loaded only by this entry
-
-        return predictor_from_model(model, **kwargs)
-
     def __init__(
         self,
         kernels: Sequence[np.ndarray],

@@ -1,6 +1,5 @@
-"""Keras models: the challenge's MLP and its training, masked training and recovery strategies,
-their frozen configs, and the model-level API for anyone's Keras model (:mod:`~prunelib.models.api`:
-prune, re-fit, compact, masks; :mod:`~prunelib.models.exporting`: ONNX, TFLite, .keras). The only
-layer (besides the study's runners) that imports TensorFlow; this ``__init__`` imports nothing, so
-:mod:`prunelib.models.config` stays framework-free.
+"""The challenge's Keras models: its MLP and training, masked training and the recovery strategies,
+and their frozen configs. The model-level toolkit for anyone's Keras model lives in
+:mod:`prunelib.toolkit`. This ``__init__`` imports nothing, so :mod:`prunelib.models.config` stays
+framework-free.
 """

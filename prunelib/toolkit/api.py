@@ -1,6 +1,6 @@
 """Prune your own Keras model: the model-level functions of prunelib's public face.
 
-All of them take a Keras 3 model whose weighted layers are Dense (see :mod:`prunelib.models.chain`),
+All of them take a Keras 3 model whose weighted layers are Dense (see :mod:`prunelib.toolkit.chain`),
 return new models, and never mutate their inputs. Masks are dicts ``{layer name: bool array}``
 shaped like the kernels (``True`` keeps a weight).
 """
@@ -14,7 +14,7 @@ import numpy as np
 
 from prunelib.core import pruning
 from prunelib.core.reconstruct import reconstruct_with_biases
-from prunelib.models import chain as ch
+from prunelib.toolkit import chain as ch
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]

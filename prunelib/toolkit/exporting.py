@@ -31,7 +31,7 @@ def export(model, path: str | os.PathLike) -> Path:
         >>> path.stat().st_size > 0
         True
     """
-    from prunelib.models.chain import check_model
+    from prunelib.toolkit.chain import check_model
 
     check_model(model)
     path = Path(path)

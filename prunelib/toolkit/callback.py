@@ -1,0 +1,337 @@
+"""Prune a Keras 3 model while it trains, in the user's own ``model.fit``: :class:`PruningCallback`.
+
+How it keeps pruned weights at exactly zero at no cost per step: each pruned kernel gets a
+*constraint* for the duration of ``fit`` (a Keras variable constraint, applied by the optimizer
+right after every update, inside the compiled train step, ``jit_compile`` included), which
+multiplies the kernel by its mask. Momentum, weight decay or the user's own constraint cannot bring
+a pruned weight back: whatever the update did, the constraint zeroes it in the same step. Masks
+live in variables the callback owns, so updating them on the schedule costs no retrace; the model
+gets no extra layers or variables, and after ``fit`` its constraints are the user's again: nothing
+to strip, and ``model.save`` / ``keras.models.load_model`` need no custom objects.
+
+The masks are computed by :mod:`prunelib.core.tensor_masks` on the schedule of
+:mod:`prunelib.toolkit.schedules`; which layers, and which axes are units, come from
+:mod:`prunelib.toolkit.kernels`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from numbers import Real
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+
+from prunelib.core import tensor_masks as tm  # noqa: E402
+from prunelib.core.pruning import validate_k  # noqa: E402
+from prunelib.toolkit import kernels as kl  # noqa: E402
+from prunelib.toolkit.schedules import ConstantSparsity, PolynomialDecay  # noqa: E402
+
+DEFAULT_FREQUENCY = 100
+"""Steps between mask updates of the default schedule (tfmot's default)."""
+
+DEFAULT_RAMP = 0.5
+"""Share of a ``fit``'s steps over which the default schedule ramps to ``k`` (Zhu & Gupta's cubic)."""
+
+
+class _Masked(keras.constraints.Constraint):
+    """``mask * inner(w)``: the user's constraint (if any), then the mask. Never serialized."""
+
+    def __init__(self, mask, inner=None) -> None:
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return keras.ops.multiply(w, keras.ops.cast(self.mask, w.dtype))
+
+
+def _names(value: Iterable[str] | None, arg: str) -> list[str] | None:
+    """Materialize ``layers=``/``skip=`` once (a generator is read once, not consumed by a check)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ValueError(f"{arg} must be a list of layer names, got the string {value!r}; write {arg}=[{value!r}]")
+    names = list(value)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"{arg} must hold layer names (strings), got {bad[0]!r}")
+    return names
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Prune a compiled Keras model during its own ``model.fit``, with its own optimizer, loss and data.
+
+    ``model.fit(x, y, epochs=2, callbacks=[prunelib.PruningCallback(90)])`` ramps each pruned layer
+    from dense to 90 % along Zhu & Gupta's cubic over the first half of the ``fit``, updating the
+    masks every 100 steps, and trains on with the masks fixed. At the end of the schedule each
+    pruned kernel has exactly ``round(k/100 * n)`` zeros (``"unit"``: that many whole units,
+    ``"global"``: that many weights over all pruned kernels together, ``"N:M"``: every group of M
+    inputs keeps N). A pruned weight is exactly zero after every optimizer step.
+
+    Args:
+        k: the final percent in [0, 100] (a fraction below 1 warns: k is a percent). Leave it out
+            when ``schedule`` says it, or for N:M.
+        granularity: ``"weight"`` (smallest |w| per kernel), ``"unit"`` (whole units or filters of
+            smallest L2 norm, their biases too), ``"global"`` (one |w| threshold over all pruned
+            kernels) or an N:M ratio such as ``"2:4"`` (along each kernel's input channels).
+        schedule: a :mod:`prunelib.schedules` schedule; default ``PolynomialDecay(0, k, 0, None)``
+            (its ``end_step`` put half-way through the ``fit``) with frequency 100. N:M masks are
+            set at the schedule's ``begin_step`` (default 0) and kept.
+        layers: names of the only layers to prune (output layers allowed when named).
+        skip: names of layers not to prune.
+        include_output: prune the model's output layers too (by default they are left dense, as
+            :func:`prunelib.prune_model` leaves them).
+        masks: masks to start from, ``{variable path: bool array}`` (:attr:`masks` of an earlier
+            run, or :func:`prunelib.load_masks` of what :func:`prunelib.save_masks` wrote): a run
+            resumed from a checkpoint keeps exactly the masks it had.
+
+    Every layer holding a kernel is pruned: Dense, EinsumDense, Conv1D/2D/3D, DepthwiseConv1D/2D,
+    SeparableConv1D/2D (both kernels; unit pruning removes pointwise filters), Conv1D/2D/3DTranspose
+    and Embedding. ``logs`` gain ``prune_k`` (the schedule's k now) every batch and
+    ``sparsity/<layer>`` (percent of the layer's kernel weights at zero) every epoch; put the
+    callback before TensorBoard or CSVLogger in ``callbacks`` so that they record them.
+
+    Raises:
+        ValueError: at construction, a bad ``k``, granularity or schedule; when ``fit`` starts,
+            before any step, an unknown layer name or a kernel that N:M cannot group.
+
+    Example:
+        >>> import keras, numpy as np, prunelib
+        >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(32, activation="relu"),
+        ...                           keras.layers.Dense(4)])
+        >>> model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> x, y = np.random.default_rng(0).random((256, 16), dtype=np.float32), np.arange(256) % 4
+        >>> _ = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[prunelib.PruningCallback(75)])
+        >>> int((model.layers[0].kernel.numpy() == 0).sum())  # round(0.75 * 16 * 32)
+        384
+    """
+
+    def __init__(
+        self,
+        k: float | None = None,
+        granularity: str = "weight",
+        *,
+        schedule: ConstantSparsity | PolynomialDecay | None = None,
+        layers: Iterable[str] | None = None,
+        skip: Iterable[str] | None = None,
+        include_output: bool = False,
+        masks: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        self.nm = tm.parse_nm(granularity)
+        self.granularity = granularity
+        if k is not None:
+            k = validate_k(k)
+            if isinstance(k, Real) and 0 < k < 1:
+                warnings.warn(
+                    f"k={k:g} prunes {k:g} % (k is a percent); for {100 * k:g} % write {100 * k:g}", stacklevel=2
+                )
+        if schedule is not None and not isinstance(schedule, ConstantSparsity | PolynomialDecay):
+            raise ValueError(
+                f"schedule must be a prunelib.schedules.ConstantSparsity or PolynomialDecay, got {type(schedule).__name__}"
+            )
+        if self.nm is not None:
+            if k is not None:
+                raise ValueError(f"granularity {granularity!r} sets the sparsity itself; leave k out")
+            if isinstance(schedule, PolynomialDecay):
+                raise ValueError("N:M masks are set once, at the schedule's begin_step: use ConstantSparsity or none")
+            self.final_k = 100.0 * (self.nm[1] - self.nm[0]) / self.nm[1]
+        else:
+            final = None if schedule is None else getattr(schedule, "final_k", getattr(schedule, "k", None))
+            if k is None and schedule is None:
+                raise ValueError("give k (the final percent) or a schedule")
+            if k is not None and schedule is not None and k != final:
+                raise ValueError(f"k={k:g} but the schedule ends at {final:g}; give one of them")
+            self.final_k = k if k is not None else final
+        self.schedule = schedule
+        self.layer_names = _names(layers, "layers")
+        self.skip = _names(skip, "skip")
+        if not isinstance(include_output, bool):
+            raise ValueError(f"include_output must be True or False, got {include_output!r}")
+        self.include_output = include_output
+        if masks is not None and not isinstance(masks, Mapping):
+            raise ValueError(f"masks must be a dict {{variable path: boolean array}}, got {type(masks).__name__}")
+        self._start_masks = None if masks is None else {str(n): np.asarray(m) for n, m in masks.items()}
+        self._specs: list[kl.PrunableLayer] = []
+        self._keep: dict[str, np.ndarray] = {}
+        self._mask_vars: dict[str, object] = {}
+        self._saved_constraints: list[tuple[object, object]] = []
+        self.k_now = 0.0
+        self.history: list[tuple[int, float]] = []
+
+    # --- what is pruned --------------------------------------------------------------------------
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """The current keep-masks, ``{variable path: bool array}`` (copies)."""
+        return {path: keep.copy() for path, keep in self._keep.items()}
+
+    def _kernels(self) -> list[kl.Kernel]:
+        return [kernel for spec in self._specs for kernel in spec.kernels]
+
+    def _nm_kernels(self) -> list[kl.Kernel]:
+        return [kernel for kernel in self._kernels() if kernel.input_axis is not None]
+
+    # --- set-up and tear-down ----------------------------------------------------------------------
+    def on_train_begin(self, logs=None) -> None:
+        model = self.model
+        self._specs = kl.prunable_layers(
+            model, layers=self.layer_names, skip=self.skip, include_output=self.include_output
+        )
+        if self.nm is not None:
+            n, m = self.nm
+            for spec in self._specs:
+                for kernel in spec.kernels:
+                    if kernel.input_axis is not None and kernel.shape[kernel.input_axis] % m:
+                        raise ValueError(
+                            f"layer {spec.name!r}: {n}:{m} groups {m} consecutive inputs, but its kernel "
+                            f"{kernel.shape} has {kernel.shape[kernel.input_axis]} inputs along axis "
+                            f"{kernel.input_axis % len(kernel.shape)}; skip it (skip=[{spec.name!r}])"
+                        )
+        if self.granularity == "unit":
+            for spec in self._specs:
+                units = sum(int(np.prod([k.shape[a] for a in k.unit_axes])) for k in spec.kernels if k.units_of_layer)
+                if spec.bias is not None and int(np.prod(spec.bias.shape)) != units:
+                    raise ValueError(
+                        f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit "
+                        f"({units} units), so unit pruning cannot tell which bias goes with a unit; skip it"
+                    )
+        schedule = self.schedule
+        if self.nm is None and schedule is None:
+            schedule = PolynomialDecay(0.0, self.final_k, 0, None, frequency=DEFAULT_FREQUENCY)
+        if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
+            epochs, steps = self.params.get("epochs"), self.params.get("steps")
+            if not epochs or not steps:
+                raise ValueError(
+                    "this fit does not say how many steps it runs (a dataset of unknown length), so the "
+                    "schedule cannot end half-way: give PolynomialDecay(..., end_step=...)"
+                )
+            step = self._step()
+            schedule = schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
+        self._active = schedule or ConstantSparsity(self.final_k)
+        start = self._start_masks
+        if start is not None:
+            paths = {kernel.variable.path: kernel for kernel in self._kernels()}
+            unknown = sorted(set(start) - set(paths))
+            if unknown:
+                raise ValueError(f"masks for {unknown}, which are not pruned kernels here; they are {sorted(paths)}")
+            for path, mask in start.items():
+                if mask.dtype != bool or mask.shape != paths[path].shape:
+                    raise ValueError(
+                        f"mask for {path!r} must be a boolean array of shape {paths[path].shape}, got {mask.dtype} {mask.shape}"
+                    )
+        self._install(start)
+        step = self._step()
+        self._last_checked = step
+        if start is None and step >= self._active.begin_step:
+            self._update(step)
+        # the train step was traced (or will be) without the constraints: trace it again with them
+        model.make_train_function(force=True)
+
+    def _install(self, start: Mapping[str, np.ndarray] | None) -> None:
+        self._keep, self._mask_vars, self._saved_constraints = {}, {}, []
+        for spec in self._specs:
+            for kernel in spec.kernels:
+                v = kernel.variable
+                keep = np.ones(kernel.shape, bool) if start is None or v.path not in start else start[v.path]
+                self._attach(v, keep)
+            if spec.bias is not None and self.granularity == "unit":
+                self._attach(spec.bias, np.ones(tuple(spec.bias.shape), bool))
+        self._assign_all()
+
+    def _attach(self, variable, keep: np.ndarray) -> None:
+        mask = keras.Variable(keep.astype(variable.dtype), trainable=False, name="prune_mask")
+        self._keep[variable.path] = keep.copy()
+        self._mask_vars[variable.path] = (variable, mask)
+        self._saved_constraints.append((variable, variable.constraint))
+        variable.constraint = _Masked(mask, variable.constraint)
+
+    def _assign_all(self) -> None:
+        """Write every mask into its variable and zero the variable where it masks."""
+        for path, (variable, mask) in self._mask_vars.items():
+            keep = self._keep[path]
+            mask.assign(keep.astype(mask.dtype))
+            if not keep.all():
+                variable.assign(np.where(keep, keras.ops.convert_to_numpy(variable), 0).astype(variable.dtype))
+
+    def on_train_end(self, logs=None) -> None:
+        # Keras' EMA writes its averages into the weights after the last step; masks come last
+        self._assign_all()
+        for variable, constraint in self._saved_constraints:
+            variable.constraint = constraint
+        self._saved_constraints = []
+        self.model.train_function = None  # a later fit traces without our constraints
+        step = self._step()
+        if self.nm is None and self._active.k_at(step) < self.final_k:
+            warnings.warn(
+                f"training ended at step {step}, before the schedule reached k={self.final_k:g} "
+                f"(it is at {self._active.k_at(step):g}); end the schedule earlier or train longer",
+                stacklevel=2,
+            )
+
+    # --- on the schedule ---------------------------------------------------------------------------
+    def _step(self) -> int:
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        step = self._step()
+        due = any(self._active.updates_at(t) for t in range(self._last_checked + 1, step + 1))
+        self._last_checked = step
+        if due:
+            self._update(step)
+        if logs is not None:
+            logs["prune_k"] = self.k_now
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if logs is None:
+            return
+        logs["prune_k"] = self.k_now
+        for spec in self._specs:
+            kept = sum(int(self._keep[k.variable.path].sum()) for k in spec.kernels)
+            logs[f"sparsity/{spec.name}"] = 100.0 * (1 - kept / spec.size)
+
+    def _update(self, step: int) -> None:
+        kernels = self._kernels()
+        values = [keras.ops.convert_to_numpy(k.variable) for k in kernels]
+        keeps = [self._keep[k.variable.path] for k in kernels]
+        if self.nm is not None:
+            if self.history:
+                return  # N:M masks are set once
+            n, m = self.nm
+            new = [
+                keep if kernel.input_axis is None else tm.nm_mask(value, n, m, kernel.input_axis, keep)
+                for kernel, value, keep in zip(kernels, values, keeps)
+            ]
+            k = self.final_k
+        else:
+            k = self._active.k_at(step)
+            if self.history and k <= self.history[-1][1]:
+                return
+            if self.granularity == "global":
+                new = tm.global_weight_masks(values, k, keeps)
+            elif self.granularity == "unit":  # a layer's units are its outputs (not a depthwise stage's)
+                new = [
+                    tm.unit_mask(v, k, kernel.unit_axes, keep) if kernel.units_of_layer else keep
+                    for kernel, v, keep in zip(kernels, values, keeps)
+                ]
+            else:
+                new = [tm.weight_mask(v, k, keep) for v, keep in zip(values, keeps)]
+        for kernel, keep in zip(kernels, new):
+            self._keep[kernel.variable.path] = keep
+        if self.granularity == "unit":
+            for spec in self._specs:
+                if spec.bias is not None:
+                    outputs = [kernel for kernel in spec.kernels if kernel.units_of_layer]
+                    alive = np.ones(tuple(spec.bias.shape), bool)
+                    for kernel in outputs:
+                        units = {u % len(kernel.shape) for u in kernel.unit_axes}
+                        other = tuple(a for a in range(len(kernel.shape)) if a not in units)
+                        alive &= np.any(self._keep[kernel.variable.path], axis=other).reshape(alive.shape)
+                    self._keep[spec.bias.path] = alive
+        self._assign_all()
+        self.k_now = k
+        self.history.append((step, k))
