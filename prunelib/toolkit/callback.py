@@ -86,7 +86,7 @@ class PruningCallback(keras.callbacks.Callback):
         skip: names of layers not to prune.
         include_output: prune the model's output layers too (by default they are left dense, as
             :func:`prunelib.prune_model` leaves them).
-        masks: masks to start from, ``{variable path: bool array}`` (:attr:`masks` of an earlier
+        masks: masks to start from, ``{"<layer>/<variable>": bool array}`` (:attr:`masks` of an earlier
             run, or :func:`prunelib.load_masks` of what :func:`prunelib.save_masks` wrote): a run
             resumed from a checkpoint keeps exactly the masks it had.
 
@@ -155,7 +155,9 @@ class PruningCallback(keras.callbacks.Callback):
             raise ValueError(f"include_output must be True or False, got {include_output!r}")
         self.include_output = include_output
         if masks is not None and not isinstance(masks, Mapping):
-            raise ValueError(f"masks must be a dict {{variable path: boolean array}}, got {type(masks).__name__}")
+            raise ValueError(
+                f'masks must be a dict {{"<layer>/<variable>": boolean array}}, got {type(masks).__name__}'
+            )
         self._start_masks = None if masks is None else {str(n): np.asarray(m) for n, m in masks.items()}
         self._specs: list[kl.PrunableLayer] = []
         self._keep: dict[str, np.ndarray] = {}
@@ -167,14 +169,12 @@ class PruningCallback(keras.callbacks.Callback):
     # --- what is pruned --------------------------------------------------------------------------
     @property
     def masks(self) -> dict[str, np.ndarray]:
-        """The current keep-masks, ``{variable path: bool array}`` (copies)."""
-        return {path: keep.copy() for path, keep in self._keep.items()}
+        """The current keep-masks, ``{"<layer>/<variable>": bool array}`` (copies; biases too under
+        ``"unit"``)."""
+        return {name: keep.copy() for name, keep in self._keep.items()}
 
-    def _kernels(self) -> list[kl.Kernel]:
-        return [kernel for spec in self._specs for kernel in spec.kernels]
-
-    def _nm_kernels(self) -> list[kl.Kernel]:
-        return [kernel for kernel in self._kernels() if kernel.input_axis is not None]
+    def _kernels(self) -> list[tuple[str, kl.Kernel]]:
+        return [(spec.key(kernel.variable), kernel) for spec in self._specs for kernel in spec.kernels]
 
     # --- set-up and tear-down ----------------------------------------------------------------------
     def on_train_begin(self, logs=None) -> None:
@@ -215,7 +215,7 @@ class PruningCallback(keras.callbacks.Callback):
         self._active = schedule or ConstantSparsity(self.final_k)
         start = self._start_masks
         if start is not None:
-            paths = {kernel.variable.path: kernel for kernel in self._kernels()}
+            paths = dict(self._kernels())
             unknown = sorted(set(start) - set(paths))
             if unknown:
                 raise ValueError(f"masks for {unknown}, which are not pruned kernels here; they are {sorted(paths)}")
@@ -234,29 +234,30 @@ class PruningCallback(keras.callbacks.Callback):
 
     def _install(self, start: Mapping[str, np.ndarray] | None) -> None:
         self._keep, self._mask_vars, self._saved_constraints = {}, {}, []
+        start = start or {}
         for spec in self._specs:
-            for kernel in spec.kernels:
-                v = kernel.variable
-                keep = np.ones(kernel.shape, bool) if start is None or v.path not in start else start[v.path]
-                self._attach(v, keep)
+            variables = [kernel.variable for kernel in spec.kernels]
             if spec.bias is not None and self.granularity == "unit":
-                self._attach(spec.bias, np.ones(tuple(spec.bias.shape), bool))
+                variables.append(spec.bias)
+            for v in variables:
+                name = spec.key(v)
+                self._attach(name, v, start.get(name, np.ones(tuple(v.shape), bool)))
         self._assign_all()
 
-    def _attach(self, variable, keep: np.ndarray) -> None:
+    def _attach(self, name: str, variable, keep: np.ndarray) -> None:
         mask = keras.Variable(keep.astype(variable.dtype), trainable=False, name="prune_mask")
-        self._keep[variable.path] = keep.copy()
-        self._mask_vars[variable.path] = (variable, mask)
+        self._keep[name] = keep.copy()
+        self._mask_vars[name] = (variable, mask)
         self._saved_constraints.append((variable, variable.constraint))
         variable.constraint = _Masked(mask, variable.constraint)
 
     def _assign_all(self) -> None:
         """Write every mask into its variable and zero the variable where it masks."""
-        for path, (variable, mask) in self._mask_vars.items():
-            keep = self._keep[path]
+        for name, (variable, mask) in self._mask_vars.items():
+            keep = self._keep[name]
             mask.assign(keep.astype(mask.dtype))
             if not keep.all():
-                variable.assign(np.where(keep, keras.ops.convert_to_numpy(variable), 0).astype(variable.dtype))
+                variable.assign(np.where(keep, variable.numpy(), 0).astype(variable.dtype))
 
     def on_train_end(self, logs=None) -> None:
         # Keras' EMA writes its averages into the weights after the last step; masks come last
@@ -275,7 +276,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     # --- on the schedule ---------------------------------------------------------------------------
     def _step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        return int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         step = self._step()
@@ -291,13 +292,13 @@ class PruningCallback(keras.callbacks.Callback):
             return
         logs["prune_k"] = self.k_now
         for spec in self._specs:
-            kept = sum(int(self._keep[k.variable.path].sum()) for k in spec.kernels)
+            kept = sum(int(self._keep[spec.key(k.variable)].sum()) for k in spec.kernels)
             logs[f"sparsity/{spec.name}"] = 100.0 * (1 - kept / spec.size)
 
     def _update(self, step: int) -> None:
-        kernels = self._kernels()
-        values = [keras.ops.convert_to_numpy(k.variable) for k in kernels]
-        keeps = [self._keep[k.variable.path] for k in kernels]
+        names, kernels = zip(*self._kernels())
+        values = [np.asarray(k.variable.numpy()) for k in kernels]
+        keeps = [self._keep[name] for name in names]
         if self.nm is not None:
             if self.history:
                 return  # N:M masks are set once
@@ -320,18 +321,21 @@ class PruningCallback(keras.callbacks.Callback):
                 ]
             else:
                 new = [tm.weight_mask(v, k, keep) for v, keep in zip(values, keeps)]
-        for kernel, keep in zip(kernels, new):
-            self._keep[kernel.variable.path] = keep
+        self._keep.update(zip(names, new))
         if self.granularity == "unit":
             for spec in self._specs:
                 if spec.bias is not None:
-                    outputs = [kernel for kernel in spec.kernels if kernel.units_of_layer]
-                    alive = np.ones(tuple(spec.bias.shape), bool)
-                    for kernel in outputs:
-                        units = {u % len(kernel.shape) for u in kernel.unit_axes}
-                        other = tuple(a for a in range(len(kernel.shape)) if a not in units)
-                        alive &= np.any(self._keep[kernel.variable.path], axis=other).reshape(alive.shape)
-                    self._keep[spec.bias.path] = alive
+                    self._keep[spec.key(spec.bias)] = self._alive_units(spec)
         self._assign_all()
         self.k_now = k
         self.history.append((step, k))
+
+    def _alive_units(self, spec: kl.PrunableLayer) -> np.ndarray:
+        """Which of ``spec``'s outputs keep a weight, laid out like its bias."""
+        alive = np.ones(tuple(spec.bias.shape), bool)
+        for kernel in spec.kernels:
+            if kernel.units_of_layer:
+                units = {u % len(kernel.shape) for u in kernel.unit_axes}
+                other = tuple(a for a in range(len(kernel.shape)) if a not in units)
+                alive &= np.any(self._keep[spec.key(kernel.variable)], axis=other).reshape(alive.shape)
+        return alive

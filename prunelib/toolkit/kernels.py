@@ -65,6 +65,12 @@ class Kernel:
         return tuple(self.variable.shape)
 
 
+def key(layer: keras.layers.Layer, variable) -> str:
+    """A variable's name in masks: ``"<layer name>/<variable name>"`` (e.g. ``"conv2d/kernel"``), which
+    survives saving and loading (a variable's ``path`` takes the enclosing model's name scope)."""
+    return f"{layer.name}/{variable.name}"
+
+
 @dataclass(frozen=True)
 class PrunableLayer:
     """A layer's prunable kernels and its bias (``None`` without one)."""
@@ -80,6 +86,10 @@ class PrunableLayer:
     @property
     def size(self) -> int:
         return int(sum(np.prod(k.shape) for k in self.kernels))
+
+    def key(self, variable) -> str:
+        """:func:`key` of one of this layer's variables."""
+        return key(self.layer, variable)
 
 
 def _einsum_axes(layer) -> tuple[tuple[int, ...], int | None]:
