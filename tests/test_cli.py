@@ -9,6 +9,7 @@ from tiny import require_real_data
 
 from prunelib import cli
 from prunelib.study.config import ExperimentConfig
+from prunelib.study.registry import tables_for
 from prunelib.study.tasks import study_cells
 
 
@@ -200,7 +201,7 @@ def test_challenge_preset_is_the_challenge_alone():
     for field in ("datasets", "seeds", "ks", "methods", "corrections", "calibration_size", "train", "baselines"):
         assert getattr(challenge, field) == getattr(full, field)
     # ... and nothing else.
-    assert all(challenge.tables(s) == ("sweep",) for s in challenge.seeds)
+    assert all(tables_for(challenge, s) == ("sweep",) for s in challenge.seeds)
     assert not challenge.recipes and not challenge.sensitivity and not challenge.retrain_small
     assert {c.name.split("/")[-1] for c in study_cells(challenge)} == {"train", "sweep table"}
     assert cli.default_results("challenge") != cli.default_results("full") == Path("results")

@@ -11,6 +11,7 @@ import pytest
 from prunelib.study import local as study
 from prunelib.study import tasks as cells
 from prunelib.study.config import ExperimentConfig
+from prunelib.study.registry import tables_for
 from prunelib.study.tasks import Cell
 
 
@@ -164,7 +165,7 @@ def test_each_table_of_a_seed_is_a_cell_after_the_models_it_reads():
         [f"mnist/seed 0/{t} table" for t in ("sweep", "retrain-small", "sensitivity", "recovery", "pruning-aware")]
         + [f"mnist/seed 1/{t} table" for t in ("sweep", "retrain-small", "sensitivity")]
     )  # recovery: seed 0 only
-    assert config.tables(1) == ("sweep", "retrain-small", "sensitivity")
+    assert tables_for(config, 1) == ("sweep", "retrain-small", "sensitivity")
     assert (
         tables["mnist/seed 0/sweep table"].after
         == tables["mnist/seed 0/sensitivity table"].after

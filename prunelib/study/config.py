@@ -140,13 +140,6 @@ class ExperimentConfig:
                 "recovery runs on a subset of the seeds"
             )
 
-    def tables(self, seed: int) -> tuple[str, ...]:
-        """The cached tables this config computes for each dataset at ``seed``, in the order a run
-        computes them (:data:`prunelib.study.registry.TABLES`)."""
-        from prunelib.study.registry import TABLES  # the registry's tables are computed from this config
-
-        return tuple(name for name, table in TABLES.items() if table.wanted(self, seed))
-
     def with_preset(self, name: str) -> ExperimentConfig:
         """This config cut to the preset ``name`` of :data:`PRESETS`.
 

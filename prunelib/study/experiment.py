@@ -31,7 +31,7 @@ from prunelib.reporting import tables
 from prunelib.reporting.results import Results
 from prunelib.study import analysis
 from prunelib.study.config import ExperimentConfig
-from prunelib.study.registry import TABLES, RunContext, SeedInputs, Table, builder_and_schema
+from prunelib.study.registry import TABLES, RunContext, SeedInputs, Table, builder_and_schema, tables_for
 
 
 class PhaseClock:
@@ -122,24 +122,24 @@ def seed_tables(
     progress: bool = True,
     clock: PhaseClock | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The cached tables of one (dataset, seed): those ``config.tables(seed)`` names, or just ``only``.
+    """The cached tables of one (dataset, seed): those ``tables_for(config, seed)`` names, or just ``only``.
 
     Each table is read from the cache or computed; the seed's model is trained or loaded only if a
     table needs it. A cell of the study computes one table; :func:`run_experiment` all of them.
 
     Args:
         data: the dataset the tables are of.
-        only: a subset of ``config.tables(seed)``.
+        only: a subset of ``tables_for(config, seed)``.
         model: returns the seed's trained model (default: :func:`seed_model`).
         clock: books each table's seconds under its phase.
 
     Returns:
-        Phase -> table, in ``config.tables(seed)``'s order.
+        Phase -> table, in ``tables_for(config, seed)``'s order.
 
     Raises:
         ValueError: ``only`` names a table ``config`` does not compute for ``seed``.
     """
-    parts = config.tables(seed)
+    parts = tables_for(config, seed)
     if only is not None:
         unknown = [p for p in only if p not in parts]
         if unknown:

@@ -3,7 +3,7 @@
 A :class:`Table` names what computes it, the module whose import closure keys its cache entry,
 the results table it joins (and whose schema validates it), the trained models it reads, whether a
 config computes it at a seed, and its typical cost. The config's validation
-(:meth:`~prunelib.study.config.ExperimentConfig.tables`), the in-process run
+(:func:`tables_for`), the in-process run
 (:func:`~prunelib.study.experiment.seed_tables`), the task graph and its cost model
 (:mod:`prunelib.study.tasks`) all read :data:`TABLES`: adding a table touches this file only.
 
@@ -240,6 +240,13 @@ TABLES: dict[str, Table] = {
     )
 }
 """Every table computed per (dataset, seed), in the order a run computes and reports them."""
+
+
+def tables_for(config: ExperimentConfig, seed: int) -> tuple[str, ...]:
+    """The cached tables ``config`` computes for each dataset at ``seed``, in the order a run
+    computes them (:data:`TABLES`)."""
+    return tuple(name for name, table in TABLES.items() if table.wanted(config, seed))
+
 
 DATASET_TABLES: dict[str, tuple[str, str]] = {
     "recipes": ("prunelib.study.recipes", "recipes"),

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from prunelib.models.config import recipe_model
 from prunelib.study.config import RECIPE_STUDY, ExperimentConfig
-from prunelib.study.registry import TABLES
+from prunelib.study.registry import TABLES, tables_for
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def study_cells(
                 weight=WEIGHTS["train"],
             )
             models: dict[str, list[Cell]] = {"model": [train], "retrain-small": [], "recovery": [train], "aware": []}
-            if "retrain-small" in config.tables(s):
+            if "retrain-small" in tables_for(config, s):
                 models["retrain-small"] = [
                     Cell(
                         f"{d}/seed {s}/retrain-small k={k:g}",
@@ -235,7 +235,7 @@ def study_cells(
                     )
                     for t in config.aware_targets
                 ]
-            tables = [TABLES[p] for p in config.tables(s)]
+            tables = [TABLES[p] for p in tables_for(config, s)]
             out += {c.name: c for t in tables for c in models[t.reads]}.values()  # trainings first, so they overlap
             out += [
                 Cell(
