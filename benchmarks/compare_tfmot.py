@@ -41,8 +41,9 @@ import pandas as pd
 from prunelib.core import pruning
 from prunelib.core.evaluate import evaluate_kernels
 from prunelib.data import load_dataset
-from prunelib.models import masked, mlp, recovery
+from prunelib.models import mlp, recovery
 from prunelib.models.config import TrainConfig
+from prunelib.toolkit.schedules import PolynomialDecay
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import epoch_timer_class, in_own_process, ratio_spread, rotation, spread  # noqa: E402
@@ -102,13 +103,14 @@ def run_tfmot(model, data, config: recovery.RecoveryConfig, targets, seed: int, 
 def run_prunelib(model, data, config: recovery.RecoveryConfig, k: float, seed: int) -> dict:
     """prunelib's gradual pruning, timed per epoch like the tfmot worker."""
     timer = EpochTimer()
-    net = masked.masked_mlp(model, precision=config.recipe.precision, train_logits=config.train_logits)
+    net = recovery.trainable_copy(model, config)
     steps = config.recipe.epochs * mlp.steps_per_epoch(len(data.x_train), config.recipe.batch_size)
-    schedule = masked.GradualPruning(k, "weight", end_step=round(config.ramp_fraction * steps), every=config.every)
+    end = max(round(config.ramp_fraction * steps), 1)
+    schedule = recovery.pruning_callback(net, "weight", schedule=PolynomialDecay(0, k, 0, end, frequency=config.every))
     t0 = time.perf_counter()
     recovery.fit_recovery(net, model, data, config, seed, [schedule, timer])
     seconds = time.perf_counter() - t0
-    kernels = mlp.get_kernels(masked.strip(net))
+    kernels = mlp.get_kernels(net)
     accuracy, _ = evaluate_kernels(kernels, data.x_test, data.y_test)
     return {
         "k": k,

@@ -75,14 +75,15 @@ def _smoke_inputs():
 
 def _finetune(kernels, biases, masks, dense_model, data, epochs: int, seed: int) -> list[np.ndarray]:
     """The pruned network trained ``epochs`` epochs with its masks fixed and the logits frozen."""
-    from prunelib.models import masked, mlp, recovery
+    from prunelib.models import mlp, recovery
     from prunelib.models.config import RecoveryConfig
 
-    start = mlp.from_kernels(kernels, biases, data.x_train.shape[1:])
-    net = masked.masked_mlp(start, masks[:-1], train_logits=False)
-    recovery.fit_recovery(net, dense_model, data, RecoveryConfig().with_recipe(epochs=epochs), seed)
-    tuned = masked.strip(net)
-    return mlp.get_kernels(tuned), mlp.get_biases(tuned)
+    net = mlp.from_kernels(kernels, biases, data.x_train.shape[1:])  # float32, as the masked layers were
+    mlp.output_layer(net).trainable = False
+    # fixed masks; "unit" also zeroes the bias of a unit with no kept weight, as the masked layers did
+    callback = recovery.pruning_callback(net, "unit", masks=recovery.hidden_masks(net, masks[:-1]))
+    recovery.fit_recovery(net, dense_model, data, RecoveryConfig().with_recipe(epochs=epochs), seed, [callback])
+    return mlp.get_kernels(net), mlp.get_biases(net)
 
 
 def run_model(

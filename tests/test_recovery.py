@@ -6,10 +6,11 @@ import pytest
 from tiny import TINY, tiny_data
 
 from prunelib.base import strategies as registry
-from prunelib.core import pruning
+from prunelib.core import pruning, tensor_masks
 from prunelib.models import masked, mlp, recovery
 from prunelib.models.config import AwareTarget, Recipe
 from prunelib.study.config import ExperimentConfig
+from prunelib.toolkit.schedules import PolynomialDecay
 
 FAST = recovery.RecoveryConfig(
     Recipe(epochs=2, batch_size=32, learning_rate=1e-2, weight_decay=0.0, precision="float32"), every=2, imp_rounds=2
@@ -26,51 +27,30 @@ def hidden_zeros(model):
 
 
 class ZeroWatch(keras.callbacks.Callback):
-    """After every executed batch, record whether pruned kernel entries and their Adam moments are 0."""
+    """After every executed batch, record whether the pruned kernel entries are exactly 0."""
 
     def __init__(self, masks):
         super().__init__()
         self.masks, self.checks = masks, []
 
     def on_train_batch_end(self, batch, logs=None):
-        for layer, keep in zip(masked.masked_layers(self.model), self.masks):
-            slots = masked.optimizer_slots(self.model.optimizer, layer.kernel)
-            assert len(slots) == 2  # Adam's two moments
-            values = [np.asarray(layer.kernel)] + [np.asarray(s) for s in slots]
-            self.checks.append(all(np.all(v[~keep] == 0) for v in values))
+        kernels = mlp.get_kernels(self.model)
+        self.checks.append(all(np.all(w[~keep] == 0) for w, keep in zip(kernels, self.masks)))
 
 
 @pytest.mark.parametrize("method", ["weight", "unit"])
-def test_fixed_mask_finetuning_keeps_pruned_weights_and_moments_at_zero(trained, method):
+def test_fixed_mask_finetuning_keeps_pruned_weights_at_zero(trained, method):
     data = tiny_data()
     masks = pruning.compute_masks(mlp.get_kernels(trained), 60, method)[:-1]
-    net = masked.masked_mlp(trained, masks)
+    net = recovery.trainable_copy(trained, FAST)
     watch = ZeroWatch(masks)
-    mlp.fit(net, data, replace(TINY.recipe, epochs=2), seed=0, callbacks=[watch])
+    callback = recovery.pruning_callback(net, method, masks=recovery.hidden_masks(net, masks))
+    mlp.fit(net, data, replace(TINY.recipe, epochs=2), seed=0, callbacks=[callback, watch])
     assert watch.checks and all(watch.checks)
-    kernels = mlp.get_kernels(masked.strip(net))
-    for w, keep in zip(kernels, masks):
+    for w, keep in zip(mlp.get_kernels(net), masks):
         assert np.all(w[~keep] == 0)
         assert np.any(w[keep] != 0)
-
-
-def test_tightening_mid_training_zeroes_existing_moments(trained):
-    data = tiny_data()
-    net = masked.masked_mlp(trained)
-    mlp.fit(net, data, replace(TINY.recipe, epochs=1), seed=0)  # moments now nonzero everywhere
-    layer = masked.masked_layers(net)[0]
-    assert np.count_nonzero(np.asarray(masked.optimizer_slots(net.optimizer, layer.kernel)[0])) > 0
-    masks = masked.tighten(masked.effective_kernels(net), masked.get_masks(net), 80, "weight")
-    masked.set_masks(net, masks)
-    for layer, keep in zip(masked.masked_layers(net), masks):
-        for slot in masked.optimizer_slots(net.optimizer, layer.kernel):
-            assert np.all(np.asarray(slot)[~keep] == 0)
-    # Continue training with the same optimizer state: nothing comes back.
-    net.fit(tiny_data().x_train, tiny_data().y_train.astype("int32"), epochs=1, batch_size=32, verbose=0)
-    for w, keep in zip(masked.effective_kernels(net), masks):
-        assert np.all(w[~keep] == 0)
-    for layer, keep in zip(masked.masked_layers(net), masks):
-        assert np.all(np.asarray(layer.kernel)[~keep] == 0)  # the raw variable too, not only the product
+    assert len(net.weights) == len(trained.weights)  # the callback added nothing to the model
 
 
 @pytest.mark.parametrize("strategy", ["one-shot", *registry.RECOVERY])
@@ -129,40 +109,39 @@ def test_recovery_table_is_tidy(trained):
 
 
 def test_gradual_schedule_is_cubic_and_masks_only_grow(trained):
-    assert masked.cubic_schedule(0, 0, 100, 0, 90) == 0
-    assert masked.cubic_schedule(100, 0, 100, 0, 90) == 90
-    assert masked.cubic_schedule(500, 0, 100, 0, 90) == 90
-    assert masked.cubic_schedule(50, 0, 100, 0, 90) == pytest.approx(90 * (1 - 0.5**3))
-    ks = [masked.cubic_schedule(s, 0, 100, 0, 90) for s in range(0, 101, 5)]
+    schedule = PolynomialDecay(0, 90, 0, 100, frequency=2)
+    assert schedule.k_at(0) == 0 and schedule.k_at(100) == 90 and schedule.k_at(500) == 90
+    assert schedule.k_at(50) == pytest.approx(90 * (1 - 0.5**3))
+    ks = [schedule.k_at(s) for s in range(0, 101, 5)]
     assert ks == sorted(ks)
 
-    net = masked.masked_mlp(trained)
+    net = recovery.trainable_copy(trained, FAST)
     history = []
 
     class Snap(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            history.append(masked.get_masks(self.model))
+            history.append([w != 0 for w in mlp.get_kernels(self.model)[:-1]])
 
-    schedule = masked.GradualPruning(90, "weight", end_step=10, every=2)
-    mlp.fit(net, tiny_data(), replace(TINY.recipe, epochs=2), seed=0, callbacks=[schedule, Snap()])
-    assert [k for _, k in schedule.history] == sorted(k for _, k in schedule.history)
-    assert schedule.history[-1][1] == 90
+    callback = recovery.pruning_callback(net, "weight", schedule=PolynomialDecay(0, 90, 0, 10, frequency=2))
+    mlp.fit(net, tiny_data(), replace(TINY.recipe, epochs=2), seed=0, callbacks=[callback, Snap()])
+    assert [k for _, k in callback.history] == sorted(k for _, k in callback.history)
+    assert callback.history[-1][1] == 90
     for earlier, later in zip(history, history[1:]):
         for a, b in zip(earlier, later):
             assert not np.any(b & ~a)  # nothing pruned ever comes back
 
 
 @pytest.mark.parametrize("method", ["weight", "unit"])
-def test_tighten_keeps_pruned_entries_even_among_exact_zeros(method):
+def test_tightening_keeps_pruned_entries_even_among_exact_zeros(method):
     rng = np.random.default_rng(0)
-    kernels = [rng.normal(size=(6, 5)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)]
-    kernels[0][0, :] = 0.0  # live weights that are exactly zero
-    masks = pruning.compute_masks(kernels, 40, method)[:-1]
-    kernels_masked = [kernels[0] * masks[0], kernels[1]]
-    new = masked.tighten(kernels_masked, masks, 60, method)
-    assert not np.any(new[0] & ~masks[0])
-    n = kernels[0].size if method == "weight" else kernels[0].shape[1]
-    pruned = (~new[0]).sum() if method == "weight" else (~new[0].any(axis=0)).sum()
+    kernel = rng.normal(size=(6, 5)).astype(np.float32)
+    kernel[0, :] = 0.0  # live weights that are exactly zero
+    mask = pruning.compute_masks([kernel, np.zeros((5, 2))], 40, method)[0]
+    tighten = tensor_masks.unit_mask if method == "unit" else tensor_masks.weight_mask
+    new = tighten(kernel * mask, 60, keep=mask)
+    assert not np.any(new & ~mask)
+    n = kernel.size if method == "weight" else kernel.shape[1]
+    pruned = (~new).sum() if method == "weight" else (~new.any(axis=0)).sum()
     assert pruned == pruning.count_to_prune(n, 60)
 
 

@@ -1,16 +1,14 @@
-"""Training with pruning masks: a masked Dense layer and the callbacks that move its masks.
+"""Targeted dropout's masked Dense layer: training that changes the forward pass.
 
-One mechanism serves every recovery strategy of :mod:`prunelib.models.recovery`:
+Targeted dropout (Gomez et al. 2019) randomly drops the weights or units that *would* be pruned,
+so the network learns not to rely on them (:class:`TargetedDropout` keeps the targeting threshold).
+That is a change to what a layer computes while training, which a callback cannot make, so it
+trains :class:`MaskedDense` layers. Pruning while training (fine-tuning, gradual pruning, IMP) runs
+on :class:`prunelib.PruningCallback` instead, with plain layers.
 
-* fine-tuning keeps a fixed mask;
-* gradual pruning tightens the mask on a schedule (:class:`GradualPruning`);
-* targeted dropout (Gomez et al. 2019) randomly drops the weights or units that *would* be pruned,
-  so the network learns not to rely on them (:class:`TargetedDropout`).
-
-A pruned weight stays exactly zero: the forward pass multiplies the kernel by its mask, so its
-gradient is zero, and whenever a mask tightens, :func:`set_masks` also zeroes the kernel entries and
-the optimizer's slot variables (Adam's moments) at the newly pruned positions, so nothing can
-resurrect them.
+A masked weight stays exactly zero: the forward pass multiplies the kernel by its mask, so its
+gradient is zero, and :func:`set_masks` also zeroes the kernel entries and the optimizer's slot
+variables (Adam's moments) at masked positions.
 """
 
 from __future__ import annotations
@@ -227,32 +225,6 @@ def strip(model: keras.Model) -> keras.Model:
     return plain
 
 
-def cubic_schedule(step: int, start: int, end: int, k_initial: float, k_final: float) -> float:
-    """Zhu & Gupta (2017): k ramps from ``k_initial`` to ``k_final`` as 1 - (1 - t)^3 over [start, end]."""
-    if end <= start:
-        return k_final if step >= start else k_initial
-    t = min(max((step - start) / (end - start), 0.0), 1.0)
-    return k_final + (k_initial - k_final) * (1.0 - t) ** 3
-
-
-def tighten(kernels: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: float, method: str) -> list[np.ndarray]:
-    """Hidden-layer keep-masks at ``k`` percent that keep every already-pruned weight pruned.
-
-    Args:
-        kernels: all kernels, logit layer last (as the model computes with them).
-        masks: current keep-masks of the hidden kernels.
-
-    Pruned entries score 0 and live ones at least the smallest positive float, so a growing ``k``
-    only ever adds to what is pruned, whatever exact zeros the surviving weights hold.
-    """
-    tiny = np.finfo(np.float32).tiny
-    scored = [
-        np.where(m, np.maximum(pruning.weight_scores(w), tiny), 0.0).astype(np.float32) for w, m in zip(kernels, masks)
-    ]
-    new = pruning.compute_masks([*scored, kernels[-1]], k, method)[:-1]
-    return [n & m for n, m in zip(new, masks)]
-
-
 class _EveryNSteps(keras.callbacks.Callback):
     """Run :meth:`update` every ``every`` optimizer steps (checked after each executed batch group)."""
 
@@ -282,30 +254,6 @@ class _EveryNSteps(keras.callbacks.Callback):
 
     def update(self, step: int, final: bool) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
-
-
-class GradualPruning(_EveryNSteps):
-    """Tighten the masks along :func:`cubic_schedule` from the start of training to ``end_step``.
-
-    Args:
-        k: target percent (per layer, as :func:`prunelib.core.pruning.compute_masks` counts it).
-        method: ``"weight"`` or ``"unit"``.
-        end_step: optimizer step at which the target is reached; training goes on at ``k`` after it.
-        every: steps between mask updates (Zhu & Gupta's delta t).
-        k_initial: sparsity at step 0.
-    """
-
-    def __init__(self, k: float, method: str, end_step: int, every: int = 20, k_initial: float = 0.0) -> None:
-        super().__init__(every)
-        self.k, self.method, self.end_step, self.k_initial = pruning.validate_k(k), method, end_step, k_initial
-        self.history: list[tuple[int, float]] = []
-
-    def update(self, step: int, final: bool) -> None:
-        k = self.k if final else cubic_schedule(step, 0, self.end_step, self.k_initial, self.k)
-        if self.history and k <= self.history[-1][1]:
-            return
-        set_masks(self.model, tighten(effective_kernels(self.model), get_masks(self.model), k, self.method))
-        self.history.append((step, k))
 
 
 class TargetedDropout(_EveryNSteps):

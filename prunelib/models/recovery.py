@@ -3,7 +3,10 @@ and pruning-aware training from scratch (targeted dropout).
 
 The strategies are declared in :mod:`prunelib.base.strategies`; this module holds their training code.
 Every recovery strategy starts from a trained dense model, leaves it untouched, and returns a new
-plain MLP whose pruned weights are exactly zero. :func:`recovery_table` runs them into one tidy
+plain MLP whose pruned weights are exactly zero. Fine-tuning, gradual pruning and IMP train with the
+library's own :class:`prunelib.PruningCallback` and its schedules (one implementation for users and
+the study); targeted dropout changes the forward pass, so it trains masked layers
+(:mod:`prunelib.models.masked`). :func:`recovery_table` runs them into one tidy
 table, :func:`aware_table` the targeted-dropout models.
 """
 
@@ -22,11 +25,13 @@ from tqdm.auto import tqdm
 from prunelib.base import strategies as registry
 from prunelib.base.fingerprint import code_fingerprint
 from prunelib.base.paths import digest
-from prunelib.core import pruning
+from prunelib.core import pruning, tensor_masks
 from prunelib.core.evaluate import evaluate_kernels
 from prunelib.data import Dataset
 from prunelib.models import masked, mlp
 from prunelib.models.config import AwareTarget, RecoveryConfig, TrainConfig
+from prunelib.toolkit.callback import PruningCallback
+from prunelib.toolkit.schedules import PolynomialDecay
 
 RECOVERY_COLUMNS = [
     "dataset",
@@ -106,6 +111,40 @@ def fit_recovery(
     )
 
 
+def trainable_copy(model: keras.Model, config: RecoveryConfig) -> keras.Model:
+    """A copy of the trained MLP to train: hidden layers at the recovery recipe's precision, the
+    logit layer frozen unless ``config.train_logits`` (so it keeps its weights bit for bit)."""
+
+    def copy(layer):
+        layer_config = layer.get_config()
+        if isinstance(layer, keras.layers.Dense):
+            if layer.name == pruning.LOGITS:
+                layer_config["trainable"] = config.train_logits
+            else:
+                layer_config["dtype"] = config.recipe.precision or layer.dtype_policy
+        return layer.__class__.from_config(layer_config)
+
+    net = keras.models.clone_model(model, clone_function=copy)
+    net.set_weights(model.get_weights())
+    return net
+
+
+def _train_pruned(model, net, data, config, seed, callback, progress, desc) -> keras.Model:
+    """Train ``net`` with ``callback`` pruning its hidden layers; a plain float32 MLP comes back."""
+    fit_recovery(net, model, data, config, seed, [callback], progress, desc)
+    return mlp.with_weights(model, mlp.get_kernels(net), mlp.get_biases(net))
+
+
+def hidden_masks(net: keras.Model, masks: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Masks of the hidden kernels in :class:`prunelib.PruningCallback`'s naming."""
+    return {f"{layer.name}/{layer.kernel.name}": m for layer, m in zip(mlp.prunable_layers(net), masks)}
+
+
+def pruning_callback(net: keras.Model, method: str, **kwargs) -> PruningCallback:
+    """A :class:`prunelib.PruningCallback` on ``net``'s hidden layers (``kwargs``: its schedule or masks)."""
+    return PruningCallback(granularity=method, layers=[layer.name for layer in mlp.prunable_layers(net)], **kwargs)
+
+
 def _finetune(model, data, k, method, config, seed, progress) -> keras.Model:
     """Prune ``model`` once at ``k`` percent, then train the survivors with the mask fixed.
 
@@ -113,9 +152,9 @@ def _finetune(model, data, k, method, config, seed, progress) -> keras.Model:
         A plain MLP; pruned weights are exactly zero. ``model`` is not modified.
     """
     masks = pruning.compute_masks(mlp.get_kernels(model), k, method)[:-1]
-    net = masked.masked_mlp(model, masks, precision=config.recipe.precision, train_logits=config.train_logits)
-    fit_recovery(net, model, data, config, seed, progress=progress, desc=f"finetune {method} {k:g}")
-    return masked.strip(net)
+    net = trainable_copy(model, config)
+    callback = pruning_callback(net, method, masks=hidden_masks(net, masks))
+    return _train_pruned(model, net, data, config, seed, callback, progress, f"finetune {method} {k:g}")
 
 
 def _gradual(model, data, k, method, config, seed, progress) -> keras.Model:
@@ -123,12 +162,12 @@ def _gradual(model, data, k, method, config, seed, progress) -> keras.Model:
 
     The target is reached after ``ramp_fraction`` of the budget; training goes on at ``k`` after.
     """
-    net = masked.masked_mlp(model, precision=config.recipe.precision, train_logits=config.train_logits)
+    net = trainable_copy(model, config)
     n = len(mlp.training_subset(data, config.train_subset)[0])
     steps = config.recipe.epochs * mlp.steps_per_epoch(n, config.recipe.batch_size)
-    schedule = masked.GradualPruning(k, method, end_step=round(config.ramp_fraction * steps), every=config.every)
-    fit_recovery(net, model, data, config, seed, [schedule], progress, f"gradual {method} {k:g}")
-    return masked.strip(net)
+    end = max(round(config.ramp_fraction * steps), 1)
+    callback = pruning_callback(net, method, schedule=PolynomialDecay(0, k, 0, end, frequency=config.every))
+    return _train_pruned(model, net, data, config, seed, callback, progress, f"gradual {method} {k:g}")
 
 
 def _imp(model, data, k, method, config, seed, progress) -> keras.Model:
@@ -146,28 +185,29 @@ def _imp(model, data, k, method, config, seed, progress) -> keras.Model:
     current = model
     for r in range(1, config.imp_rounds + 1):
         k_r = 100.0 * (1.0 - (1.0 - k / 100.0) ** (r / config.imp_rounds)) if r < config.imp_rounds else k
-        kernels = mlp.get_kernels(current)
+        hidden = mlp.get_kernels(current)[:-1]
         if r == 1:
-            masks = pruning.compute_masks(kernels, k_r, method)[:-1]
+            masks = pruning.compute_masks(mlp.get_kernels(current), k_r, method)[:-1]
         else:  # never un-prune: the previous round's zeros stay zero
-            masks = masked.tighten(kernels, [w != 0 for w in kernels[:-1]], k_r, method)
+            tighten = tensor_masks.unit_mask if method == "unit" else tensor_masks.weight_mask
+            masks = [tighten(w, k_r, keep=w != 0) for w in hidden]
         # Rewinding restores the hidden kernels only: the logit layer keeps its trained weights.
         start = (
             current
             if config.imp_rewind == "lr"
             else mlp.with_weights(current, [*init_kernels[:-1], mlp.get_kernels(model)[-1]])
         )
-        net = masked.masked_mlp(start, masks, precision=config.recipe.precision, train_logits=config.train_logits)
-        fit_recovery(
-            net,
+        net = trainable_copy(start, config)
+        current = _train_pruned(
             model,
+            net,
             data,
             config.with_recipe(epochs=config.imp_epochs),
             seed + r,
-            progress=progress,
-            desc=f"imp {method} {k:g} round {r}/{config.imp_rounds}",
+            pruning_callback(net, method, masks=hidden_masks(net, masks)),
+            progress,
+            f"imp {method} {k:g} round {r}/{config.imp_rounds}",
         )
-        current = masked.strip(net)
     return current
 
 

@@ -75,7 +75,7 @@ class PruningCallback(keras.callbacks.Callback):
 
     Args:
         k: the final percent in [0, 100] (a fraction below 1 warns: k is a percent). Leave it out
-            when ``schedule`` says it, or for N:M.
+            when ``schedule`` says it, for N:M, or to fine-tune with ``masks`` fixed.
         granularity: ``"weight"`` (smallest |w| per kernel), ``"unit"`` (whole units or filters of
             smallest L2 norm, their biases too), ``"global"`` (one |w| threshold over all pruned
             kernels) or an N:M ratio such as ``"2:4"`` (along each kernel's input channels).
@@ -88,7 +88,9 @@ class PruningCallback(keras.callbacks.Callback):
             :func:`prunelib.prune_model` leaves them).
         masks: masks to start from, ``{"<layer>/<variable>": bool array}`` (:attr:`masks` of an earlier
             run, or :func:`prunelib.load_masks` of what :func:`prunelib.save_masks` wrote): a run
-            resumed from a checkpoint keeps exactly the masks it had.
+            resumed from a checkpoint keeps exactly the masks it had. With neither ``k`` nor
+            ``schedule``, the masks stay fixed for the whole ``fit`` (fine-tuning a pruned model;
+            ``"unit"`` then zeroes the bias of a unit with no kept weight).
 
     Every layer holding a kernel is pruned: Dense, EinsumDense, Conv1D/2D/3D, DepthwiseConv1D/2D,
     SeparableConv1D/2D (both kernels; unit pruning removes pointwise filters), Conv1D/2D/3DTranspose
@@ -141,10 +143,12 @@ class PruningCallback(keras.callbacks.Callback):
             if isinstance(schedule, PolynomialDecay):
                 raise ValueError("N:M masks are set once, at the schedule's begin_step: use ConstantSparsity or none")
             self.final_k = 100.0 * (self.nm[1] - self.nm[0]) / self.nm[1]
+        elif k is None and schedule is None and masks is not None:
+            self.final_k = None  # fine-tuning: the masks given stay as they are
         else:
             final = None if schedule is None else getattr(schedule, "final_k", getattr(schedule, "k", None))
             if k is None and schedule is None:
-                raise ValueError("give k (the final percent) or a schedule")
+                raise ValueError("give k (the final percent), a schedule, or masks to keep fixed")
             if k is not None and schedule is not None and k != final:
                 raise ValueError(f"k={k:g} but the schedule ends at {final:g}; give one of them")
             self.final_k = k if k is not None else final
@@ -201,7 +205,7 @@ class PruningCallback(keras.callbacks.Callback):
                         f"({units} units), so unit pruning cannot tell which bias goes with a unit; skip it"
                     )
         schedule = self.schedule
-        if self.nm is None and schedule is None:
+        if self.nm is None and schedule is None and self.final_k is not None:
             schedule = PolynomialDecay(0.0, self.final_k, 0, None, frequency=DEFAULT_FREQUENCY)
         if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
@@ -212,7 +216,7 @@ class PruningCallback(keras.callbacks.Callback):
                 )
             step = self._step()
             schedule = schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
-        self._active = schedule or ConstantSparsity(self.final_k)
+        self._active = schedule or (None if self.final_k is None else ConstantSparsity(self.final_k))
         start = self._start_masks
         if start is not None:
             paths = dict(self._kernels())
@@ -227,7 +231,14 @@ class PruningCallback(keras.callbacks.Callback):
         self._install(start)
         step = self._step()
         self._last_checked = step
-        if start is None and step >= self._active.begin_step:
+        if self._active is None:  # fixed masks: a unit with no kept weight loses its bias too
+            if self.granularity == "unit":
+                for spec in self._specs:
+                    if spec.bias is not None:
+                        self._keep[spec.key(spec.bias)] = self._alive_units(spec)
+                self._assign_all()
+            self.k_now = self._pruned_percent()
+        elif start is None and step >= self._active.begin_step:
             self._update(step)
         # the train step was traced (or will be) without the constraints: trace it again with them
         model.make_train_function(force=True)
@@ -267,7 +278,7 @@ class PruningCallback(keras.callbacks.Callback):
         self._saved_constraints = []
         self.model.train_function = None  # a later fit traces without our constraints
         step = self._step()
-        if self.nm is None and self._active.k_at(step) < self.final_k:
+        if self.nm is None and self._active is not None and self._active.k_at(step) < self.final_k:
             warnings.warn(
                 f"training ended at step {step}, before the schedule reached k={self.final_k:g} "
                 f"(it is at {self._active.k_at(step):g}); end the schedule earlier or train longer",
@@ -278,7 +289,15 @@ class PruningCallback(keras.callbacks.Callback):
     def _step(self) -> int:
         return int(self.model.optimizer.iterations.numpy())
 
+    def _pruned_percent(self) -> float:
+        kernels = [self._keep[name] for name, _ in self._kernels()]
+        return 100.0 * sum(int((~m).sum()) for m in kernels) / max(sum(m.size for m in kernels), 1)
+
     def on_train_batch_end(self, batch, logs=None) -> None:
+        if self._active is None:
+            if logs is not None:
+                logs["prune_k"] = self.k_now
+            return
         step = self._step()
         due = any(self._active.updates_at(t) for t in range(self._last_checked + 1, step + 1))
         self._last_checked = step
