@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prunelib.base.paths import cache_dir, home
+from prunelib.base.quiet import quiet_framework_start
 from prunelib.base.strategies import RECOVERY
 from prunelib.data import DATASETS, DataError
 from prunelib.models.config import Recipe, RecoveryConfig
@@ -560,10 +561,16 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, with one line on stderr;
-    130 on Ctrl-C and 143 on SIGTERM, after ending the run's worker processes)."""
+    130 on Ctrl-C and 143 on SIGTERM, after ending the run's worker processes).
+
+    TensorFlow's C++ start-up lines are no output of ours: wherever the framework loads (this
+    process for ``recipes``, ``--in-process`` and ``--retrain``; worker processes otherwise, which
+    arrange the same for themselves and inherit ``TF_CPP_MIN_LOG_LEVEL``), it loads silenced
+    (:func:`prunelib.base.quiet.quiet_framework_start`)."""
     import signal
     import threading
 
+    quiet_framework_start()
     # Python's default SIGTERM ends the driver without unwinding, orphaning its workers.
     previous = None
     if threading.current_thread() is threading.main_thread():

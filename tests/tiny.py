@@ -1,5 +1,7 @@
 """Tiny synthetic inputs for fast tests (never used outside tests)."""
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,15 @@ def tiny_data(n: int = 256, seed: int = 0) -> Dataset:
 TINY = TrainConfig(
     Architecture(hidden_sizes=(16, 8), num_classes=2), Recipe(epochs=3, batch_size=32, learning_rate=1e-2)
 )
+
+
+FRAMEWORK_LOG = re.compile(
+    r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN custom operations|cudart_stub|cuda_platform|cuInit|"
+    r"cuda_executor|This TensorFlow binary is optimized|rebuild TensorFlow",
+    re.M,
+)
+"""TensorFlow's C++ log lines (glog-style ``I0000 00:00:... file.cc:N]`` lines, absl's
+pre-initialization notice, the CUDA probes, the CPU-feature notice): none may reach a user."""
 
 
 def require_real_data(*names: str):

@@ -28,3 +28,18 @@ def publish_fake(directory: str, accuracy: float, command: str = "test") -> None
 
     sweep = fake_sweep(accuracy, seeds=(0, 1)).assign(correction="none", seconds=0.0)
     publish(Results(sweep=sweep), ExperimentConfig.quick(), Path(directory), command=command, run_seconds=1.0)
+
+
+def load_framework_and_warn() -> str:
+    """A cell's framework start-up (prunelib.models.mlp loads Keras and TensorFlow; an op probes
+    the devices), then a real problem: a Python warning and a C-level stderr line, which must still
+    show. Returns the worker's TF_CPP_MIN_LOG_LEVEL."""
+    import os
+    import warnings
+
+    from prunelib.models import mlp
+
+    float((mlp.tf.constant([1.0]) + 1.0)[0])
+    warnings.warn("a real warning from the cell", stacklevel=1)
+    os.write(2, b"a real C-level line from the cell\n")
+    return os.environ["TF_CPP_MIN_LOG_LEVEL"]

@@ -76,9 +76,21 @@ def _die_with_driver() -> None:
     threading.Thread(target=watch, name="die-with-driver", daemon=True).start()
 
 
-def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str | None = None) -> None:
+def _start_worker() -> None:
+    """A worker process's first step: its framework start-up prints nothing
+    (:func:`prunelib.base.quiet.quiet_framework_start`), and it dies with the driver."""
+    from prunelib.base.quiet import quiet_framework_start
+
+    quiet_framework_start()
+    _die_with_driver()
+
+
+def _worker(pickled_cells: bytes, budget: int, retries: int, conn, source: str | None = None) -> None:
     """Child process: run the cells the driver sends (by index), one at a time, until told to stop
     or over ``budget``.
+
+    The cells arrive pickled and are unpickled only after :func:`_start_worker`, so a module they
+    import that loads the framework loads it quietly too.
 
     A worker whose prunelib source differs from ``source`` (the run's at its start) runs nothing:
     a run never mixes artifacts of two versions of the code.
@@ -87,13 +99,16 @@ def _worker(cells: Sequence[Cell], budget: int, retries: int, conn, source: str 
     ``(index, "failed", error, peak, retiring)`` with the worker's peak resident bytes so far and
     whether it stops now (over budget); ``("source changed",)`` instead of ``("ready",)``.
     """
+    _start_worker()
+    import pickle
+
     from prunelib.base.fingerprint import package_fingerprint
 
-    _die_with_driver()
     if source is not None and package_fingerprint() != source:
         conn.send(("source changed",))
         conn.close()
         return
+    cells = pickle.loads(pickled_cells)
     conn.send(("ready",))
     while (index := conn.recv()) is not None:
         cell = cells[index]
@@ -160,6 +175,7 @@ def execute_local(
         SourceChanged: prunelib's source changed since the run started.
     """
     import multiprocessing
+    import pickle
     from multiprocessing.connection import wait
 
     check_graph(cells)
@@ -172,6 +188,7 @@ def execute_local(
 
         source = package_fingerprint()  # workers start later and must see this same code
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited
+    pickled = pickle.dumps(list(cells), protocol=pickle.HIGHEST_PROTOCOL)  # unpickled after _start_worker
     budget = int(memory_budget_gb * 2**30)
     outcome = Outcome()
     waiting = list(range(len(cells)))  # not started yet, in list order
@@ -236,7 +253,7 @@ def execute_local(
             starting = sum(not s.ready for s in slots)
             for _ in range(min(len(ready) - starting, workers - len(slots))):
                 conn, child = ctx.Pipe()
-                process = ctx.Process(target=_worker, args=(cells, budget, retries, child, source), daemon=True)
+                process = ctx.Process(target=_worker, args=(pickled, budget, retries, child, source), daemon=True)
                 process.start()
                 child.close()
                 slots.append(_Slot(process, conn))
@@ -312,12 +329,14 @@ def assemble(
 
 
 def in_worker(fn: Callable, *args, **kwargs):
-    """``fn(*args, **kwargs)`` in a fresh spawned process, its return value pickled back."""
+    """``fn(*args, **kwargs)`` in a fresh spawned process, its return value pickled back; the
+    process's framework start-up prints nothing (:func:`_start_worker` runs before the call is
+    unpickled)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_driver
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker
     )
     try:
         result = pool.submit(fn, *args, **kwargs).result()
