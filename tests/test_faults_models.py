@@ -325,6 +325,22 @@ def test_calibration_data_must_match_the_input_exactly(x, match):
         prunelib.reconstruct_model(model, prunelib.prune_model(model, 50), x)
 
 
+@pytest.mark.parametrize("x", [(_x(), np.arange(16)), [[0.0] * 5] * 15 + [[0.0] * 4]], ids=["xy-pair", "ragged"])
+def test_calibration_data_that_is_not_one_array_is_refused_in_one_line(x):
+    model = _model()
+    with pytest.raises(ValueError, match="x_calib") as err:
+        prunelib.reconstruct_model(model, prunelib.prune_model(model, 50), x)
+    assert "\n" not in str(err.value)
+
+
+def test_variable_path_keys_round_trip(tmp_path):
+    """PruningCallback's masks are keyed by variable path (``"h1/kernel"``): saved and loaded as they are."""
+    masks = {"h1/kernel": np.eye(5, 4, dtype=bool), "out/kernel": np.ones((4, 2), bool)}
+    prunelib.save_masks(masks, tmp_path / "m.npz")
+    again = prunelib.load_masks(tmp_path / "m.npz")
+    assert set(again) == set(masks) and all(np.array_equal(again[n], masks[n]) for n in masks)
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [

@@ -369,8 +369,15 @@ def _calibration(x_calib: object, input_shape: tuple[int, ...]) -> np.ndarray:
     Raises:
         ValueError: naming what is wrong (shape, dtype, NaN or infinity, float32 overflow).
     """
-    x = np.asarray(x_calib)
     want = f"(n, {', '.join(map(str, input_shape))})"
+    if isinstance(x_calib, tuple) and len(x_calib) == 2:
+        # Keras' fit takes (x, y); calibration is the inputs alone, and stacking the pair would
+        # either fail inside numpy or pass the labels off as a second input row
+        raise ValueError(f"x_calib must be the inputs alone, an array {want}; got a pair (pass x, not (x, y))")
+    try:
+        x = np.asarray(x_calib)
+    except ValueError:  # ragged nested lists
+        raise ValueError(f"x_calib must be one array {want}, got a {type(x_calib).__name__} of ragged rows") from None
     if x.dtype == bool or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"x_calib must hold real numbers (float or integer), got dtype {x.dtype}")
     if x.ndim < 2 or tuple(x.shape[1:]) != tuple(input_shape):
