@@ -406,8 +406,9 @@ def test_unbuilt_and_subclassed_models_are_refused_in_one_line(make, match, op, 
         "masks": lambda: prunelib.model_masks(model),
         "export": lambda: prunelib.export(model, tmp_path / "m.onnx"),
     }
-    if op == "export" and make is _subclassed:
-        pytest.skip("a built subclassed model exports fine")
+    if op == "export" and make is _subclassed:  # a built subclassed model exports as it is
+        assert calls["export"]().stat().st_size > 0
+        return
     with pytest.raises((ValueError, TypeError), match=match) as err:
         calls[op]()
     assert "\n" not in str(err.value)

@@ -49,11 +49,13 @@ def export(model, path: str | os.PathLike) -> Path:
             f"cannot tell the export format from {path.name!r}; end the path with one of {sorted(FORMATS)}"
         )
     writable_target(path)
-    if fmt != "keras" and len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]:
+    # a subclassed model has no symbolic inputs (it has run once to be built, which is enough)
+    inputs = getattr(model, "inputs", None) or []
+    if fmt != "keras" and len(inputs) == 1 and None not in inputs[0].shape[1:]:
         import numpy as np
 
         # Keras' exporters need a model that has run once (a freshly built compact model has not)
-        model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32), training=False)
+        model(np.zeros((1, *inputs[0].shape[1:]), np.float32), training=False)
     # the temporary file carries the lower-case suffix, which Keras' own writers check for
     with replacing(path, suffix) as tmp:
         if fmt == "keras":
