@@ -66,6 +66,25 @@ UPDATES = ("none", "lstsq")
 SCHEDULES = ("one-shot", "gradual")
 ALLOCATIONS = ("uniform", "global", "per-unit", "owl", "search")
 TARGETS = ("layer", "network")
+MAX_KEEP = 0.95
+"""The largest gradual ``keep``: about 90 re-fits per layer to reach 99 % (``log 0.01 / log keep``);
+closer to 1 the plan grows without bound (``keep=1-1e-6`` would plan 4.6 million re-fits)."""
+MAX_ROUNDS = 100
+"""The most rounds of the network-target alternation (each re-fits every hidden layer; 4 by default)."""
+
+
+def check_keep(keep: object) -> float:
+    """A gradual schedule's ``keep`` as a float, checked to lie in (0, :data:`MAX_KEEP`].
+
+    Raises:
+        ValueError: not a real number (bools and strings included), NaN, or out of range.
+    """
+    if isinstance(keep, (bool, np.bool_)) or not isinstance(keep, numbers.Real) or not 0 < float(keep) <= MAX_KEEP:
+        raise ValueError(
+            f"keep must be a real number in (0, {MAX_KEEP}] (the share of the weights each gradual step keeps; "
+            f"closer to 1 plans too many re-fits), got {keep!r}"
+        )
+    return float(keep)
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,10 @@ class PostTrainingMethod:
     """One post-training pruning method: how it selects, updates, schedules and allocates.
 
     Raises:
-        ValueError: an unknown component, or a combination that means nothing (a gradual schedule
-            without a re-fit is the one-shot selection; unit pruning is one-shot and uniform).
+        ValueError: an unknown component, a combination that means nothing (a gradual schedule
+            without a re-fit is the one-shot selection; unit pruning is one-shot and uniform), or a
+            ``keep`` outside (0, :data:`MAX_KEEP`] or ``rounds`` outside 1..:data:`MAX_ROUNDS`
+            (numpy scalars accepted).
     """
 
     granularity: str = "weight"
@@ -112,8 +133,14 @@ class PostTrainingMethod:
             raise ValueError("unit pruning is one-shot with a uniform allocation and layer targets")
         if self.targets == "network" and self.update != "lstsq":
             raise ValueError("network targets re-fit the kept weights, so they need update='lstsq'")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, numbers.Integral) or self.rounds < 1:
-            raise ValueError(f"rounds must be a positive integer, got {self.rounds!r}")
+        # bounded here, before any work: each gradual level and each round re-fits every layer
+        check_keep(self.keep)
+        if (
+            isinstance(self.rounds, (bool, np.bool_))
+            or not isinstance(self.rounds, numbers.Integral)
+            or not 1 <= self.rounds <= MAX_ROUNDS
+        ):
+            raise ValueError(f"rounds must be an integer from 1 to {MAX_ROUNDS}, got {self.rounds!r}")
 
 
 POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
@@ -169,8 +196,7 @@ def gradual_levels(k: float, keep: float = 0.5) -> list[float]:
         [50.0, 75.0, 87.5, 90.0]
     """
     k = validate_k(k)
-    if not 0 < keep < 1:
-        raise ValueError(f"keep must lie in (0, 1), got {keep!r}")
+    keep = check_keep(keep)
     levels, t = [], 1
     while (level := 100.0 * (1.0 - keep**t)) < k:
         levels.append(level)
@@ -354,8 +380,13 @@ def post_training_prune_with_biases(
 def _prune(kernels, biases, k, calibration, method, damping):
     k = validate_k(k)
     spec = get_method(method)
-    if isinstance(damping, bool) or not isinstance(damping, (int, float)) or not (np.isfinite(damping) and damping > 0):
+    if (
+        isinstance(damping, (bool, np.bool_))
+        or not isinstance(damping, numbers.Real)
+        or not (np.isfinite(damping) and damping > 0)
+    ):
         raise ValueError(f"damping must be a positive number, got {damping!r}")
+    damping = float(damping)
     kernels = validate_kernels(kernels)
     biases = validate_biases(kernels, biases)
     hidden, logits = split_logits(kernels)

@@ -6,7 +6,8 @@
 * :mod:`~prunelib.toolkit.schedules`: when to prune how much while training (framework-free);
 * :mod:`~prunelib.toolkit.callback`: :class:`~prunelib.toolkit.callback.PruningCallback`, pruning
   a model during its own ``model.fit``;
-* :mod:`~prunelib.toolkit.exporting`: ``.keras``, ONNX and TFLite files.
+* :mod:`~prunelib.toolkit.exporting`: ``.keras``, ONNX and TFLite files;
+* :mod:`~prunelib.toolkit.files`: every file written to a temporary file, renamed into place.
 
 The challenge's own MLP and its training live in :mod:`prunelib.models`, above this layer. This
 ``__init__`` imports nothing, so :mod:`~prunelib.toolkit.schedules` stays framework-free; the public

@@ -8,13 +8,18 @@ shaped like the kernels (``True`` keeps a weight).
 from __future__ import annotations
 
 import os
+import warnings
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
+from numbers import Real
 
 import numpy as np
 
 from prunelib.core import pruning
 from prunelib.core.reconstruct import reconstruct_with_biases
 from prunelib.toolkit import chain as ch
+from prunelib.toolkit.files import replacing, user_path, writable_target
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]
@@ -49,8 +54,12 @@ def prune_model(
         layers: names of the only layers to prune (default: every hidden Dense layer).
 
     Raises:
-        ValueError: bad ``k`` or ``method``, no Dense layer, an unknown name in ``skip``/``layers``,
-            or ``layers`` naming a non-Dense layer or the output layer.
+        ValueError: bad ``k`` or ``method``, an unbuilt or subclassed model, no Dense layer, an
+            unknown name in ``skip``/``layers`` or one in both, or ``layers`` naming a non-Dense
+            layer or the output layer.
+
+    Warns:
+        UserWarning: ``0 < k < 1``: ``k`` is a percent, so 0.8 prunes 0.8 %, not 80 %.
 
     Example:
         >>> import keras, prunelib
@@ -61,8 +70,15 @@ def prune_model(
         0.9
     """
     k = pruning.validate_k(k)
+    if 0 < k < 1:
+        # tfmot and Keras callbacks take fractions: a user writing 0.8 most likely means 80 %
+        warnings.warn(
+            f"k is a percent: k={k} prunes {k} %, not {k * 100:g} %; for {k * 100:g} % pass k={k * 100:g}", stacklevel=2
+        )
     if method not in ("weight", "unit"):
         raise ValueError(f"unknown pruning method {method!r}; choose 'weight' or 'unit'")
+    # read once here: a generator would be used up by the first check and skip nothing after it
+    skip, layers = ch.layer_names("skip", skip), ch.layer_names("layers", layers)
     chosen = ch.prunable(model, skip, layers)
     ch.warn_untouched(model)
     twin = ch.clone(model)
@@ -78,8 +94,25 @@ def prune_model(
     return twin
 
 
+BIAS = "/bias"
+"""Suffix of a bias-mask key: ``"<layer>/bias"`` (Keras layer names cannot contain ``/``)."""
+
+
+def _removed_units(mask: np.ndarray) -> np.ndarray:
+    """Units with no kept weight: removed units, whose bias goes too (as unit pruning does)."""
+    return ~np.asarray(mask).any(axis=0)
+
+
 def model_masks(pruned) -> MaskDict:
     """The keep-masks of a pruned model's hidden Dense layers: ``True`` where a weight is nonzero.
+
+    A unit with no kept weight counts as removed, and :func:`apply_model_masks` zeroes its bias as
+    unit pruning does. Where a pruned model keeps the nonzero bias of such a unit (weight pruning
+    can empty a column), a ``"<layer>/bias"`` entry (``True`` = bias kept) says so, so applying the
+    masks reproduces the pruned model exactly in every case.
+
+    Raises:
+        ValueError: an unbuilt or subclassed model, or one without Dense layers.
 
     Example:
         >>> import keras, prunelib
@@ -88,35 +121,54 @@ def model_masks(pruned) -> MaskDict:
         >>> {name: int(m.sum()) for name, m in masks.items()} == {model.layers[0].name: 16}
         True
     """
-    return {layer.name: np.array(layer.kernel.numpy()) != 0 for layer in ch.dense_layers(pruned)[:-1]}
+    out: MaskDict = {}
+    for layer in ch.dense_layers(pruned)[:-1]:
+        mask = np.array(layer.kernel.numpy()) != 0
+        out[layer.name] = mask
+        if layer.bias is not None:
+            kept_bias = np.array(layer.bias.numpy()) != 0
+            if np.any(_removed_units(mask) & kept_bias):
+                out[layer.name + BIAS] = ~_removed_units(mask) | kept_bias
+    return out
 
 
-def _check_masks(model, masks: Mapping[str, np.ndarray]) -> MaskDict:
+def _check_masks(model, masks: Mapping[str, np.ndarray], source: str = "") -> MaskDict:
     if not isinstance(masks, Mapping):
         raise ValueError(f"masks must be a dict {{layer name: boolean array}}, got {type(masks).__name__}")
     dense = {layer.name: layer for layer in ch.dense_layers(model)}
     out_name = ch.dense_layers(model)[-1].name
     out = {}
-    for name, mask in masks.items():
+    for key, mask in masks.items():
+        name = key[: -len(BIAS)] if isinstance(key, str) and key.endswith(BIAS) else key
         if name not in dense:
             raise ValueError(
-                f"mask for {name!r}, which is not a Dense layer of model {model.name!r}; "
+                f"mask for {key!r}{source}, which is not a Dense layer of model {model.name!r}; "
                 f"its Dense layers are {sorted(dense)}"
             )
         mask = np.asarray(mask)
-        shape = tuple(dense[name].kernel.shape)
+        layer = dense[name]
+        if name != key and layer.bias is None:
+            raise ValueError(f"bias mask {key!r}{source} for layer {name!r}, which has no bias")
+        shape = tuple(layer.kernel.shape) if name == key else (layer.kernel.shape[1],)
         if mask.dtype != bool or mask.shape != shape:
             raise ValueError(
-                f"mask for {name!r} must be a boolean array of shape {shape}, got {mask.dtype} {mask.shape}"
+                f"mask for {key!r}{source} must be a boolean array of shape {shape}, got {mask.dtype} {mask.shape}"
             )
         if name == out_name and not mask.all():
-            raise ValueError(f"mask for the output layer {name!r} prunes weights; it is never pruned")
-        out[name] = mask
+            raise ValueError(f"mask for the output layer {name!r}{source} prunes weights; it is never pruned")
+        out[key] = mask
     return out
 
 
 def save_masks(masks: Mapping[str, np.ndarray] | object, path: str | os.PathLike) -> None:
     """Save masks (a dict, or a pruned model's :func:`model_masks`) to a ``.npz`` file.
+
+    The file is written beside ``path`` and renamed onto it once complete, so a failed save leaves a
+    previous file as it was; ``~`` is expanded. Any layer name is a key (``file`` and
+    ``allow_pickle`` too, which :func:`numpy.savez` would take as its own arguments).
+
+    Raises:
+        ValueError: not masks, no mask at all, or ``path`` is a directory.
 
     Example:
         >>> import keras, prunelib, tempfile, os
@@ -132,29 +184,57 @@ def save_masks(masks: Mapping[str, np.ndarray] | object, path: str | os.PathLike
         isinstance(n, str) and np.asarray(m).dtype == bool for n, m in masks.items()
     ):
         raise ValueError("masks must be a dict {layer name: boolean array} or a pruned Keras model")
-    with open(os.fspath(path), "wb") as f:
-        np.savez_compressed(f, **{name: np.asarray(m) for name, m in masks.items()})
+    if not masks:
+        raise ValueError("there are no masks to save (the dict is empty, or the model has no hidden Dense layer)")
+    path = writable_target(user_path(path))
+    with replacing(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        # the .npz layout np.savez_compressed writes, without its keyword arguments in the way
+        for name, mask in masks.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(mask), allow_pickle=False)
 
 
 def load_masks(path: str | os.PathLike, model=None) -> MaskDict:
     """Masks saved by :func:`save_masks`, checked (boolean; against ``model``'s layers and shapes if given).
 
     Raises:
-        ValueError: the file is not a mask file, or the masks do not fit ``model``.
+        ValueError: the file is missing or is not a mask file (a model, a single array, a truncated
+            or corrupted file, one with no masks), or the masks do not fit ``model``.
     """
+    path = user_path(path)
+    where = repr(str(path))
+    masks: MaskDict = {}
+    if not path.is_file():
+        raise ValueError(f"{where} is not a mask file: no such file")
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            masks = {name: data[name] for name in data.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"{os.fspath(path)!r} is not a mask file written by save_masks: {err}") from None
+        if not zipfile.is_zipfile(path):
+            raise ValueError("it is not a .npz archive, or a truncated one")
+        with zipfile.ZipFile(path) as zf:
+            members = zf.namelist()
+        others = [m for m in members if not m.endswith(".npy")]
+        if others or not members:
+            raise ValueError(f"it holds {others[:3]}" if others else "it holds no masks")
+        with np.load(path, allow_pickle=False) as data:
+            for name in data.files:
+                masks[name] = data[name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"{where} is not a mask file written by save_masks: {reason}") from None
     for name, mask in masks.items():
         if mask.dtype != bool:
-            raise ValueError(f"mask {name!r} in {os.fspath(path)!r} is {mask.dtype}, not boolean")
-    return _check_masks(model, masks) if model is not None else masks
+            raise ValueError(f"mask {name!r} in {where} is {mask.dtype}, not boolean")
+    return _check_masks(model, masks, f" in {where}") if model is not None else masks
 
 
 def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
     """A new model with ``masks`` applied (masked weights set to exactly zero; e.g. after fine-tuning).
+
+    A unit whose kernel column is entirely masked is removed, so its bias is set to zero too, as
+    unit pruning does (a ``"<layer>/bias"`` mask from :func:`model_masks` overrides that): masks
+    saved from a pruned model reproduce it.
+
+    Raises:
+        ValueError: a mask that fits no hidden Dense layer of ``model`` or prunes its output layer.
 
     Example:
         >>> import keras, prunelib
@@ -168,9 +248,19 @@ def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
     twin = ch.clone(model)
     twins = _twin_layers(model, twin)
     for layer in ch.dense_layers(model):
-        if layer.name in masks:
-            kernel = np.array(layer.kernel.numpy())
-            _assign(twins[layer.name], np.where(masks[layer.name], kernel, np.zeros((), kernel.dtype)), None)
+        kernel_mask, bias_mask = masks.get(layer.name), masks.get(layer.name + BIAS)
+        if kernel_mask is None and bias_mask is None:
+            continue
+        kernel = np.array(layer.kernel.numpy())
+        if kernel_mask is not None:
+            kernel = np.where(kernel_mask, kernel, np.zeros((), kernel.dtype))
+        bias = None
+        if layer.bias is not None:
+            if bias_mask is None:
+                bias_mask = ~_removed_units(kernel_mask)
+            bias = np.array(layer.bias.numpy())
+            bias = np.where(bias_mask, bias, np.zeros((), bias.dtype))
+        _assign(twins[layer.name], kernel, bias)
     return twin
 
 
@@ -193,16 +283,24 @@ def reconstruct_model(
     Args:
         model: the dense model ``pruned`` came from.
         pruned: the pruned model (its zeros are the masks unless ``masks`` is given).
-        x_calib: calibration inputs shaped like the model's input, at least as many as the widest
-            Dense layer's inputs (+1 for its bias).
-        masks: the masks to keep (default: :func:`model_masks` of ``pruned``).
-        damping, logit_targets, exact: as in :func:`prunelib.core.reconstruct.reconstruct` (logit targets can
-            hurt when the last hidden layer keeps about as many units as there are outputs: on a
-            1-epoch LeNet-300-100 at unit 90, 38.7 % pruned, 27.0 % with them, 46.4 % without).
+        x_calib: calibration inputs of exactly the model's input shape ``(n, *input_shape)``, real
+            and finite, at least as many as the widest Dense layer's inputs (+1 for its bias). They
+            are never reshaped: channels-first images of the same size as a channels-last input
+            would be scrambled silently.
+        masks: masks overriding :func:`model_masks` of ``pruned`` for the layers they name; a hidden
+            layer they do not name keeps ``pruned``'s zeros as its mask (it is never re-fitted
+            dense). ``"<layer>/bias"`` entries are ignored: biases are fitted.
+        damping: a positive real number, as in :func:`prunelib.core.reconstruct.reconstruct`.
+        logit_targets, exact: ``True`` or ``False``, as in :func:`prunelib.core.reconstruct.reconstruct`
+            (logit targets can hurt when the last hidden layer keeps about as many units as there are
+            outputs: on a 1-epoch LeNet-300-100 at unit 90, 38.7 % pruned, 27.0 % with them, 46.4 %
+            without).
 
     Raises:
-        ValueError: the models differ in architecture, a layer that is not Dense holds weights, a
-            non-elementwise hidden activation, calibration data of the wrong shape or too few rows.
+        ValueError: the models differ in architecture or look swapped (``model`` has more zero weights
+            than ``pruned``), a layer that is not Dense holds weights, a non-elementwise hidden
+            activation, a non-float32 model, calibration data of the wrong shape, not real, not
+            finite or too few rows, or a bad option.
 
     Example:
         >>> import keras, numpy as np, prunelib
@@ -213,6 +311,15 @@ def reconstruct_model(
         >>> int((fixed.layers[0].kernel.numpy() == 0).sum())
         24
     """
+    if (
+        isinstance(damping, (bool, np.bool_))
+        or not isinstance(damping, Real)
+        or not (np.isfinite(damping) and damping > 0)
+    ):
+        raise ValueError(f"damping must be a positive real number such as 0.01, got {damping!r}")
+    for name, value in (("logit_targets", logit_targets), ("exact", exact)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
     c = ch.chain(model, "reconstruct_model")
     cp = ch.chain(pruned, "reconstruct_model")
     shapes = [tuple(layer.kernel.shape) for layer in c.layers]
@@ -220,18 +327,21 @@ def reconstruct_model(
         raise ValueError(
             "pruned does not have the Dense layers of model (shapes differ); pass the model it was pruned from"
         )
-    x = np.asarray(x_calib)
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+    zeros = [int(sum(np.sum(w == 0) for w in m.kernels[:-1])) for m in (c, cp)]
+    if zeros[0] > zeros[1]:
         raise ValueError(
-            f"x_calib must be a numeric array (n, {', '.join(map(str, c.input_shape))}), got shape {x.shape}"
+            f"model has {zeros[0]} zero weights in its hidden layers and pruned only {zeros[1]}: are they "
+            "swapped? Call reconstruct_model(dense_model, pruned_model, x_calib)"
         )
-    if tuple(x.shape[1:]) != c.input_shape and int(np.prod(x.shape[1:])) != int(np.prod(c.input_shape)):
-        raise ValueError(f"x_calib has rows of shape {tuple(x.shape[1:])}, the model takes {c.input_shape}")
-    x = x.reshape((len(x), *c.input_shape)).astype(np.float32)
+    x = _calibration(x_calib, c.input_shape)
     ch.verify(c, model, x, "reconstruct_model")
     ch.verify(cp, pruned, x, "reconstruct_model")
     names = [layer.name for layer in cp.layers]
-    mask_dict = model_masks(pruned) if masks is None else _check_masks(pruned, masks)
+    # the masks given override the pruned model's own zeros, layer by layer: a layer they leave out
+    # keeps its zeros rather than being re-fitted dense
+    mask_dict = model_masks(pruned)
+    if masks is not None:
+        mask_dict.update(_check_masks(pruned, masks))
     mask_list = [mask_dict.get(n, np.ones(s, bool)) for n, s in zip(names[:-1], shapes[:-1])]
     mask_list.append(np.ones(shapes[-1], bool))
     # the dense biases give the targets; a unit with no kept input keeps its bias in pruned
@@ -241,16 +351,46 @@ def reconstruct_model(
         c.biases,
         mask_list,
         x,
-        damping=damping,
+        damping=float(damping),
         pruned_biases=cp.biases,
         acts=c.acts,
-        logit_targets=logit_targets,
-        exact=exact,
+        logit_targets=bool(logit_targets),
+        exact=bool(exact),
     )
     twin = ch.clone(pruned)
     for layer, w, b in zip(ch.dense_layers(twin), kernels, new_biases):
         _assign(layer, w, b)
     return twin
+
+
+def _calibration(x_calib: object, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Calibration inputs as float32, of exactly ``(n, *input_shape)``, real and finite.
+
+    Raises:
+        ValueError: naming what is wrong (shape, dtype, NaN or infinity, float32 overflow).
+    """
+    want = f"(n, {', '.join(map(str, input_shape))})"
+    if isinstance(x_calib, tuple) and len(x_calib) == 2:
+        # Keras' fit takes (x, y); calibration is the inputs alone, and stacking the pair would
+        # either fail inside numpy or pass the labels off as a second input row
+        raise ValueError(f"x_calib must be the inputs alone, an array {want}; got a pair (pass x, not (x, y))")
+    try:
+        x = np.asarray(x_calib)
+    except ValueError:  # ragged nested lists
+        raise ValueError(f"x_calib must be one array {want}, got a {type(x_calib).__name__} of ragged rows") from None
+    if x.dtype == bool or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"x_calib must hold real numbers (float or integer), got dtype {x.dtype}")
+    if x.ndim < 2 or tuple(x.shape[1:]) != tuple(input_shape):
+        raise ValueError(
+            f"x_calib has shape {x.shape}, the model takes rows of shape {tuple(input_shape)}: pass {want} "
+            "(prunelib does not reshape by size, which would scramble e.g. channels-first images)"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError(f"x_calib contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values; drop those rows")
+    x32 = x.astype(np.float32)
+    if not np.isfinite(x32).all():
+        raise ValueError("x_calib has values beyond float32's range (about 3.4e38); scale the inputs")
+    return x32
 
 
 def compact_kernels_folded(

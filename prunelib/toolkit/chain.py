@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +69,12 @@ ELEMENTWISE_LAYERS = (keras.layers.Activation, keras.layers.ReLU, keras.layers.L
 
 
 def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
-    """Every layer of ``model`` in order, the layers of nested sub-models in place of them."""
-    for layer in model.layers:
+    """Every layer of ``model`` in order, the layers of nested sub-models in place of them.
+
+    Raises:
+        ValueError: ``model`` or a nested sub-model is unbuilt or subclassed (see :func:`check_graph`).
+    """
+    for layer in check_graph(model).layers:
         if isinstance(layer, keras.Model):
             yield from flat_layers(layer)
         else:
@@ -84,9 +88,74 @@ def is_dense(layer: keras.layers.Layer) -> bool:
 
 
 def check_model(model: object) -> keras.Model:
+    """``model``, checked to be a Keras 3 model.
+
+    Raises:
+        TypeError: it is not a ``keras.Model``.
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a Keras 3 model (keras.Model), got {type(model).__name__}")
     return model
+
+
+def check_built(model: object) -> keras.Model:
+    """``model``, checked to be a Keras 3 model that has weights (is built).
+
+    Raises:
+        TypeError: it is not a ``keras.Model``.
+        ValueError: it is not built yet.
+    """
+    check_model(model)
+    if not model.built:
+        raise ValueError(
+            f"model {model.name!r} is not built (it has no weights yet); start it with keras.Input(shape) "
+            "or call it once on a batch"
+        )
+    return model
+
+
+def check_graph(model: object) -> keras.Model:
+    """``model``, checked to be a built Sequential or functional model: one whose layer graph says
+    which layer feeds which.
+
+    A subclassed model's ``layers`` are in attribute order, not call order, so its output layer
+    cannot be told from its layers; it is refused rather than guessed at.
+
+    Raises:
+        TypeError: it is not a ``keras.Model``.
+        ValueError: it is not built, or it is subclassed (its ``call`` is its own code).
+    """
+    check_built(model)
+    try:
+        model.inputs  # noqa: B018 - Sequential and functional models have them, subclassed ones do not
+    except AttributeError:
+        raise ValueError(
+            f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}), whose layer order "
+            "need not be its call order; rebuild it as keras.Sequential or keras.Model(inputs, outputs)"
+        ) from None
+    return model
+
+
+def layer_names(arg: str, names: object) -> list[str] | None:
+    """``skip=`` / ``layers=`` read once into a list (a generator or numpy array included).
+
+    Raises:
+        ValueError: a single string, something that is not a collection of names, or a name that is
+            not a string.
+    """
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; write {arg}=[{names!r}]")
+    if isinstance(names, np.ndarray):
+        names = names.ravel().tolist()
+    if not isinstance(names, Iterable):
+        raise ValueError(f"{arg} must be a list of layer names, got {type(names).__name__}")
+    out = list(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"{arg} must hold layer names (strings), got {bad[:3]!r}")
+    return out
 
 
 def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
@@ -122,19 +191,21 @@ def prunable(
         layers: names of the only layers to prune (default: every hidden Dense layer).
 
     Raises:
-        ValueError: a name in ``skip`` or ``layers`` is not a layer of the model, or ``layers``
-            names the output layer or a layer that is not Dense.
+        ValueError: a name in ``skip`` or ``layers`` is not a layer of the model, a name is in
+            both, or ``layers`` names the output layer or a layer that is not Dense.
     """
+    skip, layers = layer_names("skip", skip), layer_names("layers", layers)
     dense = dense_layers(model)
     every = {layer.name: layer for layer in flat_layers(model)}
     for arg, names in (("skip", skip), ("layers", layers)):
-        if isinstance(names, str):
-            raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; write {arg}=[{names!r}]")
         unknown = [n for n in (names or ()) if n not in every]
         if unknown:
             raise ValueError(
                 f"{arg} names {unknown}, which are not layers of model {model.name!r}; its layers are {sorted(every)}"
             )
+    both = sorted(set(skip or ()) & set(layers or ()))
+    if both:
+        raise ValueError(f"layers {both} are named in both layers= and skip=; name each in one of them")
     if layers is not None:
         for name in layers:
             if not is_dense(every[name]):
@@ -207,10 +278,13 @@ def chain(model: keras.Model, what: str) -> Chain:
         what: the operation asking (for the error message).
 
     Raises:
-        ValueError: a weighted layer that is not Dense, a weightless layer that is neither a
-            reshape nor elementwise, a non-elementwise hidden activation, or more than one input.
+        ValueError: an unbuilt or subclassed model, a layer computing in another dtype than float32
+            or float64, NaN or infinite weights, a weighted layer that is not Dense, a weightless
+            layer that is neither a reshape nor elementwise, a non-elementwise hidden activation, or
+            more than one input.
     """
-    check_model(model)
+    check_graph(model)
+    check_dtypes(model, what)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"{what} needs a model with one input and one output; {model.name!r} has "
@@ -262,7 +336,39 @@ def chain(model: keras.Model, what: str) -> Chain:
     for a, b in zip(dense[:-1], dense[1:]):
         if a.kernel.shape[1] != b.kernel.shape[0]:
             raise ValueError(f"Dense layers {a.name!r} and {b.name!r} do not chain")
-    return Chain(dense, acts, post, in_shape)
+    c = Chain(dense, acts, post, in_shape)
+    for layer, w, b in zip(dense, c.kernels, c.biases):
+        bad = int(np.sum(~np.isfinite(w))) + (0 if b is None else int(np.sum(~np.isfinite(b))))
+        if bad:
+            raise ValueError(
+                f"{what} cannot use layer {layer.name!r}: it holds {bad} NaN or infinite weights (check the training run)"
+            )
+    return c
+
+
+FLOAT_DTYPES = ("float32", "float64")
+"""The dtypes prunelib's numpy reading reproduces within its tolerance (it computes in float32)."""
+
+
+def check_dtypes(model: keras.Model, what: str) -> None:
+    """Refuse a model with a layer that stores or computes in another dtype than float32/float64.
+
+    The numpy reading computes in float32, so a float16 or bfloat16 model (mixed precision too) would
+    differ from Keras' own predictions by its rounding, and a quantized layer is not its float kernel.
+
+    Raises:
+        ValueError: naming the first such layer and its dtype policy.
+    """
+    for layer in flat_layers(model):
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        policy = layer.dtype_policy
+        dtypes = {str(policy.compute_dtype), str(policy.variable_dtype)}
+        if not dtypes <= set(FLOAT_DTYPES) or getattr(policy, "quantization_mode", None):
+            raise ValueError(
+                f"{what} computes in float32, but layer {layer.name!r} has dtype policy {policy.name!r}; "
+                "rebuild the model in float32 (dtype='float32') and copy its weights over"
+            )
 
 
 def _compose(fns):
@@ -302,10 +408,18 @@ def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str) -> None:
     """Check the numpy reading of ``model`` against Keras' own predict on ``x``.
 
     Raises:
-        ValueError: they differ: the model is not the plain chain it looks like (branches, skips).
+        ValueError: Keras' own predictions are NaN or infinite (named as such), or they differ: the
+            model is not the plain chain it looks like (branches, skips).
     """
     x = np.asarray(x, np.float32)[:64]
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what} got inputs that contain NaN or infinity (or values beyond float32's range)")
     want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    if not np.isfinite(want).all():
+        raise ValueError(
+            f"{what}: model {model.name!r}'s own predictions on finite inputs contain NaN or infinity "
+            "(its weights or activations overflow); scale the inputs or check the training run"
+        )
     got = predict_chain(c, x)
     if want.shape != got.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):
         raise ValueError(

@@ -18,11 +18,17 @@ def export(model, path: str | os.PathLike) -> Path:
     zeros: a weight-pruned file is only smaller once compressed; a compacted model
     (:func:`prunelib.compact_model`) is smaller and faster as it is.
 
+    The file is written to a temporary file beside ``path`` and renamed onto it only once complete,
+    so a failed export leaves a previous file at ``path`` as it was. ``~`` is expanded; the suffix
+    is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file).
+
     Returns:
         The path written.
 
     Raises:
-        ValueError: an unknown suffix.
+        ValueError: an unknown suffix, ``path`` is a directory, an unbuilt model, or a TFLite
+            conversion that fails (its first error line quoted).
+        TypeError: ``model`` is not a Keras 3 model.
 
     Example:
         >>> import keras, prunelib, tempfile, os
@@ -31,35 +37,51 @@ def export(model, path: str | os.PathLike) -> Path:
         >>> path.stat().st_size > 0
         True
     """
-    from prunelib.toolkit.chain import check_model
+    from prunelib.toolkit.chain import check_built
+    from prunelib.toolkit.files import replacing, user_path, writable_target
 
-    check_model(model)
-    path = Path(path)
-    fmt = FORMATS.get(path.suffix.lower())
+    check_built(model)
+    path = user_path(path)
+    suffix = path.suffix.lower()
+    fmt = FORMATS.get(suffix)
     if fmt is None:
         raise ValueError(
             f"cannot tell the export format from {path.name!r}; end the path with one of {sorted(FORMATS)}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt != "keras" and len(model.inputs) == 1 and None not in model.inputs[0].shape[1:]:
+    writable_target(path)
+    # a subclassed model has no symbolic inputs (it has run once to be built, which is enough)
+    inputs = getattr(model, "inputs", None) or []
+    if fmt != "keras" and len(inputs) == 1 and None not in inputs[0].shape[1:]:
         import numpy as np
 
         # Keras' exporters need a model that has run once (a freshly built compact model has not)
-        model(np.zeros((1, *model.inputs[0].shape[1:]), np.float32), training=False)
-    if fmt == "keras":
-        model.save(path)
-    elif fmt == "onnx":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
-            model.export(str(path), format="onnx", verbose=False)
-    else:
-        import tensorflow as tf
-
-        with tempfile.TemporaryDirectory() as tmp:
-            model.export(tmp, format="tf_saved_model", verbose=False)
-            data = tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
-        path.write_bytes(data)
+        model(np.zeros((1, *inputs[0].shape[1:]), np.float32), training=False)
+    # the temporary file carries the lower-case suffix, which Keras' own writers check for
+    with replacing(path, suffix) as tmp:
+        if fmt == "keras":
+            model.save(tmp)
+        elif fmt == "onnx":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
+                model.export(str(tmp), format="onnx", verbose=False)
+        else:
+            tmp.write_bytes(_tflite_bytes(model))
     return path
+
+
+def _tflite_bytes(model) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        try:
+            return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+        except Exception as err:  # the converter's message is pages of MLIR: quote its first error line
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            first = next((line for line in lines if "error" in line.lower()), lines[0] if lines else repr(err))
+            raise ValueError(
+                f"TFLite conversion of model {model.name!r} failed ({first[:300]}); export it as .onnx or .keras instead"
+            ) from None
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):

@@ -1,0 +1,83 @@
+"""Writing a user's file so that a failed write never costs them the previous one.
+
+Every file the toolkit writes (exports, masks) is written to a temporary file in the target's own
+directory and renamed onto the target only once complete: a rename within one directory is atomic,
+so the target is either the previous file, byte for byte, or the complete new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def user_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`~pathlib.Path` with ``~`` expanded, as a shell would.
+
+    Raises:
+        TypeError: ``path`` is not a string or path-like object.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a file path must be a string or path-like object, got {type(path).__name__}")
+    return Path(path).expanduser()
+
+
+def writable_target(path: Path) -> Path:
+    """``path``, its directory created, checked not to be a directory itself.
+
+    Raises:
+        ValueError: ``path`` is an existing directory.
+    """
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a directory; give the path of the file to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _default_mode(target: Path) -> int:
+    # mkstemp creates its file 0600; the result should have the permissions an ordinary open()
+    # would give it (or the file it replaces keeps its own)
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success, rename it onto ``path``.
+
+    If the block raises, the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write (its directory must exist).
+        suffix: the temporary file's suffix (default ``path``'s own); writers that choose their
+            format by suffix (Keras' ``model.save``) need the canonical one, e.g. ``".keras"``.
+
+    Example:
+        >>> import os, tempfile
+        >>> target = os.path.join(tempfile.mkdtemp(), "a.txt")
+        >>> with replacing(target) as tmp:
+        ...     _ = tmp.write_text("complete")
+        >>> open(target).read()
+        'complete'
+    """
+    target = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix or target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:  # on disk before the rename makes it the user's file
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode(target))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
