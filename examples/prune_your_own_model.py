@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # Today's kernel-only correction (biases kept as they are), for comparison at weight 95.
     pruned = prunelib.prune_model(model, 95)
     dense_ws = [layer.kernel.numpy() for layer in model.layers]
-    masks = [m for m in prunelib.model_masks(pruned).values()] + [np.ones((100, 10), bool)]
+    kernel_masks = [m for name, m in prunelib.model_masks(pruned).items() if "/" not in name]  # not "<layer>/bias"
+    masks = kernel_masks + [np.ones((100, 10), bool)]
     ws = reconstruct(dense_ws, masks, x_cal, biases=[layer.bias.numpy() for layer in model.layers])
     old = prunelib.apply_model_masks(model, prunelib.model_masks(pruned))
     for layer, w in zip(old.layers, ws):
