@@ -36,6 +36,8 @@ _LAZY = {
             "compact_model",
             "load_masks",
             "model_masks",
+            "post_training_methods",
+            "post_training_model",
             "predictor_from_model",
             "prune_model",
             "reconstruct_model",

@@ -386,3 +386,79 @@ def test_a_dense_subclass_with_its_own_call_is_refused():
     model = keras.Sequential([keras.Input((12,)), Scaled(8, name="scaled"), L.Dense(4)])
     with pytest.raises(ValueError, match="its own call"):
         kl.prunable_layers(model)
+
+
+# --- post-training at the model level, and as the callback's start -----------------------------------------
+
+
+def relu_mlp(activation="relu") -> keras.Model:
+    keras.utils.set_random_seed(2)
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            L.Dense(24, activation=activation, name="h0"),
+            L.Dense(16, activation=activation, name="h1"),
+            L.Dense(4, activation="softmax", name="out"),
+        ]
+    )
+
+
+@pytest.mark.parametrize("method", ["per-unit-obs-gradual", "obs-gradual", "unit-obs+lstsq"])
+def test_post_training_model_equals_the_core_and_keras(method):
+    from prunelib.core.post_training import post_training_prune_with_biases
+
+    model = relu_mlp()
+    for layer in model.layers:  # nonzero biases, so a bias-free reading would show
+        layer.bias.assign(np.linspace(-0.2, 0.3, layer.units).astype(np.float32))
+    before = [w.copy() for w in model.get_weights()]
+    pruned = prunelib.post_training_model(model, 60, X_FLAT, method=method)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the model is untouched
+    kernels = [layer.kernel.numpy() for layer in model.layers]
+    biases = [layer.bias.numpy() for layer in model.layers]
+    want, want_b, _ = post_training_prune_with_biases(kernels, biases, 60, X_FLAT, method=method)
+    for layer, w, b in zip(pruned.layers, want, want_b):
+        np.testing.assert_allclose(layer.kernel.numpy(), w.astype(np.float32), rtol=0, atol=0)
+        np.testing.assert_allclose(layer.bias.numpy(), b.astype(np.float32), rtol=0, atol=0)
+    assert np.array_equal(pruned.layers[-1].kernel.numpy(), model.layers[-1].kernel.numpy())
+    # what the numpy core computes is what Keras computes with those weights
+    from prunelib.toolkit import chain
+
+    c = chain.chain(pruned, "test")
+    np.testing.assert_allclose(chain.predict_chain(c, X_FLAT), pruned.predict(X_FLAT, verbose=0), atol=1e-5)
+
+
+def test_post_training_model_refuses_a_non_relu_hidden_layer_by_name():
+    with pytest.raises(ValueError, match="ReLU hidden layers; layer 'h0' computes tanh"):
+        prunelib.post_training_model(relu_mlp("tanh"), 50, X_FLAT)
+    with pytest.raises(ValueError, match="unknown"):
+        prunelib.post_training_model(relu_mlp(), 50, X_FLAT, method="best")
+    assert set(prunelib.post_training_methods()) >= {"per-unit-obs-gradual", "unit-obs+lstsq"}
+
+
+@pytest.mark.parametrize("method, granularity", [("per-unit-obs-gradual", "weight"), ("unit-obs+lstsq", "unit")])
+def test_start_from_a_post_training_method_then_fine_tune_with_masks_fixed(method, granularity):
+    model = relu_mlp()
+    model.compile("adam", "sparse_categorical_crossentropy")  # a softmax output: probabilities
+    expected = prunelib.post_training_model(model, 70, X_FLAT, method=method)
+    callback = prunelib.PruningCallback(70, granularity, start=method, x=X_FLAT)
+    spy = Spy(callback)
+    model.fit(X_FLAT, Y, epochs=2, batch_size=16, verbose=0, callbacks=[callback, spy])
+    assert spy.resurrected == 0
+    for got, want in zip(model.layers[:2], expected.layers[:2]):  # the same masks, trained further
+        assert np.array_equal(got.kernel.numpy() == 0, want.kernel.numpy() == 0)
+        assert not np.array_equal(got.kernel.numpy(), want.kernel.numpy())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"k": 50, "start": "per-unit-obs-gradual"}, "calibration"),
+        ({"start": "per-unit-obs-gradual", "x": X_FLAT}, "give k"),
+        ({"k": 50, "start": "unit-obs+lstsq", "x": X_FLAT}, "granularity='unit'"),
+        ({"k": 50, "start": "obs-gradual", "x": X_FLAT, "skip": ["h0"]}, "every hidden Dense"),
+        ({"k": 50, "start": "nope", "x": X_FLAT}, "unknown"),
+    ],
+)
+def test_bad_start_is_refused_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        prunelib.PruningCallback(**kwargs)

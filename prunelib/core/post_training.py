@@ -170,6 +170,33 @@ POST_TRAINING_METHODS: dict[str, PostTrainingMethod] = {
 }
 """The registered post-training methods by name (``unit-*`` prune whole units)."""
 
+WHEN: dict[str, str] = {
+    "magnitude": "smallest |w|, no re-fit: the challenge's one-shot baseline",
+    "magnitude+lstsq": "|w| masks, survivors re-fitted by least squares: the fastest re-fit (the challenge's + lstsq)",
+    "wanda": "|w| * ||x|| (Wanda), no re-fit: a baseline that needs only activation norms",
+    "wanda+lstsq": "Wanda masks, survivors re-fitted",
+    "obs+lstsq": "OBS saliency in one step, re-fitted: behind the gradual schedule at high k",
+    "magnitude-gradual": "|w| re-selected on the re-fitted weights in steps (50 %, 75 %, ...)",
+    "obs-gradual": "OBS in steps, the same share of every layer",
+    "global-obs+lstsq": "one pooled OBS ranking over all layers, one step",
+    "global-obs-gradual": "one pooled OBS ranking over all layers, in steps",
+    "per-unit-obs+lstsq": "OBS, every unit keeping as many weights on average, one step",
+    "per-unit-obs-gradual": "weight pruning's default: the best fixed allocation measured on every model "
+    "(docs/post-training.md)",
+    "owl-obs-gradual": "outlier-weighted layer shares (OWL): behind per-unit on the MLPs measured",
+    "search-obs-gradual": "four allocations tried, the one agreeing most with the dense predictions kept: best "
+    "layer-target mean from weight 98 on LeNet, about 4x per-unit's seconds",
+    "per-unit-greedy+lstsq": "exact greedy supports per unit: not better than gradual OBS, faster at very high k",
+    "per-unit-obs-gradual+network": "per-unit-obs-gradual, then layers pulled toward the dense logits (SparseLLM)",
+    "search-obs-gradual+network": "the best measured at high weight sparsity when its seconds are affordable",
+    "unit-norm+lstsq": "whole units by column norm, re-fitted: the fastest unit method",
+    "unit-activation+lstsq": "whole units by their share of the next layer's input, re-fitted",
+    "unit-obs+lstsq": "unit pruning's default: greedy OBS over units, the best unit method measured",
+}
+"""One line per registered method: when to use it (what :func:`prunelib.post_training_methods` prints)."""
+if set(WHEN) != set(POST_TRAINING_METHODS):
+    raise ImportError("post_training.WHEN and POST_TRAINING_METHODS name different methods")
+
 
 def get_method(method: str | PostTrainingMethod) -> PostTrainingMethod:
     """The method named ``method`` (or ``method`` itself if it is one).

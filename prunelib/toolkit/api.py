@@ -363,6 +363,75 @@ def reconstruct_model(
     return twin
 
 
+def post_training_methods() -> dict[str, str]:
+    """The registered post-training methods, each with one line on when to use it.
+
+    Example:
+        >>> import prunelib
+        >>> methods = prunelib.post_training_methods()
+        >>> "per-unit-obs-gradual" in methods and "unit-obs+lstsq" in methods
+        True
+    """
+    from prunelib.core.post_training import WHEN
+
+    return dict(WHEN)
+
+
+def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "per-unit-obs-gradual", damping=0.01):
+    """A new model pruned at ``k`` percent by a post-training method and re-fitted in closed form.
+
+    The library's best methods (:func:`post_training_methods`) on a Keras model of Dense layers:
+    which weights (or units, ``unit-*``) go is chosen from the calibration inputs, and the survivors
+    and biases are re-fitted by least squares; no gradient step. The output layer is never pruned.
+    The methods compute ReLU hidden layers: a model with another hidden activation is refused by
+    name (use :func:`prune_model` + :func:`reconstruct_model`, which compute any elementwise one).
+    The output activation may be anything elementwise or softmax: the fits match pre-activations.
+
+    Args:
+        model: a Keras 3 model of Dense layers with ReLU hidden layers; left untouched.
+        k: percent in [0, 100] of each hidden layer's weights (units for ``unit-*``; of all hidden
+            weights together under the ``global``, ``per-unit``, ``owl`` and ``search`` allocations).
+        x_calib: calibration inputs of exactly the model's input shape, at least as many as the
+            widest hidden layer's inputs (+1 with biases).
+        method: a name of :func:`post_training_methods`.
+        damping: ridge strength relative to each layer's mean input energy.
+
+    Raises:
+        ValueError: a bad ``k``, method, damping or calibration data, a hidden activation other than
+            ReLU, or a model :func:`reconstruct_model` cannot read either.
+
+    Example:
+        >>> import keras, numpy as np, prunelib
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu"),
+        ...                           keras.layers.Dense(3, activation="softmax")])
+        >>> x = np.random.default_rng(0).random((64, 8), dtype=np.float32)
+        >>> pruned = prunelib.post_training_model(model, 50, x, method="obs-gradual")
+        >>> int((pruned.layers[0].kernel.numpy() == 0).sum())
+        24
+    """
+    from prunelib.core.post_training import get_method, post_training_prune_with_biases
+
+    k = pruning.validate_k(k)
+    if isinstance(method, str):
+        get_method(method)  # an unknown name: the message lists the methods
+    c = ch.chain(model, "post_training_model")
+    for layer, act in zip(c.layers[:-1], c.acts[:-1]):
+        if act is not None:  # chain reads a plain ReLU Dense as None: the numpy fast path
+            names = [ch.activation_name(layer.activation), *(type(a).__name__ for a in c.post[c.layers.index(layer)])]
+            raise ValueError(
+                f"post_training_model's methods compute ReLU hidden layers; layer {layer.name!r} computes "
+                f"{' then '.join(names)}: use prune_model + reconstruct_model, which use the model's own activations"
+            )
+    x = _calibration(x_calib, c.input_shape)
+    ch.verify(c, model, x, "post_training_model")
+    flat = x.reshape(len(x), -1)
+    kernels, biases, _ = post_training_prune_with_biases(c.kernels, c.biases, k, flat, method=method, damping=damping)
+    twin = ch.clone(model)
+    for layer, w, b in zip(ch.dense_layers(twin), kernels, biases):
+        _assign(layer, w, b)
+    return twin
+
+
 def _calibration(x_calib: object, input_shape: tuple[int, ...]) -> np.ndarray:
     """Calibration inputs as float32, of exactly ``(n, *input_shape)``, real and finite.
 

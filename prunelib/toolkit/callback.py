@@ -91,6 +91,11 @@ class PruningCallback(keras.callbacks.Callback):
             resumed from a checkpoint keeps exactly the masks it had. With neither ``k`` nor
             ``schedule``, the masks stay fixed for the whole ``fit`` (fine-tuning a pruned model;
             ``"unit"`` then zeroes the bias of a unit with no kept weight).
+        start: a post-training method (:func:`prunelib.post_training_methods`, e.g.
+            ``"per-unit-obs-gradual"``; ``unit-*`` with ``granularity="unit"``): when ``fit`` starts,
+            every hidden Dense layer is pruned at ``k`` and re-fitted in closed form from ``x``
+            (:func:`prunelib.post_training_model`), then trained with those masks fixed.
+        x: calibration inputs for ``start``.
 
     Every layer holding a kernel is pruned: Dense, EinsumDense, Conv1D/2D/3D, DepthwiseConv1D/2D,
     SeparableConv1D/2D (both kernels; unit pruning removes pointwise filters), Conv1D/2D/3DTranspose
@@ -123,8 +128,13 @@ class PruningCallback(keras.callbacks.Callback):
         skip: Iterable[str] | None = None,
         include_output: bool = False,
         masks: Mapping[str, np.ndarray] | None = None,
+        start: str | None = None,
+        x: np.ndarray | None = None,
     ) -> None:
         super().__init__()
+        self.start, self.x = start, x
+        if start is not None:
+            self._check_start(k, granularity, schedule, layers, skip, include_output, masks)
         self.nm = tm.parse_nm(granularity)
         self.granularity = granularity
         if k is not None:
@@ -143,6 +153,8 @@ class PruningCallback(keras.callbacks.Callback):
             if isinstance(schedule, PolynomialDecay):
                 raise ValueError("N:M masks are set once, at the schedule's begin_step: use ConstantSparsity or none")
             self.final_k = 100.0 * (self.nm[1] - self.nm[0]) / self.nm[1]
+        elif start is not None:
+            self.final_k = k  # the post-training method prunes to k; fine-tuning keeps its masks
         elif k is None and schedule is None and masks is not None:
             self.final_k = None  # fine-tuning: the masks given stay as they are
         else:
@@ -163,12 +175,45 @@ class PruningCallback(keras.callbacks.Callback):
                 f'masks must be a dict {{"<layer>/<variable>": boolean array}}, got {type(masks).__name__}'
             )
         self._start_masks = None if masks is None else {str(n): np.asarray(m) for n, m in masks.items()}
+        self._fixed = start is not None or (k is None and schedule is None and masks is not None)
         self._specs: list[kl.PrunableLayer] = []
         self._keep: dict[str, np.ndarray] = {}
         self._mask_vars: dict[str, object] = {}
         self._saved_constraints: list[tuple[object, object]] = []
         self.k_now = 0.0
         self.history: list[tuple[int, float]] = []
+
+    def _check_start(self, k, granularity, schedule, layers, skip, include_output, masks) -> None:
+        """``start=``: a post-training method prunes every hidden Dense layer at ``k``, then the
+        masks stay fixed; refuse what would contradict that, before any work."""
+        from prunelib.core.post_training import get_method
+
+        spec = get_method(self.start)  # an unknown name: the message lists the methods
+        if k is None:
+            raise ValueError(f"start={self.start!r} prunes to k percent first: give k")
+        if spec.granularity != granularity:
+            raise ValueError(
+                f"start={self.start!r} prunes {spec.granularity}s; pass granularity={spec.granularity!r} "
+                f"(it is {granularity!r})"
+            )
+        if schedule is not None or masks is not None:
+            raise ValueError(f"start={self.start!r} sets the masks once and keeps them: leave schedule and masks out")
+        if layers is not None or skip is not None or include_output:
+            raise ValueError(
+                f"start={self.start!r} prunes every hidden Dense layer: leave layers, skip and include_output out"
+            )
+        if self.x is None:
+            raise ValueError(f"start={self.start!r} needs calibration inputs: pass x=<a few thousand training inputs>")
+
+    def _post_train(self) -> dict[str, np.ndarray]:
+        """Prune and re-fit the model in place with the ``start`` method; its zeros are the masks."""
+        from prunelib.toolkit import api, chain
+
+        pruned = api.post_training_model(self.model, self.final_k, self.x, method=self.start)
+        self.model.set_weights(pruned.get_weights())
+        hidden = chain.dense_layers(self.model)[:-1]
+        self.layer_names = [layer.name for layer in hidden]
+        return {kl.key(layer, layer._kernel): np.asarray(layer.kernel.numpy()) != 0 for layer in hidden}
 
     # --- what is pruned --------------------------------------------------------------------------
     @property
@@ -183,6 +228,8 @@ class PruningCallback(keras.callbacks.Callback):
     # --- set-up and tear-down ----------------------------------------------------------------------
     def on_train_begin(self, logs=None) -> None:
         model = self.model
+        if self.start is not None:
+            self._start_masks = self._post_train()
         self._specs = kl.prunable_layers(
             model, layers=self.layer_names, skip=self.skip, include_output=self.include_output
         )
@@ -205,7 +252,7 @@ class PruningCallback(keras.callbacks.Callback):
                         f"({units} units), so unit pruning cannot tell which bias goes with a unit; skip it"
                     )
         schedule = self.schedule
-        if self.nm is None and schedule is None and self.final_k is not None:
+        if self.nm is None and schedule is None and not self._fixed:
             schedule = PolynomialDecay(0.0, self.final_k, 0, None, frequency=DEFAULT_FREQUENCY)
         if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
@@ -216,7 +263,7 @@ class PruningCallback(keras.callbacks.Callback):
                 )
             step = self._step()
             schedule = schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
-        self._active = schedule or (None if self.final_k is None else ConstantSparsity(self.final_k))
+        self._active = None if self._fixed else schedule or ConstantSparsity(self.final_k)
         start = self._start_masks
         if start is not None:
             paths = dict(self._kernels())
