@@ -56,8 +56,14 @@ def test_bad_masks_are_refused(bad):
 
 
 def _error(ws, bs, masks, x, acts):
-    dense = forward.logits(ws, x, bs, acts=acts)
-    return lambda w, b: float(np.mean((forward.logits(w, x, b, acts=acts) - dense) ** 2))
+    """Squared error of the logits up to a shift per row (what softmax and argmax see; the logit
+    targets of a layer whose units were removed are defined up to that shift)."""
+
+    def centred(z):
+        return z - z.mean(axis=1, keepdims=True)
+
+    dense = centred(forward.logits(ws, x, bs, acts=acts))
+    return lambda w, b: float(np.mean((centred(forward.logits(w, x, b, acts=acts)) - dense) ** 2))
 
 
 @pytest.mark.parametrize("act", [None, np.tanh])
@@ -68,8 +74,14 @@ def test_fitting_biases_beats_keeping_them(method, act):
     acts = None if act is None else [act, act, None]
     pruned_bs = prune_biases(bs, masks, method)
     err = _error(ws, bs, masks, x, acts)
-    kept = reconstruct(ws, masks, x, biases=pruned_bs, acts=acts)
-    new_ws, new_bs = reconstruct_with_biases(ws, bs, masks, x, pruned_biases=pruned_bs, acts=acts)
+    # Weight pruning: layer targets, since the claim is about fitting biases; on these 8-input
+    # layers 50 % can empty a whole column, and the last layer's logit targets (defined up to a
+    # shift per row, fitted by both) then decide the end-to-end error instead.
+    targets = method == "unit"
+    kept = reconstruct(ws, masks, x, biases=pruned_bs, acts=acts, logit_targets=targets)
+    new_ws, new_bs = reconstruct_with_biases(
+        ws, bs, masks, x, pruned_biases=pruned_bs, acts=acts, logit_targets=targets
+    )
     assert all(np.all(w[~m] == 0) for w, m in zip(new_ws, masks))
     np.testing.assert_array_equal(new_bs[-1], bs[-1])
     if method == "unit":  # a removed unit keeps its zeroed bias
@@ -103,8 +115,8 @@ def _ridge_columns(inputs, target, w0, mask, damping):
 def _reference(ws, bs, masks, x, damping=1e-3, acts=None, fit_biases=False, logit_targets=False, pruned_bs=None):
     """The layer-wise fit rendered independently in float64: targets are the dense pre-activations
     (minus a bias that is not fitted); a fitted bias is the weight of a constant-1 input; the last
-    hidden layer's targets with ``logit_targets`` are the dense activations plus the minimum-norm
-    change (lstsq) that gives the removed units' share of the logits to the kept units."""
+    hidden layer's targets with ``logit_targets`` are the non-negative activations of the kept units
+    that best reproduce the dense logits up to a shift per row (scipy's NNLS, row by row)."""
     ws = [np.asarray(w, np.float64) for w in ws]
     bs = bs or [None] * len(ws)
     pruned_bs = pruned_bs or bs
@@ -124,11 +136,14 @@ def _reference(ws, bs, masks, x, damping=1e-3, acts=None, fit_biases=False, logi
         target = pre_dense
         keep = m.any(axis=0)
         if logit_targets and i == len(ws) - 2 and acts[i] is None and keep.any() and not keep.all():
+            from scipy.optimize import nnls
+
             h, w_out = np.maximum(pre_dense, 0), ws[-1]
-            delta = np.linalg.lstsq(w_out[keep].T, (h[:, ~keep] @ w_out[~keep]).T, rcond=None)[0].T
-            wanted = np.where(keep, h, 0.0)
-            wanted[:, keep] += delta
-            target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
+            v = w_out - w_out.mean(axis=1, keepdims=True)  # logits up to a shift per row
+            wanted = np.zeros_like(h)
+            wanted[:, keep] = [nnls(v[keep].T, row)[0] for row in h @ v]
+            positive = wanted > 1e-9 * np.abs(wanted).max()  # NNLS leaves ~1e-16 where it means 0
+            target = np.where(positive, wanted, np.minimum(pre_dense, 0.0))
         if fit_b:
             fitted = _ridge_columns(
                 np.hstack([h_pruned, np.ones((len(x), 1))]),
@@ -172,9 +187,10 @@ def test_fitted_biases_match_an_independent_lstsq_with_a_constant_input(method, 
 
 
 @pytest.mark.parametrize("fit_biases", [False, True])
-def test_logit_targets_match_an_independent_minimum_norm_rendering(fit_biases):
-    """Unit pruning of a small last hidden layer: samples where every removed unit is inactive give
-    the kept units exactly their dense activations, where a negative pre-activation stays the target."""
+def test_logit_targets_match_an_independent_nnls_rendering(fit_biases):
+    """Unit pruning of a small last hidden layer: the kept units are fitted to scipy's non-negative
+    least squares of the centred dense logits; where that target is 0 a negative dense
+    pre-activation stays the target."""
     ws, bs, x = _net(4, sizes=(6, 5, 4, 3))
     ws, bs, x = [w.astype(np.float64) for w in ws], [b.astype(np.float64) for b in bs], x.astype(np.float64)
     masks = unit_masks(ws, 50)

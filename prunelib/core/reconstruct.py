@@ -15,8 +15,12 @@ at its trained value, so no kept weight turns into an accidental zero.
 The masks never change: pruned weights stay exactly zero and the logit kernel comes back
 bit-identical, so the last hidden layer's removed units cannot be compensated in the logits.
 With ``logit_targets=True`` the last hidden layer's kept units are instead fitted to the
-activations that best reproduce the dense logits through the fixed logit kernel (minimum-norm
-change from the dense activations), which lets them absorb some of the removed units' share.
+non-negative activations that best reproduce the dense logits through the fixed logit kernel
+(:func:`prunelib.core.logit_targets.logit_targets`, up to a shift per row), which lets them absorb
+some of the removed units' share. (The minimum-norm change, :func:`logit_matching_targets`, asks
+for negative activations once few units are kept, and a ReLU clips them: with 10 of 200 units kept
+on the challenge MLP it kept 43 % of the test accuracy where the non-negative fit keeps 93 %,
+``benchmarks/unit_logit_targets.py``.)
 
 Biases and activations: with :func:`reconstruct_with_biases` each kept unit's bias is fitted with
 its weights (the bias is the weight of an unpruned input of constant 1); ``acts`` gives each
@@ -34,6 +38,8 @@ import numpy as np
 
 from prunelib.core import forward
 from prunelib.core.forward import Activation
+from prunelib.core.logit_targets import logit_targets as nonnegative_targets
+from prunelib.core.logit_targets import relu_layer_targets
 from prunelib.core.pruning import split_logits, validate_biases, validate_kernels
 
 _T = TypeVar("_T")
@@ -256,6 +262,9 @@ def logit_matching_targets(
 ) -> np.ndarray:
     """Activations of the last hidden layer that reproduce the dense logits through the fixed
     logit kernel using only the kept units: the dense activations plus the minimum-norm change.
+
+    Kept for comparison (``benchmarks/unit_logit_targets.py``): it ignores the ReLU, so the fits use
+    the non-negative targets of :mod:`prunelib.core.logit_targets` instead.
 
     Args:
         h_dense: (n, units) the dense network's last hidden activations.
@@ -525,10 +534,9 @@ def _fit(kernels, masks, x, damping, biases, logit_targets, acts, fit_biases, dt
         if logit_targets and last and act is None:
             keep = m.any(axis=0)
             if keep.any() and not keep.all():
-                wanted = logit_matching_targets(forward.relu(pre_dense), keep, logits, dtype)
-                # Where the wanted activation is positive, hit it; where it is not, any
-                # pre-activation at or below zero will do, so keep the dense one if it is lower.
-                target = np.where(wanted > 0, wanted, np.minimum(pre_dense, wanted))
+                h_last = forward.relu(pre_dense).astype(np.float64)
+                wanted = nonnegative_targets(h_last, keep, np.asarray(logits, np.float64))
+                target = relu_layer_targets(wanted, pre_dense).astype(dtype)
                 target = target if fit_b else target - b
         inputs, mask, w0 = h_pruned, m, w.astype(np.float64) * m
         if fit_b:

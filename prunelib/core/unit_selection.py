@@ -15,7 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from prunelib.core.layer_fit import dense_activations, float64, ridge
+from prunelib.core.logit_targets import centred, logit_targets, nonnegative_rows
 from prunelib.core.pruning import smallest
+
+__all__ = ["centred", "greedy_logit_units", "greedy_obs_rows", "logit_targets", "nonnegative_rows", "unit_keeps"]
 
 
 def unit_keeps(
@@ -72,53 +75,6 @@ def greedy_obs_rows(h: np.ndarray, nxt: np.ndarray, damping: float, count: int) 
         v[j] = 0.0
         inv[j, :] = inv[:, j] = 0.0
     return np.asarray(order)
-
-
-def nonnegative_rows(z: np.ndarray, v: np.ndarray, iters: int) -> np.ndarray:
-    """Rows ``a >= 0`` minimizing ``||a v - z||^2``, one small non-negative least-squares problem per
-    row, all solved together by FISTA (accelerated projected gradient) from the clipped unconstrained
-    solution (a start near the answer matters: the answers can be far larger than the activations).
-
-    ``v`` may carry leading batch dimensions, ``(..., m, c)`` with ``z`` ``(n, c)``: each batch entry
-    is a separate problem, and the result is ``(..., n, m)``.
-
-    Example:
-        >>> import numpy as np
-        >>> v = np.array([[1.0, 0.0], [0.0, 1.0]])
-        >>> nonnegative_rows(np.array([[2.0, -3.0]]), v, iters=50).tolist()  # -3 is out of reach
-        [[2.0, 0.0]]
-    """
-    vt = np.swapaxes(v, -1, -2)
-    gram, rhs = v @ vt, z @ vt
-    # 1 / the largest eigenvalue of the Gram matrix is a step that never overshoots
-    step = 1.0 / np.maximum(np.linalg.eigvalsh(gram)[..., -1], 1e-12)[..., None, None]
-    a = y = np.maximum(z @ np.linalg.pinv(v), 0.0)
-    t = 1.0
-    for _ in range(iters):
-        new = np.maximum(y - (y @ gram - rhs) * step, 0.0)
-        t_next = (1.0 + np.sqrt(1.0 + 4.0 * t * t)) / 2.0
-        y = new + ((t - 1.0) / t_next) * (new - a)
-        a, t = new, t_next
-    return a
-
-
-def centred(v: np.ndarray) -> np.ndarray:
-    """``v`` minus its mean over the last axis."""
-    # softmax and argmax ignore a shift of all the logits of a row, so only their centred part counts
-    return v - v.mean(axis=-1, keepdims=True)
-
-
-def logit_targets(h_dense: np.ndarray, keep: np.ndarray, logit_kernel: np.ndarray, iters: int = 300) -> np.ndarray:
-    """Last-hidden activations that reproduce the dense logits through the fixed logit kernel as
-    closely as non-negative (post-ReLU) activations of the kept units can, up to a shift per row.
-
-    The minimum-norm change of :func:`prunelib.core.reconstruct.logit_matching_targets` ignores the
-    ReLU: with few kept units it asks for negative activations, and clipping them loses the logits.
-    """
-    v = centred(logit_kernel)
-    out = np.zeros_like(h_dense)
-    out[:, keep] = nonnegative_rows(h_dense @ v, v[keep], iters)
-    return out
 
 
 def greedy_logit_units(
