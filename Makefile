@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env data results study test test-fast lint bench bench-tfmot-env bench-tfmot mutation
+.PHONY: env data results study test test-fast lint bench bench-tfmot-env bench-tfmot bench-pquant-env bench-fit-pruning mutation
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,17 @@ bench-tfmot-env: env
 
 bench-tfmot: data bench-tfmot-env
 	$(BIN)/python benchmarks/compare_tfmot.py
+
+# The pquant-ml peer for benchmarks/fit_pruning.py, kept out of prunelib's environment like tfmot's.
+bench-pquant-env: env
+	$(BIN)/python -m pip install -q --no-deps --target .venv-pquant -r benchmarks/requirements-pquant.txt
+
+# Pruning while training, prunelib vs tfmot vs pquant-ml (issue 35): the whole grid (about 4.5 h on 2
+# cores), resumable (the (tool, model, dataset, seed) already in the CSV are kept), then its docs table.
+# `$(BIN)/python benchmarks/fit_pruning.py --smoke` checks all three tools end to end in minutes.
+bench-fit-pruning: data bench-tfmot-env bench-pquant-env
+	$(BIN)/python benchmarks/fit_pruning.py
+	$(BIN)/python benchmarks/fit_pruning.py --docs
 
 # Mutation testing of the numpy core with mutmut (configured in pyproject.toml [tool.mutmut]; long,
 # not part of `make test`). MUTATE narrows it to some modules, e.g. MUTATE=prunelib/core/pruning.py.
