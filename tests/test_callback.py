@@ -462,3 +462,26 @@ def test_start_from_a_post_training_method_then_fine_tune_with_masks_fixed(metho
 def test_bad_start_is_refused_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         prunelib.PruningCallback(**kwargs)
+
+
+def test_steps_per_execution_groups_batches_and_the_schedule_still_ends_exactly():
+    model = compiled(mlp(), steps_per_execution=4)
+    callback = prunelib.PruningCallback(60, schedule=PolynomialDecay(0, 60, 0, 10, frequency=3))
+    model.fit(X_FLAT, Y, epochs=2, batch_size=16, verbose=0, callbacks=[callback])
+    assert [step for step, _ in callback.history] == [0, 4, 8, 12]  # each due step, at its group's end
+    assert zeros(model.layers[0].kernel) == round(0.6 * 12 * 16)
+
+
+def test_export_drops_the_optimizer_unless_asked(tmp_path):
+    model = keras.Sequential([keras.Input((64,)), L.Dense(256, activation="relu", name="h"), L.Dense(4, name="o")])
+    weights_only = tmp_path / "dense.weights.h5"
+    model.save_weights(weights_only)
+    compiled(model)
+    x = RNG.random((256, 64), dtype=np.float32)
+    model.fit(x, np.arange(256) % 4, epochs=1, verbose=0, callbacks=[prunelib.PruningCallback(80)])
+    lean = prunelib.export(model, tmp_path / "lean.keras")
+    full = prunelib.export(model, tmp_path / "full.keras", include_optimizer=True)
+    assert lean.stat().st_size <= 1.05 * weights_only.stat().st_size < full.stat().st_size
+    again = keras.models.load_model(lean)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+    assert not again.compiled or again.optimizer is None or not again.optimizer.variables

@@ -340,12 +340,17 @@ class PruningCallback(keras.callbacks.Callback):
         kernels = [self._keep[name] for name, _ in self._kernels()]
         return 100.0 * sum(int((~m).sum()) for m in kernels) / max(sum(m.size for m in kernels), 1)
 
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        # one read of the optimizer's step per epoch; within it, Keras' batch index says the step
+        # (reading the variable after every batch would wait for each step to finish)
+        self._epoch_first = self._step()
+
     def on_train_batch_end(self, batch, logs=None) -> None:
         if self._active is None:
             if logs is not None:
                 logs["prune_k"] = self.k_now
             return
-        step = self._step()
+        step = self._epoch_first + int(batch) + 1
         due = any(self._active.updates_at(t) for t in range(self._last_checked + 1, step + 1))
         self._last_checked = step
         if due:

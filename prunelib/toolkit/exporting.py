@@ -10,13 +10,17 @@ from pathlib import Path
 FORMATS = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
 
 
-def export(model, path: str | os.PathLike) -> Path:
+def export(model, path: str | os.PathLike, *, include_optimizer: bool = False) -> Path:
     """Write ``model`` to ``path`` in the format its suffix names: ``.keras``, ``.onnx`` or ``.tflite``.
 
     ONNX goes through Keras' own exporter (``model.export(..., format="onnx")``, tf2onnx underneath);
     TFLite/LiteRT through TensorFlow's converter from a SavedModel. Pruned zeros are stored as
     zeros: a weight-pruned file is only smaller once compressed; a compacted model
     (:func:`prunelib.compact_model`) is smaller and faster as it is.
+
+    A ``.keras`` file holds the model and its weights only, unless ``include_optimizer=True``: a
+    model fine-tuned with Adam carries two more copies of every weight in its optimizer, which a
+    deployment never reads (``model.save`` keeps them; ONNX and TFLite never hold them).
 
     The file is written to a temporary file beside ``path`` and renamed onto it only once complete,
     so a failed export leaves a previous file at ``path`` as it was. ``~`` is expanded; the suffix
@@ -41,6 +45,8 @@ def export(model, path: str | os.PathLike) -> Path:
     from prunelib.toolkit.files import replacing, user_path, writable_target
 
     check_built(model)
+    if not isinstance(include_optimizer, bool):
+        raise ValueError(f"include_optimizer must be True or False, got {include_optimizer!r}")
     path = user_path(path)
     suffix = path.suffix.lower()
     fmt = FORMATS.get(suffix)
@@ -59,7 +65,7 @@ def export(model, path: str | os.PathLike) -> Path:
     # the temporary file carries the lower-case suffix, which Keras' own writers check for
     with replacing(path, suffix) as tmp:
         if fmt == "keras":
-            model.save(tmp)
+            _without_optimizer(model, include_optimizer).save(tmp)
         elif fmt == "onnx":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
@@ -67,6 +73,23 @@ def export(model, path: str | os.PathLike) -> Path:
         else:
             tmp.write_bytes(_tflite_bytes(model))
     return path
+
+
+def _without_optimizer(model, include_optimizer: bool):
+    """``model`` itself, or an uncompiled copy holding its weights (no optimizer state to save)."""
+    if include_optimizer or getattr(model, "optimizer", None) is None:
+        return model
+    try:  # from its config, not clone_model: Keras compiles a clone of a compiled model
+        copy = type(model).from_config(model.get_config())
+    except Exception:  # a subclassed model without get_config cannot be rebuilt
+        warnings.warn(
+            f"model {model.name!r} cannot be cloned without its optimizer; the .keras file keeps the "
+            "optimizer state (export .onnx or .tflite for a file without it)",
+            stacklevel=3,
+        )
+        return model
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _tflite_bytes(model) -> bytes:
