@@ -401,3 +401,17 @@ def test_logit_matching_targets_reproduce_the_dense_logits_through_the_kept_unit
     assert np.array_equal(h, before)  # a new array, the input untouched
     assert np.all(targets[:, ~keep] == 0)
     np.testing.assert_allclose(targets[:, keep] @ w[keep], h @ w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [50, 75, 90])
+def test_unit_lstsq_of_the_sweep_is_post_trainings_unit_norm_lstsq(k):
+    """One last-layer target for both: the sweep's unit masks re-fitted by reconstruct equal the
+    post-training method unit-norm+lstsq (same masks, same fit)."""
+    from prunelib.core.post_training import post_training_prune
+
+    ws, _, x = _net(3, sizes=(12, 10, 8, 4))
+    ours = reconstruct(ws, unit_masks(ws, k), x)
+    theirs, masks = post_training_prune(ws, k, x, method="unit-norm+lstsq")
+    assert all(np.array_equal(a, b) for a, b in zip(masks, unit_masks(ws, k)))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
