@@ -30,7 +30,7 @@ from prunelib.core.evaluate import evaluate_kernels
 from prunelib.data import Dataset
 from prunelib.models import masked, mlp
 from prunelib.models.config import AwareTarget, RecoveryConfig, TrainConfig
-from prunelib.toolkit.callback import PruningCallback
+from prunelib.toolkit.masking import MaskingCallback
 from prunelib.toolkit.schedules import PolynomialDecay
 
 RECOVERY_COLUMNS = [
@@ -140,9 +140,10 @@ def hidden_masks(net: keras.Model, masks: Sequence[np.ndarray]) -> dict[str, np.
     return {f"{layer.name}/{layer.kernel.name}": m for layer, m in zip(mlp.prunable_layers(net), masks)}
 
 
-def pruning_callback(net: keras.Model, method: str, **kwargs) -> PruningCallback:
-    """A :class:`prunelib.PruningCallback` on ``net``'s hidden layers (``kwargs``: its schedule or masks)."""
-    return PruningCallback(granularity=method, layers=[layer.name for layer in mlp.prunable_layers(net)], **kwargs)
+def pruning_callback(net: keras.Model, method: str, **kwargs) -> MaskingCallback:
+    """:class:`prunelib.PruningCallback`'s masking on ``net``'s hidden layers (``kwargs``: its schedule
+    or masks); the mechanism class itself, so the study's results depend on it and not on ``start=``."""
+    return MaskingCallback(granularity=method, layers=[layer.name for layer in mlp.prunable_layers(net)], **kwargs)
 
 
 def _finetune(model, data, k, method, config, seed, progress) -> keras.Model:

@@ -4,8 +4,10 @@
 * :mod:`~prunelib.toolkit.api`: prune, re-fit (least squares), compact, masks, the fast predictor;
 * :mod:`~prunelib.toolkit.kernels`: every layer that holds a kernel, and which axes are its units;
 * :mod:`~prunelib.toolkit.schedules`: when to prune how much while training (framework-free);
+* :mod:`~prunelib.toolkit.masking`: the mechanism of pruning while training (masks as variable
+  constraints on a schedule), which the challenge's recovery strategies train on;
 * :mod:`~prunelib.toolkit.callback`: :class:`~prunelib.toolkit.callback.PruningCallback`, pruning
-  a model during its own ``model.fit``;
+  a model during its own ``model.fit`` (the mechanism, plus a closed-form start);
 * :mod:`~prunelib.toolkit.exporting`: ``.keras``, ONNX and TFLite files;
 * :mod:`~prunelib.toolkit.files`: every file written to a temporary file, renamed into place.
 

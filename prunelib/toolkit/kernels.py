@@ -1,6 +1,6 @@
 """Every Keras layer that holds a kernel, and what its axes mean: which index its units, which its inputs.
 
-Pruning while training (:mod:`prunelib.toolkit.callback`) works on any of them the same way: a
+Pruning while training (:mod:`prunelib.toolkit.masking`) works on any of them the same way: a
 layer is a list of :class:`Kernel` variables (a SeparableConv has two) and maybe a bias. A
 :class:`Kernel` says which axes index the layer's *units* (its output channels: what unit pruning
 removes whole) and which axis its *inputs* (what N:M groups run along), so the numpy masks of

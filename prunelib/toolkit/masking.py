@@ -1,0 +1,327 @@
+"""Pruning while training, the mechanism: :class:`MaskingCallback`, masks on a schedule in ``fit``.
+
+How it keeps pruned weights at exactly zero at no cost per step: each pruned kernel gets a
+*constraint* for the duration of ``fit`` (a Keras variable constraint, applied by the optimizer
+right after every update, inside the compiled train step, ``jit_compile`` included), which
+multiplies the kernel by its mask. Momentum, weight decay or the user's own constraint cannot bring
+a pruned weight back: whatever the update did, the constraint zeroes it in the same step. Masks
+live in variables the callback owns, so updating them on the schedule costs no retrace; the model
+gets no extra layers or variables, and after ``fit`` its constraints are the user's again: nothing
+to strip, and ``model.save`` / ``keras.models.load_model`` need no custom objects.
+
+The masks are computed by :mod:`prunelib.core.tensor_masks` on the schedule of
+:mod:`prunelib.toolkit.schedules`; which layers, and which axes are units, come from
+:mod:`prunelib.toolkit.kernels`. The public :class:`prunelib.PruningCallback`
+(:mod:`prunelib.toolkit.callback`) is this class plus ``start=`` (a closed-form prune first); the
+challenge's recovery strategies train on this class directly, so what determines their results
+stays this module and the ones it names.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from numbers import Real
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+
+from prunelib.core import tensor_masks as tm  # noqa: E402
+from prunelib.core.pruning import validate_k  # noqa: E402
+from prunelib.toolkit import kernels as kl  # noqa: E402
+from prunelib.toolkit.schedules import ConstantSparsity, PolynomialDecay  # noqa: E402
+
+DEFAULT_FREQUENCY = 100
+"""Steps between mask updates of the default schedule (tfmot's default)."""
+
+DEFAULT_RAMP = 0.5
+"""Share of a ``fit``'s steps over which the default schedule ramps to ``k`` (Zhu & Gupta's cubic)."""
+
+
+class _Masked(keras.constraints.Constraint):
+    """``mask * inner(w)``: the user's constraint (if any), then the mask. Never serialized."""
+
+    def __init__(self, mask, inner=None) -> None:
+        self.mask, self.inner = mask, inner
+
+    def __call__(self, w):
+        if self.inner is not None:
+            w = self.inner(w)
+        return keras.ops.multiply(w, keras.ops.cast(self.mask, w.dtype))
+
+
+def _names(value: Iterable[str] | None, arg: str) -> list[str] | None:
+    """Materialize ``layers=``/``skip=`` once (a generator is read once, not consumed by a check)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        raise ValueError(f"{arg} must be a list of layer names, got the string {value!r}; write {arg}=[{value!r}]")
+    names = list(value)
+    bad = [n for n in names if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"{arg} must hold layer names (strings), got {bad[0]!r}")
+    return names
+
+
+class MaskingCallback(keras.callbacks.Callback):
+    """:class:`prunelib.PruningCallback` without ``start=``: the arguments, behaviour and guarantees
+    documented there (k, granularity, schedule, layers, skip, include_output, masks)."""
+
+    def __init__(
+        self,
+        k: float | None = None,
+        granularity: str = "weight",
+        *,
+        schedule: ConstantSparsity | PolynomialDecay | None = None,
+        layers: Iterable[str] | None = None,
+        skip: Iterable[str] | None = None,
+        include_output: bool = False,
+        masks: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__()
+        self.nm = tm.parse_nm(granularity)
+        self.granularity = granularity
+        if k is not None:
+            k = validate_k(k)
+            if isinstance(k, Real) and 0 < k < 1:
+                warnings.warn(
+                    f"k={k:g} prunes {k:g} % (k is a percent); for {100 * k:g} % write {100 * k:g}", stacklevel=2
+                )
+        if schedule is not None and not isinstance(schedule, ConstantSparsity | PolynomialDecay):
+            raise ValueError(
+                f"schedule must be a prunelib.schedules.ConstantSparsity or PolynomialDecay, got {type(schedule).__name__}"
+            )
+        if self.nm is not None:
+            if k is not None:
+                raise ValueError(f"granularity {granularity!r} sets the sparsity itself; leave k out")
+            if isinstance(schedule, PolynomialDecay):
+                raise ValueError("N:M masks are set once, at the schedule's begin_step: use ConstantSparsity or none")
+            self.final_k = 100.0 * (self.nm[1] - self.nm[0]) / self.nm[1]
+        elif k is None and schedule is None and masks is not None:
+            self.final_k = None  # fine-tuning: the masks given stay as they are
+        else:
+            final = None if schedule is None else getattr(schedule, "final_k", getattr(schedule, "k", None))
+            if k is None and schedule is None:
+                raise ValueError("give k (the final percent), a schedule, or masks to keep fixed")
+            if k is not None and schedule is not None and k != final:
+                raise ValueError(f"k={k:g} but the schedule ends at {final:g}; give one of them")
+            self.final_k = k if k is not None else final
+        self.schedule = schedule
+        self.layer_names = _names(layers, "layers")
+        self.skip = _names(skip, "skip")
+        if not isinstance(include_output, bool):
+            raise ValueError(f"include_output must be True or False, got {include_output!r}")
+        self.include_output = include_output
+        if masks is not None and not isinstance(masks, Mapping):
+            raise ValueError(
+                f'masks must be a dict {{"<layer>/<variable>": boolean array}}, got {type(masks).__name__}'
+            )
+        self._start_masks = None if masks is None else {str(n): np.asarray(m) for n, m in masks.items()}
+        self._fixed = k is None and schedule is None and masks is not None
+        self._specs: list[kl.PrunableLayer] = []
+        self._keep: dict[str, np.ndarray] = {}
+        self._mask_vars: dict[str, object] = {}
+        self._saved_constraints: list[tuple[object, object]] = []
+        self.k_now = 0.0
+        self.history: list[tuple[int, float]] = []
+
+    # --- what is pruned --------------------------------------------------------------------------
+    @property
+    def masks(self) -> dict[str, np.ndarray]:
+        """The current keep-masks, ``{"<layer>/<variable>": bool array}`` (copies; biases too under
+        ``"unit"``)."""
+        return {name: keep.copy() for name, keep in self._keep.items()}
+
+    def _kernels(self) -> list[tuple[str, kl.Kernel]]:
+        return [(spec.key(kernel.variable), kernel) for spec in self._specs for kernel in spec.kernels]
+
+    # --- set-up and tear-down ----------------------------------------------------------------------
+    def _before_masks(self) -> None:
+        """What a subclass does to the model when ``fit`` starts, before the masks are set up."""
+
+    def on_train_begin(self, logs=None) -> None:
+        model = self.model
+        self._before_masks()
+        self._specs = kl.prunable_layers(
+            model, layers=self.layer_names, skip=self.skip, include_output=self.include_output
+        )
+        if self.nm is not None:
+            n, m = self.nm
+            for spec in self._specs:
+                for kernel in spec.kernels:
+                    if kernel.input_axis is not None and kernel.shape[kernel.input_axis] % m:
+                        raise ValueError(
+                            f"layer {spec.name!r}: {n}:{m} groups {m} consecutive inputs, but its kernel "
+                            f"{kernel.shape} has {kernel.shape[kernel.input_axis]} inputs along axis "
+                            f"{kernel.input_axis % len(kernel.shape)}; skip it (skip=[{spec.name!r}])"
+                        )
+        if self.granularity == "unit":
+            for spec in self._specs:
+                units = sum(int(np.prod([k.shape[a] for a in k.unit_axes])) for k in spec.kernels if k.units_of_layer)
+                if spec.bias is not None and int(np.prod(spec.bias.shape)) != units:
+                    raise ValueError(
+                        f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit "
+                        f"({units} units), so unit pruning cannot tell which bias goes with a unit; skip it"
+                    )
+        schedule = self.schedule
+        if self.nm is None and schedule is None and not self._fixed:
+            schedule = PolynomialDecay(0.0, self.final_k, 0, None, frequency=DEFAULT_FREQUENCY)
+        if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
+            epochs, steps = self.params.get("epochs"), self.params.get("steps")
+            if not epochs or not steps:
+                raise ValueError(
+                    "this fit does not say how many steps it runs (a dataset of unknown length), so the "
+                    "schedule cannot end half-way: give PolynomialDecay(..., end_step=...)"
+                )
+            step = self._step()
+            schedule = schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
+        self._active = None if self._fixed else schedule or ConstantSparsity(self.final_k)
+        start = self._start_masks
+        if start is not None:
+            paths = dict(self._kernels())
+            unknown = sorted(set(start) - set(paths))
+            if unknown:
+                raise ValueError(f"masks for {unknown}, which are not pruned kernels here; they are {sorted(paths)}")
+            for path, mask in start.items():
+                if mask.dtype != bool or mask.shape != paths[path].shape:
+                    raise ValueError(
+                        f"mask for {path!r} must be a boolean array of shape {paths[path].shape}, got {mask.dtype} {mask.shape}"
+                    )
+        self._install(start)
+        step = self._step()
+        self._last_checked = step
+        if self._active is None:  # fixed masks: a unit with no kept weight loses its bias too
+            if self.granularity == "unit":
+                for spec in self._specs:
+                    if spec.bias is not None:
+                        self._keep[spec.key(spec.bias)] = self._alive_units(spec)
+                self._assign_all()
+            self.k_now = self._pruned_percent()
+        elif start is None and step >= self._active.begin_step:
+            self._update(step)
+        # the train step was traced (or will be) without the constraints: trace it again with them
+        model.make_train_function(force=True)
+
+    def _install(self, start: Mapping[str, np.ndarray] | None) -> None:
+        self._keep, self._mask_vars, self._saved_constraints = {}, {}, []
+        start = start or {}
+        for spec in self._specs:
+            variables = [kernel.variable for kernel in spec.kernels]
+            if spec.bias is not None and self.granularity == "unit":
+                variables.append(spec.bias)
+            for v in variables:
+                name = spec.key(v)
+                self._attach(name, v, start.get(name, np.ones(tuple(v.shape), bool)))
+        self._assign_all()
+
+    def _attach(self, name: str, variable, keep: np.ndarray) -> None:
+        mask = keras.Variable(keep.astype(variable.dtype), trainable=False, name="prune_mask")
+        self._keep[name] = keep.copy()
+        self._mask_vars[name] = (variable, mask)
+        self._saved_constraints.append((variable, variable.constraint))
+        variable.constraint = _Masked(mask, variable.constraint)
+
+    def _assign_all(self) -> None:
+        """Write every mask into its variable and zero the variable where it masks."""
+        for name, (variable, mask) in self._mask_vars.items():
+            keep = self._keep[name]
+            mask.assign(keep.astype(mask.dtype))
+            if not keep.all():
+                variable.assign(np.where(keep, variable.numpy(), 0).astype(variable.dtype))
+
+    def on_train_end(self, logs=None) -> None:
+        # Keras' EMA writes its averages into the weights after the last step; masks come last
+        self._assign_all()
+        for variable, constraint in self._saved_constraints:
+            variable.constraint = constraint
+        self._saved_constraints = []
+        self.model.train_function = None  # a later fit traces without our constraints
+        step = self._step()
+        if self.nm is None and self._active is not None and self._active.k_at(step) < self.final_k:
+            warnings.warn(
+                f"training ended at step {step}, before the schedule reached k={self.final_k:g} "
+                f"(it is at {self._active.k_at(step):g}); end the schedule earlier or train longer",
+                stacklevel=2,
+            )
+
+    # --- on the schedule ---------------------------------------------------------------------------
+    def _step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _pruned_percent(self) -> float:
+        kernels = [self._keep[name] for name, _ in self._kernels()]
+        return 100.0 * sum(int((~m).sum()) for m in kernels) / max(sum(m.size for m in kernels), 1)
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        # one read of the optimizer's step per epoch; within it, Keras' batch index says the step
+        # (reading the variable after every batch would wait for each step to finish)
+        self._epoch_first = self._step()
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        if self._active is None:
+            if logs is not None:
+                logs["prune_k"] = self.k_now
+            return
+        step = self._epoch_first + int(batch) + 1
+        due = any(self._active.updates_at(t) for t in range(self._last_checked + 1, step + 1))
+        self._last_checked = step
+        if due:
+            self._update(step)
+        if logs is not None:
+            logs["prune_k"] = self.k_now
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        if logs is None:
+            return
+        logs["prune_k"] = self.k_now
+        for spec in self._specs:
+            kept = sum(int(self._keep[spec.key(k.variable)].sum()) for k in spec.kernels)
+            logs[f"sparsity/{spec.name}"] = 100.0 * (1 - kept / spec.size)
+
+    def _update(self, step: int) -> None:
+        names, kernels = zip(*self._kernels())
+        values = [np.asarray(k.variable.numpy()) for k in kernels]
+        keeps = [self._keep[name] for name in names]
+        if self.nm is not None:
+            if self.history:
+                return  # N:M masks are set once
+            n, m = self.nm
+            new = [
+                keep if kernel.input_axis is None else tm.nm_mask(value, n, m, kernel.input_axis, keep)
+                for kernel, value, keep in zip(kernels, values, keeps)
+            ]
+            k = self.final_k
+        else:
+            k = self._active.k_at(step)
+            if self.history and k <= self.history[-1][1]:
+                return
+            if self.granularity == "global":
+                new = tm.global_weight_masks(values, k, keeps)
+            elif self.granularity == "unit":  # a layer's units are its outputs (not a depthwise stage's)
+                new = [
+                    tm.unit_mask(v, k, kernel.unit_axes, keep) if kernel.units_of_layer else keep
+                    for kernel, v, keep in zip(kernels, values, keeps)
+                ]
+            else:
+                new = [tm.weight_mask(v, k, keep) for v, keep in zip(values, keeps)]
+        self._keep.update(zip(names, new))
+        if self.granularity == "unit":
+            for spec in self._specs:
+                if spec.bias is not None:
+                    self._keep[spec.key(spec.bias)] = self._alive_units(spec)
+        self._assign_all()
+        self.k_now = k
+        self.history.append((step, k))
+
+    def _alive_units(self, spec: kl.PrunableLayer) -> np.ndarray:
+        """Which of ``spec``'s outputs keep a weight, laid out like its bias."""
+        alive = np.ones(tuple(spec.bias.shape), bool)
+        for kernel in spec.kernels:
+            if kernel.units_of_layer:
+                units = {u % len(kernel.shape) for u in kernel.unit_axes}
+                other = tuple(a for a in range(len(kernel.shape)) if a not in units)
+                alive &= np.any(self._keep[spec.key(kernel.variable)], axis=other).reshape(alive.shape)
+        return alive
