@@ -154,7 +154,7 @@ def test_skip_and_layers():
         (lambda: prunelib.prune_model(_seq(), 50, skip="h1"), "list of layer names"),
         (lambda: prunelib.prune_model(_seq(), 150), "percentage"),
         (lambda: prunelib.prune_model(_seq(), 50, "magic"), "unknown pruning method"),
-        (lambda: prunelib.prune_model(_seq(), 50, layers=["out"]), "output layer"),
+        (lambda: prunelib.prune_model(_seq(), None, "2:3"), r"h1.*skip="),
         (lambda: prunelib.reconstruct_model(_seq(), _seq(), np.zeros((64, 7), np.float32)), "x_calib"),
         (lambda: prunelib.reconstruct_model(_seq(), _seq(), np.zeros((5, 4, 5), np.float32)), "too few"),
         (lambda: prunelib.export(_seq(), "model.h5"), "suffix|format"),
@@ -178,17 +178,27 @@ def _conv():
     )
 
 
-def test_conv_layers_are_left_untouched_with_a_warning_and_refused_where_needed():
+def test_conv_layers_are_pruned_and_refused_where_only_dense_layers_are_read():
     model = _conv()
-    with pytest.warns(UserWarning, match="conv"):
-        pruned = prunelib.prune_model(model, 50)
-    np.testing.assert_array_equal(pruned.get_layer("conv").kernel.numpy(), model.get_layer("conv").kernel.numpy())
-    with pytest.raises(ValueError, match="conv.*Dense"):
-        prunelib.prune_model(model, 50, layers=["conv"])
+    pruned = prunelib.prune_model(model, 50)
+    assert int((pruned.get_layer("conv").kernel.numpy() == 0).sum()) == 9  # round(0.5 * 18)
+    only = prunelib.prune_model(model, 50, layers=["conv"])
+    assert np.all(only.get_layer("h").kernel.numpy() == model.get_layer("h").kernel.numpy())
     with pytest.raises(ValueError, match="conv"):
         prunelib.compact_model(pruned)
     with pytest.raises(ValueError, match="conv"):
         prunelib.reconstruct_model(model, pruned, np.zeros((64, 6, 6, 1), np.float32))
+
+
+def test_the_output_layer_is_pruned_only_when_asked():
+    model = _seq()
+
+    def zeros(m, name):
+        return int((m.get_layer(name).kernel.numpy() == 0).sum())
+
+    assert [zeros(prunelib.prune_model(model, 50), n) for n in ("h1", "out")] == [120, 0]
+    assert [zeros(prunelib.prune_model(model, 50, layers=["out"]), n) for n in ("h1", "out")] == [0, 12]
+    assert [zeros(prunelib.prune_model(model, 50, include_output=True), n) for n in ("h1", "out")] == [120, 12]
 
 
 def test_non_elementwise_hidden_activation_is_refused():
@@ -223,8 +233,12 @@ def test_masks_survive_saving_and_are_checked(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a mask file"):
         prunelib.load_masks(tmp_path / "junk.npz")
+    no_out = prunelib.apply_model_masks(model, {"out": np.zeros((8, 3), bool)})  # include_output's masks apply
+    assert not no_out.get_layer("out").kernel.numpy().any() and not no_out.get_layer("out").bias.numpy().any()
+    with pytest.raises(ValueError, match="output layer"):  # the re-fit keeps the dense output layer
+        prunelib.reconstruct_model(model, pruned, _x(), masks={"out": np.zeros((8, 3), bool)})
     with pytest.raises(ValueError, match="output layer"):
-        prunelib.apply_model_masks(model, {"out": np.zeros((8, 3), bool)})
+        prunelib.reconstruct_model(model, prunelib.prune_model(model, 50, include_output=True), _x())
 
 
 def test_predictor_from_model_is_exact_or_refuses():

@@ -1,8 +1,10 @@
 """Prune your own Keras model: the model-level functions of prunelib's public face.
 
-All of them take a Keras 3 model whose weighted layers are Dense (see :mod:`prunelib.toolkit.chain`),
-return new models, and never mutate their inputs. Masks are dicts ``{layer name: bool array}``
-shaped like the kernels (``True`` keeps a weight).
+:func:`prune_model` and the masks' functions take any Keras 3 model's kernel layers (Dense, Conv,
+depthwise, separable, transposed, EinsumDense, Embedding: :mod:`prunelib.toolkit.kernels`); the
+re-fits, compaction and the Predictor take models whose weighted layers are Dense (see
+:mod:`prunelib.toolkit.chain`). All return new models and never mutate their inputs. Masks are
+dicts ``{layer name: bool array}`` shaped like the kernels (``True`` keeps a weight).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from numbers import Real
 import numpy as np
 
 from prunelib.core import pruning
+from prunelib.core import tensor_masks as tm
 from prunelib.core.reconstruct import reconstruct_with_biases
 from prunelib.toolkit import chain as ch
+from prunelib.toolkit import kernels as kl
 from prunelib.toolkit.files import replacing, user_path, writable_target
 
 keras = ch.keras
@@ -31,35 +35,245 @@ def _assign(layer, kernel: np.ndarray, bias: np.ndarray | None) -> None:
         layer.bias.assign(np.asarray(bias, dtype=layer.bias.dtype))
 
 
-def _twin_layers(model, twin) -> dict[str, object]:
-    return {a.name: b for a, b in zip(ch.dense_layers(model), ch.dense_layers(twin))}
+_NORMALIZATION = tuple(
+    getattr(keras.layers, name)
+    for name in ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
+    if hasattr(keras.layers, name)
+)
+_KERNEL_TYPES = tuple(getattr(keras.layers, name) for name in kl.KERNEL_LAYERS)
+
+
+def _kernel_layers(model, what: str) -> list[keras.layers.Layer]:
+    """Every layer of ``model`` holding a kernel prunelib prunes, in order.
+
+    Raises:
+        ValueError: there is none, or two of them share a name (in nested sub-models), which would
+            make the masks' names ambiguous.
+    """
+    found = [layer for layer in kl.flat_layers(model) if isinstance(layer, _KERNEL_TYPES)]
+    if not found:
+        raise ValueError(
+            f"model {model.name!r} has no Dense, Conv or other kernel layer for {what}; kernel layers are "
+            f"{list(kl.KERNEL_LAYERS)}"
+        )
+    names = [layer.name for layer in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"layer names {twice} occur more than once (in nested sub-models); give the layers unique names"
+        )
+    return found
+
+
+def _specs(model, what: str) -> list[kl.PrunableLayer]:
+    """:func:`prunelib.toolkit.kernels.describe` of every kernel layer prunelib can read (one it
+    refuses, e.g. a LoRA-enabled layer, was never pruned by prunelib and holds no masks)."""
+    out = []
+    for layer in _kernel_layers(model, what):
+        try:
+            spec = kl.describe(layer)
+        except ValueError:
+            continue
+        if spec is not None:
+            out.append(spec)
+    return out
+
+
+def _mask_keys(spec: kl.PrunableLayer) -> list[str]:
+    """The names of a layer's kernel masks: the layer's name for a single kernel (as ever), else
+    ``"<layer>/<variable>"`` (a SeparableConv's ``"<layer>/depthwise_kernel"`` and
+    ``"<layer>/pointwise_kernel"``, as :func:`prunelib.toolkit.kernels.key` names them)."""
+    if len(spec.kernels) == 1:
+        return [spec.name]
+    return [spec.key(kernel.variable) for kernel in spec.kernels]
+
+
+def _einsum_units_in_order(layer) -> bool:
+    """Whether an EinsumDense kernel's unit axes run in the order of the output (and its bias)."""
+    inputs, output = layer.equation.replace(" ", "").split("->")
+    kernel_spec = inputs.split(",")[1]
+    shared = [c for c in kernel_spec if c in output]
+    return shared == [c for c in output if c in shared]
+
+
+def _alive_units(spec: kl.PrunableLayer, masks: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Which of ``spec``'s outputs keep a weight under ``masks`` (one per kernel), laid out like its
+    bias; ``None`` without a bias, or where the bias is not one entry per unit."""
+    if spec.bias is None:
+        return None
+    if isinstance(spec.layer, keras.layers.EinsumDense) and not _einsum_units_in_order(spec.layer):
+        return None
+    shape = tuple(spec.bias.shape)
+    alive = np.ones(shape, bool)
+    for kernel, mask in zip(spec.kernels, masks):
+        if not kernel.units_of_layer:
+            continue
+        units = {u % mask.ndim for u in kernel.unit_axes}
+        kept = np.any(mask, axis=tuple(a for a in range(mask.ndim) if a not in units))
+        if kept.size != alive.size:
+            return None
+        alive &= kept.reshape(shape)
+    return alive
+
+
+def _parse_method(method: object, k: float | None) -> tuple[tuple[int, int] | None, float]:
+    """``(n, m)`` of an N:M method (``None`` for weight/unit) and the percent ``k`` to prune.
+
+    Raises:
+        ValueError: an unknown method, N:M with N >= M, a bad ``k``, or a ``k`` that contradicts N:M.
+    """
+    if method in ("weight", "unit"):
+        if k is None:
+            raise ValueError(f"method={method!r} needs k, the percent of each layer's weights (or units) to prune")
+        return None, pruning.validate_k(k)
+    if not (isinstance(method, str) and ":" in method):
+        raise ValueError(f"unknown pruning method {method!r}; choose 'weight', 'unit' or an N:M ratio such as '2:4'")
+    n, m = tm.parse_nm(method)  # N >= M: its message says why
+    implied = 100.0 * (m - n) / m
+    if k is not None and pruning.validate_k(k) != implied:
+        raise ValueError(f"method={method!r} prunes {implied:g} % of each kernel itself; pass k=None (or {implied:g})")
+    return (n, m), implied
+
+
+def _nonfinite(spec: kl.PrunableLayer) -> None:
+    for variable in [kernel.variable for kernel in spec.kernels] + ([spec.bias] if spec.bias is not None else []):
+        bad = int(np.sum(~np.isfinite(np.asarray(variable.numpy()))))
+        if bad:
+            raise ValueError(
+                f"layer {spec.name!r} holds {bad} NaN or infinite values in {variable.name!r}; its "
+                "smallest weights are undefined (check the training run, or skip it)"
+            )
+
+
+def _check_prunable(specs: Sequence[kl.PrunableLayer], nm: tuple[int, int] | None, method: str) -> None:
+    """Refuse, before any work, a layer the method cannot prune exactly."""
+    for spec in specs:
+        _nonfinite(spec)
+        if nm is not None:
+            n, m = nm
+            for kernel in spec.kernels:
+                if kernel.input_axis is not None and kernel.shape[kernel.input_axis] % m:
+                    raise ValueError(
+                        f"layer {spec.name!r}: {n}:{m} groups {m} consecutive inputs, but its kernel "
+                        f"{kernel.shape} has {kernel.shape[kernel.input_axis]} inputs along axis "
+                        f"{kernel.input_axis % len(kernel.shape)}, not a multiple of {m}; skip it "
+                        f"(skip=[{spec.name!r}])"
+                    )
+        if method == "unit" and spec.bias is not None:
+            if _alive_units(spec, [np.ones(kernel.shape, bool) for kernel in spec.kernels]) is None:
+                raise ValueError(
+                    f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit, so unit "
+                    f"pruning cannot tell which bias goes with a unit; skip it (skip=[{spec.name!r}])"
+                )
+
+
+def _layer_masks(spec: kl.PrunableLayer, values: Sequence[np.ndarray], k: float, method: str, nm) -> list[np.ndarray]:
+    """One keep-mask per kernel of ``spec`` (:mod:`prunelib.core.tensor_masks`, one k convention)."""
+    out = []
+    for kernel, value in zip(spec.kernels, values):
+        if nm is not None:
+            keep = None if kernel.input_axis is None else tm.nm_mask(value, nm[0], nm[1], kernel.input_axis)
+        elif method == "unit":
+            keep = tm.unit_mask(value, k, kernel.unit_axes) if kernel.units_of_layer else None
+        else:
+            keep = tm.weight_mask(value, k)
+        out.append(np.ones(value.shape, bool) if keep is None else keep)
+    return out
+
+
+def _warn_untouched(model, kernel_layers: Sequence[keras.layers.Layer]) -> None:
+    """Warn once about trainable weights prune_model does not prune (normalization layers aside)."""
+    kernel_ids = {id(layer) for layer in kernel_layers}
+    others = [
+        layer
+        for layer in kl.flat_layers(model)
+        if id(layer) not in kernel_ids and layer.trainable_weights and not isinstance(layer, _NORMALIZATION)
+    ]
+    if others:
+        warnings.warn(
+            f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold weights that "
+            f"prune_model does not prune (it prunes {', '.join(kl.KERNEL_LAYERS)}); they are left untouched",
+            stacklevel=3,
+        )
+
+
+def _copy(model):
+    """A new model computing what ``model`` does, with copies of its weights."""
+    try:
+        return ch.clone(model)
+    except Exception as err:  # Keras raises many types for a model it cannot rebuild
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"model {model.name!r} ({type(model).__name__}) cannot be copied with keras.models.clone_model, "
+            f"and prunelib never modifies the model it is given: give a subclassed model get_config() and "
+            f"from_config(), or rebuild it as Sequential or functional ({reason})"
+        ) from None
+
+
+def _twin_specs(model, twin, specs: Sequence[kl.PrunableLayer]) -> dict[str, kl.PrunableLayer]:
+    """The twin's layers standing for ``specs`` (by position in the flattened layers, names checked)."""
+    pairs = dict(zip((layer.name for layer in kl.flat_layers(model)), kl.flat_layers(twin)))
+    out = {}
+    for spec in specs:
+        other = pairs.get(spec.name)
+        if other is None or other.name != spec.name:
+            raise ValueError(f"the copy of model {model.name!r} does not have layer {spec.name!r} in its place")
+        out[spec.name] = kl.describe(other)
+    return out
+
+
+def _write(spec: kl.PrunableLayer, kernels: Sequence[np.ndarray], bias: np.ndarray | None) -> None:
+    for kernel, value in zip(spec.kernels, kernels):
+        kernel.variable.assign(np.asarray(value, dtype=kernel.variable.dtype))
+    if spec.bias is not None and bias is not None:
+        spec.bias.assign(np.asarray(bias, dtype=spec.bias.dtype))
+
+
+def _masked(value: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    return value if keep is None else np.where(keep, value, np.zeros((), value.dtype))
 
 
 def prune_model(
-    model, k: float, method: str = "weight", *, skip: Sequence[str] | None = None, layers: Sequence[str] | None = None
+    model,
+    k: float | None,
+    method: str = "weight",
+    *,
+    skip: Sequence[str] | None = None,
+    layers: Sequence[str] | None = None,
+    include_output: bool = False,
 ):
-    """A new model with each hidden Dense layer pruned by ``method`` at ``k`` percent.
+    """A new model with each layer holding a kernel pruned by ``method`` at ``k`` percent.
 
-    Each pruned layer loses exactly ``round(k/100 * n)`` weights (``method="weight"``, smallest
-    |w|) or units (``"unit"``, smallest kernel-column L2 norm; the unit's bias is zeroed too, so a
-    removed unit of a ReLU/tanh layer outputs 0 — of any layer, the constant ``act(0)``). The output
-    layer (the last Dense) is never pruned. Non-Dense weighted layers are left untouched, with a
-    warning.
+    Every kernel layer is pruned: Dense, EinsumDense, Conv1D/2D/3D, DepthwiseConv1D/2D,
+    SeparableConv1D/2D (both kernels), Conv1D/2D/3DTranspose and Embedding. Each pruned kernel loses
+    exactly ``round(k/100 * n)`` weights (``method="weight"``, smallest |w|) or units
+    (``"unit"``, smallest L2 norm: a Dense column, a conv filter, a depthwise ``(channel,
+    multiplier)``; a SeparableConv loses pointwise filters), with the unit's bias entry zeroed too,
+    so a removed unit of a ReLU/tanh layer outputs 0 — of any layer, the constant ``act(0)``. An
+    N:M ratio such as ``"2:4"`` keeps the N largest |w| of every M consecutive inputs of each kernel
+    (a Dense kernel's rows, a conv's input channels); a kernel without an input axis (depthwise) stays
+    dense. The model's output layers (the last kernel layer before each output) are not pruned
+    unless ``include_output=True`` or ``layers=`` names them.
 
     Args:
-        model: a Keras 3 model; left untouched.
-        k: percent in [0, 100].
-        method: ``"weight"`` or ``"unit"``.
-        skip: names of Dense layers not to prune.
-        layers: names of the only layers to prune (default: every hidden Dense layer).
+        model: a built Keras 3 model; left untouched. A subclassed model has no graph to tell its
+            output layers from: name the layers to prune (``layers=``) or pass ``include_output=True``.
+        k: percent in [0, 100]; ``None`` (or the ratio's own percent) with N:M.
+        method: ``"weight"``, ``"unit"`` or ``"N:M"`` with ``0 < N < M``.
+        skip: names of layers not to prune.
+        layers: names of the only layers to prune (output layers included when named).
+        include_output: prune the output layers too.
 
     Raises:
-        ValueError: bad ``k`` or ``method``, an unbuilt or subclassed model, no Dense layer, an
-            unknown name in ``skip``/``layers`` or one in both, or ``layers`` naming a non-Dense
-            layer or the output layer.
+        ValueError, before any work: a bad ``k`` or ``method``, an unbuilt model, a subclassed model
+            without ``layers=``, no kernel layer, an unknown name in ``skip``/``layers``, one in both,
+            a named layer holding no kernel, a kernel N:M cannot group (inputs not a multiple of M),
+            a bias unit pruning cannot lay out, NaN or infinite weights, or a layer prunelib cannot
+            read exactly (quantized, LoRA-enabled, own ``call``: skip it).
 
     Warns:
-        UserWarning: ``0 < k < 1``: ``k`` is a percent, so 0.8 prunes 0.8 %, not 80 %.
+        UserWarning: ``0 < k < 1``: ``k`` is a percent, so 0.8 prunes 0.8 %, not 80 %; and weighted
+            layers that are not kernel layers (normalization aside), which are left untouched.
 
     Example:
         >>> import keras, prunelib
@@ -69,28 +283,30 @@ def prune_model(
         >>> round(float((pruned.layers[0].kernel.numpy() == 0).mean()), 3)
         0.9
     """
-    k = pruning.validate_k(k)
-    if 0 < k < 1:
+    ch.check_built(model)
+    nm, k = _parse_method(method, k)
+    if nm is None and 0 < k < 1:
         # tfmot and Keras callbacks take fractions: a user writing 0.8 most likely means 80 %
         warnings.warn(
             f"k is a percent: k={k} prunes {k} %, not {k * 100:g} %; for {k * 100:g} % pass k={k * 100:g}", stacklevel=2
         )
-    if method not in ("weight", "unit"):
-        raise ValueError(f"unknown pruning method {method!r}; choose 'weight' or 'unit'")
+    if not isinstance(include_output, (bool, np.bool_)):
+        raise ValueError(f"include_output must be True or False, got {include_output!r}")
     # read once here: a generator would be used up by the first check and skip nothing after it
     skip, layers = ch.layer_names("skip", skip), ch.layer_names("layers", layers)
-    chosen = ch.prunable(model, skip, layers)
-    ch.warn_untouched(model)
-    twin = ch.clone(model)
-    twins = _twin_layers(model, twin)
-    for layer in chosen:
-        kernel = np.array(layer.kernel.numpy())
-        # the library's mask functions, so one k convention: a dummy logit kernel follows
-        mask = pruning.compute_masks([kernel, np.zeros((kernel.shape[1], 1), kernel.dtype)], k, method)[0]
-        bias = None if layer.bias is None else np.array(layer.bias.numpy())
-        if bias is not None and method == "unit":
-            bias = np.where(mask.any(axis=0), bias, np.zeros((), bias.dtype))
-        _assign(twins[layer.name], np.where(mask, kernel, np.zeros((), kernel.dtype)), bias)
+    every = _kernel_layers(model, "prune_model")
+    specs = kl.prunable_layers(model, layers=layers, skip=skip, include_output=bool(include_output))
+    _check_prunable(specs, nm, method)
+    _warn_untouched(model, every)
+    twin = _copy(model)
+    twins = _twin_specs(model, twin, specs)
+    for spec in specs:
+        values = [np.array(kernel.variable.numpy()) for kernel in spec.kernels]
+        keeps = _layer_masks(spec, values, k, method, nm)
+        bias = None
+        if spec.bias is not None and method == "unit":
+            bias = _masked(np.array(spec.bias.numpy()), _alive_units(spec, keeps))
+        _write(twins[spec.name], [_masked(v, keep) for v, keep in zip(values, keeps)], bias)
     return twin
 
 
@@ -98,21 +314,20 @@ BIAS = "/bias"
 """Suffix of a bias-mask key: ``"<layer>/bias"`` (Keras layer names cannot contain ``/``)."""
 
 
-def _removed_units(mask: np.ndarray) -> np.ndarray:
-    """Units with no kept weight: removed units, whose bias goes too (as unit pruning does)."""
-    return ~np.asarray(mask).any(axis=0)
-
-
 def model_masks(pruned) -> MaskDict:
-    """The keep-masks of a pruned model's hidden Dense layers: ``True`` where a weight is nonzero.
+    """The keep-masks of a pruned model's kernel layers: ``True`` where a weight is nonzero.
 
-    A unit with no kept weight counts as removed, and :func:`apply_model_masks` zeroes its bias as
-    unit pruning does. Where a pruned model keeps the nonzero bias of such a unit (weight pruning
-    can empty a column), a ``"<layer>/bias"`` entry (``True`` = bias kept) says so, so applying the
-    masks reproduces the pruned model exactly in every case.
+    Keyed by layer name (``{"conv2d": bool array shaped like its kernel}``); a SeparableConv's two
+    kernels by ``"<layer>/depthwise_kernel"`` and ``"<layer>/pointwise_kernel"``. Every kernel layer
+    but the output layers has an entry; an output layer has one only where it holds a zero (it was
+    pruned, ``include_output=True``). A unit with no kept weight (a Dense column, a conv filter)
+    counts as removed, and :func:`apply_model_masks` zeroes its bias as unit pruning does. Where a
+    pruned model keeps the nonzero bias of such a unit (weight pruning can empty a column), a
+    ``"<layer>/bias"`` entry (``True`` = bias kept) says so, so applying the masks reproduces the
+    pruned model exactly in every case.
 
     Raises:
-        ValueError: an unbuilt or subclassed model, or one without Dense layers.
+        ValueError: an unbuilt or subclassed model, or one without kernel layers.
 
     Example:
         >>> import keras, prunelib
@@ -121,42 +336,89 @@ def model_masks(pruned) -> MaskDict:
         >>> {name: int(m.sum()) for name, m in masks.items()} == {model.layers[0].name: 16}
         True
     """
+    ch.check_graph(pruned)
+    specs = _specs(pruned, "model_masks")
+    outputs = {id(layer) for layer in kl.output_layers(pruned)}
     out: MaskDict = {}
-    for layer in ch.dense_layers(pruned)[:-1]:
-        mask = np.array(layer.kernel.numpy()) != 0
-        out[layer.name] = mask
-        if layer.bias is not None:
-            kept_bias = np.array(layer.bias.numpy()) != 0
-            if np.any(_removed_units(mask) & kept_bias):
-                out[layer.name + BIAS] = ~_removed_units(mask) | kept_bias
+    for spec in specs:
+        keeps = [np.array(kernel.variable.numpy()) != 0 for kernel in spec.kernels]
+        if id(spec.layer) in outputs and all(keep.all() for keep in keeps):
+            continue
+        out.update(zip(_mask_keys(spec), keeps))
+        alive = _alive_units(spec, keeps)
+        if alive is not None:
+            kept_bias = np.array(spec.bias.numpy()) != 0
+            if np.any(~alive & kept_bias):
+                out[spec.name + BIAS] = alive | kept_bias
     return out
+
+
+def _mask_table(model) -> dict[str, tuple[kl.PrunableLayer, int | None]]:
+    """Every mask name ``model`` takes: ``(layer, kernel index)``, or ``(layer, None)`` for its bias.
+
+    The names :func:`model_masks` writes, and :class:`prunelib.PruningCallback`'s
+    ``"<layer>/<variable>"`` names as well (``"dense/kernel"``), so its masks apply too.
+    """
+    table: dict[str, tuple[kl.PrunableLayer, int | None]] = {}
+    for spec in _specs(model, "masks"):
+        for i, (name, kernel) in enumerate(zip(_mask_keys(spec), spec.kernels)):
+            table[name] = (spec, i)
+            table[spec.key(kernel.variable)] = (spec, i)
+        if spec.bias is not None:
+            table[spec.name + BIAS] = (spec, None)
+    return table
 
 
 def _check_masks(model, masks: Mapping[str, np.ndarray], source: str = "") -> MaskDict:
     if not isinstance(masks, Mapping):
         raise ValueError(f"masks must be a dict {{layer name: boolean array}}, got {type(masks).__name__}")
-    dense = {layer.name: layer for layer in ch.dense_layers(model)}
-    out_name = ch.dense_layers(model)[-1].name
-    out = {}
+    ch.check_built(model)
+    table = _mask_table(model)
+    out: MaskDict = {}
+    seen: dict[tuple[str, int | None], str] = {}
     for key, mask in masks.items():
-        name = key[: -len(BIAS)] if isinstance(key, str) and key.endswith(BIAS) else key
-        if name not in dense:
+        if key not in table:
+            name = key[: -len(BIAS)] if isinstance(key, str) and key.endswith(BIAS) else key
+            if name != key and name in {spec.name for spec, _ in table.values()}:
+                raise ValueError(f"bias mask {key!r}{source} for layer {name!r}, which has no bias")
+            specs = {spec.name: spec for spec, _ in table.values()}
+            if name in specs:  # a layer of two kernels (a SeparableConv) named alone
+                keys = _mask_keys(specs[name])
+                raise ValueError(
+                    f"mask for {key!r}{source}: layer {name!r} has {len(keys)} kernels; name their masks {keys}"
+                )
+            names = sorted(specs)
             raise ValueError(
-                f"mask for {key!r}{source}, which is not a Dense layer of model {model.name!r}; "
-                f"its Dense layers are {sorted(dense)}"
+                f"mask for {key!r}{source}, which is not a kernel layer of model {model.name!r}; its kernel "
+                f"layers are {names} (a SeparableConv's kernels are '<layer>/depthwise_kernel' and "
+                "'<layer>/pointwise_kernel')"
             )
+        spec, i = table[key]
+        if (spec.name, i) in seen:
+            raise ValueError(f"masks {seen[(spec.name, i)]!r} and {key!r}{source} are for the same weights; give one")
+        seen[(spec.name, i)] = key
         mask = np.asarray(mask)
-        layer = dense[name]
-        if name != key and layer.bias is None:
-            raise ValueError(f"bias mask {key!r}{source} for layer {name!r}, which has no bias")
-        shape = tuple(layer.kernel.shape) if name == key else (layer.kernel.shape[1],)
+        shape = tuple(spec.bias.shape) if i is None else spec.kernels[i].shape
         if mask.dtype != bool or mask.shape != shape:
             raise ValueError(
                 f"mask for {key!r}{source} must be a boolean array of shape {shape}, got {mask.dtype} {mask.shape}"
             )
-        if name == out_name and not mask.all():
-            raise ValueError(f"mask for the output layer {name!r}{source} prunes weights; it is never pruned")
         out[key] = mask
+    return out
+
+
+def _layer_entries(model, masks: MaskDict) -> dict[str, tuple[kl.PrunableLayer, list, np.ndarray | None]]:
+    """Checked masks gathered by layer: ``{layer name: (layer, kernel masks or None, bias mask or None)}``."""
+    table = _mask_table(model)
+    out: dict[str, tuple[kl.PrunableLayer, list, np.ndarray | None]] = {}
+    for key, mask in masks.items():
+        spec, i = table[key]
+        _, kernel_masks, bias_mask = out.get(spec.name, (spec, [None] * len(spec.kernels), None))
+        if i is None:
+            bias_mask = mask
+        else:
+            kernel_masks[i] = mask
+        out[spec.name] = (spec, kernel_masks, bias_mask)
     return out
 
 
@@ -185,7 +447,9 @@ def save_masks(masks: Mapping[str, np.ndarray] | object, path: str | os.PathLike
     ):
         raise ValueError("masks must be a dict {layer name: boolean array} or a pruned Keras model")
     if not masks:
-        raise ValueError("there are no masks to save (the dict is empty, or the model has no hidden Dense layer)")
+        raise ValueError(
+            "there are no masks to save (the dict is empty, or the model has no kernel layer besides its output layers)"
+        )
     path = writable_target(user_path(path))
     with replacing(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         # the .npz layout np.savez_compressed writes, without its keyword arguments in the way
@@ -229,12 +493,15 @@ def load_masks(path: str | os.PathLike, model=None) -> MaskDict:
 def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
     """A new model with ``masks`` applied (masked weights set to exactly zero; e.g. after fine-tuning).
 
-    A unit whose kernel column is entirely masked is removed, so its bias is set to zero too, as
-    unit pruning does (a ``"<layer>/bias"`` mask from :func:`model_masks` overrides that): masks
-    saved from a pruned model reproduce it.
+    ``masks`` are :func:`model_masks`' (or :class:`prunelib.PruningCallback`'s
+    ``"<layer>/<variable>"`` ones), for any kernel layer, output layers included. A unit whose
+    weights are all masked (a Dense column, a conv filter) is removed, so its bias is set to zero
+    too, as unit pruning does (a ``"<layer>/bias"`` mask from :func:`model_masks` overrides that):
+    masks saved from a pruned model reproduce it.
 
     Raises:
-        ValueError: a mask that fits no hidden Dense layer of ``model`` or prunes its output layer.
+        ValueError: a mask that fits no kernel of ``model`` (name, shape or dtype), two masks for the
+            same kernel, or a model that cannot be copied.
 
     Example:
         >>> import keras, prunelib
@@ -245,22 +512,18 @@ def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
         np.int64(16)
     """
     masks = _check_masks(model, masks)
-    twin = ch.clone(model)
-    twins = _twin_layers(model, twin)
-    for layer in ch.dense_layers(model):
-        kernel_mask, bias_mask = masks.get(layer.name), masks.get(layer.name + BIAS)
-        if kernel_mask is None and bias_mask is None:
-            continue
-        kernel = np.array(layer.kernel.numpy())
-        if kernel_mask is not None:
-            kernel = np.where(kernel_mask, kernel, np.zeros((), kernel.dtype))
+    entries = _layer_entries(model, masks)
+    twin = _copy(model)
+    twins = _twin_specs(model, twin, [spec for spec, _, _ in entries.values()])
+    for name, (spec, kernel_masks, bias_mask) in entries.items():
+        values = [np.array(kernel.variable.numpy()) for kernel in spec.kernels]
         bias = None
-        if layer.bias is not None:
+        if spec.bias is not None:
             if bias_mask is None:
-                bias_mask = ~_removed_units(kernel_mask)
-            bias = np.array(layer.bias.numpy())
-            bias = np.where(bias_mask, bias, np.zeros((), bias.dtype))
-        _assign(twins[layer.name], kernel, bias)
+                full = [np.ones(v.shape, bool) if m is None else m for v, m in zip(values, kernel_masks)]
+                bias_mask = _alive_units(spec, full)
+            bias = _masked(np.array(spec.bias.numpy()), bias_mask)
+        _write(twins[name], [_masked(v, m) for v, m in zip(values, kernel_masks)], bias)
     return twin
 
 
@@ -341,7 +604,15 @@ def reconstruct_model(
     # keeps its zeros rather than being re-fitted dense
     mask_dict = model_masks(pruned)
     if masks is not None:
-        mask_dict.update(_check_masks(pruned, masks))
+        for name, (_, kernel_masks, _) in _layer_entries(pruned, _check_masks(pruned, masks)).items():
+            if kernel_masks[0] is not None:  # Dense layers: one kernel, keyed by the layer's name
+                mask_dict[name] = kernel_masks[0]
+    out_mask = mask_dict.get(names[-1])
+    if out_mask is not None and np.any(~out_mask & (c.kernels[-1] != 0)):
+        raise ValueError(
+            f"the output layer {names[-1]!r} is pruned (in pruned or by masks=); reconstruct_model re-fits the "
+            "hidden layers and keeps model's output layer, which would undo that: prune without include_output"
+        )
     mask_list = [mask_dict.get(n, np.ones(s, bool)) for n, s in zip(names[:-1], shapes[:-1])]
     mask_list.append(np.ones(shapes[-1], bool))
     # the dense biases give the targets; a unit with no kept input keeps its bias in pruned

@@ -9,8 +9,7 @@ a model.
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,63 +175,6 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     return layers
 
 
-def other_weighted(model: keras.Model) -> list[keras.layers.Layer]:
-    """Layers holding weights that are not Dense (Conv, Embedding, normalization, ...)."""
-    return [layer for layer in flat_layers(model) if layer.weights and not is_dense(layer)]
-
-
-def prunable(
-    model: keras.Model, skip: Sequence[str] | None = None, layers: Sequence[str] | None = None
-) -> list[keras.layers.Dense]:
-    """The Dense layers pruning touches: all but the output layer, minus ``skip``.
-
-    Args:
-        skip: names of layers not to prune.
-        layers: names of the only layers to prune (default: every hidden Dense layer).
-
-    Raises:
-        ValueError: a name in ``skip`` or ``layers`` is not a layer of the model, a name is in
-            both, or ``layers`` names the output layer or a layer that is not Dense.
-    """
-    skip, layers = layer_names("skip", skip), layer_names("layers", layers)
-    dense = dense_layers(model)
-    every = {layer.name: layer for layer in flat_layers(model)}
-    for arg, names in (("skip", skip), ("layers", layers)):
-        unknown = [n for n in (names or ()) if n not in every]
-        if unknown:
-            raise ValueError(
-                f"{arg} names {unknown}, which are not layers of model {model.name!r}; its layers are {sorted(every)}"
-            )
-    both = sorted(set(skip or ()) & set(layers or ()))
-    if both:
-        raise ValueError(f"layers {both} are named in both layers= and skip=; name each in one of them")
-    if layers is not None:
-        for name in layers:
-            if not is_dense(every[name]):
-                raise ValueError(
-                    f"layer {name!r} is a {type(every[name]).__name__}; prunelib prunes "
-                    "Dense layers only (leave it out of layers=)"
-                )
-            if every[name] is dense[-1]:
-                raise ValueError(
-                    f"layer {name!r} is the output layer (the last Dense), which is never "
-                    "pruned: its units are the model's outputs"
-                )
-    chosen = [layer for layer in dense[:-1] if layer.name not in set(skip or ())]
-    return chosen if layers is None else [layer for layer in chosen if layer.name in set(layers)]
-
-
-def warn_untouched(model: keras.Model) -> None:
-    """Warn once that non-Dense weighted layers are left as they are."""
-    others = other_weighted(model)
-    if others:
-        warnings.warn(
-            f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold "
-            "weights but are not Dense; they are left untouched",
-            stacklevel=3,
-        )
-
-
 def clone(model: keras.Model) -> keras.Model:
     """A new model of the same architecture holding copies of the weights (``model`` untouched)."""
     twin = keras.models.clone_model(model)
@@ -301,7 +243,7 @@ def chain(model: keras.Model, what: str) -> Chain:
             raise ValueError(
                 f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): it "
                 "holds weights and is not Dense, so its inputs cannot be re-fitted or its "
-                "units removed; prune_model leaves such layers untouched"
+                f"units removed ({what} takes Dense layers only; prune_model prunes conv layers)"
             )
         elif isinstance(layer, PASS_THROUGH):
             if seen_dense and isinstance(layer, (keras.layers.Flatten, keras.layers.Reshape)):
