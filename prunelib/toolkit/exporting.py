@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
 
 FORMATS = {".keras": "keras", ".onnx": "onnx", ".tflite": "tflite"}
+QUANTIZE = (None, "float16", "int8")
+# an exported float file reproduces Keras within this, relative to the outputs' largest magnitude
+# (at least 1); a float16 or bfloat16 model within a few of its own epsilons
+RTOL = 1e-4
+PROBE_BATCH = 8
 
 
-def export(model, path: str | os.PathLike, *, include_optimizer: bool = False) -> Path:
+def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, quantize: str | None = None) -> Path:
     """Write ``model`` to ``path`` in the format its suffix names: ``.keras``, ``.onnx`` or ``.tflite``.
 
     ONNX goes through Keras' own exporter (``model.export(..., format="onnx")``, tf2onnx underneath);
@@ -22,17 +29,38 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False) -
     model fine-tuned with Adam carries two more copies of every weight in its optimizer, which a
     deployment never reads (``model.save`` keeps them; ONNX and TFLite never hold them).
 
-    The file is written to a temporary file beside ``path`` and renamed onto it only once complete,
-    so a failed export leaves a previous file at ``path`` as it was. ``~`` is expanded; the suffix
-    is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file).
+    ``quantize`` stores the weights in fewer bits (activations stay float32, inputs and outputs too):
+
+    * ``"float16"``: ``.tflite`` by the converter's float16 quantization; ``.onnx`` by onnxruntime's
+      float16 conversion (``onnxruntime.transformers.float16``, inputs and outputs kept float32).
+      A weight beyond float16's range (65504) is refused by name: both converters would clamp it.
+    * ``"int8"``: ``.tflite`` by the converter's dynamic-range quantization; ``.onnx`` by onnxruntime's
+      dynamic quantization (``quantize_dynamic``, int8 weights).
+    * ``.keras`` files are not quantized (a ``ValueError``): Keras' ``model.quantize`` changes the
+      model's own layers, which a user does on a copy of their own and saves.
+
+    Every ``.onnx`` and ``.tflite`` file is verified before it is put in place: onnxruntime, or the
+    LiteRT interpreter (``ai-edge-litert``), loads it and runs it on a probe batch of
+    ``PROBE_BATCH`` random inputs, and its outputs must equal Keras' within ``RTOL`` of their
+    largest magnitude (at least 1). A quantized file must load, run and give outputs of Keras'
+    shapes, finite where Keras' are; its accuracy is measured, not checked (docs/own-model.md).
+    A model with several inputs, or inputs of unknown size, is only loaded.
+
+    The file is written to a temporary file beside ``path`` and renamed onto it only once complete
+    and verified, so a failed export leaves a previous file at ``path`` as it was. ``~`` is
+    expanded; the suffix is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file).
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: an unknown suffix, ``path`` is a directory, an unbuilt model, or a TFLite
-            conversion that fails (its first error line quoted).
+        ValueError: an unknown suffix or ``quantize``, ``quantize`` for a ``.keras`` file, float16
+            for weights beyond its range, ``path``
+            is a directory, an unbuilt model, a TFLite conversion that fails (its first error line
+            quoted), or a file that fails verification (one line: the model, the runtime's reason
+            and the layer where it can be told, e.g. an op that onnxruntime does not have).
         TypeError: ``model`` is not a Keras 3 model.
+        ImportError: onnxruntime (for ``.onnx``) or ai-edge-litert (for ``.tflite``) is not installed.
 
     Example:
         >>> import keras, prunelib, tempfile, os
@@ -44,6 +72,8 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False) -
     from prunelib.toolkit.chain import check_built
     from prunelib.toolkit.files import replacing, user_path, writable_target
 
+    if not (quantize is None or isinstance(quantize, str)) or quantize not in QUANTIZE:
+        raise ValueError(f'quantize must be None, "float16" or "int8", got {quantize!r}')
     check_built(model)
     if not isinstance(include_optimizer, bool):
         raise ValueError(f"include_optimizer must be True or False, got {include_optimizer!r}")
@@ -54,6 +84,17 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False) -
         raise ValueError(
             f"cannot tell the export format from {path.name!r}; end the path with one of {sorted(FORMATS)}"
         )
+    if quantize and fmt == "keras":
+        raise ValueError(
+            f"quantize={quantize!r} applies to .onnx and .tflite files; a .keras file holds the float model "
+            "(for int8 weights in Keras, call model.quantize('int8') on a copy and save that)"
+        )
+    if fmt != "keras":
+        _runtime(fmt)  # the runtime that verifies the file, before any work
+    if quantize == "float16" and fmt == "onnx":
+        _float16_converter()  # refused before any work where onnxruntime lacks it
+    if quantize == "float16":
+        _check_float16_range(model)
     writable_target(path)
     # a subclassed model has no symbolic inputs (it has run once to be built, which is enough)
     inputs = getattr(model, "inputs", None) or []
@@ -67,11 +108,11 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False) -
         if fmt == "keras":
             _without_optimizer(model, include_optimizer).save(tmp)
         elif fmt == "onnx":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
-                model.export(str(tmp), format="onnx", verbose=False)
+            _write_onnx(model, tmp, quantize)
+            _verify(model, tmp, path, _onnx_runner, quantize)
         else:
-            tmp.write_bytes(_tflite_bytes(model))
+            tmp.write_bytes(_tflite_bytes(model, quantize))
+            _verify(model, tmp, path, _tflite_runner, quantize)
     return path
 
 
@@ -92,19 +133,286 @@ def _without_optimizer(model, include_optimizer: bool):
     return copy
 
 
-def _tflite_bytes(model) -> bytes:
+def _check_float16_range(model) -> None:
+    """Refuse weights that float16 cannot hold: both converters clamp them to 65504, silently."""
+    import numpy as np
+
+    big = float(np.finfo(np.float16).max)
+    for variable in model.weights:
+        values = np.asarray(variable.numpy())
+        if np.issubdtype(values.dtype, np.floating) and values.size and np.nanmax(np.abs(values)) > big:
+            raise ValueError(
+                f"model {model.name!r} has weights beyond float16's range (65504) in {variable.path!r}, which a "
+                'float16 file would clamp; export it with quantize="int8" or without quantize'
+            )
+
+
+def _keras_onnx(model, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' tf2onnx patch probes np.object
+        model.export(str(path), format="onnx", verbose=False)
+
+
+def _float16_converter():
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as err:
+        raise ValueError(
+            f'quantize="float16" for .onnx needs onnxruntime\'s float16 converter, which this onnxruntime '
+            f"lacks ({err}); export a float16 .tflite file instead"
+        ) from None
+    return convert_float_to_float16
+
+
+class _NoPreprocessingNotice(logging.Filter):
+    """onnxruntime's quantizer logs a pre-processing suggestion to the root logger on every call."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+def _write_onnx(model, tmp: Path, quantize: str | None) -> None:
+    if quantize is None:
+        _keras_onnx(model, tmp)
+        return
+    with tempfile.TemporaryDirectory() as work:
+        full = Path(work) / "float32.onnx"
+        _keras_onnx(model, full)
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            notice = _NoPreprocessingNotice()
+            logging.getLogger().addFilter(notice)
+            try:
+                quantize_dynamic(full, tmp, weight_type=QuantType.QInt8)
+            finally:
+                logging.getLogger().removeFilter(notice)
+        else:
+            import onnx
+
+            onnx.save(_float16_converter()(onnx.load(str(full)), keep_io_types=True), str(tmp))
+
+
+def _tflite_bytes(model, quantize: str | None = None) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
         model.export(tmp, format="tf_saved_model", verbose=False)
         try:
-            return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+            converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+            if quantize:
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, dynamic range
+            if quantize == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            return converter.convert()
         except Exception as err:  # the converter's message is pages of MLIR: quote its first error line
             lines = [line.strip() for line in str(err).splitlines() if line.strip()]
             first = next((line for line in lines if "error" in line.lower()), lines[0] if lines else repr(err))
             raise ValueError(
                 f"TFLite conversion of model {model.name!r} failed ({first[:300]}); export it as .onnx or .keras instead"
             ) from None
+
+
+# -- verification: the written file, run by the runtime a deployment uses --------------------------
+
+
+class _Unusable(Exception):
+    """The runtime cannot load or run the file: ``args[0]`` says which, ``args[1]`` is its error."""
+
+
+def _onnx_runner(path: Path):
+    """The file's inputs ``[(name, shape, dtype)]`` and a function from input arrays to output arrays."""
+    import numpy as np
+
+    try:
+        session = onnx_session(path)
+    except Exception as err:
+        raise _Unusable("onnxruntime cannot load it", err) from None
+    types = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+    specs = [
+        (i.name, tuple(d if isinstance(d, int) else None for d in i.shape), np.dtype(types.get(i.type, np.int64)))
+        for i in session.get_inputs()
+    ]
+
+    def run(arrays):
+        try:
+            return session.run(None, {name: a for (name, _, _), a in zip(specs, arrays)})
+        except Exception as err:
+            raise _Unusable("onnxruntime cannot run it", err) from None
+
+    return specs, run
+
+
+RUNTIMES = {"onnx": ("onnxruntime", "onnxruntime"), "tflite": ("ai_edge_litert.interpreter", "ai-edge-litert")}
+
+
+def _runtime(fmt: str):
+    """The module that runs ``fmt`` files, or an ImportError that says what to install."""
+    import importlib
+
+    module, package = RUNTIMES[fmt]
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"exporting .{fmt} files verifies them with {package}, which is not installed: pip install {package} "
+            "(or pip install prunelib[export])"
+        ) from None
+
+
+def _litert(path: Path):
+    return _runtime("tflite").Interpreter(model_path=str(path))
+
+
+def _tflite_runner(path: Path):
+    """As :func:`_onnx_runner`, by the LiteRT interpreter (its serving signature when it has one)."""
+    import numpy as np
+
+    try:
+        interpreter = _litert(path)
+        interpreter.allocate_tensors()
+    except Exception as err:
+        raise _Unusable("the LiteRT interpreter cannot load it", err) from None
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        details = runner.get_input_details()
+        names = list(details)
+    else:  # a file without signatures: its tensors in the interpreter's order
+        runner, details = None, {d["name"]: d for d in interpreter.get_input_details()}
+        names = list(details)
+    specs = [
+        (n, tuple(None if s < 0 else int(s) for s in details[n]["shape_signature"]), np.dtype(details[n]["dtype"]))
+        for n in names
+    ]
+
+    def run(arrays):
+        try:
+            if runner is not None:
+                out = runner(**dict(zip(names, arrays)))
+                return [out[k] for k in sorted(out, key=_output_order)]
+            for d, a in zip(details.values(), arrays):
+                interpreter.resize_tensor_input(d["index"], a.shape)
+            interpreter.allocate_tensors()
+            for d, a in zip(details.values(), arrays):
+                interpreter.set_tensor(d["index"], a)
+            interpreter.invoke()
+            return [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()]
+        except Exception as err:
+            raise _Unusable("the LiteRT interpreter cannot run it", err) from None
+
+    return specs, run
+
+
+def _output_order(name: str):
+    """Keras names a signature's outputs output_0, output_1, ... in its own order (a dict's: its keys)."""
+    number = re.fullmatch(r"output_(\d+)", name)
+    return (0, int(number.group(1)), "") if number else (1, 0, name)
+
+
+def _probe(model, specs):
+    """A seeded random batch for a single-input file whose size is known, else None."""
+    import numpy as np
+
+    if len(specs) != 1:
+        return None
+    inputs = getattr(model, "inputs", None) or []
+    dims = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else specs[0][1][1:]
+    if None in dims:
+        return None
+    dtype = specs[0][2]
+    shape = (PROBE_BATCH, *dims)
+    if np.issubdtype(dtype, np.floating):
+        return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    return np.zeros(shape, dtype)
+
+
+def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:
+    """Load and run ``tmp`` as a deployment would, compared with Keras; else a one-line ValueError."""
+    import keras
+    import numpy as np
+
+    try:
+        specs, run = runner(tmp)
+        probe = _probe(model, specs)
+        if probe is None:
+            return  # loading it is the check there is
+        got = [np.asarray(o) for o in run([probe])]
+    except _Unusable as err:
+        what, cause = err.args
+        raise ValueError(_failure(model, path, f"{what}: {_reason(cause, tmp, path, model)}")) from None
+    want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(model(probe, training=False))]
+    if len(got) != len(want):
+        raise ValueError(_failure(model, path, f"the file has {len(got)} outputs where Keras has {len(want)}"))
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g.shape != w.shape:
+            raise ValueError(_failure(model, path, f"output {i} has shape {g.shape} where Keras gives {w.shape}"))
+        if np.any(~np.isfinite(g) & np.isfinite(w)):
+            raise ValueError(_failure(model, path, f"output {i} is NaN or infinite where Keras' is finite"))
+        if quantize:
+            continue  # a quantized file's accuracy is measured (docs/own-model.md), not checked
+        w = w.astype(np.float64)
+        eps = float(np.finfo(want[i].dtype).eps) if np.issubdtype(want[i].dtype, np.floating) else 0.0
+        tol = max(RTOL, 8 * eps)  # a float16 or bfloat16 model: a few of its own epsilons
+        scale = max(1.0, float(np.nanmax(np.abs(w), initial=0.0, where=np.isfinite(w))))
+        gap = np.abs(g.astype(np.float64) - w)
+        gap = np.where(np.isfinite(w) | np.isfinite(g), gap, 0.0)  # the same NaN in both
+        worst = float(np.nanmax(gap, initial=0.0))
+        if not worst <= tol * scale:
+            raise ValueError(
+                _failure(
+                    model, path, f"output {i} differs from Keras' by up to {worst:.3g} (tolerance {tol * scale:.3g})"
+                )
+            )
+
+
+def _failure(model, path: Path, cause: str) -> str:
+    other = ".tflite" if path.suffix.lower() == ".onnx" else ".onnx"
+    return (
+        f"export of model {model.name!r} to {path.name!r} failed verification: {cause}; no file was written "
+        f"(try {other} or .keras)"
+    )
+
+
+def _reason(err: Exception, tmp: Path, path: Path, model) -> str:
+    """The runtime's error in one line, the temporary file's name replaced, the layer named if it can be."""
+    text = " ".join(str(err).split()).replace(str(tmp), path.name)
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text)
+    text = re.sub(r"Load model from \S+ failed: ?", "", text)
+    # onnxruntime: 'INVALID_GRAPH : ... In Node, ("seq_1/dense_1/Gelu/Erfc", Erfc, "", -1) : ... No Op registered for Erfc'
+    node = re.search(r"""In Node, \(["']([^"']+)["']""", text)
+    op = re.search(r"No Op registered for (\S+)", text)
+    if node and op:
+        text = f"it has no op {op.group(1)} (node {node.group(1)!r})"
+    layer = _layer_of(model, node.group(1)) if node else None
+    return f"{text[:300]}, in layer {layer!r}" if layer else text[:300]
+
+
+def _layer_of(model, node: str) -> str | None:
+    """The layer that a converted graph node such as ``sequential_1/dense_1/Gelu/Erfc`` came from.
+
+    TensorFlow scopes a node by the model's name and the layer's, and gives each scope a suffix
+    (``_1``, ``_2``) when the graph has used its name before: where the model's scope has one, so
+    does every layer's. A layer inside a nested model is named ``outer_layer/inner_layer``.
+    """
+    parts = node.split("/")[:-1]
+    if not parts or not parts[0].startswith(model.name):
+        return None
+    suffixed = parts[0] != model.name
+    if suffixed and not re.fullmatch(r"_\d+", parts[0][len(model.name) :]):
+        return None
+    found, layers = [], getattr(model, "layers", [])
+    for part in parts[1:]:
+        name = re.sub(r"_\d+$", "", part) if suffixed else part
+        layer = next((layer for layer in layers if layer.name == name), None)
+        if layer is None:
+            break
+        found.append(name)
+        layers = getattr(layer, "layers", [])
+    return "/".join(found) or None
+
+
+# -- running exported files -----------------------------------------------------------------------
 
 
 def onnx_session(path: str | os.PathLike, threads: int | None = None):
@@ -127,17 +435,12 @@ def onnx_predict(path_or_session, x):
 
 
 def tflite_predict(path: str | os.PathLike, x):
-    """Outputs of an exported ``.tflite`` model on ``x`` (float32), via TensorFlow's interpreter."""
+    """Outputs of an exported ``.tflite`` model on ``x`` (float32), via the LiteRT interpreter
+    (``ai-edge-litert``, which replaces ``tf.lite.Interpreter``)."""
     import numpy as np
-    import tensorflow as tf
 
-    x = np.asarray(x, np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # TF's notice that LiteRT will take over
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-    inp = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(inp["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x)
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    try:
+        _, run = _tflite_runner(Path(path))
+        return run([np.asarray(x, np.float32)])[0]
+    except _Unusable as err:
+        raise ValueError(f"{os.fspath(path)!r}: {err.args[0]} ({err.args[1]})") from err.args[1]
