@@ -485,3 +485,15 @@ def test_export_drops_the_optimizer_unless_asked(tmp_path):
     again = keras.models.load_model(lean)
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
     assert not again.compiled or again.optimizer is None or not again.optimizer.variables
+
+
+def test_unit_pruning_refuses_an_einsum_whose_units_are_not_in_bias_order():
+    inp = keras.Input((3, 4))
+    ok = L.EinsumDense("abc,cde->abde", output_shape=(3, 2, 5), bias_axes="de", name="ok")(inp)
+    bad = L.EinsumDense("abc,ced->abde", output_shape=(3, 2, 5), bias_axes="de", name="bad")(inp)  # kernel (c, e, d)
+    out = L.Dense(4)(L.Flatten()(L.Add()([ok, bad])))
+    model = compiled(keras.Model(inp, out))
+    x = RNG.random((32, 3, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="'bad'.*not one entry per unit in the kernel's order"):
+        model.fit(x, np.arange(32) % 4, epochs=1, verbose=0, callbacks=[prunelib.PruningCallback(50, "unit")])
+    assert kl.units_in_bias_order(model.get_layer("ok"))

@@ -88,20 +88,12 @@ def _mask_keys(spec: kl.PrunableLayer) -> list[str]:
     return [spec.key(kernel.variable) for kernel in spec.kernels]
 
 
-def _einsum_units_in_order(layer) -> bool:
-    """Whether an EinsumDense kernel's unit axes run in the order of the output (and its bias)."""
-    inputs, output = layer.equation.replace(" ", "").split("->")
-    kernel_spec = inputs.split(",")[1]
-    shared = [c for c in kernel_spec if c in output]
-    return shared == [c for c in output if c in shared]
-
-
 def _alive_units(spec: kl.PrunableLayer, masks: Sequence[np.ndarray]) -> np.ndarray | None:
     """Which of ``spec``'s outputs keep a weight under ``masks`` (one per kernel), laid out like its
     bias; ``None`` without a bias, or where the bias is not one entry per unit."""
     if spec.bias is None:
         return None
-    if isinstance(spec.layer, keras.layers.EinsumDense) and not _einsum_units_in_order(spec.layer):
+    if not kl.units_in_bias_order(spec.layer):
         return None
     shape = tuple(spec.bias.shape)
     alive = np.ones(shape, bool)

@@ -102,6 +102,20 @@ def _einsum_axes(layer) -> tuple[tuple[int, ...], int | None]:
     return units, (reduced[-1] if reduced else None)
 
 
+def units_in_bias_order(layer: keras.layers.Layer) -> bool:
+    """Whether the layer's units, flattened in kernel order, line up with its bias.
+
+    Always for every layer but an EinsumDense, whose bias follows the output's axis order: there
+    only when the kernel's unit axes run in that order too (``"ab,bdc->adc"`` does not).
+    """
+    if not isinstance(layer, L.EinsumDense):
+        return True
+    inputs, output = layer.equation.replace(" ", "").split("->")
+    kernel_spec = inputs.split(",")[1]
+    shared = [c for c in kernel_spec if c in output]
+    return shared == [c for c in output if c in shared]
+
+
 def _own_call(layer, base: type) -> bool:
     """Whether ``layer``'s class overrides the ``call`` of the Keras class it derives from."""
     return type(layer).call is not base.call

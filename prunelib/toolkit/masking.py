@@ -161,10 +161,13 @@ class MaskingCallback(keras.callbacks.Callback):
         if self.granularity == "unit":
             for spec in self._specs:
                 units = sum(int(np.prod([k.shape[a] for a in k.unit_axes])) for k in spec.kernels if k.units_of_layer)
-                if spec.bias is not None and int(np.prod(spec.bias.shape)) != units:
+                if spec.bias is not None and (
+                    int(np.prod(spec.bias.shape)) != units or not kl.units_in_bias_order(spec.layer)
+                ):
                     raise ValueError(
-                        f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit "
-                        f"({units} units), so unit pruning cannot tell which bias goes with a unit; skip it"
+                        f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit in "
+                        f"the kernel's order ({units} units), so unit pruning cannot tell which bias goes with "
+                        "a unit; skip it"
                     )
         schedule = self.schedule
         if self.nm is None and schedule is None and not self._fixed:
