@@ -451,3 +451,242 @@ def test_low_precision_models_are_refused_naming_the_dtype(policy, op):
 def test_the_chain_reader_still_reads_float32_models():
     model = _model()
     np.testing.assert_allclose(ch.predict_chain(ch.chain(model, "test"), _x()), _pred(model, _x()), atol=1e-5)
+
+
+# -- what a layer computes: read exactly, or refused by name (round 2) ------------------------
+
+
+def _chain_ops(model, x):
+    """Every operation that reads a model as a chain of Dense layers, on ``model`` as it is."""
+    return {
+        "predictor": lambda: prunelib.predictor_from_model(model).predict(x),
+        "compact": lambda: _pred(prunelib.compact_model(model), x),
+        "reconstruct": lambda: _pred(prunelib.reconstruct_model(model, model, x), x),
+        "post": lambda: _pred(prunelib.post_training_model(model, 50, x, method="obs-gradual"), x),
+    }
+
+
+CHAIN_OPS = ["predictor", "compact", "reconstruct", "post"]
+
+
+def _shared_dense():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,))
+    twice = D(5, activation="relu", bias_initializer="glorot_uniform", name="twice")
+    return keras.Model(inp, D(2, name="out")(twice(twice(inp))), name="shared")
+
+
+def _shared_block():
+    keras.utils.set_random_seed(0)
+    block_in = keras.Input((5,))
+    block = keras.Model(block_in, D(5, activation="relu", name="inner")(block_in), name="twice")
+    inp = keras.Input((5,))
+    return keras.Model(inp, D(2, name="out")(block(block(inp))), name="shared")
+
+
+def _dense_in_a_block_and_outside():
+    keras.utils.set_random_seed(0)
+    inner = D(5, activation="relu", name="twice")
+    block_in = keras.Input((5,))
+    block = keras.Model(block_in, inner(block_in), name="block")
+    inp = keras.Input((5,))
+    return keras.Model(inp, D(2, name="out")(inner(block(inp))), name="shared")
+
+
+@pytest.mark.parametrize("make", [_shared_dense, _shared_block, _dense_in_a_block_and_outside])
+@pytest.mark.parametrize("op", CHAIN_OPS)
+def test_a_layer_applied_twice_is_refused_by_name(make, op):
+    model = make()
+    with pytest.raises(ValueError, match="'twice'.*(twice|more than once)") as err:
+        _chain_ops(model, _x())[op]()
+    assert "\n" not in str(err.value) and "?" not in str(err.value)
+
+
+class _OwnCall(D):
+    def call(self, inputs):
+        return super().call(inputs) * 2.0
+
+
+@pytest.mark.parametrize("op", CHAIN_OPS)
+def test_a_dense_subclass_with_its_own_call_is_refused_by_name(op):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), _OwnCall(4, activation="relu", name="mine"), D(2, name="out")])
+    with pytest.raises(ValueError, match="'mine'.*own call"):
+        _chain_ops(model, _x())[op]()
+
+
+def relu(x):  # a user's function that happens to share Keras' name
+    return keras.ops.tanh(x) + 1.0
+
+
+def linear(x):
+    return 2.0 * x
+
+
+def _user_functions(hidden=relu, output=None):
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((5,)), D(4, activation=hidden, name="h"), D(2, activation=output, name="out")], name="own"
+    )
+
+
+@pytest.mark.parametrize("op", ["compact", "reconstruct"])
+def test_a_user_function_named_relu_is_computed_as_itself(op):
+    """Operations that run the model's own activations compute the user's function, not ReLU."""
+    model = _user_functions()
+    x = _x()
+    np.testing.assert_allclose(_chain_ops(model, x)[op](), _pred(model, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("hidden,output", [(relu, None), ("relu", linear)])
+@pytest.mark.parametrize("op", ["predictor", "post"])
+def test_a_user_function_named_like_keras_is_not_read_as_keras(op, hidden, output):
+    """The Predictor and the post-training methods compute Keras' ReLU and linear outputs only."""
+    model = _user_functions(hidden, output)
+    if op == "post" and hidden == "relu":  # the output activation is the model's own there
+        x = _x()
+        pruned = _chain_ops(model, x)[op]()
+        assert np.isfinite(pruned).all()
+        return
+    with pytest.raises(ValueError, match="not Keras'"):
+        _chain_ops(model, _x())[op]()
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("op", [*CHAIN_OPS, "apply_masks"])
+def test_quantized_layers_are_refused_by_name_where_they_are_read(mode, op):
+    model = _model()
+    masks = prunelib.model_masks(prunelib.prune_model(model, 50))
+    model.quantize(mode)
+    calls = _chain_ops(model, _x())
+    calls["apply_masks"] = lambda: prunelib.apply_model_masks(model, masks)
+    with pytest.raises(ValueError, match=f"'h1'.*quantized \\({mode}\\)") as err:
+        calls[op]()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("op", ["reconstruct", "post"])
+def test_lora_layers_are_refused_by_name_where_weights_are_written(op):
+    model = _model()
+    model.get_layer("h1").enable_lora(2)
+    with pytest.raises(ValueError, match="'h1'.*LoRA"):
+        _chain_ops(model, _x())[op]()
+
+
+# -- usability: Softmax() and ReLU() layers read like the activations they are ----------------
+
+
+def _mlp(hidden="dense", output="dense"):
+    """The same network with the activations written as an argument or as layers."""
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((5,))]
+    for name in ("h1", "h2"):
+        if hidden == "dense":
+            layers.append(D(4, activation="relu", bias_initializer="glorot_uniform", name=name))
+        else:
+            layers.append(D(4, bias_initializer="glorot_uniform", name=name))
+            layers.append(keras.layers.ReLU() if hidden == "ReLU" else keras.layers.Activation("relu"))
+    if output == "dense":
+        layers.append(D(3, activation="softmax", name="out"))
+    else:
+        layers += [
+            D(3, name="out"),
+            keras.layers.Softmax() if output == "Softmax" else keras.layers.Activation("softmax"),
+        ]
+    return keras.Sequential(layers, name=f"{hidden}_{output}")
+
+
+@pytest.mark.parametrize("hidden,output", [("dense", "Softmax"), ("ReLU", "dense"), ("Activation", "Softmax")])
+@pytest.mark.parametrize("op", ["compact", "reconstruct", "post"])
+def test_softmax_and_relu_layers_are_read_like_the_activations(hidden, output, op):
+    x = _x(32)
+    model, plain = _mlp(hidden, output), _mlp()
+    calls = {
+        "compact": lambda m: prunelib.compact_model(prunelib.prune_model(m, 50, "unit")),
+        "reconstruct": lambda m: prunelib.reconstruct_model(m, prunelib.prune_model(m, 50), x),
+        "post": lambda m: prunelib.post_training_model(m, 50, x, method="obs-gradual"),
+    }
+    got, want = calls[op](model), calls[op](plain)
+    np.testing.assert_allclose(_pred(got, x), _pred(want, x), rtol=1e-5, atol=1e-6)
+    if op == "compact":
+        np.testing.assert_allclose(_pred(got, x), _pred(prunelib.prune_model(model, 50, "unit"), x), atol=1e-6)
+    else:
+        for name in ("h1", "h2"):
+            np.testing.assert_array_equal(got.get_layer(name).kernel.numpy(), want.get_layer(name).kernel.numpy())
+
+
+@pytest.mark.parametrize("hidden", ["ReLU", "Activation"])
+def test_the_predictor_reads_relu_layers(hidden):
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((5,)), D(4, name="h1")]
+    layers += [keras.layers.ReLU() if hidden == "ReLU" else keras.layers.Activation("relu"), D(2, name="out")]
+    model, x = keras.Sequential(layers), _x()
+    np.testing.assert_allclose(prunelib.predictor_from_model(model).predict(x), _pred(model, x), atol=1e-5)
+
+
+def test_a_relu_layer_with_other_settings_is_not_read_as_relu():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5,)), D(4, name="h1"), keras.layers.ReLU(max_value=0.1), D(2, name="out")])
+    x = _x()
+    with pytest.raises(ValueError, match="ReLU hidden layers"):
+        prunelib.post_training_model(model, 50, x)
+    np.testing.assert_allclose(_pred(prunelib.compact_model(model), x), _pred(model, x), atol=1e-6)
+
+
+# -- every chain operation checks its result, and names what differs --------------------------
+
+
+@pytest.mark.parametrize("op", ["compact", "reconstruct", "post"])
+def test_a_result_that_differs_from_what_was_computed_is_refused(op, monkeypatch):
+    from prunelib.toolkit import api
+
+    model = _model()
+    if op == "compact":
+        real = api.compact_kernels_folded
+
+        def wrong(kernels, biases, acts):
+            ws, bs = real(kernels, biases, acts)
+            return ws, [None if b is None else b + 1.0 for b in bs]
+
+        monkeypatch.setattr(api, "compact_kernels_folded", wrong)
+    else:
+        real = api._assign
+
+        def wrong(layer, kernel, bias):  # a write that loses the biases
+            real(layer, kernel, None if bias is None else np.zeros_like(bias))
+
+        monkeypatch.setattr(api, "_assign", wrong)
+    with pytest.raises(ValueError, match="result") as err:
+        _chain_ops(model, _x())[op]()
+    assert "branches" not in str(err.value)
+
+
+def test_a_layer_computing_something_else_is_named():
+    """A layer whose Keras call differs from its weights' reading is named, not guessed at."""
+    model = _model()
+    layer = model.get_layer("h2")
+    plain = layer.call
+    layer.call = lambda inputs, *args, **kwargs: plain(inputs) + 1.0
+    with pytest.raises(ValueError, match="'h2'") as err:
+        prunelib.compact_model(model)
+    assert "branches" not in str(err.value)
+
+
+def test_the_predictor_is_checked_against_the_model(monkeypatch):
+    from prunelib.inference import predictor
+
+    model = _model()
+    monkeypatch.setattr(predictor.Predictor, "_build_blas", lambda self: lambda x: np.zeros((len(x), 2), np.float32))
+    with pytest.raises(ValueError, match="predictor_from_model.*differ"):
+        prunelib.predictor_from_model(model)
+
+
+@pytest.mark.parametrize("op", ["prune", "apply_masks"])
+def test_the_copy_of_a_model_keeps_a_user_function_named_relu(op):
+    """Keras saves a user's activation by its name: a copy rebuilt from the config would run Keras' relu."""
+    model, x = _user_functions(), _x()
+    calls = {
+        "prune": lambda: prunelib.prune_model(model, 0),
+        "apply_masks": lambda: prunelib.apply_model_masks(model, {"h": np.ones((5, 4), bool)}),
+    }
+    np.testing.assert_allclose(_pred(calls[op](), x), _pred(model, x), rtol=1e-6)

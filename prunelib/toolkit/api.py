@@ -190,9 +190,15 @@ def _warn_untouched(model, kernel_layers: Sequence[keras.layers.Layer]) -> None:
 
 
 def _copy(model):
-    """A new model computing what ``model`` does, with copies of its weights."""
+    """A new model computing what ``model`` does, with copies of its weights (checked on a probe
+    batch where the model has one input of a known shape).
+
+    Raises:
+        ValueError: the model cannot be copied, or its copy predicts something else (a layer whose
+            config does not hold all that it computes).
+    """
     try:
-        return ch.clone(model)
+        twin = ch.clone(model)
     except Exception as err:  # Keras raises many types for a model it cannot rebuild
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ValueError(
@@ -200,6 +206,22 @@ def _copy(model):
             f"and prunelib never modifies the model it is given: give a subclassed model get_config() and "
             f"from_config(), or rebuild it as Sequential or functional ({reason})"
         ) from None
+    try:
+        inputs = model.inputs
+    except AttributeError:
+        inputs = None
+    if inputs and len(inputs) == 1 and None not in tuple(inputs[0].shape[1:]) and "float" in str(inputs[0].dtype):
+        probe = np.random.default_rng(0).standard_normal((4, *inputs[0].shape[1:])).astype(np.float32)
+        want = [ch.keras_numpy(t) for t in keras.tree.flatten(model(probe, training=False))]
+        got = [ch.keras_numpy(t) for t in keras.tree.flatten(twin(probe, training=False))]
+        if any(
+            a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True) for a, b in zip(got, want)
+        ):
+            raise ValueError(
+                f"model {model.name!r} cannot be copied exactly: a copy rebuilt from its layers' configs predicts "
+                "something else (a layer whose get_config() does not hold all that it computes)"
+            )
+    return twin
 
 
 def _twin_specs(model, twin, specs: Sequence[kl.PrunableLayer]) -> dict[str, kl.PrunableLayer]:
@@ -374,6 +396,9 @@ def _check_masks(model, masks: Mapping[str, np.ndarray], source: str = "") -> Ma
             if name != key and name in {spec.name for spec, _ in table.values()}:
                 raise ValueError(f"bias mask {key!r}{source} for layer {name!r}, which has no bias")
             specs = {spec.name: spec for spec, _ in table.values()}
+            layer = next((la for la in kl.flat_layers(model) if la.name == name.split("/")[0]), None)
+            if layer is not None and name.split("/")[0] not in specs:
+                kl.describe(layer)  # a kernel layer prunelib cannot read (quantized, LoRA): its reason
             if name in specs:  # a layer of two kernels (a SeparableConv) named alone
                 keys = _mask_keys(specs[name])
                 raise ValueError(
@@ -555,7 +580,8 @@ def reconstruct_model(
         ValueError: the models differ in architecture or look swapped (``model`` has more zero weights
             than ``pruned``), a layer that is not Dense holds weights, a non-elementwise hidden
             activation, a non-float32 model, calibration data of the wrong shape, not real, not
-            finite or too few rows, or a bad option.
+            finite or too few rows, a bad option, a LoRA-enabled layer in ``pruned``, or a result that
+            does not predict what the fit computed (named).
 
     Example:
         >>> import keras, numpy as np, prunelib
@@ -588,6 +614,7 @@ def reconstruct_model(
             f"model has {zeros[0]} zero weights in its hidden layers and pruned only {zeros[1]}: are they "
             "swapped? Call reconstruct_model(dense_model, pruned_model, x_calib)"
         )
+    ch.check_writable(cp, "reconstruct_model")
     x = _calibration(x_calib, c.input_shape)
     ch.verify(c, model, x, "reconstruct_model")
     ch.verify(cp, pruned, x, "reconstruct_model")
@@ -620,9 +647,21 @@ def reconstruct_model(
         logit_targets=bool(logit_targets),
         exact=bool(exact),
     )
-    twin = ch.clone(pruned)
-    for layer, w, b in zip(ch.dense_layers(twin), kernels, new_biases):
+    return _result(pruned, c, kernels, new_biases, x, "reconstruct_model")
+
+
+def _result(model, c: ch.Chain, kernels, biases, x: np.ndarray, what: str):
+    """A copy of ``model`` holding ``kernels`` and ``biases``, checked on the first rows of ``x`` to
+    predict what they compute with ``c``'s activations (:func:`prunelib.toolkit.chain.verify_result`)."""
+    twin = ch.clone(model)
+    for layer, w, b in zip(ch.dense_layers(twin), kernels, biases):
         _assign(layer, w, b)
+    probe = x[:64]
+    k32 = [np.asarray(w, np.float32) for w in kernels]
+    b32 = [None if b is None else np.asarray(b, np.float32) for b in biases]
+    with np.errstate(all="ignore"):
+        want = ch.predict_chain(c, probe, k32, b32)
+    ch.verify_result(twin, probe, want, what)
     return twin
 
 
@@ -661,7 +700,8 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
 
     Raises:
         ValueError: a bad ``k``, method, damping or calibration data, a hidden activation other than
-            ReLU, or a model :func:`reconstruct_model` cannot read either.
+            Keras' ReLU, a LoRA-enabled layer, a model :func:`reconstruct_model` cannot read either,
+            or a result that does not predict what the fit computed (named).
 
     Example:
         >>> import keras, numpy as np, prunelib
@@ -678,21 +718,19 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     if isinstance(method, str):
         get_method(method)  # an unknown name: the message lists the methods
     c = ch.chain(model, "post_training_model")
-    for layer, act in zip(c.layers[:-1], c.acts[:-1]):
-        if act is not None:  # chain reads a plain ReLU Dense as None: the numpy fast path
-            names = [ch.activation_name(layer.activation), *(type(a).__name__ for a in c.post[c.layers.index(layer)])]
+    for layer, after, act in zip(c.layers[:-1], c.post[:-1], c.acts[:-1]):
+        if act is not None:  # chain reads Keras' own ReLU (on the Dense or a layer after it) as None
             raise ValueError(
                 f"post_training_model's methods compute ReLU hidden layers; layer {layer.name!r} computes "
-                f"{' then '.join(names)}: use prune_model + reconstruct_model, which use the model's own activations"
+                f"{' then '.join(ch.describe_step(layer, after))}: use prune_model + reconstruct_model, which use "
+                "the model's own activations"
             )
+    ch.check_writable(c, "post_training_model")
     x = _calibration(x_calib, c.input_shape)
     ch.verify(c, model, x, "post_training_model")
     flat = x.reshape(len(x), -1)
     kernels, biases, _ = post_training_prune_with_biases(c.kernels, c.biases, k, flat, method=method, damping=damping)
-    twin = ch.clone(model)
-    for layer, w, b in zip(ch.dense_layers(twin), kernels, biases):
-        _assign(layer, w, b)
-    return twin
+    return _result(model, c, kernels, biases, x, "post_training_model")
 
 
 def _calibration(x_calib: object, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -789,7 +827,10 @@ def compact_model(pruned):
 
     Raises:
         ValueError: a weighted layer that is not Dense, a layer that is neither reshape, dropout nor
-            elementwise, or a non-elementwise hidden activation.
+            elementwise (Softmax after the output layer), a non-elementwise hidden activation, a
+            layer :mod:`prunelib.toolkit.chain` cannot read exactly (applied twice, own ``call``,
+            quantized), or a result that does not predict what ``pruned`` does on a probe batch
+            (named: NaN or infinity, dtype, shape, or the layer that differs).
 
     Example:
         >>> import keras, numpy as np, prunelib
@@ -823,15 +864,17 @@ def compact_model(pruned):
             "lora_rank",
         ):
             config.pop(key, None)
-        new = keras.layers.Dense.from_config(config)
+        new = ch.keep_activation(keras.layers.Dense.from_config(config), layer)
         dense.append((new, w, b))
         layers.append(new)
-        layers.extend(type(a).from_config(a.get_config()) for a in after)
+        layers.extend(ch.keep_activation(type(a).from_config(a.get_config()), a) for a in after)
     small = keras.Sequential(layers, name=f"{pruned.name}_compact")
     for new, w, b in dense:
         new.kernel.assign(w.astype(np.float32))
         if b is not None:
             new.bias.assign(b.astype(np.float32))
+    # the compact model must predict what the pruned one does (the constants folded, nothing else)
+    ch.verify_result(small, probe, ch.keras_numpy(pruned(probe, training=False)), "compact_model")
     return small
 
 
@@ -842,8 +885,10 @@ def predictor_from_model(model, **kwargs):
     exactly is refused rather than approximated.
 
     Raises:
-        ValueError: the model has a hidden activation other than ReLU or an output activation
-            (the Predictor returns logits).
+        ValueError: the model has a hidden activation other than Keras' ReLU (on the Dense or as a
+            ``ReLU()`` / ``Activation("relu")`` layer after it) or an output activation (the
+            Predictor returns logits), a layer :mod:`prunelib.toolkit.chain` cannot read exactly,
+            or a reading that does not reproduce the model's predictions on a probe batch.
 
     Example:
         >>> import keras, numpy as np, prunelib
@@ -856,10 +901,22 @@ def predictor_from_model(model, **kwargs):
     from prunelib.inference.predictor import Predictor
 
     c = ch.chain(model, "predictor_from_model")
-    names = [ch.activation_name(layer.activation) for layer in c.layers]
-    if any(a is not None for a in c.acts[:-1]) or names[-1] != "linear" or c.post[-1]:
+    names = [" then ".join(ch.describe_step(layer, after)) for layer, after in zip(c.layers, c.post)]
+    linear = ch.keras_activation(c.layers[-1].activation) == "linear" and not c.post[-1]
+    if any(a is not None for a in c.acts[:-1]) or not linear:
         raise ValueError(
-            f"Predictor computes ReLU hidden layers and linear outputs; model {model.name!r} "
+            f"Predictor computes ReLU hidden layers and linear outputs (Keras' own); model {model.name!r} "
             f"has activations {names} (use model.predict, or export it)"
         )
-    return Predictor(c.kernels, biases=c.biases, **kwargs)
+    probe = np.random.default_rng(0).standard_normal((16, *c.input_shape)).astype(np.float32)
+    ch.verify(c, model, probe, "predictor_from_model")
+    predictor = Predictor(c.kernels, biases=c.biases, **kwargs)
+    want = ch.keras_numpy(model(probe, training=False))
+    with np.errstate(all="ignore"):
+        got = predictor.run(predictor.paths[0], probe)
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):
+        raise ValueError(
+            f"predictor_from_model: the Predictor's logits differ from model {model.name!r}'s own predictions "
+            "on a probe batch; this is a bug in prunelib, please report it"
+        )
+    return predictor

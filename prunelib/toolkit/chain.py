@@ -1,9 +1,11 @@
 """Reading a Keras model as a chain of Dense layers: which layers, which activations, which weights.
 
 Any Keras 3 model whose weighted layers are Dense qualifies (Sequential, functional, nested
-sub-models); weightless layers that act elementwise or only reshape pass through. The output layer
-is the last Dense layer in the model's (flattened, topological) layer order. Nothing here mutates
-a model.
+sub-models); weightless layers that act elementwise or only reshape pass through, and a Softmax layer
+may follow the output layer. The output layer is the last Dense layer in the model's (flattened,
+topological) layer order. A layer that would be read as something else than what it computes is
+refused by name: a layer or sub-model applied more than once, a Dense (or activation layer) with its
+own ``call``, a quantized layer. Nothing here mutates a model.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
+from prunelib.core import forward  # noqa: E402
 from prunelib.core.forward import Activation  # noqa: E402
+from prunelib.toolkit.kernels import _own_call  # noqa: E402
 
 ELEMENTWISE = frozenset(
     {
@@ -65,6 +69,9 @@ PASS_THROUGH = (
 """Weightless layers that do nothing at inference time but reshape (or drop out while training)."""
 
 ELEMENTWISE_LAYERS = (keras.layers.Activation, keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.ELU)
+
+OUTPUT_LAYERS = (keras.layers.Softmax,)
+"""Weightless layers that may follow the output layer only (they act across its units)."""
 
 
 def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
@@ -175,9 +182,29 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     return layers
 
 
+def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """``layer`` rebuilt from its config, keeping its activation function itself: a user's function
+    is saved by its name, so ``from_config`` would turn a function named ``relu`` into Keras' relu."""
+    return keep_activation(layer.__class__.from_config(layer.get_config()), layer)
+
+
+def keep_activation(new: keras.layers.Layer, old: keras.layers.Layer) -> keras.layers.Layer:
+    """``new`` (built from ``old``'s config) given ``old``'s own activation function where that is
+    not one of Keras' (its config holds only the function's name)."""
+    fn = getattr(old, "activation", None)
+    if callable(fn) and not isinstance(fn, keras.layers.Layer) and keras_activation(fn) is None:
+        new.activation = fn
+    return new
+
+
 def clone(model: keras.Model) -> keras.Model:
-    """A new model of the same architecture holding copies of the weights (``model`` untouched)."""
-    twin = keras.models.clone_model(model)
+    """A new model of the same architecture holding copies of the weights (``model`` untouched); the
+    layers of Sequential and functional models (nested ones too) keep their own activation functions."""
+    graph = isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+    if graph:
+        twin = keras.models.clone_model(model, clone_function=_clone_layer, recursive=True)
+    else:
+        twin = keras.models.clone_model(model)
     twin.set_weights(model.get_weights())
     return twin
 
@@ -213,19 +240,118 @@ class Chain:
         return [None if layer.bias is None else np.array(layer.bias.numpy()) for layer in self.layers]
 
 
+def check_applied_once(model: keras.Model, what: str) -> None:
+    """Refuse a model in which a layer or a nested sub-model is applied more than once.
+
+    The chain reads each layer as one step; a shared layer (``d(d(x))``, a block used twice, a
+    layer used inside a sub-model and beside it) would be read once where the model applies it twice.
+
+    Raises:
+        ValueError: naming the first such layer or sub-model.
+    """
+    seen: set[int] = set()
+
+    def walk(m: keras.Model) -> None:
+        graph = getattr(m, "_functional", None) or m  # a Sequential's graph is its functional twin
+        counts: dict[int, int] = {}
+        for nodes in (getattr(graph, "_nodes_by_depth", None) or {}).values():
+            for node in nodes:
+                counts[id(node.operation)] = counts.get(id(node.operation), 0) + 1
+        for layer in m.layers:
+            if counts.get(id(layer), 1) > 1 or id(layer) in seen:
+                kind = "sub-model" if isinstance(layer, keras.Model) else "layer"
+                raise ValueError(
+                    f"{what} cannot read {kind} {layer.name!r} ({type(layer).__name__}): model {model.name!r} "
+                    "applies it more than once (a shared layer), and prunelib reads each layer as one step "
+                    "of a chain; give each use a layer of its own"
+                )
+            seen.add(id(layer))
+            if isinstance(layer, keras.Model):
+                walk(layer)
+
+    walk(model)
+
+
+def _check_readable(layer: keras.layers.Layer, what: str) -> None:
+    """Refuse a Dense or activation layer whose ``call`` is its own code, or a quantized layer."""
+    mode = getattr(layer, "quantization_mode", None)
+    if mode:
+        raise ValueError(
+            f"{what} cannot read layer {layer.name!r}: it is quantized ({mode}), its weights are integers "
+            "with scales, not the float kernel prunelib reads; prune the float model, then quantize"
+        )
+    for base in (keras.layers.Dense, *ELEMENTWISE_LAYERS, *OUTPUT_LAYERS):
+        if isinstance(layer, base) and _own_call(layer, base):
+            raise ValueError(
+                f"{what} cannot read layer {layer.name!r}: it is a {type(layer).__name__}, a {base.__name__} "
+                f"with its own call(), so prunelib cannot tell what it computes; use a plain {base.__name__}"
+            )
+
+
+def keras_activation(fn: object) -> str | None:
+    """The name of Keras' own activation function ``fn`` (``"relu"``), ``None`` for any other callable
+    (a user's function named ``relu`` included)."""
+    name = activation_name(fn)
+    try:
+        return name if keras.activations.get(name) is fn else None
+    except (ValueError, TypeError):
+        return None
+
+
+def describe_activation(fn: object) -> str:
+    """``fn``'s name, saying so where it is a user's function that shares a Keras name."""
+    name = activation_name(fn)
+    if keras_activation(fn) is None and name in ELEMENTWISE | {"softmax", "log_softmax"}:
+        module = getattr(fn, "__module__", None) or "?"
+        return f"{name} (a function of module {module}, not Keras' {name})"
+    return name
+
+
+def _relu_or_identity(item: object) -> str | None:
+    """``"relu"`` or ``"linear"`` where ``item`` (a Dense's activation function or an activation
+    layer after it) computes exactly Keras' ReLU or the identity, else ``None``."""
+    if isinstance(item, keras.layers.Layer):
+        if isinstance(item, keras.layers.ReLU):  # one with its own call() is refused before
+            plain = item.max_value is None and float(item.negative_slope) == 0 and float(item.threshold) == 0
+            return "relu" if plain else None
+        if isinstance(item, keras.layers.Activation):
+            item = item.activation
+        else:
+            return None
+    name = keras_activation(item)
+    return name if name in ("relu", "linear") else None
+
+
+def describe_step(layer: keras.layers.Dense, after: list[keras.layers.Layer]) -> list[str]:
+    """What a Dense layer and the activation layers after it compute, for messages."""
+    names = [describe_activation(layer.activation)]
+    for a in after:
+        names.append(describe_activation(a.activation) if isinstance(a, keras.layers.Activation) else type(a).__name__)
+    return names
+
+
 def chain(model: keras.Model, what: str) -> Chain:
     """Read ``model`` as a :class:`Chain`, or refuse with the reason.
+
+    A hidden layer's activation is ``None`` (numpy's ReLU, the study's fast path) exactly where it
+    computes Keras' own ReLU: ``Dense(activation="relu")``, or a linear Dense followed by ``ReLU()``
+    or ``Activation("relu")``. Any other activation, a user's function named ``relu`` too, is
+    computed through the function or layer itself.
 
     Args:
         what: the operation asking (for the error message).
 
     Raises:
-        ValueError: an unbuilt or subclassed model, a layer computing in another dtype than float32
-            or float64, NaN or infinite weights, a weighted layer that is not Dense, a weightless
-            layer that is neither a reshape nor elementwise, a non-elementwise hidden activation, or
-            more than one input.
+        ValueError: an unbuilt or subclassed model, a layer or sub-model applied more than once, a
+            Dense or activation layer with its own ``call``, a quantized layer, a layer computing in
+            another dtype than float32 or float64, NaN or infinite weights, a weighted layer that is
+            not Dense, a weightless layer that is neither a reshape nor elementwise, a
+            non-elementwise hidden activation, or more than one input.
     """
     check_graph(model)
+    check_applied_once(model, what)
+    for layer in flat_layers(model):
+        _check_readable(layer, what)
     check_dtypes(model, what)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
@@ -236,6 +362,7 @@ def chain(model: keras.Model, what: str) -> Chain:
     post: list[list[keras.layers.Layer]] = []
     seen_dense = False
     for layer in flat_layers(model):
+        after_output = len(post) == len(dense)
         if is_dense(layer):
             post.append([])
             seen_dense = True
@@ -252,20 +379,30 @@ def chain(model: keras.Model, what: str) -> Chain:
                 )
         elif isinstance(layer, ELEMENTWISE_LAYERS) and seen_dense:
             if isinstance(layer, keras.layers.Activation):
-                _check_elementwise(layer.activation, layer.name, post_output=len(post) == len(dense), what=what)
+                _check_elementwise(layer.activation, layer.name, post_output=after_output, what=what)
+            post[-1].append(layer)
+        elif isinstance(layer, OUTPUT_LAYERS) and after_output:
+            axis = np.atleast_1d(np.asarray(layer.axis)).tolist()
+            if axis not in ([-1], [1]):
+                raise ValueError(
+                    f"{what} cannot handle layer {layer.name!r} (Softmax over axis {layer.axis}): only a softmax "
+                    "over the output units (axis=-1) follows the output layer"
+                )
             post[-1].append(layer)
         else:
+            where = " before the output layer" if isinstance(layer, OUTPUT_LAYERS) else ""
             raise ValueError(
-                f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}): only "
-                "Dense layers, reshapes, dropout and elementwise activations are supported"
+                f"{what} cannot handle layer {layer.name!r} ({type(layer).__name__}){where}: only "
+                "Dense layers, reshapes, dropout and elementwise activations are supported (Softmax after "
+                "the output layer)"
             )
     acts: list[Activation | None] = []
     for i, (layer, after) in enumerate(zip(dense, post)):
         last = i == len(dense) - 1
         _check_elementwise(layer.activation, layer.name, post_output=last, what=what)
-        name = activation_name(layer.activation)
-        if not after and name == "relu" and not last:
-            acts.append(None)  # numpy's ReLU: the same numbers, and the study's fast path
+        steps = [_relu_or_identity(item) for item in [layer.activation, *after]]
+        if not last and None not in steps and "relu" in steps:
+            acts.append(None)  # Keras' ReLU: numpy's gives the same numbers, and is the study's fast path
             continue
         fns = [layer.activation] + [a for a in after]
         acts.append(_numpy(_compose(fns)))
@@ -288,6 +425,17 @@ def chain(model: keras.Model, what: str) -> Chain:
     return c
 
 
+def check_writable(c: Chain, what: str) -> None:
+    """Refuse, before any work, a Dense layer whose kernel cannot be written (LoRA-enabled: its
+    kernel is ``kernel + lora_a @ lora_b``, computed, not a variable)."""
+    for layer in c.layers:
+        if getattr(layer, "lora_enabled", False):
+            raise ValueError(
+                f"{what} cannot write layer {layer.name!r}: it has LoRA enabled, so its effective kernel is "
+                "kernel + lora_a @ lora_b and not one variable; merge LoRA into the kernel first"
+            )
+
+
 FLOAT_DTYPES = ("float32", "float64")
 """The dtypes prunelib's numpy reading reproduces within its tolerance (it computes in float32)."""
 
@@ -305,8 +453,14 @@ def check_dtypes(model: keras.Model, what: str) -> None:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         policy = layer.dtype_policy
+        mode = getattr(layer, "quantization_mode", None) or getattr(policy, "quantization_mode", None)
+        if mode:
+            raise ValueError(
+                f"{what} cannot read layer {layer.name!r}: it is quantized ({mode}), its weights are integers "
+                "with scales, not the float kernel prunelib reads; prune the float model, then quantize"
+            )
         dtypes = {str(policy.compute_dtype), str(policy.variable_dtype)}
-        if not dtypes <= set(FLOAT_DTYPES) or getattr(policy, "quantization_mode", None):
+        if not dtypes <= set(FLOAT_DTYPES):
             raise ValueError(
                 f"{what} computes in float32, but layer {layer.name!r} has dtype policy {policy.name!r}; "
                 "rebuild the model in float32 (dtype='float32') and copy its weights over"
@@ -346,26 +500,124 @@ def predict_chain(c: Chain, x: np.ndarray, kernels=None, biases=None) -> np.ndar
     )
 
 
-def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str) -> None:
+def _close(got: np.ndarray, want: np.ndarray) -> bool:
+    return got.shape == want.shape and bool(
+        np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + float(np.abs(want).max(initial=0.0))))
+    )
+
+
+def _off_by(got: np.ndarray, want: np.ndarray) -> float:
+    return float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max(initial=0.0))
+
+
+def keras_numpy(out) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(out))
+
+
+def _first_misread_layer(c: Chain, x: np.ndarray) -> str | None:
+    """Where the numpy reading and Keras part: each Dense layer (and the activations after it) run
+    by Keras on the numpy reading's own input to it, against the reading's output; the first layer
+    that differs, described, or ``None`` where every layer computes what it is read as."""
+    h = x.reshape(len(x), -1)
+    with np.errstate(all="ignore"):
+        steps = list(forward.activations(c.kernels, x, c.biases, acts=c.acts))
+    for layer, after, out in zip(c.layers, c.post, steps):
+        try:
+            z = layer(h, training=False)
+            for a in after:
+                z = a(z)
+            own = keras_numpy(z)
+        except Exception as err:  # noqa: BLE001 - Keras raises many types; the layer is what matters
+            return (
+                f"layer {layer.name!r} ({type(layer).__name__}) cannot be run alone on its input ({type(err).__name__})"
+            )
+        if not np.isfinite(out).all() and np.isfinite(own).all():
+            return (
+                f"layer {layer.name!r} overflows float32 in prunelib's reading (its outputs reach "
+                f"{float(np.abs(own).max()):.3g}); scale the inputs"
+            )
+        if not _close(out, own):
+            return (
+                f"layer {layer.name!r} ({type(layer).__name__}, {' then '.join(describe_step(layer, after))}) "
+                f"computes something else than its kernel, bias and activation say (off by {_off_by(out, own):.3g})"
+            )
+        h = out
+    return None
+
+
+def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str, *, result: bool = False) -> None:
     """Check the numpy reading of ``model`` against Keras' own predict on ``x``.
 
+    Args:
+        result: ``model`` is the operation's result (the messages say so).
+
     Raises:
-        ValueError: Keras' own predictions are NaN or infinite (named as such), or they differ: the
-            model is not the plain chain it looks like (branches, skips).
+        ValueError: naming the cause: inputs or Keras' own predictions that are NaN or infinite,
+            predictions of another dtype or shape, the first layer whose Keras call differs from
+            its reading, or, where every layer computes what it is read as, a model that does not
+            chain its layers in order (a branch or skip connection).
     """
+    whose = f"{what}'s result {model.name!r}" if result else f"model {model.name!r}"
     x = np.asarray(x, np.float32)[:64]
     if not np.isfinite(x).all():
         raise ValueError(f"{what} got inputs that contain NaN or infinity (or values beyond float32's range)")
-    want = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)))
+    want = keras_numpy(model(x, training=False))
+    if str(want.dtype) not in FLOAT_DTYPES:
+        raise ValueError(f"{what}: {whose} predicts in {want.dtype}, not float32; rebuild it in float32")
     if not np.isfinite(want).all():
+        cause = "its fitted weights overflow (raise damping)" if result else "check the training run"
         raise ValueError(
-            f"{what}: model {model.name!r}'s own predictions on finite inputs contain NaN or infinity "
-            "(its weights or activations overflow); scale the inputs or check the training run"
+            f"{what}: {whose}'s own predictions on finite inputs contain NaN or infinity "
+            f"(its weights or activations overflow; scale the inputs or {cause})"
         )
-    got = predict_chain(c, x)
-    if want.shape != got.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):
+    with np.errstate(all="ignore"):
+        got = predict_chain(c, x)
+    if got.shape != want.shape:
         raise ValueError(
-            f"{what} reads model {model.name!r} as a chain of its Dense layers, but that chain "
-            "does not reproduce the model's predictions (branches, skip connections or "
-            "shared layers?); only plain chains are supported"
+            f"{what} reads {whose} as a chain of its Dense layers, whose outputs have shape {got.shape[1:]}, "
+            f"but the model's have {want.shape[1:]}: its output is not its last Dense layer's"
+        )
+    if _close(got, want):
+        return
+    cause = _first_misread_layer(c, x)
+    if cause is None:
+        cause = (
+            "each Dense layer computes what prunelib reads, but the model does not apply them one after the "
+            "other (a branch or skip connection); only plain chains are supported"
+        )
+    raise ValueError(
+        f"{what} reads {whose} as a chain of its Dense layers, which differs from its predictions by "
+        f"{_off_by(got, want):.3g}: {cause}"
+    )
+
+
+def verify_result(result: keras.Model, x: np.ndarray, want: np.ndarray, what: str) -> None:
+    """Check an operation's result model on the probe batch ``x``: it reads as a chain reproducing
+    its own predictions (:func:`verify`), and those are ``want``, what the operation computed.
+
+    Raises:
+        ValueError: ``{what}'s result ...`` naming the cause (NaN or infinite weights, dtype, shape,
+            the first layer that differs, or how far the result is from what was computed).
+    """
+    for layer in dense_layers(result):
+        values = [layer.kernel] + ([] if layer.bias is None else [layer.bias])
+        bad = int(sum(np.sum(~np.isfinite(keras_numpy(v))) for v in values))
+        if bad:
+            raise ValueError(
+                f"{what}'s result has {bad} NaN or infinite weights in layer {layer.name!r} (float32 overflow: "
+                "raise damping or check the calibration data)"
+            )
+    verify(chain(result, what), result, x, what, result=True)
+    x = np.asarray(x, np.float32)[:64]
+    got = keras_numpy(result(x, training=False))
+    want = np.asarray(want)[:64]
+    if not _close(got, want):
+        detail = (
+            f"shape {got.shape[1:]}, not {want.shape[1:]}"
+            if got.shape != want.shape
+            else f"by {_off_by(got, want):.3g}"
+        )
+        raise ValueError(
+            f"{what}'s result {result.name!r} predicts something else than {what} computed on a probe batch "
+            f"(off {detail}); this is a bug in prunelib, please report it"
         )
