@@ -231,11 +231,32 @@ def unit_refit_targets_block(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def recovery_switch_block(table: pd.DataFrame) -> str:
+    """Recovery's test accuracy with masked layers (before) and on the pruning callback (after)."""
+    lines = [
+        "| dataset | strategy | method | k | masked layers | callback | difference |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for row in table.itertuples():
+        lines.append(
+            f"| {row.dataset} | {row.strategy} | {row.method} | {row.k:g} | {row.accuracy_masked_layers:.2f} | "
+            f"{row.accuracy_callback:.2f} | {row.difference:+.2f} |"
+        )
+    diff = table["difference"]
+    lines.append("")
+    lines.append(
+        f"{len(table)} rows (seed {', '.join(map(str, sorted(table['seed'].unique())))}): mean difference "
+        f"{diff.mean():+.2f} points, largest {diff.abs().max():.2f}."
+    )
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, tuple[str, str, Callable[[pd.DataFrame], str]]] = {
     "pipeline": ("results/benchmarks/pipeline.csv", "docs/benchmarks.md", pipeline_block),
     "tfmot": ("results/benchmarks/tfmot.csv", "docs/benchmarks.md", tfmot_block),
     "inference": ("results/benchmarks/inference.csv", "docs/benchmarks.md", inference_block),
     "memory": ("results/benchmarks/memory.csv", "docs/benchmarks.md", memory_block),
+    "recovery-switch": ("results/benchmarks/recovery_switch.csv", "docs/recovery.md", recovery_switch_block),
     "unit-refit-targets": (
         "results/benchmarks/unit_refit_targets.csv",
         "docs/least-squares.md",
