@@ -497,3 +497,95 @@ def test_unit_pruning_refuses_an_einsum_whose_units_are_not_in_bias_order():
     with pytest.raises(ValueError, match="'bad'.*not one entry per unit in the kernel's order"):
         model.fit(x, np.arange(32) % 4, epochs=1, verbose=0, callbacks=[prunelib.PruningCallback(50, "unit")])
     assert kl.units_in_bias_order(model.get_layer("ok"))
+
+
+# --- fault hunt, round 3: reuse, shared weightless layers, same names, interrupted fits ------------------
+
+
+def test_a_second_fit_with_the_same_callback_keeps_the_pruning_and_a_new_model_is_pruned_afresh():
+    callback = prunelib.PruningCallback(50, schedule=ConstantSparsity(50, frequency=1))
+    model = compiled(mlp())
+    model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert zeros(model.layers[0].kernel) == 96
+    spy = Spy(callback)
+    spy.pruned = {p: ~m for p, m in callback.masks.items()}
+    model.fit(X_FLAT, Y, epochs=2, batch_size=16, verbose=0, callbacks=[callback, spy])
+    assert spy.resurrected == 0 and zeros(model.layers[0].kernel) == 96
+    other = compiled(mlp())
+    other.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[callback])
+    assert zeros(other.layers[0].kernel) == 96 and callback.history[0][0] == 0
+    two_four = prunelib.PruningCallback(granularity="2:4")
+    for model in (compiled(mlp()), compiled(mlp())):
+        model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[two_four])
+        assert zeros(model.layers[0].kernel) == 12 * 16 // 2
+
+
+def test_a_weightless_layer_used_twice_does_not_hide_the_output_layer():
+    i = keras.Input((12,))
+    act = L.Activation("tanh")
+    h = act(L.Dense(8, name="hid")(i))
+    out = act(L.Dense(3, name="outd")(h))
+    model = keras.Model(i, out)
+    assert [layer.name for layer in kl.output_layers(model)] == ["outd"]
+    assert [spec.name for spec in kl.prunable_layers(model)] == ["hid"]
+
+
+def test_layers_of_the_same_name_in_nested_models_are_refused():
+    a = keras.Sequential([keras.Input((12,)), L.Dense(12, name="d")], name="block_a")
+    b = keras.Sequential([keras.Input((12,)), L.Dense(12, name="d")], name="block_b")
+    i = keras.Input((12,))
+    model = compiled(keras.Model(i, L.Dense(4)(b(a(i)))))
+    with pytest.raises(ValueError, match=r"\['d'\] occur more than once"):
+        model.fit(X_FLAT, Y, epochs=1, verbose=0, callbacks=[prunelib.PruningCallback(50)])
+    with pytest.raises(ValueError, match="more than one layer"):
+        kl.prunable_layers(model, layers=["d"])
+
+
+def test_an_interrupted_fit_keeps_the_masks_until_detach():
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                raise KeyboardInterrupt
+
+    model = compiled(mlp())
+    callback = prunelib.PruningCallback(50, schedule=ConstantSparsity(50, frequency=1))
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[callback, Stop()])
+    assert model.layers[0].kernel.constraint is not None  # Keras skips on_train_end after an exception
+    callback.detach()
+    assert all(layer.kernel.constraint is None for layer in model.layers)
+    model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0)  # a plain fit trains every weight again
+    assert zeros(model.layers[0].kernel) < 96
+
+
+def test_resuming_takes_every_name_the_library_gives_masks(tmp_path):
+    model = compiled(mlp())
+    first = prunelib.PruningCallback(50, "unit", schedule=ConstantSparsity(50, frequency=1))
+    model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[first])
+    prunelib.save_masks(first.masks, tmp_path / "cb.npz")  # "<layer>/kernel" and "<layer>/bias"
+    prunelib.save_masks(prunelib.prune_model(model, 50), tmp_path / "model.npz")  # layer names
+    for path in ("cb.npz", "model.npz"):
+        again = prunelib.PruningCallback(50, "unit", masks=prunelib.load_masks(tmp_path / path))
+        copy = compiled(mlp())
+        copy.set_weights(model.get_weights())
+        copy.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[again])
+        assert zeros(copy.layers[0].kernel) >= 96
+
+
+def test_float32_k_equal_to_the_schedule_and_huge_numbers():
+    prunelib.PruningCallback(np.float32(33.3), schedule=ConstantSparsity(33.3))
+    with pytest.raises(ValueError, match="percentage"):
+        prunelib.PruningCallback(10**400)
+    with pytest.raises(ValueError, match="power"):
+        PolynomialDecay(0, 50, 0, 10, power=10**400)
+    with pytest.warns(UserWarning, match="percent"):
+        prunelib.PruningCallback(0.5, start="obs-gradual", x=X_FLAT)
+
+
+def test_gradient_accumulation_counts_optimizer_steps():
+    model = compiled(mlp(), keras.optimizers.Adam(0.01, gradient_accumulation_steps=2))
+    callback = prunelib.PruningCallback(50, schedule=PolynomialDecay(0, 50, 0, 6, frequency=3))
+    model.fit(X_FLAT, Y, epochs=2, batch_size=16, verbose=0, callbacks=[callback])
+    iterations = int(model.optimizer.iterations.numpy())
+    assert all(step <= iterations for step, _ in callback.history)
+    assert zeros(model.layers[0].kernel) == 96

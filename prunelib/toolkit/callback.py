@@ -12,10 +12,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from prunelib.core.pruning import validate_k
 from prunelib.toolkit import api, chain
 from prunelib.toolkit import kernels as kl
-from prunelib.toolkit.masking import MaskingCallback
+from prunelib.toolkit.masking import MaskingCallback, percent
 from prunelib.toolkit.schedules import ConstantSparsity, PolynomialDecay
 
 
@@ -96,7 +95,7 @@ class PruningCallback(MaskingCallback):
         self._check_start(k, granularity, schedule, layers, skip, include_output, masks)
         # the masks come from the closed-form prune when fit starts, then stay fixed
         super().__init__(None, granularity, masks={})
-        self.start_k = validate_k(k)
+        self.start_k = percent(k)
 
     def _check_start(self, k, granularity, schedule, layers, skip, include_output, masks) -> None:
         """``start=``: a post-training method prunes every hidden Dense layer at ``k``, then the
@@ -122,7 +121,7 @@ class PruningCallback(MaskingCallback):
 
     def _before_masks(self) -> None:
         """Prune and re-fit the model in place with the ``start`` method; its zeros are the masks."""
-        if self.start is None:
+        if self.start is None or self._same:  # pruned once; a later fit goes on with those masks
             return
         pruned = api.post_training_model(self.model, self.start_k, self.x, method=self.start)
         self.model.set_weights(pruned.get_weights())

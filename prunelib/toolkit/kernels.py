@@ -194,17 +194,18 @@ def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     yield from walk(model)
 
 
-def _producers(tensor) -> list[keras.layers.Layer]:
+def _producers(tensor) -> list[tuple[keras.layers.Layer, int]]:
+    """The layer that computed ``tensor`` and which of its calls did (a layer used twice has two)."""
     history = getattr(tensor, "_keras_history", None)
     if history is None:
         return []
-    layer = history.operation if hasattr(history, "operation") else history[0]
-    return [layer]
+    return [(history[0], history[1])]
 
 
 def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The kernel layers whose units are the model's outputs: for each output, the last kernel layer
-    before it (through weightless layers such as Activation, Softmax or Reshape).
+    before it (through weightless layers such as Activation, Softmax or Reshape, following the call
+    that computed each tensor, so a weightless layer used twice is followed back the right way).
 
     Raises:
         ValueError: the model has no graph to read its outputs from (a subclassed model).
@@ -214,7 +215,7 @@ def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
     for tensor in outputs:
         todo = _producers(tensor)
         while todo:
-            layer = todo.pop()
+            layer, call = todo.pop()
             if isinstance(layer, keras.Model):
                 todo.extend(p for t in layer.outputs for p in _producers(t))
                 continue
@@ -222,9 +223,9 @@ def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
                 if layer not in found:
                     found.append(layer)
                 continue
-            node = layer._inbound_nodes[0] if getattr(layer, "_inbound_nodes", None) else None
-            if node is not None:
-                todo.extend(p for t in node.input_tensors for p in _producers(t))
+            nodes = getattr(layer, "_inbound_nodes", None) or []
+            if call < len(nodes):
+                todo.extend(p for t in nodes[call].input_tensors for p in _producers(t))
     return found
 
 
@@ -272,7 +273,15 @@ def prunable_layers(
         if isinstance(value, str):
             raise ValueError(f"{arg} must be a list of layer names, got the string {value!r}; write {arg}=[{value!r}]")
         names[arg] = list(value)
-    every = {layer.name: layer for layer in flat_layers(model)}
+    flat = list(flat_layers(model))
+    every = {layer.name: layer for layer in flat}
+    all_names = [layer.name for layer in flat]
+    ambiguous = sorted({n for value in names.values() for n in value if all_names.count(n) > 1})
+    if ambiguous:
+        raise ValueError(
+            f"layers and skip name {ambiguous}, which more than one layer of model {model.name!r} is called; "
+            "give the layers unique names"
+        )
     for arg, value in names.items():
         unknown = [n for n in value if n not in every]
         if unknown:
@@ -293,7 +302,7 @@ def prunable_layers(
                     f"kernel layers are {list(KERNEL_LAYERS)}"
                 )
             chosen.append(spec)
-        return chosen
+        return _unique(chosen, model)
     outputs = set() if include_output else {id(layer) for layer in output_layers(model)}
     chosen = []
     for layer in flat_layers(model):
@@ -306,5 +315,17 @@ def prunable_layers(
         raise ValueError(
             f"model {model.name!r} has no kernel layer to prune besides its output layers; pass "
             "include_output=True to prune those"
+        )
+    return _unique(chosen, model)
+
+
+def _unique(chosen: list[PrunableLayer], model: keras.Model) -> list[PrunableLayer]:
+    """``chosen``, refused if two layers share a name (masks are keyed by it: one would be lost)."""
+    names = [spec.name for spec in chosen]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"layer names {twice} occur more than once in model {model.name!r} (in nested sub-models); "
+            "give the layers unique names"
         )
     return chosen

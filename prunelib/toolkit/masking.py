@@ -19,10 +19,11 @@ stays this module and the ones it names.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
-from numbers import Real
 
 import numpy as np
 
@@ -39,6 +40,18 @@ DEFAULT_FREQUENCY = 100
 
 DEFAULT_RAMP = 0.5
 """Share of a ``fit``'s steps over which the default schedule ramps to ``k`` (Zhu & Gupta's cubic)."""
+
+
+def percent(k: object) -> float:
+    """:func:`prunelib.core.pruning.validate_k`, also for integers too large for a float, and a
+    warning for a fraction below 1 (tfmot's ``0.8`` is prunelib's ``80``)."""
+    try:
+        k = validate_k(k)
+    except OverflowError:
+        raise ValueError(f"k must be a percentage in [0, 100], got an integer of {len(str(k))} digits") from None
+    if 0 < k < 1:
+        warnings.warn(f"k={k:g} prunes {k:g} % (k is a percent); for {100 * k:g} % write {100 * k:g}", stacklevel=3)
+    return k
 
 
 class _Masked(keras.constraints.Constraint):
@@ -85,11 +98,7 @@ class MaskingCallback(keras.callbacks.Callback):
         self.nm = tm.parse_nm(granularity)
         self.granularity = granularity
         if k is not None:
-            k = validate_k(k)
-            if isinstance(k, Real) and 0 < k < 1:
-                warnings.warn(
-                    f"k={k:g} prunes {k:g} % (k is a percent); for {100 * k:g} % write {100 * k:g}", stacklevel=2
-                )
+            k = percent(k)
         if schedule is not None and not isinstance(schedule, ConstantSparsity | PolynomialDecay):
             raise ValueError(
                 f"schedule must be a prunelib.schedules.ConstantSparsity or PolynomialDecay, got {type(schedule).__name__}"
@@ -106,15 +115,15 @@ class MaskingCallback(keras.callbacks.Callback):
             final = None if schedule is None else getattr(schedule, "final_k", getattr(schedule, "k", None))
             if k is None and schedule is None:
                 raise ValueError("give k (the final percent), a schedule, or masks to keep fixed")
-            if k is not None and schedule is not None and k != final:
+            if k is not None and schedule is not None and not math.isclose(k, final, rel_tol=1e-6, abs_tol=1e-9):
                 raise ValueError(f"k={k:g} but the schedule ends at {final:g}; give one of them")
-            self.final_k = k if k is not None else final
+            self.final_k = final if final is not None else k
         self.schedule = schedule
         self.layer_names = _names(layers, "layers")
         self.skip = _names(skip, "skip")
-        if not isinstance(include_output, bool):
+        if not isinstance(include_output, bool | np.bool_):
             raise ValueError(f"include_output must be True or False, got {include_output!r}")
-        self.include_output = include_output
+        self.include_output = bool(include_output)
         if masks is not None and not isinstance(masks, Mapping):
             raise ValueError(
                 f'masks must be a dict {{"<layer>/<variable>": boolean array}}, got {type(masks).__name__}'
@@ -127,6 +136,8 @@ class MaskingCallback(keras.callbacks.Callback):
         self._saved_constraints: list[tuple[object, object]] = []
         self.k_now = 0.0
         self.history: list[tuple[int, float]] = []
+        self._owner: weakref.ref | None = None
+        self._same = False
 
     # --- what is pruned --------------------------------------------------------------------------
     @property
@@ -140,10 +151,30 @@ class MaskingCallback(keras.callbacks.Callback):
 
     # --- set-up and tear-down ----------------------------------------------------------------------
     def _before_masks(self) -> None:
-        """What a subclass does to the model when ``fit`` starts, before the masks are set up."""
+        """What a subclass does to the model when ``fit`` starts, before the masks are set up
+        (``self._same``: this callback pruned this model in an earlier ``fit``)."""
+
+    def detach(self) -> None:
+        """Give the model's variables their own constraints back (``fit`` does this at its end).
+
+        A ``fit`` that stops on an exception or a ``KeyboardInterrupt`` never reaches its end, so the
+        masks stay attached: later training keeps the pruned weights at zero, as if pruning went on.
+        Call this to release them; the next ``fit`` with this callback attaches them again.
+        """
+        for variable, constraint in self._saved_constraints:
+            variable.constraint = constraint
+        self._saved_constraints = []
+        if self.model is not None:
+            self.model.train_function = None  # the next fit traces without our constraints
 
     def on_train_begin(self, logs=None) -> None:
         model = self.model
+        self.detach()  # still attached if an earlier fit was interrupted
+        same = self._owner is not None and self._owner() is model and bool(self._keep)
+        if not same:  # a new model: its own masks, from its own schedule
+            self.history, self.k_now, self._active, self._keep = [], 0.0, None, {}
+        self._owner, self._same = weakref.ref(model), same
+        previous = dict(self._keep) if same else None
         self._before_masks()
         self._specs = kl.prunable_layers(
             model, layers=self.layer_names, skip=self.skip, include_output=self.include_output
@@ -170,10 +201,14 @@ class MaskingCallback(keras.callbacks.Callback):
                         "a unit; skip it"
                     )
         schedule = self.schedule
-        if self.nm is None and schedule is None and not self._fixed:
+        if same:  # the same model again: its masks and its schedule go on where they were
+            schedule = self._active
+        elif self.nm is None and schedule is None and not self._fixed:
             schedule = PolynomialDecay(0.0, self.final_k, 0, None, frequency=DEFAULT_FREQUENCY)
         if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
+            if epochs == 0:
+                epochs = steps = 1  # nothing trains; any end will do
             if not epochs or not steps:
                 raise ValueError(
                     "this fit does not say how many steps it runs (a dataset of unknown length), so the "
@@ -182,17 +217,7 @@ class MaskingCallback(keras.callbacks.Callback):
             step = self._step()
             schedule = schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
         self._active = None if self._fixed else schedule or ConstantSparsity(self.final_k)
-        start = self._start_masks
-        if start is not None:
-            paths = dict(self._kernels())
-            unknown = sorted(set(start) - set(paths))
-            if unknown:
-                raise ValueError(f"masks for {unknown}, which are not pruned kernels here; they are {sorted(paths)}")
-            for path, mask in start.items():
-                if mask.dtype != bool or mask.shape != paths[path].shape:
-                    raise ValueError(
-                        f"mask for {path!r} must be a boolean array of shape {paths[path].shape}, got {mask.dtype} {mask.shape}"
-                    )
+        start = previous if same else self._checked_start(self._start_masks)
         self._install(start)
         step = self._step()
         self._last_checked = step
@@ -203,17 +228,45 @@ class MaskingCallback(keras.callbacks.Callback):
                         self._keep[spec.key(spec.bias)] = self._alive_units(spec)
                 self._assign_all()
             self.k_now = self._pruned_percent()
-        elif start is None and step >= self._active.begin_step:
+        elif (start is None or same) and step >= self._active.begin_step:
             self._update(step)
         # the train step was traced (or will be) without the constraints: trace it again with them
         model.make_train_function(force=True)
+
+    def _checked_start(self, start: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        """``masks=`` in this callback's naming: ``"<layer>/<variable>"`` (what :attr:`masks` gives,
+        biases included) or, for a layer with one kernel, the layer's name (what
+        :func:`prunelib.model_masks` and :func:`prunelib.save_masks` give)."""
+        if start is None:
+            return None
+        variables = {}
+        for spec in self._specs:
+            variables.update({spec.key(k.variable): k.shape for k in spec.kernels})
+            if spec.bias is not None:
+                variables[spec.key(spec.bias)] = tuple(spec.bias.shape)
+        by_layer = {spec.name: spec.key(spec.kernels[0].variable) for spec in self._specs if len(spec.kernels) == 1}
+        out: dict[str, np.ndarray] = {}
+        for name, mask in start.items():
+            key = name if name in variables else by_layer.get(name)
+            if key is None:
+                raise ValueError(
+                    f"masks for {name!r}, which is not a pruned kernel or bias here; they are {sorted(variables)}"
+                )
+            if key in out:
+                raise ValueError(f"two masks for {key!r} (as {name!r} and by its other name); give one")
+            if mask.dtype != bool or mask.shape != variables[key]:
+                raise ValueError(
+                    f"mask for {name!r} must be a boolean array of shape {variables[key]}, got {mask.dtype} {mask.shape}"
+                )
+            out[key] = mask
+        return out
 
     def _install(self, start: Mapping[str, np.ndarray] | None) -> None:
         self._keep, self._mask_vars, self._saved_constraints = {}, {}, []
         start = start or {}
         for spec in self._specs:
             variables = [kernel.variable for kernel in spec.kernels]
-            if spec.bias is not None and self.granularity == "unit":
+            if spec.bias is not None and (self.granularity == "unit" or spec.key(spec.bias) in start):
                 variables.append(spec.bias)
             for v in variables:
                 name = spec.key(v)
@@ -238,10 +291,7 @@ class MaskingCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None) -> None:
         # Keras' EMA writes its averages into the weights after the last step; masks come last
         self._assign_all()
-        for variable, constraint in self._saved_constraints:
-            variable.constraint = constraint
-        self._saved_constraints = []
-        self.model.train_function = None  # a later fit traces without our constraints
+        self.detach()
         step = self._step()
         if self.nm is None and self._active is not None and self._active.k_at(step) < self.final_k:
             warnings.warn(
@@ -268,7 +318,13 @@ class MaskingCallback(keras.callbacks.Callback):
             if logs is not None:
                 logs["prune_k"] = self.k_now
             return
-        step = self._epoch_first + int(batch) + 1
+        steps = self.params.get("steps") if self.params else None
+        if getattr(self.model.optimizer, "gradient_accumulation_steps", None):
+            step = self._step()  # the optimizer counts updates, not batches
+        else:  # Keras reports the last group's end index, which may run past a short epoch's end
+            step = self._epoch_first + int(batch) + 1
+            if steps:
+                step = min(step, self._epoch_first + int(steps))
         due = any(self._active.updates_at(t) for t in range(self._last_checked + 1, step + 1))
         self._last_checked = step
         if due:

@@ -47,8 +47,12 @@ def _step(value: object, name: str, *, allow_none: bool = False) -> int | None:
 
 
 def _percent(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value) or not 0 <= value <= 100:
-        raise ValueError(f"{name} must be a percentage in [0, 100], got {value!r}")
+    try:
+        good = not isinstance(value, bool) and isinstance(value, Real) and not math.isnan(value) and 0 <= value <= 100
+    except OverflowError:  # an integer too large for a float
+        good = False
+    if not good:
+        raise ValueError(f"{name} must be a percentage in [0, 100], got {str(value)[:20]!r}")
     return float(value)
 
 
@@ -134,8 +138,12 @@ class PolynomialDecay:
         object.__setattr__(self, "end_step", _step(self.end_step, "end_step", allow_none=True))
         object.__setattr__(self, "frequency", _frequency(self.frequency))
         power = self.power
-        if isinstance(power, bool) or not isinstance(power, Real) or not math.isfinite(power) or power <= 0:
-            raise ValueError(f"power must be a positive number, got {power!r}")
+        try:
+            good = not isinstance(power, bool) and isinstance(power, Real) and math.isfinite(power) and power > 0
+        except OverflowError:  # an integer too large for a float
+            good = False
+        if not good:
+            raise ValueError(f"power must be a positive number such as 3, got {str(power)[:20]!r}")
         object.__setattr__(self, "power", float(power))
         if self.final_k < self.initial_k:
             raise ValueError(
