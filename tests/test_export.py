@@ -224,3 +224,65 @@ def test_tflite_predict_runs_on_litert_not_tf_lite(tmp_path, monkeypatch, recwar
     x = _x(model, 8)
     np.testing.assert_allclose(tflite_predict(path, x), model(x), atol=1e-5)
     assert not [w for w in recwarn if "LiteRT" in str(w.message) or "tf.lite" in str(w.message)]
+
+
+# -- fault hunt, round 3 -----------------------------------------------------------------------
+
+
+def _embedding():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((4,), dtype="int32"), keras.layers.Embedding(10, 4), keras.layers.Flatten(), D(2)], name="emb"
+    )
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_an_int32_input_model_exports_to_onnx_and_is_verified(tmp_path, quantize, monkeypatch):
+    model = _embedding()
+    fed = []
+    real = exporting._onnx_runner
+
+    def watched(path):
+        specs, run = real(path)
+        return specs, lambda arrays: (fed.extend(arrays), run(arrays))[1]
+
+    monkeypatch.setattr(exporting, "_onnx_runner", watched)
+    path = prunelib.export(model, tmp_path / "m.onnx", quantize=quantize)
+    assert [a.dtype for a in fed] == [np.int32]  # the file's own input type, and it ran
+    session = exporting.onnx_session(path)
+    x = np.random.default_rng(0).integers(0, 10, (3, 4)).astype(np.int32)
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, model(x).numpy(), atol=TOL[quantize])
+
+
+def test_a_never_called_two_input_model_exports_to_onnx(tmp_path):
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((3,)), keras.Input((2,))
+    model = keras.Model([a, b], D(2)(keras.layers.Concatenate()([a, b])), name="two_inputs")
+    path = prunelib.export(model, tmp_path / "m.onnx")
+    session = exporting.onnx_session(path)
+    x = [np.ones((1, 3), np.float32), np.ones((1, 2), np.float32)]
+    got = session.run(None, {i.name: v for i, v in zip(session.get_inputs(), x)})[0]
+    np.testing.assert_allclose(got, model(x).numpy(), atol=1e-5)
+
+
+class _Sub(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.a = D(4, activation="relu")
+        self.b = D(2)
+
+    def call(self, x):
+        return self.b(self.a(x))
+
+
+def test_a_compiled_subclassed_model_exports_to_keras_without_its_optimizer(tmp_path, recwarn):
+    model = _Sub(name="sub")
+    x = np.random.default_rng(0).random((4, 5), dtype=np.float32)
+    model(x)
+    model.compile("adam", "mse")
+    model.fit(x, np.zeros((4, 2)), verbose=0)  # an optimizer with state
+    path = prunelib.export(model, tmp_path / "m.keras")
+    assert not [w for w in recwarn if "optimizer" in str(w.message)]
+    again = keras.models.load_model(path, custom_objects={"_Sub": _Sub})
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), rtol=1e-6)

@@ -7,6 +7,7 @@ traceback (unbuilt, subclassed, non-float32 models, non-finite data). Models are
 
 import errno
 import zipfile
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -690,3 +691,108 @@ def test_the_copy_of_a_model_keeps_a_user_function_named_relu(op):
         "apply_masks": lambda: prunelib.apply_model_masks(model, {"h": np.ones((5, 4), bool)}),
     }
     np.testing.assert_allclose(_pred(calls[op](), x), _pred(model, x), rtol=1e-6)
+
+
+# -- fault hunt, round 3: one clear error, or the right file -----------------------------------
+
+
+def test_reconstruct_of_a_model_with_other_activations_names_the_layer():
+    """A pruned model of the same shapes computing other activations is refused up front, by layer."""
+    model = _model()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((5,))
+    h = D(4, activation="relu", name="h1")(inp)
+    h = D(4, activation="tanh", name="h2")(h)
+    other = keras.Model(inp, D(2, name="out")(h), name="other")
+    with pytest.raises(ValueError, match="'h2'.*relu.*tanh") as err:
+        prunelib.reconstruct_model(model, prunelib.prune_model(other, 50), _x())
+    assert "bug" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_reconstruct_of_the_same_activations_written_as_layers_is_accepted():
+    """Dense(relu) and Dense + ReLU() compute the same: not a difference."""
+    model = _model(names=("h1",))
+    keras.utils.set_random_seed(0)
+    layers = [
+        keras.Input((5,)),
+        D(4, name="h1", bias_initializer="glorot_uniform"),
+        keras.layers.ReLU(),
+        D(2, name="out"),
+    ]
+    other = keras.Sequential(layers, name="with_layers")
+    other.set_weights(model.get_weights())
+    fixed = prunelib.reconstruct_model(model, prunelib.prune_model(other, 50), _x())
+    assert np.isfinite(_pred(fixed, _x())).all()
+
+
+@pytest.mark.parametrize("op", ["reconstruct", "post"])
+def test_calibration_data_without_rows_is_refused_in_one_line(op):
+    model = _model()
+    x = _x()[:0]
+    call = {
+        "reconstruct": lambda: prunelib.reconstruct_model(model, prunelib.prune_model(model, 50), x),
+        "post": lambda: prunelib.post_training_model(model, 50, x, method="obs-gradual"),
+    }[op]
+    with pytest.raises(ValueError, match="0 calibration samples are too few.*at least 6") as err:
+        call()
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "damping",
+    [10**400, -(10**400), Fraction(10**400), 1j],
+    ids=["huge-int", "huge-negative", "huge-fraction", "complex"],
+)
+@pytest.mark.parametrize("op", ["reconstruct", "post"])
+def test_a_damping_beyond_floats_is_refused(op, damping):
+    model = _model()
+    call = {
+        "reconstruct": lambda: prunelib.reconstruct_model(
+            model, prunelib.prune_model(model, 50), _x(), damping=damping
+        ),
+        "post": lambda: prunelib.post_training_model(model, 50, _x(), method="obs-gradual", damping=damping),
+    }[op]
+    with pytest.raises(ValueError, match="damping must be a positive"):
+        call()
+
+
+@pytest.mark.parametrize("op", ["save_masks", "export"])
+def test_a_path_under_a_file_is_refused_naming_it(tmp_path, op):
+    (tmp_path / "afile").write_text("x")
+    path = tmp_path / "afile" / "deeper" / "m.npz"
+    call = {
+        "save_masks": lambda: prunelib.save_masks({"h1": np.ones((5, 4), bool)}, path),
+        "export": lambda: prunelib.export(_model(), path.with_suffix(".keras")),
+    }[op]
+    with pytest.raises(ValueError, match="afile.*not a directory") as err:
+        call()
+    assert "\n" not in str(err.value)
+    assert (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("op", ["save_masks", "export"])
+def test_writing_to_a_symlink_writes_its_target_and_keeps_the_link(tmp_path, op):
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / ("m.npz" if op == "save_masks" else "m.keras")
+    real.write_bytes(b"old")
+    link = tmp_path / f"link{real.suffix}"
+    link.symlink_to(real)
+    if op == "save_masks":
+        prunelib.save_masks({"h1": np.ones((5, 4), bool)}, link)
+        assert set(prunelib.load_masks(real)) == {"h1"}
+    else:
+        model = _model()
+        prunelib.export(model, link)
+        np.testing.assert_allclose(_pred(keras.models.load_model(real), _x(4)), _pred(model, _x(4)))
+    assert link.is_symlink() and link.resolve() == real
+    assert sorted(p.name for p in tmp_path.iterdir()) == [link.name, "real"]
+    assert [p.name for p in (tmp_path / "real").iterdir()] == [real.name]
+
+
+def test_numpy_booleans_are_accepted_by_export(tmp_path):
+    model = _model()
+    model.compile("adam", "mse")
+    path = prunelib.export(model, tmp_path / "m.keras", include_optimizer=np.True_)
+    assert keras.models.load_model(path).optimizer is not None
+    path = prunelib.export(model, tmp_path / "n.keras", include_optimizer=np.False_)
+    assert zipfile.is_zipfile(path)

@@ -18,7 +18,7 @@ from numbers import Real
 
 import numpy as np
 
-from prunelib.core import pruning
+from prunelib.core import forward, pruning
 from prunelib.core import tensor_masks as tm
 from prunelib.core.reconstruct import reconstruct_with_biases
 from prunelib.toolkit import chain as ch
@@ -447,7 +447,8 @@ def save_masks(masks: Mapping[str, np.ndarray] | object, path: str | os.PathLike
     ``allow_pickle`` too, which :func:`numpy.savez` would take as its own arguments).
 
     Raises:
-        ValueError: not masks, no mask at all, or ``path`` is a directory.
+        ValueError: not masks, no mask at all, ``path`` is a directory, or a folder on its way is a
+            file. A symbolic link is kept: the file it points to is written.
 
     Example:
         >>> import keras, prunelib, tempfile, os
@@ -578,7 +579,8 @@ def reconstruct_model(
 
     Raises:
         ValueError: the models differ in architecture or look swapped (``model`` has more zero weights
-            than ``pruned``), a layer that is not Dense holds weights, a non-elementwise hidden
+            than ``pruned``), a layer of ``pruned`` computing another activation than ``model``'s
+            (named), a layer that is not Dense holds weights, a non-elementwise hidden
             activation, a non-float32 model, calibration data of the wrong shape, not real, not
             finite or too few rows, a bad option, a LoRA-enabled layer in ``pruned``, or a result that
             does not predict what the fit computed (named).
@@ -592,12 +594,7 @@ def reconstruct_model(
         >>> int((fixed.layers[0].kernel.numpy() == 0).sum())
         24
     """
-    if (
-        isinstance(damping, (bool, np.bool_))
-        or not isinstance(damping, Real)
-        or not (np.isfinite(damping) and damping > 0)
-    ):
-        raise ValueError(f"damping must be a positive real number such as 0.01, got {damping!r}")
+    damping = _damping(damping)
     for name, value in (("logit_targets", logit_targets), ("exact", exact)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -608,6 +605,7 @@ def reconstruct_model(
         raise ValueError(
             "pruned does not have the Dense layers of model (shapes differ); pass the model it was pruned from"
         )
+    _check_same_activations(c, cp)
     zeros = [int(sum(np.sum(w == 0) for w in m.kernels[:-1])) for m in (c, cp)]
     if zeros[0] > zeros[1]:
         raise ValueError(
@@ -615,7 +613,7 @@ def reconstruct_model(
             "swapped? Call reconstruct_model(dense_model, pruned_model, x_calib)"
         )
     ch.check_writable(cp, "reconstruct_model")
-    x = _calibration(x_calib, c.input_shape)
+    x = _calibration(x_calib, c.input_shape, [shape[0] + 1 for shape in shapes[:-1]], biases_counted=True)
     ch.verify(c, model, x, "reconstruct_model")
     ch.verify(cp, pruned, x, "reconstruct_model")
     names = [layer.name for layer in cp.layers]
@@ -641,13 +639,37 @@ def reconstruct_model(
         c.biases,
         mask_list,
         x,
-        damping=float(damping),
+        damping=damping,
         pruned_biases=cp.biases,
         acts=c.acts,
         logit_targets=bool(logit_targets),
         exact=bool(exact),
     )
     return _result(pruned, c, kernels, new_biases, x, "reconstruct_model")
+
+
+def _check_same_activations(c: ch.Chain, cp: ch.Chain) -> None:
+    """Refuse a pruned model whose layers compute other activations than the dense model's: the
+    re-fit computes the dense model's, which the pruned model would not apply.
+
+    Each layer's activation (with the elementwise layers after it) is run on the same values in
+    both: ``Dense(activation="relu")`` and ``Dense`` + ``ReLU()`` compute the same, so they agree.
+
+    Raises:
+        ValueError: naming the first layer whose activations differ, and what each computes.
+    """
+    rng = np.random.default_rng(0)
+    for i, (a, b) in enumerate(zip(c.layers, cp.layers)):
+        z = (3 * rng.standard_normal((4, a.kernel.shape[1]))).astype(np.float32)
+        with np.errstate(all="ignore"):
+            got = [np.asarray(forward.relu(z) if f is None else f(z), np.float64) for f in (c.acts[i], cp.acts[i])]
+        if got[0].shape == got[1].shape and np.allclose(*got, rtol=1e-5, atol=1e-6, equal_nan=True):
+            continue
+        steps = [" then ".join(ch.describe_step(layer, after)) for layer, after in ((a, c.post[i]), (b, cp.post[i]))]
+        raise ValueError(
+            f"model's layer {a.name!r} computes {steps[0]} but pruned's layer {b.name!r} computes {steps[1]}: "
+            "pruned was not pruned from model (pass the model it was pruned from, or prune this one)"
+        )
 
 
 def _result(model, c: ch.Chain, kernels, biases, x: np.ndarray, what: str):
@@ -696,10 +718,10 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
         x_calib: calibration inputs of exactly the model's input shape, at least as many as the
             widest hidden layer's inputs (+1 with biases).
         method: a name of :func:`post_training_methods`.
-        damping: ridge strength relative to each layer's mean input energy.
+        damping: ridge strength relative to each layer's mean input energy (a positive real number).
 
     Raises:
-        ValueError: a bad ``k``, method, damping or calibration data, a hidden activation other than
+        ValueError: a bad ``k``, method, damping or calibration data (too few rows included), a hidden activation other than
             Keras' ReLU, a LoRA-enabled layer, a model :func:`reconstruct_model` cannot read either,
             or a result that does not predict what the fit computed (named).
 
@@ -715,6 +737,7 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     from prunelib.core.post_training import get_method, post_training_prune_with_biases
 
     k = pruning.validate_k(k)
+    damping = _damping(damping)
     if isinstance(method, str):
         get_method(method)  # an unknown name: the message lists the methods
     c = ch.chain(model, "post_training_model")
@@ -726,18 +749,47 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
                 "the model's own activations"
             )
     ch.check_writable(c, "post_training_model")
-    x = _calibration(x_calib, c.input_shape)
+    hidden = [(layer.kernel.shape[0], layer.bias is not None) for layer in c.layers[:-1]]
+    x = _calibration(
+        x_calib, c.input_shape, [n + has_bias for n, has_bias in hidden], biases_counted=any(b for _, b in hidden)
+    )
     ch.verify(c, model, x, "post_training_model")
     flat = x.reshape(len(x), -1)
     kernels, biases, _ = post_training_prune_with_biases(c.kernels, c.biases, k, flat, method=method, damping=damping)
     return _result(model, c, kernels, biases, x, "post_training_model")
 
 
-def _calibration(x_calib: object, input_shape: tuple[int, ...]) -> np.ndarray:
-    """Calibration inputs as float32, of exactly ``(n, *input_shape)``, real and finite.
+def _damping(damping: object) -> float:
+    """``damping`` as a float, checked to be a positive real number that a float holds.
 
     Raises:
-        ValueError: naming what is wrong (shape, dtype, NaN or infinity, float32 overflow).
+        ValueError: not a real number (a bool included), not positive, NaN, infinite, or too large
+            for a float (``10**400``).
+    """
+    value = None
+    if isinstance(damping, Real) and not isinstance(damping, (bool, np.bool_)):
+        try:
+            value = float(damping)
+        except (OverflowError, ValueError, TypeError):
+            value = None
+    if value is None or not (np.isfinite(value) and value > 0):
+        raise ValueError(f"damping must be a positive real number such as 0.01, got {_short(damping)}")
+    return value
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:40]}... ({type(value).__name__})"
+
+
+def _calibration(
+    x_calib: object, input_shape: tuple[int, ...], fan_ins: Sequence[int] = (), *, biases_counted: bool = False
+) -> np.ndarray:
+    """Calibration inputs as float32, of exactly ``(n, *input_shape)``, real and finite, with at least
+    as many rows as the largest of ``fan_ins`` (the inputs of each layer to be fitted).
+
+    Raises:
+        ValueError: naming what is wrong (shape, dtype, too few rows, NaN or infinity, float32 overflow).
     """
     want = f"(n, {', '.join(map(str, input_shape))})"
     if isinstance(x_calib, tuple) and len(x_calib) == 2:
@@ -755,6 +807,14 @@ def _calibration(x_calib: object, input_shape: tuple[int, ...]) -> np.ndarray:
             f"x_calib has shape {x.shape}, the model takes rows of shape {tuple(input_shape)}: pass {want} "
             "(prunelib does not reshape by size, which would scramble e.g. channels-first images)"
         )
+    need = max(fan_ins, default=0)
+    if len(x) < need:  # the message of prunelib.core.reconstruct.check_calibration
+        raise ValueError(
+            f"{len(x)} calibration samples are too few: a hidden layer has {need} inputs"
+            f"{' (its bias counted as one)' if biases_counted else ''}, so pass at least {need} samples"
+        )
+    if not len(x):
+        raise ValueError("0 calibration samples are too few: pass at least 1 sample")
     if not np.isfinite(x).all():
         raise ValueError(f"x_calib contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values; drop those rows")
     x32 = x.astype(np.float32)

@@ -48,7 +48,11 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
 
     The file is written to a temporary file beside ``path`` and renamed onto it only once complete
     and verified, so a failed export leaves a previous file at ``path`` as it was. ``~`` is
-    expanded; the suffix is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file).
+    expanded; the suffix is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file). A symbolic
+    link is kept: the file it points to is written.
+
+    Each input of an ``.onnx`` file is probed in the type the file declares (integer ids 0 and 1 for
+    an ``Embedding``). A model never called is run once on zeros first (Keras' exporters need it).
 
     Returns:
         The path written.
@@ -56,7 +60,8 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
     Raises:
         ValueError: an unknown suffix or ``quantize``, ``quantize`` for a ``.keras`` file, float16
             for weights beyond its range, ``path``
-            is a directory, an unbuilt model, a TFLite conversion that fails (its first error line
+            is a directory or under a file, an unbuilt model, an ``.onnx`` file of a model never called
+            whose input sizes are unknown, a TFLite conversion that fails (its first error line
             quoted), or a file that fails verification (one line: the model, the runtime's reason
             and the layer where it can be told, e.g. an op that onnxruntime does not have).
         TypeError: ``model`` is not a Keras 3 model.
@@ -75,8 +80,9 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
     if not (quantize is None or isinstance(quantize, str)) or quantize not in QUANTIZE:
         raise ValueError(f'quantize must be None, "float16" or "int8", got {quantize!r}')
     check_built(model)
-    if not isinstance(include_optimizer, bool):
+    if not _is_bool(include_optimizer):
         raise ValueError(f"include_optimizer must be True or False, got {include_optimizer!r}")
+    include_optimizer = bool(include_optimizer)
     path = user_path(path)
     suffix = path.suffix.lower()
     fmt = FORMATS.get(suffix)
@@ -96,13 +102,8 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
     if quantize == "float16":
         _check_float16_range(model)
     writable_target(path)
-    # a subclassed model has no symbolic inputs (it has run once to be built, which is enough)
-    inputs = getattr(model, "inputs", None) or []
-    if fmt != "keras" and len(inputs) == 1 and None not in inputs[0].shape[1:]:
-        import numpy as np
-
-        # Keras' exporters need a model that has run once (a freshly built compact model has not)
-        model(np.zeros((1, *inputs[0].shape[1:]), np.float32), training=False)
+    if fmt != "keras":
+        _run_once(model, fmt)
     # the temporary file carries the lower-case suffix, which Keras' own writers check for
     with replacing(path, suffix) as tmp:
         if fmt == "keras":
@@ -116,20 +117,59 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
     return path
 
 
+def _is_bool(value: object) -> bool:
+    """``True``/``False``, Python's or numpy's (``np.True_``)."""
+    import numpy as np
+
+    return isinstance(value, (bool, np.bool_))
+
+
+def _run_once(model, fmt: str) -> None:
+    """Run ``model`` once on zeros: Keras' exporters need a model that has been called (a freshly
+    built compact model, or a functional model never called, has not).
+
+    Raises:
+        ValueError: an ONNX export of a model never called whose input sizes are unknown.
+    """
+    import keras
+
+    # a subclassed model has no symbolic inputs (it has run once to be built, which is enough)
+    inputs = getattr(model, "inputs", None) or []
+    if inputs and all(None not in tuple(i.shape[1:]) for i in inputs):
+        zeros = [keras.ops.zeros((1, *i.shape[1:]), dtype=i.dtype) for i in inputs]
+        struct = getattr(model, "_inputs_struct", None)  # a functional model's list or dict of inputs
+        try:
+            batch = keras.tree.pack_sequence_as(struct, zeros) if struct is not None else zeros
+        except (TypeError, ValueError):
+            batch = zeros
+        model(batch[0] if isinstance(batch, list) and len(batch) == 1 else batch, training=False)
+    elif fmt == "onnx" and not getattr(model, "_called", True):
+        shapes = [tuple(i.shape[1:]) for i in inputs]
+        raise ValueError(
+            f"model {model.name!r} has never been called, and Keras' ONNX exporter needs a model that has; "
+            f"its inputs' sizes {shapes or 'are unknown'} do not say what to call it on: call it once on a batch "
+            "(model(x)) and export again"
+        )
+
+
 def _without_optimizer(model, include_optimizer: bool):
     """``model`` itself, or an uncompiled copy holding its weights (no optimizer state to save)."""
     if include_optimizer or getattr(model, "optimizer", None) is None:
         return model
     try:  # from its config, not clone_model: Keras compiles a clone of a compiled model
         copy = type(model).from_config(model.get_config())
-    except Exception:  # a subclassed model without get_config cannot be rebuilt
+        if not copy.weights and model.weights:
+            # a subclassed model is rebuilt unbuilt: built as Keras' own loading builds it
+            copy.build_from_config(model.get_build_config())
+        copy.set_weights(model.get_weights())
+    except Exception as err:  # noqa: BLE001 - a subclassed model without get_config cannot be rebuilt
+        reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
         warnings.warn(
-            f"model {model.name!r} cannot be cloned without its optimizer; the .keras file keeps the "
-            "optimizer state (export .onnx or .tflite for a file without it)",
+            f"model {model.name!r} cannot be copied without its optimizer ({reason}); the .keras file keeps "
+            "the optimizer state (export .onnx or .tflite for a file without it)",
             stacklevel=3,
         )
         return model
-    copy.set_weights(model.get_weights())
     return copy
 
 
@@ -220,17 +260,37 @@ class _Unusable(Exception):
     """The runtime cannot load or run the file: ``args[0]`` says which, ``args[1]`` is its error."""
 
 
-def _onnx_runner(path: Path):
-    """The file's inputs ``[(name, shape, dtype)]`` and a function from input arrays to output arrays."""
-    import numpy as np
+ONNX_TYPES = {
+    f"tensor({onnx_name})": np_name
+    for onnx_name, np_name in {
+        "float": "float32",
+        "double": "float64",
+        "float16": "float16",
+        "int8": "int8",
+        "int16": "int16",
+        "int32": "int32",
+        "int64": "int64",
+        "uint8": "uint8",
+        "uint16": "uint16",
+        "uint32": "uint32",
+        "uint64": "uint64",
+        "bool": "bool",
+    }.items()
+}
+"""onnxruntime's input types (``session.get_inputs()[i].type``) as numpy dtype names."""
 
+
+def _onnx_runner(path: Path):
+    """The file's inputs ``[(name, shape, dtype)]`` (a numpy dtype name, ``None`` for a type numpy
+    cannot probe) and a function from input arrays to output arrays."""
     try:
         session = onnx_session(path)
     except Exception as err:
         raise _Unusable("onnxruntime cannot load it", err) from None
-    types = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+    # each input in the type the graph declares (an Embedding's int32 ids stay int32); another type
+    # (a string) gets no probe: the file is only loaded
     specs = [
-        (i.name, tuple(d if isinstance(d, int) else None for d in i.shape), np.dtype(types.get(i.type, np.int64)))
+        (i.name, tuple(d if isinstance(d, int) else None for d in i.shape), ONNX_TYPES.get(i.type))
         for i in session.get_inputs()
     ]
 
@@ -320,11 +380,15 @@ def _probe(model, specs):
     dims = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else specs[0][1][1:]
     if None in dims:
         return None
-    dtype = specs[0][2]
+    if specs[0][2] is None:
+        return None
+    dtype = np.dtype(specs[0][2])
     shape = (PROBE_BATCH, *dims)
+    rng = np.random.default_rng(0)
     if np.issubdtype(dtype, np.floating):
-        return np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    return np.zeros(shape, dtype)
+        return rng.standard_normal(shape).astype(dtype)
+    # integers valid wherever integers go in (an Embedding's ids, a one-hot index): 0 and 1
+    return rng.integers(0, 2, shape).astype(dtype)
 
 
 def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:

@@ -28,13 +28,26 @@ def user_path(path: str | os.PathLike) -> Path:
 def writable_target(path: Path) -> Path:
     """``path``, its directory created, checked not to be a directory itself.
 
+    A symbolic link is written through: the file it points to is replaced (see :func:`replacing`),
+    so that file's directory is created too where it is missing.
+
     Raises:
-        ValueError: ``path`` is an existing directory.
+        ValueError: ``path`` is an existing directory, or a folder on its way is an existing file.
     """
     if path.is_dir():
         raise ValueError(f"{str(path)!r} is a directory; give the path of the file to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for folder in dict.fromkeys([path.parent, _resolved(path).parent]):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+            raise ValueError(f"cannot write {str(path)!r}: {str(blocking)!r} is a file, not a directory") from None
     return path
+
+
+def _resolved(path: Path) -> Path:
+    """``path``, or the file it finally points to where it is a symbolic link (which need not exist)."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _default_mode(target: Path) -> int:
@@ -52,6 +65,9 @@ def _default_mode(target: Path) -> int:
 def replacing(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success, rename it onto ``path``.
 
+    Where ``path`` is a symbolic link, the file it points to is written (the temporary file beside
+    that file), and the link is left as it is.
+
     If the block raises, the temporary file is removed and ``path`` is left as it was.
 
     Args:
@@ -67,8 +83,10 @@ def replacing(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Pa
         >>> open(target).read()
         'complete'
     """
-    target = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix or target.suffix}", dir=target.parent)
+    # a symbolic link stays: the file it points to is replaced, atomically in that file's directory
+    target = _resolved(Path(path))
+    suffix = suffix or Path(path).suffix
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
