@@ -21,7 +21,7 @@ data: env
 # The challenge (the notebook's default preset): minutes on 2 cores, published into results/.
 results: data
 	$(BIN)/python -m prunelib run --preset challenge --results results
-	PRUNELIB_RESULTS=results $(BIN)/papermill --execution-timeout 7200 -p preset challenge pruning_challenge.ipynb pruning_challenge.ipynb
+	$(BIN)/papermill --execution-timeout 7200 -p preset challenge pruning_challenge.ipynb pruning_challenge.ipynb
 	@echo "results/ holds the challenge; the whole study (recipes, recovery, sensitivity, ...): make study"
 
 # The whole study (every table kind; about 72 min on a 2-core bf16 CPU, 3-4 h on a 2-core AVX2 CPU).
