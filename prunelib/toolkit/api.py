@@ -56,13 +56,7 @@ def _kernel_layers(model, what: str) -> list[keras.layers.Layer]:
             f"model {model.name!r} has no Dense, Conv or other kernel layer for {what}; kernel layers are "
             f"{list(kl.KERNEL_LAYERS)}"
         )
-    names = [layer.name for layer in found]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(
-            f"layer names {twice} occur more than once (in nested sub-models); give the layers unique names"
-        )
-    return found
+    return kl.unique_names(found, model)
 
 
 def _specs(model, what: str) -> list[kl.PrunableLayer]:
@@ -142,15 +136,7 @@ def _check_prunable(specs: Sequence[kl.PrunableLayer], nm: tuple[int, int] | Non
     for spec in specs:
         _nonfinite(spec)
         if nm is not None:
-            n, m = nm
-            for kernel in spec.kernels:
-                if kernel.input_axis is not None and kernel.shape[kernel.input_axis] % m:
-                    raise ValueError(
-                        f"layer {spec.name!r}: {n}:{m} groups {m} consecutive inputs, but its kernel "
-                        f"{kernel.shape} has {kernel.shape[kernel.input_axis]} inputs along axis "
-                        f"{kernel.input_axis % len(kernel.shape)}, not a multiple of {m}; skip it "
-                        f"(skip=[{spec.name!r}])"
-                    )
+            kl.check_nm([spec], nm)
         if method == "unit" and spec.bias is not None:
             if _alive_units(spec, [np.ones(kernel.shape, bool) for kernel in spec.kernels]) is None:
                 raise ValueError(
@@ -307,7 +293,7 @@ def prune_model(
     if not isinstance(include_output, (bool, np.bool_)):
         raise ValueError(f"include_output must be True or False, got {include_output!r}")
     # read once here: a generator would be used up by the first check and skip nothing after it
-    skip, layers = ch.layer_names("skip", skip), ch.layer_names("layers", layers)
+    skip, layers = kl.layer_names("skip", skip), kl.layer_names("layers", layers)
     every = _kernel_layers(model, "prune_model")
     specs = kl.prunable_layers(model, layers=layers, skip=skip, include_output=bool(include_output))
     _check_prunable(specs, nm, method)

@@ -11,7 +11,7 @@ own ``call``, a quantized layer. Nothing here mutates a model.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ import keras  # noqa: E402
 
 from prunelib.core import forward  # noqa: E402
 from prunelib.core.forward import Activation  # noqa: E402
+from prunelib.toolkit import kernels as kl  # noqa: E402
 from prunelib.toolkit.kernels import _own_call  # noqa: E402
 
 ELEMENTWISE = frozenset(
@@ -142,28 +143,6 @@ def check_graph(model: object) -> keras.Model:
     return model
 
 
-def layer_names(arg: str, names: object) -> list[str] | None:
-    """``skip=`` / ``layers=`` read once into a list (a generator or numpy array included).
-
-    Raises:
-        ValueError: a single string, something that is not a collection of names, or a name that is
-            not a string.
-    """
-    if names is None:
-        return None
-    if isinstance(names, (str, bytes)):
-        raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; write {arg}=[{names!r}]")
-    if isinstance(names, np.ndarray):
-        names = names.ravel().tolist()
-    if not isinstance(names, Iterable):
-        raise ValueError(f"{arg} must be a list of layer names, got {type(names).__name__}")
-    out = list(names)
-    bad = [n for n in out if not isinstance(n, str)]
-    if bad:
-        raise ValueError(f"{arg} must hold layer names (strings), got {bad[:3]!r}")
-    return out
-
-
 def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     """The model's Dense layers in order, the output layer last.
 
@@ -173,13 +152,7 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     layers = [layer for layer in flat_layers(check_model(model)) if is_dense(layer)]
     if not layers:
         raise ValueError(f"model {model.name!r} has no Dense layer; prunelib prunes Dense layers only")
-    names = [layer.name for layer in layers]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(
-            f"Dense layer names {twice} occur more than once (in nested sub-models); give the layers unique names"
-        )
-    return layers
+    return kl.unique_names(layers, model, "Dense layer")
 
 
 def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:

@@ -179,6 +179,55 @@ def describe(layer: keras.layers.Layer) -> PrunableLayer | None:
     return PrunableLayer(layer, (Kernel(layer.kernel, (-1,), -2),), bias)  # Conv1D/2D/3D
 
 
+def layer_names(arg: str, names: object) -> list[str] | None:
+    """``skip=`` / ``layers=`` read once into a list (a generator or numpy array included).
+
+    Raises:
+        ValueError: a single string, something that is not a collection of names, or a name that is
+            not a string.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str | bytes):
+        raise ValueError(f"{arg} must be a list of layer names, got the string {names!r}; write {arg}=[{names!r}]")
+    if isinstance(names, np.ndarray):
+        names = names.ravel().tolist()
+    if not isinstance(names, Iterable):
+        raise ValueError(f"{arg} must be a list of layer names, got {type(names).__name__}")
+    out = list(names)
+    bad = [n for n in out if not isinstance(n, str)]
+    if bad:
+        raise ValueError(f"{arg} must hold layer names (strings), got {bad[:3]!r}")
+    return out
+
+
+def unique_names(layers: list, model: keras.Model, what: str = "layer") -> list:
+    """``layers`` (layers or :class:`PrunableLayer`), refused if two share a name: masks are keyed by
+    it, so one would be lost (two layers of nested sub-models can share one)."""
+    names = [layer.name for layer in layers]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(
+            f"{what} names {twice} occur more than once in model {model.name!r} (in nested sub-models); "
+            "give the layers unique names"
+        )
+    return layers
+
+
+def check_nm(specs: list[PrunableLayer], nm: tuple[int, int]) -> None:
+    """Refuse, before any work, a kernel whose input count N:M cannot group (``nm`` = (N, M))."""
+    n, m = nm
+    for spec in specs:
+        for kernel in spec.kernels:
+            if kernel.input_axis is not None and kernel.shape[kernel.input_axis] % m:
+                raise ValueError(
+                    f"layer {spec.name!r}: {n}:{m} groups {m} consecutive inputs, but its kernel "
+                    f"{kernel.shape} has {kernel.shape[kernel.input_axis]} inputs along axis "
+                    f"{kernel.input_axis % len(kernel.shape)}, not a multiple of {m}; skip it "
+                    f"(skip=[{spec.name!r}])"
+                )
+
+
 def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     """Every layer of ``model`` in order, the layers of nested models in place of them (each once)."""
     seen: set[int] = set()
@@ -268,11 +317,8 @@ def prunable_layers(
         raise ValueError(f"model {model.name!r} is not built yet; call it once or give it an Input first")
     names = {}
     for arg, value in (("layers", layers), ("skip", skip)):
-        if value is None:
-            continue
-        if isinstance(value, str):
-            raise ValueError(f"{arg} must be a list of layer names, got the string {value!r}; write {arg}=[{value!r}]")
-        names[arg] = list(value)
+        if value is not None:
+            names[arg] = layer_names(arg, value)
     flat = list(flat_layers(model))
     every = {layer.name: layer for layer in flat}
     all_names = [layer.name for layer in flat]
@@ -302,7 +348,7 @@ def prunable_layers(
                     f"kernel layers are {list(KERNEL_LAYERS)}"
                 )
             chosen.append(spec)
-        return _unique(chosen, model)
+        return unique_names(chosen, model)
     outputs = set() if include_output else {id(layer) for layer in output_layers(model)}
     chosen = []
     for layer in flat_layers(model):
@@ -316,16 +362,4 @@ def prunable_layers(
             f"model {model.name!r} has no kernel layer to prune besides its output layers; pass "
             "include_output=True to prune those"
         )
-    return _unique(chosen, model)
-
-
-def _unique(chosen: list[PrunableLayer], model: keras.Model) -> list[PrunableLayer]:
-    """``chosen``, refused if two layers share a name (masks are keyed by it: one would be lost)."""
-    names = [spec.name for spec in chosen]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ValueError(
-            f"layer names {twice} occur more than once in model {model.name!r} (in nested sub-models); "
-            "give the layers unique names"
-        )
-    return chosen
+    return unique_names(chosen, model)

@@ -66,19 +66,6 @@ class _Masked(keras.constraints.Constraint):
         return keras.ops.multiply(w, keras.ops.cast(self.mask, w.dtype))
 
 
-def _names(value: Iterable[str] | None, arg: str) -> list[str] | None:
-    """Materialize ``layers=``/``skip=`` once (a generator is read once, not consumed by a check)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        raise ValueError(f"{arg} must be a list of layer names, got the string {value!r}; write {arg}=[{value!r}]")
-    names = list(value)
-    bad = [n for n in names if not isinstance(n, str)]
-    if bad:
-        raise ValueError(f"{arg} must hold layer names (strings), got {bad[0]!r}")
-    return names
-
-
 class MaskingCallback(keras.callbacks.Callback):
     """:class:`prunelib.PruningCallback` without ``start=``: the arguments, behaviour and guarantees
     documented there (k, granularity, schedule, layers, skip, include_output, masks)."""
@@ -119,8 +106,8 @@ class MaskingCallback(keras.callbacks.Callback):
                 raise ValueError(f"k={k:g} but the schedule ends at {final:g}; give one of them")
             self.final_k = final if final is not None else k
         self.schedule = schedule
-        self.layer_names = _names(layers, "layers")
-        self.skip = _names(skip, "skip")
+        self.layer_names = kl.layer_names("layers", layers)
+        self.skip = kl.layer_names("skip", skip)
         if not isinstance(include_output, bool | np.bool_):
             raise ValueError(f"include_output must be True or False, got {include_output!r}")
         self.include_output = bool(include_output)
@@ -180,15 +167,7 @@ class MaskingCallback(keras.callbacks.Callback):
             model, layers=self.layer_names, skip=self.skip, include_output=self.include_output
         )
         if self.nm is not None:
-            n, m = self.nm
-            for spec in self._specs:
-                for kernel in spec.kernels:
-                    if kernel.input_axis is not None and kernel.shape[kernel.input_axis] % m:
-                        raise ValueError(
-                            f"layer {spec.name!r}: {n}:{m} groups {m} consecutive inputs, but its kernel "
-                            f"{kernel.shape} has {kernel.shape[kernel.input_axis]} inputs along axis "
-                            f"{kernel.input_axis % len(kernel.shape)}; skip it (skip=[{spec.name!r}])"
-                        )
+            kl.check_nm(self._specs, self.nm)
         if self.granularity == "unit":
             for spec in self._specs:
                 units = sum(int(np.prod([k.shape[a] for a in k.unit_axes])) for k in spec.kernels if k.units_of_layer)
