@@ -21,13 +21,15 @@ data: env
 # The challenge (the notebook's default preset): minutes on 2 cores, published into results/.
 results: data
 	$(BIN)/python -m prunelib run --preset challenge --results results
-	$(BIN)/papermill --execution-timeout 7200 -p preset challenge pruning_challenge.ipynb pruning_challenge.ipynb
+	$(BIN)/papermill --execution-timeout 7200 pruning_challenge.ipynb pruning_challenge.ipynb
+	$(BIN)/ruff format -q pruning_challenge.ipynb
 	@echo "results/ holds the challenge; the whole study (recipes, recovery, sensitivity, ...): make study"
 
 # The whole study (every table kind; about 72 min on a 2-core bf16 CPU, 3-4 h on a 2-core AVX2 CPU).
 study: data
 	$(BIN)/python -m prunelib run
 	$(BIN)/papermill --execution-timeout 14400 -p preset full pruning_challenge.ipynb pruning_challenge.ipynb
+	$(BIN)/ruff format -q pruning_challenge.ipynb  # papermill's injected parameters cell
 
 # The suite runs on JOBS pytest-xdist workers (one per core by default; JOBS=0: in this process),
 # each test file's tests on one worker, then the tests that start Ray on their own (tests/conftest.py).
