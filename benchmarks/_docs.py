@@ -231,6 +231,19 @@ def unit_refit_targets_block(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def callback_cost_block(table: pd.DataFrame) -> str:
+    """fit with PruningCallback / a plain fit, per model: median (min–max) over the rounds."""
+    lines = ["| model | whole fit | second epoch (masks fixed) | rounds | CPU |", "|---|---:|---:|---:|---|"]
+    for model, rows in table.groupby("model", sort=False):
+        cells = [
+            f"{rows[c].median():.2f}x ({rows[c].min():.2f}–{rows[c].max():.2f})"
+            for c in ("total_ratio", "steady_ratio")
+        ]
+        bf16 = "AVX512-BF16" if "avx512_bf16" in str(rows["isa"].iloc[0]) else "AVX2"
+        lines.append(f"| {model} | {cells[0]} | {cells[1]} | {len(rows)} | {rows['cpu'].iloc[0]}, {bf16} |")
+    return "\n".join(lines)
+
+
 def recovery_switch_block(table: pd.DataFrame) -> str:
     """Recovery's test accuracy with masked layers (before) and on the pruning callback (after)."""
     lines = [
@@ -256,6 +269,7 @@ BLOCKS: dict[str, tuple[str, str, Callable[[pd.DataFrame], str]]] = {
     "tfmot": ("results/benchmarks/tfmot.csv", "docs/benchmarks.md", tfmot_block),
     "inference": ("results/benchmarks/inference.csv", "docs/benchmarks.md", inference_block),
     "memory": ("results/benchmarks/memory.csv", "docs/benchmarks.md", memory_block),
+    "callback-cost": ("results/benchmarks/callback_cost.csv", "docs/training.md", callback_cost_block),
     "recovery-switch": ("results/benchmarks/recovery_switch.csv", "docs/recovery.md", recovery_switch_block),
     "unit-refit-targets": (
         "results/benchmarks/unit_refit_targets.csv",
