@@ -266,7 +266,17 @@ def wanda_scores(kernel: np.ndarray, inputs: np.ndarray) -> np.ndarray:
     return np.abs(np.asarray(kernel, np.float64)) * norms[:, None]
 
 
-def _weight_scores(selection: str, w: np.ndarray, x: np.ndarray, gram: np.ndarray, damping: float) -> np.ndarray:
+def weight_scores(selection: str, w: np.ndarray, gram: np.ndarray, damping: float = 0.01) -> np.ndarray:
+    """Every weight's score under a weight ``selection`` (``magnitude``, ``wanda`` or ``obs``) from the
+    inputs' Gram matrix ``gram = X^T X``: the smallest go first.
+
+    Example:
+        >>> import numpy as np
+        >>> weight_scores("obs", np.array([[1.0], [2.0]]), np.eye(2)).round(2).ravel().tolist()
+        [1.01, 4.04]
+    """
+    if selection not in ("magnitude", "wanda", "obs"):
+        raise ValueError(f"selection must be 'magnitude', 'wanda' or 'obs', got {selection!r}")
     if selection == "magnitude":
         return np.abs(w)
     if selection == "wanda":
@@ -293,7 +303,7 @@ def _prune_weights_of_layer(
     size = w64[: len(w64) - fixed].size
 
     def select(current: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
-        scores = _weight_scores(method.selection, current, x, gram, damping)
+        scores = weight_scores(method.selection, current, gram, damping)
         scores[~mask] = -np.inf  # never un-prune: a gradual step only adds to the pruned set
         chosen = ~smallest(scores[: len(w64) - fixed].ravel(), n)
         return np.vstack([chosen.reshape(-1, w64.shape[1]), np.ones((fixed, w64.shape[1]), bool)])
@@ -324,7 +334,7 @@ def _global_counts(
     inputs); the total is exactly ``round(k/100 N)``."""
     pooled = []
     for w, h in zip(hidden, inputs):
-        scores = _weight_scores(method.selection, w.astype(np.float64), h, h.T @ h, damping)
+        scores = weight_scores(method.selection, w.astype(np.float64), h.T @ h, damping)
         # Normalized by the layer's mean so that layers of different scales compete on relative terms.
         mean = float(scores.mean())
         pooled.append((scores / (mean if mean > 0 else 1.0)).ravel())

@@ -574,12 +574,72 @@ def _fit_layer(
     """The ridge fit of one layer's kept weights (float64, zero off ``mask``); raises _NonFinite."""
     gram = (inputs.T @ inputs).astype(np.float64)
     cross = (inputs.T @ targets).astype(np.float64)
+    return _fit_normal(gram, cross, w0, mask, damping, dtype, exact)
+
+
+def _fit_normal(
+    gram: np.ndarray, cross: np.ndarray, w0: np.ndarray, mask: np.ndarray, damping: float, dtype: type, exact: bool
+) -> np.ndarray:
     _finite(gram, cross)
     mean_diag = float(np.mean(np.diag(gram)))
     lam = damping * (mean_diag if mean_diag > 0 else 1.0)
     fitted = _solve_columns(gram, cross, w0, mask, lam, dtype, exact=exact)
     _finite(fitted)
     return fitted
+
+
+def fit_normal(
+    gram: np.ndarray,
+    cross: np.ndarray,
+    kernel: np.ndarray,
+    mask: np.ndarray,
+    *,
+    damping: float = 0.01,
+    exact: bool = False,
+) -> np.ndarray:
+    """:func:`fit_layer` from the normal equations: ``gram = inputs^T inputs``, ``cross = inputs^T targets``.
+
+    For inputs too many to hold at once (a convolution's patches: one row per image and output
+    position), whose two products are accumulated batch by batch; the same fit as :func:`fit_layer`.
+
+    Returns:
+        The fitted kernel in float64, exactly zero where ``mask`` is False.
+
+    Raises:
+        ValueError: shapes that do not fit, a mask that is not boolean, a bad ``damping``, or a
+            result that is not finite even in float64.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x, w = rng.random((64, 8)), rng.standard_normal((8, 3))
+        >>> mask = np.abs(w) > 0.5
+        >>> a, b = fit_normal(x.T @ x, x.T @ (x @ w), w, mask), fit_layer(x, x @ w, w, mask)
+        >>> bool(np.allclose(a, b, atol=1e-4))
+        True
+    """
+    gram, cross, kernel, mask = (np.asarray(a) for a in (gram, cross, kernel, mask))
+    d = kernel.shape[0] if kernel.ndim == 2 else -1
+    if kernel.ndim != 2 or gram.shape != (d, d) or cross.shape != kernel.shape or mask.shape != kernel.shape:
+        raise ValueError(
+            f"gram {gram.shape}, cross {cross.shape}, kernel {kernel.shape} and mask {mask.shape} must be "
+            "(d, d), (d, units), (d, units) and (d, units)"
+        )
+    if mask.dtype != bool:
+        raise ValueError(f"mask must be boolean (True keeps a weight), got dtype {mask.dtype}")
+    _check_options(damping, exact)
+    return _float32_then_float64(
+        lambda dtype: _fit_normal(
+            gram.astype(np.float64),
+            cross.astype(np.float64),
+            kernel.astype(np.float64) * mask,
+            mask,
+            damping,
+            dtype,
+            exact,
+        ),
+        "the layer fit is not finite even in float64: scale the inputs (e.g. to [0, 1])",
+    )
 
 
 def fit_layer(

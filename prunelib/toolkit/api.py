@@ -584,7 +584,9 @@ def reconstruct_model(
     for name, value in (("logit_targets", logit_targets), ("exact", exact)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}")
-    c = ch.chain(model, "reconstruct_model")
+    c = _chain_or_none(model, "reconstruct_model")
+    if c is None:
+        return _reconstruct_graph(model, pruned, x_calib, masks, damping, bool(exact))
     cp = ch.chain(pruned, "reconstruct_model")
     shapes = [tuple(layer.kernel.shape) for layer in c.layers]
     if shapes != [tuple(layer.kernel.shape) for layer in cp.layers]:
@@ -726,7 +728,9 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     damping = _damping(damping)
     if isinstance(method, str):
         get_method(method)  # an unknown name: the message lists the methods
-    c = ch.chain(model, "post_training_model")
+    c = _chain_or_none(model, "post_training_model")
+    if c is None:
+        return _post_training_graph(model, k, x_calib, get_method(method), damping)
     for layer, after, act in zip(c.layers[:-1], c.post[:-1], c.acts[:-1]):
         if act is not None:  # chain reads Keras' own ReLU (on the Dense or a layer after it) as None
             raise ValueError(
@@ -743,6 +747,213 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     flat = x.reshape(len(x), -1)
     kernels, biases, _ = post_training_prune_with_biases(c.kernels, c.biases, k, flat, method=method, damping=damping)
     return _result(model, c, kernels, biases, x, "post_training_model")
+
+
+def _chain_or_none(model, what: str) -> ch.Chain | None:
+    """``model`` read as a chain of Dense layers (numpy matrices), or ``None`` where it is read through
+    Keras instead (:mod:`prunelib.toolkit.layerwise`): a convolution or another kernel layer, or
+    Dense layers that are no chain (a Dense on a sequence) in a model with a graph.
+
+    Raises:
+        ValueError: why the chain cannot read a model that has no graph either.
+    """
+    ch.check_built(model)
+    if not all(ch.is_dense(layer) for layer in _kernel_layers(model, what)):
+        return None
+    try:
+        return ch.chain(model, what)
+    except ValueError:
+        if not _has_graph(model):
+            raise
+        return None
+
+
+def _has_graph(model) -> bool:
+    try:
+        ch.check_graph(model)
+    except ValueError:
+        return False
+    return True
+
+
+def _graph_layers(model, what: str) -> tuple[list[keras.layers.Layer], set[int]]:
+    """The kernel layers of a model read through Keras, in the order it applies them, and the ids of
+    its output layers; the model checked to be one whose layer inputs can be read.
+
+    Raises:
+        ValueError: no graph (subclassed), more than one input, a shared layer, a layer prunelib
+            cannot read exactly, or a dtype other than float32.
+    """
+    ch.check_graph(model)
+    if len(model.inputs) != 1:
+        raise ValueError(f"{what} takes models of one input; model {model.name!r} has {len(model.inputs)}")
+    ch.check_applied_once(model, what)
+    ch.check_dtypes(model, what)
+    layers = _kernel_layers(model, what)
+    for layer in layers:
+        kl.describe(layer)  # LoRA, quantized, own call(): refused by name
+    return layers, {id(layer) for layer in kl.output_layers(model)}
+
+
+def _same_architecture(model, pruned, what: str) -> None:
+    """Refuse a ``pruned`` that is not ``model``'s architecture (layers, types, weight shapes) or whose
+    layers apply other activations (named)."""
+    a, b = list(kl.flat_layers(model)), list(kl.flat_layers(pruned))
+    shapes = [[(type(la).__name__, la.name, tuple(w.shape)) for w in la.weights] or [(type(la).__name__,)] for la in a]
+    if len(a) != len(b) or shapes != [
+        [(type(la).__name__, la.name, tuple(w.shape)) for w in la.weights] or [(type(la).__name__,)] for la in b
+    ]:
+        raise ValueError(
+            "pruned does not have the layers of model (types, names or shapes differ); pass the model it was pruned from"
+        )
+    for la, lb in zip(a, b):
+        ca, cb = la.get_config().get("activation"), lb.get_config().get("activation")
+        if ca != cb:
+            raise ValueError(
+                f"model's layer {la.name!r} computes activation {ca!r} but pruned's computes {cb!r}: pruned was not "
+                "pruned from model (pass the model it was pruned from, or prune this one)"
+            )
+
+
+def _graph_result(twin, x: np.ndarray, masks: Mapping[str, np.ndarray], paths: Mapping[str, object], what: str):
+    """``twin`` checked: every masked weight exactly zero, finite outputs on the first calibration rows."""
+    for path, mask in masks.items():
+        value = np.asarray(paths[path].numpy())
+        if np.any(value[~mask] != 0):
+            raise ValueError(f"{what}: a pruned weight of {path!r} came back nonzero; this is a bug in prunelib")
+    out = [ch.keras_numpy(t) for t in keras.tree.flatten(twin(x[:64], training=False))]
+    if not all(np.isfinite(o).all() for o in out):
+        raise ValueError(
+            f"{what}: the re-fitted model predicts NaN or infinity on the calibration inputs (weights too large "
+            "for float32?); scale the inputs, e.g. to [0, 1], or raise damping"
+        )
+    return twin
+
+
+def _reconstruct_graph(model, pruned, x_calib, masks, damping: float, exact: bool):
+    """:func:`reconstruct_model` of a model with convolutions (any layer of
+    :data:`prunelib.toolkit.layerwise.FITTED`): each pruned kernel layer, and every one after the
+    first change but the unpruned output layers, re-fitted in order."""
+    from prunelib.toolkit import layerwise as lw
+
+    what = "reconstruct_model"
+    layers, outputs = _graph_layers(model, what)
+    _graph_layers(pruned, what)
+    _same_architecture(model, pruned, what)
+    zeros = [sum(int(np.sum(np.asarray(w.numpy()) == 0)) for la in _kernel_layers(m, what) for w in la.weights)
+             for m in (model, pruned)]  # fmt: skip
+    if zeros[0] > zeros[1]:
+        raise ValueError(
+            f"model has {zeros[0]} zero weights in its kernel layers and pruned only {zeros[1]}: are they swapped? "
+            "Call reconstruct_model(dense_model, pruned_model, x_calib)"
+        )
+    kernel_masks = {
+        spec.name: [np.asarray(k.variable.numpy()) != 0 for k in spec.kernels] for spec in _specs(pruned, what)
+    }
+    if masks is not None:
+        for name, (_, given, _) in _layer_entries(pruned, _check_masks(pruned, masks)).items():
+            kernel_masks[name] = [m if g is None else g for m, g in zip(kernel_masks[name], given)]
+    plans, names = {}, []
+    for layer in layers:
+        pruned_here = any(not m.all() for m in kernel_masks.get(layer.name, []))
+        if id(layer) in outputs and not pruned_here:
+            continue  # the model's outputs stay as they are unless they were pruned
+        if type(layer).__name__ not in lw.FITTED and not any(
+            isinstance(layer, getattr(keras.layers, t)) for t in lw.FITTED
+        ):
+            if pruned_here:
+                lw.stages(layer)  # refused by name
+            continue
+        names.append(layer.name)
+        for stage, mask in zip(lw.stages(layer), kernel_masks[layer.name]):
+            if not mask.all():
+                plans[stage.variable.path] = lw.Plan(mask=mask)
+    x = _calibration(x_calib, tuple(model.inputs[0].shape[1:]))
+    lw.check_rows([la for la in layers if la.name in names], len(x))
+    twin = _copy(pruned)
+    done = lw.fit_model(model, twin, x, names, plans, damping, exact=exact)
+    return _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
+
+
+def _path_variables(model) -> dict[str, object]:
+    return {v.path: v for v in model.weights}
+
+
+def _twin_paths(model, twin, masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``masks`` keyed by ``model``'s variable paths, re-keyed by the twin's variables in the same place."""
+    pairs = dict(zip((v.path for v in model.weights), (v.path for v in twin.weights)))
+    return {pairs[path]: mask for path, mask in masks.items()}
+
+
+_GRAPH_METHODS = {"selection": ("magnitude", "wanda", "obs"), "allocation": ("uniform", "per-unit", "search")}
+
+
+def _post_training_graph(model, k: float, x_calib, method, damping: float):
+    """:func:`post_training_model` of a model with convolutions: each hidden kernel's weights
+    selected and re-fitted from the Gram matrix of its patches (layer targets)."""
+    from prunelib.core import allocation
+    from prunelib.core.post_training import POST_TRAINING_METHODS, gradual_levels
+    from prunelib.toolkit import layerwise as lw
+
+    what = "post_training_model"
+    layers, outputs = _graph_layers(model, what)
+    names = [la.name for la in layers if id(la) not in outputs]
+    unsupported = [
+        f"{name}={getattr(method, name)!r}"
+        for name, allowed in _GRAPH_METHODS.items()
+        if getattr(method, name) not in allowed
+    ] + ([f"targets={method.targets!r}"] if method.targets != "layer" else [])
+    if method.granularity == "unit":
+        unsupported = [] if method.selection == "norm" else [f"unit selection {method.selection!r}"]
+    if unsupported:
+        usable = [
+            n for n, m in POST_TRAINING_METHODS.items()
+            if m.granularity == "weight" and m.targets == "layer"
+            and all(getattr(m, a) in allowed for a, allowed in _GRAPH_METHODS.items())
+        ] + ["unit-norm+lstsq"]  # fmt: skip
+        raise ValueError(
+            f"on a model with convolutions, post_training_model runs {usable}; this method has "
+            f"{', '.join(unsupported)}, which reads MLP layers only"
+        )
+    if method.granularity == "unit":
+        return _reconstruct_graph(model, prune_model(model, k, "unit"), x_calib, None, damping, False)
+    every = {la.name: la for la in layers}
+    for name in names:
+        if not isinstance(every[name], tuple(getattr(keras.layers, t) for t in lw.FITTED)):
+            lw.stages(every[name])  # refused by name
+    stage_list = [st for name in names for st in lw.stages(every[name])]
+    x = _calibration(x_calib, tuple(model.inputs[0].shape[1:]))
+    lw.check_rows([every[n] for n in names], len(x))
+    shapes = [lw_shape for lw_shape in (st.flat(np.zeros(st.variable.shape, np.float32)).shape for st in stage_list)]
+    stand_ins = [np.empty((s[1], s[0] * s[2]), np.float32) for s in shapes]  # (fan-in, units): the allocation's view
+    if method.allocation == "uniform":
+        candidates = [[pruning.count_to_prune(int(np.prod(s)), k) for s in shapes]]
+    elif method.allocation == "per-unit":
+        candidates = [allocation.power_counts(stand_ins, k, 0.0)]
+    else:
+        tried = [allocation.power_counts(stand_ins, k, a) for a in allocation.SEARCH_ALPHAS]
+        candidates = [c for i, c in enumerate(tried) if c not in tried[:i]]
+    dense = ch.keras_numpy(model(x, training=False)) if len(candidates) > 1 else None
+    best = None
+    for counts in candidates:
+        plans = {}
+        for st, shape, count in zip(stage_list, shapes, counts):
+            size = int(np.prod(shape))
+            levels = [100.0 * count / size]
+            if method.schedule == "gradual" and count:
+                levels = gradual_levels(levels[0], method.keep)
+            steps = tuple(count if lv == levels[-1] else min(count, round(lv / 100 * size)) for lv in levels)
+            plans[st.variable.path] = lw.Plan(counts=steps, selection=method.selection, refit=method.update == "lstsq")
+        twin = _copy(model)
+        done = lw.fit_model(model, twin, x, names, plans, damping, bias_always=True)
+        result = _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
+        if dense is None:
+            return result
+        got = ch.keras_numpy(result(x, training=False))
+        score = (float(np.mean(got.argmax(-1) != dense.argmax(-1))), float(np.mean(np.square(got - dense))))
+        if best is None or score < best[0]:
+            best = (score, result)
+    return best[1]
 
 
 def _damping(damping: object) -> float:
