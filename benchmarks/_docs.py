@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import any_model  # noqa: E402  (its render: pandas only)
 import fit_pruning  # noqa: E402  (its render: pandas only)
 import pipeline  # noqa: E402  (the accuracy columns its CSV has)
 
@@ -271,6 +272,7 @@ BLOCKS: dict[str, tuple[str, str, Callable[[pd.DataFrame], str]]] = {
     "inference": ("results/benchmarks/inference.csv", "docs/benchmarks.md", inference_block),
     "memory": ("results/benchmarks/memory.csv", "docs/benchmarks.md", memory_block),
     "fit-pruning": ("results/benchmarks/fit_pruning.csv", "docs/benchmarks.md", fit_pruning.render),
+    "any-model": ("results/benchmarks/any_model.csv", "docs/own-model.md", any_model.render),
     "callback-cost": ("results/benchmarks/callback_cost.csv", "docs/training.md", callback_cost_block),
     "recovery-switch": ("results/benchmarks/recovery_switch.csv", "docs/recovery.md", recovery_switch_block),
     "unit-refit-targets": (

@@ -138,6 +138,37 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     )  # fmt: skip
 
 
+GOALS = {("weight", 80): 98.2, ("weight", 90): 97.8, ("weight", 95): 92.0}
+"""Issue 36's goals for the library's best method (3-seed means); filter 50 %: within 2.0 of dense."""
+
+
+def render(table: pd.DataFrame) -> str:
+    """docs/own-model.md's CNN table: mean test accuracy over seeds (min–max), seconds, and the goals."""
+    seeds = sorted(table.seed.unique())
+    dense = table.groupby("seed").dense_accuracy.first()
+    lines = [
+        f"mnist_convnet on MNIST, 2 epochs, seeds {', '.join(map(str, seeds))}: dense {dense.mean():.2f} "
+        f"({dense.min():.2f}–{dense.max():.2f}); conv layers pruned, output untouched; 4,096 calibration images.",
+        "",
+        "| pruned | method | test accuracy, mean (min–max) | seconds | goal |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for (granularity, k, method), rows in table.groupby(["granularity", "k", "method"], sort=False):
+        acc = rows.accuracy
+        goal = ""
+        if method == "per-unit-obs-gradual" and (granularity, k) in GOALS:
+            want = GOALS[granularity, k]
+            goal = f"≥ {want}: {'met' if acc.mean() >= want else 'missed'}"
+        if granularity == "filter" and k == 50 and method == "unit+lstsq":
+            gap = float((rows.set_index("seed").accuracy - dense).mean())
+            goal = f"within 2.0 of dense: {gap:+.2f}, {'met' if gap >= -2.0 else 'missed'}"
+        lines.append(
+            f"| {granularity} {k:g} % | {method} | {acc.mean():.2f} ({acc.min():.2f}–{acc.max():.2f}) | "
+            f"{rows.seconds.mean():.1f} | {goal} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -545,7 +545,10 @@ def reconstruct_model(
 
     Closed-form least squares, layer by layer (:func:`prunelib.core.reconstruct.reconstruct_with_biases`),
     on the calibration inputs ``x_calib``; pruned weights stay exactly zero, the output layer is
-    unchanged. The activations are the model's own.
+    unchanged. The activations are the model's own. A model with convolutions (or Dense layers
+    that are no chain, e.g. on sequences) is read through Keras, each layer fitted over its input
+    patches (:mod:`prunelib.toolkit.layerwise`; there an output layer that was pruned is re-fitted
+    too, and ``logit_targets`` does not apply).
 
     Args:
         model: the dense model ``pruned`` came from.
@@ -566,8 +569,8 @@ def reconstruct_model(
     Raises:
         ValueError: the models differ in architecture or look swapped (``model`` has more zero weights
             than ``pruned``), a layer of ``pruned`` computing another activation than ``model``'s
-            (named), a layer that is not Dense holds weights, a non-elementwise hidden
-            activation, a non-float32 model, calibration data of the wrong shape, not real, not
+            (named), a pruned kernel layer that is neither Dense nor a convolution, a
+            non-elementwise hidden activation (Dense models), a non-float32 model, calibration data of the wrong shape, not real, not
             finite or too few rows, a bad option, a LoRA-enabled layer in ``pruned``, or a result that
             does not predict what the fit computed (named).
 
@@ -692,15 +695,19 @@ def post_training_methods() -> dict[str, str]:
 def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "per-unit-obs-gradual", damping=0.01):
     """A new model pruned at ``k`` percent by a post-training method and re-fitted in closed form.
 
-    The library's best methods (:func:`post_training_methods`) on a Keras model of Dense layers:
-    which weights (or units, ``unit-*``) go is chosen from the calibration inputs, and the survivors
-    and biases are re-fitted by least squares; no gradient step. The output layer is never pruned.
-    The methods compute ReLU hidden layers: a model with another hidden activation is refused by
-    name (use :func:`prune_model` + :func:`reconstruct_model`, which compute any elementwise one).
-    The output activation may be anything elementwise or softmax: the fits match pre-activations.
+    The library's best methods (:func:`post_training_methods`) on a Keras model: which weights (or
+    units, ``unit-*``) go is chosen from the calibration inputs, and the survivors and biases are
+    re-fitted by least squares; no gradient step. The output layer is never pruned. On a model of
+    Dense layers the methods compute ReLU hidden layers: a model with another hidden activation is
+    refused by name (use :func:`prune_model` + :func:`reconstruct_model`, which compute any
+    elementwise one). The output activation may be anything elementwise or softmax: the fits match
+    pre-activations. On a model with convolutions each layer is read through Keras (any activation)
+    and the weight methods with layer targets and a uniform, per-unit or search allocation run, and
+    ``unit-norm+lstsq``; the others are refused with the list of those that run.
 
     Args:
-        model: a Keras 3 model of Dense layers with ReLU hidden layers; left untouched.
+        model: a Keras 3 model of Dense layers with ReLU hidden layers, or a Sequential or
+            functional model with convolutions; left untouched.
         k: percent in [0, 100] of each hidden layer's weights (units for ``unit-*``; of all hidden
             weights together under the ``global``, ``per-unit``, ``owl`` and ``search`` allocations).
         x_calib: calibration inputs of exactly the model's input shape, at least as many as the
