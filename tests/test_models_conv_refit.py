@@ -228,3 +228,17 @@ def test_a_pruned_einsum_dense_is_refused_by_name_not_refitted():
     pruned = prunelib.prune_model(model, 50)
     with pytest.raises(ValueError, match="'einsum' is a EinsumDense"):
         prunelib.reconstruct_model(model, pruned, _correlated((6, 4), 32))
+
+
+def test_a_pruned_model_of_another_models_weights_is_warned_about_not_refused():
+    model, other = _cnn(0), _cnn(1)
+    x = _correlated((8, 8, 1), 64)
+    with pytest.warns(UserWarning, match=r"do not follow model's in layers \['c2 \(r = "):
+        prunelib.reconstruct_model(model, prunelib.prune_model(other, 50), x)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # its own pruned (and fine-tuned) copy: no warning
+        tuned = prunelib.prune_model(model, 50)
+        tuned.set_weights([w * 1.05 for w in tuned.get_weights()])
+        prunelib.reconstruct_model(model, tuned, x)

@@ -124,6 +124,17 @@ def test_sparsity_counts_all_arrays():
     assert pruning.sparsity([np.zeros(3), np.ones(1)]) == 75.0
 
 
+def test_sparsity_of_a_generator_counts_every_array():
+    assert pruning.sparsity(w for w in [np.zeros(3), np.ones(1)]) == 75.0
+    assert pruning.sparsity(iter([np.zeros((2, 2))])) == 100.0
+
+
+@pytest.mark.parametrize("k", [10**400, -(10**400), float("nan"), np.float64("nan"), 100.0000001])
+def test_k_out_of_range_is_a_value_error_however_large(k):
+    with pytest.raises(ValueError, match=r"k must be a percentage in \[0, 100\]"):
+        pruning.validate_k(k)
+
+
 shapes = st.lists(st.integers(1, 9), min_size=2, max_size=4)
 
 

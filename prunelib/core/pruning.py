@@ -11,7 +11,6 @@ Nothing here mutates its inputs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from numbers import Real
 
@@ -34,8 +33,11 @@ def validate_k(k: object) -> float:
     Raises:
         ValueError: ``k`` is not a real number in [0, 100] (NaN, bools and strings included).
     """
-    if isinstance(k, bool) or not isinstance(k, Real) or math.isnan(k) or not 0 <= k <= 100:
-        raise ValueError(f"k must be a percentage in [0, 100], got {k!r}")
+    # the range test comes first and alone: NaN fails it, and an int beyond float's range (10**400)
+    # must not reach a float conversion
+    if isinstance(k, bool) or not isinstance(k, Real) or not 0 <= k <= 100:
+        text = repr(k)
+        raise ValueError(f"k must be a percentage in [0, 100], got {text if len(text) <= 40 else text[:20] + '...'}")
     return float(k)
 
 
@@ -277,7 +279,14 @@ def prune_biases(
 
 
 def sparsity(arrays: Sequence[np.ndarray]) -> float:
-    """Measured percent of zero entries over all ``arrays`` together."""
+    """Measured percent of zero entries over all ``arrays`` together (any iterable, read once).
+
+    Example:
+        >>> import numpy as np
+        >>> sparsity(w for w in [np.zeros(3), np.ones(1)])
+        75.0
+    """
+    arrays = [np.asarray(a) for a in arrays]
     total = sum(a.size for a in arrays)
     zeros = sum(a.size - np.count_nonzero(a) for a in arrays)
     return 100.0 * zeros / total if total else 0.0

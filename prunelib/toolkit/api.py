@@ -82,26 +82,6 @@ def _mask_keys(spec: kl.PrunableLayer) -> list[str]:
     return [spec.key(kernel.variable) for kernel in spec.kernels]
 
 
-def _alive_units(spec: kl.PrunableLayer, masks: Sequence[np.ndarray]) -> np.ndarray | None:
-    """Which of ``spec``'s outputs keep a weight under ``masks`` (one per kernel), laid out like its
-    bias; ``None`` without a bias, or where the bias is not one entry per unit."""
-    if spec.bias is None:
-        return None
-    if not kl.units_in_bias_order(spec.layer):
-        return None
-    shape = tuple(spec.bias.shape)
-    alive = np.ones(shape, bool)
-    for kernel, mask in zip(spec.kernels, masks):
-        if not kernel.units_of_layer:
-            continue
-        units = {u % mask.ndim for u in kernel.unit_axes}
-        kept = np.any(mask, axis=tuple(a for a in range(mask.ndim) if a not in units))
-        if kept.size != alive.size:
-            return None
-        alive &= kept.reshape(shape)
-    return alive
-
-
 def _parse_method(method: object, k: float | None) -> tuple[tuple[int, int] | None, float]:
     """``(n, m)`` of an N:M method (``None`` for weight/unit) and the percent ``k`` to prune.
 
@@ -137,12 +117,8 @@ def _check_prunable(specs: Sequence[kl.PrunableLayer], nm: tuple[int, int] | Non
         _nonfinite(spec)
         if nm is not None:
             kl.check_nm([spec], nm)
-        if method == "unit" and spec.bias is not None:
-            if _alive_units(spec, [np.ones(kernel.shape, bool) for kernel in spec.kernels]) is None:
-                raise ValueError(
-                    f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit, so unit "
-                    f"pruning cannot tell which bias goes with a unit; skip it (skip=[{spec.name!r}])"
-                )
+        if method == "unit":
+            kl.check_unit_bias(spec)
 
 
 def _layer_masks(spec: kl.PrunableLayer, values: Sequence[np.ndarray], k: float, method: str, nm) -> list[np.ndarray]:
@@ -305,7 +281,7 @@ def prune_model(
         keeps = _layer_masks(spec, values, k, method, nm)
         bias = None
         if spec.bias is not None and method == "unit":
-            bias = _masked(np.array(spec.bias.numpy()), _alive_units(spec, keeps))
+            bias = _masked(np.array(spec.bias.numpy()), kl.alive_units(spec, keeps))
         _write(twins[spec.name], [_masked(v, keep) for v, keep in zip(values, keeps)], bias)
     return twin
 
@@ -345,7 +321,7 @@ def model_masks(pruned) -> MaskDict:
         if id(spec.layer) in outputs and all(keep.all() for keep in keeps):
             continue
         out.update(zip(_mask_keys(spec), keeps))
-        alive = _alive_units(spec, keeps)
+        alive = kl.alive_units(spec, keeps)
         if alive is not None:
             kept_bias = np.array(spec.bias.numpy()) != 0
             if np.any(~alive & kept_bias):
@@ -525,7 +501,7 @@ def apply_model_masks(model, masks: Mapping[str, np.ndarray]):
         if spec.bias is not None:
             if bias_mask is None:
                 full = [np.ones(v.shape, bool) if m is None else m for v, m in zip(values, kernel_masks)]
-                bias_mask = _alive_units(spec, full)
+                bias_mask = kl.alive_units(spec, full)
             bias = _masked(np.array(spec.bias.numpy()), bias_mask)
         _write(twins[name], [_masked(v, m) for v, m in zip(values, kernel_masks)], bias)
     return twin
@@ -588,6 +564,7 @@ def reconstruct_model(
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}")
     c = _chain_or_none(model, "reconstruct_model")
+    _warn_unrelated(model, pruned)
     if c is None:
         return _reconstruct_graph(model, pruned, x_calib, masks, damping, bool(exact))
     cp = ch.chain(pruned, "reconstruct_model")
@@ -637,6 +614,42 @@ def reconstruct_model(
         exact=bool(exact),
     )
     return _result(pruned, c, kernels, new_biases, x, "reconstruct_model")
+
+
+_UNRELATED = 0.1
+"""Below this correlation between a pruned layer's kept weights and the dense model's same weights,
+the two models look unrelated (pruning keeps them equal; fine-tuning keeps them close)."""
+
+
+def _warn_unrelated(model, pruned) -> None:
+    """Warn where ``pruned``'s kept weights do not follow ``model``'s: a model of the same shapes that
+    was not pruned from it. Not refused: masks moved onto another model's weights, or weights
+    rewound and retrained (lottery tickets), are legitimate and may correlate weakly."""
+    try:
+        theirs = _kernel_layers(pruned, "reconstruct_model")
+        ours = _kernel_layers(model, "reconstruct_model")
+    except ValueError:
+        return  # the paths below refuse it with their reason
+    if len(ours) != len(theirs):
+        return
+    far = []
+    for layer, other in zip(ours, theirs):  # in place, as the re-fits pair them
+        if len(other.weights) != len(layer.weights):
+            return
+        w, v = np.asarray(layer.weights[0].numpy(), np.float64), np.asarray(other.weights[0].numpy(), np.float64)
+        kept = v != 0
+        if w.shape != v.shape or kept.all() or kept.sum() < 20:
+            continue
+        with np.errstate(all="ignore"):
+            r = float(np.corrcoef(w[kept], v[kept])[0, 1])
+        if not r >= _UNRELATED:  # NaN too (constant weights)
+            far.append(f"{layer.name} (r = {r:.2f})")
+    if far:
+        warnings.warn(
+            f"pruned's kept weights do not follow model's in layers {far}: was pruned pruned from another model? "
+            "reconstruct_model fits pruned's masks to model's outputs, starting from model's weights",
+            stacklevel=3,
+        )
 
 
 def _check_same_activations(c: ch.Chain, cp: ch.Chain) -> None:

@@ -13,7 +13,7 @@ never read as something else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +177,39 @@ def describe(layer: keras.layers.Layer) -> PrunableLayer | None:
     if base in (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose):
         return PrunableLayer(layer, (Kernel(layer.kernel, (-2,), -1),), bias)
     return PrunableLayer(layer, (Kernel(layer.kernel, (-1,), -2),), bias)  # Conv1D/2D/3D
+
+
+def alive_units(spec: PrunableLayer, masks: Sequence[np.ndarray]) -> np.ndarray | None:
+    """Which of ``spec``'s outputs keep a weight under ``masks`` (one per kernel), laid out like its
+    bias: the one rule for which biases a unit pruning removes. ``None`` without a bias, or where the
+    bias is not one entry per unit in the kernel's order (a SeparableConv's depthwise stage holds no
+    unit of the layer and does not count)."""
+    if spec.bias is None or not units_in_bias_order(spec.layer):
+        return None
+    shape = tuple(spec.bias.shape)
+    alive = np.ones(shape, bool)
+    for kernel, mask in zip(spec.kernels, masks):
+        if not kernel.units_of_layer:
+            continue
+        units = {u % mask.ndim for u in kernel.unit_axes}
+        kept = np.any(mask, axis=tuple(a for a in range(mask.ndim) if a not in units))
+        if kept.size != alive.size:
+            return None
+        alive &= kept.reshape(shape)
+    return alive
+
+
+def check_unit_bias(spec: PrunableLayer) -> None:
+    """Refuse, before any work, unit pruning of a layer whose bias is not one entry per unit.
+
+    Raises:
+        ValueError: naming the layer, its bias shape and the fix.
+    """
+    if spec.bias is not None and alive_units(spec, [np.ones(k.shape, bool) for k in spec.kernels]) is None:
+        raise ValueError(
+            f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit in the kernel's "
+            f"order, so unit pruning cannot tell which bias goes with a unit; skip it (skip=[{spec.name!r}])"
+        )
 
 
 def layer_names(arg: str, names: object) -> list[str] | None:

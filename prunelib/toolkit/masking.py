@@ -170,15 +170,7 @@ class MaskingCallback(keras.callbacks.Callback):
             kl.check_nm(self._specs, self.nm)
         if self.granularity == "unit":
             for spec in self._specs:
-                units = sum(int(np.prod([k.shape[a] for a in k.unit_axes])) for k in spec.kernels if k.units_of_layer)
-                if spec.bias is not None and (
-                    int(np.prod(spec.bias.shape)) != units or not kl.units_in_bias_order(spec.layer)
-                ):
-                    raise ValueError(
-                        f"layer {spec.name!r}: its bias {tuple(spec.bias.shape)} is not one entry per unit in "
-                        f"the kernel's order ({units} units), so unit pruning cannot tell which bias goes with "
-                        "a unit; skip it"
-                    )
+                kl.check_unit_bias(spec)
         schedule = self.schedule
         if same:  # the same model again: its masks and its schedule go on where they were
             schedule = self._active
@@ -202,9 +194,7 @@ class MaskingCallback(keras.callbacks.Callback):
         self._last_checked = step
         if self._active is None:  # fixed masks: a unit with no kept weight loses its bias too
             if self.granularity == "unit":
-                for spec in self._specs:
-                    if spec.bias is not None:
-                        self._keep[spec.key(spec.bias)] = self._alive_units(spec)
+                self._keep_biases()
                 self._assign_all()
             self.k_now = self._pruned_percent()
         elif (start is None or same) and step >= self._active.begin_step:
@@ -347,19 +337,17 @@ class MaskingCallback(keras.callbacks.Callback):
                 new = [tm.weight_mask(v, k, keep) for v, keep in zip(values, keeps)]
         self._keep.update(zip(names, new))
         if self.granularity == "unit":
-            for spec in self._specs:
-                if spec.bias is not None:
-                    self._keep[spec.key(spec.bias)] = self._alive_units(spec)
+            self._keep_biases()
         self._assign_all()
         self.k_now = k
         self.history.append((step, k))
 
-    def _alive_units(self, spec: kl.PrunableLayer) -> np.ndarray:
-        """Which of ``spec``'s outputs keep a weight, laid out like its bias."""
-        alive = np.ones(tuple(spec.bias.shape), bool)
-        for kernel in spec.kernels:
-            if kernel.units_of_layer:
-                units = {u % len(kernel.shape) for u in kernel.unit_axes}
-                other = tuple(a for a in range(len(kernel.shape)) if a not in units)
-                alive &= np.any(self._keep[spec.key(kernel.variable)], axis=other).reshape(alive.shape)
-        return alive
+    def _keep_biases(self) -> None:
+        """Unit pruning's bias masks: a unit with no kept weight loses its bias too
+        (:func:`prunelib.toolkit.kernels.alive_units`, the rule ``prune_model`` applies)."""
+        for spec in self._specs:
+            if spec.bias is not None:
+                kernels = [
+                    self._keep.get(spec.key(kernel.variable), np.ones(kernel.shape, bool)) for kernel in spec.kernels
+                ]
+                self._keep[spec.key(spec.bias)] = kl.alive_units(spec, kernels)
