@@ -436,8 +436,9 @@ def test_callback_style_mask_names_apply_too_and_bad_masks_are_named():
         prunelib.apply_model_masks(model, {"dw": masks["conv"]})
 
 
-def test_compaction_still_refuses_convolutions_by_name():
+def test_compaction_of_a_cnn_with_separable_and_depthwise_layers_is_exact():
     model = _cnn()
-    pruned = prunelib.prune_model(model, 50)
-    with pytest.raises(ValueError, match="conv"):
-        prunelib.compact_model(pruned)
+    pruned = prunelib.prune_model(model, 50, "unit")
+    small = prunelib.compact_model(pruned)  # tests/test_models_conv_compact.py: which channels go
+    x = _x(model, 8)
+    np.testing.assert_allclose(_pred(small, x), _pred(pruned, x), rtol=1e-5, atol=1e-5)

@@ -19,7 +19,6 @@ L = keras.layers
 RAND = {"bias_initializer": "random_normal"}
 
 CASES = {
-    "dense-3d": (lambda n: L.Dense(5, name=n, **RAND), (3, 6)),
     "conv1d-same-strides": (lambda n: L.Conv1D(4, 3, padding="same", strides=2, name=n, **RAND), (8, 3)),
     "conv1d-causal-dilation": (lambda n: L.Conv1D(4, 3, padding="causal", dilation_rate=2, name=n, **RAND), (8, 3)),
     "conv2d-valid-dilation": (lambda n: L.Conv2D(4, 3, dilation_rate=2, name=n, **RAND), (7, 7, 2)),

@@ -521,10 +521,9 @@ def reconstruct_model(
 
     Closed-form least squares, layer by layer (:func:`prunelib.core.reconstruct.reconstruct_with_biases`),
     on the calibration inputs ``x_calib``; pruned weights stay exactly zero, the output layer is
-    unchanged. The activations are the model's own. A model with convolutions (or Dense layers
-    that are no chain, e.g. on sequences) is read through Keras, each layer fitted over its input
-    patches (:mod:`prunelib.toolkit.layerwise`; there an output layer that was pruned is re-fitted
-    too, and ``logit_targets`` does not apply).
+    unchanged. The activations are the model's own. A model with convolutions is read through
+    Keras, each layer fitted over its input patches (:mod:`prunelib.toolkit.layerwise`; there an
+    output layer that was pruned is re-fitted too, and ``logit_targets`` does not apply).
 
     Args:
         model: the dense model ``pruned`` came from.
@@ -770,30 +769,17 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
 
 
 def _chain_or_none(model, what: str) -> ch.Chain | None:
-    """``model`` read as a chain of Dense layers (numpy matrices), or ``None`` where it is read through
-    Keras instead (:mod:`prunelib.toolkit.layerwise`): a convolution or another kernel layer, or
-    Dense layers that are no chain (a Dense on a sequence) in a model with a graph.
+    """``model`` read as a chain of Dense layers (numpy matrices), or ``None`` where it holds another
+    kernel layer (a convolution) and is read through Keras instead (:mod:`prunelib.toolkit.layerwise`,
+    :mod:`prunelib.toolkit.channels`).
 
     Raises:
-        ValueError: why the chain cannot read a model that has no graph either.
+        ValueError: why the chain cannot read a model of Dense layers.
     """
     ch.check_built(model)
     if not all(ch.is_dense(layer) for layer in _kernel_layers(model, what)):
         return None
-    try:
-        return ch.chain(model, what)
-    except ValueError:
-        if not _has_graph(model):
-            raise
-        return None
-
-
-def _has_graph(model) -> bool:
-    try:
-        ch.check_graph(model)
-    except ValueError:
-        return False
-    return True
+    return ch.chain(model, what)
 
 
 def _graph_layers(model, what: str) -> tuple[list[keras.layers.Layer], set[int]]:
@@ -1100,10 +1086,14 @@ def compact_model(pruned):
     next layer's bias; units with no outgoing weight are dropped. The result is a Sequential model:
     the input shape, a Flatten if needed, then the Dense layers (own activations, and the elementwise
     layers that followed them) with fewer units; dropout is left out (it is the identity at
-    inference).
+    inference). A model with convolutions keeps its graph and loses its dead filters and Dense
+    units with the input channels that read them, where what reads them can take their constant
+    into its bias (:mod:`prunelib.toolkit.channels`: through normalization, activations and pooling
+    into a Dense or a valid-padded convolution; a channel reaching an Add, a Concatenate or a
+    depthwise layer stays).
 
     Raises:
-        ValueError: a weighted layer that is not Dense, a layer that is neither reshape, dropout nor
+        ValueError: a model of Dense layers with a layer that is neither reshape, dropout nor
             elementwise (Softmax after the output layer), a non-elementwise hidden activation, a
             layer :mod:`prunelib.toolkit.chain` cannot read exactly (applied twice, own ``call``,
             quantized), or a result that does not predict what ``pruned`` does on a probe batch
@@ -1121,7 +1111,9 @@ def compact_model(pruned):
         >>> bool(np.allclose(small.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6))
         True
     """
-    c = ch.chain(pruned, "compact_model")
+    c = _chain_or_none(pruned, "compact_model")
+    if c is None:
+        return _compact_graph(pruned)
     probe = np.random.default_rng(0).standard_normal((16, *c.input_shape)).astype(np.float32)
     ch.verify(c, pruned, probe, "compact_model")
     kernels, biases = compact_kernels_folded(c.kernels, c.biases, c.acts)
@@ -1152,6 +1144,29 @@ def compact_model(pruned):
             new.bias.assign(b.astype(np.float32))
     # the compact model must predict what the pruned one does (the constants folded, nothing else)
     ch.verify_result(small, probe, ch.keras_numpy(pruned(probe, training=False)), "compact_model")
+    return small
+
+
+def _compact_graph(pruned):
+    """:func:`compact_model` of a model with convolutions (:mod:`prunelib.toolkit.channels`), checked
+    to predict what ``pruned`` does on a probe batch."""
+    from prunelib.toolkit import channels
+
+    what = "compact_model"
+    _graph_layers(pruned, what)
+    shape = tuple(pruned.inputs[0].shape[1:])
+    if None in shape:
+        raise ValueError(f"{what} needs a fixed input shape to check its result; model {pruned.name!r} takes {shape}")
+    small = channels.compact_graph(pruned)
+    probe = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+    want = ch.keras_numpy(pruned(probe, training=False))
+    got = ch.keras_numpy(small(probe, training=False))
+    scale = 1.0 + float(np.abs(want).max()) if want.size else 1.0
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-5, atol=1e-5 * scale):
+        raise ValueError(
+            f"{what}'s result predicts something else than {pruned.name!r} on a probe batch; this is a bug in "
+            "prunelib, please report it"
+        )
     return small
 
 
