@@ -542,12 +542,16 @@ def test_a_user_function_named_relu_is_computed_as_itself(op):
 @pytest.mark.parametrize("hidden,output", [(relu, None), ("relu", linear)])
 @pytest.mark.parametrize("op", ["predictor", "post"])
 def test_a_user_function_named_like_keras_is_not_read_as_keras(op, hidden, output):
-    """The Predictor and the post-training methods compute Keras' ReLU and linear outputs only."""
+    """The Predictor computes Keras' ReLU and linear outputs only; the post-training methods run a
+    user's function through Keras (its own activation), never as ReLU."""
     model = _user_functions(hidden, output)
-    if op == "post" and hidden == "relu":  # the output activation is the model's own there
+    if op == "post":
         x = _x()
         pruned = _chain_ops(model, x)[op]()
         assert np.isfinite(pruned).all()
+        if hidden is relu:  # read through Keras: at k = 0 the model itself, its own function computed
+            same = prunelib.post_training_model(model, 0, x)
+            np.testing.assert_allclose(_pred(same, x), _pred(model, x), atol=1e-6)
         return
     with pytest.raises(ValueError, match="not Keras'"):
         _chain_ops(model, _x())[op]()
@@ -630,7 +634,7 @@ def test_a_relu_layer_with_other_settings_is_not_read_as_relu():
     model = keras.Sequential([keras.Input((5,)), D(4, name="h1"), keras.layers.ReLU(max_value=0.1), D(2, name="out")])
     x = _x()
     with pytest.raises(ValueError, match="ReLU hidden layers"):
-        prunelib.post_training_model(model, 50, x)
+        prunelib.post_training_model(model, 50, x, method="per-unit-obs-gradual+network")
     np.testing.assert_allclose(_pred(prunelib.compact_model(model), x), _pred(model, x), atol=1e-6)
 
 

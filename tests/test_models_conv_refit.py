@@ -241,3 +241,31 @@ def test_a_pruned_model_of_another_models_weights_is_warned_about_not_refused():
         tuned = prunelib.prune_model(model, 50)
         tuned.set_weights([w * 1.05 for w in tuned.get_weights()])
         prunelib.reconstruct_model(model, tuned, x)
+
+
+def _tanh_mlp(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            L.Dense(16, activation="tanh", name="h1", **RAND),
+            L.Dense(8, activation="tanh", name="h2", **RAND),
+            L.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+
+
+def test_a_tanh_mlp_runs_the_methods_with_its_own_activations():
+    model = _tanh_mlp()
+    x = _correlated((12,), 256)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(prunelib.post_training_model(model, 0, x).get_weights(), model.get_weights())
+    )  # k = 0 is the model itself
+    dense = _out(model, x)
+    best = prunelib.post_training_model(model, 80, x, method="obs-gradual")  # the same counts as prune_model
+    refit = prunelib.reconstruct_model(model, prunelib.prune_model(model, 80), x)
+    zeros = [int((best.get_layer(n).kernel.numpy() == 0).sum()) for n in ("h1", "h2")]
+    assert zeros == [round(0.8 * 192), round(0.8 * 128)]
+    errors = [float(np.mean((_out(m, x) - dense) ** 2)) for m in (best, refit)]
+    assert errors[0] < errors[1]

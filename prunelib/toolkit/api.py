@@ -709,17 +709,17 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
 
     The library's best methods (:func:`post_training_methods`) on a Keras model: which weights (or
     units, ``unit-*``) go is chosen from the calibration inputs, and the survivors and biases are
-    re-fitted by least squares; no gradient step. The output layer is never pruned. On a model of
-    Dense layers the methods compute ReLU hidden layers: a model with another hidden activation is
-    refused by name (use :func:`prune_model` + :func:`reconstruct_model`, which compute any
-    elementwise one). The output activation may be anything elementwise or softmax: the fits match
-    pre-activations. On a model with convolutions each layer is read through Keras (any activation)
-    and the weight methods with layer targets and a uniform, per-unit or search allocation run, and
-    ``unit-norm+lstsq``; the others are refused with the list of those that run.
+    re-fitted by least squares; no gradient step. The output layer is never pruned. The output
+    activation may be anything elementwise or softmax: the fits match pre-activations. A ReLU MLP
+    runs every method on numpy matrices. A model with convolutions, or with another hidden
+    activation (tanh, a function of the user's own, ...), is read through Keras layer by layer with
+    its own activations (:mod:`prunelib.toolkit.layerwise`): there the weight methods with layer
+    targets and a uniform, per-unit or search allocation run, and ``unit-norm+lstsq``; the others
+    (they assume ReLU, or read MLP layers only) are refused with the list of those that run.
 
     Args:
-        model: a Keras 3 model of Dense layers with ReLU hidden layers, or a Sequential or
-            functional model with convolutions; left untouched.
+        model: a Keras 3 model of Dense layers, or a Sequential or functional model with
+            convolutions; left untouched.
         k: percent in [0, 100] of each hidden layer's weights (units for ``unit-*``; of all hidden
             weights together under the ``global``, ``per-unit``, ``owl`` and ``search`` allocations).
         x_calib: calibration inputs of exactly the model's input shape, at least as many as the
@@ -751,12 +751,17 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     if c is None:
         return _post_training_graph(model, k, x_calib, get_method(method), damping)
     for layer, after, act in zip(c.layers[:-1], c.post[:-1], c.acts[:-1]):
-        if act is not None:  # chain reads Keras' own ReLU (on the Dense or a layer after it) as None
-            raise ValueError(
-                f"post_training_model's methods compute ReLU hidden layers; layer {layer.name!r} computes "
-                f"{' then '.join(ch.describe_step(layer, after))}: use prune_model + reconstruct_model, which use "
-                "the model's own activations"
-            )
+        if act is None:  # chain reads Keras' own ReLU (on the Dense or a layer after it) as None
+            continue
+        spec = get_method(method)
+        if not _graph_method_problems(spec):
+            # the methods' MLP code assumes ReLU; read through Keras, the model's own activations count
+            return _post_training_graph(model, k, x_calib, spec, damping)
+        raise ValueError(
+            f"post_training_model's method {method!r} computes ReLU hidden layers; layer {layer.name!r} computes "
+            f"{' then '.join(ch.describe_step(layer, after))}: with this activation it runs {_graph_methods()} (the "
+            "model's own activations), or use prune_model + reconstruct_model"
+        )
     ch.check_writable(c, "post_training_model")
     hidden = [(layer.kernel.shape[0], layer.bias is not None) for layer in c.layers[:-1]]
     x = _calibration(
@@ -894,32 +899,40 @@ def _twin_paths(model, twin, masks: Mapping[str, np.ndarray]) -> dict[str, np.nd
 _GRAPH_METHODS = {"selection": ("magnitude", "wanda", "obs"), "allocation": ("uniform", "per-unit", "search")}
 
 
+def _graph_method_problems(method) -> list[str]:
+    """What in ``method`` the layer-by-layer reading through Keras cannot run (empty: it can)."""
+    if method.granularity == "unit":
+        return [] if method.selection == "norm" else [f"unit selection {method.selection!r}"]
+    problems = [
+        f"{name}={getattr(method, name)!r}"
+        for name, allowed in _GRAPH_METHODS.items()
+        if getattr(method, name) not in allowed
+    ]
+    return problems + ([f"targets={method.targets!r}"] if method.targets != "layer" else [])
+
+
+def _graph_methods() -> list[str]:
+    """The registered methods the layer-by-layer reading through Keras runs."""
+    from prunelib.core.post_training import POST_TRAINING_METHODS
+
+    return [name for name, m in POST_TRAINING_METHODS.items() if not _graph_method_problems(m)]
+
+
 def _post_training_graph(model, k: float, x_calib, method, damping: float):
     """:func:`post_training_model` of a model with convolutions: each hidden kernel's weights
     selected and re-fitted from the Gram matrix of its patches (layer targets)."""
     from prunelib.core import allocation
-    from prunelib.core.post_training import POST_TRAINING_METHODS, gradual_levels
+    from prunelib.core.post_training import gradual_levels
     from prunelib.toolkit import layerwise as lw
 
     what = "post_training_model"
     layers, outputs = _graph_layers(model, what)
     names = [la.name for la in layers if id(la) not in outputs]
-    unsupported = [
-        f"{name}={getattr(method, name)!r}"
-        for name, allowed in _GRAPH_METHODS.items()
-        if getattr(method, name) not in allowed
-    ] + ([f"targets={method.targets!r}"] if method.targets != "layer" else [])
-    if method.granularity == "unit":
-        unsupported = [] if method.selection == "norm" else [f"unit selection {method.selection!r}"]
-    if unsupported:
-        usable = [
-            n for n, m in POST_TRAINING_METHODS.items()
-            if m.granularity == "weight" and m.targets == "layer"
-            and all(getattr(m, a) in allowed for a, allowed in _GRAPH_METHODS.items())
-        ] + ["unit-norm+lstsq"]  # fmt: skip
+    problems = _graph_method_problems(method)
+    if problems:
         raise ValueError(
-            f"on a model with convolutions, post_training_model runs {usable}; this method has "
-            f"{', '.join(unsupported)}, which reads MLP layers only"
+            f"on a model with convolutions, post_training_model runs {_graph_methods()}; this method has "
+            f"{', '.join(problems)}, which reads ReLU MLP layers only"
         )
     if method.granularity == "unit":
         return _reconstruct_graph(model, prune_model(model, k, "unit"), x_calib, None, damping, False)
@@ -949,7 +962,8 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
             if method.schedule == "gradual" and count:
                 levels = gradual_levels(levels[0], method.keep)
             steps = tuple(count if lv == levels[-1] else min(count, round(lv / 100 * size)) for lv in levels)
-            plans[st.variable.path] = lw.Plan(counts=steps, selection=method.selection, refit=method.update == "lstsq")
+            if count:  # a stage losing nothing is left as it is until the inputs before it change
+                plans[st.variable.path] = lw.Plan(counts=steps, selection=method.selection, refit=method.update == "lstsq")
         twin = _copy(model)
         done = lw.fit_model(model, twin, x, names, plans, damping, bias_always=True)
         result = _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
