@@ -18,6 +18,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import any_model  # noqa: E402  (its render: pandas only)
+import cnn_compact  # noqa: E402  (its render: pandas only)
 import fit_pruning  # noqa: E402  (its render: pandas only)
 import pipeline  # noqa: E402  (the accuracy columns its CSV has)
 
@@ -273,6 +274,7 @@ BLOCKS: dict[str, tuple[str, str, Callable[[pd.DataFrame], str]]] = {
     "memory": ("results/benchmarks/memory.csv", "docs/benchmarks.md", memory_block),
     "fit-pruning": ("results/benchmarks/fit_pruning.csv", "docs/benchmarks.md", fit_pruning.render),
     "any-model": ("results/benchmarks/any_model.csv", "docs/own-model.md", any_model.render),
+    "cnn-compact": ("results/benchmarks/cnn_compact.csv", "docs/own-model.md", cnn_compact.render),
     "callback-cost": ("results/benchmarks/callback_cost.csv", "docs/training.md", callback_cost_block),
     "recovery-switch": ("results/benchmarks/recovery_switch.csv", "docs/recovery.md", recovery_switch_block),
     "unit-refit-targets": (

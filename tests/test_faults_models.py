@@ -541,20 +541,22 @@ def test_a_user_function_named_relu_is_computed_as_itself(op):
 
 @pytest.mark.parametrize("hidden,output", [(relu, None), ("relu", linear)])
 @pytest.mark.parametrize("op", ["predictor", "post"])
-def test_a_user_function_named_like_keras_is_not_read_as_keras(op, hidden, output):
-    """The Predictor computes Keras' ReLU and linear outputs only; the post-training methods run a
-    user's function through Keras (its own activation), never as ReLU."""
+def test_a_user_function_named_like_keras_is_computed_as_itself(op, hidden, output):
+    """The Predictor and the post-training methods compute a user's function named ``relu`` or
+    ``linear`` as itself (the Predictor on its general paths), never as Keras' ReLU or identity."""
     model = _user_functions(hidden, output)
+    x = _x()
     if op == "post":
-        x = _x()
         pruned = _chain_ops(model, x)[op]()
         assert np.isfinite(pruned).all()
         if hidden is relu:  # read through Keras: at k = 0 the model itself, its own function computed
             same = prunelib.post_training_model(model, 0, x)
             np.testing.assert_allclose(_pred(same, x), _pred(model, x), atol=1e-6)
         return
-    with pytest.raises(ValueError, match="not Keras'"):
-        _chain_ops(model, _x())[op]()
+    fast = prunelib.predictor_from_model(model)
+    assert "sparse" not in fast.paths  # the fused kernel computes Keras' ReLU only
+    for path in fast.paths:
+        np.testing.assert_allclose(fast.run(path, x), _pred(model, x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["int8", "int4"])

@@ -249,8 +249,30 @@ def test_predictor_from_model_is_exact_or_refuses():
     x = np.random.default_rng(0).random((5, 8), dtype=np.float32)
     fast = prunelib.predictor_from_model(prunelib.prune_model(model, 50))
     np.testing.assert_allclose(fast.predict(x), _pred(prunelib.prune_model(model, 50), x), atol=TOL)
-    with pytest.raises(ValueError, match="activations"):
-        prunelib.predictor_from_model(_seq("tanh"))
+    conv = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(), D(3)])
+    with pytest.raises(ValueError, match="'conv2d.*' \\(Conv2D\\): export it .* ONNX Runtime"):
+        prunelib.predictor_from_model(conv)
+
+
+@pytest.mark.parametrize("out", ["linear", "softmax", "sigmoid"])
+@pytest.mark.parametrize("act", ["relu", "tanh", "gelu", "elu", "sigmoid", "silu"])
+def test_predictor_from_model_computes_every_elementwise_activation_and_output(act, out):
+    x = _x(32)
+    for model in (_seq(act, out), prunelib.prune_model(_seq(act, out), 50, "unit")):
+        fast = prunelib.predictor_from_model(model)
+        if act != "relu" or out != "linear":
+            assert "sparse" not in fast.paths
+        want = _pred(model, x)
+        for path in fast.paths:
+            np.testing.assert_allclose(fast.run(path, x), want, rtol=1e-5, atol=1e-5, err_msg=path)
+        np.testing.assert_allclose(fast.predict(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_predictor_from_model_reads_a_softmax_layer_after_the_output():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), D(6, activation="tanh"), D(3), keras.layers.Softmax()])
+    x = np.random.default_rng(0).random((5, 8), dtype=np.float32)
+    np.testing.assert_allclose(prunelib.predictor_from_model(model).predict(x), _pred(model, x), atol=1e-5)
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite", ".keras"])
@@ -286,7 +308,7 @@ def test_every_k_prunes_the_exact_count_and_compacts_exactly(k, act):
         np.testing.assert_allclose(_pred(small, x), _pred(pruned, x), atol=TOL)
 
 
-def test_predictor_from_model_equals_the_model_with_biases_and_refuses_softmax():
+def test_predictor_from_model_equals_the_model_with_biases_and_a_softmax():
     keras.utils.set_random_seed(3)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(9, "relu"), keras.layers.Dense(4)])
     for layer in model.layers:  # nonzero biases, so the test can tell a bias-free answer apart
@@ -296,8 +318,7 @@ def test_predictor_from_model_equals_the_model_with_biases_and_refuses_softmax()
     for m in (model, pruned):
         np.testing.assert_allclose(prunelib.predictor_from_model(m).predict(x), m(x).numpy(), atol=1e-5)
     soft = keras.Sequential([keras.Input((12,)), keras.layers.Dense(4, activation="softmax")])
-    with pytest.raises(ValueError, match="linear outputs"):
-        prunelib.predictor_from_model(soft)
+    np.testing.assert_allclose(prunelib.predictor_from_model(soft).predict(x), soft(x).numpy(), atol=1e-5)
 
 
 def test_reconstruct_model_exact_and_default_solvers_agree(monkeypatch):

@@ -25,7 +25,11 @@ One input policy on every path (:func:`prunelib.core.pruning.validate_inputs`): 
 ``ValueError``, never a path-dependent answer: the sparse paths skip pruned weights, so they
 would give finite logits where the dense path gives NaN. An empty batch gives ``(0, classes)``.
 Networks with biases run on ``blas`` and ``csr``; the ``sparse`` kernel is bias-free and is
-refused for them. The activation is ReLU between layers and linear logits, nothing else.
+refused for them. The activation is ReLU between layers and linear logits unless ``acts`` names
+others (one elementwise numpy function per layer, the last one the output's: a softmax or a
+sigmoid turns the logits into probabilities); such a network runs on ``blas`` and ``csr`` as given,
+since the ReLU compaction (a unit with no input outputs 0) does not hold for it:
+:func:`prunelib.predictor_from_model` hands it over already compacted, constants folded.
 """
 
 from __future__ import annotations
@@ -53,11 +57,16 @@ well by few calls, and the probe's cost would otherwise add up on the first call
 
 
 def blas_forward(
-    kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None = None
+    kernels: Sequence[np.ndarray],
+    biases: Sequence[np.ndarray | None] | None = None,
+    acts: Sequence[Callable | None] | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``x -> logits`` as a chain of dense matmuls (numpy/BLAS), ReLU between layers
-    (:func:`prunelib.core.forward.logits`), adding ``biases`` where given."""
+    (:func:`prunelib.core.forward.logits`), adding ``biases`` where given; ``acts`` as there."""
     kernels = list(kernels)
+    if acts is not None and any(a is not None for a in acts):
+        acts = list(acts)
+        return lambda x: forward.logits(kernels, x, biases, acts=acts)
     if biases is None or all(b is None for b in biases):
         return lambda x: forward.logits(kernels, x)
     biases = list(biases)
@@ -80,12 +89,15 @@ class Predictor:
         biases: one 1-D bias (or None) per kernel, or None for a bias-free network; computed in
             float32 like the kernels.
         paths: restrict the candidates (default: every path of :data:`PATHS` that can compute
-            this network: ``sparse`` is bias-free).
+            this network: ``sparse`` is bias-free and ReLU only).
+        acts: one elementwise numpy function (or None: ReLU, and no output activation) per kernel,
+            the last the output's; with any given, the kernels are used as given (not compacted).
 
     Raises:
         ValueError: the kernels or biases are invalid (2-D, real, finite in float32, chaining;
-            biases 1-D with one entry per unit), an unknown path is named, or ``sparse`` is named
-            for a network with biases.
+            biases 1-D with one entry per unit), an unknown path is named, ``sparse`` is named
+            for a network with biases or other activations, or ``acts`` is not one callable (or
+            None) per kernel.
     """
 
     PATHS = ("blas", "sparse", "csr")
@@ -96,18 +108,24 @@ class Predictor:
         biases: Sequence[np.ndarray | None] | None = None,
         *,
         paths: Sequence[str] | None = None,
+        acts: Sequence[Callable | None] | None = None,
     ) -> None:
         kernels = validate_kernels(kernels)
         biases = validate_biases(kernels, biases)
+        acts = forward.per_layer(acts, kernels, "activations")
+        if any(a is not None and not callable(a) for a in acts):
+            raise ValueError("acts must hold one numpy function (or None for the default) per kernel")
+        custom = any(a is not None for a in acts)
         if isinstance(paths, str):
             raise ValueError(f"paths must be a list of path names, got the string {paths!r}")
         unknown = [p for p in (paths or ()) if p not in self.PATHS]
         if unknown:
             raise ValueError(f"unknown inference path {unknown[0]!r}; choose from {list(self.PATHS)}")
         has_bias = any(b is not None and np.any(b != 0) for b in biases)
-        if has_bias and paths and "sparse" in paths:
+        if (has_bias or custom) and paths and "sparse" in paths:
             raise ValueError(
-                "the 'sparse' path computes bias-free networks only; choose 'blas' or 'csr' for a network with biases"
+                "the 'sparse' path computes bias-free ReLU networks only; choose 'blas' or 'csr' for a network with "
+                "biases or other activations"
             )
         with np.errstate(over="ignore"):  # beyond float32's range becomes inf, refused below
             k32 = [np.asarray(w, dtype=np.float32) for w in kernels]
@@ -117,12 +135,13 @@ class Predictor:
                 raise ValueError(f"kernel {i} has shape {w.shape}; every layer needs at least one input and one unit")
             if not np.isfinite(w).all() or (b32[i] is not None and not np.isfinite(b32[i]).all()):
                 raise ValueError(f"kernel or bias {i} has values beyond float32's range; inference runs in float32")
-        small, small_b = compact_kernels(k32, b32 if has_bias else None)
+        small, small_b = (k32, b32) if custom else compact_kernels(k32, b32 if has_bias else None)
         self.kernels = [np.ascontiguousarray(w, dtype=np.float32) for w in small]
         self.biases = (
             [None if b is None else np.ascontiguousarray(b, dtype=np.float32) for b in small_b] if has_bias else None
         )
-        self.paths = tuple(paths or (p for p in self.PATHS if not (has_bias and p == "sparse")))
+        self.acts = list(acts) if custom else None
+        self.paths = tuple(paths or (p for p in self.PATHS if not ((has_bias or custom) and p == "sparse")))
         self.chosen: dict[int, str] = {}  # bucket -> path
         self.timings: dict[int, dict[str, float]] = {}  # bucket -> path -> seconds on the probe
         self._built: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
@@ -185,7 +204,7 @@ class Predictor:
         return best
 
     def _build_blas(self):
-        return blas_forward(self.kernels, self.biases)
+        return blas_forward(self.kernels, self.biases, self.acts)
 
     def _csr_layers(self):
         return [csr_t(w) for w in self.kernels[:-1]]
@@ -203,6 +222,7 @@ class Predictor:
     def _build_csr(self):
         layers = [*self._csr_layers(), np.ascontiguousarray(self.kernels[-1].T)]
         biases = [None if b is None else b[:, None] for b in (self.biases or [None] * len(layers))]
+        acts = self.acts or [None] * len(layers)
 
         def run_csr(x):
             h = np.ascontiguousarray(x.T)
@@ -210,8 +230,12 @@ class Predictor:
                 h = m @ h
                 if biases[i] is not None:
                     h = h + biases[i]
-                if i < len(layers) - 1:
+                if i < len(layers) - 1 and acts[i] is None:
                     np.maximum(h, 0, out=h)
-            return np.ascontiguousarray(h.T)
+                elif i < len(layers) - 1:
+                    h = forward.apply(acts[i], h)
+            out = np.ascontiguousarray(h.T)
+            # the output's activation on (n, classes): a softmax acts along each row
+            return out if acts[-1] is None else forward.apply(acts[-1], out)
 
         return run_csr

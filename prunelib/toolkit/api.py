@@ -963,7 +963,9 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
                 levels = gradual_levels(levels[0], method.keep)
             steps = tuple(count if lv == levels[-1] else min(count, round(lv / 100 * size)) for lv in levels)
             if count:  # a stage losing nothing is left as it is until the inputs before it change
-                plans[st.variable.path] = lw.Plan(counts=steps, selection=method.selection, refit=method.update == "lstsq")
+                plans[st.variable.path] = lw.Plan(
+                    counts=steps, selection=method.selection, refit=method.update == "lstsq"
+                )
         twin = _copy(model)
         done = lw.fit_model(model, twin, x, names, plans, damping, bias_always=True)
         result = _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
@@ -1187,18 +1189,21 @@ def _compact_graph(pruned):
 def predictor_from_model(model, **kwargs):
     """A :class:`prunelib.inference.predictor.Predictor` computing what the Keras ``model`` computes.
 
-    The Predictor runs a ReLU MLP with biases and linear outputs; a model it cannot compute
-    exactly is refused rather than approximated.
+    Any model of Dense layers :mod:`prunelib.toolkit.chain` reads: ReLU hidden layers and linear
+    outputs run on every path of the Predictor (the sparse ones too); other elementwise hidden
+    activations and an elementwise or softmax output (probabilities, as ``model.predict`` gives them)
+    run on its ``blas`` and ``csr`` paths, the removed units' constants folded first. A model it
+    cannot compute exactly is refused rather than approximated.
 
     Raises:
-        ValueError: the model has a hidden activation other than Keras' ReLU (on the Dense or as a
-            ``ReLU()`` / ``Activation("relu")`` layer after it) or an output activation (the
-            Predictor returns logits), a layer :mod:`prunelib.toolkit.chain` cannot read exactly,
-            or a reading that does not reproduce the model's predictions on a probe batch.
+        ValueError: a layer other than Dense holds weights (a convolution: export the model and run
+            it with ONNX Runtime), a layer :mod:`prunelib.toolkit.chain` cannot read exactly, or a
+            reading that does not reproduce the model's predictions on a probe batch.
 
     Example:
         >>> import keras, numpy as np, prunelib
-        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, "relu"), keras.layers.Dense(3)])
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, "tanh"),
+        ...                           keras.layers.Dense(3, "softmax")])
         >>> fast = prunelib.predictor_from_model(model)
         >>> x = np.ones((2, 8), np.float32)
         >>> bool(np.allclose(fast.predict(x), model.predict(x, verbose=0), atol=1e-5))
@@ -1206,17 +1211,24 @@ def predictor_from_model(model, **kwargs):
     """
     from prunelib.inference.predictor import Predictor
 
-    c = ch.chain(model, "predictor_from_model")
-    names = [" then ".join(ch.describe_step(layer, after)) for layer, after in zip(c.layers, c.post)]
-    linear = ch.keras_activation(c.layers[-1].activation) == "linear" and not c.post[-1]
-    if any(a is not None for a in c.acts[:-1]) or not linear:
+    ch.check_built(model)
+    other = [la for la in _kernel_layers(model, "predictor_from_model") if not ch.is_dense(la)]
+    if other:
         raise ValueError(
-            f"Predictor computes ReLU hidden layers and linear outputs (Keras' own); model {model.name!r} "
-            f"has activations {names} (use model.predict, or export it)"
+            f"predictor_from_model computes Dense layers with numpy; model {model.name!r} has layer "
+            f"{other[0].name!r} ({type(other[0]).__name__}): export it (prunelib.export(model, 'model.onnx')) and run "
+            "it with ONNX Runtime"
         )
+    c = ch.chain(model, "predictor_from_model")
     probe = np.random.default_rng(0).standard_normal((16, *c.input_shape)).astype(np.float32)
     ch.verify(c, model, probe, "predictor_from_model")
-    predictor = Predictor(c.kernels, biases=c.biases, **kwargs)
+    linear = ch.keras_activation(c.layers[-1].activation) == "linear" and not c.post[-1]
+    if all(a is None for a in c.acts[:-1]) and linear:
+        predictor = Predictor(c.kernels, biases=c.biases, **kwargs)
+    else:
+        kernels, biases = compact_kernels_folded(c.kernels, c.biases, c.acts)
+        acts = [*c.acts[:-1], None if linear else c.acts[-1]]
+        predictor = Predictor(kernels, biases=biases, acts=acts, **kwargs)
     want = ch.keras_numpy(model(probe, training=False))
     with np.errstate(all="ignore"):
         got = predictor.run(predictor.paths[0], probe)
