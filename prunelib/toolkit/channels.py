@@ -111,7 +111,12 @@ def _follow(layer, const: np.ndarray, consumers: dict, outputs: set) -> _Path:
                 if isinstance(nxt, L.BatchNormalization) or isinstance(nxt, _ACT):
                     path.between.append(nxt)
                 todo.append((nxt, _through(nxt, c), 1))
-            elif positions == 1 and isinstance(nxt, L.Flatten) and len(nxt.input.shape) > 2:
+            elif (
+                positions == 1
+                and isinstance(nxt, L.Flatten)
+                and len(nxt.input.shape) > 2
+                and getattr(nxt, "data_format", "channels_last") == "channels_last"  # channels_first transposes
+            ):
                 spatial = int(np.prod(nxt.input.shape[1:-1]))
                 todo.append((nxt, c, spatial))
             elif isinstance(nxt, _DROP):
