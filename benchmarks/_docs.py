@@ -19,6 +19,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import any_model  # noqa: E402  (its render: pandas only)
 import cnn_compact  # noqa: E402  (its render: pandas only)
+import quantized_export  # noqa: E402  (its render: pandas only)
 import fit_pruning  # noqa: E402  (its render: pandas only)
 import pipeline  # noqa: E402  (the accuracy columns its CSV has)
 
@@ -275,6 +276,11 @@ BLOCKS: dict[str, tuple[str, str, Callable[[pd.DataFrame], str]]] = {
     "fit-pruning": ("results/benchmarks/fit_pruning.csv", "docs/benchmarks.md", fit_pruning.render),
     "any-model": ("results/benchmarks/any_model.csv", "docs/own-model.md", any_model.render),
     "cnn-compact": ("results/benchmarks/cnn_compact.csv", "docs/own-model.md", cnn_compact.render),
+    "quantized-export": (
+        "results/benchmarks/quantized_export.csv",
+        "docs/own-model.md",
+        quantized_export.render,
+    ),
     "callback-cost": ("results/benchmarks/callback_cost.csv", "docs/training.md", callback_cost_block),
     "recovery-switch": ("results/benchmarks/recovery_switch.csv", "docs/recovery.md", recovery_switch_block),
     "unit-refit-targets": (
