@@ -449,6 +449,29 @@ def test_start_from_a_post_training_method_then_fine_tune_with_masks_fixed(metho
         assert not np.array_equal(got.kernel.numpy(), want.kernel.numpy())
 
 
+def test_start_on_a_cnn_keeps_every_conv_mask_through_fit():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(4, 2, activation="relu", name="c2"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).random((48, 6, 6, 2), dtype=np.float32)
+    expected = prunelib.post_training_model(model, 80, x, method="per-unit-obs-gradual")
+    callback = prunelib.PruningCallback(80, start="per-unit-obs-gradual", x=x)
+    spy = Spy(callback)
+    model.fit(x, np.arange(48) % 3, epochs=2, batch_size=16, verbose=0, callbacks=[callback, spy])
+    assert spy.resurrected == 0 and set(callback.masks) >= {"c1/kernel", "c2/kernel"}
+    for name in ("c1", "c2"):
+        got, want = model.get_layer(name).kernel.numpy(), expected.get_layer(name).kernel.numpy()
+        assert np.array_equal(got == 0, want == 0) and not np.array_equal(got, want), name
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from prunelib.toolkit import api, chain
+from prunelib.toolkit import api
 from prunelib.toolkit import kernels as kl
 from prunelib.toolkit.masking import MaskingCallback, percent
 from prunelib.toolkit.schedules import ConstantSparsity, PolynomialDecay
@@ -125,6 +125,9 @@ class PruningCallback(MaskingCallback):
             return
         pruned = api.post_training_model(self.model, self.start_k, self.x, method=self.start)
         self.model.set_weights(pruned.get_weights())
-        hidden = chain.dense_layers(self.model)[:-1]
-        self.layer_names = [layer.name for layer in hidden]
-        self._start_masks = {kl.key(layer, layer._kernel): np.asarray(layer.kernel.numpy()) != 0 for layer in hidden}
+        # the layers the method prunes: every kernel layer but the outputs (Dense and convolutions)
+        specs = kl.prunable_layers(self.model)
+        self.layer_names = [spec.name for spec in specs]
+        self._start_masks = {
+            spec.key(kernel.variable): np.asarray(kernel.variable.numpy()) != 0 for spec in specs for kernel in spec.kernels
+        }
