@@ -478,7 +478,7 @@ def test_start_on_a_cnn_keeps_every_conv_mask_through_fit():
         ({"k": 50, "start": "per-unit-obs-gradual"}, "calibration"),
         ({"start": "per-unit-obs-gradual", "x": X_FLAT}, "give k"),
         ({"k": 50, "start": "unit-obs+lstsq", "x": X_FLAT}, "granularity='unit'"),
-        ({"k": 50, "start": "obs-gradual", "x": X_FLAT, "skip": ["h0"]}, "every hidden Dense"),
+        ({"k": 50, "start": "obs-gradual", "x": X_FLAT, "skip": ["h0"]}, "every kernel layer but the outputs"),
         ({"k": 50, "start": "nope", "x": X_FLAT}, "unknown"),
     ],
 )

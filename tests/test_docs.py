@@ -235,7 +235,9 @@ def test_least_squares_seconds_in_the_docs_are_the_committed_benchmark():
         )
 
 
-@pytest.mark.parametrize("name", ["pipeline", "tfmot", "inference", "memory", "any-model", "cnn-compact", "quantized-export"])
+@pytest.mark.parametrize(
+    "name", ["pipeline", "tfmot", "inference", "memory", "any-model", "cnn-compact", "quantized-export"]
+)
 def test_benchmark_tables_in_the_docs_are_the_committed_csvs(name):
     """docs/benchmarks.md quotes the pipeline, tfmot, inference and memory CSVs through benchmarks/_docs.py."""
     import pandas as pd

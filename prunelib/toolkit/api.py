@@ -135,8 +135,15 @@ def _layer_masks(spec: kl.PrunableLayer, values: Sequence[np.ndarray], k: float,
     return out
 
 
-def _warn_untouched(model, kernel_layers: Sequence[keras.layers.Layer]) -> None:
-    """Warn once about trainable weights prune_model does not prune (normalization layers aside)."""
+def _warn_untouched(
+    model,
+    kernel_layers: Sequence[keras.layers.Layer],
+    what: str = "prune_model",
+    prunes: Sequence[str] = (),
+    depth: int = 3,
+) -> None:
+    """Warn once about trainable weights ``what`` does not prune (normalization layers aside)."""
+    prunes = prunes or kl.KERNEL_LAYERS
     kernel_ids = {id(layer) for layer in kernel_layers}
     others = [
         layer
@@ -146,8 +153,8 @@ def _warn_untouched(model, kernel_layers: Sequence[keras.layers.Layer]) -> None:
     if others:
         warnings.warn(
             f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold weights that "
-            f"prune_model does not prune (it prunes {', '.join(kl.KERNEL_LAYERS)}); they are left untouched",
-            stacklevel=3,
+            f"{what} does not prune (it prunes {', '.join(prunes)}); they are left untouched",
+            stacklevel=depth,
         )
 
 
@@ -162,20 +169,15 @@ def _copy(model):
     try:
         twin = ch.clone(model)
     except Exception as err:  # Keras raises many types for a model it cannot rebuild
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(
-            f"model {model.name!r} ({type(model).__name__}) cannot be copied with keras.models.clone_model, "
-            f"and prunelib never modifies the model it is given: give a subclassed model get_config() and "
-            f"from_config(), or rebuild it as Sequential or functional ({reason})"
-        ) from None
+        raise ch.rebuild_error(model, err, "prunelib never modifies the model it is given") from None
     try:
         inputs = model.inputs
     except AttributeError:
         inputs = None
     if inputs and len(inputs) == 1 and None not in tuple(inputs[0].shape[1:]) and "float" in str(inputs[0].dtype):
         probe = np.random.default_rng(0).standard_normal((4, *inputs[0].shape[1:])).astype(np.float32)
-        want = [ch.keras_numpy(t) for t in keras.tree.flatten(model(probe, training=False))]
-        got = [ch.keras_numpy(t) for t in keras.tree.flatten(twin(probe, training=False))]
+        want = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(model, probe))]
+        got = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(twin, probe))]
         if any(
             a.shape != b.shape or not np.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=True) for a, b in zip(got, want)
         ):
@@ -207,6 +209,10 @@ def _write(spec: kl.PrunableLayer, kernels: Sequence[np.ndarray], bias: np.ndarr
 
 def _masked(value: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     return value if keep is None else np.where(keep, value, np.zeros((), value.dtype))
+
+
+_FRACTION = "k is a percent: k={k} prunes {k} %, not {pct:g} %; for {pct:g} % pass k={pct:g}"
+"""The warning for a k below 1, which tfmot and Keras users write as a fraction."""
 
 
 def prune_model(
@@ -263,9 +269,7 @@ def prune_model(
     nm, k = _parse_method(method, k)
     if nm is None and 0 < k < 1:
         # tfmot and Keras callbacks take fractions: a user writing 0.8 most likely means 80 %
-        warnings.warn(
-            f"k is a percent: k={k} prunes {k} %, not {k * 100:g} %; for {k * 100:g} % pass k={k * 100:g}", stacklevel=2
-        )
+        warnings.warn(_FRACTION.format(k=k, pct=k * 100), stacklevel=2)
     if not isinstance(include_output, (bool, np.bool_)):
         raise ValueError(f"include_output must be True or False, got {include_output!r}")
     # read once here: a generator would be used up by the first check and skip nothing after it
@@ -744,6 +748,8 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     from prunelib.core.post_training import get_method, post_training_prune_with_biases
 
     k = pruning.validate_k(k)
+    if 0 < k < 1:
+        warnings.warn(_FRACTION.format(k=k, pct=k * 100), stacklevel=2)
     damping = _damping(damping)
     if isinstance(method, str):
         get_method(method)  # an unknown name: the message lists the methods
@@ -832,7 +838,7 @@ def _graph_result(twin, x: np.ndarray, masks: Mapping[str, np.ndarray], paths: M
         value = np.asarray(paths[path].numpy())
         if np.any(value[~mask] != 0):
             raise ValueError(f"{what}: a pruned weight of {path!r} came back nonzero; this is a bug in prunelib")
-    out = [ch.keras_numpy(t) for t in keras.tree.flatten(twin(x[:64], training=False))]
+    out = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(twin, x[:64]))]
     if not all(np.isfinite(o).all() for o in out):
         raise ValueError(
             f"{what}: the re-fitted model predicts NaN or infinity on the calibration inputs (weights too large "
@@ -851,8 +857,10 @@ def _reconstruct_graph(model, pruned, x_calib, masks, damping: float, exact: boo
     layers, outputs = _graph_layers(model, what)
     _graph_layers(pruned, what)
     _same_architecture(model, pruned, what)
-    zeros = [sum(int(np.sum(np.asarray(w.numpy()) == 0)) for la in _kernel_layers(m, what) for w in la.weights)
-             for m in (model, pruned)]  # fmt: skip
+    zeros = [  # kernels only: a zero-initialized bias is no pruned weight
+        sum(int(np.sum(np.asarray(k.variable.numpy()) == 0)) for spec in _specs(m, what) for k in spec.kernels)
+        for m in (model, pruned)
+    ]
     if zeros[0] > zeros[1]:
         raise ValueError(
             f"model has {zeros[0]} zero weights in its kernel layers and pruned only {zeros[1]}: are they swapped? "
@@ -939,7 +947,11 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
     every = {la.name: la for la in layers}
     for name in names:
         if not isinstance(every[name], tuple(getattr(keras.layers, t) for t in lw.FITTED)):
-            lw.stages(every[name])  # refused by name
+            raise ValueError(
+                f"post_training_model prunes Dense and convolution layers, and layer {name!r} is a "
+                f"{type(every[name]).__name__}: prune it with prune_model (skip=[...] there), then reconstruct_model"
+            )
+    _warn_untouched(model, layers, "post_training_model", lw.FITTED, depth=4)
     stage_list = [st for name in names for st in lw.stages(every[name])]
     x = _calibration(x_calib, tuple(model.inputs[0].shape[1:]))
     lw.check_rows([every[n] for n in names], len(x))
@@ -952,7 +964,7 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
     else:
         tried = [allocation.power_counts(stand_ins, k, a) for a in allocation.SEARCH_ALPHAS]
         candidates = [c for i, c in enumerate(tried) if c not in tried[:i]]
-    dense = ch.keras_numpy(model(x, training=False)) if len(candidates) > 1 else None
+    dense = ch.keras_numpy(ch.run(model, x)) if len(candidates) > 1 else None
     best = None
     for counts in candidates:
         plans = {}
@@ -971,7 +983,7 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
         result = _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
         if dense is None:
             return result
-        got = ch.keras_numpy(result(x, training=False))
+        got = ch.keras_numpy(ch.run(result, x))
         score = (float(np.mean(got.argmax(-1) != dense.argmax(-1))), float(np.mean(np.square(got - dense))))
         if best is None or score < best[0]:
             best = (score, result)
@@ -1010,6 +1022,12 @@ def _calibration(
     Raises:
         ValueError: naming what is wrong (shape, dtype, too few rows, NaN or infinity, float32 overflow).
     """
+    if None in tuple(input_shape):
+        raise ValueError(
+            f"the model takes inputs of unknown size {tuple(input_shape)}, and the re-fit counts each layer's "
+            "inputs from a fixed shape: rebuild the model on keras.Input(...) of your data's size and copy the "
+            "weights over (new.set_weights(model.get_weights()))"
+        )
     want = f"(n, {', '.join(map(str, input_shape))})"
     if isinstance(x_calib, tuple) and len(x_calib) == 2:
         # Keras' fit takes (x, y); calibration is the inputs alone, and stacking the pair would
@@ -1149,7 +1167,10 @@ def compact_model(pruned):
             "lora_rank",
         ):
             config.pop(key, None)
-        new = ch.keep_activation(keras.layers.Dense.from_config(config), layer)
+        try:
+            new = ch.rebuild(layer, config, keras.layers.Dense)
+        except Exception as err:  # Keras raises many types for a config it cannot rebuild
+            raise ch.rebuild_error(pruned, err, "compact_model") from None
         dense.append((new, w, b))
         layers.append(new)
         layers.extend(ch.keep_activation(type(a).from_config(a.get_config()), a) for a in after)
@@ -1159,7 +1180,7 @@ def compact_model(pruned):
         if b is not None:
             new.bias.assign(b.astype(np.float32))
     # the compact model must predict what the pruned one does (the constants folded, nothing else)
-    ch.verify_result(small, probe, ch.keras_numpy(pruned(probe, training=False)), "compact_model")
+    ch.verify_result(small, probe, ch.keras_numpy(ch.run(pruned, probe)), "compact_model")
     return small
 
 
@@ -1175,14 +1196,15 @@ def _compact_graph(pruned):
         raise ValueError(f"{what} needs a fixed input shape to check its result; model {pruned.name!r} takes {shape}")
     small = channels.compact_graph(pruned)
     probe = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
-    want = ch.keras_numpy(pruned(probe, training=False))
-    got = ch.keras_numpy(small(probe, training=False))
-    scale = 1.0 + float(np.abs(want).max()) if want.size else 1.0
-    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-5, atol=1e-5 * scale):
-        raise ValueError(
-            f"{what}'s result predicts something else than {pruned.name!r} on a probe batch; this is a bug in "
-            "prunelib, please report it"
-        )
+    wants = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(pruned, probe))]
+    gots = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(small, probe))]
+    for got, want in zip(gots, wants, strict=True):  # every head of a model with several outputs
+        scale = 1.0 + float(np.abs(want).max()) if want.size else 1.0
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-5, atol=1e-5 * scale):
+            raise ValueError(
+                f"{what}'s result predicts something else than {pruned.name!r} on a probe batch; this is a bug in "
+                "prunelib, please report it"
+            )
     return small
 
 
@@ -1229,7 +1251,7 @@ def predictor_from_model(model, **kwargs):
         kernels, biases = compact_kernels_folded(c.kernels, c.biases, c.acts)
         acts = [*c.acts[:-1], None if linear else c.acts[-1]]
         predictor = Predictor(kernels, biases=biases, acts=acts, **kwargs)
-    want = ch.keras_numpy(model(probe, training=False))
+    want = ch.keras_numpy(ch.run(model, probe))
     with np.errstate(all="ignore"):
         got = predictor.run(predictor.paths[0], probe)
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max())):

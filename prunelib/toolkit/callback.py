@@ -48,8 +48,9 @@ class PruningCallback(MaskingCallback):
             ``"unit"`` then zeroes the bias of a unit with no kept weight).
         start: a post-training method (:func:`prunelib.post_training_methods`, e.g.
             ``"per-unit-obs-gradual"``; ``unit-*`` with ``granularity="unit"``): when ``fit`` starts,
-            every hidden Dense layer is pruned at ``k`` and re-fitted in closed form from ``x``
-            (:func:`prunelib.post_training_model`), then trained with those masks fixed.
+            every kernel layer but the outputs (Dense and convolutions) is pruned at ``k`` and
+            re-fitted in closed form from ``x`` (:func:`prunelib.post_training_model`), then trained
+            with those masks fixed.
         x: calibration inputs for ``start``.
 
     Every layer holding a kernel is pruned: Dense, EinsumDense, Conv1D/2D/3D, DepthwiseConv1D/2D,
@@ -98,7 +99,7 @@ class PruningCallback(MaskingCallback):
         self.start_k = percent(k)
 
     def _check_start(self, k, granularity, schedule, layers, skip, include_output, masks) -> None:
-        """``start=``: a post-training method prunes every hidden Dense layer at ``k``, then the
+        """``start=``: a post-training method prunes every kernel layer but the outputs at ``k``, then the
         masks stay fixed; refuse what would contradict that, before any work."""
         from prunelib.core.post_training import get_method
 
@@ -114,7 +115,7 @@ class PruningCallback(MaskingCallback):
             raise ValueError(f"start={self.start!r} sets the masks once and keeps them: leave schedule and masks out")
         if layers is not None or skip is not None or include_output:
             raise ValueError(
-                f"start={self.start!r} prunes every hidden Dense layer: leave layers, skip and include_output out"
+                f"start={self.start!r} prunes every kernel layer but the outputs: leave layers, skip and include_output out"
             )
         if self.x is None:
             raise ValueError(f"start={self.start!r} needs calibration inputs: pass x=<a few thousand training inputs>")
@@ -129,5 +130,7 @@ class PruningCallback(MaskingCallback):
         specs = kl.prunable_layers(self.model)
         self.layer_names = [spec.name for spec in specs]
         self._start_masks = {
-            spec.key(kernel.variable): np.asarray(kernel.variable.numpy()) != 0 for spec in specs for kernel in spec.kernels
+            spec.key(kernel.variable): np.asarray(kernel.variable.numpy()) != 0
+            for spec in specs
+            for kernel in spec.kernels
         }

@@ -158,7 +158,18 @@ def dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
 def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     """``layer`` rebuilt from its config, keeping its activation function itself: a user's function
     is saved by its name, so ``from_config`` would turn a function named ``relu`` into Keras' relu."""
-    return keep_activation(layer.__class__.from_config(layer.get_config()), layer)
+    return rebuild(layer)
+
+
+def rebuild(layer: keras.layers.Layer, config: dict | None = None, cls: type | None = None) -> keras.layers.Layer:
+    """A new layer of ``cls`` (``layer``'s class) from ``config`` (``layer``'s), with ``layer``'s own
+    activation function: a function of the user's own, which its config names only, resolves to
+    itself while the config is read (registered with Keras or not)."""
+    fn = getattr(layer, "activation", None)
+    own = callable(fn) and not isinstance(fn, keras.layers.Layer) and keras_activation(fn) is None
+    with keras.saving.custom_object_scope({activation_name(fn): fn} if own else {}):
+        new = (cls or layer.__class__).from_config(layer.get_config() if config is None else config)
+    return keep_activation(new, layer)
 
 
 def keep_activation(new: keras.layers.Layer, old: keras.layers.Layer) -> keras.layers.Layer:
@@ -168,6 +179,30 @@ def keep_activation(new: keras.layers.Layer, old: keras.layers.Layer) -> keras.l
     if callable(fn) and not isinstance(fn, keras.layers.Layer) and keras_activation(fn) is None:
         new.activation = fn
     return new
+
+
+def rebuild_error(model: keras.Model, err: BaseException, what: str) -> ValueError:
+    """The one-line error for a model Keras cannot rebuild from its config (prunelib copies models
+    rather than modifying them), naming a function of the user's own where that is the cause."""
+    import re
+
+    text = str(err)
+    found = re.search(r"Could not locate (?:function|class) '([^']+)'", text)
+    if found:
+        return ValueError(
+            f"{what}: model {model.name!r} uses {found.group(1)!r}, a function or class of your own that Keras "
+            "cannot rebuild from the model's config, and prunelib copies a model rather than modifying it: "
+            "decorate it with @keras.saving.register_keras_serializable()"
+        )
+    reason = text.splitlines()[0] if text else type(err).__name__
+    if len(reason) > 200:
+        reason = reason[:200] + "..."
+    fix = (
+        "give it get_config() and from_config(), or rebuild it as Sequential or functional"
+        if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth"))
+        else "a layer's get_config() does not rebuild it"
+    )
+    return ValueError(f"{what}: Keras cannot copy model {model.name!r} ({type(model).__name__}): {fix} ({reason})")
 
 
 def clone(model: keras.Model) -> keras.Model:
@@ -449,14 +484,38 @@ def _compose(fns):
     return composed
 
 
+def acts_elementwise(fn) -> bool:
+    """Whether a function of the user's own acts on each value alone, judged on a probe: each entry
+    of ``fn(z)`` must be ``fn`` of that entry by itself (a softmax, a normalization or anything
+    mixing the units fails). Keras' own activations are known by name instead."""
+    z = np.linspace(-3.0, 3.0, 15, dtype=np.float32).reshape(3, 5)
+    try:
+        with np.errstate(all="ignore"):
+            whole = np.asarray(keras.ops.convert_to_numpy(fn(z)), np.float64)
+            alone = np.array(
+                [
+                    [
+                        np.asarray(keras.ops.convert_to_numpy(fn(z[i : i + 1, j : j + 1])), np.float64).item()
+                        for j in range(5)
+                    ]
+                    for i in range(3)
+                ]
+            )
+    except Exception:  # noqa: BLE001 - a function that cannot run on one value is no elementwise one
+        return False
+    return whole.shape == alone.shape and np.allclose(whole, alone, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
 def _check_elementwise(fn, name: str, *, post_output: bool, what: str) -> None:
     act = activation_name(fn)
     if act in ELEMENTWISE or (post_output and act in ("softmax", "log_softmax")):
         return
+    if keras_activation(fn) is None and acts_elementwise(fn):
+        return  # a function of the user's own, computed as itself
     raise ValueError(
-        f"{what} cannot handle activation {act!r} of layer {name!r}: it is not elementwise, "
-        f"so one unit cannot be removed or re-fitted alone; elementwise ones are "
-        f"{sorted(ELEMENTWISE)} (softmax only on the output)"
+        f"{what} cannot handle activation {act!r} of layer {name!r}: it is not elementwise (each unit's output "
+        f"depends on other units, checked on a probe), so one unit cannot be removed or re-fitted alone; Keras' "
+        f"elementwise ones are {sorted(ELEMENTWISE)} (softmax only on the output)"
     )
 
 
@@ -481,6 +540,15 @@ def _close(got: np.ndarray, want: np.ndarray) -> bool:
 
 def _off_by(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got.astype(np.float64) - want.astype(np.float64)).max(initial=0.0))
+
+
+def run(model: keras.Model, x) -> object:
+    """``model(x)`` at inference, ``x`` wrapped in a list where the model was built on a list of one
+    input (``keras.Model([inp], out)``), which Keras otherwise warns about at every call."""
+    struct = getattr(model, "_inputs_struct", None)
+    if isinstance(struct, list | tuple) and len(struct) == 1 and not isinstance(x, list | tuple):
+        x = [x]
+    return model(x, training=False)
 
 
 def keras_numpy(out) -> np.ndarray:
@@ -534,7 +602,7 @@ def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str, *, result: bo
     x = np.asarray(x, np.float32)[:64]
     if not np.isfinite(x).all():
         raise ValueError(f"{what} got inputs that contain NaN or infinity (or values beyond float32's range)")
-    want = keras_numpy(model(x, training=False))
+    want = keras_numpy(run(model, x))
     if str(want.dtype) not in FLOAT_DTYPES:
         raise ValueError(f"{what}: {whose} predicts in {want.dtype}, not float32; rebuild it in float32")
     if not np.isfinite(want).all():
@@ -582,7 +650,7 @@ def verify_result(result: keras.Model, x: np.ndarray, want: np.ndarray, what: st
             )
     verify(chain(result, what), result, x, what, result=True)
     x = np.asarray(x, np.float32)[:64]
-    got = keras_numpy(result(x, training=False))
+    got = keras_numpy(run(result, x))
     want = np.asarray(want)[:64]
     if not _close(got, want):
         detail = (

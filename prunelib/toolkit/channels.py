@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 from prunelib.toolkit import kernels as kl  # noqa: E402
+from prunelib.toolkit.chain import ELEMENTWISE, keras_activation, rebuild, rebuild_error  # noqa: E402
 
 L = keras.layers
 
@@ -72,6 +73,18 @@ def _channel_axis_ok(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
+def _elementwise(fn) -> bool:
+    """Whether an activation acts on each value alone (Keras' own by name; softmax does not)."""
+    return keras_activation(fn) in ELEMENTWISE
+
+
+def _channelwise(layer) -> bool:
+    """Whether ``layer`` maps each channel on its own, in channels-last order."""
+    if not isinstance(layer, CHANNELWISE) or not _channel_axis_ok(layer):
+        return False
+    return not isinstance(layer, L.Activation) or _elementwise(layer.activation)
+
+
 def _through(layer, const: np.ndarray) -> np.ndarray:
     """The constants a channel-wise layer outputs for constant input channels (NaN: not constant)."""
     shape = tuple(layer.input.shape[1:])
@@ -107,7 +120,7 @@ def _follow(layer, const: np.ndarray, consumers: dict, outputs: set) -> _Path:
         if id(current) in outputs:
             path.keep_all = True
         for nxt in consumers.get(id(current), []):
-            if positions == 1 and isinstance(nxt, CHANNELWISE) and _channel_axis_ok(nxt):
+            if positions == 1 and _channelwise(nxt):
                 if isinstance(nxt, L.BatchNormalization) or isinstance(nxt, _ACT):
                     path.between.append(nxt)
                 todo.append((nxt, _through(nxt, c), 1))
@@ -155,8 +168,8 @@ def plan(model: keras.Model) -> dict[str, np.ndarray]:
     outputs = {id(p) for t in model.outputs for p, _ in kl._producers(t)}
     out = {}
     for layer in layers:
-        if not _is_shrinkable(layer) or id(layer) in outputs:
-            continue
+        if not _is_shrinkable(layer) or id(layer) in outputs or not _elementwise(layer.activation):
+            continue  # a softmax over the channels: no channel is a constant of its own
         dead, const = _dead_units(layer)
         if not dead.any() or dead.all():
             continue
@@ -232,14 +245,13 @@ def compact_graph(pruned: keras.Model) -> keras.Model:
                 config["filters" if isinstance(layer, _CONV) else "units"] = int(keep[layer.name].sum())
             if isinstance(layer, (L.Dense, *_CONV)) and len(weights[layer.name]) == 2 and not layer.use_bias:
                 config["use_bias"] = True
-            return type(layer).from_config(config)
+            return rebuild(layer, config)
 
         graph = isinstance(current, keras.Sequential) or hasattr(current, "_nodes_by_depth")
         try:
             twin = keras.models.clone_model(current, clone_function=resize, recursive=graph)
         except Exception as err:  # Keras raises many types for a graph it cannot rebuild
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"Keras cannot rebuild model {current.name!r} with fewer filters: {reason}") from None
+            raise rebuild_error(current, err, "compact_model") from None
         for layer in kl.flat_layers(twin):
             if layer.weights:
                 layer.set_weights(weights[layer.name])

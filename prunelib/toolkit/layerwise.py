@@ -330,6 +330,37 @@ class Plan:
     refit: bool = True
 
 
+def check_reading(model: keras.Model, layer: keras.layers.Layer, x: np.ndarray) -> None:
+    """Refuse a layer whose Keras output is not what its stages compute from its weights (patches
+    times kernel, plus bias, then its activation) on the calibration rows ``x``: a fit of those
+    weights would then fit something the model does not compute.
+
+    Raises:
+        ValueError: naming the layer and how far its output is from its reading.
+    """
+    values = kernel_values(model)
+    z = np.asarray(extractor(model, layer)(x, training=False), np.float32)
+    h = None
+    for stage in stages(layer):
+        w = stage.flat(values[stage.variable.path]).astype(np.float32)
+        h = np.matmul(stage.rows(z, values), w)
+        if stage.bias is not None:
+            h = h + stage.bias_flat(values[stage.bias.path]).astype(np.float32)[:, None, :]
+    h = h.transpose(1, 0, 2).reshape(h.shape[1], -1)  # (rows, channels): group-major channel order
+    got = _numpy(layer.activation(h))
+    out = _channels_last(layer, _numpy(keras.Model(model.inputs[0], layer.output)(x, training=False)))
+    want = out.reshape(-1, out.shape[-1])
+    scale = 1.0 + float(np.abs(want).max()) if want.size else 1.0
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-4, atol=1e-4 * scale):
+        off = float(np.abs(got - want).max()) if got.shape == want.shape else float("nan")
+        raise ValueError(
+            f"layer {layer.name!r} ({type(layer).__name__}) does not compute what its kernel and bias give by "
+            f"its definition (off by {off:.3g} on the calibration inputs): Keras computes it otherwise (its own "
+            "call, or a Keras issue such as a channels_first Conv2D adding its bias along the last axis), so it "
+            "cannot be re-fitted exactly"
+        )
+
+
 def fit_model(
     model: keras.Model,
     twin: keras.Model,
@@ -368,6 +399,7 @@ def fit_model(
         pairs = list(zip(stages(layer), stages(dense_layer)))
         if not changed and all(sd.variable.path not in plans for _, sd in pairs):
             continue
+        check_reading(model, dense_layer, x[:8])
         source, dense_source = extractor(twin, layer), extractor(model, dense_layer)
         per = rows_per_sample(dense_layer)
         for st, sd in pairs:
