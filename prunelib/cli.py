@@ -478,10 +478,13 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     ):
         print(f"wrote {path}")
     if preset == "challenge" or args.part:
-        missing = study_parts.parts_table(study_parts.published(results_dir))
-        missing = missing[missing["missing (command)"] != "-"]
+        table = study_parts.parts_table(study_parts.published(results_dir))
+        missing = table.loc[table["missing (command)"] != "-", "part"]
         if len(missing):
-            print(f"parts not in {results_dir}: {', '.join(missing['part'])} (`make study` computes every part)")
+            print(
+                f"{results_dir} lacks (some datasets of) the parts {', '.join(missing)}: `python -m prunelib "
+                f"report --check --results {results_dir}` names the command of each; `make study` runs them all"
+            )
     return 0
 
 
