@@ -18,16 +18,20 @@ env: $(STAMP)
 data: env
 	$(BIN)/python -m prunelib.data fetch all
 
-# The challenge (the notebook's default preset): minutes on 2 cores, published into results/.
+# The challenge's part (the notebook's default preset): minutes on 2 cores, published into results/
+# beside whatever other parts are there.
 results: data
-	$(BIN)/python -m prunelib run --preset challenge --results results
+	$(BIN)/python -m prunelib run --part challenge --results results
 	$(BIN)/papermill --execution-timeout 7200 pruning_challenge.ipynb pruning_challenge.ipynb
 	$(BIN)/ruff format -q pruning_challenge.ipynb
 	@echo "results/ holds the challenge; the whole study (recipes, recovery, sensitivity, ...): make study"
 
-# The whole study (every table kind; about 72 min on a 2-core bf16 CPU, 3-4 h on a 2-core AVX2 CPU).
+# The whole study (every table kind; about 72 min on a 2-core bf16 CPU, 3-4 h on a 2-core AVX2 CPU),
+# one part after another (prunelib.study.registry.PARTS, the challenge first), each published into
+# results/ as it finishes; a killed run started again recomputes only what no cell had finished.
+PARTS = $(shell $(BIN)/python -c "from prunelib.study.registry import PARTS; print(*PARTS)")
 study: data
-	$(BIN)/python -m prunelib run
+	for part in $(PARTS); do $(BIN)/python -m prunelib run --part $$part --results results || exit 1; done
 	$(BIN)/papermill --execution-timeout 14400 -p preset full pruning_challenge.ipynb pruning_challenge.ipynb
 	$(BIN)/ruff format -q pruning_challenge.ipynb  # papermill's injected parameters cell
 

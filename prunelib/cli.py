@@ -22,6 +22,7 @@ from prunelib.base.strategies import RECOVERY
 from prunelib.data import DATASETS, DataError
 from prunelib.models.config import Recipe, RecoveryConfig
 from prunelib.study.config import DEFAULT_KS, PRESETS, RECIPE_STUDY, ExperimentConfig
+from prunelib.study.registry import PARTS
 
 RECOVERY_CHOICES = list(RECOVERY)
 
@@ -123,11 +124,22 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--preset",
         choices=list(PRESETS),
-        default="full",
+        default=None,
         help="challenge: only the challenge's study (both datasets, 5 seeds, weight and "
         "unit pruning one-shot and + lstsq, global pruning; no recipe study, "
         "retrain-from-scratch, sensitivity, recovery or targeted dropout; writes to "
-        "a scratch directory unless --results is given); full: everything",
+        "a scratch directory unless --results is given); full (the default without --part): "
+        "everything; a preset run replaces the results directory",
+    )
+    run.add_argument(
+        "--part",
+        nargs="+",
+        choices=list(PARTS),
+        default=None,
+        metavar="PART",
+        help="compute only these parts of the study (" + ", ".join(PARTS) + ") and publish them "
+        "into --results (default results) beside the parts already there, replacing only their "
+        "own rows of the datasets run; the other parts' records and tables stay",
     )
     run.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="datasets to run")
     run.add_argument(
@@ -318,7 +330,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     """The :class:`ExperimentConfig` that ``run``'s options describe.
 
     ``--quick`` sets the smoke-run defaults; any option given explicitly overrides them;
-    ``--preset challenge`` then drops every part beyond the challenge's study.
+    ``--preset challenge`` then drops every part beyond the challenge's study; ``--part`` keeps
+    the parts it names.
     """
     base = ExperimentConfig.quick() if args.quick else ExperimentConfig()
     seeds = args.seeds if args.seeds is not None else len(base.seeds)
@@ -342,7 +355,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         recovery_ks=rks,
         recovery_seeds=tuple(range(min(args.recovery_seeds, seeds))),
         aware_targets=() if args.no_aware else base.aware_targets,
-    ).with_preset(args.preset)
+        parts=_unique(args.part, "--part") if args.part else None,
+    ).with_preset(args.preset or "full")
 
 
 def _writable_dir(path: Path, option: str) -> Path:
@@ -358,12 +372,13 @@ def _writable_dir(path: Path, option: str) -> Path:
     return path
 
 
-def default_results(preset: str = "full", quick: bool = False) -> Path:
-    """Where a run publishes without ``--results``: ``results/`` for the full study only, so the
-    committed results stay the full study's; a quick or challenge run goes to a scratch directory."""
+def default_results(preset: str | None = "full", quick: bool = False) -> Path:
+    """Where a run publishes without ``--results``: ``results/`` for the full study and for a run
+    of parts (``preset`` None), which join the parts already there; a quick or challenge run goes
+    to a scratch directory."""
     if quick:
         return home() / "quick-results"
-    return Path("results") if preset == "full" else home() / f"{preset}-results"
+    return Path("results") if preset in ("full", None) else home() / f"{preset}-results"
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -371,18 +386,34 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.ray not in (None, "local") or (args.ray == "local" and os.environ.get("RAY_ADDRESS")):
         _check_ray_address(os.environ["RAY_ADDRESS"] if args.ray == "local" else args.ray)  # fail fast
     from prunelib.study import local as study
+    from prunelib.study import parts as study_parts
+    from prunelib.study.registry import parts_for
 
+    if args.part and args.preset:
+        raise UsageError(
+            "--part and --preset choose what to run in two ways; give --part alone (it publishes beside "
+            "the other parts) or --preset alone (it replaces the results directory)"
+        )
+    preset = None if args.part else args.preset or "full"
     config = config_from_args(args)
-    results_dir = args.results or default_results(args.preset, args.quick)
+    idle = [p for p in args.part or () if p not in parts_for(config)]
+    if idle:
+        raise UsageError(
+            f"--part {idle[0]} computes nothing with these options; drop the option that turns it off "
+            "(--no-baselines, --no-sensitivity, --no-recipes, --recovery without strategies, --no-aware) or the part"
+        )
+    results_dir = args.results or default_results(preset, args.quick)
     results_dir = _writable_dir(results_dir, "--results")
     from prunelib.reporting.results import check_replaceable
 
     check_replaceable(results_dir)  # a run replaces the directory: refuse one holding a user's files
+    if args.part:
+        study_parts.check_prerequisites(config, results_dir)
     if args.cache is not None:
         _writable_dir(args.cache, "--cache")
     if results_dir != Path("results") and args.results is None:
         print(
-            f"{'quick' if args.quick else args.preset} run: writing to {results_dir} (pass --results to choose)",
+            f"{'quick' if args.quick else preset} run: writing to {results_dir} (pass --results to choose)",
             file=sys.stderr,
         )
     if args.ray is not None and args.retrain:
@@ -430,16 +461,30 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     command = "python -m prunelib " + shlex.join(sys.argv[1:] if argv is None else argv)
     figure_cache = Path(args.cache or cache_dir()) / "figures"
+    seconds = time.perf_counter() - t0
+    entries = study_parts.run_entries(config, command=command, preset=preset, seconds=seconds)
     for path in publish(
         results,
         config,
         results_dir,
         command=command,
-        run_seconds=time.perf_counter() - t0,
+        run_seconds=seconds,
         figure_cache=figure_cache,
-        preset=args.preset,
+        preset=preset,
+        parts=entries,
+        parts_table=study_parts.parts_table(entries),
+        # A run of parts joins the parts already published, under the directory's lock.
+        combine=study_parts.combiner(results, config, entries) if args.part else None,
     ):
         print(f"wrote {path}")
+    if preset == "challenge" or args.part:
+        table = study_parts.parts_table(study_parts.published(results_dir))
+        missing = table.loc[table["missing (command)"] != "-", "part"]
+        if len(missing):
+            print(
+                f"{results_dir} lacks (some datasets of) the parts {', '.join(missing)}: `python -m prunelib "
+                f"report --check --results {results_dir}` names the command of each; `make study` runs them all"
+            )
     return 0
 
 
@@ -522,15 +567,22 @@ def _report(args: argparse.Namespace) -> int:
         print(found.summary(str(args.results), str(args.compare)))
         return 1 if len(found.disagree) else 0
     if args.check:
-        problems = provenance.check_manifest(args.results)
+        from prunelib.study import parts as study_parts
+
+        problems = provenance.check_manifest(args.results, legacy=study_parts.legacy_records)
         for problem in problems:
             print(problem)
+        held = study_parts.published(args.results)
+        if held:
+            for row in study_parts.parts_table(held).itertuples(index=False):
+                print(f"part {row[0]}: present for {row[2]}; missing: {row[3].replace('`', '')}")
         print(
             f"{args.results}: "
             + (
                 "current for the checked-out code"
                 if not problems
-                else f"{len(problems)} problem(s); re-run `python -m prunelib run`"
+                else f"{len(problems)} problem(s); "
+                + ("recompute what they name" if held else "re-run `python -m prunelib run`")
             )
         )
         return 1 if problems else 0
@@ -546,7 +598,11 @@ def _report(args: argparse.Namespace) -> int:
             f"{len(stale)} problem(s)); the report shows the tables as they are",
             file=sys.stderr,
         )
-    for path in report.write_report(load_results(args.results), args.results):
+    from prunelib.study import parts as study_parts
+
+    held = study_parts.published(args.results)
+    table = study_parts.parts_table(held) if held else None
+    for path in report.write_report(load_results(args.results), args.results, parts=table):
         print(f"wrote {path}")
     return 0
 

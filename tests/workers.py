@@ -43,3 +43,40 @@ def load_framework_and_warn() -> str:
     warnings.warn("a real warning from the cell", stacklevel=1)
     os.write(2, b"a real C-level line from the cell\n")
     return os.environ["TF_CPP_MIN_LOG_LEVEL"]
+
+
+def logged_step(directory: str, name: str, wait: float) -> None:
+    """A cell's work: a cache entry ``name`` whose build logs ``started``/``built`` with its pid
+    and takes ``wait`` seconds."""
+    import os
+
+    from prunelib.base.provenance import cached_artifact
+
+    log = Path(directory) / "log"
+
+    def build():
+        with open(log, "a") as handle:
+            handle.write(f"started {name} {os.getpid()}\n")
+        time.sleep(wait)
+        with open(log, "a") as handle:
+            handle.write(f"built {name}\n")
+        return name
+
+    cached_artifact(Path(directory) / name, {"name": name}, build, lambda v, tmp: tmp.write_text(v), lambda p: p)
+
+
+def run_two_cells(directory: str, wait: float) -> None:
+    """A study of two cells, the second after the first, run as ``python -m prunelib run`` runs
+    them: in worker processes, SIGTERM ending the driver and its workers (prunelib.cli.main)."""
+    import signal
+
+    from prunelib import cli
+    from prunelib.study.local import execute_local
+    from prunelib.study.tasks import Cell, raise_failures
+
+    signal.signal(signal.SIGTERM, cli._on_sigterm)
+    cells = [
+        Cell("first", logged_step, (directory, "first", 0.0)),
+        Cell("second", logged_step, (directory, "second", wait), after=("first",)),
+    ]
+    raise_failures(execute_local(cells, progress=False))

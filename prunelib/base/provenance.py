@@ -39,6 +39,10 @@ RESULTS_CODE = ("prunelib.study.experiment", "prunelib.reporting.results")
 code that determines ``results/`` is the import closure of these. The runners that only schedule
 the same computations (local workers, Ray) and the CLI are outside it."""
 
+WRITER_CODE = ("prunelib.reporting.results",)
+"""What writes ``results/`` from the tables (figures, report, manifest): a manifest with parts
+records this closure at its top level and each part's own code in the part's entry."""
+
 
 def versions(libraries: Iterable[str] = LIBRARIES) -> dict[str, str]:
     """Installed versions of the libraries whose numerics a result depends on."""
@@ -208,14 +212,66 @@ def results_code() -> dict[str, str]:
     return {m: hashes[m] for m in sorted(closure(RESULTS_CODE))}
 
 
-def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -> Path:
-    """Record what produced ``results_dir``: code, libraries, config and every file's hash."""
+def part_record(
+    roots: Iterable[str], *, command: str, recompute: str, preset: str | None, seconds: float | None, config: dict
+) -> dict:
+    """One part's provenance for the manifest: commit, command, preset, machine, seconds, config and
+    the source hashes of ``roots``' import closure (as this process first read them).
+
+    Args:
+        roots: the modules whose closure determines the part.
+        recompute: the command that computes this part again (what ``report --check`` names).
+        seconds: the wall-clock seconds of the run that computed it (None: not measured).
+    """
+    from prunelib.base import machine
+
+    commit, dirty = git_commit()
+    hashes = source_hashes()
+    return {
+        "commit": commit,
+        "source_differs_from_commit": dirty,
+        "command": command,
+        "recompute": recompute,
+        "preset": preset,
+        "machine": machine.facts(),
+        "seconds": None if seconds is None else round(float(seconds), 1),
+        "roots": sorted(roots),
+        "code": {m: hashes[m] for m in sorted(closure(roots))},
+        "config": config,
+    }
+
+
+def manifest_parts(results_dir: str | os.PathLike, legacy: Callable[[dict], dict[str, dict]]) -> dict[str, dict]:
+    """The part entries of ``results_dir``'s manifest (empty: no readable manifest).
+
+    ``legacy`` turns a manifest written before parts existed (one code record for everything) into
+    entries, so results published then stay readable.
+    """
+    try:
+        manifest = json.loads((Path(results_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(manifest, dict) or _manifest_field_problems(manifest, Path(results_dir) / MANIFEST):
+        return {}
+    return dict(manifest["parts"]) if "parts" in manifest else legacy(manifest)
+
+
+def write_manifest(
+    results_dir: str | os.PathLike, config: dict, command: str, parts: dict[str, dict] | None = None
+) -> Path:
+    """Record what produced ``results_dir``: code, libraries, config and every file's hash.
+
+    ``parts`` (name -> :func:`part_record`): each part's own provenance; the top-level code is then
+    the writer's (:data:`WRITER_CODE`) and :func:`check_manifest` judges each part by its own code.
+    Without ``parts`` the top level records the code of everything (:data:`RESULTS_CODE`).
+    """
     from prunelib.base import machine
 
     results_dir = Path(results_dir)
     commit, dirty = git_commit()
     files = {p.relative_to(results_dir).as_posix(): sha256_file(p) for p in _recorded_files(results_dir)}
-    code = results_code()
+    hashes = source_hashes()
+    code = results_code() if parts is None else {m: hashes[m] for m in sorted(closure(WRITER_CODE))}
     edited = sorted(m for m in code if code[m] != sha256_file(module_path(m)))
     manifest = {
         "commit": commit,
@@ -228,6 +284,8 @@ def write_manifest(results_dir: str | os.PathLike, config: dict, command: str) -
         "config": config,
         "files": files,
     }
+    if parts is not None:
+        manifest["parts"] = parts
     manifest["sealed"] = _seal(json.loads(json.dumps(manifest, default=str)))
     path = results_dir / MANIFEST
     _write_json(path, manifest)
@@ -253,6 +311,12 @@ def _manifest_field_problems(manifest: object, path: Path) -> list[str]:
         value = manifest.get(field)
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             problems.append(f"{path}: field {field!r} must map names to hashes, got {str(value)[:60]}; {fix}")
+    entries = manifest.get("parts", {})
+    if not isinstance(entries, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("code"), dict) and isinstance(e.get("roots"), list)
+        for e in entries.values()
+    ):
+        problems.append(f"{path}: field 'parts' must map part names to records, got {str(entries)[:60]}; {fix}")
     files = manifest.get("files")
     if isinstance(files, dict):
         for name in files:
@@ -262,7 +326,39 @@ def _manifest_field_problems(manifest: object, path: Path) -> list[str]:
     return problems
 
 
-def check_manifest(results_dir: str | os.PathLike) -> list[str]:
+def _changed(recorded: dict, roots: Iterable[str]) -> list[str]:
+    """Modules of ``roots``' closure (as the code on disk imports now) or of ``recorded`` whose
+    source differs from the recorded hash."""
+    try:
+        now = set(closure(roots))
+    except ValueError:  # a root was renamed or removed: it changed
+        now = set()
+    return [m for m in sorted(now | set(recorded)) if recorded.get(m) != _current_hash(m)]
+
+
+def _parts_problems(code: dict, entries: dict[str, dict]) -> list[str]:
+    """The writer's changed modules (of ``code``, the top-level record), then one line per part
+    whose own code changed."""
+    again = next((e.get("recompute") for e in entries.values()), "python -m prunelib run")
+    writer = {m: h for m, h in code.items() if m in closure(WRITER_CODE)}  # a legacy record holds more
+    problems = [
+        f"{module} changed since results/ was written (figures, report); publish again, e.g. `{again}`"
+        for module in _changed(writer, WRITER_CODE)
+    ]
+    for name, entry in sorted(entries.items()):
+        changed = _changed(entry["code"], entry["roots"])
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            problems.append(
+                f"part {name}: {changed[0]}{more} changed since it was computed; "
+                f"recompute it: `{entry.get('recompute')}`"
+            )
+    return problems
+
+
+def check_manifest(
+    results_dir: str | os.PathLike, legacy: Callable[[dict], dict[str, dict]] | None = None
+) -> list[str]:
     """Problems that make ``results_dir`` not current for the checked-out code (empty = current).
 
     Checks the manifest's own fields (types, file names, and a seal over them that a hand edit
@@ -270,6 +366,11 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
     :data:`RESULTS_CODE`, as the code on disk now imports) is byte-identical to the one that
     produced them, that every recorded file is present with its recorded hash, and that no
     unrecorded file exists.
+
+    A manifest with parts is judged part by part: the writer's code (:data:`WRITER_CODE`) at the
+    top level, then each part's own code, a changed part named with the command that recomputes
+    it. ``legacy`` reads a manifest written before parts as parts (as :func:`manifest_parts`), so
+    it is judged the same way; without it such a manifest is judged by its one code record.
     """
     results_dir = Path(results_dir)
     path = results_dir / MANIFEST
@@ -286,9 +387,13 @@ def check_manifest(results_dir: str | os.PathLike) -> list[str]:
     if manifest.get("sealed") != _seal(manifest):
         problems.append(f"{path} was edited after the run wrote it (its fields no longer match its seal)")
     recorded = manifest["code"]
-    for module in sorted(set(closure(RESULTS_CODE)) | set(recorded)):
-        if recorded.get(module) != _current_hash(module):
-            problems.append(f"{module} changed since the results were produced")
+    entries = manifest.get("parts") or (legacy(manifest) if legacy is not None else None)
+    if entries:
+        problems += _parts_problems(recorded, entries)
+    else:  # written before parts, and no reading of it by parts: one record for everything
+        for module in sorted(set(closure(RESULTS_CODE)) | set(recorded)):
+            if recorded.get(module) != _current_hash(module):
+                problems.append(f"{module} changed since the results were produced")
     files = manifest["files"]
     for name, sha in sorted(files.items()):
         p = results_dir / name

@@ -45,9 +45,10 @@ def preset_note(preset: str | None) -> str | None:
     return PRESET_NOTES.get(preset) if preset else None
 
 
-def blocks(results, results_dir: Path, preset: str | None = None) -> list[Block]:
+def blocks(results, results_dir: Path, preset: str | None = None, parts: pd.DataFrame | None = None) -> list[Block]:
     """The report's content, in order, from a :class:`prunelib.reporting.results.Results`; ``preset`` names
-    the preset that produced it (None: not said)."""
+    the preset that produced it (None: not said); ``parts`` lists the study's parts, present and
+    missing, with the command that computes each (None: no such section)."""
     out: list[Block] = [
         ("h", 1, "Pruning challenge: results"),
         (
@@ -62,6 +63,17 @@ def blocks(results, results_dir: Path, preset: str | None = None) -> list[Block]
     ]
     if preset_note(preset):
         out.append(("p", preset_note(preset)))
+    if parts is not None and len(parts):
+        out += [
+            ("h", 2, "Parts"),
+            (
+                "p",
+                "The study in parts, each computed and published by one command; a missing part's "
+                "command computes it and adds it here (the manifest records each part's commit, "
+                "command, machine and seconds).",
+            ),
+            ("table", parts),
+        ]
     for dataset, df in results.sweep.groupby("dataset", sort=False):
         d = Path(str(dataset))
         out += [
@@ -191,9 +203,11 @@ def _docx(blocks_: list[Block], results_dir: Path, path: Path) -> None:
     doc.save(path)
 
 
-def write_report(results, results_dir: str | os.PathLike = "results", preset: str | None = None) -> list[Path]:
+def write_report(
+    results, results_dir: str | os.PathLike = "results", preset: str | None = None, parts: pd.DataFrame | None = None
+) -> list[Path]:
     """Write ``<results>/REPORT.md`` and ``<results>/report.docx`` from ``results``' tables
-    (``preset``: the preset that produced them, named in the report).
+    (``preset``: the preset that produced them, named in the report; ``parts``: see :func:`blocks`).
 
     Both are rendered to temporary files first and only then moved into place, so a failure
     (a damaged figure, say) leaves the previous pair untouched and the two never disagree.
@@ -202,7 +216,7 @@ def write_report(results, results_dir: str | os.PathLike = "results", preset: st
 
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
-    content = blocks(results, results_dir, preset)
+    content = blocks(results, results_dir, preset, parts)
     md, doc = results_dir / "REPORT.md", results_dir / "report.docx"
     staged = results_dir / f".report.{os.getpid()}.docx"
     try:

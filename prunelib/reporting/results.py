@@ -257,6 +257,9 @@ def publish(
     run_seconds: float | None = None,
     figure_cache: str | os.PathLike | None = None,
     preset: str | None = None,
+    parts: dict[str, dict] | None = None,
+    parts_table: pd.DataFrame | None = None,
+    combine: Callable[[Path], tuple[Results, dict[str, dict], pd.DataFrame | None]] | None = None,
 ) -> list[Path]:
     """Save the tables and figures, write the report from what was saved, then the manifest.
 
@@ -265,14 +268,34 @@ def publish(
     directory's lock: a failure anywhere leaves the previous results whole, and two publishers
     into one directory take turns. ``preset`` (``"challenge"``, ``"full"``; None = not a preset)
     is named in the report and recorded in the manifest's config.
+
+    Args:
+        parts: each part's provenance (:func:`prunelib.base.provenance.part_record`), recorded in
+            the manifest; None writes a manifest without parts.
+        parts_table: the report's list of parts, present and missing (None: no such section).
+        combine: a run of some parts: called with ``results_dir`` under its lock, returns the
+            tables, parts and parts table to publish (the previous results' other parts with this
+            run's); the previous figures this publish does not draw (the weight distributions,
+            drawn from a model) are kept.
     """
     from prunelib.base import provenance
     from prunelib.reporting import report
 
     def fill(stage: Path) -> None:
-        _fill(results, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
-        report.write_report(load_results(stage), stage, preset=preset)
-        provenance.write_manifest(stage, {**asdict(config), "preset": preset}, command)
+        import shutil
+
+        tables_, parts_, table_ = combine(Path(results_dir)) if combine else (results, parts, parts_table)
+        _fill(tables_, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
+        if combine is not None:
+            # A figure drawn from a model rather than the tables (the weight distributions) is not
+            # redrawn by a run of other parts: the previous one stays.
+            for old in Path(results_dir).glob("*/*"):
+                new = stage / old.relative_to(results_dir)
+                if old.is_file() and old.name in figures.FILE_NAMES and not new.exists():
+                    new.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(old, new)
+        report.write_report(load_results(stage), stage, preset=preset, parts=table_)
+        provenance.write_manifest(stage, {**asdict(config), "preset": preset}, command, parts=parts_)
 
     _stage_and_swap(results_dir, fill)
     return sorted(p for p in Path(results_dir).rglob("*") if p.is_file() and p.parts[-2:-1] != ("benchmarks",))

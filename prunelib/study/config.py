@@ -73,6 +73,9 @@ class ExperimentConfig:
         AwareTarget("unit", 80, 0.80, 0.75),
         AwareTarget("unit", 90, 0.90, 0.90),
     )
+    # The parts of the study (prunelib.study.registry.PARTS) to compute; None: every part the
+    # fields above enable. A part left out is neither computed nor published.
+    parts: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         bad = [t for t in self.aware_targets if not isinstance(t, AwareTarget)]
@@ -97,6 +100,10 @@ class ExperimentConfig:
         if self.calibration_size < 1:
             raise ValueError(f"calibration_size must be positive, got {self.calibration_size}")
         self._check_grid()
+        if self.parts is not None:
+            from prunelib.study.registry import check_parts  # the registry reads this module's config
+
+            check_parts(self.parts)
 
     def _check_grid(self) -> None:
         """Refuse what the CLI refuses: unknown datasets, repeated values, seeds that are not

@@ -31,7 +31,15 @@ from prunelib.reporting import tables
 from prunelib.reporting.results import Results
 from prunelib.study import analysis
 from prunelib.study.config import ExperimentConfig
-from prunelib.study.registry import TABLES, RunContext, SeedInputs, Table, builder_and_schema, tables_for
+from prunelib.study.registry import (
+    TABLES,
+    RunContext,
+    SeedInputs,
+    Table,
+    builder_and_schema,
+    dataset_tables_for,
+    tables_for,
+)
 
 
 class PhaseClock:
@@ -184,13 +192,15 @@ def run_experiment(
                 config, data, seed, model=model, retrain=retrain, cache=cache, progress=progress, clock=clock
             ).items():
                 found[TABLES[phase].joins].append(table)
-            if seed == config.seeds[0]:
+            # The weight distributions are the challenge's figure, drawn from the seed's model: a run
+            # of other parts only need not train it.
+            if seed == config.seeds[0] and "sweep" in tables_for(config, seed):
                 dists[dataset] = analysis.weight_distributions(mlp.get_kernels(model()))
             del model
             _release()
     concat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
     curves = layers = pd.DataFrame()
-    if config.recipes:
+    if "recipes" in dataset_tables_for(config):
         from prunelib.study.config import RECIPE_STUDY
 
         curves, layers = clock(

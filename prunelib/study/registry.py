@@ -74,6 +74,8 @@ class Table:
         wanted: whether a config computes it at a seed.
         key: the config's fields that determine it, beside the dataset, the model and the ks.
         compute: computes it.
+        rows: the column and values that mark its rows in the joined table, where it shares that
+            table with another (None: the rows no other table marks).
     """
 
     name: str
@@ -84,6 +86,7 @@ class Table:
     wanted: Callable[[ExperimentConfig, int], bool]
     key: Callable[[SeedInputs], dict]
     compute: Callable[[SeedInputs], pd.DataFrame]
+    rows: tuple[str, tuple[str, ...]] | None = None
 
 
 def _sweep(i: SeedInputs) -> pd.DataFrame:
@@ -201,6 +204,7 @@ TABLES: dict[str, Table] = {
             lambda c, s: c.baselines and c.retrain_small,
             lambda i: {},
             _retrain_small,
+            rows=("method", ("retrain-small",)),
         ),
         Table(
             "sensitivity",
@@ -236,6 +240,7 @@ TABLES: dict[str, Table] = {
             lambda c, s: s in c.recovery_seeds and bool(c.aware_targets),
             _aware_key,
             _aware,
+            rows=("strategy", ("targeted-dropout",)),
         ),
     )
 }
@@ -244,14 +249,26 @@ TABLES: dict[str, Table] = {
 
 def tables_for(config: ExperimentConfig, seed: int) -> tuple[str, ...]:
     """The cached tables ``config`` computes for each dataset at ``seed``, in the order a run
-    computes them (:data:`TABLES`)."""
-    return tuple(name for name, table in TABLES.items() if table.wanted(config, seed))
+    computes them (:data:`TABLES`), within the parts it selects (``config.parts``)."""
+    return tuple(
+        name for name, table in TABLES.items() if table.wanted(config, seed) and _selected(config, part_of(name))
+    )
 
 
 DATASET_TABLES: dict[str, tuple[str, str]] = {
     "recipes": ("prunelib.study.recipes", "recipes"),
 }
 """Tables computed once per dataset (the recipe study's): name -> (builder module, schema)."""
+
+DATASET_TABLE_FILLS: dict[str, tuple[str, ...]] = {"recipes": ("recipes", "recipe_layers")}
+"""The results tables each of :data:`DATASET_TABLES` fills (the recipe study writes two)."""
+
+
+def dataset_tables_for(config: ExperimentConfig) -> tuple[str, ...]:
+    """The tables of :data:`DATASET_TABLES` that ``config`` computes for each dataset of the
+    recipe study (:data:`prunelib.study.config.RECIPE_STUDY`)."""
+    wanted = {"recipes": config.recipes}
+    return tuple(name for name in DATASET_TABLES if wanted[name] and _selected(config, part_of(name)))
 
 
 def builder_and_schema(name: str) -> tuple[str, str]:
@@ -265,3 +282,113 @@ def builder_and_schema(name: str) -> tuple[str, str]:
     if name in DATASET_TABLES:
         return DATASET_TABLES[name]
     raise ValueError(f"unknown table {name!r}; the study computes {[*TABLES, *DATASET_TABLES]}")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A named share of the study that one command computes and publishes on its own.
+
+    Attributes:
+        name: what ``python -m prunelib run --part`` takes.
+        tables: the table kinds (of :data:`TABLES` or :data:`DATASET_TABLES`) it computes.
+        about: one line for the report.
+    """
+
+    name: str
+    tables: tuple[str, ...]
+    about: str
+
+
+PARTS: dict[str, Part] = {
+    p.name: p
+    for p in (
+        Part("challenge", ("sweep",), "the challenge's sweeps: weight and unit pruning, one-shot and + lstsq, global"),
+        Part("recipes", ("recipes",), "the recipe study: one-shot curves per training recipe (seed 0)"),
+        Part("retrain-small", ("retrain-small",), "dense networks of unit pruning's sizes trained from scratch"),
+        Part("sensitivity", ("sensitivity",), "one hidden layer pruned at a time"),
+        Part("recovery", ("recovery",), "fine-tuning, gradual pruning and IMP after pruning"),
+        Part("aware", ("pruning-aware",), "targeted-dropout training, then one-shot pruning"),
+    )
+}
+"""Every table kind of the study belongs to exactly one part (checked below); the CLI's
+``--part``, the manifest's per-part provenance and the report's list of parts all read this."""
+
+_OWNER = {table: part.name for part in PARTS.values() for table in part.tables}
+if sorted(_OWNER) != sorted([*TABLES, *DATASET_TABLES]) or len(_OWNER) != sum(len(p.tables) for p in PARTS.values()):
+    raise AssertionError(f"PARTS must hold every table kind exactly once: {sorted(_OWNER)}")
+
+
+def part_of(table: str) -> str:
+    """The part table kind ``table`` belongs to.
+
+    Raises:
+        ValueError: no table has that name.
+    """
+    builder_and_schema(table)  # names an unknown table
+    return _OWNER[table]
+
+
+def _selected(config: ExperimentConfig, part: str) -> bool:
+    return config.parts is None or part in config.parts
+
+
+def check_parts(names) -> tuple[str, ...]:
+    """``names`` as a tuple, each a part of :data:`PARTS`, none repeated.
+
+    Raises:
+        ValueError: naming the unknown or repeated part and the choices.
+    """
+    if isinstance(names, str) or not isinstance(names, tuple):
+        raise ValueError(f"parts must be a tuple of part names, got {names!r}")
+    unknown = [n for n in names if n not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown part {unknown[0]!r}; choose from {list(PARTS)}")
+    seen = [n for i, n in enumerate(names) if n in names[:i]]
+    if seen or not names:
+        raise ValueError(f"parts must name each part once and at least one, got {names!r}")
+    return names
+
+
+def parts_for(config: ExperimentConfig) -> tuple[str, ...]:
+    """The parts ``config`` computes something of (at any dataset and seed), in :data:`PARTS` order."""
+    tables = {t for s in config.seeds for t in tables_for(config, s)} | set(dataset_tables_for(config))
+    return tuple(name for name, part in PARTS.items() if tables & set(part.tables))
+
+
+def part_code(part: str) -> tuple[str, ...]:
+    """The modules whose import closure determines ``part``'s tables: its tables' builders and the
+    training of the models they read."""
+    return tuple(sorted({builder_and_schema(t)[0] for t in PARTS[part].tables} | {"prunelib.models.mlp"}))
+
+
+def recompute_command(part: str, dataset: str) -> str:
+    """The command that computes ``part`` of ``dataset`` and publishes it into results/."""
+    return f"python -m prunelib run --part {part} --dataset {dataset}"
+
+
+def entry_name(part: str, dataset: str) -> str:
+    """The manifest's name for ``part`` of ``dataset`` (the unit a run publishes)."""
+    return f"{part}/{dataset}"
+
+
+def part_rows(part: str, schema: str, table: pd.DataFrame) -> pd.Series:
+    """Which rows of the results table ``schema`` belong to ``part`` (a boolean mask)."""
+    mask = pd.Series(False, index=table.index)
+    for name in PARTS[part].tables:
+        if name in DATASET_TABLES:
+            if schema in DATASET_TABLE_FILLS[name]:
+                mask[:] = True
+            continue
+        spec = TABLES[name]
+        if spec.joins != schema:
+            continue
+        if spec.rows is not None:
+            column, values = spec.rows
+            mask |= table[column].isin(values) if column in table else False
+        else:  # the rows no other table of this schema marks
+            others = pd.Series(False, index=table.index)
+            for other in TABLES.values():
+                if other.joins == schema and other.rows is not None and other.rows[0] in table:
+                    others |= table[other.rows[0]].isin(other.rows[1])
+            mask |= ~others
+    return mask

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from prunelib.models.config import recipe_model
 from prunelib.study.config import RECIPE_STUDY, ExperimentConfig
-from prunelib.study.registry import TABLES, tables_for
+from prunelib.study.registry import TABLES, dataset_tables_for, tables_for
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,7 @@ def study_cells(
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     out: list[Cell] = []
     for d in config.datasets:
-        if config.recipes and d in RECIPE_STUDY:
+        if "recipes" in dataset_tables_for(config) and d in RECIPE_STUDY:
             names = RECIPE_STUDY[d]
             recipe_cells = [
                 Cell(
