@@ -19,9 +19,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import any_model  # noqa: E402  (its render: pandas only)
 import cnn_compact  # noqa: E402  (its render: pandas only)
-import quantized_export  # noqa: E402  (its render: pandas only)
 import fit_pruning  # noqa: E402  (its render: pandas only)
 import pipeline  # noqa: E402  (the accuracy columns its CSV has)
+import quantized_export  # noqa: E402  (its render: pandas only)
 
 ROOT = Path(__file__).resolve().parents[1]
 
