@@ -283,7 +283,7 @@ def sparsity(arrays: Sequence[np.ndarray]) -> float:
 
     Example:
         >>> import numpy as np
-        >>> sparsity(w for w in [np.zeros(3), np.ones(1)])
+        >>> float(sparsity(w for w in [np.zeros(3), np.ones(1)]))
         75.0
     """
     arrays = [np.asarray(a) for a in arrays]
