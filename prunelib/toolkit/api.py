@@ -718,8 +718,8 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     runs every method on numpy matrices. A model with convolutions, or with another hidden
     activation (tanh, a function of the user's own, ...), is read through Keras layer by layer with
     its own activations (:mod:`prunelib.toolkit.layerwise`): there the weight methods with layer
-    targets and a uniform, per-unit or search allocation run, and ``unit-norm+lstsq``; the others
-    (they assume ReLU, or read MLP layers only) are refused with the list of those that run.
+    targets and any allocation run, and ``unit-norm+lstsq``; the others (they assume ReLU, or read
+    MLP layers only) are refused with the list of those that run.
 
     Args:
         model: a Keras 3 model of Dense layers, or a Sequential or functional model with
@@ -904,7 +904,10 @@ def _twin_paths(model, twin, masks: Mapping[str, np.ndarray]) -> dict[str, np.nd
     return {pairs[path]: mask for path, mask in masks.items()}
 
 
-_GRAPH_METHODS = {"selection": ("magnitude", "wanda", "obs"), "allocation": ("uniform", "per-unit", "search")}
+_GRAPH_METHODS = {
+    "selection": ("magnitude", "wanda", "obs"),
+    "allocation": ("uniform", "per-unit", "search", "global", "owl"),
+}
 
 
 def _graph_method_problems(method) -> list[str]:
@@ -924,6 +927,33 @@ def _graph_methods() -> list[str]:
     from prunelib.core.post_training import POST_TRAINING_METHODS
 
     return [name for name, m in POST_TRAINING_METHODS.items() if not _graph_method_problems(m)]
+
+
+def _ranked_counts(model, names, stage_list, x: np.ndarray, k: float, method, damping: float) -> list[int]:
+    """Per-stage counts of a ``global`` (one pooled ranking of the scores, each normalized by its
+    layer's mean) or ``owl`` (outlier-weighted shares) allocation, from the dense model's inputs."""
+    from prunelib.core import allocation
+    from prunelib.core.post_training import weight_scores
+    from prunelib.toolkit import layerwise as lw
+
+    grams = lw.dense_grams(model, names, x)
+    values = lw.kernel_values(model)
+    flats = [st.flat(values[st.variable.path]).astype(np.float64) for st in stage_list]
+    if method.allocation == "owl":
+        ratios = []
+        for w, gram in zip(flats, grams):
+            norms = np.sqrt(np.maximum(np.einsum("gii->gi", gram), 0.0))
+            scores = np.abs(w) * norms[:, :, None]
+            ratios.append(float(np.mean(scores > 5.0 * scores.mean())))
+        return allocation.owl_counts(ratios, [w.size for w in flats], k)
+    pooled = []
+    for w, gram in zip(flats, grams):
+        scores = np.stack([weight_scores(method.selection, w[g], gram[g], damping) for g in range(len(w))])
+        mean = float(scores.mean())
+        pooled.append((scores / (mean if mean > 0 else 1.0)).ravel())
+    flat = np.concatenate(pooled)
+    chosen = pruning.smallest(flat, pruning.count_to_prune(flat.size, k))
+    return [int(p.sum()) for p in np.split(chosen, np.cumsum([w.size for w in flats])[:-1])]
 
 
 def _post_training_graph(model, k: float, x_calib, method, damping: float):
@@ -961,9 +991,11 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
         candidates = [[pruning.count_to_prune(int(np.prod(s)), k) for s in shapes]]
     elif method.allocation == "per-unit":
         candidates = [allocation.power_counts(stand_ins, k, 0.0)]
-    else:
+    elif method.allocation == "search":
         tried = [allocation.power_counts(stand_ins, k, a) for a in allocation.SEARCH_ALPHAS]
         candidates = [c for i, c in enumerate(tried) if c not in tried[:i]]
+    else:
+        candidates = [_ranked_counts(model, names, stage_list, x, k, method, damping)]
     dense = ch.keras_numpy(ch.run(model, x)) if len(candidates) > 1 else None
     best = None
     for counts in candidates:

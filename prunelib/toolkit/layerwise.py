@@ -330,6 +330,20 @@ class Plan:
     refit: bool = True
 
 
+def dense_grams(model: keras.Model, names: Sequence[str], x: np.ndarray) -> list[np.ndarray]:
+    """Every stage's input Gram matrices ``(groups, d, d)`` on the dense ``model``, in the order of
+    ``names``' stages: what a global or outlier-weighted allocation ranks the weights by."""
+    layers = {layer.name: layer for layer in kl.flat_layers(model)}
+    values = kernel_values(model)
+    out = []
+    for name in names:
+        layer = layers[name]
+        source, per = extractor(model, layer), rows_per_sample(layer)
+        for stage in stages(layer):
+            out.append(accumulate(stage, stage, source, source, x, values, values, False, per).gram)
+    return out
+
+
 def check_reading(model: keras.Model, layer: keras.layers.Layer, x: np.ndarray) -> None:
     """Refuse a layer whose Keras output is not what its stages compute from its weights (patches
     times kernel, plus bias, then its activation) on the calibration rows ``x``: a fit of those
