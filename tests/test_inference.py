@@ -99,3 +99,20 @@ def test_bad_inputs_name_the_problem():
         Predictor(kernels(), paths=["gpu"])
     with pytest.raises(ValueError, match="not one of"):
         Predictor(kernels(), paths=["blas"]).run("csr", np.zeros((1, 30), np.float32))
+
+
+def test_other_activations_run_on_blas_and_csr_only_and_are_validated():
+    rng = np.random.default_rng(0)
+    kernels = [rng.standard_normal((6, 5)).astype(np.float32), rng.standard_normal((5, 3)).astype(np.float32)]
+    x = rng.random((4, 6), dtype=np.float32)
+    fast = Predictor(kernels, acts=[np.tanh, None])
+    assert fast.paths == ("blas", "csr")
+    want = np.tanh(x @ kernels[0]) @ kernels[1]
+    for path in fast.paths:
+        np.testing.assert_allclose(fast.run(path, x), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="2 kernels but 1 activations"):
+        Predictor(kernels, acts=[np.tanh])
+    with pytest.raises(ValueError, match="one numpy function"):
+        Predictor(kernels, acts=["tanh", None])
+    with pytest.raises(ValueError, match="bias-free ReLU networks only"):
+        Predictor(kernels, acts=[np.tanh, None], paths=["sparse"])
