@@ -27,18 +27,36 @@ DEFAULT_KS: tuple[float, ...] = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 """The challenge's pruning percentages (the default of every sweep and of the study)."""
 
 
+def check_percent(value: object, name: str = "k") -> float:
+    """``value`` as a float, checked to be a real number in [0, 100] (a percent).
+
+    Raises:
+        ValueError: ``value`` is not a real number (a string, a bool, an array, a Decimal: named as
+            such) or lies outside [0, 100] (NaN and integers beyond float's range included).
+
+    Example:
+        >>> check_percent(50), check_percent(12.5, "final_k")
+        (50.0, 12.5)
+    """
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:20] + "..."
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(
+            f"{name} must be a number, a percent in [0, 100] such as 50; got {type(value).__name__} {text}"
+        )
+    # the range test alone: NaN fails it, and an int beyond float's range (10**400) never reaches float()
+    if not 0 <= value <= 100:
+        raise ValueError(f"{name} must be a percentage in [0, 100], got {text}")
+    return float(value)
+
+
 def validate_k(k: object) -> float:
-    """Check a pruning percentage and return it as a float.
+    """Check a pruning percentage and return it as a float (:func:`check_percent` of ``k``).
 
     Raises:
         ValueError: ``k`` is not a real number in [0, 100] (NaN, bools and strings included).
     """
-    # the range test comes first and alone: NaN fails it, and an int beyond float's range (10**400)
-    # must not reach a float conversion
-    if isinstance(k, bool) or not isinstance(k, Real) or not 0 <= k <= 100:
-        text = repr(k)
-        raise ValueError(f"k must be a percentage in [0, 100], got {text if len(text) <= 40 else text[:20] + '...'}")
-    return float(k)
+    return check_percent(k, "k")
 
 
 def count_to_prune(n: int, k: float) -> int:

@@ -43,12 +43,9 @@ DEFAULT_RAMP = 0.5
 
 
 def percent(k: object) -> float:
-    """:func:`prunelib.core.pruning.validate_k`, also for integers too large for a float, and a
-    warning for a fraction below 1 (tfmot's ``0.8`` is prunelib's ``80``)."""
-    try:
-        k = validate_k(k)
-    except OverflowError:
-        raise ValueError(f"k must be a percentage in [0, 100], got an integer of {len(str(k))} digits") from None
+    """:func:`prunelib.core.pruning.validate_k`, and a warning for a fraction below 1 (tfmot's
+    ``0.8`` is prunelib's ``80``)."""
+    k = validate_k(k)
     if 0 < k < 1:
         warnings.warn(f"k={k:g} prunes {k:g} % (k is a percent); for {100 * k:g} % write {100 * k:g}", stacklevel=3)
     return k

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Protocol
 
+from prunelib.core.pruning import check_percent
+
 
 class Schedule(Protocol):
     """What :class:`prunelib.PruningCallback` asks a schedule."""
@@ -46,14 +48,13 @@ def _step(value: object, name: str, *, allow_none: bool = False) -> int | None:
     return int(value)
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:20] + "..."
+
+
 def _percent(value: object, name: str) -> float:
-    try:
-        good = not isinstance(value, bool) and isinstance(value, Real) and not math.isnan(value) and 0 <= value <= 100
-    except OverflowError:  # an integer too large for a float
-        good = False
-    if not good:
-        raise ValueError(f"{name} must be a percentage in [0, 100], got {str(value)[:20]!r}")
-    return float(value)
+    return check_percent(value, name)
 
 
 def _frequency(value: object) -> int:
@@ -143,7 +144,7 @@ class PolynomialDecay:
         except OverflowError:  # an integer too large for a float
             good = False
         if not good:
-            raise ValueError(f"power must be a positive number such as 3, got {str(power)[:20]!r}")
+            raise ValueError(f"power must be a positive number such as 3, got {_short(power)}")
         object.__setattr__(self, "power", float(power))
         if self.final_k < self.initial_k:
             raise ValueError(
