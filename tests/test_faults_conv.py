@@ -149,3 +149,83 @@ def test_a_model_on_a_list_of_one_input_is_called_without_keras_warnings():
         pruned = prunelib.prune_model(model, 50, "unit")
         prunelib.reconstruct_model(model, pruned, x)
         prunelib.compact_model(pruned)
+
+
+def _mlp(act=None, seed=0):
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((6,)), L.Dense(8, name="h0", bias_initializer="random_normal")]
+    layers += [L.Activation(act)] if act is not None else []
+    return keras.Sequential([*layers, L.Dense(3, name="out")])
+
+
+def test_masks_of_a_model_quantized_after_pruning_are_refused_by_name(tmp_path):
+    model = prunelib.prune_model(_mlp(), 50)
+    model.quantize("int8")
+    with pytest.raises(ValueError, match="'h0' is quantized \\(int8\\)"):
+        prunelib.model_masks(model)
+    with pytest.raises(ValueError, match="'h0' is quantized \\(int8\\)"):
+        prunelib.save_masks(model, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_an_activation_layer_of_a_users_function_is_compacted():
+    def myact(z):
+        return keras.ops.tanh(z) * 1.5 + 0.1 * z
+
+    pruned = prunelib.prune_model(_mlp(myact), 50, "unit")
+    small = prunelib.compact_model(pruned)
+    x = _x((6,), 8)
+    np.testing.assert_allclose(_pred(small, x)[0], _pred(pruned, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_keras_file_that_loads_only_with_the_users_function_says_so(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, activation=scaled_tanh), L.Dense(3)])
+    with pytest.warns(UserWarning, match=r"loads only with your own \['scaled_tanh'\] given: .*custom_objects"):
+        path = prunelib.export(model, tmp_path / "m.keras")
+    again = keras.models.load_model(path, custom_objects={"scaled_tanh": scaled_tanh})
+    x = _x((6,), 4)
+    np.testing.assert_allclose(_pred(again, x)[0], _pred(model, x)[0], rtol=1e-6, atol=1e-6)
+
+
+def test_a_keras_file_that_predicts_something_else_is_not_written(tmp_path, monkeypatch):
+    model = _mlp()
+    target = tmp_path / "m.keras"
+    target.write_bytes(b"previous")
+    real = keras.models.load_model
+
+    def shifted(*args, **kwargs):  # a file whose model computes something else once loaded
+        loaded = real(*args, **kwargs)
+        layer = loaded.get_layer("out")
+        layer.bias.assign(layer.bias.numpy() + 1.0)
+        return loaded
+
+    monkeypatch.setattr(keras.models, "load_model", shifted)  # exporting reads keras.models.load_model at call time
+    with pytest.raises(ValueError, match="the file loaded back predicts something else"):
+        prunelib.export(model, target)
+    assert target.read_bytes() == b"previous"
+
+
+def test_a_lambda_layer_gets_the_whole_advice():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(8, name="h0"), L.Lambda(lambda z: z * 2), L.Dense(3)])
+    with pytest.raises(
+        ValueError, match="Lambda layer .*keras.config.enable_unsafe_deserialization\\(\\) if you trust the model$"
+    ):
+        prunelib.prune_model(model, 50)
+
+
+def test_one_row_of_calibration_data_is_told_to_be_a_batch():
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"x_calib is one input of shape \(6,\); pass a batch \(n, 6\) \(x\[None\]"):
+        prunelib.reconstruct_model(model, prunelib.prune_model(model, 50), _x((6,))[0])
+
+
+def test_exports_of_a_model_on_a_list_of_one_input_raise_no_keras_warning(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    model = keras.Model([inp], L.Dense(3)(L.Dense(8, activation="relu")(inp)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        for suffix in (".onnx", ".keras"):
+            prunelib.export(model, tmp_path / f"m{suffix}")

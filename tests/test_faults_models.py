@@ -161,7 +161,8 @@ def test_paths_expand_the_home_directory(tmp_path, monkeypatch):
 
 def test_an_upper_case_suffix_works(tmp_path):
     model = _model()
-    path = prunelib.export(model, tmp_path / "U.KERAS")
+    with pytest.warns(UserWarning, match="load_model reads only the lower-case suffix"):
+        path = prunelib.export(model, tmp_path / "U.KERAS")
     assert path == tmp_path / "U.KERAS" and zipfile.is_zipfile(path)
     (tmp_path / "copy.keras").write_bytes(path.read_bytes())
     x = _x(4)

@@ -307,7 +307,8 @@ def model_masks(pruned) -> MaskDict:
     pruned model exactly in every case.
 
     Raises:
-        ValueError: an unbuilt or subclassed model, or one without kernel layers.
+        ValueError: an unbuilt or subclassed model, one without kernel layers, or a quantized one
+            (named: take the masks before ``model.quantize``).
 
     Example:
         >>> import keras, prunelib
@@ -317,6 +318,9 @@ def model_masks(pruned) -> MaskDict:
         True
     """
     ch.check_graph(pruned)
+    for layer in _kernel_layers(pruned, "model_masks"):
+        if getattr(layer, "quantization_mode", None):
+            kl.describe(layer)  # quantized after pruning: its zeros are int8 values with scales, refused by name
     specs = _specs(pruned, "model_masks")
     outputs = {id(layer) for layer in kl.output_layers(pruned)}
     out: MaskDict = {}
@@ -1071,6 +1075,8 @@ def _calibration(
         raise ValueError(f"x_calib must be one array {want}, got a {type(x_calib).__name__} of ragged rows") from None
     if x.dtype == bool or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
         raise ValueError(f"x_calib must hold real numbers (float or integer), got dtype {x.dtype}")
+    if tuple(x.shape) == tuple(input_shape):
+        raise ValueError(f"x_calib is one input of shape {x.shape}; pass a batch {want} (x[None] for one row)")
     if x.ndim < 2 or tuple(x.shape[1:]) != tuple(input_shape):
         raise ValueError(
             f"x_calib has shape {x.shape}, the model takes rows of shape {tuple(input_shape)}: pass {want} "
@@ -1205,7 +1211,7 @@ def compact_model(pruned):
             raise ch.rebuild_error(pruned, err, "compact_model") from None
         dense.append((new, w, b))
         layers.append(new)
-        layers.extend(ch.keep_activation(type(a).from_config(a.get_config()), a) for a in after)
+        layers.extend(ch.rebuild(a) for a in after)
     small = keras.Sequential(layers, name=f"{pruned.name}_compact")
     for new, w, b in dense:
         new.kernel.assign(w.astype(np.float32))

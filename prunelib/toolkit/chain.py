@@ -194,6 +194,12 @@ def rebuild_error(model: keras.Model, err: BaseException, what: str) -> ValueErr
             "cannot rebuild from the model's config, and prunelib copies a model rather than modifying it: "
             "decorate it with @keras.saving.register_keras_serializable()"
         )
+    if "Lambda" in text and "unsafe" in text.lower():
+        return ValueError(
+            f"{what}: model {model.name!r} has a Lambda layer holding a Python lambda, which Keras will not rebuild "
+            "from its config unless told it is safe: replace it with a layer (or a named, registered function), or "
+            "call keras.config.enable_unsafe_deserialization() if you trust the model"
+        )
     reason = text.splitlines()[0] if text else type(err).__name__
     if len(reason) > 200:
         reason = reason[:200] + "..."

@@ -48,7 +48,9 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
 
     The file is written to a temporary file beside ``path`` and renamed onto it only once complete
     and verified, so a failed export leaves a previous file at ``path`` as it was. ``~`` is
-    expanded; the suffix is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file). A symbolic
+    expanded; the suffix is read case-insensitively (``"M.KERAS"`` is a ``.keras`` file, with a
+    warning: ``keras.models.load_model`` reads only ``.keras``). A ``.keras`` file is loaded back
+    and compared with the model before it is put in place, as the others are run. A symbolic
     link is kept: the file it points to is written.
 
     Each input of an ``.onnx`` file is probed in the type the file declares (integer ids 0 and 1 for
@@ -105,9 +107,16 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
     if fmt != "keras":
         _run_once(model, fmt)
     # the temporary file carries the lower-case suffix, which Keras' own writers check for
+    if fmt == "keras" and path.suffix != suffix:
+        warnings.warn(
+            f"{path.name!r} is a .keras file, but keras.models.load_model reads only the lower-case suffix: "
+            f"rename it to load it, or export to {path.with_suffix(suffix).name!r}",
+            stacklevel=2,
+        )
     with replacing(path, suffix) as tmp:
         if fmt == "keras":
             _without_optimizer(model, include_optimizer).save(tmp)
+            _verify_keras(model, tmp, path)
         elif fmt == "onnx":
             _write_onnx(model, tmp, quantize)
             _verify(model, tmp, path, _onnx_runner, quantize)
@@ -115,6 +124,67 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
             tmp.write_bytes(_tflite_bytes(model, quantize))
             _verify(model, tmp, path, _tflite_runner, quantize)
     return path
+
+
+def _own_objects(model) -> dict:
+    """The classes and activation functions of the user's own in ``model`` (not Keras'), by the name
+    Keras saves them under: what ``keras.models.load_model(..., custom_objects=...)`` needs."""
+    from prunelib.toolkit.chain import keras_activation
+    from prunelib.toolkit.kernels import flat_layers
+
+    objects = {}
+    for item in [model, *flat_layers(model)]:
+        cls = type(item)
+        if not cls.__module__.startswith("keras"):
+            objects[cls.__name__] = cls
+        fn = getattr(item, "activation", None)
+        if callable(fn) and not isinstance(fn, type) and keras_activation(fn) is None:
+            objects[getattr(fn, "__name__", repr(fn))] = fn
+    return objects
+
+
+def _verify_keras(model, tmp: Path, path: Path) -> None:
+    """Load ``tmp`` back (``keras.models.load_model``, given the model's own classes and functions)
+    and compare it with ``model`` on a probe batch; else a one-line ValueError. A file that loads only
+    with those given (nothing registered with Keras) is written with a warning that says so."""
+    import keras
+    import numpy as np
+
+    own = _own_objects(model)
+    try:
+        loaded = keras.models.load_model(tmp, compile=False, custom_objects=own)
+    except Exception as err:  # Keras raises many types for a file it cannot rebuild
+        text = str(err)
+        cause = f"Keras cannot load it back ({(text.splitlines() or [type(err).__name__])[0][:200]})"
+        raise ValueError(
+            f"export of model {model.name!r} to {path.name!r} failed verification: {cause}; no file was written"
+        ) from None
+    if own:
+        try:
+            keras.models.load_model(tmp, compile=False)
+        except Exception:  # noqa: BLE001 - any failure: the names must be given to load it
+            warnings.warn(
+                f"{path.name!r} loads only with your own {sorted(own)} given: keras.models.load_model(path, "
+                "custom_objects={...}), or decorate them with @keras.saving.register_keras_serializable()",
+                stacklevel=3,
+            )
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1 or None in tuple(inputs[0].shape[1:]) or "float" not in str(inputs[0].dtype):
+        return  # loading it is the check there is
+    probe = np.random.default_rng(0).standard_normal((PROBE_BATCH, *inputs[0].shape[1:])).astype(np.float32)
+    from prunelib.toolkit.chain import run
+
+    want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(model, probe))]
+    got = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(loaded, probe))]
+    for w, g in zip(want, got, strict=True):
+        if w.shape != g.shape or not np.allclose(
+            g, w, rtol=RTOL, atol=RTOL * max(1.0, float(np.abs(w).max())), equal_nan=True
+        ):
+            raise ValueError(
+                f"export of model {model.name!r} to {path.name!r} failed verification: the file loaded back predicts "
+                "something else than the model (a layer whose config does not hold all it computes); no file was "
+                "written"
+            )
 
 
 def _is_bool(value: object) -> bool:
@@ -405,7 +475,9 @@ def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:
     except _Unusable as err:
         what, cause = err.args
         raise ValueError(_failure(model, path, f"{what}: {_reason(cause, tmp, path, model)}")) from None
-    want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(model(probe, training=False))]
+    from prunelib.toolkit.chain import run
+
+    want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(model, probe))]
     if len(got) != len(want):
         raise ValueError(_failure(model, path, f"the file has {len(got)} outputs where Keras has {len(want)}"))
     for i, (g, w) in enumerate(zip(got, want)):
