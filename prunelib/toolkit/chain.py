@@ -208,7 +208,9 @@ def rebuild_error(model: keras.Model, err: BaseException, what: str) -> ValueErr
         if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth"))
         else "a layer's get_config() does not rebuild it"
     )
-    return ValueError(f"{what}: Keras cannot copy model {model.name!r} ({type(model).__name__}): {fix} ({reason})")
+    return ValueError(
+        f"{what}: keras.models.clone_model cannot copy model {model.name!r} ({type(model).__name__}): {fix} ({reason})"
+    )
 
 
 def clone(model: keras.Model) -> keras.Model:
