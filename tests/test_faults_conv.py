@@ -229,3 +229,45 @@ def test_exports_of_a_model_on_a_list_of_one_input_raise_no_keras_warning(tmp_pa
         warnings.simplefilter("error", UserWarning)
         for suffix in (".onnx", ".keras"):
             prunelib.export(model, tmp_path / f"m{suffix}")
+
+
+@keras.saving.register_keras_serializable("prunelib_tests")
+class _Scale(L.Layer):
+    """A layer whose config forgets its factor: loaded back, it computes something else."""
+
+    def __init__(self, s=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.s = s
+
+    def call(self, x):
+        return x * self.s
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("s", None)  # the factor is lost: the saved layer computes x * 1
+        return config
+
+
+def test_a_keras_file_of_a_two_input_model_is_compared_before_it_is_written(tmp_path):
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((4,)), keras.Input((4,))
+    model = keras.Model([a, b], L.Dense(3)(_Scale(3.0)(L.Add()([L.Dense(4)(a), L.Dense(4)(b)]))))
+    target = tmp_path / "m.keras"
+    target.write_bytes(b"previous")
+    with pytest.raises(ValueError, match="the file loaded back predicts something else"):
+        prunelib.export(model, target)
+    assert target.read_bytes() == b"previous"
+
+
+def test_onnx_and_tflite_predict_return_every_output(tmp_path):
+    from prunelib.toolkit.exporting import onnx_predict, tflite_predict
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    h = L.Dense(8, activation="relu")(inp)
+    model = keras.Model(inp, [L.Dense(2)(h), L.Dense(3)(h)])
+    x = _x((6,), 5)
+    want = _pred(model, x)
+    for suffix, run in ((".onnx", onnx_predict), (".tflite", tflite_predict)):
+        got = run(prunelib.export(model, tmp_path / f"m{suffix}"), x)
+        assert isinstance(got, list) and sorted(g.shape for g in got) == sorted(w.shape for w in want), suffix

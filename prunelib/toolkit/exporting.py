@@ -169,13 +169,29 @@ def _verify_keras(model, tmp: Path, path: Path) -> None:
                 stacklevel=3,
             )
     inputs = getattr(model, "inputs", None) or []
-    if len(inputs) != 1 or None in tuple(inputs[0].shape[1:]) or "float" not in str(inputs[0].dtype):
-        return  # loading it is the check there is
-    probe = np.random.default_rng(0).standard_normal((PROBE_BATCH, *inputs[0].shape[1:])).astype(np.float32)
+    rng = np.random.default_rng(0)
+    probes = []
+    for tensor in inputs:  # every input: float ones random, integer ones (ids) 0, valid for any vocabulary
+        shape, dtype = tuple(tensor.shape[1:]), str(tensor.dtype)
+        if None in shape or not ("float" in dtype or "int" in dtype):
+            return  # loading it is the check there is
+        probes.append(
+            rng.standard_normal((PROBE_BATCH, *shape)).astype(np.float32)
+            if "float" in dtype
+            else np.zeros((PROBE_BATCH, *shape), dtype)
+        )
+    if not probes:
+        return
     from prunelib.toolkit.chain import run
 
-    want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(model, probe))]
-    got = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(loaded, probe))]
+    struct = getattr(model, "_inputs_struct", None)
+    try:
+        batch = keras.tree.pack_sequence_as(struct, probes) if struct is not None else probes
+    except (TypeError, ValueError):
+        batch = probes
+    batch = batch[0] if isinstance(batch, list) and len(batch) == 1 else batch
+    want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(model, batch))]
+    got = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(loaded, batch))]
     for w, g in zip(want, got, strict=True):
         if w.shape != g.shape or not np.allclose(
             g, w, rtol=RTOL, atol=RTOL * max(1.0, float(np.abs(w).max())), equal_nan=True
@@ -561,22 +577,29 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _one_or_all(outputs: list):
+    """A model's one output as an array, several as a list in the file's order."""
+    return outputs[0] if len(outputs) == 1 else list(outputs)
+
+
 def onnx_predict(path_or_session, x):
-    """Outputs of an exported ``.onnx`` model on ``x`` (float32), via onnxruntime."""
+    """The output of an exported single-input ``.onnx`` model on ``x`` (float32), via onnxruntime:
+    an array, or a list of arrays for a model of several outputs."""
     import numpy as np
 
     session = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
     name = session.get_inputs()[0].name
-    return session.run(None, {name: np.asarray(x, np.float32)})[0]
+    return _one_or_all(session.run(None, {name: np.asarray(x, np.float32)}))
 
 
 def tflite_predict(path: str | os.PathLike, x):
-    """Outputs of an exported ``.tflite`` model on ``x`` (float32), via the LiteRT interpreter
-    (``ai-edge-litert``, which replaces ``tf.lite.Interpreter``)."""
+    """The output of an exported single-input ``.tflite`` model on ``x`` (float32), via the LiteRT
+    interpreter (``ai-edge-litert``, which replaces ``tf.lite.Interpreter``): an array, or a list of
+    arrays for a model of several outputs."""
     import numpy as np
 
     try:
         _, run = _tflite_runner(Path(path))
-        return run([np.asarray(x, np.float32)])[0]
+        return _one_or_all(run([np.asarray(x, np.float32)]))
     except _Unusable as err:
         raise ValueError(f"{os.fspath(path)!r}: {err.args[0]} ({err.args[1]})") from err.args[1]
