@@ -271,3 +271,28 @@ def test_onnx_and_tflite_predict_return_every_output(tmp_path):
     for suffix, run in ((".onnx", onnx_predict), (".tflite", tflite_predict)):
         got = run(prunelib.export(model, tmp_path / f"m{suffix}"), x)
         assert isinstance(got, list) and sorted(g.shape for g in got) == sorted(w.shape for w in want), suffix
+
+
+def test_a_name_given_twice_in_layers_is_named_as_the_users_repeat():
+    with pytest.raises(ValueError, match=r"layers= names \['out'\] more than once; name each layer once"):
+        prunelib.prune_model(_mlp(), 50, layers=["out", "out"])
+
+
+def test_a_damping_too_small_for_the_data_says_so(monkeypatch):
+    model = _mlp()
+    x = _x((6,))
+
+    def singular(*args, **kwargs):  # what numpy raises where the damping regularizes nothing
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    from prunelib.toolkit import api
+
+    monkeypatch.setattr(api, "reconstruct_with_biases", singular)
+    with pytest.raises(ValueError, match="singular at damping=1e-300 .* raise damping"):
+        prunelib.reconstruct_model(model, prunelib.prune_model(model, 50), x, damping=1e-300)
+
+
+def test_an_iterator_as_calibration_data_is_told_to_be_an_array():
+    model = _mlp()
+    with pytest.raises(ValueError, match=r"x_calib must be an array \(n, 6\), got list_iterator"):
+        prunelib.post_training_model(model, 50, iter(list(_x((6,)))), method="obs-gradual")

@@ -13,7 +13,8 @@ import os
 import warnings
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from numbers import Real
 
 import numpy as np
@@ -274,6 +275,10 @@ def prune_model(
         raise ValueError(f"include_output must be True or False, got {include_output!r}")
     # read once here: a generator would be used up by the first check and skip nothing after it
     skip, layers = kl.layer_names("skip", skip), kl.layer_names("layers", layers)
+    for arg, names in (("layers", layers), ("skip", skip)):
+        twice = sorted({n for n in names or () if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{arg}= names {twice} more than once; name each layer once")
     every = _kernel_layers(model, "prune_model")
     specs = kl.prunable_layers(model, layers=layers, skip=skip, include_output=bool(include_output))
     _check_prunable(specs, nm, method)
@@ -609,17 +614,18 @@ def reconstruct_model(
     mask_list.append(np.ones(shapes[-1], bool))
     # the dense biases give the targets; a unit with no kept input keeps its bias in pruned
     # (zeroed by unit pruning); every other unit's bias is fitted with its weights
-    kernels, new_biases = reconstruct_with_biases(
-        c.kernels,
-        c.biases,
-        mask_list,
-        x,
-        damping=damping,
-        pruned_biases=cp.biases,
-        acts=c.acts,
-        logit_targets=bool(logit_targets),
-        exact=bool(exact),
-    )
+    with _solvable(damping, "reconstruct_model"):
+        kernels, new_biases = reconstruct_with_biases(
+            c.kernels,
+            c.biases,
+            mask_list,
+            x,
+            damping=damping,
+            pruned_biases=cp.biases,
+            acts=c.acts,
+            logit_targets=bool(logit_targets),
+            exact=bool(exact),
+        )
     return _result(pruned, c, kernels, new_biases, x, "reconstruct_model")
 
 
@@ -779,7 +785,10 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     )
     ch.verify(c, model, x, "post_training_model")
     flat = x.reshape(len(x), -1)
-    kernels, biases, _ = post_training_prune_with_biases(c.kernels, c.biases, k, flat, method=method, damping=damping)
+    with _solvable(damping, "post_training_model"):
+        kernels, biases, _ = post_training_prune_with_biases(
+            c.kernels, c.biases, k, flat, method=method, damping=damping
+        )
     return _result(model, c, kernels, biases, x, "post_training_model")
 
 
@@ -894,7 +903,8 @@ def _reconstruct_graph(model, pruned, x_calib, masks, damping: float, exact: boo
     x = _calibration(x_calib, tuple(model.inputs[0].shape[1:]))
     lw.check_rows([la for la in layers if la.name in names], len(x))
     twin = _copy(pruned)
-    done = lw.fit_model(model, twin, x, names, plans, damping, exact=exact)
+    with _solvable(damping, what):
+        done = lw.fit_model(model, twin, x, names, plans, damping, exact=exact)
     return _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
 
 
@@ -1015,7 +1025,8 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
                     counts=steps, selection=method.selection, refit=method.update == "lstsq"
                 )
         twin = _copy(model)
-        done = lw.fit_model(model, twin, x, names, plans, damping, bias_always=True)
+        with _solvable(damping, what):
+            done = lw.fit_model(model, twin, x, names, plans, damping, bias_always=True)
         result = _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
         if dense is None:
             return result
@@ -1024,6 +1035,19 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
         if best is None or score < best[0]:
             best = (score, result)
     return best[1]
+
+
+@contextmanager
+def _solvable(damping: float, what: str):
+    """Turn a singular system (a damping too small to regularize a unit or input that the calibration
+    data never moves) into a one-line error that says what to change."""
+    try:
+        yield
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"{what}: the least-squares systems are singular at damping={damping:g} (an input or unit the "
+            "calibration data never moves leaves nothing to fit): raise damping, e.g. to 1e-6 or the default 0.01"
+        ) from None
 
 
 def _damping(damping: object) -> float:
@@ -1065,6 +1089,8 @@ def _calibration(
             "weights over (new.set_weights(model.get_weights()))"
         )
     want = f"(n, {', '.join(map(str, input_shape))})"
+    if isinstance(x_calib, Iterator) or (not hasattr(x_calib, "__len__") and not hasattr(x_calib, "__array__")):
+        raise ValueError(f"x_calib must be an array {want}, got {type(x_calib).__name__} (pass np.asarray(list(...)))")
     if isinstance(x_calib, tuple) and len(x_calib) == 2:
         # Keras' fit takes (x, y); calibration is the inputs alone, and stacking the pair would
         # either fail inside numpy or pass the labels off as a second input row
