@@ -999,7 +999,7 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
     stage_list = [st for name in names for st in lw.stages(every[name])]
     x = _calibration(x_calib, tuple(model.inputs[0].shape[1:]))
     lw.check_rows([every[n] for n in names], len(x))
-    shapes = [lw_shape for lw_shape in (st.flat(np.zeros(st.variable.shape, np.float32)).shape for st in stage_list)]
+    shapes = [st.flat(np.zeros(st.variable.shape, np.float32)).shape for st in stage_list]
     stand_ins = [np.empty((s[1], s[0] * s[2]), np.float32) for s in shapes]  # (fan-in, units): the allocation's view
     if method.allocation == "uniform":
         candidates = [[pruning.count_to_prune(int(np.prod(s)), k) for s in shapes]]

@@ -156,16 +156,22 @@ def _dead_units(layer) -> tuple[np.ndarray, np.ndarray]:
     return dead, np.where(dead, out, np.nan)
 
 
-def plan(model: keras.Model) -> dict[str, np.ndarray]:
-    """Which units of each shrinkable layer go: ``{layer name: keep mask}`` for those losing any."""
+def _graph(model: keras.Model) -> tuple[list, dict[int, list], set[int]]:
+    """``model``'s layers, the layers reading each one's output (by id), and the ids of the layers
+    computing its outputs."""
     layers = list(kl.flat_layers(model))
     consumers: dict[int, list] = {}
     for layer in layers:
-        if isinstance(layer, L.InputLayer):
-            continue
-        for p in _producers(layer):
-            consumers.setdefault(id(p), []).append(layer)
+        if not isinstance(layer, L.InputLayer):
+            for p in _producers(layer):
+                consumers.setdefault(id(p), []).append(layer)
     outputs = {id(p) for t in model.outputs for p, _ in kl._producers(t)}
+    return layers, consumers, outputs
+
+
+def plan(model: keras.Model) -> dict[str, np.ndarray]:
+    """Which units of each shrinkable layer go: ``{layer name: keep mask}`` for those losing any."""
+    layers, consumers, outputs = _graph(model)
     out = {}
     for layer in layers:
         if not _is_shrinkable(layer) or id(layer) in outputs or not _elementwise(layer.activation):
@@ -186,13 +192,7 @@ def plan(model: keras.Model) -> dict[str, np.ndarray]:
 
 def _slice_readers(model, keep: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
     """New weights of every layer touched by removing the units ``keep`` drops."""
-    layers = list(kl.flat_layers(model))
-    consumers: dict[int, list] = {}
-    for layer in layers:
-        if not isinstance(layer, L.InputLayer):
-            for p in _producers(layer):
-                consumers.setdefault(id(p), []).append(layer)
-    outputs = {id(p) for t in model.outputs for p, _ in kl._producers(t)}
+    layers, consumers, outputs = _graph(model)
     weights = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in layers}
     by_name = {layer.name: layer for layer in layers}
     for name, kept in keep.items():

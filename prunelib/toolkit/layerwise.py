@@ -218,7 +218,6 @@ class Normal:
 
     gram: np.ndarray
     cross: np.ndarray
-    rows: int
 
 
 def extractor(model: keras.Model, layer: keras.layers.Layer) -> keras.Model:
@@ -263,7 +262,6 @@ def accumulate(
     width = d + fit_bias
     gram = np.zeros((g, width, width))
     cross = np.zeros((g, width, units))
-    count = 0
     for part in batches(len(x), rows_per_sample * g * d):
         p = stage.rows(_numpy(source(x[part], training=False)), kernels)
         target = np.matmul(dense_stage.rows(_numpy(dense_source(x[part], training=False)), dense_kernels), w)
@@ -273,8 +271,7 @@ def accumulate(
             p = np.concatenate([p, np.ones((*p.shape[:2], 1), np.float32)], axis=2)
         gram += np.matmul(p.transpose(0, 2, 1), p)
         cross += np.matmul(p.transpose(0, 2, 1), target)
-        count += p.shape[1]
-    return Normal(gram, cross, count)
+    return Normal(gram, cross)
 
 
 def solve(
@@ -344,16 +341,20 @@ def dense_grams(model: keras.Model, names: Sequence[str], x: np.ndarray) -> list
     return out
 
 
-def check_reading(model: keras.Model, layer: keras.layers.Layer, x: np.ndarray) -> None:
+def check_reading(
+    model: keras.Model, layer: keras.layers.Layer, x: np.ndarray, source: keras.Model, values: dict
+) -> None:
     """Refuse a layer whose Keras output is not what its stages compute from its weights (patches
     times kernel, plus bias, then its activation) on the calibration rows ``x``: a fit of those
     weights would then fit something the model does not compute.
 
+    Args:
+        source: :func:`extractor` of ``layer`` in ``model``; ``values``: :func:`kernel_values` of ``model``.
+
     Raises:
         ValueError: naming the layer and how far its output is from its reading.
     """
-    values = kernel_values(model)
-    z = np.asarray(extractor(model, layer)(x, training=False), np.float32)
+    z = np.asarray(source(x, training=False), np.float32)
     h = None
     for stage in stages(layer):
         w = stage.flat(values[stage.variable.path]).astype(np.float32)
@@ -413,8 +414,8 @@ def fit_model(
         pairs = list(zip(stages(layer), stages(dense_layer)))
         if not changed and all(sd.variable.path not in plans for _, sd in pairs):
             continue
-        check_reading(model, dense_layer, x[:8])
         source, dense_source = extractor(twin, layer), extractor(model, dense_layer)
+        check_reading(model, dense_layer, x[:8], dense_source, dense_values)
         per = rows_per_sample(dense_layer)
         for st, sd in pairs:
             plan = plans.get(sd.variable.path, Plan())
