@@ -157,7 +157,9 @@ def test_calibration_batches_do_not_change_the_fit(monkeypatch):
 CONV_METHODS = ["magnitude", "magnitude+lstsq", "wanda+lstsq", "obs+lstsq", "obs-gradual", "per-unit-obs-gradual"]
 
 
-@pytest.mark.parametrize("method", [*CONV_METHODS, "search-obs-gradual", "global-obs-gradual", "owl-obs-gradual"])
+@pytest.mark.parametrize(
+    "method", [*CONV_METHODS, "search-obs-gradual", "global-obs-gradual", "owl-obs-gradual", "per-unit-greedy+lstsq"]
+)
 def test_post_training_methods_on_a_cnn_prune_exactly_and_leave_the_output_alone(method):
     model = _cnn()
     before = [w.copy() for w in model.get_weights()]
@@ -198,12 +200,41 @@ def test_unit_norm_lstsq_removes_whole_filters_of_a_cnn():
     assert gone.sum() == 4 and np.all(pruned.get_layer("c2").bias.numpy()[gone] == 0)
 
 
-@pytest.mark.parametrize("method", ["per-unit-obs-gradual+network", "per-unit-greedy+lstsq", "unit-obs+lstsq"])
+@pytest.mark.parametrize(
+    "method", ["per-unit-obs-gradual+network", "search-obs-gradual+network", "unit-obs+lstsq", "unit-activation+lstsq"]
+)
 def test_methods_that_read_mlp_layers_only_are_refused_on_a_cnn_by_name(method):
     model = _cnn()
     with pytest.raises(ValueError, match="convolutions") as info:
         prunelib.post_training_model(model, 75, _correlated((8, 8, 1), 64), method=method)
     assert "per-unit-obs-gradual" in str(info.value)
+
+
+def test_greedy_supports_read_through_keras_equal_the_mlp_methods_own():
+    from prunelib.core.post_training import get_method
+    from prunelib.toolkit import api
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((12,)), L.Dense(8, activation="relu", **RAND), L.Dense(6, activation="relu"), L.Dense(3)]
+    )
+    x = np.random.default_rng(0).random((200, 12), dtype=np.float32)
+    mlp_path = prunelib.post_training_model(model, 60, x, method="per-unit-greedy+lstsq")  # numpy matrices
+    graph = api._post_training_graph(model, 60, x, get_method("per-unit-greedy+lstsq"), 0.01)  # through Keras
+    for a, b in zip(mlp_path.layers, graph.layers):
+        np.testing.assert_array_equal(a.kernel.numpy() == 0, b.kernel.numpy() == 0)
+        np.testing.assert_allclose(a.kernel.numpy(), b.kernel.numpy(), rtol=0, atol=1e-4)
+
+
+def test_greedy_on_a_grouped_conv_keeps_as_many_weights_in_every_group():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((5, 5, 4)), CASES["conv2d-groups"][0]("under_test"), L.Flatten(), L.Dense(2, name="out")]
+    )
+    pruned = prunelib.post_training_model(model, 50, _correlated((5, 5, 4), 64), method="per-unit-greedy+lstsq")
+    kernel = pruned.get_layer("under_test").kernel.numpy()  # (2, 2, 2 inputs per group, 4 filters: 2 per group)
+    kept = [(kernel[..., 2 * g : 2 * g + 2] != 0).sum() for g in range(2)]
+    assert kept[0] == kept[1] == kernel.size // 4
 
 
 def test_bad_calibration_for_a_cnn_is_refused_before_any_work():

@@ -728,8 +728,9 @@ def post_training_model(model, k: float, x_calib: np.ndarray, *, method: str = "
     runs every method on numpy matrices. A model with convolutions, or with another hidden
     activation (tanh, a function of the user's own, ...), is read through Keras layer by layer with
     its own activations (:mod:`prunelib.toolkit.layerwise`): there the weight methods with layer
-    targets and any allocation run, and ``unit-norm+lstsq``; the others (they assume ReLU, or read
-    MLP layers only) are refused with the list of those that run.
+    targets and any allocation run (greedy supports included), and ``unit-norm+lstsq``; the network
+    targets and the unit selections that read the next Dense layer (they assume ReLU, or read MLP
+    layers only) are refused with the list of those that run.
 
     Args:
         model: a Keras 3 model of Dense layers, or a Sequential or functional model with
@@ -919,7 +920,7 @@ def _twin_paths(model, twin, masks: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 
 _GRAPH_METHODS = {
-    "selection": ("magnitude", "wanda", "obs"),
+    "selection": ("magnitude", "wanda", "obs", "greedy"),
     "allocation": ("uniform", "per-unit", "search", "global", "owl"),
 }
 

@@ -455,9 +455,13 @@ def select(
     selection: str, current: np.ndarray, normal: Normal, mask: np.ndarray, count: int, damping: float, fit_bias: bool
 ) -> np.ndarray:
     """The mask removing ``count`` weights of a stage (never un-pruning one of ``mask``'s), ranked over
-    all its groups by :func:`prunelib.core.post_training.weight_scores`."""
+    all its groups by :func:`prunelib.core.post_training.weight_scores`; ``"greedy"``: each group's
+    supports grown by forward greedy least squares on its normal equations
+    (:func:`prunelib.core.greedy.greedy_supports`), the kept count split evenly over the groups."""
     from prunelib.core.post_training import weight_scores
 
+    if selection == "greedy":
+        return _greedy(normal, mask, count, damping, fit_bias)
     scores = []
     for g in range(current.shape[0]):
         w = current[g]
@@ -468,6 +472,25 @@ def select(
     scores = np.stack(scores)
     scores[~mask] = -np.inf
     return ~smallest(scores.ravel(), count).reshape(mask.shape)
+
+
+def _greedy(normal: Normal, mask: np.ndarray, count: int, damping: float, fit_bias: bool) -> np.ndarray:
+    from prunelib.core.greedy import greedy_supports
+    from prunelib.core.layer_fit import ridge
+
+    if not mask.all():
+        raise ValueError("greedy supports are chosen once, from a dense stage; this is a bug in prunelib")
+    groups, d, units = mask.shape
+    keep = mask.size - count
+    shares = [keep // groups + (g < keep % groups) for g in range(groups)]
+    return np.stack(
+        [
+            greedy_supports(normal.gram[g], normal.cross[g], shares[g], ridge(normal.gram[g], damping), int(fit_bias))[
+                :d
+            ]
+            for g in range(groups)
+        ]
+    )
 
 
 def kernel_values(model: keras.Model) -> dict:
