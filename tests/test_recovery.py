@@ -58,12 +58,19 @@ def test_fixed_mask_finetuning_keeps_pruned_weights_at_zero(trained, method):
 @pytest.mark.parametrize("k", [0, 50, 90])
 def test_strategies_reach_exact_sparsity_and_leave_logits_and_input_untouched(trained, strategy, method, k):
     before = mlp.get_kernels(trained)
-    pruned, epochs = recovery.run_strategy(strategy, trained, tiny_data(), k, method, FAST)
+    # a closed-form re-fit of 784 inputs needs as many calibration images
+    data = tiny_data(1024 if strategy == "refit-finetune" else 256)
+    pruned, epochs = recovery.run_strategy(strategy, trained, data, k, method, FAST)
     kernels = mlp.get_kernels(pruned)
-    for w in kernels[:-1]:
-        if method == "weight":
+    hidden = kernels[:-1]
+    if method == "weight" and strategy == "refit-finetune":  # its allocation counts hidden weights together
+        zeros = sum(np.count_nonzero(w == 0) for w in hidden)
+        assert zeros == pruning.count_to_prune(sum(w.size for w in hidden), k)
+    elif method == "weight":
+        for w in hidden:
             assert np.count_nonzero(w == 0) == pruning.count_to_prune(w.size, k)
-        else:
+    else:
+        for w in hidden:
             dead = np.all(w == 0, axis=0)
             assert dead.sum() == pruning.count_to_prune(w.shape[1], k)
             assert np.all(w[:, ~dead] != 0)  # whole columns: a live unit keeps all its weights
@@ -302,3 +309,35 @@ def test_targeted_dropout_makes_the_network_robust_to_its_own_pruning():
         return float(np.linalg.norm(pruned - dense) / np.linalg.norm(dense))
 
     assert change(aware) < 0.75 * change(plain)  # measured 0.48 against 0.91
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+def test_refit_finetune_starts_from_the_post_training_refit_and_keeps_its_masks(method, monkeypatch):
+    # enough images for a closed-form fit of 784 inputs plus a bias
+    data = tiny_data(1024)
+    model = mlp.train(data, TINY)
+    monkeypatch.setitem(recovery.REFIT, "weight", "obs+lstsq")  # a per-layer count, as the test reads it
+    x = recovery.calibration_set(data.x_train, 1024, 0)
+    start, _, masks = recovery.post_training_prune_with_biases(
+        mlp.get_kernels(model), mlp.get_biases(model), 75, x, method=recovery.REFIT[method]
+    )
+    before = mlp.get_kernels(model)
+    config = replace(FAST, recipe=replace(FAST.recipe, epochs=1))
+    pruned, epochs = recovery.run_strategy("refit-finetune", model, data, 75, method, config)
+    kernels = mlp.get_kernels(pruned)
+    for w, s, keep in zip(kernels[:-1], start[:-1], masks[:-1]):
+        np.testing.assert_array_equal(w == 0, ~keep | (s == 0))  # the re-fit's zeros, and no others
+        assert not np.allclose(w[keep], s[keep])  # and then trained
+    np.testing.assert_array_equal(kernels[-1], before[-1])
+    for a, b in zip(mlp.get_kernels(model), before):
+        np.testing.assert_array_equal(a, b)
+    assert epochs == 1
+
+
+def test_refit_methods_are_post_training_methods_of_their_granularity():
+    from prunelib.core.post_training import get_method
+
+    assert {g: get_method(name).granularity for g, name in recovery.REFIT.items()} == {
+        "weight": "weight",
+        "unit": "unit",
+    }

@@ -38,6 +38,12 @@ STRATEGIES: dict[str, Strategy] = {
     for s in (
         Strategy("one-shot", "prune once, no training", "one-shot", lambda c: 0),
         Strategy("finetune", "prune once, then fine-tune with the mask fixed", "recovery", lambda c: c.recipe.epochs),
+        Strategy(
+            "refit-finetune",
+            "prune and re-fit with the best post-training method, then fine-tune with the mask fixed",
+            "recovery",
+            lambda c: c.recipe.epochs,
+        ),
         Strategy("gradual", "Zhu & Gupta's cubic schedule while training", "recovery", lambda c: c.recipe.epochs),
         Strategy(
             "imp",

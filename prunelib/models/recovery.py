@@ -3,7 +3,7 @@ and pruning-aware training from scratch (targeted dropout).
 
 The strategies are declared in :mod:`prunelib.base.strategies`; this module holds their training code.
 Every recovery strategy starts from a trained dense model, leaves it untouched, and returns a new
-plain MLP whose pruned weights are exactly zero. Fine-tuning, gradual pruning and IMP train with the
+plain MLP whose pruned weights are exactly zero. Fine-tuning (from magnitude pruning or from a closed-form post-training re-fit), gradual pruning and IMP train with the
 library's own :class:`prunelib.PruningCallback` and its schedules (one implementation for users and
 the study); targeted dropout changes the forward pass, so it trains masked layers
 (:mod:`prunelib.models.masked`). :func:`recovery_table` runs them into one tidy
@@ -27,6 +27,8 @@ from prunelib.base.fingerprint import code_fingerprint
 from prunelib.base.paths import digest
 from prunelib.core import pruning, tensor_masks
 from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.post_training import post_training_prune_with_biases
+from prunelib.core.reconstruct import calibration_set
 from prunelib.data import Dataset
 from prunelib.models import masked, mlp
 from prunelib.models.config import AwareTarget, RecoveryConfig, TrainConfig
@@ -47,6 +49,12 @@ RECOVERY_COLUMNS = [
     "seconds",
     "dense_accuracy",
 ]
+
+REFIT = {"weight": "per-unit-obs-gradual", "unit": "unit-obs+lstsq"}
+"""The post-training method ``refit-finetune`` starts from, per pruning method: the library's best on
+the challenge MLP at weight 99 and unit 95 (results/benchmarks/post_training.csv)."""
+REFIT_CALIBRATION = 8192
+"""Training images the re-fit of ``refit-finetune`` reads (the post-training benchmark's)."""
 
 
 @keras.saving.register_keras_serializable(package="prunelib")
@@ -158,6 +166,23 @@ def _finetune(model, data, k, method, config, seed, progress) -> keras.Model:
     return _train_pruned(model, net, data, config, seed, callback, progress, f"finetune {method} {k:g}")
 
 
+def _refit_finetune(model, data, k, method, config, seed, progress) -> keras.Model:
+    """Prune and re-fit ``model`` in closed form with the library's best post-training method for
+    ``method`` (:data:`REFIT`, on :data:`REFIT_CALIBRATION` training images), then fine-tune with the
+    mask fixed.
+
+    Returns:
+        A plain MLP; pruned weights are exactly zero. ``model`` is not modified.
+    """
+    x = calibration_set(data.x_train, min(REFIT_CALIBRATION, len(data.x_train)), seed)
+    kernels, biases, masks = post_training_prune_with_biases(
+        mlp.get_kernels(model), mlp.get_biases(model), k, x, method=REFIT[method]
+    )
+    net = trainable_copy(mlp.with_weights(model, kernels, biases), config)
+    callback = pruning_callback(net, method, masks=hidden_masks(net, masks[:-1]))
+    return _train_pruned(model, net, data, config, seed, callback, progress, f"refit-finetune {method} {k:g}")
+
+
 def _gradual(model, data, k, method, config, seed, progress) -> keras.Model:
     """Prune from dense to ``k`` percent along Zhu & Gupta's cubic schedule while training.
 
@@ -220,7 +245,13 @@ def _one_shot(model, data, k, method, config, seed, progress) -> keras.Model:
 # Every strategy that starts from a trained model, called as
 # strategy(model, data, k, method, config, seed, progress) -> a new plain MLP; run_strategy is the entry
 # point, which validates its arguments first.
-_TRAINING = {"one-shot": _one_shot, "finetune": _finetune, "gradual": _gradual, "imp": _imp}
+_TRAINING = {
+    "one-shot": _one_shot,
+    "finetune": _finetune,
+    "refit-finetune": _refit_finetune,
+    "gradual": _gradual,
+    "imp": _imp,
+}
 if set(_TRAINING) != {n for n, s in registry.STRATEGIES.items() if s.kind != "from-scratch"}:
     raise ImportError("prunelib.models.recovery and the registry prunelib.base.strategies disagree on the strategies")
 

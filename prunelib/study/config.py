@@ -61,7 +61,7 @@ class ExperimentConfig:
     recipes: bool = True  # the recipe study (prunelib.study.config.RECIPE_STUDY), seed 0
     # Recovery (fine-tuning, gradual, IMP) and pruning-aware training; empty strategies = skip.
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
-    recovery_strategies: tuple[str, ...] = ("finetune", "gradual", "imp")
+    recovery_strategies: tuple[str, ...] = ("finetune", "refit-finetune", "gradual", "imp")
     recovery_ks: tuple[float, ...] = (90, 95, 99)
     recovery_seeds: tuple[int, ...] = (0,)
     # Targeted-dropout training from scratch, each model pruned one-shot at its k. Gamma a little
