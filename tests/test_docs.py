@@ -302,3 +302,94 @@ def test_post_training_page_quotes_the_committed_benchmark():
             method = line.split("`")[1]
             for pair in re.findall(r"(\d+\.\d\d) ± (\d+\.\d\d)", line):
                 assert method in quoted[pair], f"{pair} is quoted for {method}, the CSV has it for {quoted[pair]}"
+
+
+# --- The study's numbers in the docs come from results/ (benchmarks/study_docs.py) ---------------------------
+
+
+def _study_docs():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import study_docs
+
+    return study_docs
+
+
+def test_study_numbers_in_the_docs_are_the_committed_results():
+    """Every block benchmarks/study_docs.py writes (sweep, goals, recovery, recipes, run times) is on
+    its page exactly as it would write it from the committed results/."""
+    study_docs = _study_docs()
+    assert len(study_docs.BLOCKS) >= 8
+    assert study_docs.stale(ROOT) == [], "the docs' study numbers are stale: run python benchmarks/study_docs.py"
+
+
+def test_a_part_missing_from_results_is_named_with_its_command():
+    """No stale numbers where a part is not published: the block names the part and its command."""
+    import dataclasses
+
+    import pandas as pd
+
+    from prunelib.study.registry import recompute_command
+
+    study_docs = _study_docs()
+    study = study_docs.load(ROOT)
+    study.results = dataclasses.replace(study.results, recovery=pd.DataFrame(), recipes=pd.DataFrame())
+    study.parts = {}
+    blocks = {name: text for name, (_, text) in study_docs.render(study).items()}
+    for name, parts in {
+        "study-recovery": ("recovery", "aware"),
+        "study-recipes": ("recipes",),
+        "study-lstsq-vs-finetune": ("recovery",),
+        "study-run-times": ("challenge", "recovery", "aware"),
+    }.items():
+        for part in parts:
+            assert "not in results/ yet" in blocks[name]
+            for dataset in ("mnist", "fashion-mnist"):
+                assert recompute_command(part, dataset) in blocks[name], (name, part, dataset)
+    assert not re.search(r"\d\.\d", blocks["study-recovery"] + blocks["study-recipes"])  # no number of its own
+
+
+def test_the_recipe_block_fills_in_once_the_tables_are_published():
+    import dataclasses
+
+    import pandas as pd
+
+    study_docs = _study_docs()
+    study = study_docs.load(ROOT)
+    curves = pd.concat(
+        [pd.read_csv(ROOT / "tests/data/recipe_study" / f"{d}.csv") for d in ("mnist", "fashion-mnist")],
+        ignore_index=True,
+    )
+    layers = (
+        curves[["dataset", "recipe", "seed"]]
+        .drop_duplicates()
+        .assign(layer="dense_0", drift=0.5, top10_weight_share=50.0, top10_unit_share=40.0)
+    )
+    study.results = dataclasses.replace(study.results, recipes=curves, recipe_layers=layers)
+    block = study_docs.recipes_block(study)
+    assert "not in results/ yet" not in block
+    assert "On mnist the rule picks `b512-lr6e-3-cosine-wd1`" in block  # the default Recipe()
+    assert "On fashion-mnist the rule picks" in block and "Issue 22's goal on fashion-mnist" in block
+
+
+def test_study_docs_check_names_a_stale_block_and_the_script_rewrites_it(tmp_path, capsys):
+    study_docs = _study_docs()
+    (tmp_path / "results").symlink_to(ROOT / "results")
+    for page in {page for page, _ in study_docs.BLOCKS.values()}:
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text((ROOT / page).read_text())
+    page = tmp_path / "docs/recovery.md"
+    page.write_text(page.read_text().replace("<!-- study-recovery:begin -->\n", "<!-- study-recovery:begin -->\nold\n"))
+    assert study_docs.main(["--check"], root=tmp_path) == 1
+    assert "docs/recovery.md: study-recovery" in capsys.readouterr().out
+    assert study_docs.main([], root=tmp_path) == 0
+    assert study_docs.main(["--check"], root=tmp_path) == 0
+    assert page.read_text() == (ROOT / "docs/recovery.md").read_text()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_page_quotes_a_dated_study_run(page):
+    """The study tables once typed in from a dated run (or from the README of an old commit) are gone:
+    study numbers come from results/ through benchmarks/study_docs.py's blocks."""
+    text = page.read_text().lower()
+    for phrase in ("last full run", "the last run", "logged from the readme", "as the readme quoted them"):
+        assert phrase not in text, f"{page.name} still says {phrase!r}"
