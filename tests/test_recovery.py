@@ -316,10 +316,10 @@ def test_refit_finetune_starts_from_the_post_training_refit_and_keeps_its_masks(
     # enough images for a closed-form fit of 784 inputs plus a bias
     data = tiny_data(1024)
     model = mlp.train(data, TINY)
-    monkeypatch.setitem(recovery.REFIT, "weight", "obs+lstsq")  # a per-layer count, as the test reads it
+    monkeypatch.setitem(recovery.BEST, "weight", "obs+lstsq")  # a per-layer count, as the test reads it
     x = recovery.calibration_set(data.x_train, 1024, 0)
     start, _, masks = recovery.post_training_prune_with_biases(
-        mlp.get_kernels(model), mlp.get_biases(model), 75, x, method=recovery.REFIT[method]
+        mlp.get_kernels(model), mlp.get_biases(model), 75, x, method=recovery.BEST[method]
     )
     before = mlp.get_kernels(model)
     config = replace(FAST, recipe=replace(FAST.recipe, epochs=1))
@@ -332,12 +332,3 @@ def test_refit_finetune_starts_from_the_post_training_refit_and_keeps_its_masks(
     for a, b in zip(mlp.get_kernels(model), before):
         np.testing.assert_array_equal(a, b)
     assert epochs == 1
-
-
-def test_refit_methods_are_post_training_methods_of_their_granularity():
-    from prunelib.core.post_training import get_method
-
-    assert {g: get_method(name).granularity for g, name in recovery.REFIT.items()} == {
-        "weight": "weight",
-        "unit": "unit",
-    }

@@ -162,12 +162,16 @@ def test_each_table_of_a_seed_is_a_cell_after_the_models_it_reads():
     graph = {c.name: c for c in cells.study_cells(config, table_cpus=2)}
     tables = {n: c for n, c in graph.items() if n.endswith(" table")}
     assert sorted(tables) == sorted(
-        [f"mnist/seed 0/{t} table" for t in ("sweep", "retrain-small", "sensitivity", "recovery", "pruning-aware")]
-        + [f"mnist/seed 1/{t} table" for t in ("sweep", "retrain-small", "sensitivity")]
+        [
+            f"mnist/seed 0/{t} table"
+            for t in ("sweep", "best", "retrain-small", "sensitivity", "recovery", "pruning-aware")
+        ]
+        + [f"mnist/seed 1/{t} table" for t in ("sweep", "best", "retrain-small", "sensitivity")]
     )  # recovery: seed 0 only
-    assert tables_for(config, 1) == ("sweep", "retrain-small", "sensitivity")
+    assert tables_for(config, 1) == ("sweep", "best", "retrain-small", "sensitivity")
     assert (
         tables["mnist/seed 0/sweep table"].after
+        == tables["mnist/seed 0/best table"].after
         == tables["mnist/seed 0/sensitivity table"].after
         == ("mnist/seed 0/train",)
     )

@@ -26,6 +26,7 @@ from prunelib.base import strategies as registry
 from prunelib.base.fingerprint import code_fingerprint
 from prunelib.base.paths import digest
 from prunelib.core import pruning, tensor_masks
+from prunelib.core.best import BEST
 from prunelib.core.evaluate import evaluate_kernels
 from prunelib.core.post_training import post_training_prune_with_biases
 from prunelib.core.reconstruct import calibration_set
@@ -50,9 +51,6 @@ RECOVERY_COLUMNS = [
     "dense_accuracy",
 ]
 
-REFIT = {"weight": "per-unit-obs-gradual", "unit": "unit-obs+lstsq"}
-"""The post-training method ``refit-finetune`` starts from, per pruning method: the library's best on
-the challenge MLP at weight 99 and unit 95 (results/benchmarks/post_training.csv)."""
 REFIT_CALIBRATION = 8192
 """Training images the re-fit of ``refit-finetune`` reads (the post-training benchmark's)."""
 
@@ -168,7 +166,7 @@ def _finetune(model, data, k, method, config, seed, progress) -> keras.Model:
 
 def _refit_finetune(model, data, k, method, config, seed, progress) -> keras.Model:
     """Prune and re-fit ``model`` in closed form with the library's best post-training method for
-    ``method`` (:data:`REFIT`, on :data:`REFIT_CALIBRATION` training images), then fine-tune with the
+    ``method`` (:data:`prunelib.core.best.BEST`, on :data:`REFIT_CALIBRATION` training images), then fine-tune with the
     mask fixed.
 
     Returns:
@@ -176,7 +174,7 @@ def _refit_finetune(model, data, k, method, config, seed, progress) -> keras.Mod
     """
     x = calibration_set(data.x_train, min(REFIT_CALIBRATION, len(data.x_train)), seed)
     kernels, biases, masks = post_training_prune_with_biases(
-        mlp.get_kernels(model), mlp.get_biases(model), k, x, method=REFIT[method]
+        mlp.get_kernels(model), mlp.get_biases(model), k, x, method=BEST[method]
     )
     net = trainable_copy(mlp.with_weights(model, kernels, biases), config)
     callback = pruning_callback(net, method, masks=hidden_masks(net, masks[:-1]))

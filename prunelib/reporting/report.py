@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from prunelib.core.best import BEST
 from prunelib.reporting import figures
 from prunelib.reporting.discussion import differ_verdict, discussion, facts, separated  # noqa: F401
 from prunelib.reporting.summaries import (  # noqa: F401 - the report's tables, as the notebook reads them
@@ -58,7 +59,10 @@ def blocks(results, results_dir: Path, preset: str | None = None, parts: pd.Data
             "code and versions that produced them). Sparsity is measured: the percent of all "
             "kernel weights, logit layer included, that are zero. Accuracy is on the 10,000 test "
             "images; ± is the 95 % t confidence interval over seeds. `+ lstsq` keeps the same "
-            "masks and re-fits the surviving weights in closed form, no gradient step.",
+            "masks and re-fits the surviving weights in closed form, no gradient step. `best` "
+            "(at the high ks) is the library's best post-training method for each pruning method "
+            f"(`{BEST['weight']}` for weights, `{BEST['unit']}` for units; docs/post-training.md): "
+            "its own masks chosen from the calibration images, then re-fitted, no gradient step.",
         ),
     ]
     if preset_note(preset):
@@ -91,7 +95,7 @@ def blocks(results, results_dir: Path, preset: str | None = None, parts: pd.Data
             out += [
                 (
                     "p",
-                    "Seconds of the least-squares correction per (method, k), forward passes "
+                    "Seconds of the least-squares correction (and of the best method) per (method, k), forward passes "
                     "over the calibration images included (mean over seeds, on the machine the manifest records):",
                 ),
                 ("table", lstsq_seconds(df)),

@@ -23,13 +23,22 @@ def lstsq_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["correction"] == "lstsq"] if "correction" in df else df.iloc[:0]
 
 
+def best_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the library's best post-training method per pruning method
+    (:mod:`prunelib.core.best`; empty if there are none)."""
+    return df[df["correction"] == "best"] if "correction" in df else df.iloc[:0]
+
+
 def _fmt(mean: float, ci: float) -> str:
     return f"{mean:.2f}" if np.isnan(ci) else f"{mean:.2f} ± {ci:.2f}"
 
 
 def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per k: measured sparsity of weight and unit pruning and accuracy (mean ± 95 % CI) per method."""
+    """Per k: measured sparsity of weight and unit pruning and accuracy (mean ± 95 % CI) per method,
+    with + lstsq and the best post-training method where the table holds them."""
     fixed = summary_table(lstsq_rows(df)).set_index(["method", "k"]) if len(lstsq_rows(df)) else None
+    best = summary_table(best_rows(df)).set_index(["method", "k"]) if len(best_rows(df)) else None
+    best_methods = set(best_rows(df)["method"])
     df = challenge_rows(df)
     summary = summary_table(df).set_index(["method", "k"])
     rows = []
@@ -44,6 +53,9 @@ def sweep_summary(df: pd.DataFrame) -> pd.DataFrame:
             if fixed is not None and (method, k) in fixed.index:
                 r = fixed.loc[(method, k)]
                 row[f"{method} + lstsq (%)"] = _fmt(r["accuracy"], r["ci95"])
+            if method in best_methods:
+                r = best.loc[(method, k)] if (method, k) in best.index else None
+                row[f"{method} best (%)"] = "" if r is None else _fmt(r["accuracy"], r["ci95"])
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -129,11 +141,15 @@ def recipe_summary(curves: pd.DataFrame, layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def lstsq_seconds(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean seconds of the least-squares correction per (method, k), calibration included."""
+    """Mean seconds of the least-squares correction per (method, k), calibration included; and of the
+    best post-training method (columns ``"<method> best"``) where the table holds it."""
     fixed = lstsq_rows(df)
     table = fixed.pivot_table(index="k", columns="method", values="seconds", aggfunc="mean")
+    if len(best_rows(df)):
+        best = best_rows(df).pivot_table(index="k", columns="method", values="seconds", aggfunc="mean")
+        table = table.join(best.rename(columns=lambda m: f"{m} best"), how="left")
     return (
-        table.map(lambda v: f"{v:.2f}")
+        table.map(lambda v: "" if np.isnan(v) else f"{v:.2f}")
         .rename_axis(None, axis=1)
         .reset_index()
         .rename(columns={"k": "k (%)"})

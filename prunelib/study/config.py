@@ -51,6 +51,10 @@ class ExperimentConfig:
     # on calibration_size training images.
     corrections: tuple[str, ...] = ("none", "lstsq")
     calibration_size: int = 4096
+    # The library's best post-training method per pruning method (prunelib.core.best.BEST) at every k
+    # of ks from best_from on, beside the challenge's curves as one more correction, "best"; None
+    # skips it.
+    best_from: float | None = 95.0
     # Baselines beside the challenge's two methods: global magnitude pruning and small dense
     # networks trained from scratch with the unit counts unit pruning leaves.
     baselines: bool = True
@@ -92,6 +96,8 @@ class ExperimentConfig:
         # One spelling of k (float percent), so 90 and 90.0 give the same cache keys.
         object.__setattr__(self, "ks", tuple(validate_k(k) for k in self.ks))
         object.__setattr__(self, "recovery_ks", tuple(validate_k(k) for k in self.recovery_ks))
+        if self.best_from is not None:
+            object.__setattr__(self, "best_from", validate_k(self.best_from))
         if not self.seeds:
             raise ValueError("need at least one seed")
         if "none" not in self.corrections or not set(self.corrections) <= {"none", "lstsq"}:
@@ -190,6 +196,11 @@ class ExperimentConfig:
         if os.environ.get("PRUNELIB_QUICK", "") not in ("", "0"):
             return cls.quick(**overrides)
         return cls(**overrides)
+
+    @property
+    def best_ks(self) -> tuple[float, ...]:
+        """The ks at which the best post-training method runs: those of ``ks`` from ``best_from`` on."""
+        return () if self.best_from is None else tuple(k for k in self.ks if k >= self.best_from)
 
     def train_config(self, seed: int) -> TrainConfig:
         """The training recipe with ``seed`` filled in."""

@@ -113,6 +113,26 @@ def _sweep(i: SeedInputs) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _best(i: SeedInputs) -> pd.DataFrame:
+    from prunelib.core.best import sweep_best
+    from prunelib.core.reconstruct import calibration_set
+    from prunelib.models import mlp
+
+    config, data, model = i.config, i.data, i.model()
+    return sweep_best(
+        mlp.get_kernels(model),
+        data.x_test,
+        data.y_test,
+        dataset=data.name,
+        calibration=calibration_set(data.x_train, config.calibration_size, i.seed),
+        methods=config.methods,
+        ks=config.best_ks,
+        seed=i.seed,
+        biases=mlp.get_biases(model),
+        progress=i.run.progress,
+    )
+
+
 def _sweep_methods(config: ExperimentConfig) -> tuple[str, ...]:
     return (*config.methods, *(("global-weight",) if config.baselines else ()))
 
@@ -194,6 +214,21 @@ TABLES: dict[str, Table] = {
                 "calibration": i.config.calibration_size,
             },
             _sweep,
+        ),
+        Table(
+            "best",
+            "prunelib.core.best",
+            "sweep",
+            "model",
+            30.0,
+            lambda c, s: bool(c.best_ks),
+            lambda i: {
+                "methods": i.config.methods,
+                "best_ks": i.config.best_ks,
+                "calibration": i.config.calibration_size,
+            },
+            _best,
+            rows=("correction", ("best",)),
         ),
         Table(
             "retrain-small",
@@ -302,7 +337,11 @@ class Part:
 PARTS: dict[str, Part] = {
     p.name: p
     for p in (
-        Part("challenge", ("sweep",), "the challenge's sweeps: weight and unit pruning, one-shot and + lstsq, global"),
+        Part(
+            "challenge",
+            ("sweep", "best"),
+            "the challenge's sweeps: weight and unit pruning, one-shot, + lstsq and the best post-training method, global",
+        ),
         Part("recipes", ("recipes",), "the recipe study: one-shot curves per training recipe (seed 0)"),
         Part("retrain-small", ("retrain-small",), "dense networks of unit pruning's sizes trained from scratch"),
         Part("sensitivity", ("sensitivity",), "one hidden layer pruned at a time"),
