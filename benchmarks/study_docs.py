@@ -32,6 +32,7 @@ from prunelib.reporting.recipe_summary import MAX_STEPS, choose, summarize  # no
 from prunelib.reporting.results import Results, load_results  # noqa: E402
 from prunelib.reporting.stats import summary_table  # noqa: E402
 from prunelib.reporting.summaries import (  # noqa: E402
+    best_rows,
     challenge_rows,
     lstsq_rows,
     lstsq_seconds,
@@ -108,10 +109,11 @@ def _seeds(table: pd.DataFrame) -> str:
 # --- the sweep (docs/benchmarks.md) -----------------------------------------------------------------
 
 WEIGHT_KS = (90, 95, 97, 99)
-UNIT_KS = (70, 80, 90)
+UNIT_KS = (70, 80, 90, 95, 97)
 SWEEP_ROWS = (  # label, the sweep's rows, the method of its weight columns, of its unit columns
     ("one-shot", "none", "weight", "unit"),
     ("one-shot + lstsq", "lstsq", "weight", "unit"),
+    ("best post-training method (`prunelib.core.best`)", "best", "weight", "unit"),
     ("global magnitude (`global-weight`), one-shot", "none", "global-weight", None),
     ("dense of unit pruning's sizes from scratch (`retrain-small`)", "none", None, "retrain-small"),
 )
@@ -121,6 +123,8 @@ def _summaries(sweep: pd.DataFrame) -> dict[str, pd.DataFrame]:
     out = {"none": summary_table(challenge_rows(sweep))}
     if len(lstsq_rows(sweep)):
         out["lstsq"] = summary_table(lstsq_rows(sweep))
+    if len(best_rows(sweep)):
+        out["best"] = summary_table(best_rows(sweep))
     return {c: s.set_index(["method", "k"]) for c, s in out.items()}
 
 
@@ -178,6 +182,11 @@ SWEEP_GOALS = (  # the recipe-and-reconstruction issue's goals: (what, dataset, 
     ("lstsq unit", "mnist", "lstsq", (("unit", 80, 97.5), ("unit", 90, 85))),
     ("one-shot weight / unit", "fashion-mnist", "none", (("weight", 90, 83), ("unit", 90, 40))),
     ("lstsq weight / unit", "fashion-mnist", "lstsq", (("weight", 95, 88), ("unit", 80, 80))),
+    # the results issue's goals for unit pruning with a re-fit: + lstsq, and the best post-training method
+    ("lstsq unit (results issue)", "mnist", "lstsq", (("unit", 95, 85), ("unit", 97, 70))),
+    ("best unit (results issue)", "mnist", "best", (("unit", 95, 85), ("unit", 97, 70))),
+    ("lstsq unit (results issue)", "fashion-mnist", "lstsq", (("unit", 95, 70),)),
+    ("best unit (results issue)", "fashion-mnist", "best", (("unit", 95, 70),)),
 )
 LSTSQ_SECONDS_GOAL = 5.0
 """The same issue's goal for the least-squares correction: seconds per (method, k), calibration included."""
@@ -197,7 +206,10 @@ def sweep_goals_block(study: Study) -> str:
         if df.empty:
             absent.append(d)
             continue
-        s = _summaries(df)[correction]
+        s = _summaries(df).get(correction)
+        if s is None:  # a correction the committed sweep does not hold
+            lines.append(f"| {what} | {d} | | | | not in results/ |")
+            continue
         got = [s.loc[(m, float(k)), "accuracy"] for m, k, _ in points]
         misses = [f"{m} {k:g} by {goal - g:.2f}" for (m, k, goal), g in zip(points, got) if g < goal]
         lines.append(
@@ -290,7 +302,7 @@ def recovery_block(study: Study) -> str:
 
 RECOVERY_GOALS = (  # earlier goals for recovery, MNIST: (method, k, at least %, epochs at most, the strategies)
     ("weight", 95, 98.5, 2, "recovery"),
-    ("weight", 99, 98.0, None, "recovery"),
+    ("weight", 99, 98.0, 2, "recovery"),
     ("unit", 95, 97.0, 2, "recovery"),
     ("weight", 95, 98.0, None, "aware"),
     ("weight", 97, 97.5, None, "aware"),
