@@ -22,7 +22,6 @@ import gzip
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import pandas as pd
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _latency import onnx_latency_rows  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "cnn_compact.csv"
 GOAL = 1.8
@@ -92,29 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             sessions[name] = onnx_session(Path(tmp) / f"{name}.onnx", threads=1)
             gap = float(np.max(np.abs(onnx_predict(sessions[name], x_test[:256]) - probs[:256])))
             assert gap < 1e-5, f"{name}: onnxruntime differs from Keras by {gap}"
-        for batch in (1, 256):
-            feeds = {n: {s.get_inputs()[0].name: x_test[:batch]} for n, s in sessions.items()}
-            times: dict[str, list[float]] = {n: [] for n in sessions}
-            for n, s in sessions.items():  # warm-up
-                for _ in range(max(3, args.repeats // 4)):
-                    s.run(None, feeds[n])
-            for r in range(args.rounds):  # interleaved, the order rotating, so drift hits every model alike
-                names = list(sessions)
-                names = names[r % len(names) :] + names[: r % len(names)]
-                for n in names:
-                    for _ in range(args.repeats):
-                        t = time.perf_counter()
-                        sessions[n].run(None, feeds[n])
-                        times[n].append(time.perf_counter() - t)
-            dense_median = float(np.median(times["dense"]))
-            for n, ts in times.items():
-                q25, med, q75 = np.percentile(np.array(ts) * 1e3, [25, 50, 75])
-                rows += [
-                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_median", "value": med},
-                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q25", "value": q25},
-                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q75", "value": q75},
-                    {"model": n, "format": "onnx", "metric": f"speedup_b{batch}", "value": dense_median / (med / 1e3)},
-                ]
+        rows += onnx_latency_rows(
+            sessions, x_test, repeats=args.repeats, rounds=args.rounds, warmup=max(3, args.repeats // 4), rotate=True
+        )
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

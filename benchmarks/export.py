@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,9 @@ import keras  # noqa: E402
 import prunelib  # noqa: E402
 from prunelib.data import load_dataset  # noqa: E402
 from prunelib.toolkit.exporting import onnx_predict, onnx_session  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _latency import onnx_latency_rows  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "benchmarks" / "export.csv"
 
@@ -92,28 +95,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             gap = float(np.max(np.abs(onnx_predict(sessions[name], x_test[:256]) - want)))
             assert gap < 1e-5, f"{name}: onnxruntime differs from Keras by {gap}"
             rows.append({"model": name, "format": "onnx", "metric": "max_abs_diff_vs_keras", "value": gap})
-        for batch in (1, 256):
-            xb = x_test[:batch].astype(np.float32)
-            feeds = {n: {s.get_inputs()[0].name: xb} for n, s in sessions.items()}
-            times: dict[str, list[float]] = {n: [] for n in sessions}
-            for n, s in sessions.items():  # warm-up
-                for _ in range(max(5, args.repeats // 5)):
-                    s.run(None, feeds[n])
-            for _ in range(args.rounds):  # interleaved, so drift hits every model alike
-                for n, s in sessions.items():
-                    for _ in range(args.repeats):
-                        t = time.perf_counter()
-                        s.run(None, feeds[n])
-                        times[n].append(time.perf_counter() - t)
-            dense_median = float(np.median(times["dense"]))
-            for n, ts in times.items():
-                q25, med, q75 = np.percentile(np.array(ts) * 1e3, [25, 50, 75])
-                rows += [
-                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_median", "value": med},
-                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q25", "value": q25},
-                    {"model": n, "format": "onnx", "metric": f"latency_ms_b{batch}_q75", "value": q75},
-                    {"model": n, "format": "onnx", "metric": f"speedup_b{batch}", "value": dense_median / (med / 1e3)},
-                ]
+        rows += onnx_latency_rows(
+            sessions, x_test, repeats=args.repeats, rounds=args.rounds, warmup=max(5, args.repeats // 5), rotate=False
+        )
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

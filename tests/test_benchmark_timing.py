@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -91,3 +92,27 @@ def test_pipeline_summary_pairs_rounds_and_reports_spread(monkeypatch, tmp_path,
     # paired by round: 10/2, 11/3, 12/4
     assert table.loc["straightforward", "total_vs_prunelib_min"] == 3.0
     assert table.loc["straightforward", "total_vs_prunelib_max"] == 5.0
+
+
+def test_latency_rows_time_every_model_alike_and_name_the_speedup_over_dense():
+    from _latency import onnx_latency_rows
+
+    calls = []
+
+    class Session:
+        def __init__(self, name):
+            self.name = name
+
+        def get_inputs(self):
+            return [type("Input", (), {"name": "x"})()]
+
+        def run(self, outputs, feeds):
+            calls.append((self.name, len(feeds["x"])))
+
+    sessions = {"dense": Session("dense"), "small": Session("small")}
+    rows = onnx_latency_rows(sessions, np.zeros((300, 4)), repeats=3, rounds=2, warmup=1, rotate=True)
+    assert {(n, b) for n, b in calls} == {(n, b) for n in sessions for b in (1, 256)}
+    assert all(sum(c == (n, b) for c in calls) == 1 + 3 * 2 for n in sessions for b in (1, 256))
+    metrics = {(r["model"], r["metric"]) for r in rows}
+    assert ("small", "speedup_b256") in metrics and ("dense", "latency_ms_b1_median") in metrics
+    assert len(rows) == 2 * 2 * 4
