@@ -210,6 +210,9 @@ def sweep_goals_block(study: Study) -> str:
         if s is None:  # a correction the committed sweep does not hold
             lines.append(f"| {what} | {d} | | | | not in results/ |")
             continue
+        if any((m, float(k)) not in s.index for m, k, _ in points):  # a k the committed rows do not hold
+            lines.append(f"| {what} | {d} | | | | not in results/ |")
+            continue
         got = [s.loc[(m, float(k)), "accuracy"] for m, k, _ in points]
         misses = [f"{m} {k:g} by {goal - g:.2f}" for (m, k, goal), g in zip(points, got) if g < goal]
         lines.append(

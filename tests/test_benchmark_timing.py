@@ -113,6 +113,11 @@ def test_latency_rows_time_every_model_alike_and_name_the_speedup_over_dense():
     rows = onnx_latency_rows(sessions, np.zeros((300, 4)), repeats=3, rounds=2, warmup=1, rotate=True)
     assert {(n, b) for n, b in calls} == {(n, b) for n in sessions for b in (1, 256)}
     assert all(sum(c == (n, b) for c in calls) == 1 + 3 * 2 for n in sessions for b in (1, 256))
+    timed = [n for n, b in calls if b == 1][2:]  # after one warm-up call each, in the rounds' order
+    assert timed == ["dense"] * 3 + ["small"] * 3 + ["small"] * 3 + ["dense"] * 3  # the order rotates
+    calls.clear()
+    onnx_latency_rows(sessions, np.zeros((300, 4)), repeats=1, rounds=2, warmup=0, rotate=False, batches=(1,))
+    assert [n for n, _ in calls] == ["dense", "small", "dense", "small"]  # or stays
     metrics = {(r["model"], r["metric"]) for r in rows}
     assert ("small", "speedup_b256") in metrics and ("dense", "latency_ms_b1_median") in metrics
     assert len(rows) == 2 * 2 * 4

@@ -47,8 +47,11 @@ def test_best_rows_are_the_post_training_methods_own_results(k):
         np.testing.assert_array_equal(a, b)  # inputs untouched
 
 
-def test_best_refuses_an_unknown_method_or_k_before_any_work():
+def test_best_refuses_an_unknown_method_or_k_before_any_work(monkeypatch):
+    from prunelib.core import best
+
     ws, bs, x, y = _mlp()
+    monkeypatch.setattr(best, "post_training_prune_with_biases", lambda *a, **k: pytest.fail("work was done"))
     with pytest.raises(ValueError, match="unknown pruning method 'global-weight'"):
         sweep_best(ws, x, y, dataset="toy", calibration=x, methods=["global-weight"], progress=False)
     with pytest.raises(ValueError, match="150"):

@@ -311,12 +311,13 @@ def test_targeted_dropout_makes_the_network_robust_to_its_own_pruning():
     assert change(aware) < 0.75 * change(plain)  # measured 0.48 against 0.91
 
 
-@pytest.mark.parametrize("method", ["weight", "unit"])
-def test_refit_finetune_starts_from_the_post_training_refit_and_keeps_its_masks(method, monkeypatch):
+@pytest.mark.parametrize("method, weight_method", [("weight", None), ("weight", "obs+lstsq"), ("unit", None)])
+def test_refit_finetune_starts_from_the_post_training_refit_and_keeps_its_masks(method, weight_method, monkeypatch):
     # enough images for a closed-form fit of 784 inputs plus a bias
     data = tiny_data(1024)
     model = mlp.train(data, TINY)
-    monkeypatch.setitem(recovery.BEST, "weight", "obs+lstsq")  # a per-layer count, as the test reads it
+    if weight_method:  # a per-layer count beside BEST's own (one total over the hidden layers)
+        monkeypatch.setitem(recovery.BEST, "weight", weight_method)
     x = recovery.calibration_set(data.x_train, 1024, 0)
     start, _, masks = recovery.post_training_prune_with_biases(
         mlp.get_kernels(model), mlp.get_biases(model), 75, x, method=recovery.BEST[method]

@@ -31,7 +31,7 @@ RECOVERY = "recovery.png"
 
 CAPTIONS = {
     MAIN: "accuracy vs weights remaining (100 - measured sparsity, log axis); dashed: survivors "
-    "re-fitted by least squares (lstsq)",
+    "re-fitted by least squares (lstsq); dotted, at the high ks: the library's best post-training method (best)",
     RECIPES: "one-shot pruning of models trained with each recipe of the study",
     BASELINES: "baselines: global pruning; retrain from scratch vs effective parameters",
     SENSITIVITY: "pruning one layer at a time",
@@ -44,7 +44,8 @@ FILE_NAMES = frozenset(CAPTIONS)
 
 def sparsity_vs_accuracy(sweep: pd.DataFrame, dataset: str) -> plt.Figure:
     """The challenge's figure: accuracy against weights remaining (log axis), one curve per
-    method; the least-squares corrected curves dashed beside them."""
+    method; the least-squares corrected curves dashed beside them and the best post-training
+    method's dotted (line styles in the table's order of corrections: none, lstsq, best)."""
     main_rows = sweep[sweep["method"].isin(["weight", "unit"])]
     corrected = "correction" in main_rows and main_rows["correction"].nunique() > 1
     # Weights remaining on a log axis: k = 90 ... 99, where the curves part, get half the width.

@@ -17,6 +17,7 @@ from prunelib.reporting import figures
 from prunelib.reporting.discussion import differ_verdict, discussion, facts, separated  # noqa: F401
 from prunelib.reporting.summaries import (  # noqa: F401 - the report's tables, as the notebook reads them
     HEADLINE_ROW,
+    best_rows,
     headline_rows,
     lstsq_rows,
     lstsq_seconds,
@@ -59,10 +60,14 @@ def blocks(results, results_dir: Path, preset: str | None = None, parts: pd.Data
             "code and versions that produced them). Sparsity is measured: the percent of all "
             "kernel weights, logit layer included, that are zero. Accuracy is on the 10,000 test "
             "images; ± is the 95 % t confidence interval over seeds. `+ lstsq` keeps the same "
-            "masks and re-fits the surviving weights in closed form, no gradient step. `best` "
-            "(at the high ks) is the library's best post-training method for each pruning method "
-            f"(`{BEST['weight']}` for weights, `{BEST['unit']}` for units; docs/post-training.md): "
-            "its own masks chosen from the calibration images, then re-fitted, no gradient step.",
+            "masks and re-fits the surviving weights in closed form, no gradient step."
+            + (
+                " `best` (at the high ks) is the library's best post-training method for each pruning "
+                f"method (`{BEST['weight']}` for weights, `{BEST['unit']}` for units; docs/post-training.md): "
+                "its own masks chosen from the calibration images, then re-fitted, no gradient step."
+                if len(best_rows(results.sweep))
+                else ""
+            ),
         ),
     ]
     if preset_note(preset):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from prunelib.base.strategies import STRATEGIES
+from prunelib.core.best import CORRECTION
 from prunelib.reporting.stats import summary_table
 
 
@@ -26,7 +27,7 @@ def lstsq_rows(df: pd.DataFrame) -> pd.DataFrame:
 def best_rows(df: pd.DataFrame) -> pd.DataFrame:
     """The rows of the library's best post-training method per pruning method
     (:mod:`prunelib.core.best`; empty if there are none)."""
-    return df[df["correction"] == "best"] if "correction" in df else df.iloc[:0]
+    return df[df["correction"] == CORRECTION] if "correction" in df else df.iloc[:0]
 
 
 def _fmt(mean: float, ci: float) -> str:

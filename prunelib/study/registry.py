@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from prunelib.core.best import CORRECTION as BEST_CORRECTION
+
 if TYPE_CHECKING:
     from prunelib.data import Dataset
     from prunelib.models.config import TrainConfig
@@ -228,7 +230,7 @@ TABLES: dict[str, Table] = {
                 "calibration": i.config.calibration_size,
             },
             _best,
-            rows=("correction", ("best",)),
+            rows=("correction", (BEST_CORRECTION,)),
         ),
         Table(
             "retrain-small",

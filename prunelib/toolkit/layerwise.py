@@ -457,7 +457,9 @@ def select(
     """The mask removing ``count`` weights of a stage (never un-pruning one of ``mask``'s), ranked over
     all its groups by :func:`prunelib.core.post_training.weight_scores`; ``"greedy"``: each group's
     supports grown by forward greedy least squares on its normal equations
-    (:func:`prunelib.core.greedy.greedy_supports`), the kept count split evenly over the groups."""
+    (:func:`prunelib.core.greedy.greedy_supports`), the kept count split evenly over the groups; it
+    reads the normal equations only, never ``current``, and runs once, on a dense stage (greedy
+    methods are one-shot)."""
     from prunelib.core.post_training import weight_scores
 
     if selection == "greedy":
