@@ -174,7 +174,7 @@ def test_sigterm_ends_the_driver_and_its_workers_in_one_line():
 def test_a_worker_exits_when_its_driver_is_killed():
     driver, workers = start_driver()
     driver.kill()
-    driver.communicate(timeout=30)
+    driver.communicate(timeout=120)
     assert gone(workers, 10)
 
 
@@ -188,7 +188,7 @@ def test_report_of_a_missing_or_file_results_directory_is_one_line(capsys, tmp_p
 def test_ctrl_c_to_the_process_group_ends_all_without_worker_tracebacks():
     driver, workers = start_driver()
     os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    _, err = driver.communicate(timeout=30)
+    _, err = driver.communicate(timeout=120)  # ends promptly alone; a loaded 2-core CI machine is slower
     assert err.strip() == "stopped KeyboardInterrupt", err
     assert gone(workers, 10)
 
