@@ -103,7 +103,8 @@ def test_quick_run_then_report(tmp_path):
     assert "challenge preset" in (tmp_path / "challenge" / "REPORT.md").read_text()
     assert sorted(sweep["seed"].unique()) == [0, 1]
     assert set(sweep["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
-    assert set(sweep["correction"]) == {"none", "lstsq"}
+    assert set(sweep["correction"]) == {"none", "lstsq", "best"}
+    assert set(sweep.loc[sweep["correction"] == "best", "k"]) == {99.0}  # the quick config's best_ks
     assert cli.main(["report", "--results", str(results), "--check"]) == 0
     times = pd.read_csv(results / "run_times.csv")
     assert len(times) == 1 and times["total_s"].iloc[0] > 0
@@ -198,12 +199,23 @@ def test_challenge_preset_is_the_challenge_alone():
     challenge = cli.config_from_args(cli.parser().parse_args(["run", "--preset", "challenge"]))
     assert full == ExperimentConfig() and full.with_preset("full") == full
     # The same sweeps (datasets, seeds, ks, methods, least squares, global pruning) ...
-    for field in ("datasets", "seeds", "ks", "methods", "corrections", "calibration_size", "train", "baselines"):
+    fields = (
+        "datasets",
+        "seeds",
+        "ks",
+        "methods",
+        "corrections",
+        "calibration_size",
+        "best_from",
+        "train",
+        "baselines",
+    )
+    for field in fields:
         assert getattr(challenge, field) == getattr(full, field)
     # ... and nothing else.
-    assert all(tables_for(challenge, s) == ("sweep",) for s in challenge.seeds)
+    assert all(tables_for(challenge, s) == ("sweep", "best") for s in challenge.seeds)
     assert not challenge.recipes and not challenge.sensitivity and not challenge.retrain_small
-    assert {c.name.split("/")[-1] for c in study_cells(challenge)} == {"train", "sweep table"}
+    assert {c.name.split("/")[-1] for c in study_cells(challenge)} == {"train", "sweep table", "best table"}
     assert cli.default_results("challenge") != cli.default_results("full") == Path("results")
     with pytest.raises(ValueError, match="unknown preset"):
         full.with_preset("tiny")

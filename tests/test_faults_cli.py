@@ -189,7 +189,7 @@ def test_ctrl_c_to_the_process_group_ends_all_without_worker_tracebacks():
     driver, workers = start_driver()
     os.killpg(driver.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
     _, err = driver.communicate(timeout=120)  # ends promptly alone; a loaded 2-core CI machine is slower
-    assert err.strip() == "stopped KeyboardInterrupt", err
+    assert err.strip() == "stopped KeyboardInterrupt", f"exit status {driver.returncode}, stderr {err!r}"
     assert gone(workers, 10)
 
 

@@ -68,11 +68,15 @@ def test_notebook_writes_tables_figures_and_report(executed):
     for dataset in ("mnist", "fashion-mnist"):
         df = pd.read_csv(results / dataset / "sweep.csv")
         assert set(df["method"]) == {"weight", "unit", "global-weight", "retrain-small"}
-        assert len(df) == 6 * 4  # quick mode: 4 values of k, one seed; weight and unit also + lstsq
-        assert df.loc[(df.k == 99) & (df.method == "weight"), "sparsity"].round(4).eq(QUICK_SPARSITY_AT_99).all()
-        assert set(df["correction"]) == {"none", "lstsq"}
+        # quick mode: 4 values of k, one seed; weight and unit also + lstsq, and best at k = 99
+        assert len(df) == 6 * 4 + 2
+        best = df["correction"] == "best"
+        assert set(df.loc[best, "k"]) == {99.0} and set(df.loc[best, "method"]) == {"weight", "unit"}
+        same_masks = (df.k == 99) & (df.method == "weight") & ~best
+        assert df.loc[same_masks, "sparsity"].round(4).eq(QUICK_SPARSITY_AT_99).all()
+        assert set(df["correction"]) == {"none", "lstsq", "best"}
         rec = pd.read_csv(results / dataset / "recovery.csv")
-        assert {"one-shot", "finetune", "gradual", "imp", "targeted-dropout"} <= set(rec["strategy"])
+        assert {"one-shot", "finetune", "refit-finetune", "gradual", "imp", "targeted-dropout"} <= set(rec["strategy"])
         assert len(pd.read_csv(results / dataset / "sensitivity.csv")) == 2 * 4 * 4
         for figure in ("sparsity_vs_accuracy", "baselines", "sensitivity", "distributions", "recovery"):
             assert (results / dataset / f"{figure}.png").stat().st_size > 10_000
