@@ -146,12 +146,26 @@ def start_driver():
         [sys.executable, "-c", DRIVER], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not [c for c in children(driver.pid) if alive(c)]:
+    while time.monotonic() < deadline and not _workers(driver.pid):
         time.sleep(0.2)
-    workers = [c for c in children(driver.pid) if alive(c)]
+    workers = _workers(driver.pid)
     assert workers, "the driver started no worker"
     time.sleep(3)  # let the worker start its cell
     return driver, workers
+
+
+def _workers(pid):
+    """The driver's live worker processes (spawned interpreters), not multiprocessing's resource
+    tracker, which the driver starts first and which ignores Ctrl-C by design."""
+    out = []
+    for c in children(pid):
+        try:
+            cmdline = Path(f"/proc/{c}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if alive(c) and b"spawn_main" in cmdline:
+            out.append(c)
+    return out
 
 
 def gone(pids, seconds):
