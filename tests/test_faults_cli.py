@@ -111,6 +111,10 @@ DRIVER = textwrap.dedent("""
     from prunelib import cli
     from prunelib.study import local as study
     from prunelib.study.tasks import Cell
+    # Ctrl-C as a terminal-started process has it: the test runner's worker may pass on an ignored
+    # or blocked SIGINT (seen in the full suite), which a shell would not.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, cli._on_sigterm)
     try:
         study.execute_local([Cell("sleep", time.sleep, (120,))], progress=False)
