@@ -56,6 +56,10 @@ def sweep_best(
         ks: percents; ``weight`` counts all hidden weights together (its ``per-unit`` allocation),
             ``unit`` exactly ``round(k/100 * n)`` units per hidden layer.
 
+    Raises:
+        ValueError: an unknown method, a bad k, or images, labels, biases or calibration images
+            that do not fit the kernels; all before any pruning.
+
     Returns:
         One row per (method, k) with :data:`prunelib.core.evaluate.SWEEP_COLUMNS`, ``correction``
         :data:`CORRECTION`, measured as :func:`~prunelib.core.evaluate.sweep` measures (``seconds``:
@@ -75,9 +79,14 @@ def sweep_best(
     unknown = [m for m in methods if m not in BEST]
     if unknown:
         raise ValueError(f"unknown pruning method {unknown[0]!r}; choose from {list(BEST)}")
+    ks = tuple(pruning.validate_k(k) for k in ks)  # once: a generator would serve the first method alone
     biases = forward.per_layer(biases, kernels, "biases")
+    pruning.validate_inputs(calibration, kernels[0].shape[0])
+    # The dense network through the rows' own evaluation: x, y and biases are checked as the rows
+    # will check them, before minutes of pruning rather than after the first method.
+    evaluate_kernels(kernels, x, y, biases)
     hidden_norm = sum(float(np.sum(np.square(w, dtype=np.float64))) for w in kernels[:-1])
-    grid = [(m, pruning.validate_k(k)) for m in methods for k in ks]
+    grid = [(m, k) for m in methods for k in ks]
     rows = []
     for method, k in tqdm(grid, desc=f"best {dataset} seed {seed}", disable=not progress, leave=False):
         t0 = time.perf_counter()
