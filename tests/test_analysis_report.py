@@ -33,6 +33,22 @@ def test_ci95_of_one_value_is_nan_and_interval_a_point():
     assert stats.ci95_interval([3.0]) == (3.0, 3.0)
 
 
+def test_sensitivity_reads_methods_and_ks_once_and_checks_them_before_any_pruning(monkeypatch):
+    x = np.random.default_rng(1).normal(size=(20, 12)).astype(np.float32)
+    y = np.zeros(20, dtype=np.int32)
+    from_lists = analysis.layer_sensitivity(kernels(), x, y, dataset="t", ks=[0, 50])
+    from_generators = analysis.layer_sensitivity(
+        kernels(), x, y, dataset="t", methods=iter(["weight", "unit"]), ks=(k for k in (0, 50))
+    )
+    assert len(from_lists) == 2 * 2 * 2  # methods x hidden layers x ks
+    pd.testing.assert_frame_equal(from_generators, from_lists)
+    monkeypatch.setattr(pruning, "compute_masks", lambda *a, **k: pytest.fail("pruning started"))
+    with pytest.raises(ValueError, match="'wieght'"):
+        analysis.layer_sensitivity(kernels(), x, y, dataset="t", methods=["weight", "wieght"])
+    with pytest.raises(ValueError, match="labels must lie in"):
+        analysis.layer_sensitivity(kernels(), x, np.full(20, 3), dataset="t")
+
+
 @pytest.mark.parametrize("method", ["weight", "unit"])
 def test_sensitivity_prunes_exactly_one_layer(method):
     ks_ = kernels()

@@ -58,6 +58,55 @@ def test_best_refuses_an_unknown_method_or_k_before_any_work(monkeypatch):
         sweep_best(ws, x, y, dataset="toy", calibration=x, ks=[150], progress=False)
 
 
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"y": np.full(200, 3)}, "labels must lie in"),  # a class the 3 logits do not have
+        ({"y": np.zeros(199, int)}, "one integer label per image"),
+        ({"x": np.zeros((200, 11), np.float32)}, "flattening to the first kernel's 12 inputs"),
+        ({"calibration": np.zeros((50, 11), np.float32)}, "do not flatten to 12 features"),
+        ({"calibration": np.full((50, 12), np.nan, np.float32)}, "NaN or infinite"),
+        ({"biases": [np.zeros(10), np.zeros(8)]}, "3 kernels but 2 biases"),
+    ],
+)
+def test_best_checks_images_labels_calibration_and_biases_before_any_work(monkeypatch, bad, match):
+    from prunelib.core import best
+
+    ws, bs, x, y = _mlp()
+    monkeypatch.setattr(best, "post_training_prune_with_biases", lambda *a, **k: pytest.fail("work was done"))
+    args = {"x": x, "y": y, "calibration": x, "biases": bs, **bad}
+    with pytest.raises(ValueError, match=match):
+        sweep_best(
+            ws,
+            args["x"],
+            args["y"],
+            dataset="toy",
+            calibration=args["calibration"],
+            biases=args["biases"],
+            ks=[50],
+            progress=False,
+        )
+
+
+def test_best_reads_ks_and_methods_once_so_a_generator_gives_every_row():
+    ws, bs, x, y = _mlp()
+    from_lists = sweep_best(ws, x, y, dataset="toy", calibration=x, ks=[50, 90], biases=bs, progress=False)
+    from_generators = sweep_best(
+        ws,
+        x,
+        y,
+        dataset="toy",
+        calibration=x,
+        methods=(m for m in ("weight", "unit")),
+        ks=(k for k in (50, 90)),
+        biases=bs,
+        progress=False,
+    )
+    assert len(from_lists) == 4
+    key = ["method", "k", "accuracy", "sparsity"]
+    pd.testing.assert_frame_equal(from_generators[key], from_lists[key])
+
+
 def test_the_config_runs_the_best_method_from_best_from_on():
     assert ExperimentConfig().best_ks == (95.0, 97.0, 99.0)
     assert ExperimentConfig(ks=(0, 50, 96), best_from=90).best_ks == (96.0,)

@@ -129,3 +129,40 @@ def test_main_figure_plots_weights_remaining_on_a_log_axis(tiny):
     assert left > 100 and right < 100 - df["sparsity"].max()  # dense on the left, k = 99 inside
     drawn = np.concatenate([line.get_xdata() for line in ax.get_lines() if len(line.get_xdata()) > 2])
     np.testing.assert_allclose(sorted(set(np.round(drawn, 6))), sorted(set(np.round(100 - df["sparsity"], 6))))
+
+
+def test_sweep_reads_methods_and_ks_once_so_generators_give_every_row(tiny):
+    kernels, x, y = tiny
+    from_lists = sweep(kernels, x, y, dataset="tiny", ks=[50, 90], progress=False)
+    from_generators = sweep(
+        kernels, x, y, dataset="tiny", methods=iter(["weight", "unit"]), ks=(k for k in (50, 90)), progress=False
+    )
+    assert len(from_lists) == 4
+    pd.testing.assert_frame_equal(from_generators, from_lists)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"methods": ["weight", "wieght"]}, "unknown pruning method 'wieght'"),
+        ({"ks": [50, 101]}, "101"),
+        ({"y": np.full(50, 3)}, "labels must lie in"),
+        ({"x": np.zeros((50, 19), np.float32)}, "flattening to the first kernel's 20 inputs"),
+        ({"biases": [np.zeros(16)]}, "3 kernels but 1 biases"),
+    ],
+)
+def test_sweep_checks_every_argument_before_any_pruning(tiny, monkeypatch, bad, match):
+    kernels, x, y = tiny
+    monkeypatch.setattr(pruning, "compute_masks", lambda *a, **k: pytest.fail("pruning started"))
+    args = {"x": x, "y": y, "methods": ("weight", "unit"), "ks": (50,), "biases": None, **bad}
+    with pytest.raises(ValueError, match=match):
+        sweep(
+            kernels,
+            args["x"],
+            args["y"],
+            dataset="tiny",
+            methods=args["methods"],
+            ks=args["ks"],
+            biases=args["biases"],
+            progress=False,
+        )

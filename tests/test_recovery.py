@@ -238,6 +238,36 @@ def test_unknown_strategy_is_named(trained):
         recovery.run_strategy("magic", trained, tiny_data(), 50, "weight", FAST)
 
 
+@pytest.mark.parametrize("strategy", ["one-shot", *registry.RECOVERY])
+def test_every_strategy_refuses_a_method_it_does_not_support(trained, strategy):
+    with pytest.raises(ValueError, match="unknown pruning method 'global-weight' for recovery"):
+        recovery.run_strategy(strategy, trained, tiny_data(), 50, "global-weight", FAST)
+
+
+def test_recovery_table_checks_every_method_and_k_before_any_training(trained, monkeypatch):
+    monkeypatch.setattr(recovery, "run_strategy", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(ValueError, match="'wieght'"):
+        recovery.recovery_table(trained, tiny_data(), methods=["unit", "wieght"], strategies=["finetune"], config=FAST)
+    with pytest.raises(ValueError, match="150"):
+        recovery.recovery_table(trained, tiny_data(), ks=[50, 150], strategies=["finetune"], config=FAST)
+
+
+def test_recovery_table_reads_methods_and_ks_once_so_generators_give_the_whole_grid(trained):
+    table = recovery.recovery_table(
+        trained,
+        tiny_data(),
+        methods=(m for m in ("weight", "unit")),
+        ks=(k for k in (50, 90)),
+        strategies=["one-shot", "finetune"],
+        config=replace(FAST, recipe=replace(FAST.recipe, epochs=1)),
+        progress=False,
+    )
+    assert len(table) == 2 * 2 * 2
+    assert set(zip(table["strategy"], table["method"], table["k"])) == {
+        (s, m, k) for s in ("one-shot", "finetune") for m in ("weight", "unit") for k in (50.0, 90.0)
+    }
+
+
 def test_imp_with_init_rewind_prunes_to_target(trained):
     config = replace(FAST, imp_rewind="init")
     pruned = recovery.run_strategy("imp", trained, tiny_data(), 75, "weight", config)[0]

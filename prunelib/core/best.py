@@ -18,8 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib.core import forward, pruning
-from prunelib.core.compact import account
-from prunelib.core.evaluate import SWEEP_COLUMNS, evaluate_kernels
+from prunelib.core.evaluate import SWEEP_COLUMNS, check_grid, evaluate_kernels, hidden_norm, sweep_row
 from prunelib.core.post_training import get_method, post_training_prune_with_biases
 
 BEST: dict[str, str] = {"weight": "per-unit-obs-gradual", "unit": "unit-obs+lstsq"}
@@ -56,6 +55,10 @@ def sweep_best(
         ks: percents; ``weight`` counts all hidden weights together (its ``per-unit`` allocation),
             ``unit`` exactly ``round(k/100 * n)`` units per hidden layer.
 
+    Raises:
+        ValueError: an unknown method, a bad k, or images, labels, biases or calibration images
+            that do not fit the kernels; all before any pruning.
+
     Returns:
         One row per (method, k) with :data:`prunelib.core.evaluate.SWEEP_COLUMNS`, ``correction``
         :data:`CORRECTION`, measured as :func:`~prunelib.core.evaluate.sweep` measures (``seconds``:
@@ -71,32 +74,19 @@ def sweep_best(
         [['weight', 'best', 50.0, 50.0], ['unit', 'best', 50.0, 50.0]]
     """
     kernels = pruning.validate_kernels(kernels)
-    methods = tuple(methods)
-    unknown = [m for m in methods if m not in BEST]
-    if unknown:
-        raise ValueError(f"unknown pruning method {unknown[0]!r}; choose from {list(BEST)}")
+    methods, ks = check_grid(methods, ks, known=BEST)
     biases = forward.per_layer(biases, kernels, "biases")
-    hidden_norm = sum(float(np.sum(np.square(w, dtype=np.float64))) for w in kernels[:-1])
-    grid = [(m, pruning.validate_k(k)) for m in methods for k in ks]
+    pruning.validate_inputs(calibration, kernels[0].shape[0])
+    # The dense network through the rows' own evaluation: x, y and biases are checked as the rows
+    # will check them, before minutes of pruning rather than after the first method.
+    evaluate_kernels(kernels, x, y, biases)
+    dense_norm = hidden_norm(kernels)
+    grid = [(m, k) for m in methods for k in ks]
     rows = []
     for method, k in tqdm(grid, desc=f"best {dataset} seed {seed}", disable=not progress, leave=False):
         t0 = time.perf_counter()
         pruned, pruned_biases, _ = post_training_prune_with_biases(kernels, biases, k, calibration, method=BEST[method])
         seconds = time.perf_counter() - t0
-        accuracy, loss = evaluate_kernels(pruned, x, y, pruned_biases)
-        values = (
-            dataset,
-            method,
-            CORRECTION,
-            k,
-            seed,
-            pruning.sparsity(pruned),
-            pruning.sparsity(pruning.split_logits(pruned)[0]),
-            accuracy,
-            loss,
-            account(pruned, pruned_biases).effective_weights,
-            100.0 * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in pruned[:-1]) / hidden_norm,
-            seconds,
-        )
-        rows.append(dict(zip(SWEEP_COLUMNS, values, strict=True)))
+        identity = {"dataset": dataset, "method": method, "correction": CORRECTION, "k": k, "seed": seed}
+        rows.append(sweep_row(pruned, pruned_biases, x, y, dense_norm=dense_norm, seconds=seconds, **identity))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,6 +79,66 @@ def evaluate_kernels(
     return 100.0 * correct / len(x), loss / len(x)
 
 
+def check_grid(
+    methods: Iterable[str], ks: Iterable[float], known: Collection[str]
+) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """``methods`` and ``ks`` read once and checked, before a sweep does any work.
+
+    Read once because a sweep loops over ks for every method: a generator would serve the first
+    method alone and the table would silently lack the others' rows.
+
+    Raises:
+        ValueError: a method not in ``known`` or a k outside [0, 100], named.
+
+    Example:
+        >>> check_grid(iter(["unit"]), (k for k in [50, 90]), known=["weight", "unit"])
+        (('unit',), (50.0, 90.0))
+    """
+    methods = tuple(methods)
+    for m in methods:
+        if m not in known:
+            raise ValueError(f"unknown pruning method {m!r}; choose one of {list(known)}")
+    return methods, tuple(pruning.validate_k(k) for k in ks)
+
+
+def hidden_norm(kernels: Sequence[np.ndarray]) -> float:
+    """The squared L2 norm of the hidden kernels (every kernel but the last), in float64."""
+    return sum(float(np.sum(np.square(w, dtype=np.float64))) for w in kernels[:-1])
+
+
+def sweep_row(
+    pruned: Sequence[np.ndarray],
+    pruned_biases: Sequence[np.ndarray | None] | None,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    dense_norm: float,
+    dataset: str,
+    method: str,
+    correction: str,
+    k: float,
+    seed: int,
+    seconds: float,
+) -> dict:
+    """One row of :data:`SWEEP_COLUMNS`: the given identity and seconds, and ``pruned`` measured on
+    ``x``, ``y`` (``dense_norm``: :func:`hidden_norm` of the unpruned kernels)."""
+    accuracy, loss = evaluate_kernels(pruned, x, y, pruned_biases)
+    return {
+        "dataset": dataset,
+        "method": method,
+        "correction": correction,
+        "k": k,
+        "seed": seed,
+        "sparsity": pruning.sparsity(pruned),
+        "prunable_sparsity": pruning.sparsity(pruning.split_logits(pruned)[0]),
+        "accuracy": accuracy,
+        "loss": loss,
+        "effective_params": account(pruned, pruned_biases).effective_weights,
+        "norm_kept": 100.0 * hidden_norm(pruned) / dense_norm,
+        "seconds": seconds,
+    }
+
+
 def sweep(
     kernels: Sequence[np.ndarray],
     x: np.ndarray,
@@ -101,6 +161,10 @@ def sweep(
         corrections: any of :data:`CORRECTIONS`; ``lstsq`` needs ``calibration``.
         calibration: training images for the least-squares reconstruction.
 
+    Raises:
+        ValueError: an unknown method or correction, a bad k, or images, labels or biases that do
+            not fit the kernels; all before any pruning.
+
     Returns:
         A tidy DataFrame, one row per (method, correction, k), with columns :data:`SWEEP_COLUMNS`:
         ``sparsity`` is the measured percent of zero weights over all kernels (logit layer
@@ -112,6 +176,7 @@ def sweep(
     from prunelib.core.reconstruct import reconstruct
 
     kernels = pruning.validate_kernels(kernels)
+    methods, ks = check_grid(methods, ks, known=pruning.METHODS)
     corrections = tuple(corrections)
     for c in corrections:
         if c not in CORRECTIONS:
@@ -119,8 +184,11 @@ def sweep(
     if "lstsq" in corrections and calibration is None:
         raise ValueError("the lstsq correction needs calibration images; pass calibration=")
     biases = forward.per_layer(biases, kernels, "biases")
-    hidden_norm = sum(float(np.sum(np.square(w, dtype=np.float64))) for w in kernels[:-1])
-    grid = [(m, pruning.validate_k(k)) for m in methods for k in ks]
+    # The dense network through the rows' own evaluation: x, y and biases are checked as the rows
+    # will check them, before any pruning rather than after the first method.
+    evaluate_kernels(kernels, x, y, biases)
+    dense_norm = hidden_norm(kernels)
+    grid = [(m, k) for m in methods for k in ks]
     rows = []
     for method, k in tqdm(grid, desc=f"sweep {dataset} seed {seed}", disable=not progress, leave=False):
         masks = pruning.compute_masks(kernels, k, method)
@@ -132,23 +200,6 @@ def sweep(
             else:
                 pruned = pruning.apply_masks(kernels, masks)
             seconds = time.perf_counter() - t0 if correction != "none" else 0.0
-            accuracy, loss = evaluate_kernels(pruned, x, y, pruned_biases)
-            rows.append(
-                {
-                    "dataset": dataset,
-                    "method": method,
-                    "correction": correction,
-                    "k": k,
-                    "seed": seed,
-                    "sparsity": pruning.sparsity(pruned),
-                    "prunable_sparsity": pruning.sparsity(pruning.split_logits(pruned)[0]),
-                    "accuracy": accuracy,
-                    "loss": loss,
-                    "effective_params": account(pruned, pruned_biases).effective_weights,
-                    "norm_kept": 100.0
-                    * sum(float(np.sum(np.square(w, dtype=np.float64))) for w in pruned[:-1])
-                    / hidden_norm,
-                    "seconds": seconds,
-                }
-            )
+            identity = {"dataset": dataset, "method": method, "correction": correction, "k": k, "seed": seed}
+            rows.append(sweep_row(pruned, pruned_biases, x, y, dense_norm=dense_norm, seconds=seconds, **identity))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -54,6 +54,15 @@ RECOVERY_COLUMNS = [
 REFIT_CALIBRATION = 8192
 """Training images the re-fit of ``refit-finetune`` reads (the post-training benchmark's)."""
 
+RECOVERY_METHODS = ("weight", "unit")
+"""The pruning methods every recovery strategy supports (the challenge's two)."""
+
+
+def _check_method(method: object) -> str:
+    if method not in RECOVERY_METHODS:
+        raise ValueError(f"unknown pruning method {method!r} for recovery; choose one of {list(RECOVERY_METHODS)}")
+    return method
+
 
 @keras.saving.register_keras_serializable(package="prunelib")
 class DistillationLoss(keras.losses.Loss):
@@ -270,9 +279,11 @@ def run_strategy(
         The pruned model and its training epochs.
 
     Raises:
-        ValueError: an unknown strategy, or one that trains from scratch (see :func:`aware_table`).
+        ValueError: an unknown strategy or method, a bad k, or a strategy that trains from scratch
+            (see :func:`aware_table`).
     """
     k = pruning.validate_k(k)
+    _check_method(method)
     if strategy not in _TRAINING:
         registry.get(strategy)  # unknown names: the message lists the registry
         raise ValueError(f"strategy {strategy!r} trains its own model; use aware_table")
@@ -309,6 +320,9 @@ def recovery_table(
         cache: cache directory (default :func:`prunelib.base.paths.cache_dir`).
         retrain: recompute even what is cached.
 
+    Raises:
+        ValueError: an unknown strategy or method, or a bad k, before any training.
+
     Returns:
         One row per (method, k, strategy) with columns :data:`RECOVERY_COLUMNS`; ``seconds`` is the
         wall-clock time of pruning plus training (as first measured, for cached results), and
@@ -317,7 +331,11 @@ def recovery_table(
     strategies = list(strategies)
     for name in strategies:
         registry.get(name)
-    grid = [(s, m, pruning.validate_k(k)) for s in registry.order(strategies) for m in methods for k in ks]
+    # Materialized once and checked before any training: a generator would serve the first
+    # strategy alone, and a bad method found after the first strategy would waste its training.
+    methods = tuple(_check_method(m) for m in methods)
+    ks = tuple(pruning.validate_k(k) for k in ks)
+    grid = [(s, m, k) for s in registry.order(strategies) for m in methods for k in ks]
     dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test, mlp.get_biases(model))[0]
     rows = []
     for strategy, method, k in tqdm(grid, desc=f"recovery {data.name} seed {seed}", disable=not progress):

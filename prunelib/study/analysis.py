@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib.core import pruning
-from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.evaluate import check_grid, evaluate_kernels
 from prunelib.core.pruning import DEFAULT_KS
 from prunelib.data import Dataset
 from prunelib.models.config import TrainConfig
@@ -35,12 +35,19 @@ def layer_sensitivity(
 ) -> pd.DataFrame:
     """Prune one hidden layer at a time at each k, leaving the others dense, and evaluate.
 
+    Raises:
+        ValueError: an unknown method, a bad k, or kernels, images or labels that do not fit;
+            all before any pruning.
+
     Returns:
         Columns :data:`SENSITIVITY_COLUMNS`; ``layer`` is ``hidden_i`` for kernel i, ``sparsity``
         the measured percent of zeros over all kernels.
     """
+    kernels = pruning.validate_kernels(kernels)
+    methods, ks = check_grid(methods, ks, known=pruning.METHODS)
+    evaluate_kernels(kernels, x, y)  # x and y checked as the rows will check them, before any pruning
     hidden, logits = pruning.split_logits(kernels)
-    grid = [(m, i, pruning.validate_k(k)) for m in methods for i in range(len(hidden)) for k in ks]
+    grid = [(m, i, k) for m in methods for i in range(len(hidden)) for k in ks]
     rows = []
     for method, i, k in tqdm(grid, desc=f"sensitivity {dataset} seed {seed}", disable=not progress, leave=False):
         # A stand-in logit kernel that chains with layer i: only layer i's mask is used.
