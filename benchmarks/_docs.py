@@ -252,9 +252,7 @@ def callback_cost_block(table: pd.DataFrame) -> str:
             f"{rows[f'callback_{c}_s'].min() / rows[f'plain_{c}_s'].min():.2f}x" for c in ("total", "steady")
         )
         bf16 = "AVX512-BF16" if "avx512_bf16" in str(rows["isa"].iloc[0]) else "AVX2"
-        lines.append(
-            f"| {model} | {cells[0]} | {cells[1]} | {fastest} | {len(rows)} | {rows['cpu'].iloc[0]}, {bf16} |"
-        )
+        lines.append(f"| {model} | {cells[0]} | {cells[1]} | {fastest} | {len(rows)} | {rows['cpu'].iloc[0]}, {bf16} |")
     return "\n".join(lines)
 
 

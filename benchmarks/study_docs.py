@@ -437,24 +437,29 @@ def _machine(machine: dict) -> str:
 
 
 def run_times_block(study: Study) -> str:
-    """Each part's wall-clock seconds, command, commit and machine, as the manifest records them."""
+    """Each run's wall-clock seconds, command, commit and machine, as the manifest records them, with
+    the parts and datasets it published (one row per run: a run that computed several parts at once
+    has no seconds of each part, so its seconds are not repeated as if it had)."""
     from prunelib.study.parts import datasets_of
     from prunelib.study.registry import PARTS
 
-    lines = ["| part | datasets | seconds | command | commit | machine |", "|---|---|---:|---|---|---|"]
+    lines = ["| parts | datasets | seconds | command | commit | machine |", "|---|---|---:|---|---|---|"]
     absent = []
+    runs: dict[tuple, dict[str, list[str]]] = {}
     for part in PARTS:
-        runs: dict[tuple, list[str]] = {}
         for d in datasets_of(part, study.datasets):
             entry = study.parts.get(entry_name(part, d))
             if entry is None:
                 absent.append((part, d))
                 continue
             key = (entry.get("seconds"), entry.get("command"), entry.get("commit"), _machine(entry.get("machine")))
-            runs.setdefault(key, []).append(d)
-        for (seconds, command, commit, machine), datasets in runs.items():
-            secs = "" if seconds is None else f"{seconds:,.0f}"
-            lines.append(f"| {part} | {', '.join(datasets)} | {secs} | `{command}` | `{str(commit)[:7]}` | {machine} |")
+            runs.setdefault(key, {}).setdefault(part, []).append(d)
+    for (seconds, command, commit, machine), parts in runs.items():
+        secs = "" if seconds is None else f"{seconds:,.0f}"
+        datasets = list(dict.fromkeys(d for ds in parts.values() for d in ds))
+        lines.append(
+            f"| {', '.join(parts)} | {', '.join(datasets)} | {secs} | `{command}` | `{str(commit)[:7]}` | {machine} |"
+        )
     for part in dict.fromkeys(p for p, _ in absent):
         lines += ["", missing(part, [d for p, d in absent if p == part])]
     return "\n".join(lines)
