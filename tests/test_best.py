@@ -74,18 +74,9 @@ def test_best_checks_images_labels_calibration_and_biases_before_any_work(monkey
 
     ws, bs, x, y = _mlp()
     monkeypatch.setattr(best, "post_training_prune_with_biases", lambda *a, **k: pytest.fail("work was done"))
-    args = {"x": x, "y": y, "calibration": x, "biases": bs, **bad}
+    args = {"x": x, "y": y, "calibration": x, "biases": bs, "ks": [50], **bad}
     with pytest.raises(ValueError, match=match):
-        sweep_best(
-            ws,
-            args["x"],
-            args["y"],
-            dataset="toy",
-            calibration=args["calibration"],
-            biases=args["biases"],
-            ks=[50],
-            progress=False,
-        )
+        sweep_best(ws, args.pop("x"), args.pop("y"), dataset="toy", progress=False, **args)
 
 
 def test_best_reads_ks_and_methods_once_so_a_generator_gives_every_row():

@@ -156,13 +156,4 @@ def test_sweep_checks_every_argument_before_any_pruning(tiny, monkeypatch, bad, 
     monkeypatch.setattr(pruning, "compute_masks", lambda *a, **k: pytest.fail("pruning started"))
     args = {"x": x, "y": y, "methods": ("weight", "unit"), "ks": (50,), "biases": None, **bad}
     with pytest.raises(ValueError, match=match):
-        sweep(
-            kernels,
-            args["x"],
-            args["y"],
-            dataset="tiny",
-            methods=args["methods"],
-            ks=args["ks"],
-            biases=args["biases"],
-            progress=False,
-        )
+        sweep(kernels, args.pop("x"), args.pop("y"), dataset="tiny", progress=False, **args)
