@@ -67,6 +67,7 @@ def test_best_refuses_an_unknown_method_or_k_before_any_work(monkeypatch):
         ({"calibration": np.zeros((50, 11), np.float32)}, "do not flatten to 12 features"),
         ({"calibration": np.full((50, 12), np.nan, np.float32)}, "NaN or infinite"),
         ({"biases": [np.zeros(10), np.zeros(8)]}, "3 kernels but 2 biases"),
+        ({"biases": [np.zeros(10), np.zeros(1), np.zeros(3)]}, r"bias 1 has shape \(1,\)"),
     ],
 )
 def test_best_checks_images_labels_calibration_and_biases_before_any_work(monkeypatch, bad, match):

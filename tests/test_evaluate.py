@@ -149,6 +149,7 @@ def test_sweep_reads_methods_and_ks_once_so_generators_give_every_row(tiny):
         ({"y": np.full(50, 3)}, "labels must lie in"),
         ({"x": np.zeros((50, 19), np.float32)}, "flattening to the first kernel's 20 inputs"),
         ({"biases": [np.zeros(16)]}, "3 kernels but 1 biases"),
+        ({"biases": [np.zeros(1), None, None]}, r"bias 0 has shape \(1,\)"),  # would broadcast
     ],
 )
 def test_sweep_checks_every_argument_before_any_pruning(tiny, monkeypatch, bad, match):

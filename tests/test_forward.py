@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from prunelib.core import forward
-from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.evaluate import check_evaluation, evaluate_kernels
 from prunelib.inference.predictor import blas_forward
 
 
@@ -88,6 +88,39 @@ def test_evaluation_names_bad_labels(labels, match):
     kernels, _ = _net()
     with pytest.raises(ValueError, match=match):
         evaluate_kernels(kernels, np.zeros((30, 12), np.float32), labels)
+
+
+@pytest.mark.parametrize("shape", [(1,), (9,), (7, 1), ()])
+def test_a_bias_that_would_broadcast_is_refused_not_spread_over_the_units(shape):
+    kernels, biases = _net(bias=True)
+    biases[1] = np.ones(shape, np.float32)  # kernel 1 has 7 units
+    x = np.ones((5, 12), np.float32)
+    with pytest.raises(ValueError, match=r"bias 1 has shape .*; kernel 1 has 7 units"):
+        forward.logits(kernels, x, biases)
+    with pytest.raises(ValueError, match=r"bias 1 has shape .*; kernel 1 has 7 units"):
+        evaluate_kernels(kernels, x, np.zeros(5, int), biases)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"y": np.full(30, 4)}, r"labels must lie in \[0, 4\)"),
+        ({"y": np.zeros(30)}, "labels must be integers"),
+        ({"x": np.zeros((30, 11), np.float32)}, "first kernel's 12 inputs"),
+        ({"x": np.zeros((0, 12), np.float32), "y": np.zeros(0, int)}, "non-empty batch"),
+        ({"biases": [None, np.zeros(8), None]}, "bias 1 has shape"),
+    ],
+)
+def test_check_evaluation_refuses_what_evaluation_refuses_without_a_forward_pass(monkeypatch, bad, match):
+    kernels, _ = _net()
+    args = {"x": np.zeros((30, 12), np.float32), "y": np.zeros(30, int), "biases": None, **bad}
+    with pytest.raises(ValueError, match=match):
+        evaluate_kernels(kernels, **args)
+    monkeypatch.setattr(forward, "logits", lambda *a, **k: pytest.fail("a forward pass ran"))
+    with pytest.raises(ValueError, match=match):
+        check_evaluation(kernels, **args)
+    good = {"x": np.zeros((30, 12), np.float32), "y": np.zeros(30, int), "biases": None}
+    assert check_evaluation(kernels, **good)[2] == [None, None, None]
 
 
 def test_relu_writes_into_out_when_given():

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib.core import forward, pruning
-from prunelib.core.evaluate import SWEEP_COLUMNS, check_grid, evaluate_kernels, hidden_norm, sweep_row
+from prunelib.core import pruning
+from prunelib.core.evaluate import SWEEP_COLUMNS, check_evaluation, check_grid, hidden_norm, sweep_row
 from prunelib.core.post_training import get_method, post_training_prune_with_biases
 
 BEST: dict[str, str] = {"weight": "per-unit-obs-gradual", "unit": "unit-obs+lstsq"}
@@ -75,11 +75,8 @@ def sweep_best(
     """
     kernels = pruning.validate_kernels(kernels)
     methods, ks = check_grid(methods, ks, known=BEST)
-    biases = forward.per_layer(biases, kernels, "biases")
+    biases = check_evaluation(kernels, x, y, biases)[2]  # before minutes of pruning, not after a method
     pruning.validate_inputs(calibration, kernels[0].shape[0])
-    # The dense network through the rows' own evaluation: x, y and biases are checked as the rows
-    # will check them, before minutes of pruning rather than after the first method.
-    evaluate_kernels(kernels, x, y, biases)
     dense_norm = hidden_norm(kernels)
     grid = [(m, k) for m in methods for k in ks]
     rows = []

@@ -32,6 +32,47 @@ CORRECTIONS = ("none", "lstsq")
 form (:func:`prunelib.core.reconstruct.reconstruct`)."""
 
 
+def check_evaluation(
+    kernels: Sequence[np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    biases: Sequence[np.ndarray | None] | None = None,
+) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray | None]]:
+    """The checks of :func:`evaluate_kernels` without its forward pass.
+
+    A sweep calls it before any pruning, so that bad images, labels or biases fail at once rather
+    than after the first method's work.
+
+    Returns:
+        The kernels, the labels as an array and the biases as a list of one per kernel.
+
+    Raises:
+        ValueError: as :func:`evaluate_kernels`.
+
+    Example:
+        >>> import numpy as np
+        >>> check_evaluation([np.ones((4, 3))], np.ones((2, 2, 2)), [0, 3])
+        Traceback (most recent call last):
+        ValueError: labels must lie in [0, 3), got 0..3
+    """
+    kernels = pruning.validate_kernel_shapes(kernels)
+    x_shape = np.shape(x)
+    if len(x_shape) < 2 or len(x) == 0 or int(np.prod(x_shape[1:], dtype=np.int64)) != kernels[0].shape[0]:
+        raise ValueError(
+            f"images of shape {x_shape} must be a non-empty batch (n, ...) flattening to the "
+            f"first kernel's {kernels[0].shape[0]} inputs"
+        )
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"need one integer label per image: {len(x)} images, labels of shape {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
+    classes = np.shape(kernels[-1])[1]
+    if y.min() < 0 or y.max() >= classes:
+        raise ValueError(f"labels must lie in [0, {classes}), got {y.min()}..{y.max()}")
+    return kernels, y, forward.check_biases(kernels, biases)
+
+
 def evaluate_kernels(
     kernels: Sequence[np.ndarray],
     x: np.ndarray,
@@ -50,26 +91,13 @@ def evaluate_kernels(
 
     Raises:
         ValueError: the kernels do not chain (:func:`prunelib.core.pruning.validate_kernel_shapes`),
-            there are no images, an image does not flatten to the first kernel's inputs, or the
-            labels are not one integer in [0, classes) per image.
+            there are no images, an image does not flatten to the first kernel's inputs, the
+            labels are not one integer in [0, classes) per image, or a bias is not one value per
+            unit of its kernel (:func:`check_evaluation` checks all of it alone).
     """
-    kernels = pruning.validate_kernel_shapes(kernels)
-    x_shape = np.shape(x)
-    if len(x_shape) < 2 or len(x) == 0 or int(np.prod(x_shape[1:], dtype=np.int64)) != kernels[0].shape[0]:
-        raise ValueError(
-            f"images of shape {x_shape} must be a non-empty batch (n, ...) flattening to the "
-            f"first kernel's {kernels[0].shape[0]} inputs"
-        )
-    y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(x):
-        raise ValueError(f"need one integer label per image: {len(x)} images, labels of shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"labels must be integers (class indices), got dtype {y.dtype}")
-    classes = np.shape(kernels[-1])[1]
-    if len(y) and (y.min() < 0 or y.max() >= classes):
-        raise ValueError(f"labels must lie in [0, {classes}), got {y.min()}..{y.max()}")
+    kernels, y, biases = check_evaluation(kernels, x, y, biases)
     ws = [np.asarray(w, np.float32) for w in kernels]
-    bs = None if biases is None else [None if b is None else np.asarray(b, np.float32) for b in biases]
+    bs = [None if b is None else np.asarray(b, np.float32) for b in biases]
     z = forward.logits(ws, np.asarray(x, np.float32), bs, chunk=batch_size)
     correct = int(np.sum(np.argmax(z, axis=1) == y))
     # Cross-entropy from logits: log-sum-exp minus the true logit, stable for any scale.
@@ -80,12 +108,15 @@ def evaluate_kernels(
 
 
 def check_grid(
-    methods: Iterable[str], ks: Iterable[float], known: Collection[str]
+    methods: Iterable[str], ks: Iterable[float], known: Collection[str], purpose: str = ""
 ) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """``methods`` and ``ks`` read once and checked, before a sweep does any work.
 
     Read once because a sweep loops over ks for every method: a generator would serve the first
     method alone and the table would silently lack the others' rows.
+
+    Args:
+        purpose: what the methods are for, named in the error (e.g. "recovery").
 
     Raises:
         ValueError: a method not in ``known`` or a k outside [0, 100], named.
@@ -97,7 +128,8 @@ def check_grid(
     methods = tuple(methods)
     for m in methods:
         if m not in known:
-            raise ValueError(f"unknown pruning method {m!r}; choose one of {list(known)}")
+            where = f" for {purpose}" if purpose else ""
+            raise ValueError(f"unknown pruning method {m!r}{where}; choose one of {list(known)}")
     return methods, tuple(pruning.validate_k(k) for k in ks)
 
 
@@ -183,10 +215,7 @@ def sweep(
             raise ValueError(f"unknown correction {c!r}; choose from {list(CORRECTIONS)}")
     if "lstsq" in corrections and calibration is None:
         raise ValueError("the lstsq correction needs calibration images; pass calibration=")
-    biases = forward.per_layer(biases, kernels, "biases")
-    # The dense network through the rows' own evaluation: x, y and biases are checked as the rows
-    # will check them, before any pruning rather than after the first method.
-    evaluate_kernels(kernels, x, y, biases)
+    biases = check_evaluation(kernels, x, y, biases)[2]  # before any pruning, not after the first method
     dense_norm = hidden_norm(kernels)
     grid = [(m, k) for m in methods for k in ks]
     rows = []

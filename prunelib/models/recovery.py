@@ -27,7 +27,7 @@ from prunelib.base.fingerprint import code_fingerprint
 from prunelib.base.paths import digest
 from prunelib.core import pruning, tensor_masks
 from prunelib.core.best import BEST
-from prunelib.core.evaluate import evaluate_kernels
+from prunelib.core.evaluate import check_grid, evaluate_kernels
 from prunelib.core.post_training import post_training_prune_with_biases
 from prunelib.core.reconstruct import calibration_set
 from prunelib.data import Dataset
@@ -56,12 +56,6 @@ REFIT_CALIBRATION = 8192
 
 RECOVERY_METHODS = ("weight", "unit")
 """The pruning methods every recovery strategy supports (the challenge's two)."""
-
-
-def _check_method(method: object) -> str:
-    if method not in RECOVERY_METHODS:
-        raise ValueError(f"unknown pruning method {method!r} for recovery; choose one of {list(RECOVERY_METHODS)}")
-    return method
 
 
 @keras.saving.register_keras_serializable(package="prunelib")
@@ -282,8 +276,7 @@ def run_strategy(
         ValueError: an unknown strategy or method, a bad k, or a strategy that trains from scratch
             (see :func:`aware_table`).
     """
-    k = pruning.validate_k(k)
-    _check_method(method)
+    (method,), (k,) = check_grid((method,), (k,), known=RECOVERY_METHODS, purpose="recovery")
     if strategy not in _TRAINING:
         registry.get(strategy)  # unknown names: the message lists the registry
         raise ValueError(f"strategy {strategy!r} trains its own model; use aware_table")
@@ -333,8 +326,7 @@ def recovery_table(
         registry.get(name)
     # Materialized once and checked before any training: a generator would serve the first
     # strategy alone, and a bad method found after the first strategy would waste its training.
-    methods = tuple(_check_method(m) for m in methods)
-    ks = tuple(pruning.validate_k(k) for k in ks)
+    methods, ks = check_grid(methods, ks, known=RECOVERY_METHODS, purpose="recovery")
     grid = [(s, m, k) for s in registry.order(strategies) for m in methods for k in ks]
     dense_accuracy = evaluate_kernels(mlp.get_kernels(model), data.x_test, data.y_test, mlp.get_biases(model))[0]
     rows = []

@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from prunelib.core import pruning
-from prunelib.core.evaluate import check_grid, evaluate_kernels
+from prunelib.core.evaluate import check_evaluation, check_grid, evaluate_kernels
 from prunelib.core.pruning import DEFAULT_KS
 from prunelib.data import Dataset
 from prunelib.models.config import TrainConfig
@@ -45,7 +45,7 @@ def layer_sensitivity(
     """
     kernels = pruning.validate_kernels(kernels)
     methods, ks = check_grid(methods, ks, known=pruning.METHODS)
-    evaluate_kernels(kernels, x, y)  # x and y checked as the rows will check them, before any pruning
+    check_evaluation(kernels, x, y)  # x and y checked as the rows will check them, before any pruning
     hidden, logits = pruning.split_logits(kernels)
     grid = [(m, i, k) for m in methods for i in range(len(hidden)) for k in ks]
     rows = []
