@@ -150,6 +150,7 @@ def test_sweep_reads_methods_and_ks_once_so_generators_give_every_row(tiny):
         ({"x": np.zeros((50, 19), np.float32)}, "flattening to the first kernel's 20 inputs"),
         ({"biases": [np.zeros(16)]}, "3 kernels but 1 biases"),
         ({"biases": [np.zeros(1), None, None]}, r"bias 0 has shape \(1,\)"),  # would broadcast
+        ({"biases": [np.full(16, np.nan), None, None]}, "bias 0 contains 16 NaN"),
     ],
 )
 def test_sweep_checks_every_argument_before_any_pruning(tiny, monkeypatch, bad, match):

@@ -75,7 +75,7 @@ def sweep_best(
     """
     kernels = pruning.validate_kernels(kernels)
     methods, ks = check_grid(methods, ks, known=BEST)
-    biases = check_evaluation(kernels, x, y, biases)[2]  # before minutes of pruning, not after a method
+    _, _, biases = check_evaluation(kernels, x, y, biases)  # before minutes of pruning, not after a method
     pruning.validate_inputs(calibration, kernels[0].shape[0])
     dense_norm = hidden_norm(kernels)
     grid = [(m, k) for m in methods for k in ks]

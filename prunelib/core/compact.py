@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prunelib.core.forward import check_biases
+from prunelib.core.forward import per_layer
 from prunelib.core.pruning import DEFAULT_KS, validate_biases, validate_kernel_shapes, validate_kernels
 
 
@@ -31,7 +31,7 @@ def live_units(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None
             the biases do not match them.
     """
     kernels = validate_kernel_shapes(kernels)
-    biases = [None if b is None else np.asarray(b) for b in check_biases(kernels, biases)]
+    biases = _bias_shapes(kernels, biases)
     live = [np.ones(w.shape[1], dtype=bool) for w in kernels[:-1]]
     changed = True
     while changed:
@@ -50,6 +50,15 @@ def live_units(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None
                 live[i][np.flatnonzero(live[i])[~keep]] = False
                 changed = True
     return live
+
+
+def _bias_shapes(kernels: list[np.ndarray], biases) -> list:
+    """Biases as a list, one per kernel, each None or (units,) (values unchecked, like the kernels')."""
+    biases = per_layer(biases, kernels, "biases")
+    for i, (w, b) in enumerate(zip(kernels, biases)):
+        if b is not None and np.shape(b) != (w.shape[1],):
+            raise ValueError(f"bias {i} has shape {np.shape(b)}; kernel {i} has {w.shape[1]} units")
+    return [None if b is None else np.asarray(b) for b in biases]
 
 
 def _rows(live: list[np.ndarray], i: int, n_inputs: int) -> np.ndarray:

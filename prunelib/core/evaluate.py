@@ -47,7 +47,10 @@ def check_evaluation(
         The kernels, the labels as an array and the biases as a list of one per kernel.
 
     Raises:
-        ValueError: as :func:`evaluate_kernels`.
+        ValueError: the kernels do not chain (:func:`prunelib.core.pruning.validate_kernel_shapes`),
+            there are no images, an image does not flatten to the first kernel's inputs, the
+            labels are not one integer in [0, classes) per image, or the biases are not one per
+            kernel, each ``None`` or one value per unit (values unchecked, like the kernels').
 
     Example:
         >>> import numpy as np
@@ -70,7 +73,14 @@ def check_evaluation(
     classes = np.shape(kernels[-1])[1]
     if y.min() < 0 or y.max() >= classes:
         raise ValueError(f"labels must lie in [0, {classes}), got {y.min()}..{y.max()}")
-    return kernels, y, forward.check_biases(kernels, biases)
+    biases = forward.per_layer(biases, kernels, "biases")
+    for i, (w, b) in enumerate(zip(kernels, biases)):
+        # A mis-shaped bias would broadcast (a (1,) bias over every unit): wrong logits, no error.
+        if b is not None and np.shape(b) != (w.shape[1],):
+            raise ValueError(
+                f"bias {i} has shape {np.shape(b)}; kernel {i} has {w.shape[1]} units, so it must have shape ({w.shape[1]},)"
+            )
+    return kernels, y, biases
 
 
 def evaluate_kernels(
@@ -90,10 +100,7 @@ def evaluate_kernels(
         batch_size: rows per block of the forward pass.
 
     Raises:
-        ValueError: the kernels do not chain (:func:`prunelib.core.pruning.validate_kernel_shapes`),
-            there are no images, an image does not flatten to the first kernel's inputs, the
-            labels are not one integer in [0, classes) per image, or a bias is not one value per
-            unit of its kernel (:func:`check_evaluation` checks all of it alone).
+        ValueError: what :func:`check_evaluation` refuses (it checks without evaluating).
     """
     kernels, y, biases = check_evaluation(kernels, x, y, biases)
     ws = [np.asarray(w, np.float32) for w in kernels]
@@ -194,8 +201,8 @@ def sweep(
         calibration: training images for the least-squares reconstruction.
 
     Raises:
-        ValueError: an unknown method or correction, a bad k, or images, labels or biases that do
-            not fit the kernels; all before any pruning.
+        ValueError: an unknown method or correction, a bad k, images, labels or biases that do
+            not fit the kernels, or a bias that is not finite; all before any pruning.
 
     Returns:
         A tidy DataFrame, one row per (method, correction, k), with columns :data:`SWEEP_COLUMNS`:
@@ -215,7 +222,8 @@ def sweep(
             raise ValueError(f"unknown correction {c!r}; choose from {list(CORRECTIONS)}")
     if "lstsq" in corrections and calibration is None:
         raise ValueError("the lstsq correction needs calibration images; pass calibration=")
-    biases = check_evaluation(kernels, x, y, biases)[2]  # before any pruning, not after the first method
+    biases = pruning.validate_biases(kernels, biases)  # values too: a NaN bias would fill the table with NaN
+    check_evaluation(kernels, x, y, biases)  # before any pruning, not after the first method
     dense_norm = hidden_norm(kernels)
     grid = [(m, k) for m in methods for k in ks]
     rows = []

@@ -52,30 +52,8 @@ def per_layer(values: Sequence | None, kernels: Sequence[np.ndarray], what: str)
     return values
 
 
-def check_biases(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None) -> list:
-    """``biases`` as a list, one per kernel, each ``None`` or of shape (units,) (values unchecked,
-    like the kernels').
-
-    Checked because a mis-shaped bias would broadcast (a (1,) bias over every unit) and give wrong
-    logits without an error.
-
-    Raises:
-        ValueError: a count other than one per kernel, or a bias that is not (units,) of its kernel.
-
-    Example:
-        >>> import numpy as np
-        >>> check_biases([np.ones((4, 3))], [np.ones(1)])
-        Traceback (most recent call last):
-        ValueError: bias 0 has shape (1,); kernel 0 has 3 units, so it must have shape (3,)
-    """
-    biases = per_layer(biases, kernels, "biases")
-    for i, (w, b) in enumerate(zip(kernels, biases)):
-        if b is not None and np.shape(b) != (np.shape(w)[1],):
-            raise ValueError(
-                f"bias {i} has shape {np.shape(b)}; kernel {i} has {np.shape(w)[1]} units, "
-                f"so it must have shape ({np.shape(w)[1]},)"
-            )
-    return biases
+def _biases(kernels: Sequence[np.ndarray], biases: Sequence[np.ndarray | None] | None) -> list:
+    return per_layer(biases, kernels, "biases")
 
 
 def _acts(kernels: Sequence[np.ndarray], acts: Sequence[Activation | None] | None) -> list:
@@ -117,7 +95,7 @@ def activations(
         >>> round(float(out[0, 0]), 4)  # 3 * tanh(-1)
         -2.2848
     """
-    biases = check_biases(kernels, biases)
+    biases = _biases(kernels, biases)
     acts = _acts(kernels, acts)
     h = _flat(x)
     for i, (w, b, f) in enumerate(zip(kernels, biases, acts)):
@@ -139,7 +117,7 @@ def logits(
 
     ``acts`` as in :func:`activations` (an output activation there makes these probabilities).
     """
-    biases = check_biases(kernels, biases)
+    biases = _biases(kernels, biases)
     acts = _acts(kernels, acts)
     x = _flat(x)
     out = np.empty((len(x), kernels[-1].shape[1]), np.result_type(x.dtype, kernels[-1].dtype))
