@@ -308,14 +308,14 @@ def test_default_schedule_reaches_k_half_way_and_warns_when_training_stops_short
     assert callback.history[-1] == (8, 80.0)  # 16 steps: the cubic ends at step 8
     model = compiled(mlp())
     late = prunelib.PruningCallback(80, schedule=PolynomialDecay(0, 80, 0, 1000))
-    with pytest.warns(UserWarning, match="before the schedule reached"):
+    with pytest.warns(UserWarning, match="before the masks reached"):
         model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[late])
 
 
 def test_saved_model_loads_without_custom_objects_and_resumes_with_the_same_masks(tmp_path):
     model = compiled(mlp())
     first = prunelib.PruningCallback(60, schedule=PolynomialDecay(0, 60, 0, 16, frequency=4))
-    with pytest.warns(UserWarning, match="before the schedule reached"):  # stops mid-schedule (8 of 16)
+    with pytest.warns(UserWarning, match="before the masks reached"):  # stops mid-schedule (8 of 16)
         model.fit(X_FLAT, Y, epochs=1, batch_size=16, verbose=0, callbacks=[first])
     path = tmp_path / "mid.keras"
     model.save(path)

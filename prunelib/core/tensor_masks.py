@@ -27,8 +27,9 @@ GRANULARITIES = ("weight", "unit", "global")
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
-def parse_nm(granularity: str) -> tuple[int, int] | None:
-    """``(n, m)`` of an N:M granularity such as ``"2:4"``; ``None`` for the names of :data:`GRANULARITIES`.
+def parse_nm(granularity: str, names: Sequence[str] = GRANULARITIES) -> tuple[int, int] | None:
+    """``(n, m)`` of an N:M granularity such as ``"2:4"``; ``None`` for one of ``names`` (the
+    granularities the caller takes besides N:M, listed when refusing).
 
     Raises:
         ValueError: neither a known name nor ``"N:M"`` with ``0 < N < M``.
@@ -37,12 +38,12 @@ def parse_nm(granularity: str) -> tuple[int, int] | None:
         >>> parse_nm("2:4"), parse_nm("weight")
         ((2, 4), None)
     """
-    if isinstance(granularity, str) and granularity in GRANULARITIES:
+    if isinstance(granularity, str) and granularity in names:
         return None
     match = _NM.match(granularity) if isinstance(granularity, str) else None
     if match is None:
         raise ValueError(
-            f"unknown granularity {granularity!r}; choose one of {list(GRANULARITIES)} or an N:M ratio such as '2:4'"
+            f"unknown granularity {granularity!r}; choose one of {list(names)} or an N:M ratio such as '2:4'"
         )
     n, m = int(match.group(1)), int(match.group(2))
     if not 0 < n < m:
@@ -59,6 +60,18 @@ def _keep(kernel: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
             f"keep must be a boolean array of the kernel's shape {kernel.shape}, got {keep.dtype} {keep.shape}"
         )
     return keep
+
+
+def _finite(kernel: np.ndarray) -> np.ndarray:
+    """``kernel``, refused where it holds NaN or inf: they have no magnitude to rank, and would
+    silently keep weights the count says go."""
+    kernel = np.asarray(kernel)
+    bad = int(np.size(kernel) - np.count_nonzero(np.isfinite(kernel)))
+    if bad:
+        raise ValueError(
+            f"the kernel {kernel.shape} holds {bad} NaN or infinite weights; masks rank finite weights only"
+        )
+    return kernel
 
 
 def _live_scores(scores: np.ndarray, live: np.ndarray) -> np.ndarray:
@@ -82,7 +95,7 @@ def weight_mask(kernel: np.ndarray, k: float, keep: np.ndarray | None = None) ->
         [False, False, True, True, True, True, True, True]
     """
     k = validate_k(k)
-    kernel = np.asarray(kernel)
+    kernel = _finite(kernel)
     live = _keep(kernel, keep)
     scores = _live_scores(np.abs(kernel.astype(np.float64)), live)
     return ~smallest(scores.ravel(), count_to_prune(kernel.size, k)).reshape(kernel.shape) & live
@@ -111,7 +124,7 @@ def unit_mask(
         [False, True, False, True]
     """
     k = validate_k(k)
-    kernel = np.asarray(kernel)
+    kernel = _finite(kernel)
     axes = _unit_axes(kernel, unit_axes)
     live = _keep(kernel, keep)
     other = tuple(a for a in range(kernel.ndim) if a not in axes)
@@ -132,7 +145,7 @@ def global_weight_masks(
         [[False, True], [False, True]]
     """
     k = validate_k(k)
-    kernels = [np.asarray(w) for w in kernels]
+    kernels = [_finite(w) for w in kernels]
     keeps = [None] * len(kernels) if keeps is None else list(keeps)
     if len(keeps) != len(kernels):
         raise ValueError(f"{len(kernels)} kernels but {len(keeps)} keep-masks")
@@ -162,7 +175,7 @@ def nm_mask(kernel: np.ndarray, n: int, m: int, axis: int, keep: np.ndarray | No
     """
     if not (isinstance(n, int | np.integer) and isinstance(m, int | np.integer) and 0 < n < m):
         raise ValueError(f"N:M needs whole numbers 0 < N < M, got {n!r}:{m!r}")
-    kernel = np.asarray(kernel)
+    kernel = _finite(kernel)
     axis = axis % kernel.ndim
     if kernel.shape[axis] % m:
         raise ValueError(

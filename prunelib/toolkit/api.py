@@ -24,7 +24,7 @@ from prunelib.core import tensor_masks as tm
 from prunelib.core.reconstruct import reconstruct_with_biases
 from prunelib.toolkit import chain as ch
 from prunelib.toolkit import kernels as kl
-from prunelib.toolkit.files import replacing, user_path, writable_target
+from prunelib.toolkit.files import creating_folders, replacing, user_path
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]
@@ -95,7 +95,7 @@ def _parse_method(method: object, k: float | None) -> tuple[tuple[int, int] | No
         return None, pruning.validate_k(k)
     if not (isinstance(method, str) and ":" in method):
         raise ValueError(f"unknown pruning method {method!r}; choose 'weight', 'unit' or an N:M ratio such as '2:4'")
-    n, m = tm.parse_nm(method)  # N >= M: its message says why
+    n, m = tm.parse_nm(method, names=("weight", "unit"))  # N >= M, or no N:M: its message says why
     implied = 100.0 * (m - n) / m
     if k is not None and pruning.validate_k(k) != implied:
         raise ValueError(f"method={method!r} prunes {implied:g} % of each kernel itself; pass k=None (or {implied:g})")
@@ -366,6 +366,11 @@ def _check_masks(model, masks: Mapping[str, np.ndarray], source: str = "") -> Ma
     out: MaskDict = {}
     seen: dict[tuple[str, int | None], str] = {}
     for key, mask in masks.items():
+        if not isinstance(key, str):
+            raise ValueError(
+                f"mask names must be strings (a layer's name, or '<layer>/<kernel>'), got {key!r}{source} "
+                f"({type(key).__name__})"
+            )
         if key not in table:
             name = key[: -len(BIAS)] if isinstance(key, str) and key.endswith(BIAS) else key
             if name != key and name in {spec.name for spec, _ in table.values()}:
@@ -443,8 +448,8 @@ def save_masks(masks: Mapping[str, np.ndarray] | object, path: str | os.PathLike
         raise ValueError(
             "there are no masks to save (the dict is empty, or the model has no kernel layer besides its output layers)"
         )
-    path = writable_target(user_path(path))
-    with replacing(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+    path = user_path(path)
+    with creating_folders(path), replacing(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         # the .npz layout np.savez_compressed writes, without its keyword arguments in the way
         for name, mask in masks.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
@@ -807,6 +812,28 @@ def _chain_or_none(model, what: str) -> ch.Chain | None:
     return ch.chain(model, what)
 
 
+def _graph_nodes(model) -> set[int]:
+    """The ids of the calls (nodes) of ``model``'s graph and of its nested sub-models' graphs."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential's graph is its functional twin
+    ids = {id(node) for nodes in (getattr(graph, "_nodes_by_depth", None) or {}).values() for node in nodes}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            ids |= _graph_nodes(layer)
+    return ids
+
+
+def _read_here(model):
+    """``model``, or a copy of it where a layer was first called in another model's graph (model
+    surgery re-calls a trained model's layers): Keras reads a layer's input and output from its first
+    call, so the graph re-fits and compaction would read the other model."""
+    nodes = _graph_nodes(model)
+    for layer in kl.flat_layers(model):
+        calls = getattr(layer, "_inbound_nodes", None) or []
+        if calls and id(calls[0]) not in nodes:
+            return _copy(model)
+    return model
+
+
 def _graph_layers(model, what: str) -> tuple[list[keras.layers.Layer], set[int]]:
     """The kernel layers of a model read through Keras, in the order it applies them, and the ids of
     its output layers; the model checked to be one whose layer inputs can be read.
@@ -868,8 +895,10 @@ def _reconstruct_graph(model, pruned, x_calib, masks, damping: float, exact: boo
     from prunelib.toolkit import layerwise as lw
 
     what = "reconstruct_model"
-    layers, outputs = _graph_layers(model, what)
+    _graph_layers(model, what)
     _graph_layers(pruned, what)
+    model = _read_here(model)
+    layers, outputs = _graph_layers(model, what)
     _same_architecture(model, pruned, what)
     zeros = [  # kernels only: a zero-initialized bias is no pruned weight
         sum(int(np.sum(np.asarray(k.variable.numpy()) == 0)) for spec in _specs(m, what) for k in spec.kernels)
@@ -979,6 +1008,8 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
     from prunelib.toolkit import layerwise as lw
 
     what = "post_training_model"
+    _graph_layers(model, what)
+    model = _read_here(model)
     layers, outputs = _graph_layers(model, what)
     names = [la.name for la in layers if id(la) not in outputs]
     problems = _graph_method_problems(method)
@@ -1011,7 +1042,7 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
         candidates = [c for i, c in enumerate(tried) if c not in tried[:i]]
     else:
         candidates = [_ranked_counts(model, names, stage_list, x, k, method, damping)]
-    dense = ch.keras_numpy(ch.run(model, x)) if len(candidates) > 1 else None
+    dense = _heads(model, x) if len(candidates) > 1 else None
     best = None
     for counts in candidates:
         plans = {}
@@ -1031,11 +1062,19 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
         result = _graph_result(twin, x, _twin_paths(model, twin, done), _path_variables(twin), what)
         if dense is None:
             return result
-        got = ch.keras_numpy(ch.run(result, x))
-        score = (float(np.mean(got.argmax(-1) != dense.argmax(-1))), float(np.mean(np.square(got - dense))))
+        pairs = list(zip(_heads(result, x), dense, strict=True))  # every head of a model with several
+        score = (
+            float(np.mean([np.mean(got.argmax(-1) != want.argmax(-1)) for got, want in pairs])),
+            float(np.mean([np.mean(np.square(got - want)) for got, want in pairs])),
+        )
         if best is None or score < best[0]:
             best = (score, result)
     return best[1]
+
+
+def _heads(model, x: np.ndarray) -> list[np.ndarray]:
+    """``model``'s outputs on ``x``, one array per output (a model may have several, of any widths)."""
+    return [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(model, x))]
 
 
 @contextmanager
@@ -1259,7 +1298,7 @@ def _compact_graph(pruned):
     shape = tuple(pruned.inputs[0].shape[1:])
     if None in shape:
         raise ValueError(f"{what} needs a fixed input shape to check its result; model {pruned.name!r} takes {shape}")
-    small = channels.compact_graph(pruned)
+    small = channels.compact_graph(_read_here(pruned))
     probe = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
     wants = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(pruned, probe))]
     gots = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(small, probe))]

@@ -77,7 +77,7 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
         True
     """
     from prunelib.toolkit.chain import check_built
-    from prunelib.toolkit.files import replacing, user_path, writable_target
+    from prunelib.toolkit.files import creating_folders, replacing, user_path
 
     if not (quantize is None or isinstance(quantize, str)) or quantize not in QUANTIZE:
         raise ValueError(f'quantize must be None, "float16" or "int8", got {quantize!r}')
@@ -103,9 +103,6 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
         _float16_converter()  # refused before any work where onnxruntime lacks it
     if quantize == "float16":
         _check_float16_range(model)
-    writable_target(path)
-    if fmt != "keras":
-        _run_once(model, fmt)
     # the temporary file carries the lower-case suffix, which Keras' own writers check for
     if fmt == "keras" and path.suffix != suffix:
         warnings.warn(
@@ -113,7 +110,9 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
             f"rename it to load it, or export to {path.with_suffix(suffix).name!r}",
             stacklevel=2,
         )
-    with replacing(path, suffix) as tmp:
+    with creating_folders(path), replacing(path, suffix) as tmp:
+        if fmt != "keras":
+            _run_once(model, fmt)
         if fmt == "keras":
             _without_optimizer(model, include_optimizer).save(tmp)
             _verify_keras(model, tmp, path)

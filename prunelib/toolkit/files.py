@@ -45,6 +45,34 @@ def writable_target(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def creating_folders(path: Path) -> Iterator[Path]:
+    """:func:`writable_target` for the block's writes; if the block raises, the folders it created
+    are removed again (while empty), so a failed write leaves nothing behind.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> root = Path(tempfile.mkdtemp())
+        >>> try:
+        ...     with creating_folders(root / "new" / "deeper" / "a.txt"):
+        ...         raise RuntimeError("the write failed")
+        ... except RuntimeError:
+        ...     pass
+        >>> list(root.iterdir())
+        []
+    """
+    folders = dict.fromkeys([path.parent, _resolved(path).parent])
+    missing = {p for folder in folders for p in [folder, *folder.parents] if not p.exists()}
+    try:
+        yield writable_target(path)
+    except BaseException:
+        for folder in sorted(missing, key=lambda p: len(p.parts), reverse=True):  # the deepest first
+            with contextlib.suppress(OSError):  # not empty (something else wrote there): it stays
+                folder.rmdir()
+        raise
+
+
 def _resolved(path: Path) -> Path:
     """``path``, or the file it finally points to where it is a symbolic link (which need not exist)."""
     return Path(os.path.realpath(path)) if path.is_symlink() else path

@@ -276,12 +276,13 @@ def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     yield from walk(model)
 
 
-def _producers(tensor) -> list[tuple[keras.layers.Layer, int]]:
-    """The layer that computed ``tensor`` and which of its calls did (a layer used twice has two)."""
+def _producers(tensor) -> list[tuple[keras.layers.Layer, int, int]]:
+    """The layer that computed ``tensor``, which of its calls did (a layer used twice has two), and
+    which of that call's outputs ``tensor`` is (a sub-model may return several)."""
     history = getattr(tensor, "_keras_history", None)
     if history is None:
         return []
-    return [(history[0], history[1])]
+    return [(history[0], history[1], history[2])]
 
 
 def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
@@ -297,9 +298,9 @@ def output_layers(model: keras.Model) -> list[keras.layers.Layer]:
     for tensor in outputs:
         todo = _producers(tensor)
         while todo:
-            layer, call = todo.pop()
-            if isinstance(layer, keras.Model):
-                todo.extend(p for t in layer.outputs for p in _producers(t))
+            layer, call, index = todo.pop()
+            if isinstance(layer, keras.Model):  # only the sub-model's output that this tensor is
+                todo.extend(_producers(keras.tree.flatten(layer.outputs)[index]))
                 continue
             if _base_type(layer) is not None:
                 if layer not in found:

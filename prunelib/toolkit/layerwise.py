@@ -232,8 +232,8 @@ def extractor(model: keras.Model, layer: keras.layers.Layer) -> keras.Model:
     except Exception as err:  # Keras raises several types for a tensor outside the graph
         raise ValueError(
             f"cannot read the input of layer {layer.name!r} from model {model.name!r}'s graph ({type(err).__name__}); "
-            "re-fits of models with convolutions need a Sequential or functional model whose kernel layers are "
-            "not inside nested sub-models"
+            "re-fits read through Keras layer by layer (models with convolutions, or hidden activations other "
+            "than ReLU) need a Sequential or functional model whose kernel layers are not inside nested sub-models"
         ) from None
 
 

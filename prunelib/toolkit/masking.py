@@ -19,6 +19,7 @@ stays this module and the ones it names.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -49,6 +50,21 @@ def percent(k: object) -> float:
     if 0 < k < 1:
         warnings.warn(f"k={k:g} prunes {k:g} % (k is a percent); for {100 * k:g} % write {100 * k:g}", stacklevel=3)
     return k
+
+
+def _fit_callbacks() -> list:
+    """The callbacks of the ``fit`` now starting, from Keras' ``CallbackList`` that calls
+    ``on_train_begin`` (Keras gives a callback no other way to see them); ``[]`` if not found."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(6):
+            frame = frame.f_back if frame is not None else None
+            owner = frame.f_locals.get("self") if frame is not None else None
+            if isinstance(owner, keras.callbacks.CallbackList):
+                return list(owner.callbacks)
+        return []
+    finally:
+        del frame
 
 
 class _Masked(keras.constraints.Constraint):
@@ -93,6 +109,11 @@ class MaskingCallback(keras.callbacks.Callback):
             if isinstance(schedule, PolynomialDecay):
                 raise ValueError("N:M masks are set once, at the schedule's begin_step: use ConstantSparsity or none")
             self.final_k = 100.0 * (self.nm[1] - self.nm[0]) / self.nm[1]
+            if schedule is not None and not math.isclose(schedule.k, self.final_k, rel_tol=1e-6, abs_tol=1e-9):
+                raise ValueError(
+                    f"granularity {granularity!r} prunes {self.final_k:g} %, but the schedule says "
+                    f"k={schedule.k:g}; use ConstantSparsity({self.final_k:g}, begin_step=...)"
+                )
         elif k is None and schedule is None and masks is not None:
             self.final_k = None  # fine-tuning: the masks given stay as they are
         else:
@@ -122,6 +143,7 @@ class MaskingCallback(keras.callbacks.Callback):
         self.history: list[tuple[int, float]] = []
         self._owner: weakref.ref | None = None
         self._same = False
+        self._open_end: PolynomialDecay | None = None
 
     # --- what is pruned --------------------------------------------------------------------------
     @property
@@ -153,6 +175,7 @@ class MaskingCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         model = self.model
+        self._check_order()
         self.detach()  # still attached if an earlier fit was interrupted
         same = self._owner is not None and self._owner() is model and bool(self._keep)
         if not same:  # a new model: its own masks, from its own schedule
@@ -170,9 +193,11 @@ class MaskingCallback(keras.callbacks.Callback):
                 kl.check_unit_bias(spec)
         schedule = self.schedule
         if same:  # the same model again: its masks and its schedule go on where they were
-            schedule = self._active
+            schedule = self._open_end or self._active
         elif self.nm is None and schedule is None and not self._fixed:
-            schedule = PolynomialDecay(0.0, self.final_k, 0, None, frequency=DEFAULT_FREQUENCY)
+            # from dense at this fit's first step, whatever the optimizer counted before it
+            schedule = PolynomialDecay(0.0, self.final_k, self._step(), None, frequency=DEFAULT_FREQUENCY)
+        self._open_end = None
         if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
             if epochs == 0:
@@ -182,8 +207,10 @@ class MaskingCallback(keras.callbacks.Callback):
                     "this fit does not say how many steps it runs (a dataset of unknown length), so the "
                     "schedule cannot end half-way: give PolynomialDecay(..., end_step=...)"
                 )
-            step = self._step()
-            schedule = schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
+            # Keras' params give the fit's last epoch, not its first (initial_epoch): the end is
+            # set at the first epoch; until then, an end as if the fit began at epoch 0
+            self._open_end = schedule
+            schedule = self._ended(schedule, self._step(), epochs)
         self._active = None if self._fixed else schedule or ConstantSparsity(self.final_k)
         start = previous if same else self._checked_start(self._start_masks)
         self._install(start)
@@ -194,10 +221,55 @@ class MaskingCallback(keras.callbacks.Callback):
                 self._keep_biases()
                 self._assign_all()
             self.k_now = self._pruned_percent()
-        elif (start is None or same) and step >= self._active.begin_step:
+        elif (start is None or same) and self._open_end is None and step >= self._active.begin_step:
             self._update(step)
         # the train step was traced (or will be) without the constraints: trace it again with them
         model.make_train_function(force=True)
+
+    def _ended(self, schedule: PolynomialDecay, step: int, epochs: int) -> PolynomialDecay:
+        """``schedule`` ending :data:`DEFAULT_RAMP` of the way through ``epochs`` epochs from ``step``."""
+        steps = self.params.get("steps") or 1
+        return schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
+
+    def _check_order(self) -> None:
+        """Refuse, before any step, the Keras callbacks that would undo the masks from the wrong place in
+        ``callbacks``: ``EarlyStopping(restore_best_weights=True)`` after this one restores an earlier
+        epoch's weights, less pruned than :attr:`masks`, once this one has applied them at the end of
+        ``fit``; ``SwapEMAWeights`` before it swaps in averages this one has not masked yet."""
+        callbacks = _fit_callbacks()
+        if not any(c is self for c in callbacks):
+            return
+        me = next(i for i, c in enumerate(callbacks) if c is self)
+        name = type(self).__name__
+        for i, c in enumerate(callbacks):
+            if i > me and isinstance(c, keras.callbacks.EarlyStopping) and c.restore_best_weights:
+                raise ValueError(
+                    f"EarlyStopping(restore_best_weights=True) comes after {name} in callbacks: it would "
+                    f"restore an earlier epoch's weights, less pruned than the masks, after {name} applies "
+                    f"them at the end of fit; put it before {name}"
+                )
+            if i < me and isinstance(c, keras.callbacks.SwapEMAWeights):
+                raise ValueError(
+                    f"SwapEMAWeights comes before {name} in callbacks: it would evaluate and save the "
+                    f"optimizer's averages before {name} masks them; put it after {name}"
+                )
+
+    def _mask_averages(self) -> None:
+        """Zero the pruned entries of the optimizer's moving averages (``use_ema=True``). Keras averages
+        a weight after the update and before the constraint masks it, so a pruned weight's average
+        is small, not zero: what ``SwapEMAWeights`` evaluates and saves would be dense."""
+        optimizer = getattr(self.model, "optimizer", None)
+        averages = getattr(optimizer, "_model_variables_moving_average", None)
+        if not getattr(optimizer, "use_ema", False) or not averages:
+            return
+        for name, (variable, _) in self._mask_vars.items():
+            keep = self._keep[name]
+            try:
+                average = averages[optimizer._get_variable_index(variable)]
+            except (KeyError, IndexError):  # not one of the variables the optimizer trains
+                continue
+            if average is not None and not keep.all():
+                average.assign(np.where(keep, average.numpy(), 0).astype(average.dtype))
 
     def _checked_start(self, start: Mapping[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
         """``masks=`` in this callback's naming: ``"<layer>/<variable>"`` (what :attr:`masks` gives,
@@ -247,22 +319,25 @@ class MaskingCallback(keras.callbacks.Callback):
         variable.constraint = _Masked(mask, variable.constraint)
 
     def _assign_all(self) -> None:
-        """Write every mask into its variable and zero the variable where it masks."""
+        """Write every mask into its variable and zero the variable (and its moving average) where
+        it masks."""
         for name, (variable, mask) in self._mask_vars.items():
             keep = self._keep[name]
             mask.assign(keep.astype(mask.dtype))
             if not keep.all():
                 variable.assign(np.where(keep, variable.numpy(), 0).astype(variable.dtype))
+        self._mask_averages()
 
     def on_train_end(self, logs=None) -> None:
         # Keras' EMA writes its averages into the weights after the last step; masks come last
         self._assign_all()
         self.detach()
         step = self._step()
-        if self.nm is None and self._active is not None and self._active.k_at(step) < self.final_k:
+        # what the masks are, not what the schedule says now: they change only on its update steps
+        if self.nm is None and self._active is not None and self.k_now < self.final_k - 1e-9:
             warnings.warn(
-                f"training ended at step {step}, before the schedule reached k={self.final_k:g} "
-                f"(it is at {self._active.k_at(step):g}); end the schedule earlier or train longer",
+                f"training ended at step {step}, before the masks reached k={self.final_k:g} "
+                f"(they are at k={self.k_now:g}); end the schedule earlier or train longer",
                 stacklevel=2,
             )
 
@@ -278,6 +353,14 @@ class MaskingCallback(keras.callbacks.Callback):
         # one read of the optimizer's step per epoch; within it, Keras' batch index says the step
         # (reading the variable after every batch would wait for each step to finish)
         self._epoch_first = self._step()
+        if self._open_end is not None:  # the fit's first epoch: it runs epochs - epoch of them
+            self._active = self._ended(self._open_end, self._epoch_first, self.params["epochs"] - epoch)
+            self._open_end = None
+            if self._epoch_first >= self._active.begin_step:
+                self._update(self._epoch_first)
+
+    def on_test_begin(self, logs=None) -> None:
+        self._mask_averages()  # SwapEMAWeights, after this callback, evaluates the averages
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         if self._active is None:
@@ -299,6 +382,7 @@ class MaskingCallback(keras.callbacks.Callback):
             logs["prune_k"] = self.k_now
 
     def on_epoch_end(self, epoch, logs=None) -> None:
+        self._mask_averages()  # SwapEMAWeights(swap_on_epoch=True), after this one, saves them
         if logs is None:
             return
         logs["prune_k"] = self.k_now
@@ -309,6 +393,12 @@ class MaskingCallback(keras.callbacks.Callback):
     def _update(self, step: int) -> None:
         names, kernels = zip(*self._kernels())
         values = [np.asarray(k.variable.numpy()) for k in kernels]
+        for name, value in zip(names, values):
+            if not np.isfinite(value).all():  # a diverged fit: no magnitude to rank, no mask to give
+                raise ValueError(
+                    f"at step {step}, {name} holds NaN or infinite weights (the training diverged): pruning "
+                    "cannot rank them; lower the learning rate, or stop on keras.callbacks.TerminateOnNaN"
+                )
         keeps = [self._keep[name] for name in names]
         if self.nm is not None:
             if self.history:
