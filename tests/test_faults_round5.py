@@ -87,6 +87,15 @@ def test_early_stopping_that_restores_weights_after_the_callback_is_refused_befo
     assert int(model.optimizer.iterations.numpy()) == 0
 
 
+def test_backup_and_restore_after_the_callback_is_refused(tmp_path):
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(ValueError, match="BackupAndRestore comes after PruningCallback"):
+        _mlp().fit(X, Y, epochs=1, verbose=0, callbacks=[_ramp(), backup])
+    model = _mlp()
+    model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[backup, _ramp()])
+    assert _zeros(model) == 144
+
+
 def test_early_stopping_before_the_callback_ends_with_the_final_masks():
     model = _mlp()
     callback = _ramp()

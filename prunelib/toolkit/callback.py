@@ -63,8 +63,9 @@ class PruningCallback(MaskingCallback):
         ValueError: at construction, a bad ``k``, granularity or schedule (a ``ConstantSparsity``
             whose ``k`` an N:M granularity contradicts); when ``fit`` starts, before any step, an
             unknown layer name, a kernel that N:M cannot group, ``EarlyStopping(restore_best_weights=True)``
-            after this callback in ``callbacks`` or ``SwapEMAWeights`` before it (either would undo
-            the masks); at a mask update, weights that turned NaN or infinite (a diverged ``fit``).
+            or ``BackupAndRestore`` after this callback in ``callbacks``, or ``SwapEMAWeights`` before
+            it (each would undo the masks); at a mask update, weights that turned NaN or infinite (a
+            diverged ``fit``).
 
     Example:
         >>> import keras, numpy as np, prunelib

@@ -235,7 +235,8 @@ class MaskingCallback(keras.callbacks.Callback):
         """Refuse, before any step, the Keras callbacks that would undo the masks from the wrong place in
         ``callbacks``: ``EarlyStopping(restore_best_weights=True)`` after this one restores an earlier
         epoch's weights, less pruned than :attr:`masks`, once this one has applied them at the end of
-        ``fit``; ``SwapEMAWeights`` before it swaps in averages this one has not masked yet."""
+        ``fit``; ``BackupAndRestore`` after it restores weights after the masks were computed;
+        ``SwapEMAWeights`` before it swaps in averages this one has not masked yet."""
         callbacks = _fit_callbacks()
         if not any(c is self for c in callbacks):
             return
@@ -247,6 +248,12 @@ class MaskingCallback(keras.callbacks.Callback):
                     f"EarlyStopping(restore_best_weights=True) comes after {name} in callbacks: it would "
                     f"restore an earlier epoch's weights, less pruned than the masks, after {name} applies "
                     f"them at the end of fit; put it before {name}"
+                )
+            if i > me and isinstance(c, keras.callbacks.BackupAndRestore):
+                raise ValueError(
+                    f"BackupAndRestore comes after {name} in callbacks: it would restore the weights and "
+                    f"the step of an interrupted fit after {name} computed its masks from the ones before; "
+                    f"put it before {name}"
                 )
             if i < me and isinstance(c, keras.callbacks.SwapEMAWeights):
                 raise ValueError(
