@@ -602,7 +602,8 @@ def _report(args: argparse.Namespace) -> int:
 
     held = study_parts.published(args.results)
     table = study_parts.parts_table(held) if held else None
-    for path in report.write_report(load_results(args.results), args.results, parts=table):
+    preset = _recorded_preset(Path(args.results))  # the report names it, as the run's report did
+    for path in report.write_report(load_results(args.results), args.results, preset=preset, parts=table):
         print(f"wrote {path}")
     return 0
 
@@ -649,12 +650,8 @@ def _main(argv: list[str] | None) -> int:
         UsageError,
         ValueError,
         DataError,
-        FileNotFoundError,
-        NotADirectoryError,
-        PermissionError,
         RuntimeError,
-        ConnectionError,
-        TimeoutError,
+        OSError,  # a missing file, a folder where a file belongs, no permission, no network
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -77,18 +77,37 @@ def _is_product(rel: Path) -> bool:
     )
 
 
+def _is_product_dir(rel: Path) -> bool:
+    """Whether a folder relative to a results directory is one a run (or a benchmark) writes."""
+    from prunelib.data import DATASETS
+
+    return rel.parts[0] in KEPT_ACROSS_RUNS or (len(rel.parts) == 1 and rel.parts[0] in DATASETS)
+
+
 def foreign_files(results_dir: str | os.PathLike) -> list[Path]:
-    """Files under ``results_dir`` that a run would not have written (empty: safe to replace).
+    """Entries under ``results_dir`` that a run would not have written (empty: safe to replace).
 
     A run writes its tables, figures, report, manifest and run log; ``benchmarks/`` belongs to the
-    benchmark scripts. Anything else (a user's notes, a package's source) is foreign.
+    benchmark scripts. Anything else (a user's notes, a package's source, a folder of theirs, empty
+    or not, a symbolic link) is foreign.
     """
     results_dir = Path(results_dir)
     if not results_dir.exists():
         return []
     if not results_dir.is_dir():
         raise ResultsDirError(f"{results_dir} is a file, not a directory; choose another results directory")
-    return sorted(p for p in results_dir.rglob("*") if not p.is_dir() and not _is_product(p.relative_to(results_dir)))
+    foreign = []
+    for path in results_dir.rglob("*"):
+        rel = path.relative_to(results_dir)
+        if path.is_symlink():  # no run writes one; a link to a folder of the user's is theirs
+            product = rel.parts[0] in KEPT_ACROSS_RUNS
+        elif path.is_dir():
+            product = _is_product_dir(rel)
+        else:
+            product = _is_product(rel)
+        if not product:
+            foreign.append(path)
+    return sorted(foreign)
 
 
 def check_replaceable(results_dir: str | os.PathLike) -> None:
@@ -120,24 +139,61 @@ def _publish_lock(results_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _swap_in(stage: Path, results_dir: Path, trash: Path) -> None:
-    """Replace ``results_dir``'s entries by ``stage``'s; on any failure put the previous ones back."""
+_INCOMING = ".incoming.json"
+"""In a swap's trash folder: the names moving in from the stage, written once every previous entry
+of those names is in the trash (so a results entry of one of them is a new one from then on), and
+renamed :data:`_DONE` once they all are in: the trash is then only to be deleted."""
+
+_DONE = ".done.json"
+
+
+def _remove(path: Path) -> None:
     import shutil
 
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _restore(trash: Path, results_dir: Path) -> None:
+    """Put the previous results back from a swap's ``trash``: an interrupted swap of this process,
+    or one of a publisher that was killed in the middle of it (found under the lock by the next)."""
+    import json
+
+    if (trash / _DONE).exists():  # the swap was complete: the new results stay
+        return
+    journal = trash / _INCOMING
+    if journal.exists():  # the new entries had started moving in: those the results had not are new
+        for name in json.loads(journal.read_text()):
+            if not (trash / name).exists():
+                _remove(results_dir / name)
+    for old in list(trash.iterdir()):
+        if not old.name.startswith("."):  # results entries; not the journal or its temporary file
+            _remove(results_dir / old.name)
+            os.replace(old, results_dir / old.name)
+
+
+def _swap_in(stage: Path, results_dir: Path, trash: Path) -> None:
+    """Replace ``results_dir``'s entries by ``stage``'s; on any failure put the previous ones back.
+
+    Every step is a rename, and ``trash`` holds what the previous results need back, so a publisher
+    killed at any point (SIGKILL, the machine taken away) leaves what the next one restores
+    (:func:`_restore`) before it starts."""
+    import json
+
     trash.mkdir()
-    moved = []
+    incoming = sorted(p.name for p in stage.iterdir())
     try:
         for old in list(results_dir.iterdir()):
-            if old.name not in KEPT_ACROSS_RUNS or (stage / old.name).exists():
+            if old.name not in KEPT_ACROSS_RUNS or old.name in incoming:
                 os.replace(old, trash / old.name)
-                moved.append(old.name)
-        for new in list(stage.iterdir()):
-            os.replace(new, results_dir / new.name)
+        atomic_write(trash / _INCOMING, lambda tmp: Path(tmp).write_text(json.dumps(incoming)))
+        for name in incoming:
+            os.replace(stage / name, results_dir / name)
+        os.replace(trash / _INCOMING, trash / _DONE)
     except BaseException:  # put the previous results back rather than leave a mixture
-        for name in moved:
-            if (results_dir / name).exists():
-                shutil.rmtree(results_dir / name) if (results_dir / name).is_dir() else (results_dir / name).unlink()
-            os.replace(trash / name, results_dir / name)
+        _restore(trash, results_dir)
         raise
 
 
@@ -149,19 +205,21 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
     """
     import shutil
 
-    results_dir = Path(results_dir)
+    given = Path(results_dir)
+    # the lock, stage and trash go beside the folder itself ('.' has no name; a link's target
+    # may be on another file system, where a rename cannot reach)
+    results_dir = given.resolve()
     with _publish_lock(results_dir):
+        for trash in sorted(results_dir.parent.glob(f".{results_dir.name}.old-*")):
+            if results_dir.is_dir():  # a killed publisher's swap (we hold the lock): undo it
+                _restore(trash, results_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        for leftover in results_dir.parent.glob(f".{results_dir.name}.staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
         check_replaceable(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
         stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
         trash = results_dir.parent / f".{results_dir.name}.old-{os.getpid()}"
-        for leftover in (
-            stage,
-            trash,
-            *results_dir.parent.glob(f".{results_dir.name}.staging-*"),
-            *results_dir.parent.glob(f".{results_dir.name}.old-*"),
-        ):
-            shutil.rmtree(leftover, ignore_errors=True)  # a killed publisher's (we hold the lock)
         try:
             stage.mkdir()
             fill(stage)
@@ -169,7 +227,7 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
         finally:
             shutil.rmtree(stage, ignore_errors=True)
             shutil.rmtree(trash, ignore_errors=True)
-    return sorted(p for p in results_dir.rglob("*") if p.is_file())
+    return sorted(p for p in given.rglob("*") if p.is_file())
 
 
 def _fill(
@@ -287,11 +345,12 @@ def publish(
         tables_, parts_, table_ = combine(Path(results_dir)) if combine else (results, parts, parts_table)
         _fill(tables_, Path(results_dir), stage, run_seconds=run_seconds, command=command, figure_cache=figure_cache)
         if combine is not None:
-            # A figure drawn from a model rather than the tables (the weight distributions) is not
-            # redrawn by a run of other parts: the previous one stays.
-            for old in Path(results_dir).glob("*/*"):
+            # The one figure drawn from a model rather than the tables (the weight distributions)
+            # is not redrawn by a run of other parts: the previous one stays, for the datasets whose
+            # distributions this run has not; every other figure is drawn from the tables or goes.
+            for old in Path(results_dir).glob(f"*/{figures.DISTRIBUTIONS}"):
                 new = stage / old.relative_to(results_dir)
-                if old.is_file() and old.name in figures.FILE_NAMES and not new.exists():
+                if old.is_file() and old.parent.name not in tables_.distributions and not new.exists():
                     new.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(old, new)
         report.write_report(load_results(stage), stage, preset=preset, parts=table_)

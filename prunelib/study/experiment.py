@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from prunelib.base.fingerprint import code_fingerprint
+from prunelib.base.fingerprint import code_fingerprint, fingerprint
 from prunelib.base.paths import cache_dir, digest
 from prunelib.base.provenance import cached_artifact
 from prunelib.data import Dataset, load_dataset
@@ -32,6 +32,7 @@ from prunelib.reporting.results import Results
 from prunelib.study import analysis
 from prunelib.study.config import ExperimentConfig
 from prunelib.study.registry import (
+    STUDY_CODE,
     TABLES,
     RunContext,
     SeedInputs,
@@ -74,7 +75,7 @@ def cached_table(
     recomputed with a warning.
     """
     code, default_schema = builder_and_schema(phase)
-    key = {"phase": phase, **key, "code": code_fingerprint(code)}
+    key = {"phase": phase, **key, "code": code_fingerprint(code), "study": fingerprint(STUDY_CODE)}
     path = Path(cache or cache_dir()) / "tables" / f"{phase}-{digest(key)}.csv"
     name = schema or default_schema
     return cached_artifact(

@@ -19,7 +19,7 @@ from prunelib.base import provenance
 from prunelib.reporting.results import TABLES as RESULT_TABLES
 from prunelib.reporting.results import Results, load_results
 from prunelib.study.config import RECIPE_STUDY, ExperimentConfig
-from prunelib.study.registry import PARTS, entry_name, part_code, part_rows, parts_for, recompute_command
+from prunelib.study.registry import PARTS, STUDY_CODE, entry_name, part_code, part_rows, parts_for, recompute_command
 
 
 def datasets_of(part: str, datasets) -> tuple[str, ...]:
@@ -32,8 +32,11 @@ def run_entries(
     config: ExperimentConfig, *, command: str, preset: str | None, seconds: float | None
 ) -> dict[str, dict]:
     """The manifest records of everything ``config`` computes: one per (part, dataset)."""
+    from prunelib.base.fingerprint import source_hashes
+
     record = {**asdict(config), "preset": preset}
-    return {
+    hashes = source_hashes()
+    entries = {
         entry_name(part, d): provenance.part_record(
             part_code(part),
             command=command,
@@ -45,6 +48,9 @@ def run_entries(
         for part in parts_for(config)
         for d in datasets_of(part, config.datasets)
     }
+    for entry in entries.values():  # the study's own code, file by file (report --check reads them too)
+        entry["code"] = dict(sorted({**entry["code"], **{m: hashes[m] for m in STUDY_CODE}}.items()))
+    return entries
 
 
 def legacy_records(manifest: dict) -> dict[str, dict]:
@@ -128,18 +134,26 @@ def combiner(results: Results, config: ExperimentConfig, entries: dict[str, dict
             before = load_results(results_dir)
         except FileNotFoundError:
             before = Results(sweep=pd.DataFrame())
+        # the previous (part, dataset)s this run does not replace, as the manifest records them: rows
+        # no record vouches for (a damaged or missing manifest) are not carried into the new one
+        kept = {n: e for n, e in published(results_dir).items() if n not in entries}
         merged = {}
         for schema in RESULT_TABLES:
             old, new = getattr(before, schema), getattr(results, schema)
             if not old.empty:
+                recorded = pd.Series(False, index=old.index)
                 replaced = pd.Series(False, index=old.index)
-                for part in parts:
-                    replaced |= part_rows(part, schema, old)
-                old = old[~(replaced & old["dataset"].isin(config.datasets))]
+                for part in PARTS:
+                    rows = part_rows(part, schema, old)
+                    if part in parts:
+                        replaced |= rows & old["dataset"].isin(config.datasets)
+                    held_here = [d for d in old["dataset"].unique() if entry_name(part, d) in kept]
+                    recorded |= rows & old["dataset"].isin(held_here)
+                old = old[recorded & ~replaced]
             frames = [f for f in (old, new) if not f.empty]
             merged[schema] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         combined = Results(**merged, distributions=results.distributions, seconds=results.seconds)
-        held = {**{n: e for n, e in published(results_dir).items() if n not in entries}, **entries}
+        held = {**kept, **entries}
         return combined, dict(sorted(held.items())), parts_table(held)
 
     return combine

@@ -396,6 +396,12 @@ def parts_for(config: ExperimentConfig) -> tuple[str, ...]:
     return tuple(name for name, part in PARTS.items() if tables & set(part.tables))
 
 
+STUDY_CODE = ("prunelib.study.experiment", "prunelib.study.registry")
+"""The study's own code between the builders (this module's compute functions, the experiment's
+order of them): each source file alone, not its imports, keys every cached table and is recorded
+for every part, so an edit of how a table is computed recomputes it while the parts stay separate."""
+
+
 def part_code(part: str) -> tuple[str, ...]:
     """The modules whose import closure determines ``part``'s tables: its tables' builders and the
     training of the models they read."""

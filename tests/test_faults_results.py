@@ -1,0 +1,250 @@
+"""Round 5 of the fault hunt, on results/ and its provenance.
+
+Each test fails on the code before its fix: an edit of the study's own code left cached tables and
+parts "current", a publisher killed mid-swap lost every earlier part at the next publish, rows no
+record vouches for carried into a new manifest, a figure of rows that no longer exist kept, a
+rolled-back swap leaving new folders, ``report`` breaking ``report --check`` and dropping the preset,
+``--results .`` failing after the work, a user's link or empty folder deleted, a traceback from
+``report --readme <folder>``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from tiny import fake_sweep
+
+from prunelib import cli
+from prunelib.base import fingerprint, provenance
+from prunelib.reporting import figures
+from prunelib.reporting import results as results_io
+from prunelib.reporting.results import Results, ResultsDirError, foreign_files, publish
+from prunelib.study import experiment
+from prunelib.study import parts as study_parts
+from prunelib.study.config import ExperimentConfig
+
+TESTS = Path(__file__).parent
+
+
+def _config(*parts, datasets=("mnist", "fashion-mnist")):
+    return replace(ExperimentConfig.quick(), datasets=datasets, parts=parts or None)
+
+
+def _sweeps():
+    sweep = fake_sweep(91.0, seeds=(0, 1)).assign(correction="none", seconds=0.0)
+    small = sweep["method"] == "retrain-small"
+    return sweep[~small].reset_index(drop=True), sweep[small].reset_index(drop=True)
+
+
+def _publish_part(directory, sweep, *parts, preset=None, datasets=("mnist", "fashion-mnist")):
+    config = _config(*parts, datasets=datasets)
+    entries = study_parts.run_entries(config, command=" ".join(parts), preset=preset, seconds=1.0)
+    results = Results(sweep=sweep[sweep["dataset"].isin(datasets)].reset_index(drop=True))
+    publish(
+        results,
+        config,
+        directory,
+        command=" ".join(parts),
+        run_seconds=1.0,
+        preset=preset,
+        parts=entries,
+        combine=study_parts.combiner(results, config, entries),
+    )
+
+
+@pytest.fixture
+def two_parts(tmp_path):
+    directory = tmp_path / "results"
+    challenge, small = _sweeps()
+    _publish_part(directory, challenge, "challenge")
+    _publish_part(directory, small, "retrain-small")
+    return directory
+
+
+def _methods(directory, dataset="mnist"):
+    return set(pd.read_csv(directory / dataset / "sweep.csv")["method"])
+
+
+# --- the study's own code --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scratch_code(monkeypatch, tmp_path):
+    """Fingerprints read a scratch copy of the package; returns an editor of its modules."""
+    import shutil
+
+    copy = tmp_path / "src" / "prunelib"
+    shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
+
+    def edit(module):
+        with open(fingerprint.module_path(module), "a") as handle:
+            handle.write("# a one-line change\n")
+        fingerprint._hashes_in.cache_clear()
+
+    return edit
+
+
+def test_an_edit_of_how_a_table_is_computed_recomputes_it_and_stales_every_part(two_parts, tmp_path, scratch_code):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return fake_sweep(91.0, seeds=(0,)).assign(correction="none", seconds=0.0)
+
+    for _ in range(2):
+        experiment.cached_table("sweep", {"dataset": "mnist"}, compute, cache=tmp_path / "cache", retrain=False)
+    assert len(calls) == 1
+    assert provenance.check_manifest(two_parts) == []
+    scratch_code("prunelib.study.registry")  # where the tables' compute functions live
+    experiment.cached_table("sweep", {"dataset": "mnist"}, compute, cache=tmp_path / "cache", retrain=False)
+    assert len(calls) == 2
+    problems = provenance.check_manifest(two_parts)
+    assert len(problems) == 4 and all("prunelib.study.registry" in p for p in problems)
+
+
+# --- publishing -------------------------------------------------------------------------------------
+
+_CHILD = """
+import os, sys
+from pathlib import Path
+from prunelib.reporting import results as R
+import test_faults_results as t
+
+where, directory = sys.argv[1], Path(sys.argv[2])
+real_replace = os.replace
+ins = []
+
+def dying(src, dst):
+    src, dst = Path(src), Path(dst)
+    if where == "out" and ".old-" in dst.parent.name and dst.name == "mnist":
+        real_replace(src, dst)
+        os._exit(9)  # SIGKILL, out of memory, power loss: no clean-up runs
+    if where == "in" and dst.parent == directory and ".staging-" in src.parent.name:
+        if ins:
+            os._exit(9)
+        ins.append(dst)
+    real_replace(src, dst)
+    if where == "done" and dst.name == ".done.json":
+        os._exit(9)
+
+R.os.replace = dying
+challenge, small = t._sweeps()
+t._publish_part(directory, challenge, "challenge")
+"""
+
+
+@pytest.mark.parametrize("where", ["out", "in", "done"])
+def test_a_publisher_killed_in_the_swap_loses_nothing(two_parts, tmp_path, where):
+    before = {p.relative_to(two_parts): p.read_bytes() for p in two_parts.rglob("*") if p.is_file()}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    child = subprocess.run([sys.executable, "-c", _CHILD, where, str(two_parts)], env=env, capture_output=True)
+    assert child.returncode == 9, child.stderr.decode()[-2000:]
+    challenge, _ = _sweeps()
+    _publish_part(two_parts, challenge, "challenge")  # the next publisher, under the lock, finds the trash
+    assert sorted(study_parts.published(two_parts)) == sorted(
+        f"{p}/{d}" for p in ("challenge", "retrain-small") for d in ("mnist", "fashion-mnist")
+    )
+    assert "retrain-small" in _methods(two_parts) and provenance.check_manifest(two_parts) == []
+    small = pd.read_csv(two_parts / "mnist" / "sweep.csv").query("method == 'retrain-small'")
+    assert before[Path("mnist/sweep.csv")].decode().count("retrain-small") == len(small)
+    assert not list(two_parts.parent.glob(".results.old-*")) and not list(two_parts.parent.glob(".results.staging-*"))
+
+
+def test_a_failed_swap_removes_the_entries_new_to_it(tmp_path, monkeypatch):
+    directory = tmp_path / "results"
+    challenge, _ = _sweeps()
+    _publish_part(directory, challenge, "challenge", datasets=("mnist",))
+    before = {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    real = os.replace
+
+    def failing(src, dst):
+        if ".staging-" in Path(src).parent.name and (directory / "fashion-mnist").exists():
+            raise KeyboardInterrupt  # Ctrl-C once the new dataset has moved in
+        return real(src, dst)
+
+    monkeypatch.setattr(results_io.os, "replace", failing)
+    with pytest.raises(KeyboardInterrupt):
+        _publish_part(directory, challenge, "challenge")
+    monkeypatch.setattr(results_io.os, "replace", real)
+    after = {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+    assert after == before and not (directory / "fashion-mnist").exists()
+
+
+def test_rows_no_record_vouches_for_are_not_carried_into_a_new_manifest(two_parts):
+    (two_parts / "manifest.json").write_text('{"damaged')
+    challenge, _ = _sweeps()
+    _publish_part(two_parts, challenge, "challenge")
+    assert "retrain-small" not in _methods(two_parts)
+    assert sorted(study_parts.published(two_parts)) == ["challenge/fashion-mnist", "challenge/mnist"]
+    assert provenance.check_manifest(two_parts) == []
+
+
+def test_a_figure_of_rows_that_are_gone_goes_with_them(tmp_path):
+    directory = tmp_path / "results"
+    challenge, _ = _sweeps()
+    _publish_part(directory, challenge, "challenge")
+    assert (directory / "mnist" / figures.BASELINES).exists()
+    without = challenge[challenge["method"] != "global-weight"].reset_index(drop=True)
+    _publish_part(directory, without, "challenge")  # --no-baselines
+    assert not (directory / "mnist" / figures.BASELINES).exists()
+    assert figures.BASELINES not in (directory / "REPORT.md").read_text()
+    assert provenance.check_manifest(directory) == []
+
+
+# --- the folder ---------------------------------------------------------------------------------------
+
+
+def test_results_dot_publishes_with_its_lock_beside_the_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "here"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    challenge, small = _sweeps()
+    _publish_part(Path("."), challenge, "challenge")
+    _publish_part(Path("."), small, "retrain-small")  # was refused: its own '..lock' inside
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+    assert (tmp_path / ".here.lock").exists() and provenance.check_manifest(folder) == []
+
+
+def test_a_users_link_and_empty_folder_are_foreign_and_kept(two_parts, tmp_path):
+    elsewhere = tmp_path / "photos"
+    elsewhere.mkdir()
+    (two_parts / "photos").symlink_to(elsewhere, target_is_directory=True)
+    (two_parts / "drafts").mkdir()
+    assert [p.name for p in foreign_files(two_parts)] == ["drafts", "photos"]
+    challenge, _ = _sweeps()
+    with pytest.raises(ResultsDirError, match="drafts"):
+        _publish_part(two_parts, challenge, "challenge")
+    assert (two_parts / "photos").is_symlink() and (two_parts / "drafts").is_dir()
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+
+def test_report_keeps_the_results_current_and_names_the_preset(tmp_path, capsys):
+    directory = tmp_path / "results"
+    challenge, _ = _sweeps()
+    _publish_part(directory, challenge, "challenge", preset="challenge")
+    written = (directory / "REPORT.md").read_text()
+    assert "challenge preset" in written
+    assert cli.main(["report", "--results", str(directory)]) == 0
+    assert (directory / "REPORT.md").read_text() == written
+    assert cli.main(["report", "--check", "--results", str(directory)]) == 0
+    assert "current for the checked-out code" in capsys.readouterr().out
+
+
+def test_report_readme_that_is_a_folder_is_one_line(two_parts, tmp_path, capsys):
+    assert cli.main(["report", "--results", str(two_parts), "--readme", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+
+
+def test_the_manifest_records_the_studys_own_code_for_every_part(two_parts):
+    manifest = json.loads((two_parts / "manifest.json").read_text())
+    for entry in manifest["parts"].values():
+        assert {"prunelib.study.registry", "prunelib.study.experiment"} <= set(entry["code"])
