@@ -15,3 +15,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(pytest.mark.xdist_group(item.path.name))
         if item.path.name in RAY_FILES:
             item.add_marker(pytest.mark.ray)
+
+
+@pytest.fixture
+def scratch_code(monkeypatch, tmp_path):
+    """Fingerprints read a scratch copy of the package; returns an editor of its modules."""
+    import shutil
+
+    from prunelib.base import fingerprint
+
+    copy = tmp_path / "src" / "prunelib"
+    shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
+
+    def edit(module):
+        with open(fingerprint.module_path(module), "a") as handle:
+            handle.write("# a one-line change\n")
+        fingerprint._hashes_in.cache_clear()
+
+    return edit

@@ -20,7 +20,7 @@ import pytest
 from tiny import fake_sweep
 
 from prunelib import cli
-from prunelib.base import fingerprint, provenance
+from prunelib.base import provenance
 from prunelib.reporting import figures
 from prunelib.reporting import results as results_io
 from prunelib.reporting.results import Results, ResultsDirError, foreign_files, publish
@@ -71,23 +71,6 @@ def _methods(directory, dataset="mnist"):
 
 
 # --- the study's own code --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def scratch_code(monkeypatch, tmp_path):
-    """Fingerprints read a scratch copy of the package; returns an editor of its modules."""
-    import shutil
-
-    copy = tmp_path / "src" / "prunelib"
-    shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
-
-    def edit(module):
-        with open(fingerprint.module_path(module), "a") as handle:
-            handle.write("# a one-line change\n")
-        fingerprint._hashes_in.cache_clear()
-
-    return edit
 
 
 def test_an_edit_of_how_a_table_is_computed_recomputes_it_and_stales_every_part(two_parts, tmp_path, scratch_code):

@@ -16,7 +16,7 @@ from tiny import fake_sweep
 from workers import run_two_cells
 
 from prunelib import cli
-from prunelib.base import fingerprint, provenance
+from prunelib.base import provenance
 from prunelib.reporting.results import Results, publish
 from prunelib.study import parts as study_parts
 from prunelib.study.config import ExperimentConfig
@@ -89,23 +89,6 @@ def _sweeps(accuracy: float = 91.0):
     sweep = fake_sweep(accuracy, seeds=(0, 1)).assign(correction="none", seconds=0.0)
     small = sweep["method"] == "retrain-small"
     return sweep[~small].reset_index(drop=True), sweep[small].reset_index(drop=True)
-
-
-@pytest.fixture
-def scratch_code(monkeypatch, tmp_path):
-    """Fingerprints read a scratch copy of the package; returns an editor of its modules."""
-    import shutil
-
-    copy = tmp_path / "src" / "prunelib"
-    shutil.copytree(fingerprint.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setattr(fingerprint, "PACKAGE_DIR", copy)
-
-    def edit(module):
-        with open(fingerprint.module_path(module), "a") as handle:
-            handle.write("# a one-line change\n")
-        fingerprint._hashes_in.cache_clear()
-
-    return edit
 
 
 def test_a_part_publishes_beside_the_others_and_is_judged_by_its_own_code(tmp_path, scratch_code):
