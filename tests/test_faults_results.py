@@ -101,20 +101,26 @@ import test_faults_results as t
 
 where, directory = sys.argv[1], Path(sys.argv[2])
 real_replace = os.replace
-ins = []
+moved_in = []
 
 def dying(src, dst):
     src, dst = Path(src), Path(dst)
     if where == "out" and ".old-" in dst.parent.name and dst.name == "mnist":
         real_replace(src, dst)
         os._exit(9)  # SIGKILL, out of memory, power loss: no clean-up runs
-    if where == "in" and dst.parent == directory and ".staging-" in src.parent.name:
-        if ins:
+    if where in ("in", "restore") and dst.parent == directory and ".staging-" in src.parent.name:
+        if moved_in:
             os._exit(9)
-        ins.append(dst)
-    real_replace(src, dst)
-    if where == "done" and dst.name == ".done.json":
+        moved_in.append(dst)
+    if where == "restore" and ".old-" in src.parent.name and dst.parent == directory:
+        real_replace(src, dst)
+        os._exit(9)  # the next publisher, killed while it undoes the first one's swap
+    if where == "done" and ".discard-" in dst.name:
+        os._exit(9)  # the swap complete, its trash not deleted yet
+    if where == "deleting" and ".discard-" in dst.name:
+        real_replace(src, dst)
         os._exit(9)
+    real_replace(src, dst)
 
 R.os.replace = dying
 challenge, small = t._sweeps()
@@ -122,21 +128,27 @@ t._publish_part(directory, challenge, "challenge")
 """
 
 
-@pytest.mark.parametrize("where", ["out", "in", "done"])
-def test_a_publisher_killed_in_the_swap_loses_nothing(two_parts, tmp_path, where):
-    before = {p.relative_to(two_parts): p.read_bytes() for p in two_parts.rglob("*") if p.is_file()}
+def _child(where, directory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
-    child = subprocess.run([sys.executable, "-c", _CHILD, where, str(two_parts)], env=env, capture_output=True)
+    child = subprocess.run([sys.executable, "-c", _CHILD, where, str(directory)], env=env, capture_output=True)
     assert child.returncode == 9, child.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("where", ["out", "in", "restore", "done", "deleting"])
+def test_a_publisher_killed_in_the_swap_loses_nothing(two_parts, where):
+    before = (two_parts / "mnist" / "sweep.csv").read_text()
+    if where == "restore":
+        _child("in", two_parts)  # killed as its entries move in; the next one killed undoing that
+    _child(where, two_parts)
     challenge, _ = _sweeps()
     _publish_part(two_parts, challenge, "challenge")  # the next publisher, under the lock, finds the trash
     assert sorted(study_parts.published(two_parts)) == sorted(
         f"{p}/{d}" for p in ("challenge", "retrain-small") for d in ("mnist", "fashion-mnist")
     )
-    assert "retrain-small" in _methods(two_parts) and provenance.check_manifest(two_parts) == []
+    assert provenance.check_manifest(two_parts) == []
     small = pd.read_csv(two_parts / "mnist" / "sweep.csv").query("method == 'retrain-small'")
-    assert before[Path("mnist/sweep.csv")].decode().count("retrain-small") == len(small)
-    assert not list(two_parts.parent.glob(".results.old-*")) and not list(two_parts.parent.glob(".results.staging-*"))
+    assert before.count("retrain-small") == len(small) > 0
+    assert not [p.name for p in two_parts.parent.iterdir() if p.name.startswith(".results.") and "lock" not in p.name]
 
 
 def test_a_failed_swap_removes_the_entries_new_to_it(tmp_path, monkeypatch):
@@ -160,12 +172,26 @@ def test_a_failed_swap_removes_the_entries_new_to_it(tmp_path, monkeypatch):
 
 
 def test_rows_no_record_vouches_for_are_not_carried_into_a_new_manifest(two_parts):
+    (two_parts / "fashion-mnist" / figures.DISTRIBUTIONS).write_bytes(b"a figure drawn from a model")
     (two_parts / "manifest.json").write_text('{"damaged')
     challenge, _ = _sweeps()
-    _publish_part(two_parts, challenge, "challenge")
+    _publish_part(two_parts, challenge, "challenge", datasets=("mnist",))
     assert "retrain-small" not in _methods(two_parts)
-    assert sorted(study_parts.published(two_parts)) == ["challenge/fashion-mnist", "challenge/mnist"]
+    assert not (two_parts / "fashion-mnist").exists()  # its rows had no record: its figure goes too
+    assert sorted(study_parts.published(two_parts)) == ["challenge/mnist"]
     assert provenance.check_manifest(two_parts) == []
+
+
+@pytest.mark.parametrize("manifest", ["damaged", "before parts"])
+def test_a_part_run_beside_rows_without_a_record_is_refused_before_any_work(two_parts, manifest):
+    if manifest == "damaged":
+        (two_parts / "manifest.json").write_text('{"damaged')
+    else:  # what the Python API wrote before parts, without a preset: its records say challenge only
+        provenance.write_manifest(two_parts, {"preset": None, "datasets": ["mnist", "fashion-mnist"]}, "api")
+    config = _config("challenge", datasets=("mnist",))
+    with pytest.raises(ValueError, match=r"rows of part (challenge|retrain-small) for .* no record of"):
+        study_parts.check_prerequisites(config, two_parts)
+    study_parts.check_prerequisites(_config(*study_parts.PARTS), two_parts)  # replacing them all: fine
 
 
 def test_a_figure_of_rows_that_are_gone_goes_with_them(tmp_path):

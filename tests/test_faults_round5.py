@@ -46,14 +46,21 @@ def _pred(model, x):
 # --- pruning while training ------------------------------------------------------------------------
 
 
-def test_the_default_schedule_ramps_over_the_epochs_this_fit_runs():
+def test_the_default_schedule_follows_keras_initial_epoch():
     model = _mlp()
+    model.fit(X, Y, epochs=1, batch_size=16, verbose=0)  # epoch 0 of 4, then resumed at epoch 1
     callback = prunelib.PruningCallback(50)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the schedule ends inside this fit: no warning
-        model.fit(X, Y, epochs=4, initial_epoch=3, batch_size=16, verbose=0, callbacks=[callback])
-    assert callback.history[-1] == (4, 50.0)  # 8 steps: the ramp ends at step 4, not 16
+        model.fit(X, Y, epochs=4, initial_epoch=1, batch_size=16, verbose=0, callbacks=[callback])
+    # the training's epoch 0 began at step 0: the ramp ends at step 16 of its 32, and at step 8 it
+    # is where the cubic is a quarter of the way through
+    assert callback.history[0] == (8, 43.75) and callback.history[-1] == (16, 50.0)
     assert _zeros(model) == 96
+    fresh = _mlp()  # a new optimizer told it is at epoch 3 of 4: the ramp is over, k at once
+    again = prunelib.PruningCallback(50)
+    fresh.fit(X, Y, epochs=4, initial_epoch=3, batch_size=16, verbose=0, callbacks=[again])
+    assert again.history[-1] == (1, 50.0) and _zeros(fresh) == 96  # was dense: the ramp ended at 16
 
 
 def test_the_default_schedule_starts_dense_after_earlier_training():
@@ -120,6 +127,25 @@ def test_ema_checkpoints_hold_the_masks_and_swap_before_the_callback_is_refused(
         _mlp(keras.optimizers.Adam(use_ema=True)).fit(
             X, Y, epochs=1, verbose=0, callbacks=[keras.callbacks.SwapEMAWeights(), prunelib.PruningCallback(50)]
         )
+
+
+def test_ema_averages_of_a_mixed_precision_model_are_masked(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((12,)), L.Dense(16, activation="relu", name="h"), L.Dense(4, name="out", dtype="float32")]
+        )
+        optimizer = keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        assert type(model.optimizer).__name__ == "LossScaleOptimizer"  # the averages are its inner one's
+        callback = prunelib.PruningCallback(schedule=PolynomialDecay(0, 50, 0, 4, frequency=2))
+        save = keras.callbacks.ModelCheckpoint(str(tmp_path / "e{epoch}.keras"))
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[callback, swap, save])
+        assert [_zeros(keras.models.load_model(p)) for p in sorted(tmp_path.glob("e*.keras"))] == [96, 96]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 def test_n_m_refuses_a_constant_schedule_of_another_k():

@@ -139,12 +139,16 @@ def _publish_lock(results_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_INCOMING = ".incoming.json"
-"""In a swap's trash folder: the names moving in from the stage, written once every previous entry
-of those names is in the trash (so a results entry of one of them is a new one from then on), and
-renamed :data:`_DONE` once they all are in: the trash is then only to be deleted."""
+_JOURNAL = ".journal.json"
+"""In a swap's trash folder, written before anything moves: the names moving out (the previous
+entries the new ones replace), the names moving in, and the phase (``out``, ``in``, ``done``), so
+that whoever finds the trash knows what to undo, and can undo it again if it is killed too."""
 
-_DONE = ".done.json"
+
+def _write_journal(trash: Path, out: list[str], incoming: list[str], phase: str) -> None:
+    import json
+
+    atomic_write(trash / _JOURNAL, lambda tmp: Path(tmp).write_text(json.dumps([out, incoming, phase])))
 
 
 def _remove(path: Path) -> None:
@@ -157,44 +161,59 @@ def _remove(path: Path) -> None:
 
 
 def _restore(trash: Path, results_dir: Path) -> None:
-    """Put the previous results back from a swap's ``trash``: an interrupted swap of this process,
-    or one of a publisher that was killed in the middle of it (found under the lock by the next)."""
+    """Put the previous results back from a swap's ``trash`` (an interrupted swap of this process, or
+    that of a publisher killed in the middle of it, found under the lock by the next), unless the
+    swap was complete. Safe to run again after it is itself killed: an entry moving in is new unless
+    a previous one of its name moved out and is back already (no longer in the trash)."""
     import json
 
-    if (trash / _DONE).exists():  # the swap was complete: the new results stay
+    try:
+        out, incoming, phase = json.loads((trash / _JOURNAL).read_text())
+    except (OSError, ValueError):
+        return  # killed before the journal: nothing had moved
+    if phase == "done":
         return
-    journal = trash / _INCOMING
-    if journal.exists():  # the new entries had started moving in: those the results had not are new
-        for name in json.loads(journal.read_text()):
-            if not (trash / name).exists():
+    if phase == "in":
+        for name in incoming:
+            if name not in out or (trash / name).exists():
                 _remove(results_dir / name)
-    for old in list(trash.iterdir()):
-        if not old.name.startswith("."):  # results entries; not the journal or its temporary file
-            _remove(results_dir / old.name)
-            os.replace(old, results_dir / old.name)
+    for name in out:
+        if (trash / name).exists() or (trash / name).is_symlink():
+            os.replace(trash / name, results_dir / name)
+
+
+def _discard(trash: Path) -> None:
+    """Delete a swap's trash: renamed first, in one step, so that a deletion killed half-way never
+    leaves a trash that looks like an unfinished swap (whatever order the file system lists it in)."""
+    import shutil
+
+    gone = trash.with_name(trash.name.replace(".old-", ".discard-", 1))
+    os.replace(trash, gone)
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def _swap_in(stage: Path, results_dir: Path, trash: Path) -> None:
     """Replace ``results_dir``'s entries by ``stage``'s; on any failure put the previous ones back.
 
-    Every step is a rename, and ``trash`` holds what the previous results need back, so a publisher
-    killed at any point (SIGKILL, the machine taken away) leaves what the next one restores
-    (:func:`_restore`) before it starts."""
-    import json
-
+    Every step is a rename recorded in the trash's journal, so a publisher killed at any point
+    (SIGKILL, the machine taken away) leaves what the next one undoes (:func:`_restore`) before it
+    starts; a swap that completed is only deleted."""
     trash.mkdir()
     incoming = sorted(p.name for p in stage.iterdir())
+    out = sorted(p.name for p in results_dir.iterdir() if p.name not in KEPT_ACROSS_RUNS or p.name in incoming)
+    _write_journal(trash, out, incoming, "out")
     try:
-        for old in list(results_dir.iterdir()):
-            if old.name not in KEPT_ACROSS_RUNS or old.name in incoming:
-                os.replace(old, trash / old.name)
-        atomic_write(trash / _INCOMING, lambda tmp: Path(tmp).write_text(json.dumps(incoming)))
+        for name in out:
+            os.replace(results_dir / name, trash / name)
+        _write_journal(trash, out, incoming, "in")
         for name in incoming:
             os.replace(stage / name, results_dir / name)
-        os.replace(trash / _INCOMING, trash / _DONE)
+        _write_journal(trash, out, incoming, "done")
     except BaseException:  # put the previous results back rather than leave a mixture
-        _restore(trash, results_dir)
+        _restore(trash, results_dir)  # if this is interrupted too, the trash stays for the next publisher
+        _discard(trash)
         raise
+    _discard(trash)
 
 
 def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]) -> list[Path]:
@@ -210,12 +229,15 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
     # may be on another file system, where a rename cannot reach)
     results_dir = given.resolve()
     with _publish_lock(results_dir):
+        for leftover in [
+            *results_dir.parent.glob(f".{results_dir.name}.staging-*"),
+            *results_dir.parent.glob(f".{results_dir.name}.discard-*"),
+        ]:
+            shutil.rmtree(leftover, ignore_errors=True)  # a killed publisher's (we hold the lock)
         for trash in sorted(results_dir.parent.glob(f".{results_dir.name}.old-*")):
-            if results_dir.is_dir():  # a killed publisher's swap (we hold the lock): undo it
+            if results_dir.is_dir():  # a killed publisher's swap: undo it, unless it was complete
                 _restore(trash, results_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        for leftover in results_dir.parent.glob(f".{results_dir.name}.staging-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+            _discard(trash)
         check_replaceable(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)
         stage = results_dir.parent / f".{results_dir.name}.staging-{os.getpid()}"
@@ -225,8 +247,7 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
             fill(stage)
             _swap_in(stage, results_dir, trash)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
-            shutil.rmtree(trash, ignore_errors=True)
+            shutil.rmtree(stage, ignore_errors=True)  # what had not moved in: new, never needed back
     return sorted(p for p in given.rglob("*") if p.is_file())
 
 
@@ -348,9 +369,11 @@ def publish(
             # The one figure drawn from a model rather than the tables (the weight distributions)
             # is not redrawn by a run of other parts: the previous one stays, for the datasets whose
             # distributions this run has not; every other figure is drawn from the tables or goes.
+            held = set(tables_.sweep["dataset"]) if not tables_.sweep.empty else set()
             for old in Path(results_dir).glob(f"*/{figures.DISTRIBUTIONS}"):
                 new = stage / old.relative_to(results_dir)
-                if old.is_file() and old.parent.name not in tables_.distributions and not new.exists():
+                dataset = old.parent.name
+                if old.is_file() and dataset in held and dataset not in tables_.distributions and not new.exists():
                     new.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(old, new)
         report.write_report(load_results(stage), stage, preset=preset, parts=table_)

@@ -110,18 +110,45 @@ def check_prerequisites(config: ExperimentConfig, results_dir: str | os.PathLike
     """Refuse, before any work, a run of parts whose datasets have no challenge tables in
     ``results_dir`` and will not get them from this run (the report is built around the sweeps).
 
+    Also refused: ``results_dir`` holding rows of a (part, dataset) that this run does not replace
+    and that its manifest has no record of (a damaged manifest, or one written before parts): the
+    new manifest could not vouch for them, and dropping them would lose them.
+
     Raises:
-        ValueError: naming the dataset and the command that computes its challenge part.
+        ValueError: naming the dataset and the command that computes its challenge part, or the
+            rows without a record and what to do with them.
     """
+    held = published(results_dir)
+    _check_recorded(config, results_dir, held)
     if "challenge" in parts_for(config):
         return
-    held = published(results_dir)
     for d in config.datasets:
         if entry_name("challenge", d) not in held:
             raise ValueError(
                 f"--part {' '.join(parts_for(config))}: {results_dir} holds no challenge tables of {d}; "
                 f"compute them first (`{recompute_command('challenge', d)}`) or add challenge to --part"
             )
+
+
+def _check_recorded(config: ExperimentConfig, results_dir: str | os.PathLike, held: dict[str, dict]) -> None:
+    try:
+        before = load_results(results_dir)
+    except FileNotFoundError:
+        return
+    running = parts_for(config)
+    for schema in RESULT_TABLES:
+        old = getattr(before, schema)
+        if old.empty:
+            continue
+        for part in PARTS:
+            for d in old.loc[part_rows(part, schema, old), "dataset"].unique():
+                if entry_name(part, d) in held or (part in running and d in config.datasets):
+                    continue
+                raise ValueError(
+                    f"{results_dir} holds rows of part {part} for {d} that its manifest has no record of (it is "
+                    f"damaged, or older than parts), so a run of --part {' '.join(running)} cannot publish beside "
+                    f"them: give another --results folder, or recompute them too (`{recompute_command(part, d)}`)"
+                )
 
 
 def combiner(results: Results, config: ExperimentConfig, entries: dict[str, dict]):

@@ -34,9 +34,11 @@ class PruningCallback(MaskingCallback):
         granularity: ``"weight"`` (smallest |w| per kernel), ``"unit"`` (whole units or filters of
             smallest L2 norm, their biases too), ``"global"`` (one |w| threshold over all pruned
             kernels) or an N:M ratio such as ``"2:4"`` (along each kernel's input channels).
-        schedule: a :mod:`prunelib.schedules` schedule; default ``PolynomialDecay(0, k, 0, None)``
-            (its ``end_step`` put half-way through the ``fit``) with frequency 100. N:M masks are
-            set at the schedule's ``begin_step`` (default 0) and kept.
+        schedule: a :mod:`prunelib.schedules` schedule; default ``PolynomialDecay(0, k, b, None)``
+            with frequency 100, ``b`` the step where the training's epoch 0 began (the optimizer's
+            step when ``fit`` starts, less ``initial_epoch`` epochs) and its ``end_step`` half-way
+            through the training's ``epochs``. N:M masks are set at the schedule's ``begin_step``
+            (default 0) and kept.
         layers: names of the only layers to prune (output layers allowed when named).
         skip: names of layers not to prune.
         include_output: prune the model's output layers too (by default they are left dense, as

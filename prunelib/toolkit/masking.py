@@ -25,6 +25,7 @@ import os
 import warnings
 import weakref
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -144,6 +145,7 @@ class MaskingCallback(keras.callbacks.Callback):
         self._owner: weakref.ref | None = None
         self._same = False
         self._open_end: PolynomialDecay | None = None
+        self._default = False  # the default schedule (begins where the training's epoch 0 began)
 
     # --- what is pruned --------------------------------------------------------------------------
     @property
@@ -180,6 +182,7 @@ class MaskingCallback(keras.callbacks.Callback):
         same = self._owner is not None and self._owner() is model and bool(self._keep)
         if not same:  # a new model: its own masks, from its own schedule
             self.history, self.k_now, self._active, self._keep = [], 0.0, None, {}
+            self._default = False
         self._owner, self._same = weakref.ref(model), same
         previous = dict(self._keep) if same else None
         self._before_masks()
@@ -195,8 +198,9 @@ class MaskingCallback(keras.callbacks.Callback):
         if same:  # the same model again: its masks and its schedule go on where they were
             schedule = self._open_end or self._active
         elif self.nm is None and schedule is None and not self._fixed:
-            # from dense at this fit's first step, whatever the optimizer counted before it
+            # its begin is the step where the training's epoch 0 began, known at the first epoch
             schedule = PolynomialDecay(0.0, self.final_k, self._step(), None, frequency=DEFAULT_FREQUENCY)
+            self._default = True
         self._open_end = None
         if isinstance(schedule, PolynomialDecay) and schedule.end_step is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
@@ -207,8 +211,9 @@ class MaskingCallback(keras.callbacks.Callback):
                     "this fit does not say how many steps it runs (a dataset of unknown length), so the "
                     "schedule cannot end half-way: give PolynomialDecay(..., end_step=...)"
                 )
-            # Keras' params give the fit's last epoch, not its first (initial_epoch): the end is
-            # set at the first epoch; until then, an end as if the fit began at epoch 0
+            # Keras' params give the training's epochs, not the epoch this fit starts at
+            # (initial_epoch, a resumed training): the end is set at the first epoch; until then,
+            # an end as if the fit began at epoch 0
             self._open_end = schedule
             schedule = self._ended(schedule, self._step(), epochs)
         self._active = None if self._fixed else schedule or ConstantSparsity(self.final_k)
@@ -226,10 +231,14 @@ class MaskingCallback(keras.callbacks.Callback):
         # the train step was traced (or will be) without the constraints: trace it again with them
         model.make_train_function(force=True)
 
-    def _ended(self, schedule: PolynomialDecay, step: int, epochs: int) -> PolynomialDecay:
-        """``schedule`` ending :data:`DEFAULT_RAMP` of the way through ``epochs`` epochs from ``step``."""
+    def _ended(self, schedule: PolynomialDecay, origin: int, epochs: int) -> PolynomialDecay:
+        """``schedule`` ending :data:`DEFAULT_RAMP` of the way through a training of ``epochs`` epochs
+        whose epoch 0 began at step ``origin`` (negative: a fit started at a later epoch with a new
+        optimizer); the default schedule also begins there."""
         steps = self.params.get("steps") or 1
-        return schedule.with_end(max(step + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
+        if self._default:
+            schedule = replace(schedule, begin_step=max(origin, 0))
+        return schedule.with_end(max(origin + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
 
     def _check_order(self) -> None:
         """Refuse, before any step, the Keras callbacks that would undo the masks from the wrong place in
@@ -266,6 +275,8 @@ class MaskingCallback(keras.callbacks.Callback):
         a weight after the update and before the constraint masks it, so a pruned weight's average
         is small, not zero: what ``SwapEMAWeights`` evaluates and saves would be dense."""
         optimizer = getattr(self.model, "optimizer", None)
+        while getattr(optimizer, "inner_optimizer", None) is not None:  # a LossScaleOptimizer's (mixed precision)
+            optimizer = optimizer.inner_optimizer
         averages = getattr(optimizer, "_model_variables_moving_average", None)
         if not getattr(optimizer, "use_ema", False) or not averages:
             return
@@ -360,8 +371,9 @@ class MaskingCallback(keras.callbacks.Callback):
         # one read of the optimizer's step per epoch; within it, Keras' batch index says the step
         # (reading the variable after every batch would wait for each step to finish)
         self._epoch_first = self._step()
-        if self._open_end is not None:  # the fit's first epoch: it runs epochs - epoch of them
-            self._active = self._ended(self._open_end, self._epoch_first, self.params["epochs"] - epoch)
+        if self._open_end is not None:  # the fit's first epoch: the training's epoch 0 began epoch steps ago
+            steps = self.params.get("steps") or 1
+            self._active = self._ended(self._open_end, self._epoch_first - epoch * steps, self.params["epochs"])
             self._open_end = None
             if self._epoch_first >= self._active.begin_step:
                 self._update(self._epoch_first)
