@@ -171,15 +171,13 @@ def test_a_failed_swap_removes_the_entries_new_to_it(tmp_path, monkeypatch):
     assert after == before and not (directory / "fashion-mnist").exists()
 
 
-def test_rows_no_record_vouches_for_are_not_carried_into_a_new_manifest(two_parts):
-    (two_parts / "fashion-mnist" / figures.DISTRIBUTIONS).write_bytes(b"a figure drawn from a model")
+def test_rows_no_record_vouches_for_are_refused_under_the_lock_too(two_parts):
     (two_parts / "manifest.json").write_text('{"damaged')
+    before = {p.relative_to(two_parts): p.read_bytes() for p in two_parts.rglob("*") if p.is_file()}
     challenge, _ = _sweeps()
-    _publish_part(two_parts, challenge, "challenge", datasets=("mnist",))
-    assert "retrain-small" not in _methods(two_parts)
-    assert not (two_parts / "fashion-mnist").exists()  # its rows had no record: its figure goes too
-    assert sorted(study_parts.published(two_parts)) == ["challenge/mnist"]
-    assert provenance.check_manifest(two_parts) == []
+    with pytest.raises(ValueError, match="rows of part (challenge|retrain-small) for .* no record of"):
+        _publish_part(two_parts, challenge, "challenge", datasets=("mnist",))  # past the check before the run
+    assert {p.relative_to(two_parts): p.read_bytes() for p in two_parts.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("manifest", ["damaged", "before parts"])
@@ -207,6 +205,94 @@ def test_a_figure_of_rows_that_are_gone_goes_with_them(tmp_path):
 
 
 # --- the folder ---------------------------------------------------------------------------------------
+
+
+def _fill(tag, datasets=("mnist",)):
+    def fill(stage):
+        (stage / "manifest.json").write_text(tag)
+        for d in datasets:
+            (stage / d).mkdir()
+            (stage / d / "sweep.csv").write_text(tag)
+
+    return fill
+
+
+def _contents(directory):
+    return {str(p.relative_to(directory)): p.read_text() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _killed_swap(directory, tag, datasets):
+    """A publisher of ``tag`` into ``directory`` killed as its entries move in (its trash left)."""
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from prunelib.reporting import results as R\n"
+        "import test_faults_results as t\n"
+        "real = os.replace\n"
+        "def dying(src, dst):\n"
+        "    real(src, dst)\n"
+        "    if '.staging-' in Path(src).parent.name:\n"
+        "        os._exit(9)\n"
+        "R.os.replace = dying\n"
+        f"R._stage_and_swap(Path(sys.argv[1]), t._fill({tag!r}, {datasets!r}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    child = subprocess.run([sys.executable, "-c", code, str(directory)], env=env, capture_output=True)
+    assert child.returncode == 9, child.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("name", ["results[v2]", "results.old-1"])
+def test_a_folder_finds_its_own_trash_and_no_other(tmp_path, name):
+    theirs, ours = tmp_path / name, tmp_path / "results"
+    results_io._stage_and_swap(theirs, _fill("theirs before", ("mnist", "fashion-mnist")))
+    results_io._stage_and_swap(ours, _fill("ours before"))
+    _killed_swap(theirs, "theirs new", ("mnist", "fashion-mnist"))
+    results_io._stage_and_swap(ours, _fill("ours new"))  # another folder's trash is not ours to undo
+    assert set(_contents(ours).values()) == {"ours new"}
+    results_io._stage_and_swap(theirs, _fill("theirs next", ("mnist", "fashion-mnist")))
+    assert set(_contents(theirs).values()) == {"theirs next"}
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(
+        [f".{name}.lock", ".results.lock"]
+    )
+
+
+def test_a_previous_run_moved_away_with_part_of_it_in_a_trash_comes_back_whole(tmp_path):
+    directory = tmp_path / "results"
+    results_io._stage_and_swap(directory, _fill("before", ("mnist", "fashion-mnist")))
+    _killed_swap(directory, "new", ("mnist", "fashion-mnist"))
+    directory.rename(tmp_path / "results.broken")  # the user moves the half-swapped folder aside
+    seen = {}
+
+    def fill(stage):  # as a part run's combine does: reads the previous results under the lock
+        seen.update(_contents(directory))
+        _fill("next")(stage)
+
+    results_io._stage_and_swap(directory, fill)
+    assert seen == {"fashion-mnist/sweep.csv": "before", "manifest.json": "before", "mnist/sweep.csv": "before"}
+
+
+def test_a_trash_without_a_journal_that_holds_entries_is_refused_not_deleted(tmp_path):
+    directory = tmp_path / "results"
+    results_io._stage_and_swap(directory, _fill("before"))
+    trash = tmp_path / ".results.old-123"
+    (trash / "mnist").mkdir(parents=True)
+    (trash / "mnist" / "sweep.csv").write_text("previous")
+    with pytest.raises(ResultsDirError, match="no readable journal: they are previous results"):
+        results_io._stage_and_swap(directory, _fill("new"))
+    assert (trash / "mnist" / "sweep.csv").read_text() == "previous"
+
+
+def test_a_users_file_that_appears_while_the_stage_fills_is_kept(tmp_path):
+    directory = tmp_path / "results"
+    results_io._stage_and_swap(directory, _fill("before"))
+
+    def fill(stage):
+        _fill("new")(stage)
+        (directory / "notes.txt").write_text("mine")
+
+    with pytest.raises(ResultsDirError, match="notes.txt"):
+        results_io._stage_and_swap(directory, fill)
+    assert (directory / "notes.txt").read_text() == "mine" and _contents(directory)["manifest.json"] == "before"
 
 
 def test_results_dot_publishes_with_its_lock_beside_the_folder(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ processes publishes them without loading TensorFlow.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -145,10 +146,25 @@ entries the new ones replace), the names moving in, and the phase (``out``, ``in
 that whoever finds the trash knows what to undo, and can undo it again if it is killed too."""
 
 
+def _sync(folder: Path) -> None:
+    """Make the renames in ``folder`` durable (a machine taken away must not reorder them)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_journal(trash: Path, out: list[str], incoming: list[str], phase: str) -> None:
     import json
 
-    atomic_write(trash / _JOURNAL, lambda tmp: Path(tmp).write_text(json.dumps([out, incoming, phase])))
+    tmp = trash / f"{_JOURNAL}.tmp"
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps([out, incoming, phase]))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, trash / _JOURNAL)
+    _sync(trash)
 
 
 def _remove(path: Path) -> None:
@@ -160,17 +176,35 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _siblings(results_dir: Path, kind: str) -> list[Path]:
+    """``results_dir``'s own ``.<name>.<kind>-<pid>`` folders (exactly: not another folder's whose
+    name begins with this one's, nor a glob pattern made of its name)."""
+    pattern = re.compile(re.escape(f".{results_dir.name}.{kind}-") + r"\d+")
+    return sorted(p for p in results_dir.parent.iterdir() if pattern.fullmatch(p.name))
+
+
 def _restore(trash: Path, results_dir: Path) -> None:
     """Put the previous results back from a swap's ``trash`` (an interrupted swap of this process, or
     that of a publisher killed in the middle of it, found under the lock by the next), unless the
     swap was complete. Safe to run again after it is itself killed: an entry moving in is new unless
-    a previous one of its name moved out and is back already (no longer in the trash)."""
+    a previous one of its name moved out and is back already (no longer in the trash).
+
+    Raises:
+        ResultsDirError: a trash whose journal cannot be read but which holds entries (they are the
+            previous results: nothing is deleted, the user decides).
+    """
     import json
 
     try:
         out, incoming, phase = json.loads((trash / _JOURNAL).read_text())
     except (OSError, ValueError):
-        return  # killed before the journal: nothing had moved
+        held = [p.name for p in trash.iterdir() if not p.name.startswith(".")]
+        if not held:
+            return  # killed before the journal: nothing had moved
+        raise ResultsDirError(
+            f"{trash} holds {', '.join(held[:3])} from an interrupted publish of {results_dir} and no readable "
+            f"journal: they are previous results; move them back into {results_dir} or delete {trash}"
+        ) from None
     if phase == "done":
         return
     if phase == "in":
@@ -180,6 +214,7 @@ def _restore(trash: Path, results_dir: Path) -> None:
     for name in out:
         if (trash / name).exists() or (trash / name).is_symlink():
             os.replace(trash / name, results_dir / name)
+    _sync(results_dir)
 
 
 def _discard(trash: Path) -> None:
@@ -187,7 +222,9 @@ def _discard(trash: Path) -> None:
     leaves a trash that looks like an unfinished swap (whatever order the file system lists it in)."""
     import shutil
 
-    gone = trash.with_name(trash.name.replace(".old-", ".discard-", 1))
+    head, _, pid = trash.name.rpartition(".old-")
+    gone = trash.with_name(f"{head}.discard-{pid}")
+    shutil.rmtree(gone, ignore_errors=True)
     os.replace(trash, gone)
     shutil.rmtree(gone, ignore_errors=True)
 
@@ -198,6 +235,7 @@ def _swap_in(stage: Path, results_dir: Path, trash: Path) -> None:
     Every step is a rename recorded in the trash's journal, so a publisher killed at any point
     (SIGKILL, the machine taken away) leaves what the next one undoes (:func:`_restore`) before it
     starts; a swap that completed is only deleted."""
+    check_replaceable(results_dir)  # again: a file of the user's may have appeared while the stage filled
     trash.mkdir()
     incoming = sorted(p.name for p in stage.iterdir())
     out = sorted(p.name for p in results_dir.iterdir() if p.name not in KEPT_ACROSS_RUNS or p.name in incoming)
@@ -205,9 +243,11 @@ def _swap_in(stage: Path, results_dir: Path, trash: Path) -> None:
     try:
         for name in out:
             os.replace(results_dir / name, trash / name)
+        _sync(trash)
         _write_journal(trash, out, incoming, "in")
         for name in incoming:
             os.replace(stage / name, results_dir / name)
+        _sync(results_dir)
         _write_journal(trash, out, incoming, "done")
     except BaseException:  # put the previous results back rather than leave a mixture
         _restore(trash, results_dir)  # if this is interrupted too, the trash stays for the next publisher
@@ -228,15 +268,14 @@ def _stage_and_swap(results_dir: str | os.PathLike, fill: Callable[[Path], None]
     # the lock, stage and trash go beside the folder itself ('.' has no name; a link's target
     # may be on another file system, where a rename cannot reach)
     results_dir = given.resolve()
+    if results_dir.exists() and not results_dir.is_dir():
+        raise ResultsDirError(f"{results_dir} is a file, not a directory; choose another results directory")
     with _publish_lock(results_dir):
-        for leftover in [
-            *results_dir.parent.glob(f".{results_dir.name}.staging-*"),
-            *results_dir.parent.glob(f".{results_dir.name}.discard-*"),
-        ]:
+        for leftover in _siblings(results_dir, "staging") + _siblings(results_dir, "discard"):
             shutil.rmtree(leftover, ignore_errors=True)  # a killed publisher's (we hold the lock)
-        for trash in sorted(results_dir.parent.glob(f".{results_dir.name}.old-*")):
-            if results_dir.is_dir():  # a killed publisher's swap: undo it, unless it was complete
-                _restore(trash, results_dir)
+        for trash in _siblings(results_dir, "old"):  # a killed publisher's swap: undo it unless complete
+            results_dir.mkdir(parents=True, exist_ok=True)  # moved away meanwhile: the trash holds part of it
+            _restore(trash, results_dir)
             _discard(trash)
         check_replaceable(results_dir)
         results_dir.mkdir(parents=True, exist_ok=True)

@@ -161,22 +161,18 @@ def combiner(results: Results, config: ExperimentConfig, entries: dict[str, dict
             before = load_results(results_dir)
         except FileNotFoundError:
             before = Results(sweep=pd.DataFrame())
-        # the previous (part, dataset)s this run does not replace, as the manifest records them: rows
-        # no record vouches for (a damaged or missing manifest) are not carried into the new one
+        # under the lock, after any interrupted publish was undone: the same check as before the run,
+        # on what is there now (rows no record vouches for are refused, never dropped or carried)
         kept = {n: e for n, e in published(results_dir).items() if n not in entries}
+        _check_recorded(config, results_dir, kept)
         merged = {}
         for schema in RESULT_TABLES:
             old, new = getattr(before, schema), getattr(results, schema)
             if not old.empty:
-                recorded = pd.Series(False, index=old.index)
                 replaced = pd.Series(False, index=old.index)
-                for part in PARTS:
-                    rows = part_rows(part, schema, old)
-                    if part in parts:
-                        replaced |= rows & old["dataset"].isin(config.datasets)
-                    held_here = [d for d in old["dataset"].unique() if entry_name(part, d) in kept]
-                    recorded |= rows & old["dataset"].isin(held_here)
-                old = old[recorded & ~replaced]
+                for part in parts:
+                    replaced |= part_rows(part, schema, old)
+                old = old[~(replaced & old["dataset"].isin(config.datasets))]
             frames = [f for f in (old, new) if not f.empty]
             merged[schema] = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         combined = Results(**merged, distributions=results.distributions, seconds=results.seconds)
