@@ -119,7 +119,10 @@ def check_prerequisites(config: ExperimentConfig, results_dir: str | os.PathLike
             rows without a record and what to do with them.
     """
     held = published(results_dir)
-    _check_recorded(config, results_dir, held)
+    try:
+        _check_recorded(config, results_dir, load_results(results_dir), held)
+    except FileNotFoundError:  # no tables yet: nothing to vouch for
+        pass
     if "challenge" in parts_for(config):
         return
     for d in config.datasets:
@@ -130,11 +133,9 @@ def check_prerequisites(config: ExperimentConfig, results_dir: str | os.PathLike
             )
 
 
-def _check_recorded(config: ExperimentConfig, results_dir: str | os.PathLike, held: dict[str, dict]) -> None:
-    try:
-        before = load_results(results_dir)
-    except FileNotFoundError:
-        return
+def _check_recorded(
+    config: ExperimentConfig, results_dir: str | os.PathLike, before: Results, held: dict[str, dict]
+) -> None:
     running = parts_for(config)
     for schema in RESULT_TABLES:
         old = getattr(before, schema)
@@ -164,7 +165,7 @@ def combiner(results: Results, config: ExperimentConfig, entries: dict[str, dict
         # under the lock, after any interrupted publish was undone: the same check as before the run,
         # on what is there now (rows no record vouches for are refused, never dropped or carried)
         kept = {n: e for n, e in published(results_dir).items() if n not in entries}
-        _check_recorded(config, results_dir, kept)
+        _check_recorded(config, results_dir, before, kept)
         merged = {}
         for schema in RESULT_TABLES:
             old, new = getattr(before, schema), getattr(results, schema)

@@ -822,16 +822,24 @@ def _graph_nodes(model) -> set[int]:
     return ids
 
 
-def _read_here(model):
-    """``model``, or a copy of it where a layer was first called in another model's graph (model
-    surgery re-calls a trained model's layers): Keras reads a layer's input and output from its first
-    call, so the graph re-fits and compaction would read the other model."""
+def _first_called_elsewhere(model) -> bool:
+    """Whether a layer of ``model`` was first called in another model's graph (model surgery re-calls
+    a trained model's layers): Keras reads a layer's input and output from its first call, so the
+    graph re-fits and compaction would read the other model."""
     nodes = _graph_nodes(model)
-    for layer in kl.flat_layers(model):
-        calls = getattr(layer, "_inbound_nodes", None) or []
-        if calls and id(calls[0]) not in nodes:
-            return _copy(model)
-    return model
+    return any(
+        (calls := getattr(layer, "_inbound_nodes", None) or []) and id(calls[0]) not in nodes
+        for layer in kl.flat_layers(model)
+    )
+
+
+def _read_here(model, layers, outputs, what: str):
+    """``(model, layers, outputs)`` of :func:`_graph_layers`, or those of a copy of ``model`` where a
+    layer was first called elsewhere (:func:`_first_called_elsewhere`)."""
+    if not _first_called_elsewhere(model):
+        return model, layers, outputs
+    model = _copy(model)
+    return (model, *_graph_layers(model, what))
 
 
 def _graph_layers(model, what: str) -> tuple[list[keras.layers.Layer], set[int]]:
@@ -895,10 +903,9 @@ def _reconstruct_graph(model, pruned, x_calib, masks, damping: float, exact: boo
     from prunelib.toolkit import layerwise as lw
 
     what = "reconstruct_model"
-    _graph_layers(model, what)
-    _graph_layers(pruned, what)
-    model = _read_here(model)
     layers, outputs = _graph_layers(model, what)
+    _graph_layers(pruned, what)
+    model, layers, outputs = _read_here(model, layers, outputs, what)
     _same_architecture(model, pruned, what)
     zeros = [  # kernels only: a zero-initialized bias is no pruned weight
         sum(int(np.sum(np.asarray(k.variable.numpy()) == 0)) for spec in _specs(m, what) for k in spec.kernels)
@@ -1008,9 +1015,7 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
     from prunelib.toolkit import layerwise as lw
 
     what = "post_training_model"
-    _graph_layers(model, what)
-    model = _read_here(model)
-    layers, outputs = _graph_layers(model, what)
+    model, layers, outputs = _read_here(model, *_graph_layers(model, what), what)
     names = [la.name for la in layers if id(la) not in outputs]
     problems = _graph_method_problems(method)
     if problems:
@@ -1298,7 +1303,7 @@ def _compact_graph(pruned):
     shape = tuple(pruned.inputs[0].shape[1:])
     if None in shape:
         raise ValueError(f"{what} needs a fixed input shape to check its result; model {pruned.name!r} takes {shape}")
-    small = channels.compact_graph(_read_here(pruned))
+    small = channels.compact_graph(_copy(pruned) if _first_called_elsewhere(pruned) else pruned)
     probe = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
     wants = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(pruned, probe))]
     gots = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(small, probe))]
