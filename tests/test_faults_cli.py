@@ -108,6 +108,7 @@ def test_report_check_of_a_malformed_manifest_is_not_current(capsys, tmp_path, m
 
 DRIVER = textwrap.dedent("""
     import signal, sys, time
+    import workers
     from prunelib import cli
     from prunelib.study import local as study
     from prunelib.study.tasks import Cell
@@ -117,7 +118,7 @@ DRIVER = textwrap.dedent("""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGTERM, cli._on_sigterm)
     try:
-        study.execute_local([Cell("sleep", time.sleep, (120,))], progress=False)
+        study.execute_local([Cell("cell", {cell})], progress=False)
     except KeyboardInterrupt as err:
         print("stopped " + type(err).__name__, file=sys.stderr)
         sys.exit(143)
@@ -144,10 +145,15 @@ def alive(pid):
     return state != "Z"
 
 
-def start_driver():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start_driver(cell: str = "time.sleep, (120,)"):
+    """A driver running one cell (``fn, args`` as source; ``workers`` is tests/workers.py)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     driver = subprocess.Popen(
-        [sys.executable, "-c", DRIVER], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        [sys.executable, "-c", DRIVER.replace("{cell}", cell)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not _workers(driver.pid):

@@ -80,3 +80,28 @@ def run_two_cells(directory: str, wait: float) -> None:
         Cell("second", logged_step, (directory, "second", wait), after=("first",)),
     ]
     raise_failures(execute_local(cells, progress=False))
+
+
+def train_many_models(n: int) -> None:
+    """``n`` separate tiny models, each fitted once (as a worker running ``n`` cells does), then a
+    real TensorFlow warning, which must still show."""
+    import numpy as np
+
+    from prunelib.models import mlp
+
+    x, y = np.zeros((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    for _ in range(n):
+        model = mlp.keras.Sequential([mlp.keras.Input((3,)), mlp.keras.layers.Dense(2)])
+        model.compile("sgd", "mse")
+        model.fit(x, y, epochs=1, verbose=0)
+    mlp.tf.get_logger().warning("a real tensorflow warning from the cell")
+
+
+def hold_a_semaphore(seconds: float) -> None:
+    """A cell that makes a multiprocessing semaphore (as tqdm's lock does), then works on."""
+    import multiprocessing
+    import time
+
+    lock = multiprocessing.get_context("spawn").Lock()
+    with lock:
+        time.sleep(seconds)

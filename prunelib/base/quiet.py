@@ -12,6 +12,9 @@ What each silenced line is:
 * at its first device probe, lazily, after the import: ``cuda_platform.cc: failed call to cuInit``
   (an error: ``TF_CPP_MIN_LOG_LEVEL=2``, as :mod:`prunelib.models.mlp` defaults it, still shows it).
 
+The same processes also drop one Python-level warning of TensorFlow's, which a run of many models
+raises about no fault (:class:`_ManyModelsRetracing`); every other one still shows.
+
 This module imports no framework: it names TensorFlow only as the module to watch.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.abc
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -53,15 +57,34 @@ def quiet_framework_start() -> None:
     """Make this process's framework start-up print nothing: ``TF_CPP_MIN_LOG_LEVEL`` defaults to 3
     (a value set already is kept), and the first ``import tensorflow`` (by whatever module: Keras,
     :mod:`prunelib.models.mlp`) runs inside :func:`framework_import`, followed there by the
-    framework's first device probe, whose lazy CUDA line would otherwise come later.
+    framework's first device probe, whose lazy CUDA line would otherwise come later. TensorFlow's
+    warning about retracing, which any process training many models gets, is dropped
+    (:class:`_ManyModelsRetracing`).
 
     Loads nothing itself; call it before the framework loads (a worker process's first line, the
-    CLI's start). Calling it again, or once the framework is loaded, changes nothing more.
+    CLI's start). Calling it again changes nothing more.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logger = logging.getLogger(FRAMEWORK)  # the logger TensorFlow's Python warnings go through
+    if not any(isinstance(f, _ManyModelsRetracing) for f in logger.filters):
+        logger.addFilter(_ManyModelsRetracing())
     if FRAMEWORK in sys.modules or any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietFinder())
+
+
+class _ManyModelsRetracing(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function TensorFlowTrainer._make_function
+    .<locals>...> triggered tf.function retracing" warning.
+
+    Every model Keras trains builds its own train function once, and TensorFlow counts those
+    functions as one, retraced: a process that trains a sixth model (a study worker does, one per
+    cell) gets a warning about tracing in a loop that nothing here does.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "TensorFlowTrainer._make_function" in message)
 
 
 def _probe_devices(module) -> None:

@@ -56,15 +56,33 @@ class SourceChanged(RuntimeError):
     """prunelib's source changed while a run was computing its cells."""
 
 
+class WorkerStartFailed(RuntimeError):
+    """A worker process exited before it was ready to run a cell."""
+
+
+UNWIND_SECONDS = 10.0
+"""How long a terminated worker may take to unwind before it is killed outright."""
+
+
+def _unwind(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _die_with_driver() -> None:
-    """In a worker process: leave Ctrl-C to the driver (it ends its workers itself) and exit at
-    once when the driver is gone, so no orphan computes on and prints a BrokenPipeError later."""
+    """In a worker process: leave Ctrl-C to the driver (it ends its workers itself), unwind on
+    SIGTERM and exit at once when the driver is gone, so no orphan computes on and prints a
+    BrokenPipeError later.
+
+    Unwinding runs multiprocessing's finalizers, which release the semaphores the process made
+    (tqdm makes one); a worker killed without them leaves Python's resource tracker to warn of
+    "leaked semaphore objects" when the run ends."""
     import multiprocessing
     import multiprocessing.connection
     import signal
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _unwind)
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:
         return
@@ -173,6 +191,7 @@ def execute_local(
     Raises:
         ValueError: a bad graph, budget or worker count (before any work).
         SourceChanged: prunelib's source changed since the run started.
+        WorkerStartFailed: a worker process exited before it could run a cell.
     """
     import multiprocessing
     import pickle
@@ -221,6 +240,9 @@ def execute_local(
         slots.remove(slot)
         if kill and slot.process.is_alive():
             slot.process.terminate()  # artifacts are written atomically: nothing half-written stays
+            slot.process.join(UNWIND_SECONDS)  # a native call ends before the worker unwinds
+            if slot.process.is_alive():
+                slot.process.kill()
         elif slot.process.is_alive():
             try:
                 slot.conn.send(None)
@@ -266,6 +288,15 @@ def execute_local(
                     message = conn.recv()
                 except EOFError:  # the worker died, in the middle of its cell if it had one
                     stop(slot)
+                    if not slot.ready:
+                        # Dying while starting is no cell's fault, and a fresh worker would die
+                        # the same way: say why rather than start workers forever.
+                        raise WorkerStartFailed(
+                            f"a worker process exited while starting (exit code {slot.process.exitcode}), "
+                            "before running any cell; its error is printed above. From a script, call the "
+                            "run under `if __name__ == '__main__':` (workers are spawned and import the "
+                            "script again)"
+                        ) from None
                     i = slot.cell
                     if i is not None:
                         deaths[i] = deaths.get(i, 0) + 1
