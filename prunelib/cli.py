@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from prunelib.base.paths import cache_dir, home
+from prunelib.base.provenance import MANIFEST
 from prunelib.base.quiet import quiet_framework_start
 from prunelib.base.strategies import RECOVERY
 from prunelib.data import DATASETS, DataError
@@ -282,7 +283,13 @@ def parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--seed", type=_seed, default=0, help="training seed")
     rec.add_argument("--retrain", action="store_true", help="ignore cached models and tables")
-    rec.add_argument("--results", type=Path, default=Path("results"), help="output directory")
+    rec.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="output directory, not one of published results (default: a scratch directory; "
+        "results/' recipe tables are the recipes part: run --part recipes)",
+    )
     rec.add_argument("--data-dir", type=Path, default=None, help="dataset directory (default: cache)")
     rec.add_argument("--cache", type=Path, default=None, help="model cache directory")
     rec.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -500,7 +507,13 @@ def _recipes(args: argparse.Namespace) -> int:
     for chosen in names.values():
         for name in chosen:
             recipes.get_recipe(name)  # unknown names fail before any training
-    results_dir = _writable_dir(args.results, "--results")
+    results_dir = _writable_dir(args.results or home() / "recipes-results", "--results")
+    if (results_dir / MANIFEST).exists():
+        # Published results change only under their lock, part by part, with a record per part.
+        raise UsageError(
+            f"--results {results_dir} holds published results ({MANIFEST}); its recipe tables are the "
+            "'recipes' part: `python -m prunelib run --part recipes`, or give recipes a folder of its own"
+        )
     curves, layers = run_recipes(
         names,
         seed=args.seed,

@@ -94,3 +94,29 @@ def test_the_retracing_filter_drops_only_that_warning():
     users = "5 out of the last 5 calls to <function my_step at 0x7f> triggered tf.function retracing."
     assert not keep(record(trainer))
     assert keep(record(users)) and keep(record("some other warning"))
+
+
+def test_recipes_refuses_published_results_and_defaults_to_a_scratch_directory(capsys, tmp_path, monkeypatch):
+    """``python -m prunelib recipes`` wrote its tables into results/ (its default), outside the
+    publish lock and no part's record: report --check then called results/ edited. A folder
+    holding a manifest is refused before any training; without --results it writes elsewhere."""
+    from prunelib import cli
+
+    published = tmp_path / "results"
+    published.mkdir()
+    (published / "manifest.json").write_text("{}")
+    assert cli.main(["recipes", "--dataset", "mnist", "--results", str(published)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds published results" in err and "run --part recipes" in err, err
+    assert sorted(p.name for p in published.iterdir()) == ["manifest.json"]
+
+    monkeypatch.setenv("PRUNELIB_HOME", str(tmp_path / "home"))
+    seen = {}
+
+    def fake_run_recipes(names, **kwargs):
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("prunelib.study.experiment.run_recipes", fake_run_recipes)
+    monkeypatch.setattr(cli, "_writable_dir", lambda path, option: seen.setdefault("path", path))
+    assert cli.main(["recipes", "--dataset", "mnist"]) == 2
+    assert seen["path"] == tmp_path / "home" / "recipes-results"
