@@ -13,6 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_faults_cli import gone, start_driver
 
@@ -120,3 +121,134 @@ def test_recipes_refuses_published_results_and_defaults_to_a_scratch_directory(c
     monkeypatch.setattr(cli, "_writable_dir", lambda path, option: seen.setdefault("path", path))
     assert cli.main(["recipes", "--dataset", "mnist"]) == 2
     assert seen["path"] == tmp_path / "home" / "recipes-results"
+
+
+# -- pruning while training: what the callback promises, said when it is not kept ---------------
+
+
+def _cnn(seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((6, 6, 4))
+    hidden = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.Flatten()(hidden)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(seed).random((64, 6, 6, 4), dtype=np.float32)
+    return model, x, np.arange(64) % 4
+
+
+def _fit(model, x, y, callbacks, **kwargs):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(x, y, batch_size=16, verbose=0, callbacks=callbacks, **kwargs)
+    return history, [str(w.message) for w in caught]
+
+
+def test_an_n_m_schedule_that_never_begins_warns_as_weight_pruning_does():
+    """begin_step past the fit's last step: the model stays dense. Weight pruning warned; N:M did not."""
+    from prunelib import PruningCallback
+    from prunelib.schedules import ConstantSparsity
+
+    model, x, y = _cnn()
+    _, said = _fit(model, x, y, [PruningCallback(granularity="2:4", schedule=ConstantSparsity(50, begin_step=100))])
+    assert int((model.get_layer("conv").kernel.numpy() == 0).sum()) == 0
+    assert any("before its N:M masks were set" in s and "begin_step, 100" in s for s in said), said
+
+
+def test_two_callbacks_on_one_layer_are_refused_before_either_touches_it():
+    """Both masks held (175 of 288 zeros, neither callback's promise) and one callback's mask stayed
+    the kernel's constraint after fit, pruning later training without any callback."""
+    from prunelib import PruningCallback
+    from prunelib.schedules import ConstantSparsity
+
+    model, x, y = _cnn()
+    kernel = model.get_layer("conv").kernel
+    before = kernel.numpy().copy()
+    first = PruningCallback(50, layers=["conv"], schedule=ConstantSparsity(50))
+    with pytest.raises(ValueError, match="layer 'conv' is pruned by two callbacks of this fit"):
+        model.fit(x, y, verbose=0, callbacks=[first, PruningCallback(granularity="2:4", layers=["conv"])])
+    np.testing.assert_array_equal(kernel.numpy(), before)
+    assert kernel.constraint is None
+    # The same callback listed twice, and two callbacks on different layers, still train.
+    _, said = _fit(model, x, y, [first, first], epochs=1)
+    assert int((kernel.numpy() == 0).sum()) == 144
+    other, xo, yo = _cnn(1)
+    _fit(other, xo, yo, [PruningCallback(50, layers=["conv"]), PruningCallback(50, layers=["out"])], epochs=2)
+
+
+def test_resuming_with_masks_after_the_schedule_ended_reports_the_masks_k():
+    """The documented resume path (masks=callback.masks on the reloaded model) logged prune_k 0 and
+    warned that the masks were at k=0 while the kernel was 60 % zeros."""
+    from prunelib import PruningCallback
+    from prunelib.schedules import PolynomialDecay
+
+    def schedule():
+        return PolynomialDecay(0, 60, begin_step=0, end_step=6, frequency=2)
+
+    model, x, y = _cnn()
+    first = PruningCallback(60, schedule=schedule())
+    _fit(model, x, y, [first], epochs=2)  # 8 steps: the schedule ended at step 6
+    resumed = PruningCallback(60, schedule=schedule(), masks=first.masks)
+    history, said = _fit(model, x, y, [resumed], epochs=1)
+    assert history.history["prune_k"] == [60.0] and resumed.k_now == 60.0
+    assert not any("training ended" in s for s in said), said
+    assert resumed.masks["conv/kernel"].tolist() == first.masks["conv/kernel"].tolist()
+
+
+def test_resuming_mid_ramp_reports_the_k_of_the_last_update():
+    """Masks given at a step between updates: prune_k is the schedule's k at its last update (what an
+    uninterrupted run's masks are at), not the k the schedule would give at this very step."""
+    from prunelib.schedules import PolynomialDecay
+    from prunelib.toolkit.masking import MaskingCallback
+
+    callback = MaskingCallback(60, schedule=PolynomialDecay(0, 60, begin_step=0, end_step=100, frequency=10))
+    callback._active = callback.schedule
+    assert callback._k_reached(25) == callback.schedule.k_at(20) < callback.schedule.k_at(25)
+    assert callback._k_reached(500) == 60.0
+
+
+def test_a_kernel_inside_a_wrapper_is_named_not_silently_left_dense():
+    """PruningCallback left a TimeDistributed(Dense) kernel at 0 zeros without a word (prune_model warned)."""
+    import keras
+
+    from prunelib import PruningCallback
+
+    inputs = keras.Input((3, 4))
+    wrapped = keras.layers.TimeDistributed(keras.layers.Dense(8), name="td")(inputs)
+    hidden = keras.layers.Dense(8, name="hidden")(keras.layers.Flatten()(wrapped))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    model.compile("sgd", "mse")
+    x, y = np.zeros((16, 3, 4), np.float32), np.zeros((16, 2), np.float32)
+    _, said = _fit(model, x, y, [PruningCallback(50)], epochs=1)
+    assert any("td (TimeDistributed)" in s and "PruningCallback does not prune" in s for s in said), said
+
+
+def test_a_failed_sparse_mlp_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    """SparseMLP.save wrote in place: a save that failed part-way (a full disk) left a truncated file
+    that no longer loaded, the previous model lost. It also now expands ~ and creates folders."""
+    from prunelib.inference.sparse import SparseMLP
+
+    rng = np.random.default_rng(0)
+    model = SparseMLP([rng.standard_normal((4, 3)).astype(np.float32), rng.standard_normal((3, 2)).astype(np.float32)])
+    path = model.save(tmp_path / "m.npz")
+    before = path.read_bytes()
+
+    def full_disk(file, **arrays):
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        model.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    np.testing.assert_array_equal(
+        SparseMLP.load(path).predict(np.ones((1, 4), np.float32)), model.predict(np.ones((1, 4), np.float32))
+    )
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert model.save("~/new/deeper/m") == tmp_path / "new" / "deeper" / "m.npz"

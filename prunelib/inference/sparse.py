@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from prunelib.base.files import creating_folders, replacing, user_path
 from prunelib.core.pruning import validate_inputs, validate_kernels
 from prunelib.inference.kernels import CsrChain, csr_t, from_tiles, to_tiles
 
@@ -125,16 +126,29 @@ class SparseMLP:
         return [np.ascontiguousarray((l.weight_t.toarray() if l.is_sparse else l.weight_t).T) for l in self.layers]
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Save as a compressed ``.npz``: CSR arrays for sparse layers, raw arrays for dense ones."""
+        """Save as a compressed ``.npz``: CSR arrays for sparse layers, raw arrays for dense ones.
+
+        ``.npz`` is appended where ``path`` lacks it (as numpy does); missing folders are created
+        and ``~`` is expanded. The file is written beside its target and renamed onto it: a failed
+        save leaves the previous file as it was.
+
+        Returns:
+            The path written.
+
+        Raises:
+            ValueError: the target is a directory, or a folder on its way is a file.
+        """
+        path = user_path(path)
+        target = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
         arrays = {}
         for i, layer in enumerate(self.layers):
             csr = layer.weight_t if layer.is_sparse else sp.csr_matrix(layer.weight_t)
             arrays[f"{i}_data"], arrays[f"{i}_indices"] = csr.data, csr.indices.astype(np.int32)
             arrays[f"{i}_indptr"] = csr.indptr.astype(np.int32)
             arrays[f"{i}_shape"] = np.array(layer.shape)
-        path = Path(path)
-        np.savez_compressed(path, n_layers=len(self.layers), **arrays)
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        with creating_folders(target), replacing(target, ".npz") as tmp:
+            np.savez_compressed(tmp, n_layers=len(self.layers), **arrays)
+        return target
 
     @classmethod
     def load(cls, path: str | os.PathLike, dense_above: float = DENSE_ABOVE) -> SparseMLP:

@@ -8,8 +8,8 @@
   constraints on a schedule), which the challenge's recovery strategies train on;
 * :mod:`~prunelib.toolkit.callback`: :class:`~prunelib.toolkit.callback.PruningCallback`, pruning
   a model during its own ``model.fit`` (the mechanism, plus a closed-form start);
-* :mod:`~prunelib.toolkit.exporting`: ``.keras``, ONNX and TFLite files;
-* :mod:`~prunelib.toolkit.files`: every file written to a temporary file, renamed into place.
+* :mod:`~prunelib.toolkit.exporting`: ``.keras``, ONNX and TFLite files, each written to a
+  temporary file and renamed into place (:mod:`prunelib.base.files`).
 
 The challenge's own MLP and its training live in :mod:`prunelib.models`, above this layer. This
 ``__init__`` imports nothing, so :mod:`~prunelib.toolkit.schedules` stays framework-free; the public

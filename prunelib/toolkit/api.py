@@ -19,12 +19,12 @@ from numbers import Real
 
 import numpy as np
 
+from prunelib.base.files import creating_folders, replacing, user_path
 from prunelib.core import forward, pruning
 from prunelib.core import tensor_masks as tm
 from prunelib.core.reconstruct import reconstruct_with_biases
 from prunelib.toolkit import chain as ch
 from prunelib.toolkit import kernels as kl
-from prunelib.toolkit.files import creating_folders, replacing, user_path
 
 keras = ch.keras
 MaskDict = dict[str, np.ndarray]
@@ -36,14 +36,6 @@ def _assign(layer, kernel: np.ndarray, bias: np.ndarray | None) -> None:
         layer.bias.assign(np.asarray(bias, dtype=layer.bias.dtype))
 
 
-_NORMALIZATION = tuple(
-    getattr(keras.layers, name)
-    for name in ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
-    if hasattr(keras.layers, name)
-)
-_KERNEL_TYPES = tuple(getattr(keras.layers, name) for name in kl.KERNEL_LAYERS)
-
-
 def _kernel_layers(model, what: str) -> list[keras.layers.Layer]:
     """Every layer of ``model`` holding a kernel prunelib prunes, in order.
 
@@ -51,7 +43,7 @@ def _kernel_layers(model, what: str) -> list[keras.layers.Layer]:
         ValueError: there is none, or two of them share a name (in nested sub-models), which would
             make the masks' names ambiguous.
     """
-    found = [layer for layer in kl.flat_layers(model) if isinstance(layer, _KERNEL_TYPES)]
+    found = [layer for layer in kl.flat_layers(model) if isinstance(layer, kl.KERNEL_TYPES)]
     if not found:
         raise ValueError(
             f"model {model.name!r} has no Dense, Conv or other kernel layer for {what}; kernel layers are "
@@ -134,29 +126,6 @@ def _layer_masks(spec: kl.PrunableLayer, values: Sequence[np.ndarray], k: float,
             keep = tm.weight_mask(value, k)
         out.append(np.ones(value.shape, bool) if keep is None else keep)
     return out
-
-
-def _warn_untouched(
-    model,
-    kernel_layers: Sequence[keras.layers.Layer],
-    what: str = "prune_model",
-    prunes: Sequence[str] = (),
-    depth: int = 3,
-) -> None:
-    """Warn once about trainable weights ``what`` does not prune (normalization layers aside)."""
-    prunes = prunes or kl.KERNEL_LAYERS
-    kernel_ids = {id(layer) for layer in kernel_layers}
-    others = [
-        layer
-        for layer in kl.flat_layers(model)
-        if id(layer) not in kernel_ids and layer.trainable_weights and not isinstance(layer, _NORMALIZATION)
-    ]
-    if others:
-        warnings.warn(
-            f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold weights that "
-            f"{what} does not prune (it prunes {', '.join(prunes)}); they are left untouched",
-            stacklevel=depth,
-        )
 
 
 def _copy(model):
@@ -282,7 +251,7 @@ def prune_model(
     every = _kernel_layers(model, "prune_model")
     specs = kl.prunable_layers(model, layers=layers, skip=skip, include_output=bool(include_output))
     _check_prunable(specs, nm, method)
-    _warn_untouched(model, every)
+    kl.warn_untouched(model, every)
     twin = _copy(model)
     twins = _twin_specs(model, twin, specs)
     for spec in specs:
@@ -1032,7 +1001,7 @@ def _post_training_graph(model, k: float, x_calib, method, damping: float):
                 f"post_training_model prunes Dense and convolution layers, and layer {name!r} is a "
                 f"{type(every[name]).__name__}: prune it with prune_model (skip=[...] there), then reconstruct_model"
             )
-    _warn_untouched(model, layers, "post_training_model", lw.FITTED, depth=4)
+    kl.warn_untouched(model, layers, "post_training_model", lw.FITTED, depth=4)
     stage_list = [st for name in names for st in lw.stages(every[name])]
     x = _calibration(x_calib, tuple(model.inputs[0].shape[1:]))
     lw.check_rows([every[n] for n in names], len(x))

@@ -76,8 +76,8 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
         >>> path.stat().st_size > 0
         True
     """
+    from prunelib.base.files import creating_folders, replacing, user_path
     from prunelib.toolkit.chain import check_built
-    from prunelib.toolkit.files import creating_folders, replacing, user_path
 
     if not (quantize is None or isinstance(quantize, str)) or quantize not in QUANTIZE:
         raise ValueError(f'quantize must be None, "float16" or "int8", got {quantize!r}')

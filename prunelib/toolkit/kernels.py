@@ -13,6 +13,7 @@ never read as something else.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +41,39 @@ KERNEL_LAYERS = (
 )
 """The Keras layer types whose kernels prunelib prunes while training (and their subclasses that
 keep the parent's ``call``)."""
+
+KERNEL_TYPES = tuple(getattr(keras.layers, name) for name in KERNEL_LAYERS)
+
+NORMALIZATION = tuple(
+    getattr(keras.layers, name)
+    for name in ("BatchNormalization", "LayerNormalization", "GroupNormalization", "RMSNormalization")
+    if hasattr(keras.layers, name)
+)
+"""Layers whose weights scale and shift activations: pruning leaves them alone without a word."""
+
+
+def warn_untouched(
+    model,
+    kernel_layers: Sequence[keras.layers.Layer],
+    what: str = "prune_model",
+    prunes: Sequence[str] = (),
+    depth: int = 3,
+) -> None:
+    """Warn once about trainable weights ``what`` does not prune (normalization layers aside): a
+    wrapper such as ``TimeDistributed``, a recurrent or attention layer."""
+    prunes = prunes or KERNEL_LAYERS
+    kernel_ids = {id(layer) for layer in kernel_layers}
+    others = [
+        layer
+        for layer in flat_layers(model)
+        if id(layer) not in kernel_ids and layer.trainable_weights and not isinstance(layer, NORMALIZATION)
+    ]
+    if others:
+        warnings.warn(
+            f"layers {[f'{layer.name} ({type(layer).__name__})' for layer in others]} hold weights that "
+            f"{what} does not prune (it prunes {', '.join(prunes)}); they are left untouched",
+            stacklevel=depth,
+        )
 
 
 @dataclass(frozen=True)

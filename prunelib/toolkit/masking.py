@@ -177,12 +177,16 @@ class MaskingCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         model = self.model
-        self._check_order()
+        callbacks = _fit_callbacks()
+        self._check_order(callbacks)
+        self._check_alone(callbacks)
         self.detach()  # still attached if an earlier fit was interrupted
         same = self._owner is not None and self._owner() is model and bool(self._keep)
         if not same:  # a new model: its own masks, from its own schedule
             self.history, self.k_now, self._active, self._keep = [], 0.0, None, {}
             self._default = False
+            kernel_layers = [layer for layer in kl.flat_layers(model) if isinstance(layer, kl.KERNEL_TYPES)]
+            kl.warn_untouched(model, kernel_layers, type(self).__name__, depth=2)
         self._owner, self._same = weakref.ref(model), same
         previous = dict(self._keep) if same else None
         self._before_masks()
@@ -228,6 +232,10 @@ class MaskingCallback(keras.callbacks.Callback):
             self.k_now = self._pruned_percent()
         elif (start is None or same) and self._open_end is None and step >= self._active.begin_step:
             self._update(step)
+        elif start is not None and not same:
+            # a resumed run's masks are where an uninterrupted one's are: at the schedule's k of its
+            # last update (the next update goes on from there)
+            self.k_now = self._k_reached(step)
         # the train step was traced (or will be) without the constraints: trace it again with them
         model.make_train_function(force=True)
 
@@ -240,13 +248,47 @@ class MaskingCallback(keras.callbacks.Callback):
             schedule = replace(schedule, begin_step=max(origin, 0))
         return schedule.with_end(max(origin + int(DEFAULT_RAMP * epochs * steps), schedule.begin_step + 1))
 
-    def _check_order(self) -> None:
+    def _k_reached(self, step: int) -> float:
+        """The schedule's k at its last mask update at or before ``step`` (0 before its first)."""
+        schedule = self._active
+        t = step if schedule.end_step is None else min(step, schedule.end_step)
+        while t >= schedule.begin_step and not schedule.updates_at(t):  # at most `frequency` steps back
+            t -= 1
+        return schedule.k_at(t) if t >= schedule.begin_step else 0.0
+
+    def _check_alone(self, callbacks: list) -> None:
+        """Refuse, before any step (and before the first of them touches the model), a layer that
+        another pruning callback of this fit prunes too: both masks would hold, so neither
+        callback's sparsity would be what it promises, and ending the fit would give the layer one
+        callback's mask back as its constraint."""
+
+        def pruned(callback: MaskingCallback) -> set[str]:
+            layers = kl.prunable_layers(
+                self.model, layers=callback.layer_names, skip=callback.skip, include_output=callback.include_output
+            )
+            return {spec.name for spec in layers}
+
+        others = [c for c in dict.fromkeys(callbacks) if isinstance(c, MaskingCallback) and c is not self]
+        if not others:
+            return
+        mine = pruned(self)
+        for other in others:
+            try:
+                shared = mine & pruned(other)
+            except ValueError:  # the other's own mistake, which it reports itself
+                continue
+            if shared:
+                raise ValueError(
+                    f"layer {sorted(shared)[0]!r} is pruned by two callbacks of this fit ({type(self).__name__} "
+                    f"and {type(other).__name__}); give each its own layers (layers=, skip=)"
+                )
+
+    def _check_order(self, callbacks: list) -> None:
         """Refuse, before any step, the Keras callbacks that would undo the masks from the wrong place in
         ``callbacks``: ``EarlyStopping(restore_best_weights=True)`` after this one restores an earlier
         epoch's weights, less pruned than :attr:`masks`, once this one has applied them at the end of
         ``fit``; ``BackupAndRestore`` after it restores weights after the masks were computed;
         ``SwapEMAWeights`` before it swaps in averages this one has not masked yet."""
-        callbacks = _fit_callbacks()
         if not any(c is self for c in callbacks):
             return
         me = next(i for i, c in enumerate(callbacks) if c is self)
@@ -352,12 +394,14 @@ class MaskingCallback(keras.callbacks.Callback):
         self.detach()
         step = self._step()
         # what the masks are, not what the schedule says now: they change only on its update steps
-        if self.nm is None and self._active is not None and self.k_now < self.final_k - 1e-9:
-            warnings.warn(
-                f"training ended at step {step}, before the masks reached k={self.final_k:g} "
-                f"(they are at k={self.k_now:g}); end the schedule earlier or train longer",
-                stacklevel=2,
-            )
+        if self._active is not None and self.k_now < self.final_k - 1e-9:
+            if self.nm is not None:
+                reason = f"before its N:M masks were set (at the schedule's begin_step, {self._active.begin_step})"
+                advice = "begin the schedule earlier or train longer"
+            else:
+                reason = f"before the masks reached k={self.final_k:g} (they are at k={self.k_now:g})"
+                advice = "end the schedule earlier or train longer"
+            warnings.warn(f"training ended at step {step}, {reason}; {advice}", stacklevel=2)
 
     # --- on the schedule ---------------------------------------------------------------------------
     def _step(self) -> int:

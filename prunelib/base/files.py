@@ -1,6 +1,7 @@
 """Writing a user's file so that a failed write never costs them the previous one.
 
-Every file the toolkit writes (exports, masks) is written to a temporary file in the target's own
+Every file prunelib writes for a user (exports, masks, :class:`~prunelib.inference.sparse.SparseMLP`
+files) is written to a temporary file in the target's own
 directory and renamed onto the target only once complete: a rename within one directory is atomic,
 so the target is either the previous file, byte for byte, or the complete new one.
 """
