@@ -781,21 +781,11 @@ def _chain_or_none(model, what: str) -> ch.Chain | None:
     return ch.chain(model, what)
 
 
-def _graph_nodes(model) -> set[int]:
-    """The ids of the calls (nodes) of ``model``'s graph and of its nested sub-models' graphs."""
-    graph = getattr(model, "_functional", None) or model  # a Sequential's graph is its functional twin
-    ids = {id(node) for nodes in (getattr(graph, "_nodes_by_depth", None) or {}).values() for node in nodes}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            ids |= _graph_nodes(layer)
-    return ids
-
-
 def _first_called_elsewhere(model) -> bool:
     """Whether a layer of ``model`` was first called in another model's graph (model surgery re-calls
     a trained model's layers): Keras reads a layer's input and output from its first call, so the
     graph re-fits and compaction would read the other model."""
-    nodes = _graph_nodes(model)
+    nodes = {id(node) for m in kl.nested_models(model) for node in kl.graph_nodes(m)}
     return any(
         (calls := getattr(layer, "_inbound_nodes", None) or []) and id(calls[0]) not in nodes
         for layer in kl.flat_layers(model)

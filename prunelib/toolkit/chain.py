@@ -266,13 +266,10 @@ def check_applied_once(model: keras.Model, what: str) -> None:
         ValueError: naming the first such layer or sub-model.
     """
     seen: set[int] = set()
-
-    def walk(m: keras.Model) -> None:
-        graph = getattr(m, "_functional", None) or m  # a Sequential's graph is its functional twin
+    for m in kl.nested_models(model):
         counts: dict[int, int] = {}
-        for nodes in (getattr(graph, "_nodes_by_depth", None) or {}).values():
-            for node in nodes:
-                counts[id(node.operation)] = counts.get(id(node.operation), 0) + 1
+        for node in kl.graph_nodes(m):
+            counts[id(node.operation)] = counts.get(id(node.operation), 0) + 1
         for layer in m.layers:
             if counts.get(id(layer), 1) > 1 or id(layer) in seen:
                 kind = "sub-model" if isinstance(layer, keras.Model) else "layer"
@@ -282,10 +279,6 @@ def check_applied_once(model: keras.Model, what: str) -> None:
                     "of a chain; give each use a layer of its own"
                 )
             seen.add(id(layer))
-            if isinstance(layer, keras.Model):
-                walk(layer)
-
-    walk(model)
 
 
 def _check_readable(layer: keras.layers.Layer, what: str) -> None:

@@ -156,14 +156,6 @@ def _dead_units(layer) -> tuple[np.ndarray, np.ndarray]:
     return dead, np.where(dead, out, np.nan)
 
 
-def _models(model: keras.Model):
-    """``model`` and every sub-model nested in it."""
-    yield model
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _models(layer)
-
-
 def _graph(model: keras.Model) -> tuple[list, dict[int, list], set[int]]:
     """``model``'s layers, the layers reading each one's output (by id), and the ids of the layers
     computing its outputs."""
@@ -174,7 +166,9 @@ def _graph(model: keras.Model) -> tuple[list, dict[int, list], set[int]]:
             for p in _producers(layer):
                 consumers.setdefault(id(p), []).append(layer)
     # a nested sub-model's outputs leave its graph for readers this graph does not show: they stay
-    outputs = {id(p) for m in _models(model) for t in keras.tree.flatten(m.outputs) for p, *_ in kl._producers(t)}
+    outputs = {
+        id(p) for m in kl.nested_models(model) for t in keras.tree.flatten(m.outputs) for p, *_ in kl._producers(t)
+    }
     return layers, consumers, outputs
 
 

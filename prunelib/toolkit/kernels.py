@@ -295,6 +295,20 @@ def check_nm(specs: list[PrunableLayer], nm: tuple[int, int]) -> None:
                 )
 
 
+def nested_models(model: keras.Model) -> Iterator[keras.Model]:
+    """``model``, then every sub-model nested in it (depth first, in layer order)."""
+    yield model
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from nested_models(layer)
+
+
+def graph_nodes(model: keras.Model) -> list:
+    """The calls (nodes) of ``model``'s own graph, its nested sub-models' not included."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential's graph is its functional twin
+    return [node for nodes in (getattr(graph, "_nodes_by_depth", None) or {}).values() for node in nodes]
+
+
 def flat_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
     """Every layer of ``model`` in order, the layers of nested models in place of them (each once)."""
     seen: set[int] = set()
