@@ -252,3 +252,93 @@ def test_a_failed_sparse_mlp_save_keeps_the_previous_file(tmp_path, monkeypatch)
 
     monkeypatch.setenv("HOME", str(tmp_path))
     assert model.save("~/new/deeper/m") == tmp_path / "new" / "deeper" / "m.npz"
+
+
+# -- the model-level API on a model's own preprocessing, integer inputs and Keras' own readings -------
+
+
+def test_copies_keep_an_adapted_normalization_and_a_lookup_vocabulary():
+    """set_weights copies neither what an adapted Normalization derives from its variables nor a
+    lookup's vocabulary (a table): prune_model refused the first ("cannot be copied exactly") and
+    returned a model whose predict failed inside TensorFlow for the second."""
+    import keras
+
+    import prunelib
+
+    rng = np.random.default_rng(0)
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(rng.random((32, 6)).astype(np.float32) * 255)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))
+    x = rng.random((8, 6)).astype(np.float32) * 255
+    pruned = prunelib.prune_model(model, 50)
+    kept = pruned.get_layer("hidden").kernel.numpy() != 0
+    want = model.get_layer("out")(
+        keras.activations.relu(
+            model.get_layer("norm")(x) @ (model.get_layer("hidden").kernel * kept) + model.get_layer("hidden").bias
+        )
+    )
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), keras.ops.convert_to_numpy(want), rtol=1e-5, atol=1e-5)
+
+    lookup = keras.layers.IntegerLookup(name="lookup")
+    lookup.adapt(rng.integers(100, 110, 50))
+    ids = keras.Input((4,), dtype="int64")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(lookup.vocabulary_size(), 3, name="emb")(lookup(ids)))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(embedded)
+    model = keras.Model(ids, keras.layers.Dense(2, name="out")(hidden))
+    x = rng.integers(100, 110, (8, 4)).astype(np.int64)
+    pruned = prunelib.prune_model(model, 0)  # k = 0: the copy itself
+    np.testing.assert_array_equal(pruned.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_an_integer_input_model_is_read_and_compacted_and_a_float16_input_is_named():
+    """A uint8 input (raw pixels): the self-check probed with standard-normal floats, which Keras cast
+    to uint8 and the numpy reading did not, so predictor_from_model and compact_model refused it as
+    "a branch or skip connection". A float16 input got the same message, not the dtype refusal."""
+    import keras
+
+    import prunelib
+
+    rng = np.random.default_rng(0)
+    model = keras.Sequential(
+        [keras.Input((6,), dtype="uint8"), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
+    x = rng.integers(0, 256, (5, 6)).astype(np.uint8)
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(prunelib.predictor_from_model(model).predict(x), want, rtol=1e-5, atol=1e-4)
+    small = prunelib.compact_model(prunelib.prune_model(model, 50, "unit"))
+    assert small.inputs[0].dtype == "uint8"
+    half = keras.Sequential([keras.Input((6,), dtype="float16"), keras.layers.Dense(8), keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="input .* is float16; rebuild the model with a float32 input"):
+        prunelib.predictor_from_model(half)
+
+
+def test_a_refit_keras_applies_otherwise_is_refused_not_returned_worse():
+    """A channels_first convolution whose output width equals its channel count: Keras adds its bias
+    along the last axis. With a zero dense bias the reading check passed, the re-fit wrote a nonzero
+    bias, and the result was worse than plain pruning without a word."""
+    import keras
+
+    import prunelib
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((4, 6, 6))
+    conv = keras.layers.DepthwiseConv2D(3, data_format="channels_first", activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.Flatten()(conv)))
+    x = np.random.default_rng(0).random((64, 4, 6, 6), dtype=np.float32)
+    with pytest.raises(ValueError, match="layer 'conv' .* does not compute what its kernel and bias give"):
+        prunelib.reconstruct_model(model, prunelib.prune_model(model, 60), x)
+
+
+def test_too_few_calibration_rows_name_a_bias_only_where_there_is_one():
+    import keras
+
+    import prunelib
+
+    model = keras.Sequential(
+        [keras.Input((40,)), keras.layers.Dense(8, use_bias=False, name="nobias"), keras.layers.Dense(2)]
+    )
+    with pytest.raises(ValueError) as err:
+        prunelib.post_training_model(model, 50, np.ones((4, 40), np.float32))
+    assert "layer 'nobias'" in str(err.value) and "bias counted" not in str(err.value), err.value

@@ -144,8 +144,8 @@ def _copy(model):
         inputs = model.inputs
     except AttributeError:
         inputs = None
-    if inputs and len(inputs) == 1 and None not in tuple(inputs[0].shape[1:]) and "float" in str(inputs[0].dtype):
-        probe = np.random.default_rng(0).standard_normal((4, *inputs[0].shape[1:])).astype(np.float32)
+    if inputs and len(inputs) == 1 and None not in tuple(inputs[0].shape[1:]) and ch.input_dtype(model) is not None:
+        probe = ch.probe_batch(model, tuple(inputs[0].shape[1:]), 4)
         want = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(model, probe))]
         got = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(twin, probe))]
         if any(
@@ -1216,10 +1216,10 @@ def compact_model(pruned):
     c = _chain_or_none(pruned, "compact_model")
     if c is None:
         return _compact_graph(pruned)
-    probe = np.random.default_rng(0).standard_normal((16, *c.input_shape)).astype(np.float32)
+    probe = ch.probe_batch(pruned, c.input_shape)
     ch.verify(c, pruned, probe, "compact_model")
     kernels, biases = compact_kernels_folded(c.kernels, c.biases, c.acts)
-    layers: list = [keras.Input(c.input_shape)]
+    layers: list = [keras.Input(c.input_shape, dtype=pruned.inputs[0].dtype)]  # an integer input stays one
     if len(c.input_shape) != 1:
         layers.append(keras.layers.Flatten())
     dense = []
@@ -1263,7 +1263,7 @@ def _compact_graph(pruned):
     if None in shape:
         raise ValueError(f"{what} needs a fixed input shape to check its result; model {pruned.name!r} takes {shape}")
     small = channels.compact_graph(_copy(pruned) if _first_called_elsewhere(pruned) else pruned)
-    probe = np.random.default_rng(0).standard_normal((16, *shape)).astype(np.float32)
+    probe = ch.probe_batch(pruned, shape)
     wants = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(pruned, probe))]
     gots = [ch.keras_numpy(t) for t in keras.tree.flatten(ch.run(small, probe))]
     for got, want in zip(gots, wants, strict=True):  # every head of a model with several outputs
@@ -1310,7 +1310,7 @@ def predictor_from_model(model, **kwargs):
             "it with ONNX Runtime"
         )
     c = ch.chain(model, "predictor_from_model")
-    probe = np.random.default_rng(0).standard_normal((16, *c.input_shape)).astype(np.float32)
+    probe = ch.probe_batch(model, c.input_shape)
     ch.verify(c, model, probe, "predictor_from_model")
     linear = ch.keras_activation(c.layers[-1].activation) == "linear" and not c.post[-1]
     if all(a is None for a in c.acts[:-1]) and linear:

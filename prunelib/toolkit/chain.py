@@ -11,6 +11,7 @@ own ``call``, a quantized layer. Nothing here mutates a model.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -222,7 +223,23 @@ def clone(model: keras.Model) -> keras.Model:
     else:
         twin = keras.models.clone_model(model)
     twin.set_weights(model.get_weights())
+    for layer, copy in zip(kl.flat_layers(model), kl.flat_layers(twin)):
+        _copy_state(layer, copy)
     return twin
+
+
+def _copy_state(layer: keras.layers.Layer, copy: keras.layers.Layer) -> None:
+    """What ``set_weights`` leaves behind and Keras' own loading restores: the state a layer derives
+    from its variables on load (an adapted ``Normalization``'s mean and variance) and its assets (a
+    ``StringLookup``'s or ``IntegerLookup``'s vocabulary, kept in a table, not in variables)."""
+    if type(layer).load_own_variables is not keras.layers.Layer.load_own_variables:
+        store: dict = {}
+        layer.save_own_variables(store)
+        copy.load_own_variables(store)
+    if hasattr(layer, "save_assets") and hasattr(copy, "load_assets"):
+        with tempfile.TemporaryDirectory() as folder:
+            layer.save_assets(folder)
+            copy.load_assets(folder)
 
 
 def activation_name(fn: object) -> str:
@@ -458,6 +475,13 @@ def check_dtypes(model: keras.Model, what: str) -> None:
     Raises:
         ValueError: naming the first such layer and its dtype policy.
     """
+    for tensor in getattr(model, "inputs", None) or []:
+        dtype = str(tensor.dtype)
+        if "float" in dtype and dtype not in FLOAT_DTYPES:  # integers reach the layers exactly
+            raise ValueError(
+                f"{what} computes in float32, but input {tensor.name!r} is {dtype}; rebuild the model "
+                "with a float32 input and copy its weights over"
+            )
     for layer in flat_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue
@@ -552,6 +576,31 @@ def run(model: keras.Model, x) -> object:
     return model(x, training=False)
 
 
+def input_dtype(model: keras.Model) -> np.dtype | None:
+    """The dtype of ``model``'s single input as numpy names it (None: several inputs, or none numpy has)."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return None
+    try:
+        return np.dtype(str(inputs[0].dtype))
+    except TypeError:  # a string input, or bfloat16
+        return None
+
+
+def _integral(dtype: np.dtype | None) -> bool:
+    return dtype is not None and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_))
+
+
+def probe_batch(model: keras.Model, shape: tuple[int, ...], n: int = 16) -> np.ndarray:
+    """A seeded batch of ``n`` inputs of ``shape`` in the model's input dtype: standard normal
+    floats, or for an integer input the integers 0 and 1 (valid ids and pixel values alike)."""
+    rng = np.random.default_rng(0)
+    dtype = input_dtype(model)
+    if _integral(dtype):
+        return rng.integers(0, 2, (n, *shape)).astype(dtype)
+    return rng.standard_normal((n, *shape)).astype(np.float32)
+
+
 def keras_numpy(out) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(out))
 
@@ -600,6 +649,8 @@ def verify(c: Chain, model: keras.Model, x: np.ndarray, what: str, *, result: bo
             chain its layers in order (a branch or skip connection).
     """
     whose = f"{what}'s result {model.name!r}" if result else f"model {model.name!r}"
+    if _integral(dtype := input_dtype(model)):
+        x = np.asarray(x).astype(dtype)  # what Keras feeds the model: the reading gets the same values
     x = np.asarray(x, np.float32)[:64]
     if not np.isfinite(x).all():
         raise ValueError(f"{what} got inputs that contain NaN or infinity (or values beyond float32's range)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -15,6 +16,9 @@ QUANTIZE = (None, "float16", "int8")
 # (at least 1); a float16 or bfloat16 model within a few of its own epsilons
 RTOL = 1e-4
 PROBE_BATCH = 8
+# TFLite's dynamic-range quantization leaves weight tensors of fewer entries float32 (the
+# converter's min_elements_for_weights); onnxruntime's quantize_dynamic has no such floor
+TFLITE_MIN_QUANTIZED = 1024
 
 
 def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, quantize: str | None = None) -> Path:
@@ -35,15 +39,18 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
       float16 conversion (``onnxruntime.transformers.float16``, inputs and outputs kept float32).
       A weight beyond float16's range (65504) is refused by name: both converters would clamp it.
     * ``"int8"``: ``.tflite`` by the converter's dynamic-range quantization; ``.onnx`` by onnxruntime's
-      dynamic quantization (``quantize_dynamic``, int8 weights).
+      dynamic quantization (``quantize_dynamic``, int8 weights). TFLite's converter quantizes only
+      weight tensors of 1,024 or more entries: a ``UserWarning`` says how many stayed float32.
     * ``.keras`` files are not quantized (a ``ValueError``): Keras' ``model.quantize`` changes the
       model's own layers, which a user does on a copy of their own and saves.
 
     Every ``.onnx`` and ``.tflite`` file is verified before it is put in place: onnxruntime, or the
     LiteRT interpreter (``ai-edge-litert``), loads it and runs it on a probe batch of
     ``PROBE_BATCH`` random inputs, and its outputs must equal Keras' within ``RTOL`` of their
-    largest magnitude (at least 1). A quantized file must load, run and give outputs of Keras'
-    shapes, finite where Keras' are; its accuracy is measured, not checked (docs/own-model.md).
+    largest magnitude (at least 1; a model that computes in float16 or bfloat16, a mixed-precision
+    one included, within a few of that type's epsilons). A quantized file must load, run and give
+    outputs of Keras' shapes, finite where Keras' are; its accuracy is measured, not checked
+    (docs/own-model.md).
     A model with several inputs, or inputs of unknown size, is only loaded.
 
     The file is written to a temporary file beside ``path`` and renamed onto it only once complete
@@ -61,13 +68,15 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
 
     Raises:
         ValueError: an unknown suffix or ``quantize``, ``quantize`` for a ``.keras`` file, float16
-            for weights beyond its range, ``path``
-            is a directory or under a file, an unbuilt model, an ``.onnx`` file of a model never called
-            whose input sizes are unknown, a TFLite conversion that fails (its first error line
-            quoted), or a file that fails verification (one line: the model, the runtime's reason
-            and the layer where it can be told, e.g. an op that onnxruntime does not have).
+            for weights beyond its range, ``path`` is a directory or under a file, an unbuilt model,
+            an ``.onnx`` file of a model never called whose input sizes are unknown, a TFLite
+            conversion that fails (the line of its error that says why quoted), or a file that fails
+            verification (one line: the model, the runtime's reason and the layer where it can be
+            told, e.g. an op that onnxruntime does not have).
         TypeError: ``model`` is not a Keras 3 model.
         ImportError: onnxruntime (for ``.onnx``) or ai-edge-litert (for ``.tflite``) is not installed.
+        OSError: the file, or the SavedModel a ``.tflite`` file is converted from, cannot be written
+            (a full disk); the error names ``path``.
 
     Example:
         >>> import keras, prunelib, tempfile, os
@@ -120,8 +129,14 @@ def export(model, path: str | os.PathLike, *, include_optimizer: bool = False, q
             _write_onnx(model, tmp, quantize)
             _verify(model, tmp, path, _onnx_runner, quantize)
         else:
-            tmp.write_bytes(_tflite_bytes(model, quantize))
+            try:
+                data = _tflite_bytes(model, quantize)
+                tmp.write_bytes(data)
+            except OSError as err:  # a full disk: name the file the user asked for, not a temporary one
+                raise OSError(err.errno, f"cannot write the .tflite file ({err.strerror or err})", str(path)) from None
             _verify(model, tmp, path, _tflite_runner, quantize)
+    if fmt == "tflite" and quantize == "int8":
+        _warn_unquantized(data, path)
     return path
 
 
@@ -322,7 +337,14 @@ def _tflite_bytes(model, quantize: str | None = None) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
+        try:
+            model.export(tmp, format="tf_saved_model", verbose=False)
+        except (tf.errors.OutOfRangeError, tf.errors.ResourceExhaustedError) as err:
+            # TensorFlow's names for EFBIG and ENOSPC: the disk is full, which is an OSError
+            code = errno.EFBIG if isinstance(err, tf.errors.OutOfRangeError) else errno.ENOSPC
+            raise OSError(
+                code, f"{os.strerror(code)} writing the SavedModel it is converted from, in {tempfile.gettempdir()}"
+            ) from None
         try:
             converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
             if quantize:
@@ -330,12 +352,85 @@ def _tflite_bytes(model, quantize: str | None = None) -> bytes:
             if quantize == "float16":
                 converter.target_spec.supported_types = [tf.float16]
             return converter.convert()
-        except Exception as err:  # the converter's message is pages of MLIR: quote its first error line
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            first = next((line for line in lines if "error" in line.lower()), lines[0] if lines else repr(err))
+        except Exception as err:  # the converter's message is pages of MLIR: quote the line that says why
             raise ValueError(
-                f"TFLite conversion of model {model.name!r} failed ({first[:300]}); export it as .onnx or .keras instead"
+                f"TFLite conversion of model {model.name!r} failed ({_converter_reason(err)}); export it as .onnx "
+                "or .keras instead"
             ) from None
+
+
+def _converter_reason(err: Exception) -> str:
+    """The line of the TFLite converter's error that says why, rather than where.
+
+    Its first lines with "error" in them are MLIR locations (``loc(callsite(fused[...``); the line
+    that says an op is not supported, and the list of the TF Select ops it would need, say why.
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return repr(err)[:300]
+    why = next((line for line in lines if re.search(r"not supported|failed to legalize|TF Select", line, re.I)), None)
+    if why is None:
+        return next((line for line in lines if "error" in line.lower()), lines[0])[:300]
+    ops = next((line for line in lines if line.startswith("TF Select ops:")), None)
+    return (why if ops is None or ops == why else f"{why}; {ops}")[:400]
+
+
+def _warn_unquantized(data: bytes, path: Path) -> None:
+    """Warn where an int8 ``.tflite`` file (``data``) left weight tensors float32: the converter
+    quantizes only those of ``TFLITE_MIN_QUANTIZED`` or more entries, so a small model's int8 file
+    is its float32 file, which nothing else would tell."""
+    total, small, large = _weight_tensors(data)
+    left = small + large
+    if not left:
+        return
+    why = f"TFLite's converter quantizes only weight tensors of {TFLITE_MIN_QUANTIZED:,} or more entries"
+    if large:
+        why += f"; {large} of them that large are in ops it does not quantize"
+    what = (
+        f"no weight tensor was quantized: all {total} stayed float32"
+        if left == total
+        else f"{left} of its {total} weight tensors stayed float32"
+    )
+    warnings.warn(
+        f"{path.name!r} was written with quantize='int8', but {what} ({why}); an int8 .onnx file quantizes them all",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _weight_tensors(data: bytes) -> tuple[int, int, int]:
+    """Of the weight tensors in a ``.tflite`` flatbuffer (its constants of two or more dimensions:
+    kernels and tables, not biases, which dynamic-range quantization keeps float32 at any size):
+    how many there are, and how many float32 ones have fewer and how many ``TFLITE_MIN_QUANTIZED``
+    or more entries."""
+    import numpy as np
+
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # a LiteRT without the flatbuffer schema: nothing to count by
+        return 0, 0, 0
+    model = schema.Model.GetRootAs(data, 0)
+    seen, total, small, large = set(), 0, 0, 0
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            index = tensor.Buffer()
+            buffer = model.Buffers(index) if 0 < index < model.BuffersLength() else None
+            # a constant has data: in the buffer, or (a file over 2 GB) at an offset after it
+            if buffer is None or not (buffer.DataLength() or buffer.Size()) or index in seen:
+                continue
+            shape = tensor.ShapeAsNumpy() if tensor.ShapeLength() else np.zeros(0, np.int32)
+            if shape.size < 2:
+                continue
+            seen.add(index)
+            total += 1
+            if tensor.Type() == schema.TensorType.FLOAT32:
+                if int(np.prod(shape)) < TFLITE_MIN_QUANTIZED:
+                    small += 1
+                else:
+                    large += 1
+    return total, small, large
 
 
 # -- verification: the written file, run by the runtime a deployment uses --------------------------
@@ -415,9 +510,15 @@ def _tflite_runner(path: Path):
 
     try:
         interpreter = _litert(path)
-        interpreter.allocate_tensors()
     except Exception as err:
         raise _Unusable("the LiteRT interpreter cannot load it", err) from None
+    try:
+        interpreter.allocate_tensors()
+    except Exception as err:
+        # inputs of unknown size are allocated at size 1, where e.g. a kernel-3 Conv1D has no output:
+        # such a file is allocated again at the size it is run at (run() resizes first)
+        if not any((d["shape_signature"][1:] < 0).any() for d in interpreter.get_input_details()):
+            raise _Unusable("the LiteRT interpreter cannot load it", err) from None
     signatures = interpreter.get_signature_list()
     if len(signatures) == 1:
         runner = interpreter.get_signature_runner(next(iter(signatures)))
@@ -491,8 +592,11 @@ def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:
         what, cause = err.args
         raise ValueError(_failure(model, path, f"{what}: {_reason(cause, tmp, path, model)}")) from None
     from prunelib.toolkit.chain import run
+    from prunelib.toolkit.kernels import flat_layers
 
     want = [keras.ops.convert_to_numpy(o) for o in keras.tree.flatten(run(model, probe))]
+    policies = [getattr(layer, "dtype_policy", None) for layer in [model, *flat_layers(model)]]
+    computed = max((_epsilon(str(getattr(p, "compute_dtype", None))) for p in policies), default=0.0)
     if len(got) != len(want):
         raise ValueError(_failure(model, path, f"the file has {len(got)} outputs where Keras has {len(want)}"))
     for i, (g, w) in enumerate(zip(got, want)):
@@ -503,8 +607,9 @@ def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:
         if quantize:
             continue  # a quantized file's accuracy is measured (docs/own-model.md), not checked
         w = w.astype(np.float64)
-        eps = float(np.finfo(want[i].dtype).eps) if np.issubdtype(want[i].dtype, np.floating) else 0.0
-        tol = max(RTOL, 8 * eps)  # a float16 or bfloat16 model: a few of its own epsilons
+        # a float16 or bfloat16 model: a few of its own epsilons, those of the type it computes in
+        # (a mixed-precision model's float32 output layer adds float16's rounding, not removes it)
+        tol = max(RTOL, 8 * max(_epsilon(str(want[i].dtype)), computed))
         scale = max(1.0, float(np.nanmax(np.abs(w), initial=0.0, where=np.isfinite(w))))
         gap = np.abs(g.astype(np.float64) - w)
         gap = np.where(np.isfinite(w) | np.isfinite(g), gap, 0.0)  # the same NaN in both
@@ -517,6 +622,15 @@ def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:
             )
 
 
+EPSILON = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
+"""Machine epsilons by dtype name (numpy's ``finfo`` does not know bfloat16)."""
+
+
+def _epsilon(dtype: str) -> float:
+    """The machine epsilon of a float dtype's name, 0 for any other."""
+    return EPSILON.get(dtype, 0.0)
+
+
 def _failure(model, path: Path, cause: str) -> str:
     other = ".tflite" if path.suffix.lower() == ".onnx" else ".onnx"
     return (
@@ -527,9 +641,7 @@ def _failure(model, path: Path, cause: str) -> str:
 
 def _reason(err: Exception, tmp: Path, path: Path, model) -> str:
     """The runtime's error in one line, the temporary file's name replaced, the layer named if it can be."""
-    text = " ".join(str(err).split()).replace(str(tmp), path.name)
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text)
-    text = re.sub(r"Load model from \S+ failed: ?", "", text)
+    text = _one_line(str(err).replace(str(tmp), path.name))
     # onnxruntime: 'INVALID_GRAPH : ... In Node, ("seq_1/dense_1/Gelu/Erfc", Erfc, "", -1) : ... No Op registered for Erfc'
     node = re.search(r"""In Node, \(["']([^"']+)["']""", text)
     op = re.search(r"No Op registered for (\S+)", text)
@@ -537,6 +649,13 @@ def _reason(err: Exception, tmp: Path, path: Path, model) -> str:
         text = f"it has no op {op.group(1)} (node {node.group(1)!r})"
     layer = _layer_of(model, node.group(1)) if node else None
     return f"{text[:300]}, in layer {layer!r}" if layer else text[:300]
+
+
+def _one_line(text: str) -> str:
+    """A runtime's error on one line, without onnxruntime's code prefix and the path it repeats."""
+    text = " ".join(text.split())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : ", "", text)
+    return re.sub(r"Load model from \S+ failed: ?", "", text)
 
 
 def _layer_of(model, node: str) -> str | None:
@@ -581,24 +700,57 @@ def _one_or_all(outputs: list):
     return outputs[0] if len(outputs) == 1 else list(outputs)
 
 
+def _exists(path: str | os.PathLike) -> None:
+    """A FileNotFoundError for a missing ``path``, as ``open`` raises (the runtimes raise their own types)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such file", os.fspath(path))
+
+
 def onnx_predict(path_or_session, x):
     """The output of an exported single-input ``.onnx`` model on ``x`` (float32), via onnxruntime:
-    an array, or a list of arrays for a model of several outputs."""
+    an array, or a list of arrays for a model of several outputs.
+
+    Raises:
+        FileNotFoundError: there is no file at the path.
+        ValueError: onnxruntime cannot load the file (not an ONNX file) or run it on ``x`` (a batch
+            of another shape than the model's inputs); one line naming the file.
+    """
     import numpy as np
 
-    session = path_or_session if hasattr(path_or_session, "run") else onnx_session(path_or_session)
-    name = session.get_inputs()[0].name
-    return _one_or_all(session.run(None, {name: np.asarray(x, np.float32)}))
+    if hasattr(path_or_session, "run"):
+        session = path_or_session
+        path = getattr(session, "_model_path", None)
+        where = repr(path) if path else "the onnxruntime session"
+    else:
+        _exists(path_or_session)
+        where = repr(os.fspath(path_or_session))
+        try:
+            session = onnx_session(path_or_session)
+        except Exception as err:  # onnxruntime's own types (InvalidProtobuf, ...), no ValueError
+            raise ValueError(f"{where}: onnxruntime cannot load it ({_one_line(str(err))[:300]})") from err
+    try:
+        name = session.get_inputs()[0].name
+        return _one_or_all(session.run(None, {name: np.asarray(x, np.float32)}))
+    except Exception as err:  # InvalidArgument for a batch of the wrong shape, ...
+        raise ValueError(f"{where}: onnxruntime cannot run it ({_one_line(str(err))[:300]})") from err
 
 
 def tflite_predict(path: str | os.PathLike, x):
     """The output of an exported single-input ``.tflite`` model on ``x`` (float32), via the LiteRT
     interpreter (``ai-edge-litert``, which replaces ``tf.lite.Interpreter``): an array, or a list of
-    arrays for a model of several outputs."""
+    arrays for a model of several outputs. Inputs of unknown size are run at ``x``'s.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        ValueError: the interpreter cannot load the file (not a TFLite file) or run it on ``x`` (a
+            batch of another shape than the model's inputs); one line naming the file.
+    """
     import numpy as np
 
+    _exists(path)
     try:
         _, run = _tflite_runner(Path(path))
         return _one_or_all(run([np.asarray(x, np.float32)]))
     except _Unusable as err:
-        raise ValueError(f"{os.fspath(path)!r}: {err.args[0]} ({err.args[1]})") from err.args[1]
+        what, cause = err.args
+        raise ValueError(f"{os.fspath(path)!r}: {what} ({_one_line(str(cause))[:300]})") from cause

@@ -439,6 +439,9 @@ def fit_model(
             write(st, new, new_b)
             out[sd.variable.path] = st.unflat(mask)
             changed = True
+        # The dense layer read right can still apply new weights otherwise (a zero bias hides Keras
+        # adding a channels_first layer's bias along the last axis): the result must be what was fitted.
+        check_reading(twin, layer, x[:8], source, kernel_values(twin))
     return out
 
 
@@ -519,5 +522,6 @@ def check_rows(layers: Sequence[keras.layers.Layer], n: int) -> None:
             if n * per < need:
                 raise ValueError(
                     f"{n} calibration samples are too few for layer {layer.name!r}: each gives {per} rows of "
-                    f"{need} inputs (its bias counted as one), so pass at least {-(-need // per)} samples"
+                    f"{need} inputs{' (its bias counted as one)' if stage.bias is not None else ''}, so pass at "
+                    f"least {-(-need // per)} samples"
                 )
