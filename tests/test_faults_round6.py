@@ -1,9 +1,13 @@
-"""Round 6 of the fault hunt: what a user sees when a run is stopped, cannot start its workers, or
-trains many models.
+"""Round 6 of the fault hunt: a stopped run, pruning while training, the model-level API on a
+model's own preprocessing and integer inputs, and export.
 
 Each test fails on the code before its fix: a SIGTERM'd run ending with Python's "leaked semaphore
 objects" warning, workers that die while starting respawned forever, TensorFlow's retracing
-warning printed by every worker that trains a sixth model.
+warning from every worker that trains a sixth model, ``recipes`` writing into published results,
+an N:M schedule that never began and said nothing, two callbacks masking one layer, a resumed run
+reporting k=0, a wrapped kernel left dense without a word, a failed ``SparseMLP.save`` destroying
+the previous file, copies losing a Normalization's or a lookup's state, integer inputs misread,
+and a graph re-fit that Keras computes otherwise returned without a word.
 """
 
 import os

@@ -66,8 +66,14 @@ class PruningCallback(MaskingCallback):
             whose ``k`` an N:M granularity contradicts); when ``fit`` starts, before any step, an
             unknown layer name, a kernel that N:M cannot group, ``EarlyStopping(restore_best_weights=True)``
             or ``BackupAndRestore`` after this callback in ``callbacks``, or ``SwapEMAWeights`` before
-            it (each would undo the masks); at a mask update, weights that turned NaN or infinite (a
-            diverged ``fit``).
+            it (each would undo the masks), another pruning callback of the same ``fit`` pruning one
+            of the same layers; at a mask update, weights that turned NaN or infinite (a diverged
+            ``fit``).
+
+    Warns:
+        When ``fit`` starts, about layers holding weights it does not prune (a kernel inside a
+        wrapper such as ``TimeDistributed``, a recurrent layer); when it ends, if the schedule had
+        not reached ``k`` (or, for N:M, had not begun).
 
     Example:
         >>> import keras, numpy as np, prunelib
