@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +347,153 @@ def test_too_few_calibration_rows_name_a_bias_only_where_there_is_one():
     with pytest.raises(ValueError) as err:
         prunelib.post_training_model(model, 50, np.ones((4, 40), np.float32))
     assert "layer 'nobias'" in str(err.value) and "bias counted" not in str(err.value), err.value
+
+
+@pytest.mark.slow
+def test_stopped_workers_that_cannot_unwind_share_one_wait(tmp_path):
+    """Two workers inside calls SIGTERM cannot interrupt: each was given UNWIND_SECONDS in turn, so a
+    Ctrl-C took twice that; they are now terminated together and given one wait before the kill."""
+    driver = textwrap.dedent(f"""
+        import sys
+        from prunelib.study import local
+        from prunelib.study.tasks import Cell
+        import workers
+
+        if __name__ == "__main__":
+            local.UNWIND_SECONDS = 4.0
+            cells = [Cell(name, workers.deaf_to_sigterm, ({str(tmp_path)!r},)) for name in "ab"]
+            local.execute_local(cells, workers=2, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", driver], env=_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(list(tmp_path.iterdir())) == 2, "the cells did not start"
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    # one shared wait of 4 s, then the kill; one after the other took 8 s and more
+    assert time.monotonic() - started < 7.0
+
+
+# -- the second review of round 6 -----------------------------------------------------------------
+
+
+def test_a_model_that_refuses_the_integer_probe_is_still_copied():
+    """The copy's self-check fed an integer input the ids 0 and 1; a lookup without them made
+    prune_model fail inside TensorFlow. Such a model is copied unchecked, as before."""
+    import keras
+
+    import prunelib
+
+    lookup = keras.layers.IntegerLookup(vocabulary=[3, 5, 7], num_oov_indices=0)
+    ids = keras.Input((4,), dtype="int64")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(3, 2, name="emb")(lookup(ids)))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(embedded)
+    model = keras.Model(ids, keras.layers.Dense(2, name="out")(hidden))
+    x = np.random.default_rng(0).choice([3, 5, 7], (8, 4)).astype(np.int64)
+    np.testing.assert_array_equal(prunelib.prune_model(model, 0).predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_float16_input_is_refused_only_where_numpy_reads_the_model():
+    """The re-fits read each layer's input from Keras, which casts a float16 input itself."""
+    import keras
+
+    import prunelib
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2), dtype="float16")
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(conv)))
+    x = np.random.default_rng(0).random((64, 6, 6, 2)).astype(np.float16)
+    prunelib.reconstruct_model(model, prunelib.prune_model(model, 50), x)
+
+
+def test_a_start_callback_used_again_on_another_model_prunes_that_model():
+    """PruningCallback(start=...) kept the first model's layer names, so beside another callback
+    the second model's fit failed ("not layers of model ...")."""
+    import keras
+
+    import prunelib
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 6)).astype(np.float32), rng.random((64, 2)).astype(np.float32)
+    start = prunelib.PruningCallback(50, start="per-unit-obs-gradual", x=x)
+    for _ in range(2):
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+        model.compile("sgd", "mse")
+        model.fit(x, y, verbose=0, callbacks=[start, prunelib.PruningCallback(50, layers=[model.layers[-1].name])])
+        assert int((model.layers[0].kernel.numpy() == 0).sum()) == 24
+
+
+def test_an_int8_tflite_file_quantizing_every_kernel_does_not_warn(tmp_path):
+    """A folded Normalization's constants (no converter quantizes them) were counted as weights
+    left float32."""
+    import warnings
+
+    import keras
+
+    import prunelib
+
+    rng = np.random.default_rng(0)
+    norm = keras.layers.Normalization()
+    norm.adapt(rng.random((32, 64)).astype(np.float32))
+    inputs = keras.Input((64,))
+    hidden = keras.layers.Dense(64, activation="relu")(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(32)(hidden))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prunelib.export(model, tmp_path / "m.tflite", quantize="int8")
+    assert not [w for w in caught if "stayed float32" in str(w.message)]
+
+
+def test_the_retracing_filter_drops_the_predict_functions_too():
+    import logging
+
+    from prunelib.base import quiet
+
+    message = (
+        "5 out of the last 5 calls to <function TensorFlowTrainer.make_predict_function.<locals>."
+        "one_step_on_data_distributed at 0x7f> triggered tf.function retracing."
+    )
+    assert not quiet._ManyModelsRetracing().filter(logging.LogRecord("tensorflow", 30, "", 1, message, None, None))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_starting_is_replaced():
+    """A worker killed by a signal while it starts (the kernel's OOM killer) is no script error:
+    the run starts another and finishes (WorkerStartFailed is for workers that fail to start)."""
+    driver = textwrap.dedent("""
+        import time
+        from prunelib.study import local
+        from prunelib.study.tasks import Cell
+
+        if __name__ == "__main__":
+            outcome = local.execute_local([Cell("sleep", time.sleep, (1,))], progress=False)
+            print("ok" if outcome.ok else outcome.failed)
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", driver], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    killed = None
+    deadline = time.monotonic() + 60
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        for worker in _spawned(proc.pid):
+            os.kill(worker, signal.SIGKILL)
+            killed = worker
+            break
+    out, err = proc.communicate(timeout=120)
+    assert killed is not None and proc.returncode == 0 and out.strip() == "ok", err[-2000:]
+
+
+def _spawned(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found

@@ -105,3 +105,15 @@ def hold_a_semaphore(seconds: float) -> None:
     lock = multiprocessing.get_context("spawn").Lock()
     with lock:
         time.sleep(seconds)
+
+
+def deaf_to_sigterm(flag_dir: str) -> None:
+    """A cell stuck where SIGTERM cannot reach it (as a long native call is): it marks that it has
+    started, then ignores SIGTERM and waits."""
+    import os
+    import signal
+    import time
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    open(os.path.join(flag_dir, f"started-{os.getpid()}"), "w").close()
+    time.sleep(120)

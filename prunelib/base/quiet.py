@@ -75,16 +75,16 @@ def quiet_framework_start() -> None:
 
 class _ManyModelsRetracing(logging.Filter):
     """Drops TensorFlow's "N out of the last N calls to <function TensorFlowTrainer._make_function
-    .<locals>...> triggered tf.function retracing" warning.
+    .<locals>...> triggered tf.function retracing" warning (``make_predict_function`` alike).
 
-    Every model Keras trains builds its own train function once, and TensorFlow counts those
+    Every model Keras trains (or predicts with) builds its own function once, and TensorFlow counts those
     functions as one, retraced: a process that trains a sixth model (a study worker does, one per
     cell) gets a warning about tracing in a loop that nothing here does.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not ("triggered tf.function retracing" in message and "TensorFlowTrainer._make_function" in message)
+        return not ("triggered tf.function retracing" in message and "<function TensorFlowTrainer." in message)
 
 
 def _probe_devices(module) -> None:

@@ -213,6 +213,7 @@ def execute_local(
     waiting = list(range(len(cells)))  # not started yet, in list order
     finished: set[str] = set()
     deaths: dict[int, int] = {}
+    killed = 0  # workers killed by a signal while starting
     slots: list[_Slot] = []
     t0 = time.perf_counter()
 
@@ -236,11 +237,13 @@ def execute_local(
             settle(index[name], "skipped", waits_for)
         return [index[c.name] for c in ready]
 
-    def stop(slot: _Slot, kill: bool = False) -> None:
+    def stop(slot: _Slot, kill: bool = False, deadline: float | None = None) -> None:
         slots.remove(slot)
         if kill and slot.process.is_alive():
             slot.process.terminate()  # artifacts are written atomically: nothing half-written stays
-            slot.process.join(UNWIND_SECONDS)  # a native call ends before the worker unwinds
+            # a native call ends before the worker unwinds; workers stopped together share one wait
+            wait_s = UNWIND_SECONDS if deadline is None else max(deadline - time.monotonic(), 0.0)
+            slot.process.join(wait_s)
             if slot.process.is_alive():
                 slot.process.kill()
         elif slot.process.is_alive():
@@ -288,15 +291,25 @@ def execute_local(
                     message = conn.recv()
                 except EOFError:  # the worker died, in the middle of its cell if it had one
                     stop(slot)
+                    code = slot.process.exitcode
                     if not slot.ready:
-                        # Dying while starting is no cell's fault, and a fresh worker would die
-                        # the same way: say why rather than start workers forever.
-                        raise WorkerStartFailed(
-                            f"a worker process exited while starting (exit code {slot.process.exitcode}), "
-                            "before running any cell; its error is printed above. From a script, call the "
-                            "run under `if __name__ == '__main__':` (workers are spawned and import the "
-                            "script again)"
-                        ) from None
+                        # An error while starting is no cell's fault, and a fresh worker would fail
+                        # the same way: say why rather than start workers forever. A worker killed
+                        # while starting (by the kernel, for memory) is replaced, a few times.
+                        killed += code is not None and code < 0
+                        if code is None or code >= 0:
+                            raise WorkerStartFailed(
+                                f"a worker process exited while starting (exit code {code}), before "
+                                "running any cell; its error is printed above. From a script, call the "
+                                "run under `if __name__ == '__main__':` (workers are spawned and import "
+                                "the script again)"
+                            ) from None
+                        if killed > retries + 1:
+                            raise WorkerStartFailed(
+                                f"worker processes were killed while starting {killed} times (the last "
+                                f"by signal {-code}), before running any cell: is the machine short of memory?"
+                            ) from None
+                        continue
                     i = slot.cell
                     if i is not None:
                         deaths[i] = deaths.get(i, 0) + 1
@@ -323,8 +336,13 @@ def execute_local(
     finally:
         # A worker in the middle of a cell is terminated; so is one still starting (it holds no
         # cell, and waiting for its imports would keep a Ctrl-C waiting); an idle one is told to go.
+        doomed = [s for s in slots if s.cell is not None or not s.ready]
+        for slot in doomed:
+            if slot.process.is_alive():
+                slot.process.terminate()  # all at once: they unwind side by side
+        deadline = time.monotonic() + UNWIND_SECONDS
         for slot in list(slots):
-            stop(slot, kill=slot.cell is not None or not slot.ready)
+            stop(slot, kill=slot in doomed, deadline=deadline)
         bar.close()
     outcome.wall = time.perf_counter() - t0
     return outcome

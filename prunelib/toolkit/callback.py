@@ -138,9 +138,9 @@ class PruningCallback(MaskingCallback):
             return
         pruned = api.post_training_model(self.model, self.start_k, self.x, method=self.start)
         self.model.set_weights(pruned.get_weights())
-        # the layers the method prunes: every kernel layer but the outputs (Dense and convolutions)
+        # the layers the method prunes: every kernel layer but the outputs (Dense and convolutions),
+        # those the mechanism prunes with no layer names given (this model's, on every new model)
         specs = kl.prunable_layers(self.model)
-        self.layer_names = [spec.name for spec in specs]
         self._start_masks = {
             spec.key(kernel.variable): np.asarray(kernel.variable.numpy()) != 0
             for spec in specs

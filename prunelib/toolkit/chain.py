@@ -370,7 +370,7 @@ def chain(model: keras.Model, what: str) -> Chain:
     Raises:
         ValueError: an unbuilt or subclassed model, a layer or sub-model applied more than once, a
             Dense or activation layer with its own ``call``, a quantized layer, a layer computing in
-            another dtype than float32 or float64, NaN or infinite weights, a weighted layer that is
+            another dtype than float32 or float64 (or a float16 or bfloat16 input), NaN or infinite weights, a weighted layer that is
             not Dense, a weightless layer that is neither a reshape nor elementwise, a
             non-elementwise hidden activation, or more than one input.
     """
@@ -379,6 +379,13 @@ def chain(model: keras.Model, what: str) -> Chain:
     for layer in flat_layers(model):
         _check_readable(layer, what)
     check_dtypes(model, what)
+    for tensor in getattr(model, "inputs", None) or []:
+        dtype = str(tensor.dtype)
+        if "float" in dtype and dtype not in FLOAT_DTYPES:  # integers reach the layers exactly
+            raise ValueError(
+                f"{what} computes in float32, but input {tensor.name!r} is {dtype}; rebuild the model "
+                "with a float32 input and copy its weights over"
+            )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(
             f"{what} needs a model with one input and one output; {model.name!r} has "
@@ -475,13 +482,6 @@ def check_dtypes(model: keras.Model, what: str) -> None:
     Raises:
         ValueError: naming the first such layer and its dtype policy.
     """
-    for tensor in getattr(model, "inputs", None) or []:
-        dtype = str(tensor.dtype)
-        if "float" in dtype and dtype not in FLOAT_DTYPES:  # integers reach the layers exactly
-            raise ValueError(
-                f"{what} computes in float32, but input {tensor.name!r} is {dtype}; rebuild the model "
-                "with a float32 input and copy its weights over"
-            )
     for layer in flat_layers(model):
         if isinstance(layer, keras.layers.InputLayer):
             continue

@@ -398,11 +398,26 @@ def _warn_unquantized(data: bytes, path: Path) -> None:
     )
 
 
+TFLITE_WEIGHTED_OPS = (
+    "FULLY_CONNECTED",
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "TRANSPOSE_CONV",
+    "CONV_3D",
+    "CONV_3D_TRANSPOSE",
+    "BATCH_MATMUL",
+    "EMBEDDING_LOOKUP",
+    "GATHER",
+    "DEQUANTIZE",  # a quantized weight some ops read through a dequantize
+)
+"""The TFLite ops whose constant inputs are the weights dynamic-range quantization stores in int8."""
+
+
 def _weight_tensors(data: bytes) -> tuple[int, int, int]:
-    """Of the weight tensors in a ``.tflite`` flatbuffer (its constants of two or more dimensions:
-    kernels and tables, not biases, which dynamic-range quantization keeps float32 at any size):
-    how many there are, and how many float32 ones have fewer and how many ``TFLITE_MIN_QUANTIZED``
-    or more entries."""
+    """Of the weight tensors in a ``.tflite`` flatbuffer (the constant inputs, of two or more
+    dimensions, of :data:`TFLITE_WEIGHTED_OPS`: kernels and tables, not biases or a folded
+    normalization's constants, which no converter quantizes): how many there are, and how many
+    float32 ones have fewer and how many ``TFLITE_MIN_QUANTIZED`` or more entries."""
     import numpy as np
 
     try:
@@ -410,10 +425,21 @@ def _weight_tensors(data: bytes) -> tuple[int, int, int]:
     except ImportError:  # a LiteRT without the flatbuffer schema: nothing to count by
         return 0, 0, 0
     model = schema.Model.GetRootAs(data, 0)
+    weighted = {getattr(schema.BuiltinOperator, name) for name in TFLITE_WEIGHTED_OPS}
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    # TFLite keeps an op's code in one of two fields (the larger is the real one)
+    ops = [max(c.BuiltinCode(), c.DeprecatedBuiltinCode()) for c in codes]
     seen, total, small, large = set(), 0, 0, 0
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)
-        for t in range(graph.TensorsLength()):
+        inputs = {
+            int(t)
+            for o in range(graph.OperatorsLength())
+            if ops[(op := graph.Operators(o)).OpcodeIndex()] in weighted
+            for t in (op.InputsAsNumpy() if op.InputsLength() else [])
+            if t >= 0
+        }
+        for t in sorted(inputs):
             tensor = graph.Tensors(t)
             index = tensor.Buffer()
             buffer = model.Buffers(index) if 0 < index < model.BuffersLength() else None
