@@ -354,12 +354,16 @@ def test_stopped_workers_that_cannot_unwind_share_one_wait(tmp_path):
     """Two workers inside calls SIGTERM cannot interrupt: each was given UNWIND_SECONDS in turn, so a
     Ctrl-C took twice that; they are now terminated together and given one wait before the kill."""
     driver = textwrap.dedent(f"""
-        import sys
+        import signal
         from prunelib.study import local
         from prunelib.study.tasks import Cell
         import workers
 
         if __name__ == "__main__":
+            # Ctrl-C as a terminal-started process has it (the test runner's worker may pass on an
+            # ignored or blocked SIGINT, as tests/test_faults_cli.py's driver notes)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
             local.UNWIND_SECONDS = 4.0
             cells = [Cell(name, workers.deaf_to_sigterm, ({str(tmp_path)!r},)) for name in "ab"]
             local.execute_local(cells, workers=2, progress=False)
@@ -368,10 +372,15 @@ def test_stopped_workers_that_cannot_unwind_share_one_wait(tmp_path):
     deadline = time.monotonic() + 120
     while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(list(tmp_path.iterdir())) == 2, "the cells did not start"
+    if len(list(tmp_path.iterdir())) < 2:
+        proc.kill()
+        pytest.fail(f"the cells did not start: {proc.communicate()[1][-2000:]}")
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    try:
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never a driver left behind
     # one shared wait of 4 s, then the kill; one after the other took 8 s and more
     assert time.monotonic() - started < 7.0
 
