@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_faults_cli import gone, start_driver
+from test_faults_cli import _workers, gone, start_driver
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -487,22 +487,9 @@ def test_a_worker_killed_while_starting_is_replaced():
     killed = None
     deadline = time.monotonic() + 60
     while killed is None and proc.poll() is None and time.monotonic() < deadline:
-        for worker in _spawned(proc.pid):
+        for worker in _workers(proc.pid):
             os.kill(worker, signal.SIGKILL)
             killed = worker
             break
     out, err = proc.communicate(timeout=120)
     assert killed is not None and proc.returncode == 0 and out.strip() == "ok", err[-2000:]
-
-
-def _spawned(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            command = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == pid and b"spawn_main" in command:
-            found.append(int(stat.parent.name))
-    return found

@@ -1,9 +1,9 @@
 """Writing a user's file so that a failed write never costs them the previous one.
 
 Every file prunelib writes for a user (exports, masks, :class:`~prunelib.inference.sparse.SparseMLP`
-files) is written to a temporary file in the target's own
-directory and renamed onto the target only once complete: a rename within one directory is atomic,
-so the target is either the previous file, byte for byte, or the complete new one.
+files) is written to a temporary file in the target's own directory and renamed onto the target only
+once complete: a rename within one directory is atomic, so the target is either the previous file,
+byte for byte, or the complete new one.
 """
 
 from __future__ import annotations

@@ -237,13 +237,12 @@ def execute_local(
             settle(index[name], "skipped", waits_for)
         return [index[c.name] for c in ready]
 
-    def stop(slot: _Slot, kill: bool = False, deadline: float | None = None) -> None:
+    def stop(slot: _Slot, deadline: float | None = None) -> None:
+        """End ``slot``'s worker: told to go, or (``deadline``) terminated already and given until
+        then to unwind, then killed (a native call ends before the worker unwinds)."""
         slots.remove(slot)
-        if kill and slot.process.is_alive():
-            slot.process.terminate()  # artifacts are written atomically: nothing half-written stays
-            # a native call ends before the worker unwinds; workers stopped together share one wait
-            wait_s = UNWIND_SECONDS if deadline is None else max(deadline - time.monotonic(), 0.0)
-            slot.process.join(wait_s)
+        if deadline is not None and slot.process.is_alive():
+            slot.process.join(max(deadline - time.monotonic(), 0.0))
             if slot.process.is_alive():
                 slot.process.kill()
         elif slot.process.is_alive():
@@ -296,7 +295,6 @@ def execute_local(
                         # An error while starting is no cell's fault, and a fresh worker would fail
                         # the same way: say why rather than start workers forever. A worker killed
                         # while starting (by the kernel, for memory) is replaced, a few times.
-                        killed += code is not None and code < 0
                         if code is None or code >= 0:
                             raise WorkerStartFailed(
                                 f"a worker process exited while starting (exit code {code}), before "
@@ -304,6 +302,7 @@ def execute_local(
                                 "run under `if __name__ == '__main__':` (workers are spawned and import "
                                 "the script again)"
                             ) from None
+                        killed += 1
                         if killed > retries + 1:
                             raise WorkerStartFailed(
                                 f"worker processes were killed while starting {killed} times (the last "
@@ -336,13 +335,14 @@ def execute_local(
     finally:
         # A worker in the middle of a cell is terminated; so is one still starting (it holds no
         # cell, and waiting for its imports would keep a Ctrl-C waiting); an idle one is told to go.
+        # Artifacts are written atomically: nothing half-written stays.
         doomed = [s for s in slots if s.cell is not None or not s.ready]
         for slot in doomed:
             if slot.process.is_alive():
-                slot.process.terminate()  # all at once: they unwind side by side
+                slot.process.terminate()  # all at once: they unwind side by side, in one wait
         deadline = time.monotonic() + UNWIND_SECONDS
         for slot in list(slots):
-            stop(slot, kill=slot in doomed, deadline=deadline)
+            stop(slot, deadline if slot in doomed else None)
         bar.close()
     outcome.wall = time.perf_counter() - t0
     return outcome

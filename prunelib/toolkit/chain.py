@@ -591,14 +591,21 @@ def _integral(dtype: np.dtype | None) -> bool:
     return dtype is not None and (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_))
 
 
-def probe_batch(model: keras.Model, shape: tuple[int, ...], n: int = 16) -> np.ndarray:
-    """A seeded batch of ``n`` inputs of ``shape`` in the model's input dtype: standard normal
-    floats, or for an integer input the integers 0 and 1 (valid ids and pixel values alike)."""
+def random_batch(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A seeded array of ``shape`` in ``dtype``: standard normal for a float dtype, else the
+    integers 0 and 1 (valid ids and pixel values alike)."""
     rng = np.random.default_rng(0)
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(0, 2, shape).astype(dtype)
+
+
+def probe_batch(model: keras.Model, shape: tuple[int, ...], n: int = 16) -> np.ndarray:
+    """:func:`random_batch` of ``n`` inputs of ``shape``: in the model's input dtype where it is an
+    integer one, else float32."""
     dtype = input_dtype(model)
-    if _integral(dtype):
-        return rng.integers(0, 2, (n, *shape)).astype(dtype)
-    return rng.standard_normal((n, *shape)).astype(np.float32)
+    return random_batch((n, *shape), dtype if _integral(dtype) else np.float32)
 
 
 def keras_numpy(out) -> np.ndarray:

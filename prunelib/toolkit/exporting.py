@@ -584,8 +584,6 @@ def _output_order(name: str):
 
 def _probe(model, specs):
     """A seeded random batch for a single-input file whose size is known, else None."""
-    import numpy as np
-
     if len(specs) != 1:
         return None
     inputs = getattr(model, "inputs", None) or []
@@ -594,13 +592,9 @@ def _probe(model, specs):
         return None
     if specs[0][2] is None:
         return None
-    dtype = np.dtype(specs[0][2])
-    shape = (PROBE_BATCH, *dims)
-    rng = np.random.default_rng(0)
-    if np.issubdtype(dtype, np.floating):
-        return rng.standard_normal(shape).astype(dtype)
-    # integers valid wherever integers go in (an Embedding's ids, a one-hot index): 0 and 1
-    return rng.integers(0, 2, shape).astype(dtype)
+    from prunelib.toolkit.chain import random_batch
+
+    return random_batch((PROBE_BATCH, *dims), specs[0][2])
 
 
 def _verify(model, tmp: Path, path: Path, runner, quantize: str | None) -> None:
